@@ -22,6 +22,7 @@ from pennflow.definition import Processor, Workflow
 ECS_RUN_TASK_SYNC = "arn:aws:states:::ecs:runTask.sync"
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 CONTAINER_NAME = "processor"
+WORKFLOW_STATE = "Run workflow"
 FINALIZE_OK = "Finalize run"
 FINALIZE_FAILED = "Finalize failed run"
 SUCCEEDED = "Run succeeded"
@@ -33,7 +34,7 @@ DYNAMIC_VALUE_BUDGET = 256
 
 # Capacity and API hiccups are worth retrying whatever the processor's own policy says.
 INFRA_RETRY = {
-    "ErrorEquals": ["ECS.AmazonECSException", "ECS.ServerException", "ECS.LimitExceededException"],
+    "ErrorEquals": ["ECS.AmazonECSException"],
     "IntervalSeconds": 10,
     "MaxAttempts": 5,
     "BackoffRate": 2.0,
@@ -135,11 +136,13 @@ class _Compiler:
         self.decomposition = decompose(Dag.from_workflow(workflow))
 
     def compile(self) -> dict[str, Any]:
+        # The whole DAG is one branch of a wrapper, so a single Catch is the one failure path
+        # (and a 1,000-node workflow does not pay for 1,000 Catch blocks).
+        workflow_branch = self._branch(self.decomposition.plan)
         top = Machine()
-        plan = self.decomposition.plan
-        for part in plan.parts if isinstance(plan, Series) else (plan,):
-            for state in self._states(part):
-                top.add(state).catch_all(FINALIZE_FAILED)
+        top.add(State(WORKFLOW_STATE, "Parallel", Branches=[workflow_branch], ResultPath=None)).catch_all(
+            FINALIZE_FAILED
+        )
         top.add(_finalize_state(FINALIZE_OK, "SUCCEEDED"))
         top.chain()
         top.states[-1].next(SUCCEEDED)
@@ -159,8 +162,9 @@ class _Compiler:
             return self._step_states(self.workflow.processor(plan.id))
         if isinstance(plan, Parallel):
             self.parallel_count += 1
+            name = f"Parallel {self.parallel_count}"  # numbered before the nested ones
             branches = [self._branch(b) for b in plan.branches]
-            return [State(f"Parallel {self.parallel_count}", "Parallel", Branches=branches, ResultPath=None)]
+            return [State(name, "Parallel", Branches=branches, ResultPath=None)]
         return [state for part in plan.parts for state in self._states(part)]
 
     def _branch(self, plan: Plan) -> dict[str, Any]:
@@ -181,13 +185,7 @@ class _Compiler:
             "Cluster.$": "$.node.cluster",
             "LaunchType": "FARGATE",
             "TaskDefinition.$": f"$.run.taskDefinitions.{key}",
-            "NetworkConfiguration": {
-                "AwsvpcConfiguration": {
-                    "Subnets.$": "$.node.subnets",
-                    "SecurityGroups.$": "$.node.securityGroups",
-                    "AssignPublicIp": "DISABLED",
-                }
-            },
+            "NetworkConfiguration.$": "$.node.network",
             "PropagateTags": "TASK_DEFINITION",
             "Overrides": {
                 "ContainerOverrides": [
@@ -318,5 +316,14 @@ def execution_input(
                 for p in workflow.processors
             },
         },
-        "node": dict(node),
+        "node": {
+            **node,
+            "network": {
+                "AwsvpcConfiguration": {
+                    "Subnets": list(node["subnets"]),
+                    "SecurityGroups": list(node["securityGroups"]),
+                    "AssignPublicIp": "DISABLED",
+                }
+            },
+        },
     }

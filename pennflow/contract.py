@@ -63,7 +63,10 @@ class RunLayout:
 def static_environment(
     workflow: Workflow, processor: Processor, layout: RunLayout, layers_root: PurePath
 ) -> dict[str, str]:
-    """Everything in the environment that does not depend on the run (ids, paths, layers)."""
+    """Everything in the environment that does not depend on the run (ids, paths, layers).
+
+    ``LAYERS_DIR`` is a constant of the node, so on AWS it lives in the task definition.
+    """
     env = {"PROCESSOR_ID": processor.id, "WORKFLOW_NAME": workflow.name}
     input_dir = layout.input_dir(processor)
     if input_dir is not None:
@@ -72,7 +75,6 @@ def static_environment(
         for dep in processor.dependencies:
             env[f"INPUT_DIR_{env_name(dep)}"] = str(layout.output_dir(dep))
     env["OUTPUT_DIR"] = str(layout.output_dir(processor.id))
-    env["LAYERS_DIR"] = str(layers_root)
     for layer in processor.layers:
         env[f"LAYER_{env_name(layer)}_DIR"] = str(layers_root / layer)
     return env
@@ -135,6 +137,7 @@ def processor_environment(
     env.update(static_environment(workflow, processor, layout, layers_root))
     env["RUN_ID"] = run_id
     env["DATASET_ID"] = dataset_id or ""
+    env["LAYERS_DIR"] = str(layers_root)
     path = python_path(processor, layers_root, inherited_pythonpath)
     if path:
         env["PYTHONPATH"] = path

@@ -1,0 +1,233 @@
+"""The compiler: DESIGN §5 shape, determinism, the asl-validator gate, and order checked by running the ASL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pennflow.asl import (
+    ECS_RUN_TASK_SYNC,
+    FAILED,
+    FINALIZE_FAILED,
+    WORKFLOW_STATE,
+    CompileError,
+    compile_to_json,
+    compile_workflow,
+    execution_input,
+)
+from pennflow.dag import Dag, decompose, simulate
+from pennflow.definition import load_definition, validate_definition
+from tests.dag_strategies import random_dags, random_durations, series_parallel_dags, workflow_from_dag
+from tests.gates.asl import assert_valid_asl, validate_asl
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "definitions"
+CONTROL_STATES = {"Finalize run", "Finalize failed run", "Run succeeded", "Run failed"}
+
+
+def all_states(machine: dict) -> dict[str, dict]:
+    """Every state, nested ones included (names are unique across the whole machine)."""
+    found: dict[str, dict] = {}
+    for name, state in machine["States"].items():
+        assert name not in found, f"duplicate state name {name}"
+        found[name] = state
+        for branch in state.get("Branches", []):
+            found.update(all_states(branch))
+        if "ItemProcessor" in state:
+            found.update(all_states(state["ItemProcessor"]))
+    return found
+
+
+def run_asl(machine: dict, durations: dict[str, float], start: float = 0.0, times=None) -> tuple[float, dict]:
+    """Execute the structure with durations: Task/Map named by a node take its duration, others none."""
+    times = {} if times is None else times
+    name = machine["StartAt"]
+    clock = start
+    while True:
+        state = machine["States"][name]
+        if state["Type"] == "Parallel":
+            clock = max(run_asl(branch, durations, clock, times)[0] for branch in state["Branches"])
+        elif name in durations:
+            times[name] = (clock, clock + durations[name])
+            clock += durations[name]
+        if state.get("End") or state["Type"] in ("Succeed", "Fail") or "Next" not in state:
+            return clock, times
+        name = state["Next"]
+
+
+def node_states(asl: dict, dag: Dag) -> dict[str, dict]:
+    states = all_states(asl)
+    return {n: states[n] for n in dag.nodes}
+
+
+def test_example_compiles_to_the_design_shape():
+    workflow = load_definition(FIXTURES / "diamond.yaml")
+    asl = compile_workflow(workflow)
+    states = all_states(asl)
+    assert asl["StartAt"] == WORKFLOW_STATE
+    assert asl["States"][WORKFLOW_STATE]["Branches"][0]["StartAt"] == "recordings"
+    for node in ("recordings", "convert", "quality", "report", "results"):
+        assert states[node]["Resource"] == ECS_RUN_TASK_SYNC
+        params = states[node]["Parameters"]
+        assert params["Cluster.$"] == "$.node.cluster"
+        assert params["NetworkConfiguration.$"] == "$.node.network"
+        assert params["TaskDefinition.$"].startswith("$.run.taskDefinitions.")
+    # scatter -> a Map named by the id, with a batch task inside
+    assert states["band-power"]["Type"] == "Map"
+    assert states["band-power batch"]["Resource"] == ECS_RUN_TASK_SYNC
+    assert states["band-power"]["ItemsPath"] == "$.scatter.band_power.batches"
+    # ids and params travel as environment overrides
+    env = states["convert"]["Parameters"]["Overrides"]["ContainerOverrides"][0]["Environment"]
+    by_name = {e["Name"]: e for e in env}
+    assert by_name["PROCESSOR_ID"]["Value"] == "convert"
+    assert by_name["RUN_ID"]["Value.$"] == "$.run.id"
+    assert by_name["FORMAT"]["Value.$"] == "$.run.params.convert.FORMAT"
+    assert by_name["INPUT_DIR"]["Value"] == "/mnt/run/recordings/output"
+    report_env = {
+        e["Name"]: e
+        for e in states["report"]["Parameters"]["Overrides"]["ContainerOverrides"][0]["Environment"]
+    }
+    assert report_env["INPUT_DIR"]["Value"] == "/mnt/run/report/input"
+    assert report_env["INPUT_DIR_BAND_POWER"]["Value"] == "/mnt/run/band-power/output"
+    quality_env = {
+        e["Name"]: e
+        for e in states["quality"]["Parameters"]["Overrides"]["ContainerOverrides"][0]["Environment"]
+    }
+    assert quality_env["LAYER_SCIENTIFIC_STACK_DIR"]["Value"] == "/mnt/layers/scientific-stack"
+    assert quality_env["PYTHONPATH"]["Value"] == "/mnt/layers/scientific-stack/python"
+    # retry and timeout from the definition
+    retry = states["convert"]["Retry"][0]
+    assert retry == {
+        "ErrorEquals": ["States.TaskFailed"],
+        "IntervalSeconds": 5,
+        "MaxAttempts": 2,
+        "BackoffRate": 1.5,
+    }
+    assert states["convert"]["TimeoutSeconds"] == 600
+    # one failure path: the DAG runs inside one wrapper whose single Catch finalizes the failed run
+    assert set(asl["States"]) == CONTROL_STATES | {WORKFLOW_STATE}
+    wrapper = asl["States"][WORKFLOW_STATE]
+    assert wrapper["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": FINALIZE_FAILED}
+    ]
+    assert sum("Catch" in state for state in states.values()) == 1
+    assert asl["States"][FINALIZE_FAILED]["Next"] == FAILED
+    assert asl["States"][FAILED]["Type"] == "Fail"
+    assert_valid_asl(asl)
+
+
+def test_nothing_account_specific_is_hard_coded():
+    text = compile_to_json(load_definition(FIXTURES / "diamond.yaml"))
+    for fragment in ("arn:aws:ecs", "arn:aws:lambda", "subnet-", "sg-", "dkr.ecr"):
+        assert fragment not in text
+
+
+def test_compilation_is_deterministic_to_the_byte():
+    a = compile_to_json(load_definition(FIXTURES / "diamond.yaml"))
+    b = compile_to_json(load_definition(FIXTURES / "diamond.yaml"))
+    assert a == b
+    assert json.loads(a) == compile_workflow(load_definition(FIXTURES / "diamond.yaml"))
+
+
+def test_pennsieve_definition_compiles_and_validates():
+    assert_valid_asl(compile_workflow(load_definition(FIXTURES / "pennsieve-workflow.json")))
+
+
+def test_gate_rejects_a_broken_definition():
+    """The gate itself can fail."""
+    errors = validate_asl([{"StartAt": "x", "States": {"x": {"Type": "Pass", "Next": "nowhere"}}}])
+    assert errors[0]
+
+
+def test_override_limit_is_checked_at_compile_time():
+    params = {f"P{i}": "v" * 100 for i in range(60)}
+    data = {
+        "name": "big",
+        "processors": [
+            {"id": "s", "type": "data-source"},
+            {"id": "a", "image": "i", "dependsOn": ["s"], "defaultParams": params},
+        ],
+    }
+    with pytest.raises(CompileError, match="'a'.*8192"):
+        compile_workflow(validate_definition(data))
+
+
+def test_execution_input_shape_and_missing_pieces():
+    workflow = load_definition(FIXTURES / "diamond.yaml")
+    node = {
+        "cluster": "c",
+        "subnets": ["s"],
+        "securityGroups": ["g"],
+        "finalizeFunction": "f",
+        "listBatchesFunction": "l",
+    }
+    tds = {p.id: f"td-{p.id}" for p in workflow.processors}
+    data = execution_input(
+        workflow, run_id="r-1", task_definitions=tds, params={"convert": {"FORMAT": "csv"}}, node=node
+    )
+    assert data["run"]["taskDefinitions"]["band_power"] == "td-band-power"
+    assert data["run"]["params"]["convert"] == {"FORMAT": "csv"}
+    assert data["run"]["datasetId"] == ""
+    assert data["node"]["network"]["AwsvpcConfiguration"] == {
+        "Subnets": ["s"],
+        "SecurityGroups": ["g"],
+        "AssignPublicIp": "DISABLED",
+    }
+    with pytest.raises(ValueError, match="no task definition for processor"):
+        execution_input(workflow, run_id="r", task_definitions={}, params={}, node=node)
+    with pytest.raises(ValueError, match="listBatchesFunction"):
+        execution_input(
+            workflow,
+            run_id="r",
+            task_definitions=tds,
+            params={},
+            node={k: v for k, v in node.items() if k[0] != "l"},
+        )
+
+
+def test_thousand_node_dag_is_under_a_megabyte():
+    import random
+
+    rng = random.Random(5)
+    nodes = [f"p{i}" for i in range(1000)]
+    edges = sorted({(nodes[rng.randrange(j)], nodes[j]) for j in range(1, 1000) for _ in range(2)})
+    text = compile_to_json(workflow_from_dag(Dag.from_edges(nodes, edges)))
+    assert len(text.encode()) < 1_000_000
+    assert_valid_asl(json.loads(text))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(
+    st.lists(
+        st.tuples(random_dags(max_nodes=18) | series_parallel_dags(), st.integers(0, 1000)),
+        min_size=3,
+        max_size=3,
+    )
+)
+def test_generated_dags_compile_to_valid_asl_in_dependency_order(cases):
+    compiled = []
+    for dag, seed in cases:
+        workflow = workflow_from_dag(dag)
+        asl = compile_workflow(workflow)
+        compiled.append(asl)
+        states = all_states(asl)
+        assert set(dag.nodes) <= set(states), "every node is a state named by its id"
+        assert sum(1 for name in states if name in dag.nodes) == len(dag.nodes)
+        durations = random_durations(dag, seed)
+        makespan, times = run_asl(asl, durations)
+        assert set(times) == set(dag.nodes), "every node runs exactly once"
+        for node in dag.nodes:
+            for dep in dag.deps[node]:
+                assert times[dep][1] <= times[node][0] + 1e-9
+        critical = dag.critical_path(durations)
+        if decompose(dag).is_series_parallel:
+            assert makespan == pytest.approx(critical)
+        assert makespan <= simulate(dag.kahn_plan(), durations) + 1e-9
+    for errors in validate_asl(compiled):
+        assert not errors

@@ -1,0 +1,282 @@
+"""Definitions: loading, the Pennsieve format, and every fault named by processor and field."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pennflow.definition import (
+    DefinitionError,
+    ProcessorType,
+    TargetType,
+    load_definition,
+    parse_definition,
+    validate_definition,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "definitions"
+
+
+def faults_of(text: str, fmt: str = "yaml") -> list[tuple]:
+    with pytest.raises(DefinitionError) as info:
+        parse_definition(textwrap.dedent(text), fmt)
+    return [(f.processor, f.field, f.message) for f in info.value.faults]
+
+
+def base(*extra: dict) -> dict:
+    return {
+        "name": "wf",
+        "processors": [
+            {"id": "src", "type": "data-source"},
+            {"id": "step", "image": "img:1", "dependsOn": ["src"]},
+            *extra,
+        ],
+    }
+
+
+def faults_for(data: dict) -> list[tuple]:
+    with pytest.raises(DefinitionError) as info:
+        validate_definition(data)
+    return [(f.processor, f.field, f.message) for f in info.value.faults]
+
+
+def test_pennsieve_definition_is_accepted_unchanged():
+    workflow = load_definition(FIXTURES / "pennsieve-workflow.json")
+    assert workflow.name == "ephys-features"
+    assert workflow.organization_id.startswith("N:organization:")
+    convert = workflow.processor("convert")
+    assert (convert.source_url, convert.tag, convert.compute_type.value) == (
+        "https://github.com/Penn-I3H/ephys-convert",
+        "v1.2.0",
+        "standard",
+    )
+    assert workflow.processor("source").dependencies == ()
+    target = workflow.processor("target")
+    assert target.type is ProcessorType.DATA_TARGET
+    assert target.target_type is TargetType.PENNSIEVE_DATASET
+
+
+def test_yaml_and_json_of_the_same_workflow_are_equal_and_hash_the_same():
+    from_yaml = load_definition(FIXTURES / "diamond.yaml")
+    as_json = json.dumps(yaml.safe_load((FIXTURES / "diamond.yaml").read_text()))
+    from_json = parse_definition(as_json, "json")
+    assert from_yaml == from_json
+    assert from_yaml.definition_hash() == from_json.definition_hash()
+    assert from_yaml.processor("convert").retry.max_attempts == 2
+    assert from_yaml.processor("band-power").scatter.batch_size == 10
+
+
+def test_hash_changes_with_content():
+    a = validate_definition(base())
+    changed = base()
+    changed["processors"][1]["defaultParams"] = {"K": "v"}
+    assert a.definition_hash() != validate_definition(changed).definition_hash()
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"id": "Bad_Id", "image": "i", "dependsOn": ["src"]}, ("Bad_Id", "id", "lower-case")),
+        ({"id": "x" * 65, "image": "i", "dependsOn": ["src"]}, ("x" * 65, "id", "at most 64")),
+        ({"id": "step", "image": "i", "dependsOn": ["src"]}, ("step", "id", "duplicate id")),
+        ({"id": "a", "image": "i", "dependsOn": ["a"]}, ("a", "dependsOn", "cannot depend on itself")),
+        ({"id": "a", "image": "i", "dependsOn": ["ghost"]}, ("a", "dependsOn", "unknown processor 'ghost'")),
+        ({"id": "a", "image": "i"}, ("a", "dependsOn", "required")),
+        ({"id": "a", "image": "i", "dependsOn": []}, ("a", "dependsOn", "required")),
+        (
+            {"id": "s2", "type": "data-source", "dependsOn": ["src"]},
+            ("s2", "dependsOn", "data source has no"),
+        ),
+        (
+            {"id": "t", "type": "data-target", "dependsOn": ["step"]},
+            ("t", "targetType", "required for a data target"),
+        ),
+        (
+            {"id": "t", "type": "data-target", "targetType": "ftp", "dependsOn": ["step"]},
+            ("t", "targetType", "'ftp' is not one of"),
+        ),
+        (
+            {"id": "t", "type": "data-target", "targetType": "persistent-layer", "dependsOn": ["step"]},
+            ("t", "defaultParams.layerName", "required for a persistent-layer"),
+        ),
+        (
+            {"id": "a", "image": "i", "dependsOn": ["src"], "defaultParams": {"N": 3}},
+            ("a", "defaultParams.N", "must be strings, got int 3"),
+        ),
+        (
+            {"id": "a", "image": "i", "dependsOn": ["src"], "defaultParams": {"OUTPUT_DIR": "/x"}},
+            ("a", "defaultParams.OUTPUT_DIR", "reserved"),
+        ),
+        (
+            {"id": "a", "image": "i", "dependsOn": ["src"], "defaultParams": {"bad-name": "x"}},
+            ("a", "defaultParams.bad-name", "not a valid environment variable name"),
+        ),
+        (
+            {"id": "a", "image": "i", "dependsOn": ["src"], "cpu": 300},
+            ("a", "cpu", "not a Fargate cpu value"),
+        ),
+        (
+            {"id": "a", "image": "i", "dependsOn": ["src"], "cpu": 256, "memory": 4096},
+            ("a", "memory", "not valid with cpu 256"),
+        ),
+        ({"id": "a", "dependsOn": ["src"]}, ("a", "image", "needs an image, a sourceUrl")),
+        ({"id": "a", "sourceUrl": "https://x", "dependsOn": ["src"]}, ("a", "tag", "needs a tag")),
+        (
+            {"id": "a", "image": "i", "dependsOn": ["src"], "layers": ["Bad"]},
+            ("a", "layers", "not a valid layer"),
+        ),
+        (
+            {"id": "a", "image": "i", "dependsOn": ["src"], "retry": {"maxAttempts": 99}},
+            ("a", "retry.maxAttempts", "less than or equal to 10"),
+        ),
+        (
+            {"id": "a", "image": "i", "dependsOn": ["src"], "computeType": "tpu"},
+            ("a", "computeType", "'tpu'"),
+        ),
+        (
+            {"id": "t", "type": "data-target", "targetType": "s3", "dependsOn": ["step"]},
+            None,
+        ),
+    ],
+)
+def test_each_fault_names_processor_and_field(extra, expected):
+    data = base(extra)
+    if expected is None:
+        validate_definition(data)
+        return
+    processor, field, fragment = expected
+    faults = faults_for(data)
+    assert any(p == processor and f == field and fragment in m for p, f, m in faults), faults
+
+
+def test_dependency_on_a_data_target_is_rejected():
+    data = base(
+        {"id": "t", "type": "data-target", "targetType": "s3", "dependsOn": ["step"]},
+        {"id": "after", "image": "i", "dependsOn": ["t"]},
+    )
+    assert ("after", "dependsOn", "'t' is a data target, which has no output") in faults_for(data)
+
+
+def test_cycle_is_reported_with_its_path():
+    data = base(
+        {"id": "a", "image": "i", "dependsOn": ["src", "c"]},
+        {"id": "b", "image": "i", "dependsOn": ["a"]},
+        {"id": "c", "image": "i", "dependsOn": ["b"]},
+    )
+    cycles = [m for _, f, m in faults_for(data) if m.startswith("cycle:")]
+    assert len(cycles) == 1
+    path = cycles[0].removeprefix("cycle: ").split(" (")[0].split(" -> ")
+    assert path[0] == path[-1] and set(path) == {"a", "b", "c"}
+
+
+def test_every_fault_is_listed_not_just_the_first():
+    faults = faults_of(
+        """
+        name: Bad Name
+        processors:
+          - id: a
+            image: i
+            dependsOn: [a]
+            defaultParams: {N: 1, INPUT_DIR: x}
+            cpu: 256
+            memory: 8192
+          - id: a
+            image: i
+          - id: t
+            type: data-target
+            targetType: persistent-layer
+            dependsOn: [a]
+        """
+    )
+    fields = {(p, f) for p, f, _ in faults}
+    assert {
+        (None, "name"),
+        ("a", "dependsOn"),
+        ("a", "defaultParams.N"),
+        ("a", "defaultParams.INPUT_DIR"),
+        ("a", "memory"),
+        ("a", "id"),
+        ("t", "defaultParams.layerName"),
+    } <= fields
+
+
+def test_empty_and_missing_processors():
+    assert (None, "processors", "the workflow has no processors") in faults_of("name: wf\nprocessors: []\n")
+    assert (None, "processors", "required: a list of processors") in faults_of("name: wf\n")
+
+
+def test_yaml_error_has_line_number():
+    faults = faults_of("name: wf\nprocessors:\n  - id: a\n   bad: [\n")
+    assert len(faults) == 1 and faults[0][1] == "file"
+    assert "invalid YAML at line 4" in faults[0][2]
+
+
+def test_json_error_has_line_number():
+    faults = faults_of('{\n  "name": "wf",\n  "processors": [,]\n}', "json")
+    assert "invalid JSON at line 3" in faults[0][2]
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(DefinitionError) as info:
+        load_definition(tmp_path / "missing.yaml")
+    assert "cannot read" in info.value.faults[0].message
+    binary = tmp_path / "x.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(DefinitionError) as info:
+        load_definition(binary)
+    assert "UTF-8" in info.value.faults[0].message
+
+
+def test_top_level_must_be_a_mapping():
+    assert faults_of("- a\n- b\n")[0][2].startswith("the top level must be a mapping")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+processor_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.text(max_size=6) | json_values,
+        "type": st.sampled_from(["data-source", "processor", "data-target", "x"]) | json_values,
+        "dependsOn": st.lists(st.text(max_size=3), max_size=3) | json_values,
+        "image": st.text(max_size=5) | json_values,
+        "defaultParams": st.dictionaries(st.text(max_size=5), json_values, max_size=3),
+        "cpu": st.sampled_from([256, 512, 1024, 3]) | json_values,
+        "memory": st.integers(-1, 100_000) | json_values,
+        "targetType": st.sampled_from([t.value for t in TargetType]) | json_values,
+        "retry": json_values,
+        "scatter": json_values,
+        "layers": json_values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "name": st.text(max_size=10) | json_values,
+            "processors": st.lists(processor_like, max_size=5),
+        },
+    )
+    | json_values
+)
+def test_any_input_gives_a_workflow_or_a_definition_error(data):
+    """Never a stray exception, and every fault names a field and has a message."""
+    try:
+        validate_definition(data)
+    except DefinitionError as exc:
+        assert exc.faults
+        for fault in exc.faults:
+            assert fault.field and fault.message
+            assert str(fault)
