@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pennflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, python_path, state_key, static_environment
-from pennflow.dag import Dag, Parallel, Plan, Series, Step, decompose
+from pennflow.dag import Dag, Parallel, Plan, Step, decompose
 from pennflow.definition import Processor, Workflow
 
 ECS_RUN_TASK_SYNC = "arn:aws:states:::ecs:runTask.sync"
