@@ -1,0 +1,43 @@
+"""The one place that creates boto3 clients for the compute node's runtime code.
+
+boto3 is imported on first use, so ``pennflow`` stays importable without the AWS extras. Clients
+are cached per (service, region): a Lambda container reuses them across invocations. Retries use
+botocore's adaptive mode with room for the account-wide throttles this code meets
+(``RegisterTaskDefinition`` bursts 20 then allows 1 per second).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+MAX_ATTEMPTS = 10
+_clients: dict[tuple[str, str | None], Any] = {}
+_lock = threading.Lock()
+
+
+def client(service: str, region: str | None = None) -> Any:
+    """A cached boto3 client (``AWS_ENDPOINT_URL_<SERVICE>`` and the usual settings apply)."""
+    key = (service, region)
+    with _lock:
+        if key not in _clients:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(retries={"mode": "adaptive", "max_attempts": MAX_ATTEMPTS})
+            _clients[key] = boto3.session.Session().client(service, region_name=region, config=config)
+        return _clients[key]
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests switch credentials and endpoints between cases)."""
+    with _lock:
+        _clients.clear()
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ``ClientError`` (None for anything else)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None

@@ -1,0 +1,444 @@
+"""The compute node's run store: one DynamoDB table, the same status rules as the SQLite store.
+
+Table (key names shared with ``stacks/constants.py``)::
+
+    pk run_id (S), sk sk (S): "RUN" for the run, "STEP#<processor_id>" for each processor
+    GSI by-workflow: pk workflow_name (S), sk created_at (S)   -- run items only
+    GSI by-status:   pk status (S),        sk created_at (S)   -- run items only
+
+Step items carry ``status`` but never ``created_at``, so neither index holds them (an item enters
+a GSI only when it has both of the index's key attributes). Timestamps are stored as fixed-width
+UTC ISO strings (``2025-01-31T12:00:00.000000Z``) so that string order is time order.
+
+Status writes are conditional (``#status IN (<allowed predecessors>)``); a refused condition
+returns False. Listing is newest first with an opaque cursor (base64 of the last key returned).
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import Enum
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+
+from pennflow.aws import client as aws_client
+from pennflow.aws import error_code
+from pennflow.runs import RunRecord, Status, StepRecord, allowed_predecessors
+from pennflow.stores.base import Page, StoreConflict
+
+PK = "run_id"
+SK = "sk"
+RUN_SK = "RUN"
+STEP_PREFIX = "STEP#"
+BY_WORKFLOW = "by-workflow"
+BY_STATUS = "by-status"
+WORKFLOW_ATTR = "workflow_name"
+STATUS_ATTR = "status"
+CREATED_ATTR = "created_at"
+POSITION_ATTR = "position"
+TASKS_ATTR = "task_arns"  # ECS task ARNs a step ran (one per attempt or batch), see record_task
+MAX_TRANSACTION_ITEMS = 100
+CURSOR_VERSION = 1
+# RunRecord field -> attribute name where they differ.
+RUN_ATTRS = {"workflow": WORKFLOW_ATTR}
+
+
+class DynamoRunStore:
+    """A :class:`~pennflow.stores.base.RunStore` on one DynamoDB table (see the module docstring)."""
+
+    def __init__(self, table_name: str, client: Any = None):
+        self.table_name = table_name
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws_client("dynamodb")
+        return self._client
+
+    # ---------------------------------------------------------------- runs
+
+    def create_run(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
+        if len(steps) + 1 > MAX_TRANSACTION_ITEMS:
+            raise ValueError(
+                f"run {run.run_id!r} has {len(steps)} processors; the DynamoDB store writes a run and its "
+                f"processors in one transaction of at most {MAX_TRANSACTION_ITEMS - 1} processors"
+            )
+        items = [_run_item(run)] + [_step_item(step, index) for index, step in enumerate(steps)]
+        writes = [
+            {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": _serialize(item),
+                    "ConditionExpression": "attribute_not_exists(#pk)",
+                    "ExpressionAttributeNames": {"#pk": PK},
+                }
+            }
+            for item in items
+        ]
+        try:
+            self.client.transact_write_items(TransactItems=writes)
+        except Exception as exc:
+            if error_code(exc) == "TransactionCanceledException" and _conditional_failure(exc):
+                raise StoreConflict(f"run {run.run_id!r} exists already") from None
+            raise
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        response = self.client.get_item(
+            TableName=self.table_name, Key=_key(run_id, RUN_SK), ConsistentRead=True
+        )
+        item = response.get("Item")
+        return _run_record(_deserialize(item)) if item else None
+
+    def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: Status | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        status = Status(status) if status is not None else None
+        if workflow is not None:
+            query = _IndexQuery(BY_WORKFLOW, WORKFLOW_ATTR, workflow, status)
+            return self._list_one(query, f"workflow={workflow}", limit, cursor)
+        if status is not None:
+            return self._list_one(
+                _IndexQuery(BY_STATUS, STATUS_ATTR, status.value), f"status={status}", limit, cursor
+            )
+        return self._list_all(limit, cursor)
+
+    def update_run(self, run_id: str, status: Status | None = None, **fields: Any) -> bool:
+        values = {
+            RUN_ATTRS.get(name, name): _field_value(RunRecord, name, value) for name, value in fields.items()
+        }
+        for name in values:
+            if name in (PK, WORKFLOW_ATTR, CREATED_ATTR, STATUS_ATTR):
+                raise ValueError(f"{name!r} cannot be updated this way")
+        return self._update(_key(run_id, RUN_SK), status, values)
+
+    # ---------------------------------------------------------------- steps
+
+    def list_steps(self, run_id: str) -> list[StepRecord]:
+        items = [_deserialize(item) for item in self._step_items(run_id)]
+        items.sort(key=lambda item: item.get(POSITION_ATTR, 0))
+        return [StepRecord.model_validate(_plain(item)) for item in items]
+
+    def update_step(
+        self, run_id: str, processor_id: str, status: Status | None = None, **fields: Any
+    ) -> bool:
+        values = {name: _field_value(StepRecord, name, value) for name, value in fields.items()}
+        for name in values:
+            if name in (PK, "processor_id", STATUS_ATTR):
+                raise ValueError(f"{name!r} cannot be updated this way")
+        return self._update(_key(run_id, STEP_PREFIX + processor_id), status, values)
+
+    # ---------------------------------------------------------------- ECS tasks of steps (AWS only)
+
+    def record_task(self, run_id: str, processor_id: str, task_arn: str) -> bool:
+        """Remember an ECS task of a step and count it as one attempt; False if it was already known.
+
+        One conditional update, so the same task event delivered twice counts once.
+        """
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(run_id, STEP_PREFIX + processor_id),
+                UpdateExpression="ADD #tasks :task, #attempts :one",
+                ConditionExpression="attribute_exists(#pk) AND NOT contains(#tasks, :arn)",
+                ExpressionAttributeNames={"#pk": PK, "#tasks": TASKS_ATTR, "#attempts": "attempts"},
+                ExpressionAttributeValues={
+                    ":task": {"SS": [task_arn]},
+                    ":arn": {"S": task_arn},
+                    ":one": {"N": "1"},
+                },
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def step_tasks(self, run_id: str) -> dict[str, list[str]]:
+        """processor id -> the ECS task ARNs recorded for it (sorted), for every step of the run."""
+        tasks = {}
+        for raw in self._step_items(run_id):
+            item = _deserialize(raw)
+            tasks[item["processor_id"]] = sorted(item.get(TASKS_ATTR, ()))
+        return tasks
+
+    # ---------------------------------------------------------------- internals
+
+    def _step_items(self, run_id: str) -> Iterator[dict[str, Any]]:
+        paginator = self.client.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self.table_name,
+            KeyConditionExpression="#pk = :run AND begins_with(#sk, :step)",
+            ExpressionAttributeNames={"#pk": PK, "#sk": SK},
+            ExpressionAttributeValues={":run": {"S": run_id}, ":step": {"S": STEP_PREFIX}},
+            ConsistentRead=True,
+        )
+        for page in pages:
+            yield from page.get("Items", [])
+
+    def _update(self, key: dict[str, Any], status: Status | None, values: dict[str, Any]) -> bool:
+        if status is None and not values:
+            raise ValueError("nothing to update: give a status or fields")
+        names = {"#pk": PK}
+        attr_values: dict[str, Any] = {}
+        conditions = ["attribute_exists(#pk)"]
+        sets, removes = [], []
+        for index, (name, value) in enumerate(values.items()):
+            names[f"#f{index}"] = name
+            if value is None:
+                removes.append(f"#f{index}")
+            else:
+                sets.append(f"#f{index} = :f{index}")
+                attr_values[f":f{index}"] = value
+        if status is not None:
+            status = Status(status)
+            allowed = sorted(s.value for s in allowed_predecessors(status))
+            if not allowed:
+                return False
+            names["#status"] = STATUS_ATTR
+            sets.append("#status = :status")
+            attr_values[":status"] = status.value
+            placeholders = ", ".join(f":allowed{i}" for i in range(len(allowed)))
+            conditions.append(f"#status IN ({placeholders})")
+            attr_values.update({f":allowed{i}": value for i, value in enumerate(allowed)})
+        expression = " ".join(
+            part
+            for part in (sets and "SET " + ", ".join(sets), removes and "REMOVE " + ", ".join(removes))
+            if part
+        )
+        request = {
+            "TableName": self.table_name,
+            "Key": key,
+            "UpdateExpression": expression,
+            "ConditionExpression": " AND ".join(conditions),
+            "ExpressionAttributeNames": names,
+        }
+        if attr_values:
+            request["ExpressionAttributeValues"] = _serialize(attr_values)
+        try:
+            self.client.update_item(**request)
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def _list_one(self, query: _IndexQuery, scope: str, limit: int, cursor: str | None) -> Page:
+        start = _decode_cursor(cursor, scope).get("start") if cursor else None
+        items, more = self._fetch(query, start, limit + 1)
+        page = items[:limit]
+        next_cursor = (
+            _encode_cursor(scope, {"start": query.key_of(page[-1])}) if more or len(items) > limit else None
+        )
+        return Page([_run_record(item) for item in page], next_cursor)
+
+    def _list_all(self, limit: int, cursor: str | None) -> Page:
+        """Newest first across every status: a merge of the by-status index's partitions."""
+        if cursor:
+            starts = _decode_cursor(cursor, "all").get("starts", {})
+        else:
+            starts = {status.value: None for status in Status}
+        queries = {
+            value: _IndexQuery(BY_STATUS, STATUS_ATTR, value) for value in starts if value in set(Status)
+        }
+        fetched = {value: self._fetch(query, starts[value], limit + 1) for value, query in queries.items()}
+        streams = [[(_order(item), value, item) for item in items] for value, (items, _) in fetched.items()]
+        merged = list(heapq.merge(*streams, reverse=True))
+        page = merged[:limit]
+        consumed: dict[str, dict[str, Any]] = {}
+        for _, value, item in page:
+            consumed[value] = item
+        next_starts = {}
+        for value, (items, more) in fetched.items():
+            taken = sum(1 for _, v, _ in page if v == value)
+            if taken < len(items) or more:
+                last = consumed.get(value)
+                next_starts[value] = queries[value].key_of(last) if last else starts[value]
+        next_cursor = _encode_cursor("all", {"starts": next_starts}) if next_starts else None
+        return Page([_run_record(item) for _, _, item in page], next_cursor)
+
+    def _fetch(
+        self, query: _IndexQuery, start: dict[str, str] | None, wanted: int
+    ) -> tuple[list[dict], bool]:
+        """Up to ``wanted`` items of one index partition, newest first, after ``start``; and whether more exist."""
+        items: list[dict[str, Any]] = []
+        while True:
+            request = query.request(self.table_name, wanted)
+            if start:
+                request["ExclusiveStartKey"] = _serialize(start)
+            response = self.client.query(**request)
+            items.extend(_deserialize(item) for item in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if len(items) >= wanted:
+                return items[:wanted], bool(last) or len(items) > wanted
+            if not last:
+                return items, False
+            start = _deserialize(last)
+
+
+class _IndexQuery:
+    """One partition of a GSI, newest first, optionally filtered by status."""
+
+    def __init__(self, index: str, attribute: str, value: str, status: Status | None = None):
+        self.index, self.attribute, self.value, self.status = index, attribute, value, status
+
+    def request(self, table_name: str, limit: int) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "TableName": table_name,
+            "IndexName": self.index,
+            "KeyConditionExpression": "#ipk = :ipk",
+            "ExpressionAttributeNames": {"#ipk": self.attribute},
+            "ExpressionAttributeValues": {":ipk": {"S": self.value}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if self.status is not None:
+            request["FilterExpression"] = "#status = :status"
+            request["ExpressionAttributeNames"]["#status"] = STATUS_ATTR
+            request["ExpressionAttributeValues"][":status"] = {"S": self.status.value}
+        return request
+
+    def key_of(self, item: dict[str, Any]) -> dict[str, str]:
+        """The ExclusiveStartKey that resumes right after ``item`` (table key + index key)."""
+        return {
+            PK: item[PK],
+            SK: item[SK],
+            self.attribute: item[self.attribute],
+            CREATED_ATTR: item[CREATED_ATTR],
+        }
+
+
+# ------------------------------------------------------------------ items
+
+
+def _key(run_id: str, sk: str) -> dict[str, Any]:
+    return {PK: {"S": run_id}, SK: {"S": sk}}
+
+
+def _run_item(run: RunRecord) -> dict[str, Any]:
+    item = {RUN_ATTRS.get(name, name): _attr(value) for name, value in run.model_dump().items()}
+    item[SK] = RUN_SK
+    return {name: value for name, value in item.items() if value is not None}
+
+
+def _step_item(step: StepRecord, position: int) -> dict[str, Any]:
+    item = {name: _attr(value) for name, value in step.model_dump().items()}
+    item.update({SK: STEP_PREFIX + step.processor_id, POSITION_ATTR: position})
+    item.pop(CREATED_ATTR, None)  # keeps steps out of the GSIs (see the module docstring)
+    return {name: value for name, value in item.items() if value is not None}
+
+
+def _run_record(item: dict[str, Any]) -> RunRecord:
+    data = _plain(item)
+    data["workflow"] = data.pop(WORKFLOW_ATTR)
+    return RunRecord.model_validate(data)
+
+
+@cache
+def _adapter(model: type[BaseModel], name: str) -> TypeAdapter:
+    return TypeAdapter(model.model_fields[name].annotation)
+
+
+def _field_value(model: type[BaseModel], name: str, value: Any) -> Any:
+    """Validate a field update against the record model; its stored form (None = remove)."""
+    if name not in model.model_fields:
+        raise ValueError(f"{model.__name__} has no field {name!r}")
+    return _attr(_adapter(model, name).validate_python(value))
+
+
+def _attr(value: Any) -> Any:
+    """A Python value in the form stored in DynamoDB (timestamps as sortable UTC strings)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {key: _attr(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [_attr(inner) for inner in value]
+    return value
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    """Drop the storage-only attributes and turn DynamoDB numbers back into ints."""
+    return {
+        name: _number(value) for name, value in item.items() if name not in (SK, POSITION_ATTR, TASKS_ATTR)
+    }
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _order(item: dict[str, Any]) -> tuple[str, str]:
+    return item[CREATED_ATTR], item[PK]
+
+
+def _serialize(item: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeSerializer
+
+    serializer = TypeSerializer()
+    return {name: serializer.serialize(value) for name, value in item.items()}
+
+
+def _deserialize(item: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    return {name: deserializer.deserialize(value) for name, value in item.items()}
+
+
+def _conditional_failure(exc: Exception) -> bool:
+    reasons = getattr(exc, "response", {}).get("CancellationReasons", [])
+    return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
+
+
+# ------------------------------------------------------------------ cursors
+
+
+def _encode_cursor(scope: str, state: dict[str, Any]) -> str:
+    payload = {"v": CURSOR_VERSION, "scope": scope, **state}
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+
+
+def _decode_cursor(cursor: str, scope: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, TypeError):
+        payload = None
+    if not isinstance(payload, dict) or payload.get("v") != CURSOR_VERSION or not _valid_keys(payload):
+        raise ValueError(f"invalid cursor {cursor!r}: pass back the cursor a previous page returned")
+    if payload.get("scope") != scope:
+        raise ValueError(
+            f"this cursor belongs to another listing ({payload.get('scope')}); "
+            f"list with the same workflow and status filters as the page that returned it"
+        )
+    return payload
+
+
+def _valid_keys(payload: dict[str, Any]) -> bool:
+    keys = [payload["start"]] if "start" in payload else list(payload.get("starts", {}).values())
+    return all(
+        key is None or (isinstance(key, dict) and all(isinstance(v, str) for v in key.values()))
+        for key in keys
+    )
