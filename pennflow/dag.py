@@ -196,6 +196,12 @@ class _Decomposer:
             for dep in dag.deps[node]:
                 mask |= self.anc[dep] | self.bit[dep]
             self.anc[node] = mask
+        self.desc: dict[str, int] = {}
+        for node in reversed(self.order):
+            mask = 0
+            for succ in dag.succs[node]:
+                mask |= self.desc[succ] | self.bit[succ]
+            self.desc[node] = mask
         self.added: list[AddedConstraint] = []
 
     def run(self) -> Decomposition:
@@ -271,24 +277,37 @@ class _Decomposer:
         return cuts
 
     def _prime(self, nodes: list[str]) -> Plan:
-        """No clean cut: cut between ASAP levels where the fewest unordered pairs get ordered."""
-        levels = sorted({self.level[n] for n in nodes})
+        """No clean cut: cut between ASAP levels where the fewest unordered pairs get ordered.
+
+        Sweeping the boundary up one level at a time keeps the count of already-ordered pairs
+        across the cut incrementally, so all candidate cuts cost O(block size) bit operations.
+        """
+        by_level: dict[int, list[str]] = {}
+        for node in nodes:
+            by_level.setdefault(self.level[node], []).append(node)
+        levels = sorted(by_level)
+        before_mask, after_mask = 0, self._mask(nodes)
+        before_count = ordered = 0
         best: tuple[int, int] | None = None
-        for boundary in levels[1:]:
-            before = [n for n in nodes if self.level[n] < boundary]
-            after_mask = self._mask([n for n in nodes if self.level[n] >= boundary])
-            before_mask = self._mask(before)
-            ordered = sum((self.anc[n] & before_mask).bit_count() for n in nodes if self.bit[n] & after_mask)
-            new_pairs = len(before) * (len(nodes) - len(before)) - ordered
+        for index, level in enumerate(levels[:-1]):
+            moved = by_level[level]
+            after_mask &= ~self._mask(moved)
+            # pairs into the moved nodes leave the cut; pairs out of them join it
+            ordered -= sum((self.anc[x] & before_mask).bit_count() for x in moved)
+            ordered += sum((self.desc[a] & after_mask).bit_count() for a in moved)
+            before_mask |= self._mask(moved)
+            before_count += len(moved)
+            new_pairs = before_count * (len(nodes) - before_count) - ordered
             if best is None or new_pairs < best[0]:
-                best = (new_pairs, boundary)
+                best = (new_pairs, levels[index + 1])
         assert best is not None, "a prime block spans at least two levels"
         new_pairs, boundary = best
         before = [n for n in nodes if self.level[n] < boundary]
         after = [n for n in nodes if self.level[n] >= boundary]
-        self.added.append(
-            AddedConstraint(tuple(_sinks(self.dag, before)), tuple(_sources(self.dag, after)), new_pairs)
+        constraint = AddedConstraint(
+            tuple(_sinks(self.dag, before)), tuple(_sources(self.dag, after)), new_pairs
         )
+        self.added.append(constraint)
         return _series([self._block(before), self._block(after)])
 
 
