@@ -1,0 +1,382 @@
+"""Small, reversible patches that let moto 5.2.5 execute our compiled state machines.
+
+Each function returns a context manager that applies one patch and reverts it on exit; nothing
+is patched at import time. The moto code each one touches, and why, is in its docstring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import threading
+import time
+import traceback
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+from unittest import mock
+
+import botocore
+import botocore.session
+from botocore.model import OperationModel
+from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.ecs.models import EC2ContainerServiceBackend
+from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+from moto.stepfunctions.parser.asl.component.common.error_name.error_name import ErrorName
+from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+    FailureEvent,
+    FailureEventException,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+    StatesErrorNameType,
+)
+from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import iteration_worker
+from moto.stepfunctions.parser.asl.component.state.exec.state_parallel import branches_decl
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+    state_task_service_callback,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import ResourceCondition
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
+    StateTaskServiceEcs,
+)
+from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
+from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
+
+STOPPED_BY_STEP_FUNCTIONS = "Stopped by Step Functions: the state running this task ended"
+
+
+# 1. ECS parameter casing -------------------------------------------------------------------------
+
+
+@functools.cache
+def _operation_model(boto_service_name: str, boto_action: str) -> OperationModel:
+    service_model = botocore.session.get_session().get_service_model(boto_service_name)
+    name = next(op for op in service_model.operation_names if botocore.xform_name(op) == boto_action)
+    return service_model.operation_model(name)
+
+
+def _task_operation(
+    task: Any, boto_service_name: str | None, service_action_name: str | None
+) -> OperationModel:
+    return _operation_model(
+        task._get_boto_service_name(boto_service_name), task._get_boto_service_action(service_action_name)
+    )
+
+
+def _normalise_parameters(self, parameters, boto_service_name=None, service_action_name=None) -> None:
+    """SFN PascalCase request (`Cluster`, `Overrides.ContainerOverrides`) -> boto casing (`cluster`)."""
+    self._to_boto_request(
+        parameters, _task_operation(self, boto_service_name, service_action_name).input_shape
+    )
+
+
+def _normalise_response(self, response, boto_service_name=None, service_action_name=None) -> None:
+    """boto casing response (`tasks`, `exitCode`) -> SFN PascalCase (`Tasks`, `ExitCode`), as on AWS."""
+    output_shape = _task_operation(self, boto_service_name, service_action_name).output_shape
+    self._from_boto_response(response, output_shape)
+
+
+@contextlib.contextmanager
+def ecs_parameter_casing() -> Iterator[None]:
+    """Restore the request/response casing conversion for `ecs:runTask` tasks.
+
+    moto's port of the LocalStack interpreter reduced `StateTaskService._normalise_parameters` and
+    `_normalise_response` (stepfunctions/parser/asl/component/state/exec/state_task/service/
+    state_task_service.py) to `pass`, while keeping the `_to_boto_request`/`_from_boto_response`
+    helpers they used to call. ECS members are camelCase in boto, so the PascalCase ASL parameters
+    reach botocore verbatim and serialisation fails with `KeyError: 'Cluster'` (States.Runtime);
+    the `.sync` resolver then also reads `Tasks` from an un-normalised `tasks` response.
+    The conversion is restored on `StateTaskServiceEcs` only, using botocore's operation model.
+    """
+    with (
+        mock.patch.object(StateTaskServiceEcs, "_normalise_parameters", _normalise_parameters),
+        mock.patch.object(StateTaskServiceEcs, "_normalise_response", _normalise_response),
+    ):
+        yield
+
+
+# 2. States.* errors leaving Parallel branches and Map iterations ---------------------------------
+
+
+def _error_name_keeping_states_errors(error_name: str | None) -> ErrorName:
+    if error_name and error_name.startswith("States."):
+        with contextlib.suppress(ValueError):
+            return StatesErrorName.from_name(error_name)
+    return CustomErrorName(error_name=error_name)
+
+
+@contextlib.contextmanager
+def states_errors_leave_branches() -> Iterator[None]:
+    """Let `States.TaskFailed`, `States.Timeout`... leave a Parallel branch or Map iteration as is.
+
+    `BranchesDecl._eval_body` (state_parallel/branches_decl.py) and `IterationWorker._eval_job`
+    (state_map/iteration/iteration_worker.py) rebuild the failed branch's error with
+    `CustomErrorName(error_name)`, whose constructor rejects any name starting with `States.`.
+    The ValueError replaces the branch's error and cause: a Map's Catch sees `States.Runtime`, and
+    from a Parallel it even escapes the Catch and fails the whole execution with `States.Runtime`.
+    On AWS the Parallel/Map state fails with the branch's own error and cause. The name
+    `CustomErrorName` is rebound in those two modules only, to a factory that builds a
+    `StatesErrorName` for `States.*` names.
+    """
+    with (
+        mock.patch.object(branches_decl, "CustomErrorName", _error_name_keeping_states_errors),
+        mock.patch.object(iteration_worker, "CustomErrorName", _error_name_keeping_states_errors),
+    ):
+        yield
+
+
+# 3. ECS exit codes and stopping tasks ------------------------------------------------------------
+
+
+def _failed_container(task: dict) -> bool:
+    return any(container.get("ExitCode") not in (0, None) for container in task.get("Containers", []))
+
+
+def _task_failed(task_state: StateTaskServiceEcs, env: Any, task: dict) -> FailureEventException:
+    return FailureEventException(
+        FailureEvent(
+            env=env,
+            error_name=StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
+            event_type=HistoryEventType.TaskFailed,
+            event_details=EventDetails(
+                taskFailedEventDetails=TaskFailedEventDetails(
+                    resource=task_state._get_sfn_resource(),
+                    resourceType=task_state._get_sfn_resource_type(),
+                    error=StatesErrorNameType.StatesTaskFailed.to_name(),
+                    cause=to_json_str(task),
+                )
+            ),
+        )
+    )
+
+
+@contextlib.contextmanager
+def ecs_sync_follows_exit_codes() -> Iterator[None]:
+    """Make `ecs:runTask.sync` fail with `States.TaskFailed` on a non-zero container exit code.
+
+    `StateTaskServiceEcs._build_sync_resolver` (state_task_service_ecs.py) returns the task
+    description as soon as the task is STOPPED, whatever its containers' exit codes. On AWS a
+    non-zero exit code fails the state with `States.TaskFailed` and a Cause that is the task
+    description JSON; the wrapped resolver raises exactly that.
+    """
+    original_build = StateTaskServiceEcs._build_sync_resolver
+
+    def build_sync_resolver(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+        resolve_stopped_task = original_build(
+            self, env, resource_runtime_part, normalised_parameters, state_credentials
+        )
+
+        def resolve() -> dict | None:
+            task = resolve_stopped_task()
+            if task is not None and _failed_container(task):
+                raise _task_failed(self, env, task)
+            return task
+
+        return resolve
+
+    with mock.patch.object(StateTaskServiceEcs, "_build_sync_resolver", build_sync_resolver):
+        yield
+
+
+@contextlib.contextmanager
+def ecs_sync_retries_wait_again() -> Iterator[None]:
+    """Let a retried `ecs:runTask.sync` attempt wait for its new task.
+
+    `StateTaskServiceCallback._eval_sync` (state_task_service_callback.py) also listens on the
+    state's task-token endpoint, and `_eval_integration_pattern` interrupts that endpoint when an
+    attempt ends. The token is made once per state entry, not per attempt, so every retry finds
+    the endpoint already interrupted and fails at once with `States.Timeout`. A `.sync` task has
+    no task token on AWS, so the ECS `.sync` wait is run without the token listener.
+    """
+    original_eval_sync = StateTaskServiceEcs._eval_sync
+
+    def eval_sync(self, env, sync_resolver, timeout_seconds, callback_endpoint, heartbeat_endpoint):
+        if self.resource.condition == ResourceCondition.Sync:
+            callback_endpoint = None
+        return original_eval_sync(
+            self,
+            env=env,
+            sync_resolver=sync_resolver,
+            timeout_seconds=timeout_seconds,
+            callback_endpoint=callback_endpoint,
+            heartbeat_endpoint=heartbeat_endpoint,
+        )
+
+    with mock.patch.object(StateTaskServiceEcs, "_eval_sync", eval_sync):
+        yield
+
+
+@contextlib.contextmanager
+def ecs_sync_stops_abandoned_tasks() -> Iterator[None]:
+    """Stop the ECS task when its `.sync` state stops waiting before the task ended.
+
+    `_eval_sync` leaves its polling loop once the state's frame is no longer running: the
+    execution was stopped, the state timed out, or a sibling Parallel branch failed. AWS then
+    stops the ECS task (StopTask); moto leaves it running. The wrapped resolver remembers the
+    task, and the wrapped `_eval_sync` stops it in that case.
+    """
+    original_build = StateTaskServiceEcs._build_sync_resolver
+    original_eval_sync = StateTaskServiceEcs._eval_sync
+
+    def build_sync_resolver(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+        submitted = env.stack[-1]["Tasks"][0]
+        resolver = original_build(self, env, resource_runtime_part, normalised_parameters, state_credentials)
+
+        def stop_task() -> None:
+            ecs = boto_client_for(
+                region=resource_runtime_part.region, service="ecs", state_credentials=state_credentials
+            )
+            ecs.stop_task(
+                cluster=submitted["ClusterArn"], task=submitted["TaskArn"], reason=STOPPED_BY_STEP_FUNCTIONS
+            )
+
+        resolver.stop_task = stop_task
+        return resolver
+
+    def eval_sync(self, env, sync_resolver, timeout_seconds, callback_endpoint, heartbeat_endpoint):
+        outcome = original_eval_sync(
+            self,
+            env=env,
+            sync_resolver=sync_resolver,
+            timeout_seconds=timeout_seconds,
+            callback_endpoint=callback_endpoint,
+            heartbeat_endpoint=heartbeat_endpoint,
+        )
+        if not env.is_running():
+            sync_resolver.stop_task()
+        return outcome
+
+    with (
+        mock.patch.object(StateTaskServiceEcs, "_build_sync_resolver", build_sync_resolver),
+        mock.patch.object(StateTaskServiceEcs, "_eval_sync", eval_sync),
+    ):
+        yield
+
+
+# 4. Lambda handlers run in-process ---------------------------------------------------------------
+
+LambdaHandler = Callable[[Any, Any], Any]
+
+
+class LambdaContext(types.SimpleNamespace):
+    """The attributes of the AWS Lambda context object that handlers (and Powertools) read."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+def _lambda_context(fn: Any) -> LambdaContext:
+    return LambdaContext(
+        function_name=fn.function_name,
+        function_version="$LATEST",
+        invoked_function_arn=fn.function_arn,
+        memory_limit_in_mb=128,
+        aws_request_id=f"req-{time.monotonic_ns()}",
+        log_group_name=f"/aws/lambda/{fn.function_name}",
+        log_stream_name="test",
+    )
+
+
+@contextlib.contextmanager
+def lambda_handlers(
+    handlers: dict[str, LambdaHandler], on_invoke: Callable[[str, Any, Any, dict | None], None]
+) -> Iterator[None]:
+    """Run registered Python callables as the code of moto Lambda functions.
+
+    Without docker moto uses `LambdaSimpleBackend.invoke` (awslambda_simple/models.py), which
+    echoes the request payload and never runs code. The patched `invoke` resolves the function
+    (unknown names still fail with ResourceNotFoundException), calls the handler registered under
+    its name with the decoded event and a context, and returns its JSON result; an exception
+    becomes an `Unhandled` function error with AWS's `errorType`/`errorMessage` payload.
+    Functions with no registered handler keep moto's echo behaviour.
+    `on_invoke(function_name, event, result, error)` sees every call.
+    """
+    original_invoke = LambdaSimpleBackend.invoke
+
+    def invoke(self, function_name, qualifier, body, headers, response_headers):
+        fn = self.get_function(function_name, qualifier)
+        event = json.loads(body) if body else {}
+        handler = handlers.get(fn.function_name)
+        if handler is None:
+            on_invoke(fn.function_name, event, None, None)
+            return original_invoke(self, function_name, qualifier, body, headers, response_headers)
+        try:
+            result = handler(event, _lambda_context(fn))
+        except Exception as exc:
+            error = {
+                "errorType": type(exc).__name__,
+                "errorMessage": str(exc),
+                "stackTrace": traceback.format_tb(exc.__traceback__),
+            }
+            on_invoke(fn.function_name, event, None, error)
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(error).encode()
+        on_invoke(fn.function_name, event, result, None)
+        return json.dumps(result).encode()
+
+    with mock.patch.object(LambdaSimpleBackend, "invoke", invoke):
+        yield
+
+
+# 5. Time: fast polling, recorded and scaled retry intervals --------------------------------------
+
+
+class ScaledSleep:
+    """Stands in for the `time` module inside moto's retrier: records each interval, sleeps less."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+        self.requested: list[float] = []
+        self._lock = threading.Lock()
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.requested.append(seconds)
+        time.sleep(seconds * self.scale)
+
+
+@contextlib.contextmanager
+def fast_clock(sync_poll_seconds: float, retry_scale: float) -> Iterator[ScaledSleep]:
+    """Shorten the `.sync` polling delay and the Retry back-off waits.
+
+    `StateTaskServiceCallback._eval_sync` sleeps `_DELAY_SECONDS_SYNC_CONDITION_CHECK` (0.5 s)
+    between DescribeTasks polls, and moto's ECS task needs four polls to reach STOPPED.
+    `RetrierDecl._eval_body` (common/retry/retrier_decl.py) sleeps the full IntervalSeconds with
+    `time.sleep`; its module's `time` is replaced by a `ScaledSleep` that keeps the requested
+    intervals so tests can still assert the back-off.
+    """
+    clock = ScaledSleep(retry_scale)
+    with (
+        mock.patch.object(
+            state_task_service_callback, "_DELAY_SECONDS_SYNC_CONDITION_CHECK", sync_poll_seconds
+        ),
+        mock.patch.object(retrier_decl, "time", clock),
+    ):
+        yield clock
+
+
+# ECS RunTask hook (outcome scripting and call recording) -----------------------------------------
+
+
+@contextlib.contextmanager
+def ecs_run_task_hook(on_task_started: Callable[[Any], None]) -> Iterator[None]:
+    """Call `on_task_started(task)` with each moto ECS `Task` that RunTask creates.
+
+    moto's `EC2ContainerServiceBackend.run_task` (ecs/models.py) gives every container exit
+    code 0; the hook lets the harness record the call and script the task's outcome.
+    """
+    original_run_task = EC2ContainerServiceBackend.run_task
+
+    def run_task(self, *args, **kwargs):
+        tasks = original_run_task(self, *args, **kwargs)
+        for task in tasks:
+            on_task_started(task)
+        return tasks
+
+    with mock.patch.object(EC2ContainerServiceBackend, "run_task", run_task):
+        yield
