@@ -1,24 +1,32 @@
-# The two entry points of the README: `make demo` and `make test`.
+# The README's two entry points: `make demo` and `make test`. Everything installs from scratch.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PENNFLOW_HOME ?= $(CURDIR)/.pennflow
+export PENNFLOW_HOME
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench synth clean
 
-$(BIN)/pennflow: pyproject.toml
+$(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+# Stamps record which extras are installed, so `make demo` stays light and `make test` adds the rest.
+$(VENV)/.demo: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[examples]'
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
-setup: $(BIN)/pennflow node_modules/.package-lock.json
+setup: $(VENV)/.dev node_modules/.package-lock.json
 
-demo: $(BIN)/pennflow
-	$(BIN)/python -m pip install -q -e '.[examples]'
+demo: $(VENV)/.demo
 	$(BIN)/python processors/make_example_dataset.py demo-data/recordings
 	$(BIN)/pennflow run workflows/eeg-quality.yaml --input demo-data/recordings
 
@@ -31,6 +39,9 @@ test: setup lint
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+synth: setup
+	npx cdk synth --quiet
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .pytest_cache
