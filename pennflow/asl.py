@@ -17,7 +17,7 @@ from typing import Any
 
 from pennflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, python_path, state_key, static_environment
 from pennflow.dag import Dag, Parallel, Plan, Step, decompose
-from pennflow.definition import Processor, Workflow
+from pennflow.definition import Processor, ProcessorType, Workflow
 
 ECS_RUN_TASK_SYNC = "arn:aws:states:::ecs:runTask.sync"
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
@@ -54,6 +54,15 @@ LAMBDA_RETRY = {
 }
 
 
+# A download batch that failed part-way is retried: finished files are skipped on the next try.
+DOWNLOAD_RETRY = {
+    "ErrorEquals": ["States.TaskFailed"],
+    "IntervalSeconds": 5,
+    "MaxAttempts": 3,
+    "BackoffRate": 2.0,
+}
+
+
 class CompileError(ValueError):
     """The workflow is valid but cannot be expressed within Step Functions/ECS limits."""
 
@@ -61,6 +70,8 @@ class CompileError(ValueError):
 @dataclass(frozen=True)
 class CompileOptions:
     map_max_concurrency: int = 40
+    download_batch_size: int = 25  # manifest items (files or byte ranges) per download Lambda call
+    download_max_concurrency: int = 50
     comment_prefix: str = "pennflow workflow"
 
 
@@ -175,9 +186,71 @@ class _Compiler:
         return machine.render()
 
     def _step_states(self, processor: Processor) -> list[State]:
+        if processor.type is ProcessorType.DATA_SOURCE:
+            return self._data_source_states(processor)
         if processor.scatter is None:
             return [self._ecs_task(processor.id, processor, batch=False)]
         return self._scatter_states(processor)
+
+    def _data_source_states(self, processor: Processor) -> list[State]:
+        """A Distributed Map over the run's manifest in S3: one download Lambda call per batch of
+        files or byte ranges, streaming into the run's folder; then one call that checks and
+        assembles range-split files."""
+        output_dir = str(self.layout.output_dir(processor.id))
+        download = Machine()
+        download.add(
+            State(
+                f"{processor.id} download",
+                "Task",
+                Resource=LAMBDA_INVOKE,
+                Parameters={"FunctionName.$": "$.BatchInput.function", "Payload.$": "$"},
+                ResultPath=None,
+            ).retry(LAMBDA_RETRY, DOWNLOAD_RETRY)
+        )
+        download.chain()
+        fan_out = State(
+            processor.id,
+            "Map",
+            ItemReader={
+                "Resource": "arn:aws:states:::s3:getObject",
+                "ReaderConfig": {"InputType": "JSON"},
+                "Parameters": {"Bucket.$": "$.run.manifest.bucket", "Key.$": "$.run.manifest.key"},
+            },
+            ItemBatcher={
+                "MaxItemsPerBatch": self.options.download_batch_size,
+                "BatchInput": {
+                    "action": "download",
+                    "runId.$": "$.run.id",
+                    "processorId": processor.id,
+                    "outputDir": output_dir,
+                    "function.$": "$.node.downloadFunction",
+                },
+            },
+            MaxConcurrency=self.options.download_max_concurrency,
+            ToleratedFailurePercentage=0,
+            ItemProcessor={
+                "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                **download.render(),
+            },
+            ResultPath=None,
+        )
+        verify = State(
+            f"{processor.id} verify",
+            "Task",
+            Resource=LAMBDA_INVOKE,
+            Parameters={
+                "FunctionName.$": "$.node.downloadFunction",
+                "Payload": {
+                    "action": "verify",
+                    "runId.$": "$.run.id",
+                    "processorId": processor.id,
+                    "outputDir": output_dir,
+                    "manifest.$": "$.run.manifest",
+                },
+            },
+            ResultPath=None,
+        ).retry(LAMBDA_RETRY)
+        return [fan_out, verify]
 
     def _ecs_task(self, name: str, processor: Processor, *, batch: bool) -> State:
         key = state_key(processor.id)
@@ -293,6 +366,7 @@ def execution_input(
     params: Mapping[str, Mapping[str, str]],
     node: Mapping[str, Any],
     dataset_id: str | None = None,
+    manifest: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The input every compiled state machine expects; missing pieces fail here, not mid-run."""
     missing = [p.id for p in workflow.processors if p.id not in task_definitions]
@@ -301,6 +375,11 @@ def execution_input(
     needed = {"cluster", "subnets", "securityGroups", "finalizeFunction"}
     if any(p.scatter for p in workflow.processors):
         needed.add("listBatchesFunction")
+    has_source = any(p.type is ProcessorType.DATA_SOURCE for p in workflow.processors)
+    if has_source:
+        needed.add("downloadFunction")
+        if not manifest or not {"bucket", "key"} <= set(manifest):
+            raise ValueError("a workflow with a data source needs the run's manifest location {bucket, key}")
     absent = sorted(needed - set(node))
     if absent:
         raise ValueError(f"node settings missing: {', '.join(absent)}")
@@ -308,6 +387,7 @@ def execution_input(
         "run": {
             "id": run_id,
             "datasetId": dataset_id or "",
+            **({"manifest": dict(manifest)} if manifest else {}),
             "taskDefinitions": {state_key(pid): arn for pid, arn in sorted(task_definitions.items())},
             "params": {
                 state_key(p.id): {

@@ -70,7 +70,18 @@ def test_example_compiles_to_the_design_shape():
     states = all_states(asl)
     assert asl["StartAt"] == WORKFLOW_STATE
     assert asl["States"][WORKFLOW_STATE]["Branches"][0]["StartAt"] == "recordings"
-    for node in ("recordings", "convert", "quality", "report", "results"):
+    # the data source: a Distributed Map over the run's manifest, a download Lambda per batch
+    source = states["recordings"]
+    assert source["Type"] == "Map"
+    assert source["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert source["ItemReader"]["Parameters"] == {
+        "Bucket.$": "$.run.manifest.bucket",
+        "Key.$": "$.run.manifest.key",
+    }
+    assert source["ItemBatcher"]["BatchInput"]["outputDir"] == "/mnt/run/recordings/output"
+    assert states["recordings download"]["Parameters"]["FunctionName.$"] == "$.BatchInput.function"
+    assert states["recordings verify"]["Parameters"]["Payload"]["action"] == "verify"
+    for node in ("convert", "quality", "report", "results"):
         assert states[node]["Resource"] == ECS_RUN_TASK_SYNC
         params = states[node]["Parameters"]
         assert params["Cluster.$"] == "$.node.cluster"
@@ -164,29 +175,41 @@ def test_execution_input_shape_and_missing_pieces():
         "securityGroups": ["g"],
         "finalizeFunction": "f",
         "listBatchesFunction": "l",
+        "downloadFunction": "d",
     }
+    manifest = {"bucket": "b", "key": "runs/r-1/manifest.json"}
     tds = {p.id: f"td-{p.id}" for p in workflow.processors}
     data = execution_input(
-        workflow, run_id="r-1", task_definitions=tds, params={"convert": {"FORMAT": "csv"}}, node=node
+        workflow,
+        run_id="r-1",
+        task_definitions=tds,
+        params={"convert": {"FORMAT": "csv"}},
+        node=node,
+        manifest=manifest,
     )
     assert data["run"]["taskDefinitions"]["band_power"] == "td-band-power"
     assert data["run"]["params"]["convert"] == {"FORMAT": "csv"}
     assert data["run"]["datasetId"] == ""
+    assert data["run"]["manifest"] == manifest
     assert data["node"]["network"]["AwsvpcConfiguration"] == {
         "Subnets": ["s"],
         "SecurityGroups": ["g"],
         "AssignPublicIp": "DISABLED",
     }
     with pytest.raises(ValueError, match="no task definition for processor"):
-        execution_input(workflow, run_id="r", task_definitions={}, params={}, node=node)
-    with pytest.raises(ValueError, match="listBatchesFunction"):
-        execution_input(
-            workflow,
-            run_id="r",
-            task_definitions=tds,
-            params={},
-            node={k: v for k, v in node.items() if k[0] != "l"},
-        )
+        execution_input(workflow, run_id="r", task_definitions={}, params={}, node=node, manifest=manifest)
+    with pytest.raises(ValueError, match="manifest location"):
+        execution_input(workflow, run_id="r", task_definitions=tds, params={}, node=node)
+    for missing in ("listBatchesFunction", "downloadFunction"):
+        with pytest.raises(ValueError, match=missing):
+            execution_input(
+                workflow,
+                run_id="r",
+                task_definitions=tds,
+                params={},
+                node={k: v for k, v in node.items() if k != missing},
+                manifest=manifest,
+            )
 
 
 def test_thousand_node_dag_is_under_a_megabyte():
