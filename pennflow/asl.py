@@ -27,6 +27,7 @@ FINALIZE_OK = "Finalize run"
 FINALIZE_FAILED = "Finalize failed run"
 SUCCEEDED = "Run succeeded"
 FAILED = "Run failed"
+RUN_FAILED_CAUSE = "A processor failed; the run record names it and its exit code (pennflow status RUN)."
 MAX_STATE_NAME = 80
 ECS_OVERRIDE_LIMIT = 8192
 # Room left in the ECS override for values only known at run time (run id, dataset id, params).
@@ -70,7 +71,6 @@ class CompileError(ValueError):
 @dataclass(frozen=True)
 class CompileOptions:
     map_max_concurrency: int = 40
-    download_batch_size: int = 25  # manifest items (files or byte ranges) per download Lambda call
     download_max_concurrency: int = 50
     comment_prefix: str = "pennflow workflow"
 
@@ -159,7 +159,8 @@ class _Compiler:
         top.states[-1].next(SUCCEEDED)
         top.add(State(SUCCEEDED, "Succeed"))
         top.add(_finalize_state(FINALIZE_FAILED, "FAILED", failure=True)).next(FAILED)
-        top.add(State(FAILED, "Fail", ErrorPath="$.failure.Error", CausePath="$.failure.Cause"))
+        # The processor's own error is in the history and the run record; the Fail state names the run's fate.
+        top.add(State(FAILED, "Fail", Error="pennflow.RunFailed", Cause=RUN_FAILED_CAUSE))
         kind = "series-parallel" if self.decomposition.is_series_parallel else "ordered (not series-parallel)"
         return {
             "Comment": f"{self.options.comment_prefix} {self.workflow.name} ({kind}); "
@@ -193,9 +194,9 @@ class _Compiler:
         return self._scatter_states(processor)
 
     def _data_source_states(self, processor: Processor) -> list[State]:
-        """A Distributed Map over the run's manifest in S3: one download Lambda call per batch of
-        files or byte ranges, streaming into the run's folder; then one call that checks and
-        assembles range-split files."""
+        """A Distributed Map over the run's manifest in S3 (a JSON array of batches of files or byte
+        ranges): one download Lambda call per batch, streaming into the run's folder; then one call
+        that checks and assembles range-split files."""
         output_dir = str(self.layout.output_dir(processor.id))
         download = Machine()
         download.add(
@@ -203,7 +204,7 @@ class _Compiler:
                 f"{processor.id} download",
                 "Task",
                 Resource=LAMBDA_INVOKE,
-                Parameters={"FunctionName.$": "$.BatchInput.function", "Payload.$": "$"},
+                Parameters={"FunctionName.$": "$.function", "Payload.$": "$"},
                 ResultPath=None,
             ).retry(LAMBDA_RETRY, DOWNLOAD_RETRY)
         )
@@ -216,18 +217,17 @@ class _Compiler:
                 "ReaderConfig": {"InputType": "JSON"},
                 "Parameters": {"Bucket.$": "$.run.manifest.bucket", "Key.$": "$.run.manifest.key"},
             },
-            ItemBatcher={
-                "MaxItemsPerBatch": self.options.download_batch_size,
-                "BatchInput": {
-                    "action": "download",
-                    "runId.$": "$.run.id",
-                    "processorId": processor.id,
-                    "outputDir": output_dir,
-                    "function.$": "$.node.downloadFunction",
-                },
+            # The manifest is already grouped into batches by bytes (big files as byte ranges), so
+            # each item is one download call; ItemBatcher would only batch by count.
+            ItemSelector={
+                "action": "download",
+                "runId.$": "$.run.id",
+                "processorId": processor.id,
+                "outputDir": output_dir,
+                "function.$": "$.node.downloadFunction",
+                "batch.$": "$$.Map.Item.Value",
             },
             MaxConcurrency=self.options.download_max_concurrency,
-            ToleratedFailurePercentage=0,
             ItemProcessor={
                 "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
                 **download.render(),

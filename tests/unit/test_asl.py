@@ -78,8 +78,9 @@ def test_example_compiles_to_the_design_shape():
         "Bucket.$": "$.run.manifest.bucket",
         "Key.$": "$.run.manifest.key",
     }
-    assert source["ItemBatcher"]["BatchInput"]["outputDir"] == "/mnt/run/recordings/output"
-    assert states["recordings download"]["Parameters"]["FunctionName.$"] == "$.BatchInput.function"
+    assert source["ItemSelector"]["outputDir"] == "/mnt/run/recordings/output"
+    assert source["ItemSelector"]["batch.$"] == "$$.Map.Item.Value"
+    assert states["recordings download"]["Parameters"]["FunctionName.$"] == "$.function"
     assert states["recordings verify"]["Parameters"]["Payload"]["action"] == "verify"
     for node in ("convert", "quality", "report", "results"):
         assert states[node]["Resource"] == ECS_RUN_TASK_SYNC
