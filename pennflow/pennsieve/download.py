@@ -1,0 +1,467 @@
+"""Downloading manifest entries into a folder: streamed, resumable, verified.
+
+Each file is written to ``<path>.part`` and renamed when complete and verified, so a file at its
+final path is always whole. A retried batch skips files already complete (size and checksum
+match) and resumes a partial ``.part`` with an HTTP Range request. Files above
+``range_threshold`` are split into byte ranges that separate workers (or separate Lambda
+invocations) fetch into the same ``.part`` at their offsets; a marker per finished range lives
+in ``<path>.ranges/`` until the file is assembled.
+
+``download_entry`` is the per-file unit (what a Lambda calls for each entry of its batch);
+``download_entries`` runs a thread pool over files and ranges (local mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from pennflow.pennsieve.checksums import ChecksumVerifier, file_matches, read_chunks
+from pennflow.pennsieve.errors import NotFound, PennsieveError, PermissionDenied
+from pennflow.pennsieve.manifest import ManifestEntry
+
+if TYPE_CHECKING:
+    from pennflow.pennsieve.client import PennsieveClient
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+_STREAM_ERRORS = (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, requests.Timeout)
+
+
+class DownloadSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    max_workers: int = Field(8, ge=1)
+    chunk_size: int = Field(1 * MiB, ge=1024, description="bytes read per write: bounds memory per worker")
+    range_threshold: int = Field(256 * MiB, ge=1, description="files larger than this are split")
+    range_size: int = Field(64 * MiB, ge=1)
+    resume_attempts: int = Field(2, ge=0, description="in-run resumes after a connection drops mid-body")
+    verify_existing: bool = Field(True, description="checksum a complete file before skipping it")
+
+
+class ByteRange(BaseModel):
+    """Inclusive byte offsets, as in an HTTP Range header."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+    @property
+    def marker(self) -> str:
+        return f"{self.start}-{self.end}"
+
+
+class FileOutcome(BaseModel):
+    path: str
+    status: Literal["downloaded", "skipped", "failed"]
+    bytes_transferred: int = 0
+    verified: bool = False
+    error: str | None = None
+
+
+class DownloadReport(BaseModel):
+    outcomes: list[FileOutcome]
+    _errors: dict[str, Exception] = PrivateAttr(default_factory=dict)
+
+    def _count(self, status: str) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.status == status)
+
+    @property
+    def downloaded(self) -> int:
+        return self._count("downloaded")
+
+    @property
+    def skipped(self) -> int:
+        return self._count("skipped")
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.status == "failed"]
+
+    def raise_for_failures(self) -> None:
+        """Raise the first failure's own exception (e.g. ChecksumMismatch), noting the others."""
+        failed = self.failed
+        if not failed:
+            return
+        first = self._errors.get(failed[0].path) or PennsieveError(f"{failed[0].path}: {failed[0].error}")
+        if len(failed) > 1:
+            first.add_note(f"{len(failed) - 1} more file(s) failed: " + ", ".join(o.path for o in failed[1:]))
+        raise first
+
+
+class UrlSource:
+    """Presigned URLs, fetched once per file and shared by that file's ranges; refreshed on 403."""
+
+    def __init__(self, fetch: Callable[[str, int], str]) -> None:
+        self._fetch = fetch
+        self._urls: dict[tuple[str, int], str] = {}
+        self._locks: dict[tuple[str, int], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, entry: ManifestEntry) -> str:
+        key = (entry.package_node_id, entry.file_id)
+        with self._lock:
+            file_lock = self._locks.setdefault(key, threading.Lock())
+        with file_lock:  # the first range of a file fetches its URL, the others wait for it
+            if key not in self._urls:
+                self._urls[key] = self._fetch(entry.package_node_id, entry.file_id)
+            return self._urls[key]
+
+    def forget(self, entry: ManifestEntry, url: str) -> None:
+        """Drop ``url`` (refused) unless another range already replaced it."""
+        key = (entry.package_node_id, entry.file_id)
+        with self._lock:
+            if self._urls.get(key) == url:
+                del self._urls[key]
+
+
+class Transfer:
+    """What every file fetch needs: the plain session (no Pennsieve headers), URLs, settings."""
+
+    def __init__(
+        self,
+        session: requests.Session,
+        urls: UrlSource,
+        settings: DownloadSettings | None = None,
+        timeout: tuple[float, float] = (10.0, 60.0),
+    ) -> None:
+        self.session = session
+        self.urls = urls
+        self.settings = settings or DownloadSettings()
+        self.timeout = timeout
+
+    @classmethod
+    def for_client(cls, client: PennsieveClient, settings: DownloadSettings | None = None) -> Transfer:
+        settings = settings or DownloadSettings()
+        session = client.transfer_session(settings.max_workers)
+        return cls(session, UrlSource(client.download_url), settings, client.http.timeout)
+
+
+# -- paths ---------------------------------------------------------------------------------------
+
+
+def target_path(dest: Path, entry: ManifestEntry) -> Path:
+    return dest.joinpath(*entry.path.split("/"))
+
+
+def part_path(target: Path) -> Path:
+    return target.with_name(target.name + ".part")
+
+
+def ranges_dir(target: Path) -> Path:
+    return target.with_name(target.name + ".ranges")
+
+
+def plan_ranges(size: int, settings: DownloadSettings) -> list[ByteRange] | None:
+    """The byte ranges of a file above the threshold; None when it is fetched in one stream."""
+    if size <= settings.range_threshold:
+        return None
+    return [
+        ByteRange(start=start, end=min(start + settings.range_size, size) - 1)
+        for start in range(0, size, settings.range_size)
+    ]
+
+
+def is_complete(dest: Path, entry: ManifestEntry, settings: DownloadSettings) -> bool:
+    target = target_path(dest, entry)
+    try:
+        if target.stat().st_size != entry.size:
+            return False
+    except FileNotFoundError:
+        return False
+    if not settings.verify_existing:
+        return True
+    return file_matches(target, entry.checksum, entry.checksum_kind, entry.checksum_part_size)
+
+
+# -- the per-file unit ---------------------------------------------------------------------------
+
+
+def download_entry(entry: ManifestEntry, dest: Path, transfer: Transfer) -> FileOutcome:
+    """Download one file (its ranges one after another when it is split). Raises on failure."""
+    plan = _plan(entry, dest, transfer)
+    if not isinstance(plan, list):
+        return plan
+    transferred = sum(fetch_range(entry, rng, dest, transfer) for rng in plan)
+    verified = assemble(entry, dest, plan)
+    return FileOutcome(path=entry.path, status="downloaded", bytes_transferred=transferred, verified=verified)
+
+
+def _plan(entry: ManifestEntry, dest: Path, transfer: Transfer) -> FileOutcome | list[ByteRange]:
+    """Skip a complete file, stream a small one, or return a large one's byte ranges to fetch."""
+    settings = transfer.settings
+    if is_complete(dest, entry, settings):
+        verified = settings.verify_existing and _verifier(entry).can_verify
+        return FileOutcome(path=entry.path, status="skipped", verified=verified)
+    target_path(dest, entry).parent.mkdir(parents=True, exist_ok=True)
+    ranges = plan_ranges(entry.size, settings)
+    if ranges is not None:
+        return ranges
+    transferred, verified = stream_file(entry, dest, transfer)
+    return FileOutcome(path=entry.path, status="downloaded", bytes_transferred=transferred, verified=verified)
+
+
+def stream_file(entry: ManifestEntry, dest: Path, transfer: Transfer) -> tuple[int, bool]:
+    """Fetch a whole file into its .part (resuming what is there), verify, rename."""
+    target = target_path(dest, entry)
+    part = part_path(target)
+    verifier = _verifier(entry)
+    offset = _hash_existing_prefix(target, entry.size, verifier)
+    transferred = 0
+    drops = 0
+    while offset < entry.size:
+        try:
+            with _open(transfer, entry, start=offset) as response:
+                if offset and response.status_code == 200:  # range ignored: start over
+                    offset, verifier = 0, _verifier(entry)
+                with part.open("r+b" if part.exists() else "wb") as out:
+                    out.seek(offset)
+                    out.truncate()
+                    for chunk in response.iter_content(transfer.settings.chunk_size):
+                        out.write(chunk)
+                        verifier.update(chunk)
+                        offset += len(chunk)
+                        transferred += len(chunk)
+            if offset < entry.size:
+                raise PennsieveError(f"{entry.path}: the body ended at byte {offset} of {entry.size}")
+        except _STREAM_ERRORS as exc:
+            drops += 1
+            if drops > transfer.settings.resume_attempts:
+                raise PennsieveError(
+                    f"{entry.path}: connection lost at byte {offset} of {entry.size} "
+                    f"({type(exc).__name__}); run again to resume"
+                ) from exc
+            log.info("%s: connection lost at byte %d, resuming", entry.path, offset)
+    if offset > entry.size:
+        _discard(target)
+        raise PennsieveError(f"{entry.path}: received {offset} bytes, Pennsieve lists {entry.size}")
+    if not part.exists():
+        part.touch()
+    _finish(part, target, entry, verifier)
+    return transferred, verifier.can_verify
+
+
+def fetch_range(entry: ManifestEntry, rng: ByteRange, dest: Path, transfer: Transfer) -> int:
+    """Fetch one byte range into the file's .part at its offset; a finished range is skipped."""
+    target = target_path(dest, entry)
+    markers = ranges_dir(target)
+    marker = markers / rng.marker
+    if marker.exists():
+        return 0
+    markers.mkdir(parents=True, exist_ok=True)
+    offset = rng.start
+    drops = 0
+    fd = os.open(part_path(target), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size != entry.size:
+            os.ftruncate(fd, entry.size)  # same size from every worker: concurrent calls agree
+        while offset <= rng.end:
+            try:
+                with _open(transfer, entry, start=offset, end=rng.end) as response:
+                    if response.status_code != 206:
+                        raise PennsieveError(f"{entry.path}: the server ignored the Range request")
+                    for chunk in response.iter_content(transfer.settings.chunk_size):
+                        piece = chunk[: rng.end + 1 - offset]  # never past the range: others own that
+                        os.pwrite(fd, piece, offset)
+                        offset += len(piece)
+                        if offset > rng.end:
+                            break
+                if offset <= rng.end:
+                    raise PennsieveError(f"{entry.path}: range {rng.marker} ended at byte {offset}")
+            except _STREAM_ERRORS as exc:
+                drops += 1
+                if drops > transfer.settings.resume_attempts:
+                    raise PennsieveError(
+                        f"{entry.path}: connection lost in range {rng.marker} at byte {offset} "
+                        f"({type(exc).__name__}); run again to resume"
+                    ) from exc
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    marker.touch()
+    return rng.length
+
+
+def assemble(entry: ManifestEntry, dest: Path, ranges: Sequence[ByteRange]) -> bool:
+    """Once every range is in, verify the .part and move it into place."""
+    target = target_path(dest, entry)
+    markers = ranges_dir(target)
+    missing = [rng.marker for rng in ranges if not (markers / rng.marker).exists()]
+    if missing:
+        raise PennsieveError(f"{entry.path}: byte ranges {', '.join(missing)} are not fetched yet")
+    part = part_path(target)
+    verifier = _verifier(entry)
+    if verifier.can_verify:
+        for chunk in read_chunks(part):
+            verifier.update(chunk)
+    _finish(part, target, entry, verifier)
+    return verifier.can_verify
+
+
+def _finish(part: Path, target: Path, entry: ManifestEntry, verifier: ChecksumVerifier) -> None:
+    try:
+        verifier.check(entry.path)
+    except PennsieveError:
+        _discard(target)  # a bad copy must not be resumed: the next attempt starts clean
+        raise
+    os.replace(part, target)
+    shutil.rmtree(ranges_dir(target), ignore_errors=True)
+
+
+def _discard(target: Path) -> None:
+    with suppress(FileNotFoundError):
+        part_path(target).unlink()
+    shutil.rmtree(ranges_dir(target), ignore_errors=True)
+
+
+def _verifier(entry: ManifestEntry) -> ChecksumVerifier:
+    return ChecksumVerifier(entry.checksum, entry.checksum_kind, entry.checksum_part_size, entry.size)
+
+
+def _hash_existing_prefix(target: Path, size: int, verifier: ChecksumVerifier) -> int:
+    """Bytes already in the .part (fed to the verifier). A .part longer than the file, or left
+    by a ranged download (sparse, not a prefix), is discarded."""
+    part = part_path(target)
+    try:
+        existing = part.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if existing > size or ranges_dir(target).exists():
+        _discard(target)
+        return 0
+    for chunk in read_chunks(part):
+        verifier.update(chunk)
+    return existing
+
+
+def _open(
+    transfer: Transfer, entry: ManifestEntry, *, start: int, end: int | None = None
+) -> requests.Response:
+    """GET the presigned URL (no Pennsieve headers), refreshing the URL once on 403 (expired)."""
+    headers = {"Range": f"bytes={start}-{'' if end is None else end}"} if start or end is not None else {}
+    for attempt in (1, 2):
+        url = transfer.urls.get(entry)
+        try:
+            response = transfer.session.get(url, headers=headers, stream=True, timeout=transfer.timeout)
+        except requests.RequestException as exc:
+            if isinstance(exc, _STREAM_ERRORS):
+                raise
+            raise PennsieveError(f"{entry.path}: download failed: {type(exc).__name__}") from exc
+        if response.status_code in (200, 206):
+            return response
+        response.close()
+        if response.status_code == 403 and attempt == 1:
+            transfer.urls.forget(entry, url)
+            continue
+        break
+    subject = f"{entry.path} (file {entry.file_id} of package {entry.package_node_id})"
+    if response.status_code == 403:
+        raise PermissionDenied(f"{subject}: the download URL was refused (403)", status=403)
+    if response.status_code == 404:
+        raise NotFound(f"{subject} not found at its download URL", status=404)
+    raise PennsieveError(
+        f"{subject}: download failed with HTTP {response.status_code}", status=response.status_code
+    )
+
+
+# -- the thread pool (local mode) ----------------------------------------------------------------
+
+
+def download_entries(
+    entries: Iterable[ManifestEntry],
+    dest: Path,
+    client: PennsieveClient,
+    settings: DownloadSettings | None = None,
+) -> DownloadReport:
+    """Download every entry with a pool of workers; large files' ranges are spread over workers.
+
+    One file's failure does not stop the others: see ``DownloadReport.raise_for_failures``.
+    """
+    return run_pool(list(entries), dest, Transfer.for_client(client, settings))
+
+
+def run_pool(entries: Sequence[ManifestEntry], dest: Path, transfer: Transfer) -> DownloadReport:
+    return _PoolRun(entries, dest, transfer).run()
+
+
+_Step = tuple[str, ManifestEntry, ByteRange | None]
+
+
+class _PoolRun:
+    """Schedules files, then each large file's ranges, then its assembly, on one thread pool."""
+
+    def __init__(self, entries: Sequence[ManifestEntry], dest: Path, transfer: Transfer) -> None:
+        self.entries = entries
+        self.dest = dest
+        self.transfer = transfer
+        self.outcomes: dict[str, FileOutcome] = {}
+        self.errors: dict[str, Exception] = {}
+        self.ranges: dict[str, list[ByteRange]] = {}
+        self.transferred: dict[str, int] = {}
+        self.remaining: dict[str, int] = {}
+
+    def run(self) -> DownloadReport:
+        workers = self.transfer.settings.max_workers
+        with ThreadPoolExecutor(workers, thread_name_prefix="pennsieve-download") as self.pool:
+            pending: dict[Future, _Step] = {
+                self.pool.submit(_plan, e, self.dest, self.transfer): ("start", e, None) for e in self.entries
+            }
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    step, entry, _rng = pending.pop(future)
+                    pending.update(self._after(step, entry, future))
+        report = DownloadReport(outcomes=[self.outcomes[entry.path] for entry in self.entries])
+        report._errors = self.errors
+        return report
+
+    def _after(self, step: str, entry: ManifestEntry, future: Future) -> dict[Future, _Step]:
+        if entry.path in self.outcomes:  # it already failed: ignore its other ranges
+            return {}
+        try:
+            result = future.result()
+        except Exception as exc:  # one file's failure must not stop the others
+            self.errors[entry.path] = exc
+            self.outcomes[entry.path] = FileOutcome(path=entry.path, status="failed", error=str(exc))
+            log.warning("%s", exc)
+            return {}
+        if isinstance(result, FileOutcome):
+            self.outcomes[entry.path] = result
+        elif step == "start":
+            self.ranges[entry.path] = result
+            self.transferred[entry.path] = 0
+            self.remaining[entry.path] = len(result)
+            return {
+                self.pool.submit(fetch_range, entry, rng, self.dest, self.transfer): ("range", entry, rng)
+                for rng in result
+            }
+        elif step == "range":
+            self.transferred[entry.path] += result
+            self.remaining[entry.path] -= 1
+            if self.remaining[entry.path] == 0:
+                job = self.pool.submit(assemble, entry, self.dest, self.ranges[entry.path])
+                return {job: ("assemble", entry, None)}
+        else:
+            self.outcomes[entry.path] = FileOutcome(
+                path=entry.path,
+                status="downloaded",
+                bytes_transferred=self.transferred[entry.path],
+                verified=result,
+            )
+        return {}

@@ -1,0 +1,274 @@
+"""Downloads from the fake's presigned URLs: streaming, verification, resume and byte ranges."""
+
+from __future__ import annotations
+
+import pytest
+
+from pennflow.pennsieve import (
+    ChecksumMismatch,
+    DownloadSettings,
+    PennsieveError,
+    build_manifest,
+    download_entries,
+)
+from pennflow.pennsieve.download import (
+    Transfer,
+    assemble,
+    download_entry,
+    fetch_range,
+    plan_ranges,
+    target_path,
+)
+from tests.fakes.pennsieve_server import content_bytes
+
+pytest_plugins = ["tests.fakes.pennsieve_fixtures"]
+
+KiB = 1024
+SMALL = DownloadSettings(max_workers=4, chunk_size=4 * KiB, range_threshold=256 * KiB, range_size=64 * KiB)
+
+
+@pytest.fixture
+def dataset(pennsieve):
+    dataset = pennsieve.add_dataset("eeg-study")
+    sub = dataset.add_folder("sub-01")
+    dataset.add_package("a.edf", [("a.edf", 40 * KiB)], parent=sub)
+    dataset.add_package("b.edf", [("b.edf", 70 * KiB)], parent=sub, checksum="md5")
+    dataset.add_package("notes.txt", [("notes.txt", 300)], checksum="none")
+    dataset.add_package("empty.txt", [("empty.txt", 0)])
+    return dataset
+
+
+def files_by_path(dataset):
+    folders = {p.int_id: p.name for p in dataset.packages if p.is_collection}
+    found = {}
+    for package in dataset.packages:
+        for file in package.files:
+            prefix = f"{folders[package.parent.int_id]}/" if package.parent else ""
+            found[prefix + file.name] = file
+    return found
+
+
+def downloads_of(pennsieve, file):
+    return pennsieve.requests_to(f"^/s3/{file.id}$")
+
+
+def test_downloads_every_file_into_the_folder_structure(pennsieve, client, dataset, tmp_path):
+    manifest = build_manifest(client, dataset.node_id)
+
+    report = download_entries(manifest.entries, tmp_path, client, SMALL)
+
+    report.raise_for_failures()
+    assert report.downloaded == 4 and report.skipped == 0
+    for path, file in files_by_path(dataset).items():
+        assert (tmp_path / path).read_bytes() == file.body(), path
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.name.endswith((".part", ".ranges"))) == []
+    verified = {o.path: o.verified for o in report.outcomes}
+    assert verified == {"sub-01/a.edf": True, "sub-01/b.edf": True, "notes.txt": False, "empty.txt": True}
+
+
+def test_presigned_urls_never_receive_the_authorization_header(pennsieve, client, dataset, tmp_path):
+    manifest = build_manifest(client, dataset.node_id)
+    download_entries(manifest.entries, tmp_path, client, SMALL).raise_for_failures()
+
+    file_calls = pennsieve.requests_to("^/s3/")
+    assert len(file_calls) == 3  # the empty file needs no transfer
+    assert all("authorization" not in c.headers and "x-organization-id" not in c.headers for c in file_calls)
+    assert len(pennsieve.requests_to(r"^/packages/.+/files/\d+$")) == 3  # one URL per file
+
+
+def test_a_corrupted_body_raises_checksum_mismatch_naming_the_file(pennsieve, client, dataset, tmp_path):
+    bad = files_by_path(dataset)["sub-01/b.edf"]
+    pennsieve.faults.corrupt(bad.id)
+    manifest = build_manifest(client, dataset.node_id)
+
+    report = download_entries(manifest.entries, tmp_path, client, SMALL)
+
+    assert [o.path for o in report.failed] == ["sub-01/b.edf"]
+    with pytest.raises(
+        ChecksumMismatch, match=r"checksum mismatch for sub-01/b\.edf: expected md5"
+    ) as caught:
+        report.raise_for_failures()
+    assert caught.value.expected == bad.md5() and caught.value.actual != bad.md5()
+    assert not (tmp_path / "sub-01/b.edf").exists()
+    assert not (tmp_path / "sub-01/b.edf.part").exists()  # a bad copy is not kept for resuming
+    assert (tmp_path / "sub-01/a.edf").read_bytes() == files_by_path(dataset)["sub-01/a.edf"].body()
+
+
+def test_a_dropped_connection_is_resumed_with_a_range_in_the_same_run(pennsieve, client, dataset, tmp_path):
+    file = files_by_path(dataset)["sub-01/b.edf"]
+    pennsieve.faults.drop_connection(file.id, at_byte=30 * KiB, times=1)
+    manifest = build_manifest(client, dataset.node_id)
+
+    download_entries(manifest.entries, tmp_path, client, SMALL).raise_for_failures()
+
+    assert (tmp_path / "sub-01/b.edf").read_bytes() == file.body()
+    ranges = [c.headers.get("range") for c in downloads_of(pennsieve, file)]
+    assert ranges[0] is None and ranges[1].startswith("bytes=") and int(ranges[1][6:].split("-")[0]) > 0
+
+
+def test_an_interrupted_batch_resumes_and_skips_finished_files(pennsieve, client, dataset, tmp_path):
+    files = files_by_path(dataset)
+    interrupted = files["sub-01/b.edf"]
+    pennsieve.faults.drop_connection(
+        interrupted.id, at_byte=50 * KiB, times=3
+    )  # more than the in-run resumes
+    manifest = build_manifest(client, dataset.node_id)
+
+    first = download_entries(manifest.entries, tmp_path, client, SMALL)
+
+    assert [o.path for o in first.failed] == ["sub-01/b.edf"]
+    with pytest.raises(PennsieveError, match=r"sub-01/b\.edf: connection lost at byte \d+ of 71680"):
+        first.raise_for_failures()
+    assert not (tmp_path / "sub-01/b.edf").exists()
+    kept = (tmp_path / "sub-01/b.edf.part").stat().st_size
+    assert 0 < kept <= 50 * KiB
+    calls_before = {path: len(downloads_of(pennsieve, f)) for path, f in files.items()}
+
+    pennsieve.faults.drop_connection(interrupted.id, at_byte=0, times=0)  # the network is back
+    second = download_entries(manifest.entries, tmp_path, client, SMALL)
+
+    second.raise_for_failures()
+    assert {o.path: o.status for o in second.outcomes} == {
+        "sub-01/a.edf": "skipped",
+        "sub-01/b.edf": "downloaded",
+        "notes.txt": "skipped",
+        "empty.txt": "skipped",
+    }
+    for path, file in files.items():
+        expected_calls = calls_before[path] + (1 if path == "sub-01/b.edf" else 0)
+        assert len(downloads_of(pennsieve, file)) == expected_calls, path
+    assert downloads_of(pennsieve, interrupted)[-1].headers["range"] == f"bytes={kept}-"
+    assert (tmp_path / "sub-01/b.edf").read_bytes() == interrupted.body()
+    assert second.outcomes[[o.path for o in second.outcomes].index("sub-01/b.edf")].bytes_transferred == (
+        interrupted.size - kept
+    )
+
+
+def test_a_tampered_finished_file_is_fetched_again(pennsieve, client, dataset, tmp_path):
+    manifest = build_manifest(client, dataset.node_id)
+    download_entries(manifest.entries, tmp_path, client, SMALL).raise_for_failures()
+    path = tmp_path / "sub-01/a.edf"
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))  # same size, wrong bytes
+
+    report = download_entries(manifest.entries, tmp_path, client, SMALL)
+
+    assert {o.path: o.status for o in report.outcomes}["sub-01/a.edf"] == "downloaded"
+    assert path.read_bytes() == files_by_path(dataset)["sub-01/a.edf"].body()
+
+
+def test_a_large_file_is_split_into_ranges_and_assembled(pennsieve, client, tmp_path):
+    dataset = pennsieve.add_dataset("big")
+    package = dataset.add_package("big.bin", [("big.bin", 1_000_003)])
+    file = package.files[0]
+    manifest = build_manifest(client, dataset.node_id)
+
+    report = download_entries(manifest.entries, tmp_path, client, SMALL)
+
+    report.raise_for_failures()
+    assert (tmp_path / "big.bin").read_bytes() == file.body()
+    assert report.outcomes[0].verified and report.outcomes[0].bytes_transferred == 1_000_003
+    ranges = sorted(c.headers["range"] for c in downloads_of(pennsieve, file))
+    expected = sorted(f"bytes={r.start}-{r.end}" for r in plan_ranges(file.size, SMALL))
+    assert ranges == expected and len(expected) == 16
+    assert len(pennsieve.requests_to(r"/files/\d+$")) == 1  # one URL shared by the ranges
+    assert not (tmp_path / "big.bin.ranges").exists()
+
+
+def test_ranges_fetched_by_separate_invocations_assemble_into_the_file(pennsieve, client, tmp_path):
+    dataset = pennsieve.add_dataset("big")
+    file = dataset.add_package("big.bin", [("big.bin", 600 * KiB)], checksum="md5").files[0]
+    [entry] = build_manifest(client, dataset.node_id).entries
+    ranges = plan_ranges(entry.size, SMALL)
+
+    # Each "invocation" has its own Transfer (its own URL), as separate Lambdas would.
+    for rng in reversed(ranges):
+        fetch_range(entry, rng, tmp_path, Transfer.for_client(client, SMALL))
+    assert not target_path(tmp_path, entry).exists()
+    assert assemble(entry, tmp_path, ranges) is True
+
+    assert (tmp_path / "big.bin").read_bytes() == file.body()
+    # A retried invocation finds its range done and fetches nothing.
+    before = len(downloads_of(pennsieve, file))
+    assert download_entry(entry, tmp_path, Transfer.for_client(client, SMALL)).status == "skipped"
+    assert len(downloads_of(pennsieve, file)) == before
+
+
+def test_assembling_before_every_range_is_in_names_the_missing_ones(pennsieve, client, tmp_path):
+    dataset = pennsieve.add_dataset("big")
+    dataset.add_package("big.bin", [("big.bin", 300 * KiB)])
+    [entry] = build_manifest(client, dataset.node_id).entries
+    ranges = plan_ranges(entry.size, SMALL)
+    fetch_range(entry, ranges[0], tmp_path, Transfer.for_client(client, SMALL))
+
+    with pytest.raises(
+        PennsieveError, match=rf"big\.bin: byte ranges {ranges[1].marker}, .* are not fetched yet"
+    ):
+        assemble(entry, tmp_path, ranges)
+
+
+def test_a_dropped_range_is_resumed_within_the_range(pennsieve, client, tmp_path):
+    dataset = pennsieve.add_dataset("big")
+    file = dataset.add_package("big.bin", [("big.bin", 400 * KiB)]).files[0]
+    pennsieve.faults.drop_connection(file.id, at_byte=100 * KiB, times=1)
+    manifest = build_manifest(client, dataset.node_id)
+
+    download_entries(manifest.entries, tmp_path, client, SMALL).raise_for_failures()
+
+    assert (tmp_path / "big.bin").read_bytes() == file.body()
+    assert f"bytes={100 * KiB}-{128 * KiB - 1}" in [c.headers["range"] for c in downloads_of(pennsieve, file)]
+
+
+def test_a_multipart_etag_is_verified_with_its_part_size(pennsieve, client, tmp_path):
+    dataset = pennsieve.add_dataset("mp")
+    good = dataset.add_package(
+        "good.bin", [("good.bin", 700 * KiB)], checksum="multipart", part_size=256 * KiB
+    )
+    bad = dataset.add_package("bad.bin", [("bad.bin", 700 * KiB)], checksum="multipart", part_size=256 * KiB)
+    pennsieve.faults.corrupt(bad.files[0].id)
+    manifest = build_manifest(client, dataset.node_id)
+    assert {e.checksum for e in manifest.entries} >= {good.files[0].multipart_etag()}
+
+    report = download_entries(manifest.entries, tmp_path, client, SMALL)
+
+    outcomes = {o.path: o for o in report.outcomes}
+    assert outcomes["good.bin"].status == "downloaded" and outcomes["good.bin"].verified
+    assert outcomes["bad.bin"].status == "failed" and "-3" in outcomes["bad.bin"].error
+
+
+def test_an_expired_presigned_url_is_fetched_again(pennsieve, client, tmp_path):
+    dataset = pennsieve.add_dataset("big")
+    file = dataset.add_package("big.bin", [("big.bin", 300 * KiB)]).files[0]
+    [entry] = build_manifest(client, dataset.node_id).entries
+    transfer = Transfer.for_client(client, SMALL)
+    ranges = plan_ranges(entry.size, SMALL)
+    fetch_range(entry, ranges[0], tmp_path, transfer)
+
+    pennsieve.expire_download_urls()
+    for rng in ranges[1:]:
+        fetch_range(entry, rng, tmp_path, transfer)
+    assemble(entry, tmp_path, ranges)
+
+    assert (tmp_path / "big.bin").read_bytes() == file.body()
+    assert len(pennsieve.requests_to(r"/files/\d+$")) == 2
+
+
+def test_memory_stays_bounded_for_a_large_file(pennsieve, client, tmp_path):
+    import tracemalloc
+
+    dataset = pennsieve.add_dataset("huge")
+    file = dataset.add_package("huge.bin", [("huge.bin", 24 * 1024 * KiB)], checksum="md5").files[0]
+    manifest = build_manifest(client, dataset.node_id)
+    settings = DownloadSettings(max_workers=2, chunk_size=64 * KiB, range_threshold=8 * 1024 * KiB)
+
+    tracemalloc.start()
+    try:
+        download_entries(manifest.entries, tmp_path, client, settings).raise_for_failures()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert (tmp_path / "huge.bin").stat().st_size == file.size
+    assert peak < 4 * 1024 * KiB  # a few chunks in flight, not the 24 MiB file
+    assert content_bytes(file.seed, 1000) == (tmp_path / "huge.bin").read_bytes()[:1000]
