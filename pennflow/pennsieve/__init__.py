@@ -7,7 +7,6 @@ from pennflow.pennsieve.download import (
     DownloadSettings,
     FileOutcome,
     Transfer,
-    download_entries,
     download_entry,
 )
 from pennflow.pennsieve.errors import (
@@ -20,9 +19,19 @@ from pennflow.pennsieve.errors import (
     UploadFailed,
 )
 from pennflow.pennsieve.manifest import DatasetManifest, ManifestEntry, build_manifest, read_jsonl
+from pennflow.pennsieve.pool import (
+    BATCHES,
+    WorkItem,
+    download_entries,
+    finish_downloads,
+    plan_batches,
+    run_batch,
+)
 from pennflow.pennsieve.settings import HttpSettings, PennsieveHosts
+from pennflow.pennsieve.upload import LocalFile, UploadReport, UploadSettings, upload_files
 
 __all__ = [
+    "BATCHES",
     "AuthenticationError",
     "ChecksumMismatch",
     "CredentialsNotFound",
@@ -31,6 +40,7 @@ __all__ = [
     "DownloadSettings",
     "FileOutcome",
     "HttpSettings",
+    "LocalFile",
     "ManifestEntry",
     "NotFound",
     "PennsieveClient",
@@ -40,9 +50,16 @@ __all__ = [
     "PermissionDenied",
     "Transfer",
     "UploadFailed",
+    "UploadReport",
+    "UploadSettings",
+    "WorkItem",
     "build_manifest",
     "download_entries",
     "download_entry",
+    "finish_downloads",
+    "plan_batches",
     "read_jsonl",
     "resolve_credentials",
+    "run_batch",
+    "upload_files",
 ]

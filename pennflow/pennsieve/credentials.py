@@ -3,8 +3,8 @@
 Sources, first match wins:
 1. explicit arguments;
 2. ``PENNSIEVE_API_KEY`` + ``PENNSIEVE_API_SECRET``;
-3. ``PENNSIEVE_SECRET_ID``: a Secrets Manager secret (ARN or name) holding
-   ``{"apiKey": ..., "apiSecret": ...}`` (how the compute node passes credentials to built-ins);
+3. ``PENNSIEVE_SECRET_ID`` (or ``PENNSIEVE_SECRET_ARN``, the name the compute node's functions
+   get): a Secrets Manager secret (ARN or name) holding ``{"apiKey": ..., "apiSecret": ...}``;
 4. the Pennsieve profile file ``~/.pennsieve/config.ini`` (one section per profile with
    ``api_token`` and ``api_secret``; profile from the argument, ``PENNSIEVE_PROFILE``, the file's
    ``[global] default_profile``, else ``default``).
@@ -25,6 +25,7 @@ from pennflow.pennsieve.errors import CredentialsNotFound
 ENV_KEY = "PENNSIEVE_API_KEY"
 ENV_SECRET = "PENNSIEVE_API_SECRET"
 ENV_SECRET_ID = "PENNSIEVE_SECRET_ID"
+ENV_SECRET_ARN = "PENNSIEVE_SECRET_ARN"
 ENV_PROFILE = "PENNSIEVE_PROFILE"
 DEFAULT_PROFILE = "default"
 GLOBAL_SECTION = "global"
@@ -62,8 +63,9 @@ def resolve_credentials(
         return _pair(api_key, api_secret, "arguments", ("api_key", "api_secret"))
     if env.get(ENV_KEY) or env.get(ENV_SECRET):
         return _pair(env.get(ENV_KEY), env.get(ENV_SECRET), "environment", (ENV_KEY, ENV_SECRET))
-    if env.get(ENV_SECRET_ID):
-        return from_secrets_manager(env[ENV_SECRET_ID])
+    secret_id = env.get(ENV_SECRET_ID) or env.get(ENV_SECRET_ARN)
+    if secret_id:
+        return from_secrets_manager(secret_id)
     path = config_file or default_config_file()
     if path.is_file():
         return from_profile_file(path, profile or env.get(ENV_PROFILE))

@@ -7,8 +7,8 @@ match) and resumes a partial ``.part`` with an HTTP Range request. Files above
 invocations) fetch into the same ``.part`` at their offsets; a marker per finished range lives
 in ``<path>.ranges/`` until the file is assembled.
 
-``download_entry`` is the per-file unit (what a Lambda calls for each entry of its batch);
-``download_entries`` runs a thread pool over files and ranges (local mode).
+``download_entry`` is the per-file unit; ``fetch_range`` and ``assemble`` are its parts for a
+split file. ``pool.py`` runs many of them (a local thread pool, or a Lambda's batch).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -195,7 +194,7 @@ def is_complete(dest: Path, entry: ManifestEntry, settings: DownloadSettings) ->
 
 def download_entry(entry: ManifestEntry, dest: Path, transfer: Transfer) -> FileOutcome:
     """Download one file (its ranges one after another when it is split). Raises on failure."""
-    plan = _plan(entry, dest, transfer)
+    plan = plan_entry(entry, dest, transfer)
     if not isinstance(plan, list):
         return plan
     transferred = sum(fetch_range(entry, rng, dest, transfer) for rng in plan)
@@ -203,7 +202,7 @@ def download_entry(entry: ManifestEntry, dest: Path, transfer: Transfer) -> File
     return FileOutcome(path=entry.path, status="downloaded", bytes_transferred=transferred, verified=verified)
 
 
-def _plan(entry: ManifestEntry, dest: Path, transfer: Transfer) -> FileOutcome | list[ByteRange]:
+def plan_entry(entry: ManifestEntry, dest: Path, transfer: Transfer) -> FileOutcome | list[ByteRange]:
     """Skip a complete file, stream a small one, or return a large one's byte ranges to fetch."""
     settings = transfer.settings
     if is_complete(dest, entry, settings):
@@ -378,90 +377,3 @@ def _open(
     raise PennsieveError(
         f"{subject}: download failed with HTTP {response.status_code}", status=response.status_code
     )
-
-
-# -- the thread pool (local mode) ----------------------------------------------------------------
-
-
-def download_entries(
-    entries: Iterable[ManifestEntry],
-    dest: Path,
-    client: PennsieveClient,
-    settings: DownloadSettings | None = None,
-) -> DownloadReport:
-    """Download every entry with a pool of workers; large files' ranges are spread over workers.
-
-    One file's failure does not stop the others: see ``DownloadReport.raise_for_failures``.
-    """
-    return run_pool(list(entries), dest, Transfer.for_client(client, settings))
-
-
-def run_pool(entries: Sequence[ManifestEntry], dest: Path, transfer: Transfer) -> DownloadReport:
-    return _PoolRun(entries, dest, transfer).run()
-
-
-_Step = tuple[str, ManifestEntry, ByteRange | None]
-
-
-class _PoolRun:
-    """Schedules files, then each large file's ranges, then its assembly, on one thread pool."""
-
-    def __init__(self, entries: Sequence[ManifestEntry], dest: Path, transfer: Transfer) -> None:
-        self.entries = entries
-        self.dest = dest
-        self.transfer = transfer
-        self.outcomes: dict[str, FileOutcome] = {}
-        self.errors: dict[str, Exception] = {}
-        self.ranges: dict[str, list[ByteRange]] = {}
-        self.transferred: dict[str, int] = {}
-        self.remaining: dict[str, int] = {}
-
-    def run(self) -> DownloadReport:
-        workers = self.transfer.settings.max_workers
-        with ThreadPoolExecutor(workers, thread_name_prefix="pennsieve-download") as self.pool:
-            pending: dict[Future, _Step] = {
-                self.pool.submit(_plan, e, self.dest, self.transfer): ("start", e, None) for e in self.entries
-            }
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    step, entry, _rng = pending.pop(future)
-                    pending.update(self._after(step, entry, future))
-        report = DownloadReport(outcomes=[self.outcomes[entry.path] for entry in self.entries])
-        report._errors = self.errors
-        return report
-
-    def _after(self, step: str, entry: ManifestEntry, future: Future) -> dict[Future, _Step]:
-        if entry.path in self.outcomes:  # it already failed: ignore its other ranges
-            return {}
-        try:
-            result = future.result()
-        except Exception as exc:  # one file's failure must not stop the others
-            self.errors[entry.path] = exc
-            self.outcomes[entry.path] = FileOutcome(path=entry.path, status="failed", error=str(exc))
-            log.warning("%s", exc)
-            return {}
-        if isinstance(result, FileOutcome):
-            self.outcomes[entry.path] = result
-        elif step == "start":
-            self.ranges[entry.path] = result
-            self.transferred[entry.path] = 0
-            self.remaining[entry.path] = len(result)
-            return {
-                self.pool.submit(fetch_range, entry, rng, self.dest, self.transfer): ("range", entry, rng)
-                for rng in result
-            }
-        elif step == "range":
-            self.transferred[entry.path] += result
-            self.remaining[entry.path] -= 1
-            if self.remaining[entry.path] == 0:
-                job = self.pool.submit(assemble, entry, self.dest, self.ranges[entry.path])
-                return {job: ("assemble", entry, None)}
-        else:
-            self.outcomes[entry.path] = FileOutcome(
-                path=entry.path,
-                status="downloaded",
-                bytes_transferred=self.transferred[entry.path],
-                verified=result,
-            )
-        return {}

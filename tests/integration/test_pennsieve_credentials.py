@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def secret_arn(aws) -> str:
 
     secrets = boto3.client("secretsmanager")
     value = json.dumps({"apiKey": "sm-key", "apiSecret": "sm-secret"})
-    return secrets.create_secret(Name=f"pennsieve-{id(value)}", SecretString=value)["ARN"]
+    return secrets.create_secret(Name=f"pennsieve-{uuid.uuid4().hex}", SecretString=value)["ARN"]
 
 
 def test_explicit_arguments_win_over_everything(config_file):
@@ -107,6 +108,11 @@ def test_secrets_manager_secret_named_by_environment(secret_arn, config_file):
     found = resolve_credentials(config_file=config_file, env={"PENNSIEVE_SECRET_ID": secret_arn})
     assert (found.api_key, found.api_secret.get_secret_value()) == ("sm-key", "sm-secret")
     assert secret_arn in found.source
+
+
+def test_the_compute_nodes_secret_arn_variable_works_too(secret_arn, tmp_path):
+    found = resolve_credentials(config_file=tmp_path / "absent.ini", env={"PENNSIEVE_SECRET_ARN": secret_arn})
+    assert found.api_key == "sm-key"
 
 
 def test_secrets_manager_errors_name_the_secret_but_never_its_value(aws):

@@ -1,0 +1,251 @@
+"""Running many downloads: a local thread pool, or batches handed to Lambdas by a Distributed Map.
+
+Locally, ``download_entries`` spreads files and the byte ranges of large files over one pool and
+assembles each split file once its ranges are in. On AWS the same work is cut up ahead of time:
+``plan_batches`` groups whole files and byte ranges into batches by bytes (the JSON the state
+machine maps over), each Lambda runs ``run_batch`` on one batch, and a last call to
+``finish_downloads`` assembles the split files and checks that every file arrived. Retrying a
+batch is cheap: finished files and ranges are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+from pennflow.pennsieve.download import (
+    ByteRange,
+    DownloadReport,
+    DownloadSettings,
+    FileOutcome,
+    Transfer,
+    assemble,
+    download_entry,
+    fetch_range,
+    part_path,
+    plan_entry,
+    plan_ranges,
+    ranges_dir,
+    target_path,
+)
+from pennflow.pennsieve.errors import PennsieveError
+from pennflow.pennsieve.manifest import ManifestEntry
+
+if TYPE_CHECKING:
+    from pennflow.pennsieve.client import PennsieveClient
+
+log = logging.getLogger(__name__)
+
+GiB = 1024**3
+MAX_BATCH_ITEMS = 200  # keeps one Distributed Map item well under its 256 KiB limit
+
+
+# -- local mode ----------------------------------------------------------------------------------
+
+
+def download_entries(
+    entries: Iterable[ManifestEntry],
+    dest: Path,
+    client: PennsieveClient,
+    settings: DownloadSettings | None = None,
+) -> DownloadReport:
+    """Download every entry with a pool of workers; large files' ranges are spread over workers.
+
+    One file's failure does not stop the others: see ``DownloadReport.raise_for_failures``.
+    """
+    return _PoolRun(list(entries), dest, Transfer.for_client(client, settings)).run()
+
+
+_Step = tuple[str, ManifestEntry]
+
+
+class _PoolRun:
+    """Schedules files, then each large file's ranges, then its assembly, on one thread pool."""
+
+    def __init__(self, entries: Sequence[ManifestEntry], dest: Path, transfer: Transfer) -> None:
+        self.entries = entries
+        self.dest = dest
+        self.transfer = transfer
+        self.outcomes: dict[str, FileOutcome] = {}
+        self.errors: dict[str, Exception] = {}
+        self.ranges: dict[str, list[ByteRange]] = {}
+        self.transferred: dict[str, int] = {}
+        self.remaining: dict[str, int] = {}
+
+    def run(self) -> DownloadReport:
+        with ThreadPoolExecutor(
+            self.transfer.settings.max_workers, thread_name_prefix="download"
+        ) as self.pool:
+            pending: dict[Future, _Step] = {
+                self.pool.submit(plan_entry, entry, self.dest, self.transfer): ("plan", entry)
+                for entry in self.entries
+            }
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    step, entry = pending.pop(future)
+                    pending.update(self._after(step, entry, future))
+        report = DownloadReport(outcomes=[self.outcomes[entry.path] for entry in self.entries])
+        report._errors = self.errors
+        return report
+
+    def _after(self, step: str, entry: ManifestEntry, future: Future) -> dict[Future, _Step]:
+        if entry.path in self.outcomes:  # it already failed: ignore its other ranges
+            return {}
+        try:
+            result = future.result()
+        except Exception as exc:  # one file's failure must not stop the others
+            self._failed(entry, exc)
+            return {}
+        if isinstance(result, FileOutcome):
+            self.outcomes[entry.path] = result
+        elif step == "plan":
+            self.ranges[entry.path] = result
+            self.transferred[entry.path] = 0
+            self.remaining[entry.path] = len(result)
+            return {
+                self.pool.submit(fetch_range, entry, rng, self.dest, self.transfer): ("range", entry)
+                for rng in result
+            }
+        elif step == "range":
+            self.transferred[entry.path] += result
+            self.remaining[entry.path] -= 1
+            if self.remaining[entry.path] == 0:
+                job = self.pool.submit(assemble, entry, self.dest, self.ranges[entry.path])
+                return {job: ("assemble", entry)}
+        else:
+            self.outcomes[entry.path] = FileOutcome(
+                path=entry.path,
+                status="downloaded",
+                bytes_transferred=self.transferred[entry.path],
+                verified=result,
+            )
+        return {}
+
+    def _failed(self, entry: ManifestEntry, exc: Exception) -> None:
+        self.errors[entry.path] = exc
+        self.outcomes[entry.path] = FileOutcome(path=entry.path, status="failed", error=str(exc))
+        log.warning("%s", exc)
+
+
+# -- batches for a Distributed Map ---------------------------------------------------------------
+
+
+class WorkItem(BaseModel):
+    """A whole file, or one byte range of a large file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entry: ManifestEntry
+    range: ByteRange | None = None
+
+    @property
+    def size(self) -> int:
+        return self.range.length if self.range else self.entry.size
+
+
+BATCHES = TypeAdapter(list[list[WorkItem]])
+
+
+def plan_batches(
+    entries: Iterable[ManifestEntry],
+    settings: DownloadSettings | None = None,
+    *,
+    batch_bytes: int = 1 * GiB,
+    max_items: int = MAX_BATCH_ITEMS,
+) -> list[list[WorkItem]]:
+    """Whole files and byte ranges, in manifest order, packed into batches of about ``batch_bytes``
+    (at most ``max_items`` each). Serialise with ``BATCHES.dump_json(batches)``."""
+    settings = settings or DownloadSettings()
+    batches: list[list[WorkItem]] = []
+    current: list[WorkItem] = []
+    filled = 0
+    for entry in entries:
+        ranges = plan_ranges(entry.size, settings)
+        for item in (
+            [WorkItem(entry=entry)] if ranges is None else [WorkItem(entry=entry, range=r) for r in ranges]
+        ):
+            if current and (filled + item.size > batch_bytes or len(current) >= max_items):
+                batches.append(current)
+                current, filled = [], 0
+            current.append(item)
+            filled += item.size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def run_batch(items: Sequence[WorkItem], dest: Path, transfer: Transfer) -> DownloadReport:
+    """Fetch one batch (whole files are verified and moved into place; ranges wait for
+    ``finish_downloads``). Runs every item, then the caller raises with ``raise_for_failures``."""
+    with ThreadPoolExecutor(transfer.settings.max_workers, thread_name_prefix="batch") as pool:
+        futures = [pool.submit(_run_item, item, dest, transfer) for item in items]
+    outcomes, errors = [], {}
+    for item, future in zip(items, futures, strict=True):
+        label = _label(item)
+        try:
+            outcomes.append(future.result().model_copy(update={"path": label}))
+        except Exception as exc:  # reported per item; the batch is retried as a whole
+            errors[label] = exc
+            outcomes.append(FileOutcome(path=label, status="failed", error=str(exc)))
+            log.warning("%s", exc)
+    report = DownloadReport(outcomes=outcomes)
+    report._errors = errors
+    return report
+
+
+def _run_item(item: WorkItem, dest: Path, transfer: Transfer) -> FileOutcome:
+    if item.range is None:
+        return download_entry(item.entry, dest, transfer)
+    target = target_path(dest, item.entry)
+    if (ranges_dir(target) / item.range.marker).exists() or _in_place(target, item.entry):
+        return FileOutcome(path=item.entry.path, status="skipped")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    transferred = fetch_range(item.entry, item.range, dest, transfer)
+    return FileOutcome(path=item.entry.path, status="downloaded", bytes_transferred=transferred)
+
+
+def _in_place(target: Path, entry: ManifestEntry) -> bool:
+    """The assembled file is there (it was verified when it was assembled)."""
+    try:
+        return target.stat().st_size == entry.size
+    except FileNotFoundError:
+        return False
+
+
+def _label(item: WorkItem) -> str:
+    return item.entry.path if item.range is None else f"{item.entry.path} [bytes {item.range.marker}]"
+
+
+def finish_downloads(
+    entries: Sequence[ManifestEntry], dest: Path, settings: DownloadSettings | None = None
+) -> DownloadReport:
+    """After every batch: assemble and verify the split files, and check each file is in place."""
+    settings = settings or DownloadSettings()
+    with ThreadPoolExecutor(settings.max_workers, thread_name_prefix="finish") as pool:
+        futures = [pool.submit(_finish_entry, entry, dest, settings) for entry in entries]
+    outcomes, errors = [], {}
+    for entry, future in zip(entries, futures, strict=True):
+        try:
+            outcomes.append(future.result())
+        except Exception as exc:
+            errors[entry.path] = exc
+            outcomes.append(FileOutcome(path=entry.path, status="failed", error=str(exc)))
+    report = DownloadReport(outcomes=outcomes)
+    report._errors = errors
+    return report
+
+
+def _finish_entry(entry: ManifestEntry, dest: Path, settings: DownloadSettings) -> FileOutcome:
+    target = target_path(dest, entry)
+    ranges = plan_ranges(entry.size, settings)
+    if ranges is not None and part_path(target).exists():
+        return FileOutcome(path=entry.path, status="downloaded", verified=assemble(entry, dest, ranges))
+    if _in_place(target, entry):  # whole files are verified before they are moved into place
+        return FileOutcome(path=entry.path, status="skipped")
+    raise PennsieveError(f"{entry.path} was not downloaded")
