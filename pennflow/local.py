@@ -1,0 +1,740 @@
+"""The local engine: run a workflow on this machine, with the processor contract of DESIGN §3.
+
+A processor starts as soon as all of its own dependencies succeeded (not level by level), within
+``max_parallel`` running processes. Each processor runs in a worker thread that blocks on its
+process; the scheduler blocks on a queue of finished processors, so nothing sleeps or polls on the
+way from one processor to the next. A watcher thread notices a cancel (``cancel_event``, or the
+run's status turning CANCELING in the store, e.g. from ``pennflow cancel`` in another terminal).
+
+When a processor fails for good, no new processor starts, running ones are terminated, the ones
+that never started are CANCELED and the run is FAILED, naming the processor, its exit code and why.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shlex
+import shutil
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pennflow.contract import (
+    LAYERS_MOUNT,
+    RUN_MOUNT,
+    FanInClash,
+    RunLayout,
+    UnknownParameter,
+    build_union,
+    list_input_files,
+    make_batches,
+    processor_environment,
+    run_parameters,
+    stage_batch,
+)
+from pennflow.dag import Dag
+from pennflow.definition import NAME_RE, Processor, ProcessorType, Workflow
+from pennflow.home import PennflowHome
+from pennflow.launchers import (
+    LaunchSpec,
+    RunningProcess,
+    caller_user,
+    container_runtime_available,
+    docker_command,
+    docker_spec,
+    subprocess_spec,
+)
+from pennflow.runs import RunRecord, Status, StepRecord, new_run_id, utcnow
+from pennflow.stores.base import RunStore
+
+DEFAULT_KILL_GRACE_SECONDS = 5.0
+STORE_POLL_SECONDS = 0.5
+NO_OUTPUT = "wrote no output files"
+CANCELED_BY_USER = "canceled by the user"
+CANCELED_BY_STORE = "canceled (pennflow cancel)"
+_STOPPED = "stopped"  # RunningProcess.stopped_by when the run stops (failure elsewhere or cancel)
+_TIMEOUT = "timeout"
+_LAST_LINE_CHARS = 200
+
+
+class InvalidRunInput(ValueError):
+    """The run cannot start: every problem found, each naming the option or processor at fault."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class Reporter(Protocol):
+    """Receives progress as it is stored (the CLI's live display implements it)."""
+
+    def run_started(self, run: RunRecord, steps: Sequence[StepRecord]) -> None: ...
+
+    def step_updated(self, step: StepRecord) -> None: ...
+
+    def run_finished(self, run: RunRecord, steps: Sequence[StepRecord]) -> None: ...
+
+
+class _SilentReporter:
+    def run_started(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
+        pass
+
+    def step_updated(self, step: StepRecord) -> None:
+        pass
+
+    def run_finished(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
+        pass
+
+
+def run_workflow(
+    workflow: Workflow,
+    *,
+    definition_dir: str | os.PathLike[str],
+    input_dir: str | os.PathLike[str] | None = None,
+    params: Mapping[str, str] | None = None,
+    layers: Sequence[str] = (),
+    max_parallel: int | None = None,
+    home: str | os.PathLike[str] | PennflowHome | None = None,
+    store: RunStore | None = None,
+    reporter: Reporter | None = None,
+    cancel_event: threading.Event | None = None,
+    docker: bool | None = None,
+    dataset_id: str | None = None,
+    kill_grace: float = DEFAULT_KILL_GRACE_SECONDS,
+) -> RunRecord:
+    """Run ``workflow`` to the end and return its final record.
+
+    Raises InvalidRunInput before anything runs (unknown param, missing layer or input folder).
+    ``docker=None`` uses containers when ``docker info`` succeeds; True/False forces the choice.
+    """
+    home = home if isinstance(home, PennflowHome) else PennflowHome.resolve(home)
+    plan = _plan(workflow, home, input_dir, params, layers, max_parallel, dataset_id)
+    own_store = store is None
+    if store is None:
+        from pennflow.stores.sqlite import SqliteRunStore
+
+        store = SqliteRunStore(home.db_path)
+    try:
+        engine = _Engine(
+            plan,
+            home=home,
+            definition_dir=Path(definition_dir),
+            store=store,
+            reporter=reporter or _SilentReporter(),
+            cancel_event=cancel_event or threading.Event(),
+            use_docker=container_runtime_available() if docker is None else docker,
+            kill_grace=kill_grace,
+        )
+        return engine.run()
+    finally:
+        if own_store:
+            store.close()  # type: ignore[attr-defined]
+
+
+def result_dirs(workflow: Workflow, run_dir: Path) -> list[Path]:
+    """Where a run's results are: the data targets' output folders, else the last processors'."""
+    layout = RunLayout(run_dir)
+    targets = [p.id for p in workflow.processors if p.type is ProcessorType.DATA_TARGET]
+    if not targets:
+        succs = Dag.from_workflow(workflow).succs
+        targets = [pid for pid, after in succs.items() if not after]
+    return [Path(layout.output_dir(pid)) for pid in targets]
+
+
+# ------------------------------------------------------------------ checking the inputs
+
+
+@dataclass(frozen=True)
+class _Plan:
+    workflow: Workflow
+    processors: dict[str, Processor]  # with the run-level layers added
+    params: dict[str, dict[str, str]]
+    run_layers: tuple[str, ...]
+    input_dir: Path | None
+    max_parallel: int
+
+
+def _plan(
+    workflow: Workflow,
+    home: PennflowHome,
+    input_dir: str | os.PathLike[str] | None,
+    overrides: Mapping[str, str] | None,
+    run_layers: Sequence[str],
+    max_parallel: int | None,
+    dataset_id: str | None,
+) -> _Plan:
+    problems: list[str] = []
+    params: dict[str, dict[str, str]] = {}
+    try:
+        params = run_parameters(workflow, overrides)
+    except UnknownParameter as exc:
+        problems.append(f"--param: {exc}")
+    run_layers = tuple(dict.fromkeys(run_layers))
+    processors = {
+        p.id: p.model_copy(update={"layers": list(dict.fromkeys([*run_layers, *p.layers]))})
+        for p in workflow.processors
+    }
+    problems += _layer_problems(home, run_layers, workflow.processors)
+    problems += _input_problems(workflow, input_dir, dataset_id)
+    if max_parallel is not None and max_parallel < 1:
+        problems.append(f"--max-parallel: must be at least 1, got {max_parallel}")
+    if problems:
+        raise InvalidRunInput(problems)
+    return _Plan(
+        workflow,
+        processors,
+        params,
+        run_layers,
+        Path(input_dir).absolute() if input_dir is not None else None,
+        max_parallel or os.cpu_count() or 1,
+    )
+
+
+def _layer_problems(
+    home: PennflowHome, run_layers: Iterable[str], processors: Iterable[Processor]
+) -> list[str]:
+    requested = {name: "--layer" for name in run_layers}
+    for processor in processors:
+        for name in processor.layers:
+            requested.setdefault(name, f"processor {processor.id!r}")
+    problems = []
+    for name, by in requested.items():
+        if not NAME_RE.match(name):
+            problems.append(f"layer {name!r} (from {by}): not a valid layer name")
+        elif not home.layer_dir(name).is_dir():
+            problems.append(
+                f"layer {name!r} (from {by}) not found: expected the folder {home.layer_dir(name)}"
+            )
+    return problems
+
+
+def _input_problems(
+    workflow: Workflow, input_dir: str | os.PathLike[str] | None, dataset_id: str | None
+) -> list[str]:
+    sources = [p.id for p in workflow.processors if p.type is ProcessorType.DATA_SOURCE]
+    if dataset_id is not None:
+        return ["--dataset: downloading a Pennsieve dataset is not yet supported locally; use --input DIR"]
+    if input_dir is None:
+        if sources:
+            names = ", ".join(repr(s) for s in sources)
+            return [f"--input: required, the workflow's data source {names} needs a folder of files"]
+        return []
+    if not sources:
+        return ["--input: the workflow has no data source to receive it"]
+    folder = Path(input_dir)
+    if not folder.is_dir():
+        return [f"--input: {folder} is not a folder"]
+    if not any(p.is_file() for p in folder.rglob("*")):
+        return [f"--input: {folder} holds no files"]
+    return []
+
+
+# ------------------------------------------------------------------ the engine
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """How one attempt ended."""
+
+    ok: bool
+    reason: str | None = None
+    exit_code: int | None = None
+    retryable: bool = True
+    canceled: bool = False
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How a processor ended."""
+
+    status: Status
+    reason: str | None = None
+    exit_code: int | None = None
+
+
+class _CannotLaunch(Exception):
+    """The processor cannot run on this machine (no command, no container runtime)."""
+
+
+class _Engine:
+    def __init__(
+        self,
+        plan: _Plan,
+        *,
+        home: PennflowHome,
+        definition_dir: Path,
+        store: RunStore,
+        reporter: Reporter,
+        cancel_event: threading.Event,
+        use_docker: bool,
+        kill_grace: float,
+    ):
+        self.plan = plan
+        self.workflow = plan.workflow
+        self.home = home
+        self.definition_dir = definition_dir
+        self.store = store
+        self.reporter = reporter
+        self.cancel_event = cancel_event
+        self.use_docker = use_docker
+        self.kill_grace = kill_grace
+        self.run_id = new_run_id()
+        self.run_dir = home.run_dir(self.run_id)
+        self.layout = RunLayout(self.run_dir)
+        self.dag = Dag.from_workflow(self.workflow)
+
+        self._slots = threading.BoundedSemaphore(plan.max_parallel)
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._finished = threading.Event()
+        # Set when the run stops early: no new attempt starts, running processes are terminated.
+        self._stop = threading.Event()
+        self._stop_reason: str | None = None
+        self._active: set[RunningProcess] = set()
+        self._active_lock = threading.Lock()
+        self._record_lock = threading.RLock()
+        self._steps: dict[str, StepRecord] = {}
+        self._failure: tuple[str, _Outcome] | None = None
+        self._canceled: str | None = None
+
+    # ---------------------------------------------------------------- the run
+
+    def run(self) -> RunRecord:
+        run = RunRecord(
+            run_id=self.run_id,
+            workflow=self.workflow.name,
+            definition_hash=self.workflow.definition_hash(),
+            params=self.plan.params,
+            layers=[{"name": name, "path": str(self.home.layer_dir(name))} for name in self.plan.run_layers],
+        )
+        steps = [StepRecord(run_id=self.run_id, processor_id=p.id) for p in self.workflow.processors]
+        self.store.create_run(run, steps)
+        self._steps = {step.processor_id: step for step in steps}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.store.update_run(self.run_id, Status.STARTED, started_at=utcnow())
+        self.reporter.run_started(self.store.get_run(self.run_id) or run, steps)
+        threading.Thread(target=self._watch_for_cancel, name="pennflow-cancel-watch", daemon=True).start()
+        try:
+            self._schedule()
+        finally:
+            self._finished.set()
+        return self._finish()
+
+    def _schedule(self) -> None:
+        waiting = {pid: set(self.dag.deps[pid]) for pid in self.dag.nodes}
+        outstanding = 0
+        with ThreadPoolExecutor(max_workers=len(waiting), thread_name_prefix="pennflow") as workers:
+
+            def start_ready() -> int:
+                ready = [pid for pid, deps in waiting.items() if not deps] if not self._stop.is_set() else []
+                for pid in ready:
+                    del waiting[pid]
+                    workers.submit(self._run_processor, pid)
+                return len(ready)
+
+            outstanding += start_ready()
+            while outstanding:
+                try:
+                    event = self._events.get()
+                except KeyboardInterrupt:  # used as a library without a signal handler: cancel cleanly
+                    self._cancel(CANCELED_BY_USER)
+                    continue
+                if event[0] == "cancel":
+                    self._cancel(event[1])
+                    continue
+                _, pid, outcome = event
+                outstanding -= 1
+                if outcome.status is Status.SUCCEEDED:
+                    for succ in self.dag.succs[pid]:
+                        waiting[succ].discard(pid)
+                    outstanding += start_ready()
+                elif outcome.status is Status.FAILED and self._failure is None:
+                    self._failure = (pid, outcome)
+                    self._halt(f"canceled: processor {pid!r} failed")
+        for pid in waiting:  # never started: the run stopped first
+            self._set_step(pid, Status.CANCELED, finished_at=utcnow(), reason=self._stop_reason)
+
+    def _finish(self) -> RunRecord:
+        now = utcnow()
+        if self._failure is not None:
+            pid, outcome = self._failure
+            self.store.update_run(
+                self.run_id,
+                Status.FAILED,
+                finished_at=now,
+                failed_processor=pid,
+                exit_code=outcome.exit_code,
+                reason=f"processor {pid!r} failed: {outcome.reason}",
+            )
+        elif self._canceled is not None:
+            self.store.update_run(self.run_id, Status.CANCELED, finished_at=now, reason=self._canceled)
+        else:
+            self.store.update_run(self.run_id, Status.SUCCEEDED, finished_at=now)
+        run = self.store.get_run(self.run_id)
+        assert run is not None
+        self.reporter.run_finished(run, list(self._steps.values()))
+        return run
+
+    def _watch_for_cancel(self) -> None:
+        while True:
+            requested = self.cancel_event.wait(STORE_POLL_SECONDS)
+            if self._finished.is_set():
+                return
+            if requested:
+                self._events.put(("cancel", CANCELED_BY_USER))
+                return
+            try:
+                run = self.store.get_run(self.run_id)
+            except Exception:  # a busy or briefly unreadable store: look again next time
+                continue
+            if run is not None and run.status is Status.CANCELING:
+                self._events.put(("cancel", CANCELED_BY_STORE))
+                return
+
+    def _cancel(self, reason: str) -> None:
+        if self._canceled is not None:
+            return
+        self._canceled = reason
+        self.store.update_run(self.run_id, Status.CANCELING)
+        self._halt(reason)
+
+    def _halt(self, reason: str, failed: str | None = None) -> None:
+        """Stop the run: no new attempts; terminate what runs; the other running processors (not
+        the one that ``failed``) show CANCELING until their process is gone."""
+        with self._active_lock:
+            if self._stop.is_set():
+                return
+            self._stop_reason = reason
+            self._stop.set()
+            running = list(self._active)
+        for process in running:
+            process.terminate(_STOPPED)
+        for pid, step in list(self._steps.items()):
+            if step.status is Status.STARTED and pid != failed:
+                self._set_step(pid, Status.CANCELING)
+
+    # ---------------------------------------------------------------- records
+
+    def _set_step(self, pid: str, status: Status | None = None, **fields: Any) -> bool:
+        with self._record_lock:
+            if not self.store.update_step(self.run_id, pid, status, **fields):
+                return False
+            update = {**fields, **({"status": status} if status else {})}
+            record = self._steps[pid] = self._steps[pid].model_copy(update=update)
+            self.reporter.step_updated(record)
+            return True
+
+    def _note_attempt(self, pid: str, attempt: int) -> None:
+        """The first attempt starts the processor; later ones (or batches) raise its attempt count."""
+        with self._record_lock:  # batches of one processor report concurrently
+            step = self._steps[pid]
+            if step.status is Status.NOT_STARTED:
+                log_path = str(self._log_path(pid))
+                self._set_step(pid, Status.STARTED, started_at=utcnow(), attempts=attempt, log_path=log_path)
+            elif attempt > step.attempts:
+                self._set_step(pid, attempts=attempt)
+
+    def _log_path(self, pid: str) -> Path:
+        return self.home.log_path(self.run_id, pid)
+
+    def _output_dir(self, pid: str) -> Path:
+        return Path(self.layout.output_dir(pid))
+
+    # ---------------------------------------------------------------- one processor
+
+    def _run_processor(self, pid: str) -> None:
+        processor = self.plan.processors[pid]
+        try:
+            if processor.type is ProcessorType.DATA_SOURCE:
+                outcome = self._attempts(processor, lambda n: self._receive_input(processor, n))
+            elif processor.type is ProcessorType.DATA_TARGET:
+                outcome = self._attempts(processor, lambda n: self._publish(processor, n))
+            elif processor.scatter is not None:
+                outcome = self._scatter(processor)
+            else:
+                outcome = self._attempts(processor, lambda n: self._process(processor, n))
+        except Exception as exc:  # pennflow's own fault (a bug, a full disk): fail visibly, keep the run sane
+            self._append_log(pid, traceback.format_exc())
+            outcome = _Outcome(Status.FAILED, f"pennflow could not run it: {exc}")
+        fields: dict[str, Any] = {"finished_at": utcnow(), "reason": outcome.reason}
+        if outcome.exit_code is not None:
+            fields["exit_code"] = outcome.exit_code
+        self._set_step(pid, outcome.status, **fields)
+        if outcome.status is Status.FAILED:
+            self._halt(f"canceled: processor {pid!r} failed", failed=pid)
+        self._events.put(("done", pid, outcome))
+
+    def _attempts(self, processor: Processor, attempt_once: Callable[[int], _Attempt]) -> _Outcome:
+        """1 + retry.maxAttempts attempts, waiting interval * backoff^(n-1) before retry n."""
+        retry = processor.retry
+        total = 1 + (retry.max_attempts if retry else 0)
+        for number in range(1, total + 1):
+            if number > 1 and retry is not None:
+                delay = retry.interval_seconds * retry.backoff_rate ** (number - 2)
+                if self._stop.wait(delay):
+                    break
+            with self._slots:
+                if self._stop.is_set():
+                    break
+                self._note_attempt(processor.id, number)
+                result = attempt_once(number)
+            if result.ok:
+                return _Outcome(Status.SUCCEEDED, result.reason, result.exit_code)
+            if result.canceled:
+                break
+            if not result.retryable or number == total:
+                return _Outcome(Status.FAILED, result.reason, result.exit_code)
+        return _Outcome(Status.CANCELED, self._stop_reason)
+
+    def _process(self, processor: Processor, attempt: int) -> _Attempt:
+        output = self._output_dir(processor.id)
+        _fresh_dir(output)  # OUTPUT_DIR is empty at the start of every attempt
+        try:
+            if attempt == 1:
+                self._prepare_union(processor)
+            spec = self._launch_spec(processor)
+        except (FanInClash, _CannotLaunch) as exc:
+            self._append_log(processor.id, f"{exc}\n")
+            return _Attempt(False, str(exc), retryable=False)
+        result = self._run_process(processor, attempt, spec)
+        if result.ok and not _has_files(output):
+            return _Attempt(True, NO_OUTPUT, result.exit_code)
+        return result
+
+    def _scatter(self, processor: Processor) -> _Outcome:
+        """One process per batch of input files, all writing the processor's OUTPUT_DIR."""
+        assert processor.scatter is not None
+        pid = processor.id
+        self._note_attempt(pid, 0)
+        try:
+            self._prepare_union(processor)
+        except FanInClash as exc:
+            self._append_log(pid, f"{exc}\n")
+            return _Outcome(Status.FAILED, str(exc))
+        source = Path(self.layout.input_dir(processor) or self.run_dir)
+        batches = make_batches(list_input_files(source), processor.scatter.batch_size)
+        _fresh_dir(self._output_dir(pid))
+        for index, files in enumerate(batches):
+            stage_batch(source, files, Path(self.layout.batch_dir(pid, index)))
+        if not batches:
+            return _Outcome(Status.SUCCEEDED, "no input files: no batches ran")
+
+        def run_batch(index: int) -> _Outcome:
+            outcome = self._attempts(processor, lambda n: self._process_batch(processor, index, n))
+            if outcome.status is Status.FAILED:
+                self._halt(f"canceled: processor {pid!r} failed", failed=pid)  # stop the other batches now
+            return outcome
+
+        with ThreadPoolExecutor(min(len(batches), self.plan.max_parallel)) as pool:
+            outcomes = list(pool.map(run_batch, range(len(batches))))
+        for index, outcome in enumerate(outcomes):
+            if outcome.status is Status.FAILED:
+                return _Outcome(Status.FAILED, f"batch {index}: {outcome.reason}", outcome.exit_code)
+        if any(outcome.status is Status.CANCELED for outcome in outcomes):
+            return _Outcome(Status.CANCELED, self._stop_reason)
+        reason = None if _has_files(self._output_dir(pid)) else NO_OUTPUT
+        return _Outcome(Status.SUCCEEDED, f"{len(batches)} batches" + (f"; {reason}" if reason else ""))
+
+    def _process_batch(self, processor: Processor, index: int, attempt: int) -> _Attempt:
+        try:
+            spec = self._launch_spec(processor, batch=index)
+        except _CannotLaunch as exc:
+            self._append_log(processor.id, f"{exc}\n")
+            return _Attempt(False, str(exc), retryable=False)
+        return self._run_process(processor, attempt, spec, batch=index)
+
+    def _prepare_union(self, processor: Processor) -> None:
+        """Fan-in: INPUT_DIR is the union of the dependencies' outputs (raises FanInClash)."""
+        if len(processor.dependencies) > 1:
+            sources = {dep: self._output_dir(dep) for dep in processor.dependencies}
+            union = Path(self.layout.union_dir(processor.id))
+            if union.exists():
+                shutil.rmtree(union)
+            build_union(sources, union)
+
+    # ---------------------------------------------------------------- built-ins
+
+    def _receive_input(self, processor: Processor, attempt: int) -> _Attempt:
+        """The data source: the --input folder, sub-folders kept, becomes its OUTPUT_DIR."""
+        assert self.plan.input_dir is not None
+        return self._copy_folder(processor, attempt, self.plan.input_dir, reason=None)
+
+    def _publish(self, processor: Processor, attempt: int) -> _Attempt:
+        """A data target, locally: its INPUT_DIR copied into its OUTPUT_DIR, the run's results."""
+        try:
+            if attempt == 1:
+                self._prepare_union(processor)
+        except FanInClash as exc:
+            self._append_log(processor.id, f"{exc}\n")
+            return _Attempt(False, str(exc), retryable=False)
+        source = Path(self.layout.input_dir(processor) or self.run_dir)
+        return self._copy_folder(
+            processor, attempt, source, reason=f"results in {self._output_dir(processor.id)}"
+        )
+
+    def _copy_folder(self, processor: Processor, attempt: int, source: Path, reason: str | None) -> _Attempt:
+        output = self._output_dir(processor.id)
+        self._append_log(processor.id, _header(processor, attempt, f"copy {source} to {output}"))
+        try:
+            if output.exists():
+                shutil.rmtree(output)
+            shutil.copytree(source, output)
+        except (OSError, shutil.Error) as exc:
+            self._append_log(processor.id, f"copy failed: {exc}\n")
+            return _Attempt(False, f"copy failed: {exc}")
+        count = len(list_input_files(output))
+        self._append_log(processor.id, f"copied {count} files\n")
+        return _Attempt(True, reason if count else NO_OUTPUT)
+
+    # ---------------------------------------------------------------- processes
+
+    def _launch_spec(self, processor: Processor, batch: int | None = None) -> LaunchSpec:
+        if self.use_docker and processor.image:
+            return self._container_spec(processor, batch)
+        if not processor.command:
+            raise _CannotLaunch(_cannot_launch_message(processor, self.use_docker))
+        env = self._environment(
+            processor, self.layout, self.home.layers_dir, batch, os.environ.get("PYTHONPATH")
+        )
+        return subprocess_spec(processor.command, env, self.definition_dir)
+
+    def _container_spec(self, processor: Processor, batch: int | None) -> LaunchSpec:
+        assert processor.image is not None
+        env = self._environment(processor, RunLayout(RUN_MOUNT), LAYERS_MOUNT, batch, None)
+        name = f"pennflow-{self.run_id}-{processor.id}" + (f"-{batch}" if batch is not None else "")
+        argv = docker_command(
+            processor.image,
+            env,
+            run_dir=self.run_dir,
+            layers={layer: self.home.layer_dir(layer) for layer in processor.layers},
+            user=caller_user(),
+            name=name,
+        )
+        return docker_spec(argv, name)
+
+    def _environment(
+        self,
+        processor: Processor,
+        layout: RunLayout,
+        layers_root: Any,
+        batch: int | None,
+        inherited_pythonpath: str | None,
+    ) -> dict[str, str]:
+        env = processor_environment(
+            self.workflow,
+            processor,
+            run_id=self.run_id,
+            layout=layout,
+            layers_root=layers_root,
+            params=self.plan.params[processor.id],
+            inherited_pythonpath=inherited_pythonpath,
+        )
+        if batch is not None:
+            env["INPUT_DIR"] = str(layout.batch_dir(processor.id, batch))
+            env["BATCH_INDEX"] = str(batch)
+        return env
+
+    def _run_process(
+        self, processor: Processor, attempt: int, spec: LaunchSpec, batch: int | None = None
+    ) -> _Attempt:
+        log_path = self._log_path(processor.id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            log.write(_header(processor, attempt, shlex.join(spec.argv), batch).encode())
+            log.flush()
+            attempt_start = log.tell()
+            try:
+                process = RunningProcess.start(
+                    spec, log, timeout_seconds=processor.timeout_seconds, grace_seconds=self.kill_grace
+                )
+            except OSError as exc:
+                message = f"cannot start {spec.argv[0]!r}: {exc.strerror or exc}"
+                log.write(f"{message}\n".encode())
+                return _Attempt(False, message, retryable=False)
+            with self._active_lock:
+                self._active.add(process)
+                stopping = self._stop.is_set()
+            if stopping:  # the run stopped while this process was starting
+                process.terminate(_STOPPED)
+            try:
+                code = process.wait()
+            finally:
+                with self._active_lock:
+                    self._active.discard(process)
+        if process.stopped_by == _STOPPED:
+            return _Attempt(False, canceled=True)
+        if process.stopped_by == _TIMEOUT:
+            return _Attempt(False, f"timed out after {processor.timeout_seconds}s")
+        if code == 0:
+            return _Attempt(True, exit_code=0)
+        return _Attempt(False, _failure_reason(code, log_path, attempt_start), exit_code=code)
+
+    def _append_log(self, pid: str, text: str) -> None:
+        path = self._log_path(pid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(text)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _header(processor: Processor, attempt: int, what: str, batch: int | None = None) -> str:
+    total = 1 + (processor.retry.max_attempts if processor.retry else 0)
+    where = f" batch {batch}" if batch is not None else ""
+    stamp = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"==== {stamp} {processor.id}{where} attempt {attempt}/{total}: {what}\n"
+
+
+def _cannot_launch_message(processor: Processor, have_runtime: bool) -> str:
+    if processor.image and not have_runtime:
+        return (
+            f"cannot run image {processor.image!r}: no container runtime here (docker info failed) "
+            "and the processor has no 'command' to run without one"
+        )
+    if processor.source_url:
+        return (
+            f"sourceUrl {processor.source_url}@{processor.tag} is resolved by a compute node's "
+            "processor registry; to run locally give the processor an 'image' or a 'command'"
+        )
+    return "the processor has no 'command' to run locally"
+
+
+def _failure_reason(code: int, log_path: Path, attempt_start: int) -> str:
+    if code < 0:
+        try:
+            what = f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            what = f"killed by signal {-code}"
+    else:
+        what = f"exit code {code}"
+    last = _last_log_line(log_path, attempt_start)
+    return f"{what}: {last}" if last else what
+
+
+def _last_log_line(log_path: Path, attempt_start: int) -> str | None:
+    """The attempt's last non-empty output line, usually the error message."""
+    try:
+        with open(log_path, "rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(attempt_start, size - 4096))
+            tail = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1][:_LAST_LINE_CHARS] if lines else None
+
+
+def _fresh_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def _has_files(folder: Path) -> bool:
+    return any(p.is_file() for p in folder.rglob("*"))
