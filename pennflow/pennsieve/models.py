@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.alias_generators import to_camel
@@ -224,7 +224,7 @@ class FinalizeFile(_Wire):
 
 class FinalizeResult(_Wire):
     upload_id: str
-    status: Literal["finalized", "failed"] | str
+    status: str  # "finalized" or "failed"
     error: str | None = None
 
 

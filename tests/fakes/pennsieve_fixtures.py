@@ -23,7 +23,7 @@ FAST_HTTP = HttpSettings(
 
 
 @pytest.fixture(scope="module")
-def aws() -> Iterator[None]:
+def pennsieve_aws() -> Iterator[None]:
     """moto for every AWS service, with fake credentials and no endpoint or Pennsieve overrides.
 
     Module-scoped: creating the Cognito pool is the slow part of a test's setup.
@@ -43,27 +43,27 @@ def aws() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def cognito(aws: None) -> CognitoUser:
+def cognito_user(pennsieve_aws: None) -> CognitoUser:
     return create_cognito_user()
 
 
 @pytest.fixture
-def pennsieve(cognito: CognitoUser) -> Iterator[FakePennsieve]:
+def pennsieve(cognito_user: CognitoUser) -> Iterator[FakePennsieve]:
     import boto3
 
-    server = FakePennsieve(cognito, upload_bucket=f"pennsieve-storage-{uuid.uuid4().hex[:12]}")
-    boto3.client("s3", region_name=cognito.region).create_bucket(Bucket=server.upload_bucket)
+    server = FakePennsieve(cognito_user, upload_bucket=f"pennsieve-storage-{uuid.uuid4().hex[:12]}")
+    boto3.client("s3", region_name=cognito_user.region).create_bucket(Bucket=server.upload_bucket)
     with server:
         yield server
 
 
 @pytest.fixture
-def credentials(cognito: CognitoUser) -> PennsieveCredentials:
-    return PennsieveCredentials(api_key=cognito.api_key, api_secret=SecretStr(cognito.api_secret))
+def pennsieve_credentials(cognito_user: CognitoUser) -> PennsieveCredentials:
+    return PennsieveCredentials(api_key=cognito_user.api_key, api_secret=SecretStr(cognito_user.api_secret))
 
 
 @pytest.fixture
-def make_client(pennsieve: FakePennsieve) -> Iterator[Callable[..., PennsieveClient]]:
+def make_pennsieve_client(pennsieve: FakePennsieve) -> Iterator[Callable[..., PennsieveClient]]:
     """Build clients talking to the fake (closed at teardown); keyword arguments go to the client."""
     made: list[PennsieveClient] = []
 
@@ -79,5 +79,7 @@ def make_client(pennsieve: FakePennsieve) -> Iterator[Callable[..., PennsieveCli
 
 
 @pytest.fixture
-def client(make_client: Callable[..., PennsieveClient], credentials: PennsieveCredentials) -> PennsieveClient:
-    return make_client(credentials)
+def pennsieve_client(
+    make_pennsieve_client: Callable[..., PennsieveClient], pennsieve_credentials: PennsieveCredentials
+) -> PennsieveClient:
+    return make_pennsieve_client(pennsieve_credentials)

@@ -32,8 +32,8 @@ def dataset(pennsieve):
     return dataset
 
 
-def test_batches_pack_whole_files_and_byte_ranges_by_bytes(client, dataset):
-    manifest = build_manifest(client, dataset.node_id)
+def test_batches_pack_whole_files_and_byte_ranges_by_bytes(pennsieve_client, dataset):
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
 
     batches = plan_batches(manifest.entries, SETTINGS, batch_bytes=128 * KiB)
 
@@ -48,12 +48,14 @@ def test_batches_pack_whole_files_and_byte_ranges_by_bytes(client, dataset):
     assert BATCHES.validate_json(BATCHES.dump_json(batches)) == batches  # the S3 object the Map reads
 
 
-def test_each_batch_in_its_own_invocation_then_finish_assembles(pennsieve, client, dataset, tmp_path):
-    manifest = build_manifest(client, dataset.node_id)
+def test_each_batch_in_its_own_invocation_then_finish_assembles(
+    pennsieve, pennsieve_client, dataset, tmp_path
+):
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
     batches = plan_batches(manifest.entries, SETTINGS, batch_bytes=100 * KiB)
 
     for batch in batches:  # separate Lambda invocations: separate transfers
-        run_batch(batch, tmp_path, Transfer.for_client(client, SETTINGS)).raise_for_failures()
+        run_batch(batch, tmp_path, Transfer.for_client(pennsieve_client, SETTINGS)).raise_for_failures()
     assert not (tmp_path / "big.edf").exists()  # ranges only land in the .part
 
     report = finish_downloads(manifest.entries, tmp_path, SETTINGS)
@@ -67,19 +69,19 @@ def test_each_batch_in_its_own_invocation_then_finish_assembles(pennsieve, clien
         assert (tmp_path / f"sub-01/small-{i}.edf").read_bytes() == small.body()
 
 
-def test_a_retried_batch_skips_what_it_already_fetched(pennsieve, client, dataset, tmp_path):
-    manifest = build_manifest(client, dataset.node_id)
+def test_a_retried_batch_skips_what_it_already_fetched(pennsieve, pennsieve_client, dataset, tmp_path):
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
     [batch] = plan_batches(manifest.entries, SETTINGS)
     big = next(p for p in dataset.packages if p.name == "big.edf").files[0]
     pennsieve.faults.drop_connection(big.id, at_byte=70 * KiB, times=3)
 
-    first = run_batch(batch, tmp_path, Transfer.for_client(client, SETTINGS))
+    first = run_batch(batch, tmp_path, Transfer.for_client(pennsieve_client, SETTINGS))
     assert [o.path for o in first.failed] == [f"big.edf [bytes {64 * KiB}-{128 * KiB - 1}]"]
     with pytest.raises(PennsieveError, match="connection lost in range"):
         first.raise_for_failures()
     file_gets = len(pennsieve.requests_to("^/s3/"))
 
-    second = run_batch(batch, tmp_path, Transfer.for_client(client, SETTINGS))
+    second = run_batch(batch, tmp_path, Transfer.for_client(pennsieve_client, SETTINGS))
 
     second.raise_for_failures()
     assert [o.status for o in second.outcomes].count("downloaded") == 1
@@ -88,14 +90,14 @@ def test_a_retried_batch_skips_what_it_already_fetched(pennsieve, client, datase
     assert (tmp_path / "big.edf").read_bytes() == big.body()
 
 
-def test_finish_names_files_never_fetched_and_bad_checksums(pennsieve, client, dataset, tmp_path):
-    manifest = build_manifest(client, dataset.node_id)
+def test_finish_names_files_never_fetched_and_bad_checksums(pennsieve, pennsieve_client, dataset, tmp_path):
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
     batches = plan_batches(manifest.entries, SETTINGS, batch_bytes=100 * KiB)
     assert [i.entry.path for i in batches[-1]] == ["sub-01/small-3.edf", "sub-01/small-4.edf"]
     big = next(p for p in dataset.packages if p.name == "big.edf").files[0]
     pennsieve.faults.corrupt(big.id)
     for batch in batches[:-1]:  # the last batch never ran
-        run_batch(batch, tmp_path, Transfer.for_client(client, SETTINGS)).raise_for_failures()
+        run_batch(batch, tmp_path, Transfer.for_client(pennsieve_client, SETTINGS)).raise_for_failures()
 
     report = finish_downloads(manifest.entries, tmp_path, SETTINGS)
 
@@ -108,13 +110,13 @@ def test_finish_names_files_never_fetched_and_bad_checksums(pennsieve, client, d
     assert not (tmp_path / "big.edf").exists()
 
 
-def test_finish_names_the_ranges_still_missing(client, dataset, tmp_path):
-    manifest = build_manifest(client, dataset.node_id)
+def test_finish_names_the_ranges_still_missing(pennsieve_client, dataset, tmp_path):
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
     batches = plan_batches(manifest.entries, SETTINGS, batch_bytes=100 * KiB)
     skipped = batches[2]
     for batch in batches:
         if batch is not skipped:
-            run_batch(batch, tmp_path, Transfer.for_client(client, SETTINGS)).raise_for_failures()
+            run_batch(batch, tmp_path, Transfer.for_client(pennsieve_client, SETTINGS)).raise_for_failures()
 
     report = finish_downloads(manifest.entries, tmp_path, SETTINGS)
 

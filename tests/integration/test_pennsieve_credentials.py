@@ -34,7 +34,7 @@ def config_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def secret_arn(aws) -> str:
+def secret_arn(pennsieve_aws) -> str:
     import boto3
 
     secrets = boto3.client("secretsmanager")
@@ -115,7 +115,7 @@ def test_the_compute_nodes_secret_arn_variable_works_too(secret_arn, tmp_path):
     assert found.api_key == "sm-key"
 
 
-def test_secrets_manager_errors_name_the_secret_but_never_its_value(aws):
+def test_secrets_manager_errors_name_the_secret_but_never_its_value(pennsieve_aws):
     import boto3
 
     secrets = boto3.client("secretsmanager")
@@ -139,8 +139,8 @@ def test_the_secret_never_shows_in_repr_or_str(config_file):
     assert "lab-secret" not in found.model_dump_json()
 
 
-def test_resolved_credentials_log_in(pennsieve, make_client, cognito):
-    env = {"PENNSIEVE_API_KEY": cognito.api_key, "PENNSIEVE_API_SECRET": cognito.api_secret}
+def test_resolved_credentials_log_in(pennsieve, make_pennsieve_client, cognito_user):
+    env = {"PENNSIEVE_API_KEY": cognito_user.api_key, "PENNSIEVE_API_SECRET": cognito_user.api_secret}
     dataset = pennsieve.add_dataset("from-env")
-    client = make_client(resolve_credentials(env=env))
-    assert client.get_dataset(dataset.node_id).name == "from-env"
+    pennsieve_client = make_pennsieve_client(resolve_credentials(env=env))
+    assert pennsieve_client.get_dataset(dataset.node_id).name == "from-env"

@@ -52,10 +52,10 @@ def downloads_of(pennsieve, file):
     return pennsieve.requests_to(f"^/s3/{file.id}$")
 
 
-def test_downloads_every_file_into_the_folder_structure(pennsieve, client, dataset, tmp_path):
-    manifest = build_manifest(client, dataset.node_id)
+def test_downloads_every_file_into_the_folder_structure(pennsieve, pennsieve_client, dataset, tmp_path):
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
 
-    report = download_entries(manifest.entries, tmp_path, client, SMALL)
+    report = download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL)
 
     report.raise_for_failures()
     assert report.downloaded == 4 and report.skipped == 0
@@ -66,9 +66,11 @@ def test_downloads_every_file_into_the_folder_structure(pennsieve, client, datas
     assert verified == {"sub-01/a.edf": True, "sub-01/b.edf": True, "notes.txt": False, "empty.txt": True}
 
 
-def test_presigned_urls_never_receive_the_authorization_header(pennsieve, client, dataset, tmp_path):
-    manifest = build_manifest(client, dataset.node_id)
-    download_entries(manifest.entries, tmp_path, client, SMALL).raise_for_failures()
+def test_presigned_urls_never_receive_the_authorization_header(
+    pennsieve, pennsieve_client, dataset, tmp_path
+):
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+    download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL).raise_for_failures()
 
     file_calls = pennsieve.requests_to("^/s3/")
     assert len(file_calls) == 3  # the empty file needs no transfer
@@ -76,12 +78,14 @@ def test_presigned_urls_never_receive_the_authorization_header(pennsieve, client
     assert len(pennsieve.requests_to(r"^/packages/.+/files/\d+$")) == 3  # one URL per file
 
 
-def test_a_corrupted_body_raises_checksum_mismatch_naming_the_file(pennsieve, client, dataset, tmp_path):
+def test_a_corrupted_body_raises_checksum_mismatch_naming_the_file(
+    pennsieve, pennsieve_client, dataset, tmp_path
+):
     bad = files_by_path(dataset)["sub-01/b.edf"]
     pennsieve.faults.corrupt(bad.id)
-    manifest = build_manifest(client, dataset.node_id)
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
 
-    report = download_entries(manifest.entries, tmp_path, client, SMALL)
+    report = download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL)
 
     assert [o.path for o in report.failed] == ["sub-01/b.edf"]
     with pytest.raises(
@@ -94,27 +98,31 @@ def test_a_corrupted_body_raises_checksum_mismatch_naming_the_file(pennsieve, cl
     assert (tmp_path / "sub-01/a.edf").read_bytes() == files_by_path(dataset)["sub-01/a.edf"].body()
 
 
-def test_a_dropped_connection_is_resumed_with_a_range_in_the_same_run(pennsieve, client, dataset, tmp_path):
+def test_a_dropped_connection_is_resumed_with_a_range_in_the_same_run(
+    pennsieve, pennsieve_client, dataset, tmp_path
+):
     file = files_by_path(dataset)["sub-01/b.edf"]
     pennsieve.faults.drop_connection(file.id, at_byte=30 * KiB, times=1)
-    manifest = build_manifest(client, dataset.node_id)
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
 
-    download_entries(manifest.entries, tmp_path, client, SMALL).raise_for_failures()
+    download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL).raise_for_failures()
 
     assert (tmp_path / "sub-01/b.edf").read_bytes() == file.body()
     ranges = [c.headers.get("range") for c in downloads_of(pennsieve, file)]
     assert ranges[0] is None and ranges[1].startswith("bytes=") and int(ranges[1][6:].split("-")[0]) > 0
 
 
-def test_an_interrupted_batch_resumes_and_skips_finished_files(pennsieve, client, dataset, tmp_path):
+def test_an_interrupted_batch_resumes_and_skips_finished_files(
+    pennsieve, pennsieve_client, dataset, tmp_path
+):
     files = files_by_path(dataset)
     interrupted = files["sub-01/b.edf"]
     pennsieve.faults.drop_connection(
         interrupted.id, at_byte=50 * KiB, times=3
     )  # more than the in-run resumes
-    manifest = build_manifest(client, dataset.node_id)
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
 
-    first = download_entries(manifest.entries, tmp_path, client, SMALL)
+    first = download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL)
 
     assert [o.path for o in first.failed] == ["sub-01/b.edf"]
     with pytest.raises(PennsieveError, match=r"sub-01/b\.edf: connection lost at byte \d+ of 71680"):
@@ -125,7 +133,7 @@ def test_an_interrupted_batch_resumes_and_skips_finished_files(pennsieve, client
     calls_before = {path: len(downloads_of(pennsieve, f)) for path, f in files.items()}
 
     pennsieve.faults.drop_connection(interrupted.id, at_byte=0, times=0)  # the network is back
-    second = download_entries(manifest.entries, tmp_path, client, SMALL)
+    second = download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL)
 
     second.raise_for_failures()
     assert {o.path: o.status for o in second.outcomes} == {
@@ -144,27 +152,27 @@ def test_an_interrupted_batch_resumes_and_skips_finished_files(pennsieve, client
     )
 
 
-def test_a_tampered_finished_file_is_fetched_again(pennsieve, client, dataset, tmp_path):
-    manifest = build_manifest(client, dataset.node_id)
-    download_entries(manifest.entries, tmp_path, client, SMALL).raise_for_failures()
+def test_a_tampered_finished_file_is_fetched_again(pennsieve, pennsieve_client, dataset, tmp_path):
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+    download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL).raise_for_failures()
     path = tmp_path / "sub-01/a.edf"
     data = bytearray(path.read_bytes())
     data[0] ^= 0xFF
     path.write_bytes(bytes(data))  # same size, wrong bytes
 
-    report = download_entries(manifest.entries, tmp_path, client, SMALL)
+    report = download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL)
 
     assert {o.path: o.status for o in report.outcomes}["sub-01/a.edf"] == "downloaded"
     assert path.read_bytes() == files_by_path(dataset)["sub-01/a.edf"].body()
 
 
-def test_a_large_file_is_split_into_ranges_and_assembled(pennsieve, client, tmp_path):
+def test_a_large_file_is_split_into_ranges_and_assembled(pennsieve, pennsieve_client, tmp_path):
     dataset = pennsieve.add_dataset("big")
     package = dataset.add_package("big.bin", [("big.bin", 1_000_003)])
     file = package.files[0]
-    manifest = build_manifest(client, dataset.node_id)
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
 
-    report = download_entries(manifest.entries, tmp_path, client, SMALL)
+    report = download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL)
 
     report.raise_for_failures()
     assert (tmp_path / "big.bin").read_bytes() == file.body()
@@ -176,31 +184,31 @@ def test_a_large_file_is_split_into_ranges_and_assembled(pennsieve, client, tmp_
     assert not (tmp_path / "big.bin.ranges").exists()
 
 
-def test_ranges_fetched_by_separate_invocations_assemble_into_the_file(pennsieve, client, tmp_path):
+def test_ranges_fetched_by_separate_invocations_assemble_into_the_file(pennsieve, pennsieve_client, tmp_path):
     dataset = pennsieve.add_dataset("big")
     file = dataset.add_package("big.bin", [("big.bin", 600 * KiB)], checksum="md5").files[0]
-    [entry] = build_manifest(client, dataset.node_id).entries
+    [entry] = build_manifest(pennsieve_client, dataset.node_id).entries
     ranges = plan_ranges(entry.size, SMALL)
 
     # Each "invocation" has its own Transfer (its own URL), as separate Lambdas would.
     for rng in reversed(ranges):
-        fetch_range(entry, rng, tmp_path, Transfer.for_client(client, SMALL))
+        fetch_range(entry, rng, tmp_path, Transfer.for_client(pennsieve_client, SMALL))
     assert not target_path(tmp_path, entry).exists()
     assert assemble(entry, tmp_path, ranges) is True
 
     assert (tmp_path / "big.bin").read_bytes() == file.body()
     # A retried invocation finds its range done and fetches nothing.
     before = len(downloads_of(pennsieve, file))
-    assert download_entry(entry, tmp_path, Transfer.for_client(client, SMALL)).status == "skipped"
+    assert download_entry(entry, tmp_path, Transfer.for_client(pennsieve_client, SMALL)).status == "skipped"
     assert len(downloads_of(pennsieve, file)) == before
 
 
-def test_assembling_before_every_range_is_in_names_the_missing_ones(pennsieve, client, tmp_path):
+def test_assembling_before_every_range_is_in_names_the_missing_ones(pennsieve, pennsieve_client, tmp_path):
     dataset = pennsieve.add_dataset("big")
     dataset.add_package("big.bin", [("big.bin", 300 * KiB)])
-    [entry] = build_manifest(client, dataset.node_id).entries
+    [entry] = build_manifest(pennsieve_client, dataset.node_id).entries
     ranges = plan_ranges(entry.size, SMALL)
-    fetch_range(entry, ranges[0], tmp_path, Transfer.for_client(client, SMALL))
+    fetch_range(entry, ranges[0], tmp_path, Transfer.for_client(pennsieve_client, SMALL))
 
     with pytest.raises(
         PennsieveError, match=rf"big\.bin: byte ranges {ranges[1].marker}, .* are not fetched yet"
@@ -208,40 +216,40 @@ def test_assembling_before_every_range_is_in_names_the_missing_ones(pennsieve, c
         assemble(entry, tmp_path, ranges)
 
 
-def test_a_dropped_range_is_resumed_within_the_range(pennsieve, client, tmp_path):
+def test_a_dropped_range_is_resumed_within_the_range(pennsieve, pennsieve_client, tmp_path):
     dataset = pennsieve.add_dataset("big")
     file = dataset.add_package("big.bin", [("big.bin", 400 * KiB)]).files[0]
     pennsieve.faults.drop_connection(file.id, at_byte=100 * KiB, times=1)
-    manifest = build_manifest(client, dataset.node_id)
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
 
-    download_entries(manifest.entries, tmp_path, client, SMALL).raise_for_failures()
+    download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL).raise_for_failures()
 
     assert (tmp_path / "big.bin").read_bytes() == file.body()
     assert f"bytes={100 * KiB}-{128 * KiB - 1}" in [c.headers["range"] for c in downloads_of(pennsieve, file)]
 
 
-def test_a_multipart_etag_is_verified_with_its_part_size(pennsieve, client, tmp_path):
+def test_a_multipart_etag_is_verified_with_its_part_size(pennsieve, pennsieve_client, tmp_path):
     dataset = pennsieve.add_dataset("mp")
     good = dataset.add_package(
         "good.bin", [("good.bin", 700 * KiB)], checksum="multipart", part_size=256 * KiB
     )
     bad = dataset.add_package("bad.bin", [("bad.bin", 700 * KiB)], checksum="multipart", part_size=256 * KiB)
     pennsieve.faults.corrupt(bad.files[0].id)
-    manifest = build_manifest(client, dataset.node_id)
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
     assert {e.checksum for e in manifest.entries} >= {good.files[0].multipart_etag()}
 
-    report = download_entries(manifest.entries, tmp_path, client, SMALL)
+    report = download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL)
 
     outcomes = {o.path: o for o in report.outcomes}
     assert outcomes["good.bin"].status == "downloaded" and outcomes["good.bin"].verified
     assert outcomes["bad.bin"].status == "failed" and "-3" in outcomes["bad.bin"].error
 
 
-def test_an_expired_presigned_url_is_fetched_again(pennsieve, client, tmp_path):
+def test_an_expired_presigned_url_is_fetched_again(pennsieve, pennsieve_client, tmp_path):
     dataset = pennsieve.add_dataset("big")
     file = dataset.add_package("big.bin", [("big.bin", 300 * KiB)]).files[0]
-    [entry] = build_manifest(client, dataset.node_id).entries
-    transfer = Transfer.for_client(client, SMALL)
+    [entry] = build_manifest(pennsieve_client, dataset.node_id).entries
+    transfer = Transfer.for_client(pennsieve_client, SMALL)
     ranges = plan_ranges(entry.size, SMALL)
     fetch_range(entry, ranges[0], tmp_path, transfer)
 
@@ -254,17 +262,17 @@ def test_an_expired_presigned_url_is_fetched_again(pennsieve, client, tmp_path):
     assert len(pennsieve.requests_to(r"/files/\d+$")) == 2
 
 
-def test_memory_stays_bounded_for_a_large_file(pennsieve, client, tmp_path):
+def test_memory_stays_bounded_for_a_large_file(pennsieve, pennsieve_client, tmp_path):
     import tracemalloc
 
     dataset = pennsieve.add_dataset("huge")
     file = dataset.add_package("huge.bin", [("huge.bin", 24 * 1024 * KiB)], checksum="md5").files[0]
-    manifest = build_manifest(client, dataset.node_id)
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
     settings = DownloadSettings(max_workers=2, chunk_size=64 * KiB, range_threshold=8 * 1024 * KiB)
 
     tracemalloc.start()
     try:
-        download_entries(manifest.entries, tmp_path, client, settings).raise_for_failures()
+        download_entries(manifest.entries, tmp_path, pennsieve_client, settings).raise_for_failures()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -27,8 +27,8 @@ def dataset(pennsieve):
     return dataset
 
 
-def test_paths_keep_the_dataset_folders(client, dataset):
-    manifest = build_manifest(client, dataset.node_id)
+def test_paths_keep_the_dataset_folders(pennsieve_client, dataset):
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
 
     assert [e.path for e in manifest.entries] == [
         "README.md",
@@ -42,8 +42,8 @@ def test_paths_keep_the_dataset_folders(client, dataset):
     assert manifest.total_size == 50 + 200 + 300 + 12_000_000 + 10 + 20
 
 
-def test_entries_carry_ids_sizes_and_checksums_with_their_kind(client, dataset):
-    by_path = {e.path: e for e in build_manifest(client, dataset.node_id).entries}
+def test_entries_carry_ids_sizes_and_checksums_with_their_kind(pennsieve_client, dataset):
+    by_path = {e.path: e for e in build_manifest(pennsieve_client, dataset.node_id).entries}
     run1 = next(p for p in dataset.packages if p.name == "run-1.edf")
     run2 = next(p for p in dataset.packages if p.name == "run-2.edf")
     big = next(p for p in dataset.packages if p.name == "big.bin")
@@ -62,22 +62,22 @@ def test_entries_carry_ids_sizes_and_checksums_with_their_kind(client, dataset):
     assert by_path["README.md"].checksum is None and by_path["README.md"].checksum_kind is None
 
 
-def test_the_order_does_not_depend_on_paging(client, dataset, pennsieve):
-    whole = build_manifest(client, dataset.node_id).to_jsonl()
+def test_the_order_does_not_depend_on_paging(pennsieve_client, dataset, pennsieve):
+    whole = build_manifest(pennsieve_client, dataset.node_id).to_jsonl()
     from pennflow.pennsieve.manifest import manifest_from_packages
 
     paged = manifest_from_packages(
-        client.get_dataset(dataset.node_id),
-        reversed(list(client.iter_packages(dataset.node_id, page_size=2))),
+        pennsieve_client.get_dataset(dataset.node_id),
+        reversed(list(pennsieve_client.iter_packages(dataset.node_id, page_size=2))),
     )
     assert paged.to_jsonl() == whole
 
 
-def test_selecting_a_folder_brings_its_contents_with_full_paths(client, dataset):
+def test_selecting_a_folder_brings_its_contents_with_full_paths(pennsieve_client, dataset):
     ses = next(p for p in dataset.packages if p.name == "ses-a")
     readme = next(p for p in dataset.packages if p.name == "README.md")
 
-    manifest = build_manifest(client, dataset.node_id, [ses.node_id, readme.node_id])
+    manifest = build_manifest(pennsieve_client, dataset.node_id, [ses.node_id, readme.node_id])
 
     assert [e.path for e in manifest.entries] == [
         "README.md",
@@ -86,25 +86,25 @@ def test_selecting_a_folder_brings_its_contents_with_full_paths(client, dataset)
     ]
 
 
-def test_an_unknown_selected_package_is_not_found_naming_it(client, dataset):
+def test_an_unknown_selected_package_is_not_found_naming_it(pennsieve_client, dataset):
     with pytest.raises(NotFound, match=f"package N:package:nope not found in dataset {dataset.node_id}"):
-        build_manifest(client, dataset.node_id, ["N:package:nope"])
+        build_manifest(pennsieve_client, dataset.node_id, ["N:package:nope"])
 
 
-def test_clashing_names_get_the_file_id_and_unsafe_names_are_neutralised(pennsieve, client):
+def test_clashing_names_get_the_file_id_and_unsafe_names_are_neutralised(pennsieve, pennsieve_client):
     dataset = pennsieve.add_dataset("clash")
     first = dataset.add_package("data.csv")
     second = dataset.add_package("data.csv")
     dataset.add_package("../escape", [("../../etc/passwd", 5)])
 
-    paths = [e.path for e in build_manifest(client, dataset.node_id).entries]
+    paths = [e.path for e in build_manifest(pennsieve_client, dataset.node_id).entries]
 
     assert paths == sorted([".._.._etc_passwd", "data.csv", f"data ({second.files[0].id}).csv"])
     assert first.files[0].id < second.files[0].id
 
 
-def test_json_lines_round_trip(client, dataset):
-    manifest = build_manifest(client, dataset.node_id)
+def test_json_lines_round_trip(pennsieve_client, dataset):
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
     text = manifest.to_jsonl()
 
     assert len(text.splitlines()) == len(manifest.entries)

@@ -18,7 +18,7 @@ MiB = 1024 * 1024
 NO_WAIT = UploadSettings(multipart_threshold=5 * MiB, part_size=5 * MiB, poll_interval=0, poll_timeout=1)
 
 
-def test_upload_registers_puts_finalizes_and_waits_for_every_file(pennsieve, client, tmp_path):
+def test_upload_registers_puts_finalizes_and_waits_for_every_file(pennsieve, pennsieve_client, tmp_path):
     import boto3
 
     dataset = pennsieve.add_dataset("results")
@@ -28,7 +28,7 @@ def test_upload_registers_puts_finalizes_and_waits_for_every_file(pennsieve, cli
         path.write_text(f"subject,score\n{i},{i * 0.5}\n")
         files.append(LocalFile(path=path, folder="quality/scores"))
 
-    report = upload_files(client, dataset.node_id, files, NO_WAIT)
+    report = upload_files(pennsieve_client, dataset.node_id, files, NO_WAIT)
 
     assert len(report.finalized) == 260
     assert sorted(report.finalized.values())[0] == "quality/scores/score-000.csv"
@@ -47,7 +47,7 @@ def test_upload_registers_puts_finalizes_and_waits_for_every_file(pennsieve, cli
 
 
 def test_a_file_above_the_threshold_goes_multipart_with_a_composite_checksum(
-    pennsieve, client, tmp_path, monkeypatch
+    pennsieve, pennsieve_client, tmp_path, monkeypatch
 ):
     import boto3
 
@@ -58,7 +58,7 @@ def test_a_file_above_the_threshold_goes_multipart_with_a_composite_checksum(
     path = tmp_path / "big.bin"
     path.write_bytes(bytes(range(256)) * (11 * MiB // 256))
 
-    report = upload_files(client, dataset.node_id, [LocalFile(path=path)], NO_WAIT)
+    report = upload_files(pennsieve_client, dataset.node_id, [LocalFile(path=path)], NO_WAIT)
 
     assert list(report.finalized.values()) == ["big.bin"]
     [(args, kwargs)] = [(a, kw) for a, kw in made if a == ("s3",)]
@@ -70,31 +70,33 @@ def test_a_file_above_the_threshold_goes_multipart_with_a_composite_checksum(
     )
 
 
-def test_finalize_reports_a_checksum_that_does_not_match(pennsieve, client, tmp_path):
+def test_finalize_reports_a_checksum_that_does_not_match(pennsieve, pennsieve_client, tmp_path):
     dataset = pennsieve.add_dataset("results")
-    manifest_id = client.create_upload_manifest(dataset.node_id)
+    manifest_id = pennsieve_client.create_upload_manifest(dataset.node_id)
     entry = UploadFileEntry(upload_id="u-1", s3_key=f"{manifest_id}/u-1", target_path="", target_name="x.txt")
-    client.register_upload_files(dataset.node_id, manifest_id, [entry])
-    credentials = client.storage_credentials(dataset.node_id, manifest_id)
-    assert "fake-storage-secret" not in repr(credentials)
+    pennsieve_client.register_upload_files(dataset.node_id, manifest_id, [entry])
+    storage = pennsieve_client.storage_credentials(dataset.node_id, manifest_id)
+    assert "fake-storage-secret" not in repr(storage)
     import boto3
 
     s3 = boto3.client("s3")
     s3.put_object(
-        Bucket=credentials.bucket,
-        Key=f"{credentials.key_prefix}/u-1",
+        Bucket=storage.bucket,
+        Key=f"{storage.key_prefix}/u-1",
         Body=b"abc",
         ChecksumAlgorithm="SHA256",
     )
 
-    [result] = client.finalize_upload_files(
+    [result] = pennsieve_client.finalize_upload_files(
         dataset.node_id, manifest_id, [FinalizeFile(upload_id="u-1", size=3, sha256="bm90LXRoZS1oYXNo")]
     )
 
     assert (result.status, result.error) == ("failed", "sha256 mismatch")
 
 
-def test_a_failed_finalize_raises_upload_failed_naming_the_file(pennsieve, client, tmp_path, monkeypatch):
+def test_a_failed_finalize_raises_upload_failed_naming_the_file(
+    pennsieve, pennsieve_client, tmp_path, monkeypatch
+):
     from pennflow.pennsieve import upload
 
     dataset = pennsieve.add_dataset("results")
@@ -103,34 +105,38 @@ def test_a_failed_finalize_raises_upload_failed_naming_the_file(pennsieve, clien
     monkeypatch.setattr(upload, "s3_sha256", lambda *_args: "d3Jvbmc=")
 
     with pytest.raises(UploadFailed, match=r"1 file\(s\) failed to upload: out/bad\.csv: sha256 mismatch"):
-        upload_files(client, dataset.node_id, [LocalFile(path=path, folder="/out/")], NO_WAIT)
+        upload_files(pennsieve_client, dataset.node_id, [LocalFile(path=path, folder="/out/")], NO_WAIT)
 
 
-def test_waiting_for_finalized_files_times_out_with_a_count(pennsieve, client, tmp_path, monkeypatch):
+def test_waiting_for_finalized_files_times_out_with_a_count(
+    pennsieve, pennsieve_client, tmp_path, monkeypatch
+):
     dataset = pennsieve.add_dataset("results")
     path = tmp_path / "slow.csv"
     path.write_text("a\n")
-    monkeypatch.setattr(type(client), "upload_files_with_status", lambda *_args: [])
+    monkeypatch.setattr(type(pennsieve_client), "upload_files_with_status", lambda *_args: [])
     ticks = iter(range(100))
 
     with pytest.raises(PennsieveError, match=r"1 file\(s\) not finalized after 1s"):
-        upload_files(client, dataset.node_id, [LocalFile(path=path)], NO_WAIT, clock=lambda: next(ticks))
+        upload_files(
+            pennsieve_client, dataset.node_id, [LocalFile(path=path)], NO_WAIT, clock=lambda: next(ticks)
+        )
 
 
-def test_status_pages_follow_the_continuation_token(pennsieve, client):
+def test_status_pages_follow_the_continuation_token(pennsieve, pennsieve_client):
     dataset = pennsieve.add_dataset("results")
     pennsieve.status_page_size = 2
-    manifest_id = client.create_upload_manifest(dataset.node_id)
+    manifest_id = pennsieve_client.create_upload_manifest(dataset.node_id)
     for uid in ("a", "b", "c", "d", "e"):
         pennsieve.manifests[manifest_id]["files"][uid] = {"upload_id": uid, "status": "Finalized"}
 
-    assert client.upload_files_with_status(manifest_id, "Finalized") == ["a", "b", "c", "d", "e"]
+    assert pennsieve_client.upload_files_with_status(manifest_id, "Finalized") == ["a", "b", "c", "d", "e"]
     tokens = [c.query.get("continuation_token") for c in pennsieve.requests_to("/upload/manifest/status")]
     assert tokens == [None, ["b"], ["d"]]
 
 
-def test_local_files_must_exist_and_stay_inside_the_dataset(client, tmp_path):
+def test_local_files_must_exist_and_stay_inside_the_dataset(pennsieve_client, tmp_path):
     with pytest.raises(ValueError, match="folder path inside the dataset"):
         LocalFile(path=tmp_path / "x", folder="../elsewhere")
     with pytest.raises(FileNotFoundError, match="absent.csv"):
-        upload_files(client, "N:dataset:x", [LocalFile(path=tmp_path / "absent.csv")], NO_WAIT)
+        upload_files(pennsieve_client, "N:dataset:x", [LocalFile(path=tmp_path / "absent.csv")], NO_WAIT)
