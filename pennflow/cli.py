@@ -137,6 +137,12 @@ def run(
         help="Most processes at once (default: the CPU count).",
         show_default=False,
     ),
+    containers: bool | None = typer.Option(
+        None,
+        "--containers/--no-containers",
+        help="Run processors with an image in docker (default: when `docker info` works), or their command.",
+        show_default=False,
+    ),
     as_json: bool = typer.Option(False, "--json", help="No progress; print the final run as JSON."),
 ):
     """Run a workflow on this machine: exit 0 when it succeeded, 1 when it failed or was canceled."""
@@ -152,6 +158,7 @@ def run(
     home = PennflowHome.resolve()
     store = _open_store(home)
     cancel_event = threading.Event()
+    reporter = None if as_json else make_progress(out, workflow)
     try:
         with _cancel_on_signals(cancel_event):
             record = run_workflow(
@@ -163,8 +170,9 @@ def run(
                 max_parallel=max_parallel,
                 home=home,
                 store=store,
-                reporter=None if as_json else make_progress(out, workflow),
+                reporter=reporter,
                 cancel_event=cancel_event,
+                docker=containers,
                 dataset_id=dataset,
             )
         steps = store.list_steps(record.run_id)
@@ -173,7 +181,11 @@ def run(
         for problem in exc.problems:
             err.print(f"  - {problem}", highlight=False, markup=False)
         raise typer.Exit(EXIT_INVALID) from None
+    except (sqlite3.Error, OSError) as exc:  # the run store or PENNFLOW_HOME, not the workflow
+        raise fail(f"the run stopped: {exc}", EXIT_RUN_FAILED) from None
     finally:
+        if reporter is not None:
+            reporter.close()
         store.close()
     results = [str(path) for path in result_dirs(workflow, home.run_dir(record.run_id))]
     code = EXIT_OK if record.status is Status.SUCCEEDED else EXIT_RUN_FAILED
@@ -369,7 +381,7 @@ def _seconds(started, finished) -> float | None:
 
 @contextlib.contextmanager
 def _cancel_on_signals(cancel_event: threading.Event):
-    """Ctrl-C (or SIGTERM) cancels the run cleanly: the engine terminates its processors."""
+    """Ctrl-C (or SIGTERM, or closing the terminal) cancels the run cleanly: processors are terminated."""
 
     def request_cancel(signum, frame):
         if not cancel_event.is_set():
@@ -378,7 +390,7 @@ def _cancel_on_signals(cancel_event: threading.Event):
 
     previous = {}
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, request_cancel)
     except ValueError:  # not the main thread: no signal handling, the caller cancels
         pass

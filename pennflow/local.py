@@ -12,6 +12,7 @@ that never started are CANCELED and the run is FAILED, naming the processor, its
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shlex
@@ -337,25 +338,29 @@ class _Engine:
                     workers.submit(self._run_processor, pid)
                 return len(ready)
 
-            outstanding += start_ready()
-            while outstanding:
-                try:
-                    event = self._events.get()
-                except KeyboardInterrupt:  # used as a library without a signal handler: cancel cleanly
-                    self._cancel(CANCELED_BY_USER)
-                    continue
-                if event[0] == "cancel":
-                    self._cancel(event[1])
-                    continue
-                _, pid, outcome = event
-                outstanding -= 1
-                if outcome.status is Status.SUCCEEDED:
-                    for succ in self.dag.succs[pid]:
-                        waiting[succ].discard(pid)
-                    outstanding += start_ready()
-                elif outcome.status is Status.FAILED and self._failure is None:
-                    self._failure = (pid, outcome)
-                    self._halt(f"canceled: processor {pid!r} failed")
+            try:
+                outstanding += start_ready()
+                while outstanding:
+                    try:
+                        event = self._events.get()
+                    except KeyboardInterrupt:  # used as a library without a signal handler: cancel cleanly
+                        self._cancel(CANCELED_BY_USER)
+                        continue
+                    if event[0] == "cancel":
+                        self._cancel(event[1])
+                        continue
+                    _, pid, outcome = event
+                    outstanding -= 1
+                    if outcome.status is Status.SUCCEEDED:
+                        for succ in self.dag.succs[pid]:
+                            waiting[succ].discard(pid)
+                        outstanding += start_ready()
+                    elif outcome.status is Status.FAILED and self._failure is None:
+                        self._failure = (pid, outcome)
+                        self._halt(f"canceled: processor {pid!r} failed")
+            except BaseException:  # the scheduler itself broke (e.g. the store): leave no process behind
+                self._halt("canceled: pennflow stopped on an error")
+                raise
         for pid in waiting:  # never started: the run stopped first
             self._set_step(pid, Status.CANCELED, finished_at=utcnow(), reason=self._stop_reason)
 
@@ -448,26 +453,32 @@ class _Engine:
     # ---------------------------------------------------------------- one processor
 
     def _run_processor(self, pid: str) -> None:
-        processor = self.plan.processors[pid]
+        """A worker thread: run one processor to its outcome, and always tell the scheduler."""
+        outcome = _Outcome(Status.FAILED, "pennflow stopped unexpectedly")
         try:
-            if processor.type is ProcessorType.DATA_SOURCE:
-                outcome = self._attempts(processor, lambda n: self._receive_input(processor, n))
-            elif processor.type is ProcessorType.DATA_TARGET:
-                outcome = self._attempts(processor, lambda n: self._publish(processor, n))
-            elif processor.scatter is not None:
-                outcome = self._scatter(processor)
-            else:
-                outcome = self._attempts(processor, lambda n: self._process(processor, n))
+            outcome = self._outcome(self.plan.processors[pid])
         except Exception as exc:  # pennflow's own fault (a bug, a full disk): fail visibly, keep the run sane
-            self._append_log(pid, traceback.format_exc())
             outcome = _Outcome(Status.FAILED, f"pennflow could not run it: {exc}")
-        fields: dict[str, Any] = {"finished_at": utcnow(), "reason": outcome.reason}
-        if outcome.exit_code is not None:
-            fields["exit_code"] = outcome.exit_code
-        self._set_step(pid, outcome.status, **fields)
-        if outcome.status is Status.FAILED:
-            self._halt(f"canceled: processor {pid!r} failed", failed=pid)
-        self._events.put(("done", pid, outcome))
+            with contextlib.suppress(OSError):
+                self._append_log(pid, traceback.format_exc())
+        try:
+            fields: dict[str, Any] = {"finished_at": utcnow(), "reason": outcome.reason}
+            if outcome.exit_code is not None:
+                fields["exit_code"] = outcome.exit_code
+            self._set_step(pid, outcome.status, **fields)
+            if outcome.status is Status.FAILED:
+                self._halt(f"canceled: processor {pid!r} failed", failed=pid)
+        finally:
+            self._events.put(("done", pid, outcome))
+
+    def _outcome(self, processor: Processor) -> _Outcome:
+        if processor.type is ProcessorType.DATA_SOURCE:
+            return self._attempts(processor, lambda n: self._receive_input(processor, n))
+        if processor.type is ProcessorType.DATA_TARGET:
+            return self._attempts(processor, lambda n: self._publish(processor, n))
+        if processor.scatter is not None:
+            return self._scatter(processor)
+        return self._attempts(processor, lambda n: self._process(processor, n))
 
     def _attempts(self, processor: Processor, attempt_once: Callable[[int], _Attempt]) -> _Outcome:
         """1 + retry.maxAttempts attempts, waiting interval * backoff^(n-1) before retry n."""

@@ -130,6 +130,10 @@ class LiveProgress:
             self._steps[step.processor_id] = step
 
     def run_finished(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Give the terminal back (idempotent; also after a run that ended in an error)."""
         self._live.stop()
 
     def _render(self) -> Table:
@@ -161,6 +165,9 @@ class PlainProgress:
             self._console.print(self._line(step), highlight=False, markup=False)
 
     def run_finished(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
     def _line(self, step: StepRecord) -> str:

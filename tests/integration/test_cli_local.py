@@ -272,3 +272,22 @@ def test_pennflow_cancel_from_another_terminal_stops_the_run(home, input_dir, tm
     assert result.exit_code == 0 and "cancel requested" in result.stdout
     assert "cancel already requested" in cli("cancel", run.run_id).stdout
     _assert_stopped(home, process, pids)
+
+
+def test_containers_can_be_forced_on_or_off(home, input_dir, tmp_path, monkeypatch) -> None:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "docker").write_text(f"#!{sys.executable}\n" + (FIXTURES / "fake_docker.py").read_text())
+    (fake_bin / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(tmp_path / "docker.log"))
+    path = definition(
+        tmp_path,
+        GOOD.replace('command: [python, "@mark.py"]', 'image: img:1\n    command: [python, "@mark.py"]'),
+    )
+
+    assert cli("run", path, "--input", input_dir, "--no-containers").exit_code == 0
+    assert not (tmp_path / "docker.log").exists()
+    assert cli("run", path, "--input", input_dir, "--containers").exit_code == 0
+    [argv] = [json.loads(line) for line in (tmp_path / "docker.log").read_text().splitlines()]
+    assert argv[0] == "run" and argv[-1] == "img:1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -449,6 +450,33 @@ def test_canceling_through_the_store_from_elsewhere_stops_the_run(home, input_di
     thread.join(timeout=15)
     assert time.monotonic() - asked < 3
     _assert_canceled(home, result[0], pids)
+
+
+class _StoreFailingOn(SqliteRunStore):
+    """A store whose writes for one processor fail, as a locked or full disk would."""
+
+    def __init__(self, path: Path, processor_id: str):
+        super().__init__(path)
+        self.processor_id = processor_id
+
+    def update_step(self, run_id, processor_id, status=None, **fields):
+        if processor_id == self.processor_id:
+            raise sqlite3.OperationalError("database is locked")
+        return super().update_step(run_id, processor_id, status, **fields)
+
+
+def test_a_store_failure_fails_the_processor_instead_of_hanging_the_run(home, input_dir, tmp_path) -> None:
+    workflow = (
+        CANCELABLE.format(pids=tmp_path / "pids")
+        + "  - {id: doomed, command: [python, mark.py], dependsOn: [src]}\n"
+    )
+    with _StoreFailingOn(home.db_path, "doomed") as store:
+        record = run(workflow, home, input_dir, store=store, max_parallel=2)
+    assert record.status is Status.FAILED and record.failed_processor == "doomed"
+    assert record.reason == "processor 'doomed' failed: pennflow could not run it: database is locked"
+    assert steps_of(home, record.run_id)["sleeper"].status is Status.CANCELED
+    if (tmp_path / "pids").exists():
+        assert pids_gone([int(pid) for pid in (tmp_path / "pids").read_text().split()])
 
 
 # ------------------------------------------------------------------ params, layers, scatter, inputs
