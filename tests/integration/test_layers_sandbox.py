@@ -139,3 +139,25 @@ def test_the_view_holds_only_the_requested_layers(two_layers) -> None:
     view.remove()
     assert not view.root.exists()
     assert (home.layer_dir("wanted") / "data.txt").exists()  # removing a view never touches the layer
+
+
+@needs_namespaces
+def test_a_python_env_layer_imports_through_the_view(open_home: PennflowHome, tmp_path: Path) -> None:
+    """The contract's PYTHONPATH (<LAYERS_DIR>/<name>/python) works inside the private namespace."""
+    from pennflow.contract import python_path
+    from pennflow.definition import Processor
+    from tests.integration.test_layers_local import make_wheel
+
+    wheels = make_wheel(tmp_path / "wheels", "tinypkg", "2.0").parent
+    with LocalLayers.open(open_home) as layers:
+        layers.create("sci", "python-env", requirements=f"--no-index\n--find-links {wheels}\ntinypkg\n")
+        layers.build("sci")
+        mounts = layers.mount(["sci"], run_id="r-1")
+    view = _view(open_home, mounts, SandboxMode.NAMESPACE)
+    processor = Processor.model_validate(
+        {"id": "proc", "dependsOn": ["src"], "command": ["x"], "layers": ["sci"]}
+    )
+    env = {**os.environ, "PYTHONPATH": python_path(processor, view.root)}
+    argv = wrap_command([SYSTEM_PYTHON, "-c", "import tinypkg; print(tinypkg.VERSION)"], view)
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "2.0"), done.stderr
