@@ -1,0 +1,147 @@
+"""Names, paths and defaults of the compute node, in one place.
+
+Runtime code (lambdas/, pennflow/) reads the same values from the environment variables listed in
+`ENV`, so a name changes here and nowhere else.
+"""
+
+from __future__ import annotations
+
+STACK_ID = "PennflowNode"
+DEFAULT_NODE_NAME = "pennflow"
+CONTEXT_KEY = "pennflow"  # the cdk.json context object users edit
+NODE_TAG_KEY = "pennflow:node"  # tags every resource of the stack
+SLOT_TAG_KEY = "pennflow:slot"
+# Only on access points created at runtime (one per layer): prepare may delete those and no others.
+RUNTIME_ACCESS_POINT_TAG_KEY = "pennflow:runtime-node"
+
+# Workflow definitions compiled into one state machine each at synth.
+DEFAULT_WORKFLOWS_FOLDER = "workflows"
+WORKFLOW_SUFFIXES = (".yaml", ".yml", ".json")
+
+# EFS layout (DESIGN §4). Lambdas mount the /runs access point; each run slot is an access point of
+# its own whose root is that slot's folder, so a task sees only the run leased to its slot.
+RUNS_PATH = "/runs"
+LAYERS_PATH = "/layers"
+SLOTS_PATH = f"{RUNS_PATH}/slots"
+POSIX_UID = "1000"
+POSIX_GID = "1000"
+FOLDER_PERMISSIONS = "750"
+LAMBDA_RUNS_MOUNT = "/mnt/runs"
+MAX_RUN_SLOTS = 50  # each slot's access point ARN is listed in the task roles' policy (size limit)
+
+# Step Functions / ECS naming, shared with the API Lambda that creates state machines at runtime.
+STATE_MACHINE_NAME_LIMIT = 80
+NODE_NAME_MAX = STATE_MACHINE_NAME_LIMIT - 64 - 1  # room for "<node>-" + a 64-char workflow name
+ECS_SYNC_MANAGED_RULE = "StepFunctionsGetEventsForECSTaskRule"
+
+
+def state_machine_prefix(node_name: str) -> str:
+    return f"{node_name}-"
+
+
+def task_family_prefix(node_name: str) -> str:
+    return f"{node_name}-proc-"
+
+
+def slot_id(index: int) -> str:
+    return f"slot-{index:02d}"
+
+
+# Lambda functions: handler module per name (lambdas/<name>.py, function `handler`).
+LAMBDA_NAMES = ("api", "prepare", "status", "finalize", "cancel", "list_batches")
+LAMBDA_CODE_ROOT_ITEMS = ("pennflow", "lambdas")  # the only folders the asset carries
+LAMBDA_ASSET_EXCLUDES = (
+    "*",
+    *(f"!{item}" for item in LAMBDA_CODE_ROOT_ITEMS),
+    *(f"!{item}/**" for item in LAMBDA_CODE_ROOT_ITEMS),
+    "**/__pycache__",
+    "**/*.pyc",
+)
+LAMBDA_MEMORY_MB = 512
+LAMBDA_TIMEOUT_SECONDS = {
+    "api": 29,  # API Gateway's integration timeout
+    "prepare": 120,
+    "status": 30,
+    "finalize": 300,
+    "cancel": 60,
+    "list_batches": 120,
+}
+# Functions attached to the VPC because they mount the runs access point.
+EFS_LAMBDAS = ("prepare", "finalize", "list_batches")
+# Reserved concurrency: bounds the writers that a burst of events or run starts could fan out.
+RESERVED_CONCURRENCY = {"status": 10, "prepare": 5, "cancel": 2}
+# Invoked asynchronously (EventBridge, or the API's fire-and-forget start): these get the DLQ.
+ASYNC_LAMBDAS = ("status", "prepare")
+ASYNC_RETRY_ATTEMPTS = 2
+EVENT_MAX_AGE_HOURS = 6
+
+# Powertools for AWS Lambda (Python) v3 public layer. AWS publishes the layer ARN of every release as
+# a public SSM parameter per architecture and Python version; resolving it at deploy time gives the
+# right account, partition and layer number for the deploy region, pinned to this release.
+PYTHON_RUNTIME = "python3.12"
+POWERTOOLS_VERSION = "3.37.0"
+POWERTOOLS_LAYER_PARAMETER = f"/aws/service/powertools/python/arm64/{PYTHON_RUNTIME}/{POWERTOOLS_VERSION}"
+
+METRICS_NAMESPACE = "pennflow"
+CUSTOM_METRICS = ("RunsStarted", "RunsSucceeded", "RunsFailed", "RunDuration", "ProcessorDuration")
+
+# DynamoDB key schema (the DynamoDB store uses the same names).
+RUNS_PK = "run_id"
+RUNS_SK = "sk"  # "RUN" or "STEP#<processor_id>"
+RUNS_BY_WORKFLOW_INDEX = "by-workflow"
+RUNS_BY_STATUS_INDEX = "by-status"
+RUNS_WORKFLOW_ATTR = "workflow_name"
+RUNS_STATUS_ATTR = "status"
+RUNS_CREATED_ATTR = "created_at"
+WORKFLOWS_PK = "name"
+PROCESSORS_PK = "processor_key"  # "<sourceUrl>#<tag>"
+SLOTS_PK = "slot_id"
+IDEMPOTENCY_PK = "id"  # Powertools idempotency defaults
+IDEMPOTENCY_TTL_ATTR = "expiration"
+
+# S3 layout.
+RESULTS_PREFIX = "runs/"
+ACCESS_LOGS_PREFIX = "access-logs/"
+ACCESS_LOG_RETENTION_DAYS = 90
+INFREQUENT_ACCESS_AFTER_DAYS = 30  # S3's minimum for STANDARD_IA
+ABORT_MULTIPART_AFTER_DAYS = 7
+
+# API Gateway stage throttling (requests per second, burst).
+API_STAGE_NAME = "v1"
+API_RATE_LIMIT = 50
+API_BURST_LIMIT = 100
+
+# Environment variables the Lambda functions receive (values are names and ids, never secrets).
+ENV = {
+    "node": "PENNFLOW_NODE_NAME",
+    "runs_table": "RUNS_TABLE",
+    "workflows_table": "WORKFLOWS_TABLE",
+    "processors_table": "PROCESSORS_TABLE",
+    "slots_table": "SLOTS_TABLE",
+    "idempotency_table": "IDEMPOTENCY_TABLE",
+    "results_bucket": "RESULTS_BUCKET",
+    "log_bucket": "LOG_ARCHIVE_BUCKET",
+    "cluster": "CLUSTER_ARN",
+    "processor_log_group": "PROCESSOR_LOG_GROUP",
+    "execution_role": "TASK_EXECUTION_ROLE_ARN",
+    "processor_role": "PROCESSOR_TASK_ROLE_ARN",
+    "builtin_role": "BUILTIN_TASK_ROLE_ARN",
+    "file_system": "FILE_SYSTEM_ID",
+    "runs_access_point": "RUNS_ACCESS_POINT_ID",
+    "layers_access_point": "LAYERS_ACCESS_POINT_ID",
+    "runs_mount": "RUNS_MOUNT",
+    "run_slots": "RUN_SLOTS",
+    "subnets": "TASK_SUBNET_IDS",
+    "task_security_group": "TASK_SECURITY_GROUP_ID",
+    "task_family_prefix": "TASK_FAMILY_PREFIX",
+    "state_machine_prefix": "STATE_MACHINE_PREFIX",
+    "state_machine_role": "STATE_MACHINE_ROLE_ARN",
+    "state_machine_log_group": "STATE_MACHINE_LOG_GROUP_ARN",
+    "pennsieve_secret": "PENNSIEVE_SECRET_ARN",
+    "prepare_function": "PREPARE_FUNCTION_NAME",
+    "cancel_function": "CANCEL_FUNCTION_NAME",
+    "finalize_function": "FINALIZE_FUNCTION_ARN",
+    "list_batches_function": "LIST_BATCHES_FUNCTION_ARN",
+    "layer_price_standard": "LAYER_PRICE_STANDARD_GB_MONTH",
+    "layer_price_ia": "LAYER_PRICE_IA_GB_MONTH",
+}

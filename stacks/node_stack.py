@@ -1,0 +1,87 @@
+"""The compute node stack: wires the constructs of each concern together, nothing more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Stack, Tags
+from constructs import Construct
+
+from stacks import constants as C
+from stacks.api import NodeApi
+from stacks.compute import NodeCompute
+from stacks.events import NodeEvents
+from stacks.functions import NodeFunctions
+from stacks.monitoring import NodeMonitoring
+from stacks.network import NodeNetwork
+from stacks.orchestration import CompiledWorkflow, NodeOrchestration
+from stacks.settings import NodeSettings
+from stacks.storage import NodeStorage
+
+
+class NodeStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: NodeSettings,
+        workflows: list[CompiledWorkflow],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, description="pennflow compute node", **kwargs)
+        self.settings = settings
+        Tags.of(self).add(C.NODE_TAG_KEY, settings.node_name)
+
+        self.network = NodeNetwork(self, "Network", settings=settings)
+        self.storage = NodeStorage(self, "Storage", settings=settings, network=self.network)
+        self.compute = NodeCompute(
+            self, "Compute", settings=settings, network=self.network, storage=self.storage
+        )
+        self.functions = NodeFunctions(
+            self,
+            "Functions",
+            settings=settings,
+            network=self.network,
+            storage=self.storage,
+            compute=self.compute,
+        )
+        self.orchestration = NodeOrchestration(
+            self,
+            "Orchestration",
+            settings=settings,
+            compute=self.compute,
+            functions=self.functions,
+            workflows=workflows,
+        )
+        self.functions.allow_orchestration(
+            state_machine_role=self.orchestration.role,
+            state_machine_log_group_arn=self.orchestration.log_group.log_group_arn,
+        )
+        self.storage.allow_clients(
+            read_write=[
+                self.functions["finalize"].role,
+                self.functions["list_batches"].role,
+                *self.compute.task_roles,
+            ],
+            read_only=[],
+            runs_manager=self.functions["prepare"].role,
+        )
+        self.api = NodeApi(self, "Api", settings=settings, handler=self.functions["api"])
+        self.events = NodeEvents(
+            self,
+            "Events",
+            settings=settings,
+            cluster=self.compute.cluster,
+            status=self.functions["status"],
+            dead_letter_queue=self.functions.dead_letter_queue,
+        )
+        self.monitoring = NodeMonitoring(
+            self,
+            "Monitoring",
+            settings=settings,
+            functions=self.functions.functions,
+            state_machines=self.orchestration.state_machines,
+            dead_letter_queue=self.functions.dead_letter_queue,
+            file_system=self.storage.file_system,
+        )

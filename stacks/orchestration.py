@@ -1,0 +1,217 @@
+"""Orchestration: one Step Functions state machine per workflow file, and what runtime needs to add more.
+
+Each definition in the workflows folder is compiled by `pennflow.asl.compile_workflow` (the same
+compiler `pennflow compile` runs) and deployed as a STANDARD state machine named `<node>-<workflow>`.
+All state machines share one role, which the API passes to the state machines it creates at runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from aws_cdk import Aws, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks import constants as C
+from stacks.compute import NodeCompute
+from stacks.functions import NodeFunctions
+from stacks.log_groups import node_log_group
+from stacks.nag import acknowledge_wildcards
+from stacks.settings import NodeSettings
+
+
+class WorkflowError(ValueError):
+    """A workflow file cannot become a state machine; the message names the file."""
+
+
+@dataclass(frozen=True)
+class CompiledWorkflow:
+    source: Path
+    name: str  # the workflow's name
+    state_machine_name: str
+    definition: dict
+
+
+def compile_folder(folder: Path, node_name: str) -> list[CompiledWorkflow]:
+    """Compile every workflow file of the folder (not its subfolders), sorted by file name.
+
+    A file whose stem is its workflow's name gives `<node>-<name>`. When another file defines a
+    workflow name already taken (e.g. `eeg-quality.pennsieve.json` next to `eeg-quality.yaml`), it is
+    named after its own file stem instead, so that every file still gets its own state machine.
+    """
+    if not folder.is_dir():
+        raise WorkflowError(f"{folder}: workflows folder not found (setting pennflow.workflowsFolder)")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in C.WORKFLOW_SUFFIXES)
+    compiled = _named(_compile_files(files), C.state_machine_prefix(node_name))
+    return sorted(compiled, key=lambda c: c.source.name)
+
+
+def _compile_files(files: list[Path]) -> list[tuple[Path, str, dict]]:
+    from pennflow.asl import CompileError, compile_workflow  # the compiler is pure: no AWS import
+    from pennflow.definition import DefinitionError, load_definition
+
+    compiled = []
+    for path in files:
+        try:
+            workflow = load_definition(path)
+            compiled.append((path, workflow.name, compile_workflow(workflow)))
+        except DefinitionError as err:  # its message already names the file and lists every fault
+            raise WorkflowError(str(err)) from None
+        except CompileError as err:
+            raise WorkflowError(f"{path.name}: {err}") from None
+    return compiled
+
+
+def _named(compiled: list[tuple[Path, str, dict]], prefix: str) -> list[CompiledWorkflow]:
+    # Files named after their workflow claim the plain name first, whatever their sort order.
+    ordered = sorted(compiled, key=lambda item: (_stem(item[0]) != item[1], item[0].name))
+    plain_names_used: set[str] = set()
+    sources: dict[str, Path] = {}  # state machine name -> file
+    named = []
+    for path, name, definition in ordered:
+        state_machine_name = prefix + (_slug(_stem(path)) if name in plain_names_used else name)
+        plain_names_used.add(name)
+        if state_machine_name in sources:
+            raise WorkflowError(
+                f"{path.name}: state machine name {state_machine_name!r} is taken by {sources[state_machine_name].name}"
+            )
+        if len(state_machine_name) > C.STATE_MACHINE_NAME_LIMIT:
+            raise WorkflowError(
+                f"{path.name}: state machine name {state_machine_name!r} is over "
+                f"{C.STATE_MACHINE_NAME_LIMIT} characters; shorten the file name"
+            )
+        sources[state_machine_name] = path
+        named.append(CompiledWorkflow(path, name, state_machine_name, definition))
+    return named
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(path.suffix)]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
+class NodeOrchestration(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: NodeSettings,
+        compute: NodeCompute,
+        functions: NodeFunctions,
+        workflows: list[CompiledWorkflow],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._settings = settings
+        self.log_group = node_log_group(
+            self, "StateMachineLogs", settings, name=f"/aws/vendedlogs/states/{settings.node_name}"
+        )
+        self.role = self._role(compute, functions)
+        self.workflows = workflows
+        self.state_machines = {wf.state_machine_name: self._state_machine(wf) for wf in workflows}
+        if workflows:
+            self._acknowledge_service_wildcards()
+
+    def _role(self, compute: NodeCompute, functions: NodeFunctions) -> iam.Role:
+        stack = Stack.of(self)
+        family = C.task_family_prefix(self._settings.node_name)
+        role = iam.Role(
+            self,
+            "StateMachineRole",
+            description="pennflow state machines: run processor tasks, invoke finalize and list_batches",
+            assumed_by=iam.ServicePrincipal(
+                "states.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
+            ),
+        )
+        on_cluster = {"ArnEquals": {"ecs:cluster": compute.cluster.cluster_arn}}
+        tasks_of_cluster = stack.format_arn(
+            service="ecs", resource="task", resource_name=f"{compute.cluster.cluster_name}/*"
+        )
+        statements = {
+            "run": iam.PolicyStatement(
+                actions=["ecs:RunTask"],
+                resources=[
+                    stack.format_arn(service="ecs", resource="task-definition", resource_name=f"{family}*")
+                ],
+                conditions=on_cluster,
+            ),
+            "track": iam.PolicyStatement(
+                actions=["ecs:StopTask", "ecs:DescribeTasks"],
+                resources=[tasks_of_cluster],
+                conditions=on_cluster,
+            ),
+            "tag": iam.PolicyStatement(  # PropagateTags tags each task as RunTask creates it
+                actions=["ecs:TagResource"],
+                resources=[tasks_of_cluster],
+                conditions={"StringEquals": {"ecs:CreateAction": "RunTask"}},
+            ),
+            "pass": iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[r.role_arn for r in (compute.execution_role, *compute.task_roles)],
+                conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+            ),
+            "invoke": iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"],
+                resources=[functions[name].function_arn for name in ("finalize", "list_batches")],
+            ),
+            # runTask.sync learns that a task stopped through this EventBridge managed rule.
+            "sync_rule": iam.PolicyStatement(
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    stack.format_arn(service="events", resource="rule", resource_name=C.ECS_SYNC_MANAGED_RULE)
+                ],
+            ),
+        }
+        for statement in statements.values():
+            role.add_to_principal_policy(statement)
+        policy = role.node.find_child("DefaultPolicy")
+        acknowledge_wildcards(
+            policy,
+            statements["run"],
+            "Task definitions are registered at runtime, one revision per processor content hash; RunTask is "
+            "limited to this node's task-definition family prefix and, by condition, to this node's cluster.",
+        )
+        acknowledge_wildcards(
+            policy,
+            statements["track"],
+            "runTask.sync polls and stops the tasks it started, whose ids exist only at runtime; the resource is "
+            "limited to tasks of this node's cluster.",
+        )
+        return role
+
+    def _state_machine(self, workflow: CompiledWorkflow) -> sfn.StateMachine:
+        state_machine = sfn.StateMachine(
+            self,
+            _construct_id(workflow.state_machine_name),
+            state_machine_name=workflow.state_machine_name,
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            definition_body=sfn.DefinitionBody.from_string(json.dumps(workflow.definition)),
+            role=self.role,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False
+            ),
+            tracing_enabled=True,
+        )
+        return state_machine
+
+    def _acknowledge_service_wildcards(self) -> None:
+        """CDK adds the log-delivery and X-Ray statements for logging and tracing to the shared role."""
+        policy = self.role.node.find_child("DefaultPolicy")
+        acknowledge_wildcards(
+            policy,
+            iam.PolicyStatement(actions=["logs:CreateLogDelivery"], resources=["*"]),
+            "CloudWatch Logs vended-log delivery (logs:*LogDelivery, *ResourcePolicy, DescribeLogGroups) and X-Ray "
+            "(PutTraceSegments, PutTelemetryRecords, GetSampling*) have no resource-level permissions.",
+        )
+
+
+def _construct_id(state_machine_name: str) -> str:
+    return "".join(part.title() for part in re.split(r"[^A-Za-z0-9]+", state_machine_name)) + "StateMachine"

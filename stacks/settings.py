@@ -1,0 +1,182 @@
+"""The user-editable settings of a compute node: the `pennflow` object of cdk.json's context.
+
+Every field is validated at synth; a bad value stops the synth with one line per fault naming the
+field (`pennflow.vpc.privateSubnetIds: ...`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from stacks import constants as C
+
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+REGION_RE = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$"
+EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"
+LAYER_ARN_RE = r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[A-Za-z0-9_-]+:\d+$"
+
+
+class SettingsError(ValueError):
+    """Invalid node settings; the message lists every fault, one per line."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        str_strip_whitespace=True,
+    )
+
+
+class ExistingVpc(_Model):
+    """Reuse a VPC: its id, the private subnets tasks and Lambdas run in, and their zones."""
+
+    vpc_id: Annotated[str, Field(pattern=r"^vpc-[0-9a-f]{8,17}$")]
+    private_subnet_ids: Annotated[
+        list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]], Field(min_length=1)
+    ]
+    availability_zones: Annotated[
+        list[Annotated[str, Field(pattern=r"^[a-z]{2}-[a-z-]+-\d[a-z]$")]], Field(min_length=1)
+    ]
+    # Route tables of those subnets, one per subnet: needed for the S3 and DynamoDB gateway endpoints.
+    private_route_table_ids: list[Annotated[str, Field(pattern=r"^rtb-[0-9a-f]{8,17}$")]] = []
+    # Set false when the VPC already has interface endpoints with private DNS for these services.
+    create_endpoints: bool = True
+
+    @model_validator(mode="after")
+    def _one_subnet_per_zone(self) -> ExistingVpc:
+        if len(self.private_subnet_ids) != len(self.availability_zones):
+            raise ValueError(
+                f"privateSubnetIds has {len(self.private_subnet_ids)} entries and availabilityZones has "
+                f"{len(self.availability_zones)}; give one zone per subnet, in the same order"
+            )
+        if self.private_route_table_ids and len(self.private_route_table_ids) != len(self.private_subnet_ids):
+            raise ValueError(
+                "privateRouteTableIds needs one route table per private subnet, in the same order"
+            )
+        return self
+
+
+class RetentionDays(_Model):
+    """How long run files (S3 log archive, old result versions) and CloudWatch logs are kept."""
+
+    run_files: Annotated[int, Field(ge=1, le=3650)] = 90
+    logs: int = 30
+
+    @field_validator("logs")
+    @classmethod
+    def _cloudwatch_value(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            raise ValueError(f"CloudWatch Logs accepts only {', '.join(map(str, LOG_RETENTION_DAYS))}")
+        return value
+
+
+class LayerStoragePrices(_Model):
+    """EFS storage prices (USD per GB-month) used for layer cost estimates; defaults are us-east-1's."""
+
+    standard: Annotated[float, Field(ge=0)] = 0.30
+    infrequent_access: Annotated[float, Field(ge=0)] = 0.016
+
+
+class NodeSettings(_Model):
+    node_name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$", max_length=C.NODE_NAME_MAX)] = (
+        C.DEFAULT_NODE_NAME
+    )
+    account: Annotated[str | None, Field(pattern=r"^\d{12}$")] = None
+    region: Annotated[str | None, Field(pattern=REGION_RE)] = None
+    vpc: ExistingVpc | None = None  # None (written "new" in cdk.json): the node creates its own VPC
+    max_azs: Annotated[int, Field(ge=2, le=3)] = 2
+    # Data sources and targets reach the Pennsieve API over the internet: keep one NAT gateway unless
+    # the VPC reaches it another way. With 0, subnets are isolated and only the endpoints are reachable.
+    nat_gateways: Literal[0, 1] = 1
+    alarm_email: Annotated[str | None, Field(pattern=EMAIL_RE)] = None
+    retention_days: RetentionDays = RetentionDays()
+    workflows_folder: Annotated[str, Field(min_length=1)] = C.DEFAULT_WORKFLOWS_FOLDER
+    run_slots: Annotated[int, Field(ge=1, le=C.MAX_RUN_SLOTS)] = 10
+    layer_storage_prices: LayerStoragePrices = LayerStoragePrices()
+    reserve_concurrency: bool = True  # turn off in accounts whose Lambda concurrency quota is 10
+    powertools_layer_arn: Annotated[str | None, Field(pattern=LAYER_ARN_RE)] = None  # default: public layer
+    dependency_layer_arns: list[Annotated[str, Field(pattern=LAYER_ARN_RE)]] = []
+
+    @field_validator("vpc", mode="before")
+    @classmethod
+    def _new_or_existing(cls, value: Any) -> Any:
+        if value in ("new", None):
+            return None
+        if not isinstance(value, dict):
+            raise ValueError('expected "new" or an object {vpcId, privateSubnetIds, availabilityZones}')
+        return value
+
+    @field_validator("workflows_folder")
+    @classmethod
+    def _relative_folder(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError("give a folder inside the project, relative to cdk.json")
+        return value
+
+    @property
+    def reuses_vpc(self) -> bool:
+        return self.vpc is not None
+
+
+def load_settings(raw: Any) -> NodeSettings:
+    """Validate the `pennflow` context value (a dict, a JSON string from `-c`, or None for defaults)."""
+    if raw is None:
+        raw = {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise SettingsError(
+                f"{C.CONTEXT_KEY}: not valid JSON ({err.msg} at position {err.pos})"
+            ) from None
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{C.CONTEXT_KEY}: expected an object of settings, got {type(raw).__name__}")
+    try:
+        return NodeSettings.model_validate(raw)
+    except ValidationError as err:
+        raise SettingsError("\n".join(_describe(e) for e in err.errors())) from None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    # Validators add their own name to the location (e.g. "function-after[...]"); users never wrote it.
+    loc = [str(part) for part in error["loc"] if not re.match(r"^function-\w+\[", str(part))]
+    field = ".".join([C.CONTEXT_KEY, *loc])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown setting"
+    shown = error.get("input")
+    if error["type"] != "extra_forbidden" and not isinstance(shown, dict | list):
+        message += f" (got {shown!r})"
+    return f"{field}: {message}"

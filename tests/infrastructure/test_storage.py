@@ -1,0 +1,175 @@
+"""Storage: EFS (encryption, throughput, lifecycle, policy, access points), buckets and tables."""
+
+from __future__ import annotations
+
+from aws_cdk.assertions import Match
+
+from stacks import constants as C
+from tests.infrastructure.conftest import as_list
+
+ROOT = "elasticfilesystem:ClientRootAccess"
+
+
+def file_system(node):
+    (properties,) = [r["Properties"] for r in node.resources("AWS::EFS::FileSystem").values()]
+    return properties
+
+
+def test_efs_is_encrypted_elastic_and_tiers_to_infrequent_access(node):
+    node.template.has_resource_properties(
+        "AWS::EFS::FileSystem",
+        {
+            "Encrypted": True,
+            "ThroughputMode": "elastic",
+            "LifecyclePolicies": Match.array_with(
+                [{"TransitionToIA": "AFTER_30_DAYS"}, {"TransitionToPrimaryStorageClass": "AFTER_1_ACCESS"}]
+            ),
+        },
+    )
+
+
+def test_efs_policy_denies_unencrypted_transport(node):
+    statements = file_system(node)["FileSystemPolicy"]["Statement"]
+    assert {
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Action": "*",
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        "Sid": "DenyUnencryptedTransport",
+    } in statements
+
+
+def test_efs_policy_grants_nothing_to_anonymous_clients(node):
+    for statement in file_system(node)["FileSystemPolicy"]["Statement"]:
+        if statement["Effect"] == "Allow":
+            assert statement["Principal"]["AWS"] != "*", statement
+            assert statement["Condition"] == {"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}}
+
+
+def test_only_the_runs_manager_may_act_as_root(node):
+    prepare_role = {"Fn::GetAtt": [node.logical_id(node.stack.functions["prepare"].role), "Arn"]}
+    statements = file_system(node)["FileSystemPolicy"]["Statement"]
+    root_allows = [s for s in statements if s["Effect"] == "Allow" and ROOT in as_list(s["Action"])]
+    assert [s["Principal"]["AWS"] for s in root_allows] == [prepare_role]
+    (deny,) = [s for s in statements if s["Effect"] == "Deny" and s["Action"] == ROOT]
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": prepare_role}}
+
+
+def test_access_points_act_as_uid_1000_on_runs_layers_and_each_slot(node):
+    access_points = [r["Properties"] for r in node.resources("AWS::EFS::AccessPoint").values()]
+    paths = sorted(ap["RootDirectory"]["Path"] for ap in access_points)
+    slots = [f"{C.SLOTS_PATH}/{C.slot_id(i)}" for i in range(node.stack.settings.run_slots)]
+    assert paths == sorted([C.RUNS_PATH, C.LAYERS_PATH, *slots])
+    for ap in access_points:
+        assert ap["PosixUser"] == {"Uid": "1000", "Gid": "1000"}
+        assert ap["RootDirectory"]["CreationInfo"]["OwnerUid"] == "1000"
+
+
+def test_slot_access_points_are_tagged_with_their_slot(node):
+    tags = [
+        {t["Key"]: t["Value"] for t in r["Properties"]["AccessPointTags"]}
+        for r in node.resources("AWS::EFS::AccessPoint").values()
+    ]
+    slot_tags = sorted(t[C.SLOT_TAG_KEY] for t in tags if C.SLOT_TAG_KEY in t)
+    assert slot_tags == [C.slot_id(i) for i in range(10)]
+
+
+def test_variant_creates_as_many_slots_as_configured(variant):
+    assert len(variant.resources("AWS::EFS::AccessPoint")) == 3 + 2
+
+
+def test_every_bucket_blocks_public_access_encrypts_and_expires(node):
+    buckets = node.resources("AWS::S3::Bucket")
+    assert len(buckets) == 3
+    for bucket in buckets.values():
+        properties = bucket["Properties"]
+        assert properties["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }
+        assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+            "ServerSideEncryptionByDefault"
+        ] == {"SSEAlgorithm": "AES256"}
+        assert properties["LifecycleConfiguration"]["Rules"], "every bucket has a lifecycle"
+
+
+def test_every_bucket_policy_denies_requests_without_tls(node):
+    policies = node.resources("AWS::S3::BucketPolicy")
+    assert len(policies) == 3
+    for policy in policies.values():
+        assert any(
+            s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+            for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        )
+
+
+def test_results_are_versioned_and_old_versions_expire_after_the_retention(node):
+    results = node.json["Resources"][node.logical_id(node.stack.storage.results_bucket)]["Properties"]
+    assert results["VersioningConfiguration"] == {"Status": "Enabled"}
+    (rule,) = results["LifecycleConfiguration"]["Rules"]
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 90}
+    assert rule["Transitions"] == [{"StorageClass": "STANDARD_IA", "TransitionInDays": 30}]
+    assert "ExpirationInDays" not in rule
+
+
+def test_log_archive_expires_after_the_retention_days(node, variant):
+    for synthesized, days in ((node, 90), (variant, 14)):
+        bucket_id = synthesized.logical_id(synthesized.stack.storage.log_bucket)
+        (rule,) = synthesized.json["Resources"][bucket_id]["Properties"]["LifecycleConfiguration"]["Rules"]
+        assert rule["ExpirationInDays"] == days
+        # S3 refuses a transition to IA at 30 days for objects that expire sooner.
+        assert ("Transitions" in rule) == (days > 30)
+
+
+def test_data_buckets_send_access_logs_to_the_access_log_bucket(node):
+    storage = node.stack.storage
+    access_logs = {"Ref": node.logical_id(storage.access_log_bucket)}
+    for bucket in (storage.results_bucket, storage.log_bucket):
+        logging = node.json["Resources"][node.logical_id(bucket)]["Properties"]["LoggingConfiguration"]
+        assert logging["DestinationBucketName"] == access_logs
+
+
+def test_tables_have_point_in_time_recovery_and_encryption(node):
+    tables = node.resources("AWS::DynamoDB::GlobalTable")
+    assert len(tables) == 5
+    for table in tables.values():
+        properties = table["Properties"]
+        assert properties["SSESpecification"]["SSEEnabled"] is True
+        (replica,) = properties["Replicas"]
+        assert replica["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+
+
+def test_runs_table_keys_and_listing_indexes(node):
+    runs = node.json["Resources"][node.logical_id(node.stack.storage.runs_table)]["Properties"]
+    assert runs["KeySchema"] == [
+        {"AttributeName": "run_id", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    indexes = {i["IndexName"]: i["KeySchema"] for i in runs["GlobalSecondaryIndexes"]}
+    assert indexes == {
+        "by-workflow": [
+            {"AttributeName": "workflow_name", "KeyType": "HASH"},
+            {"AttributeName": "created_at", "KeyType": "RANGE"},
+        ],
+        "by-status": [
+            {"AttributeName": "status", "KeyType": "HASH"},
+            {"AttributeName": "created_at", "KeyType": "RANGE"},
+        ],
+    }
+
+
+def test_single_key_tables_and_idempotency_ttl(node):
+    storage = node.stack.storage
+    expected = {
+        storage.workflows_table: "name",
+        storage.processors_table: "processor_key",
+        storage.slots_table: "slot_id",
+        storage.idempotency_table: "id",
+    }
+    for table, key in expected.items():
+        properties = node.json["Resources"][node.logical_id(table)]["Properties"]
+        assert properties["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}]
+    idempotency = node.json["Resources"][node.logical_id(storage.idempotency_table)]["Properties"]
+    assert idempotency["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
