@@ -1,0 +1,397 @@
+"""The compute node's REST API (API Gateway REST proxy, IAM auth): routes -> ``pennflow.api``.
+
+Each route declares its request and response models and calls one function of ``pennflow.api``
+with the ports it needs (``Depends``, created on first use so a cold start pays only for what
+the request touches; tests swap them with ``app.dependency_overrides``). Every error is one JSON
+shape naming the field at fault; an unexpected exception gives 500 with the request id only.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Depends, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+
+from lambdas.observability import logger, metrics, tracer
+from pennflow.api import runs as run_logic
+from pennflow.api import workflows as workflow_logic
+from pennflow.api.errors import ApiError, from_validation_errors
+from pennflow.api.idempotency import IdempotentRunStarts
+from pennflow.api.models import (
+    DEFAULT_LIST_LIMIT,
+    MAX_CURSOR,
+    MAX_LIST_LIMIT,
+    RUN_ID_PATTERN,
+    CancelAccepted,
+    ErrorBody,
+    RunAccepted,
+    RunList,
+    RunPlan,
+    RunRequest,
+    RunView,
+    WorkflowList,
+    WorkflowName,
+    WorkflowView,
+)
+from pennflow.api.ports import AsyncLambda, RunCanceller, RunLauncher
+from pennflow.api.requests import json_body, preflight
+from pennflow.runs import Status
+from pennflow.stores.base import RunStore
+from pennflow.workflows_registry import WorkflowRegistry
+
+TITLE = "pennflow compute node"
+API_VERSION = "1.0.0"
+
+# A response that does not match its model is a bug here, not the caller's: 500, not 422.
+app = APIGatewayRestResolver(
+    enable_validation=True,
+    response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
+    json_body_deserializer=json_body,
+)
+
+
+# ------------------------------------------------------------------ ports (created on first use)
+
+
+@cache
+def settings():
+    from lambdas.settings import ApiSettings
+
+    return ApiSettings()
+
+
+@cache
+def run_store() -> RunStore:
+    from pennflow.stores.dynamodb import DynamoRunStore
+
+    return DynamoRunStore(settings().runs_table)
+
+
+@cache
+def workflow_registry() -> WorkflowRegistry:
+    from pennflow.workflows_registry import DynamoWorkflowRegistry, StateMachineSettings
+
+    s = settings()
+    machines = StateMachineSettings(
+        prefix=s.state_machine_prefix,
+        role_arn=s.state_machine_role_arn,
+        log_group_arn=s.state_machine_log_group_arn,
+        tags={"pennflow:node": s.node_name},
+    )
+    return DynamoWorkflowRegistry(s.workflows_table, machines)
+
+
+@cache
+def run_launcher() -> RunLauncher:
+    return AsyncLambda(settings().prepare_function_name)
+
+
+@cache
+def run_canceller() -> RunCanceller:
+    return AsyncLambda(settings().cancel_function_name)
+
+
+@cache
+def idempotency() -> IdempotentRunStarts:
+    return IdempotentRunStarts(settings().idempotency_table)
+
+
+Store = Annotated[RunStore, Depends(run_store)]
+Registry = Annotated[WorkflowRegistry, Depends(workflow_registry)]
+Launcher = Annotated[RunLauncher, Depends(run_launcher)]
+Canceller = Annotated[RunCanceller, Depends(run_canceller)]
+Idempotency = Annotated[IdempotentRunStarts, Depends(idempotency)]
+RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="The run id (its execution name).")]
+
+
+def _ok(model: type, description: str = "OK", status: int = 200) -> dict[int, dict[str, Any]]:
+    return {status: {"description": description, "content": {"application/json": {"model": model}}}}
+
+
+def _errors(*codes: int) -> dict[int, dict[str, Any]]:
+    return {
+        code: {"description": DESCRIPTIONS[code], "content": {"application/json": {"model": ErrorBody}}}
+        for code in codes
+    }
+
+
+DESCRIPTIONS = {
+    400: "Malformed request (bad JSON, unknown param)",
+    404: "Not found",
+    409: "Conflict with the current state",
+    413: "Body too large",
+    415: "Body is not JSON",
+    422: "A field is invalid (the error names each one)",
+    503: "The node could not take the request; retry",
+}
+
+
+# ------------------------------------------------------------------ workflows
+
+
+@app.post(
+    "/workflows",
+    operation_id="registerWorkflow",
+    summary="Register a workflow",
+    description="Validates the definition (every fault is listed), compiles it and creates or updates "
+    "its state machine. 201 when the workflow is new, 200 when it was updated or unchanged.",
+    tags=["workflows"],
+    responses={
+        **_ok(WorkflowView, "Updated (or unchanged)"),
+        **_ok(WorkflowView, "Created", 201),
+        **_errors(400, 413, 415, 422),
+    },
+)
+def post_workflow(
+    definition: Annotated[
+        dict[str, Any],
+        Body(description="A workflow definition: Pennsieve's workflow JSON, or pennflow's superset of it."),
+    ],
+    registry: Registry,
+) -> Response[WorkflowView]:
+    view, created = workflow_logic.register_workflow(definition, registry=registry)
+    return _json(201 if created else 200, view)
+
+
+@app.get(
+    "/workflows",
+    operation_id="listWorkflows",
+    summary="List workflows",
+    tags=["workflows"],
+    responses={**_ok(WorkflowList), **_errors(422)},
+)
+def get_workflows(registry: Registry) -> WorkflowList:
+    return workflow_logic.list_workflows(registry=registry)
+
+
+@app.get(
+    "/workflows/<name>",
+    operation_id="getWorkflow",
+    summary="Get a workflow",
+    tags=["workflows"],
+    responses={**_ok(WorkflowView), **_errors(404, 422)},
+)
+def get_workflow(name: Annotated[WorkflowName, Path()], registry: Registry) -> WorkflowView:
+    return workflow_logic.get_workflow(name, registry=registry)
+
+
+# ------------------------------------------------------------------ runs
+
+
+@app.post(
+    "/runs",
+    operation_id="startRun",
+    summary="Start a run",
+    description="Creates the run and hands it to the node (202). With dryRun, returns the plan instead "
+    "(200) and starts nothing. An Idempotency-Key makes retries safe: the same key and body "
+    "return the same run.",
+    tags=["runs"],
+    responses={
+        **_ok(RunPlan, "The plan (dryRun)"),
+        **_ok(RunAccepted, "Run accepted", 202),
+        **_errors(400, 404, 409, 413, 415, 422, 503),
+    },
+)
+def post_run(
+    request: RunRequest,
+    store: Store,
+    registry: Registry,
+    launcher: Launcher,
+    starts: Idempotency,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Any unique string (a UUID); repeats of the request with it return the same run.",
+        ),
+    ] = None,
+) -> Response[RunAccepted | RunPlan]:
+    def start() -> RunAccepted | RunPlan:
+        return run_logic.start_run(request, store=store, registry=registry, launcher=launcher)
+
+    if idempotency_key and not request.dry_run:
+        accepted = starts.start(idempotency_key, _caller(), request, start, app.lambda_context)
+    else:
+        accepted = start()
+    return _json(200 if isinstance(accepted, RunPlan) else 202, accepted)
+
+
+@app.get(
+    "/runs",
+    operation_id="listRuns",
+    summary="List runs, newest first",
+    tags=["runs"],
+    responses={**_ok(RunList), **_errors(400, 422)},
+)
+def get_runs(
+    store: Store,
+    workflow: Annotated[WorkflowName | None, Query()] = None,
+    status: Annotated[Status | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=MAX_CURSOR)] = None,
+) -> RunList:
+    return run_logic.list_runs(store=store, workflow=workflow, status=status, limit=limit, cursor=cursor)
+
+
+@app.get(
+    "/runs/<run_id>",
+    operation_id="getRun",
+    summary="Get a run and its processors",
+    tags=["runs"],
+    responses={**_ok(RunView), **_errors(404, 422)},
+)
+def get_run(run_id: RunId, store: Store) -> RunView:
+    return run_logic.get_run(run_id, store=store)
+
+
+@app.post(
+    "/runs/<run_id>/cancel",
+    operation_id="cancelRun",
+    summary="Cancel a run",
+    tags=["runs"],
+    responses={
+        **_ok(CancelAccepted, "Cancel requested", 202),
+        **_errors(404, 409, 422),
+    },
+)
+def post_cancel(run_id: RunId, store: Store, canceller: Canceller) -> Response[CancelAccepted]:
+    return _json(202, run_logic.cancel_run(run_id, store=store, canceller=canceller))
+
+
+@app.post(
+    "/runs/<run_id>/rerun",
+    operation_id="rerun",
+    summary="Run again with the same definition, dataset, params and layers",
+    tags=["runs"],
+    responses={
+        **_ok(RunAccepted, "Run accepted", 202),
+        **_errors(404, 409, 422, 503),
+    },
+)
+def post_rerun(run_id: RunId, store: Store, registry: Registry, launcher: Launcher) -> Response[RunAccepted]:
+    return _json(202, run_logic.rerun(run_id, store=store, registry=registry, launcher=launcher))
+
+
+# ------------------------------------------------------------------ errors
+
+
+@app.exception_handler(ApiError)
+def api_error(exc: ApiError) -> Response:
+    if exc.status >= 500:
+        logger.warning("request refused", extra={"code": exc.code, "cause": repr(exc.__cause__)})
+    return _error(exc)
+
+
+@app.exception_handler(RequestValidationError)
+def invalid_request(exc: RequestValidationError) -> Response:
+    return _error(from_validation_errors(exc.errors(), {"body": _body_fields()}))
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def unsupported_content_type(exc: RequestUnsupportedContentType) -> Response:
+    from pennflow.api.errors import UnsupportedMediaType
+
+    return _error(UnsupportedMediaType("send the body as application/json"))
+
+
+@app.not_found
+def no_route(exc: NotFoundError) -> Response:
+    from pennflow.api.errors import NotFound
+
+    event = app.current_event
+    return _error(NotFound(f"no route {event.http_method} {event.path}", code="no_route"))
+
+
+@app.exception_handler(ServiceError)
+def service_error(exc: ServiceError) -> Response:
+    error = ApiError(exc.msg, code="bad_request")
+    error.status = exc.status_code
+    return _error(error)
+
+
+@app.exception_handler(Exception)
+def unexpected(exc: Exception) -> Response:
+    logger.exception("unexpected error")
+    error = ApiError("internal error; quote the request id when reporting it", code="internal")
+    error.status = 500
+    return _error(error)
+
+
+def _error(exc: ApiError) -> Response:
+    return Response(exc.status, "application/json", json.dumps(exc.body(_request_id())))
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(status, "application/json", body)
+
+
+def _request_id() -> str | None:
+    try:
+        return app.current_event.request_context.request_id
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+def _caller() -> str:
+    """Who signed the request (IAM auth), so idempotency keys are scoped per caller."""
+    identity = app.current_event.request_context.identity
+    return identity.user_arn or identity.caller or identity.account_id or "anonymous"
+
+
+@cache
+def _body_fields() -> tuple[str, ...]:
+    return tuple(info.alias or name for name, info in RunRequest.model_fields.items())
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def openapi_json() -> str:
+    """The OpenAPI document of these routes (``docs/openapi.json`` is generated from it)."""
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+
+    sigv4 = APIKey(
+        name="Authorization",
+        in_=APIKeyIn.header,
+        description="AWS Signature Version 4 (API Gateway IAM auth): sign with service execute-api.",
+    )
+    return app.get_openapi_json_schema(
+        title=TITLE,
+        version=API_VERSION,
+        description="Register workflows and start, follow, cancel and rerun runs on a pennflow compute node.",
+        security_schemes={"sigv4": sigv4},
+        security=[{"sigv4": []}],
+    )
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    refused = preflight(event)
+    if refused is not None:
+        return {
+            "statusCode": refused.status,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(refused.body(_event_request_id(event))),
+            "isBase64Encoded": False,
+        }
+    return app.resolve(event, context)
+
+
+def _event_request_id(event: dict[str, Any]) -> str | None:
+    context = event.get("requestContext")
+    return context.get("requestId") if isinstance(context, dict) else None

@@ -1,0 +1,194 @@
+"""Request and response bodies of the REST API: camelCase on the wire, as in Pennsieve's API.
+
+Request bodies forbid unknown fields, so a misspelt ``datasetID`` is an error naming it instead
+of a setting silently ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from pennflow.definition import MAX_NAME, NAME_RE
+from pennflow.runs import RunRecord, Status, StepRecord
+
+# A run id is its Step Functions execution name: at most 80 characters of [A-Za-z0-9_-].
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$"
+NAME_PATTERN = NAME_RE.pattern
+# Pennsieve node ids (N:dataset:<uuid>, N:package:<uuid>) or integer ids.
+NODE_ID_PATTERN = r"^(N:[a-z]+:[A-Za-z0-9-]{1,64}|[0-9]{1,18})$"
+# A run-level param override: KEY (every processor declaring it) or processor.KEY.
+PARAM_KEY_PATTERN = r"^([a-z0-9][a-z0-9-]{0,63}\.)?[A-Za-z_][A-Za-z0-9_]{0,127}$"
+MAX_PARAMS = 200
+MAX_PARAM_VALUE = 4096
+MAX_PACKAGES = 1000
+MAX_LAYERS = 20
+MAX_LIST_LIMIT = 100
+DEFAULT_LIST_LIMIT = 50
+MAX_CURSOR = 2048
+
+WorkflowName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=MAX_NAME)]
+LayerName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=MAX_NAME)]
+NodeId = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN)]
+ParamKey = Annotated[str, StringConstraints(pattern=PARAM_KEY_PATTERN)]
+ParamValue = Annotated[StrictStr, StringConstraints(max_length=MAX_PARAM_VALUE)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+# ------------------------------------------------------------------ errors
+
+
+class FieldError(_View):
+    field: str = Field(description="The offending field, dotted for nested ones (params.WINDOW).")
+    location: Literal["body", "query", "path", "header"] = Field(alias="in")
+    message: str
+
+
+class DefinitionFault(_View):
+    processor: str | None = Field(description="Processor id, or null for the workflow itself.")
+    field: str
+    message: str
+
+
+class ErrorDetail(_View):
+    code: str = Field(description="Stable machine-readable code, e.g. invalid_request, not_found.")
+    message: str
+    fields: list[FieldError] = Field(default_factory=list)
+    faults: list[DefinitionFault] | None = Field(None, description="Every fault of an invalid definition.")
+    request_id: str | None = None
+
+
+class ErrorBody(_View):
+    error: ErrorDetail
+
+
+# ------------------------------------------------------------------ workflows
+
+
+class WorkflowView(_View):
+    name: str
+    definition_hash: str
+    state_machine_arn: str
+    state_machine_version_arn: str | None = Field(
+        None, description="The published state machine version that runs this definition."
+    )
+    created_at: datetime
+    updated_at: datetime
+    definition: dict[str, Any] = Field(description="The definition as registered, with defaults filled in.")
+
+
+class WorkflowSummary(_View):
+    name: str
+    summary: str | None = None
+    definition_hash: str
+    processors: int
+    state_machine_arn: str
+    updated_at: datetime
+
+
+class WorkflowList(_View):
+    workflows: list[WorkflowSummary]
+
+
+# ------------------------------------------------------------------ runs
+
+
+class RunRequest(_Request):
+    """Start a run of a registered workflow."""
+
+    workflow: WorkflowName
+    dataset_id: NodeId | None = None
+    package_ids: list[NodeId] = Field(default_factory=list, max_length=MAX_PACKAGES)
+    params: dict[ParamKey, ParamValue] = Field(
+        default_factory=dict,
+        max_length=MAX_PARAMS,
+        description="Overrides of declared defaultParams: KEY (every processor declaring it) or processor.KEY.",
+    )
+    layers: list[LayerName] = Field(default_factory=list, max_length=MAX_LAYERS)
+    force: StrictBool = Field(False, description="Run even if an identical run exists.")
+    dry_run: StrictBool = Field(False, description="Return the plan without starting anything.")
+
+
+class RunAccepted(_View):
+    run_id: str
+    workflow: str
+    status: Status
+    execution_arn: str = Field(description="The Step Functions execution; its name is the run id.")
+    console_url: str
+    rerun_of: str | None = None
+
+
+class RunPlan(_View):
+    """What a run would do (``dryRun``): nothing is created or started."""
+
+    dry_run: Literal[True] = True
+    workflow: str
+    definition_hash: str
+    dataset_id: str | None
+    package_ids: list[str]
+    params: dict[str, dict[str, str]] = Field(description="Each processor's params after the overrides.")
+    layers: list[str]
+    plan: str = Field(description="The compiled structure and any ordering the compiler added.")
+
+
+class StepView(_View):
+    processor_id: str
+    status: Status
+    attempts: int
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    reason: str | None = None
+    log_path: str | None = None
+
+    @classmethod
+    def of(cls, step: StepRecord) -> StepView:
+        return cls(**step.model_dump(), duration_seconds=step.duration_seconds)
+
+
+class RunSummary(_View):
+    run_id: str
+    workflow: str
+    status: Status
+    dataset_id: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    failed_processor: str | None = None
+
+    @classmethod
+    def of(cls, run: RunRecord) -> RunSummary:
+        return cls(**run.model_dump(include=set(cls.model_fields)))
+
+
+class RunView(RunSummary):
+    definition_hash: str
+    params: dict[str, dict[str, str]]
+    layers: list[dict[str, str]]
+    exit_code: int | None = None
+    reason: str | None = None
+    execution_arn: str | None = None
+    console_url: str | None = None
+    origin: str
+    steps: list[StepView]
+
+
+class RunList(_View):
+    runs: list[RunSummary]
+    cursor: str | None = Field(None, description="Pass back as ?cursor= for the next page; null at the end.")
+
+
+class CancelAccepted(_View):
+    run_id: str
+    status: Status

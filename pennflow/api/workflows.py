@@ -1,0 +1,61 @@
+"""Routes' logic for workflows: register (validate, compile, deploy), list, get."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pennflow.api.errors import InvalidRequest, NotFound, field_error, invalid_definition
+from pennflow.api.models import WorkflowList, WorkflowSummary, WorkflowView
+from pennflow.definition import DefinitionError, validate_definition
+from pennflow.workflows_registry import WorkflowRecord, WorkflowRegistry
+
+
+def register_workflow(body: Any, *, registry: WorkflowRegistry) -> tuple[WorkflowView, bool]:
+    """Returns the registered workflow and whether it is new (201) rather than updated (200)."""
+    from pennflow.asl import CompileError
+
+    try:
+        workflow = validate_definition(body, source="request body")
+    except DefinitionError as exc:
+        raise invalid_definition(exc.faults) from None
+    try:
+        record, created = registry.register(workflow)
+    except CompileError as exc:
+        raise InvalidRequest(
+            str(exc), fields=[field_error("processors", str(exc))], code="cannot_compile"
+        ) from None
+    return workflow_view(record), created
+
+
+def get_workflow(name: str, *, registry: WorkflowRegistry) -> WorkflowView:
+    record = registry.get(name)
+    if record is None:
+        raise NotFound(f"no workflow named {name!r}", fields=[field_error("name", "not registered", "path")])
+    return workflow_view(record)
+
+
+def list_workflows(*, registry: WorkflowRegistry) -> WorkflowList:
+    return WorkflowList(workflows=[_summary(record) for record in registry.list()])
+
+
+def workflow_view(record: WorkflowRecord) -> WorkflowView:
+    return WorkflowView(
+        name=record.name,
+        definition_hash=record.definition_hash,
+        state_machine_arn=record.state_machine_arn,
+        state_machine_version_arn=record.version_arn,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        definition=record.definition,
+    )
+
+
+def _summary(record: WorkflowRecord) -> WorkflowSummary:
+    return WorkflowSummary(
+        name=record.name,
+        summary=record.definition.get("summary") or record.definition.get("description"),
+        definition_hash=record.definition_hash,
+        processors=len(record.definition.get("processors", [])),
+        state_machine_arn=record.state_machine_arn,
+        updated_at=record.updated_at,
+    )
