@@ -25,7 +25,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from lambdas.observability import logger, metrics, tracer
 from pennflow.api import runs as run_logic
 from pennflow.api import workflows as workflow_logic
-from pennflow.api.errors import ApiError, from_validation_errors
+from pennflow.api.errors import ApiError, NotFound, UnsupportedMediaType, from_validation_errors
 from pennflow.api.idempotency import IdempotentRunStarts
 from pennflow.api.models import (
     DEFAULT_LIST_LIMIT,
@@ -302,32 +302,26 @@ def invalid_request(exc: RequestValidationError) -> Response:
 
 @app.exception_handler(RequestUnsupportedContentType)
 def unsupported_content_type(exc: RequestUnsupportedContentType) -> Response:
-    from pennflow.api.errors import UnsupportedMediaType
-
     return _error(UnsupportedMediaType("send the body as application/json"))
 
 
 @app.not_found
 def no_route(exc: NotFoundError) -> Response:
-    from pennflow.api.errors import NotFound
-
     event = app.current_event
     return _error(NotFound(f"no route {event.http_method} {event.path}", code="no_route"))
 
 
 @app.exception_handler(ServiceError)
 def service_error(exc: ServiceError) -> Response:
-    error = ApiError(exc.msg, code="bad_request")
-    error.status = exc.status_code
-    return _error(error)
+    return _error(ApiError(exc.msg, code="bad_request", status=exc.status_code))
 
 
 @app.exception_handler(Exception)
 def unexpected(exc: Exception) -> Response:
     logger.exception("unexpected error")
-    error = ApiError("internal error; quote the request id when reporting it", code="internal")
-    error.status = 500
-    return _error(error)
+    return _error(
+        ApiError("internal error; quote the request id when reporting it", code="internal", status=500)
+    )
 
 
 def _error(exc: ApiError) -> Response:

@@ -141,7 +141,11 @@ class NodeClient:
         return self.request("GET", "/runs", query={k: v for k, v in query.items() if v is not None})
 
     def cancel(self, run_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/runs/{quote(run_id, safe='')}/cancel")
+        # An empty JSON object: the stage validates every POST body as one.
+        return self.request("POST", f"/runs/{quote(run_id, safe='')}/cancel", body={})
+
+    def rerun(self, run_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/runs/{quote(run_id, safe='')}/rerun", body={})
 
     def watch(
         self,

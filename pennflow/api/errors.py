@@ -26,6 +26,7 @@ class ApiError(Exception):
         fields: Sequence[FieldError] = (),
         faults: Sequence[DefinitionFault] | None = None,
         code: str | None = None,
+        status: int | None = None,
     ):
         super().__init__(message)
         self.message = message
@@ -33,6 +34,8 @@ class ApiError(Exception):
         self.faults = None if faults is None else list(faults)
         if code:
             self.code = code
+        if status:
+            self.status = status
 
     def body(self, request_id: str | None = None) -> dict[str, Any]:
         detail = ErrorDetail(

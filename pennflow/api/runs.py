@@ -71,7 +71,7 @@ def rerun(run_id: str, *, store: RunStore, registry: WorkflowRegistry, launcher:
         store=store,
         launcher=launcher,
         dataset_id=original.dataset_id,
-        package_ids=getattr(original, "package_ids", []),
+        package_ids=getattr(original, "package_ids", []),  # as pennflow.lifecycle reads them
         params=original.params,
         layers=original.layers,
         rerun_of=run_id,

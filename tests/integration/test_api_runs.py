@@ -129,7 +129,7 @@ def test_list_runs_filters_and_pages_newest_first(node: Api) -> None:
 def test_cancel_hands_the_run_to_the_canceller(node: Api) -> None:
     run_id = node.start().body["runId"]
 
-    reply = node("POST", f"/runs/{run_id}/cancel")
+    reply = node("POST", f"/runs/{run_id}/cancel", body={})  # the CLI sends {} (the stage validates bodies)
 
     assert reply.status == 202
     assert reply.body == {"runId": run_id, "status": "CANCELING"}
@@ -152,7 +152,7 @@ def test_cancelling_a_finished_run_is_409_and_a_missing_one_404(node: Api) -> No
 def test_rerun_copies_the_configuration_of_the_original(node: Api) -> None:
     original = node.start(datasetId="N:dataset:77", params={"MODE": "slow"}, layers=["sci"]).body["runId"]
 
-    reply = node("POST", f"/runs/{original}/rerun")
+    reply = node("POST", f"/runs/{original}/rerun", body={})
 
     assert reply.status == 202
     assert reply.body["rerunOf"] == original

@@ -341,3 +341,14 @@ def test_commands_show_api_errors_as_messages_with_exit_2(node, tmp_path: Path, 
     )
     assert "Traceback" not in missing.output + bad_param.output + bad_file.output
     assert len(fake.requests) == 1  # invalid input never reached the node
+
+
+def test_cancel_and_rerun_send_an_empty_json_object(node) -> None:
+    fake, url = node
+    client = NodeClient(url, session())
+    client.cancel("r-1")
+    client.rerun("r-1")
+    assert [(r["path"], r["body"], r["valid"]) for r in fake.requests] == [
+        ("/v1/runs/r-1/cancel", b"{}", True),
+        ("/v1/runs/r-1/rerun", b"{}", True),
+    ]
