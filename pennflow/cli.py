@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 
 from pennflow.definition import DefinitionError, Workflow, load_definition
+from pennflow.layers.cli import layers_app
+from pennflow.remote import ENV_NODE_URL, NodeUrlOption, StackOption, remote_status_command, submit_command
 from pennflow.runs import Status as _Status
 
 app = typer.Typer(
@@ -253,19 +255,49 @@ def runs_(
 def status(
     run_id: str = RunArg,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable."),
+    watch: bool = typer.Option(
+        False, "--watch", help="Follow the run until it ends (exit 1 unless it succeeded)."
+    ),
+    interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between polls with --watch."),
+    remote: bool = typer.Option(False, "--remote", help="Ask the deployed node (SigV4-signed)."),
+    node: str | None = NodeUrlOption,
+    stack: str = StackOption,
 ):
-    """A run and each of its processors: status, attempts, exit code, start, duration, reason."""
-    from rich.text import Text
+    """A run and each of its processors: status, attempts, exit code, start, duration, reason.
+
+    Runs started here are read from the local store; with --remote or --node-url (or when the run is
+    not local and PENNFLOW_NODE_URL is set) the deployed node is asked.
+    """
+    import os
+    import time
 
     from pennflow.home import PennflowHome
-    from pennflow.progress import format_seconds, format_time, status_text, steps_table
 
     store = _open_store(PennflowHome.resolve())
     try:
+        local = None if (remote or node) else store.get_run(run_id)
+        if local is None and (remote or node or os.environ.get(ENV_NODE_URL)):
+            store.close()
+            remote_status_command(run_id, watch, max(interval, 1.0), node, stack, as_json)
+            return
         record = _run_or_exit(store, run_id)
-        steps = store.list_steps(run_id)
+        while True:
+            _show_status(record, store.list_steps(run_id), as_json)
+            if not watch or record.status.is_terminal:
+                break
+            time.sleep(interval)
+            record = _run_or_exit(store, run_id)
     finally:
         store.close()
+    if watch and record.status is not _Status.SUCCEEDED:
+        raise typer.Exit(EXIT_RUN_FAILED)
+
+
+def _show_status(record, steps, as_json: bool) -> None:
+    from rich.text import Text
+
+    from pennflow.progress import format_seconds, format_time, status_text, steps_table
+
     if as_json:
         _print_json(_run_json(record, steps))
         return
@@ -399,6 +431,10 @@ def _cancel_on_signals(cancel_event: threading.Event):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+app.add_typer(layers_app, name="layers")
+app.command("submit")(submit_command)
 
 
 def main() -> None:

@@ -78,6 +78,7 @@ class RunRecord(_Record):
     definition_hash: str
     status: Status = Status.NOT_STARTED
     dataset_id: str | None = None
+    package_ids: list[str] = Field(default_factory=list)
     params: dict[str, dict[str, str]] = Field(default_factory=dict)
     layers: list[dict[str, str]] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)

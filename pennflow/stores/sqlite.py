@@ -23,7 +23,7 @@ from pennflow.runs import RunRecord, Status, StepRecord, allowed_predecessors
 from pennflow.stores.base import Page, StoreConflict
 
 BUSY_TIMEOUT_SECONDS = 10.0
-JSON_FIELDS = frozenset({"params", "layers"})
+JSON_FIELDS = frozenset({"params", "layers", "package_ids"})
 # What identifies a run or a step never changes.
 IMMUTABLE_FIELDS = frozenset({"run_id", "processor_id", "workflow", "definition_hash", "created_at"})
 
@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     definition_hash TEXT NOT NULL,
     status TEXT NOT NULL,
     dataset_id TEXT,
+    package_ids TEXT NOT NULL DEFAULT '[]',
     params TEXT NOT NULL,
     layers TEXT NOT NULL,
     created_at TEXT NOT NULL,
