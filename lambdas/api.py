@@ -33,7 +33,6 @@ from pennflow.api.models import (
     MAX_LIST_LIMIT,
     RUN_ID_PATTERN,
     CancelAccepted,
-    ErrorBody,
     RunAccepted,
     RunList,
     RunPlan,
@@ -43,8 +42,11 @@ from pennflow.api.models import (
     WorkflowName,
     WorkflowView,
 )
+from pennflow.api.openapi_docs import errors as _errors
+from pennflow.api.openapi_docs import ok as _ok
 from pennflow.api.ports import AsyncLambda, RunCanceller, RunLauncher
 from pennflow.api.requests import json_body, preflight
+from pennflow.layers.api import router as layers_router
 from pennflow.runs import Status
 from pennflow.stores.base import RunStore
 from pennflow.workflows_registry import WorkflowRegistry
@@ -112,28 +114,6 @@ Launcher = Annotated[RunLauncher, Depends(run_launcher)]
 Canceller = Annotated[RunCanceller, Depends(run_canceller)]
 Idempotency = Annotated[IdempotentRunStarts, Depends(idempotency)]
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="The run id (its execution name).")]
-
-
-def _ok(model: type, description: str = "OK", status: int = 200) -> dict[int, dict[str, Any]]:
-    return {status: {"description": description, "content": {"application/json": {"model": model}}}}
-
-
-def _errors(*codes: int) -> dict[int, dict[str, Any]]:
-    return {
-        code: {"description": DESCRIPTIONS[code], "content": {"application/json": {"model": ErrorBody}}}
-        for code in codes
-    }
-
-
-DESCRIPTIONS = {
-    400: "Malformed request (bad JSON, unknown param)",
-    404: "Not found",
-    409: "Conflict with the current state",
-    413: "Body too large",
-    415: "Body is not JSON",
-    422: "A field is invalid (the error names each one)",
-    503: "The node could not take the request; retry",
-}
 
 
 # ------------------------------------------------------------------ workflows
@@ -351,6 +331,10 @@ def _body_fields() -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------ entry points
+
+
+# Layers (their routes, models and ports live with the layers).
+app.include_router(layers_router, prefix="/layers")
 
 
 def openapi_json() -> str:

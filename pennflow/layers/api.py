@@ -24,6 +24,7 @@ from pydantic.alias_generators import to_camel
 
 from pennflow import aws
 from pennflow.api.errors import ApiError, Conflict, InvalidRequest, NotFound, Unavailable, field_error
+from pennflow.api.openapi_docs import errors, ok
 from pennflow.definition import MAX_NAME, NAME_RE
 from pennflow.layers import service
 from pennflow.layers.cost import LayerPrices, layer_storage
@@ -222,12 +223,17 @@ class LayerDeleted(_View):
 router = Router()
 
 
-@router.get("/", summary="List layers", tags=["layers"])
+@router.get("/", summary="List layers", tags=["layers"], responses={**ok(LayerList), **errors(422)})
 def list_layers(registry: Registry, prices: Prices) -> LayerList:
     return LayerList(layers=[LayerSummary.of(r, prices) for r in registry.list()])
 
 
-@router.post("/", summary="Create a layer (a python-env layer starts building)", tags=["layers"])
+@router.post(
+    "/",
+    summary="Create a layer (a python-env layer starts building)",
+    tags=["layers"],
+    responses={**ok(LayerView, "Created", 201), **errors(400, 409, 413, 415, 422)},
+)
 def create_layer(
     body: CreateLayerRequest, registry: Registry, jobs: Jobs, prices: Prices
 ) -> Response[LayerView]:
@@ -246,20 +252,35 @@ def create_layer(
         return _json(201, LayerView.of(service.get_layer(registry, record.name), prices))
 
 
-@router.get("/<name>", summary="A layer, with the packages of an environment", tags=["layers"])
+@router.get(
+    "/<name>",
+    summary="A layer, with the packages of an environment",
+    tags=["layers"],
+    responses={**ok(LayerView), **errors(404, 422)},
+)
 def get_layer(name: NameParam, registry: Registry, prices: Prices) -> LayerView:
     with _api_errors():
         return LayerView.of(service.get_layer(registry, name), prices)
 
 
-@router.post("/<name>/build", summary="Build a python-env layer again", tags=["layers"])
+@router.post(
+    "/<name>/build",
+    summary="Build a python-env layer again",
+    tags=["layers"],
+    responses={**ok(LayerJobAccepted, "Accepted", 202), **errors(404, 409, 422)},
+)
 def build_layer(name: NameParam, registry: Registry, jobs: Jobs) -> Response[LayerJobAccepted]:
     with _api_errors():
         version = _start(registry, name, LayerType.PYTHON_ENV, jobs.build)
         return _json(202, LayerJobAccepted(name=name, version=version))
 
 
-@router.post("/<name>/populate", summary="Fill a data layer from a Pennsieve dataset", tags=["layers"])
+@router.post(
+    "/<name>/populate",
+    summary="Fill a data layer from a Pennsieve dataset",
+    tags=["layers"],
+    responses={**ok(LayerJobAccepted, "Accepted", 202), **errors(400, 404, 409, 413, 415, 422)},
+)
 def populate_layer(
     name: NameParam, body: PopulateRequest, registry: Registry, jobs: Jobs
 ) -> Response[LayerJobAccepted]:
@@ -273,7 +294,12 @@ def populate_layer(
         return _json(202, LayerJobAccepted(name=name, version=version))
 
 
-@router.delete("/<name>", summary="Delete a layer no active run uses", tags=["layers"])
+@router.delete(
+    "/<name>",
+    summary="Delete a layer no active run uses",
+    tags=["layers"],
+    responses={**ok(LayerDeleted), **errors(404, 409, 422)},
+)
 def delete_layer(name: NameParam, registry: Registry, jobs: Jobs) -> LayerDeleted:
     with _api_errors():
         record = service.delete_layer(registry, name)

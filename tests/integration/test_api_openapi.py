@@ -39,6 +39,12 @@ def test_every_route_is_documented_with_its_error_shape(document: dict) -> None:
         ("GET", "/runs/{run_id}"),
         ("POST", "/runs/{run_id}/cancel"),
         ("POST", "/runs/{run_id}/rerun"),
+        ("GET", "/layers"),
+        ("POST", "/layers"),
+        ("GET", "/layers/{name}"),
+        ("POST", "/layers/{name}/build"),
+        ("POST", "/layers/{name}/populate"),
+        ("DELETE", "/layers/{name}"),
     }
     for path, ops in document["paths"].items():
         for method, operation in ops.items():
