@@ -94,7 +94,7 @@ def intake() -> TriggerIntake:
 @cache
 def webhook_secrets() -> SecretsManagerSecrets:
     s = settings()
-    return SecretsManagerSecrets(s.require("webhook_secret"), ttl_seconds=s.secret_ttl_seconds)
+    return SecretsManagerSecrets(s.require("webhook_secret"), ttl_seconds=s.secret_ttl_seconds, clock=now)
 
 
 def reset() -> None:
