@@ -11,8 +11,6 @@ DEFAULT_NODE_NAME = "pennflow"
 CONTEXT_KEY = "pennflow"  # the cdk.json context object users edit
 NODE_TAG_KEY = "pennflow:node"  # tags every resource of the stack
 SLOT_TAG_KEY = "pennflow:slot"
-# Only on access points created at runtime (one per layer): prepare may delete those and no others.
-RUNTIME_ACCESS_POINT_TAG_KEY = "pennflow:runtime-node"
 
 # Workflow definitions compiled into one state machine each at synth.
 DEFAULT_WORKFLOWS_FOLDER = "workflows"
@@ -47,8 +45,17 @@ def slot_id(index: int) -> str:
     return f"slot-{index:02d}"
 
 
-# Lambda functions: handler module per name (lambdas/<name>.py, function `handler`).
-LAMBDA_NAMES = ("api", "prepare", "status", "finalize", "cancel", "list_batches")
+def function_name(node_name: str, name: str) -> str:
+    """Fixed names, so functions can name each other without a circular reference."""
+    return f"{node_name}-{name.replace('_', '-')}"
+
+
+# Lambda functions: handler module per name (lambdas/<name>.py, function `handler`). `download` runs
+# the data sources' Distributed Map batches (the compiler names it in every data-source state).
+LAMBDA_NAMES = ("api", "prepare", "status", "finalize", "cancel", "list_batches", "download")
+# These four all may start queued runs when a slot frees (pennflow.lifecycle), so they share one
+# role: the runs manager, the only principal allowed root on the file system.
+RUNS_MANAGER_LAMBDAS = ("prepare", "status", "finalize", "cancel")
 LAMBDA_CODE_ROOT_ITEMS = ("pennflow", "lambdas")  # the only folders the asset carries
 LAMBDA_ASSET_EXCLUDES = (
     "*",
@@ -56,6 +63,13 @@ LAMBDA_ASSET_EXCLUDES = (
     *(f"!{item}/**" for item in LAMBDA_CODE_ROOT_ITEMS),
     "**/__pycache__",
     "**/*.pyc",
+)
+# Third-party packages pennflow imports that the Powertools layer lacks (PyYAML, requests), built
+# without Docker into this folder of the project (see DEPENDENCY_LAYER_BUILD) and shipped as a layer.
+DEPENDENCY_LAYER_DIR = "build/lambda-deps"
+DEPENDENCY_LAYER_BUILD = (
+    "pip install --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 "
+    "--only-binary=:all: --target build/lambda-deps/python pyyaml requests"
 )
 LAMBDA_MEMORY_MB = 512
 LAMBDA_TIMEOUT_SECONDS = {
@@ -65,9 +79,11 @@ LAMBDA_TIMEOUT_SECONDS = {
     "finalize": 300,
     "cancel": 60,
     "list_batches": 120,
+    "download": 900,  # one batch of a dataset, planned by bytes
 }
-# Functions attached to the VPC because they mount the runs access point.
-EFS_LAMBDAS = ("prepare", "finalize", "list_batches")
+LAMBDA_MEMORY_OVERRIDES_MB = {"download": 1024}
+# Functions attached to the VPC because they mount the runs access point (all but the API).
+EFS_LAMBDAS = (*RUNS_MANAGER_LAMBDAS, "list_batches", "download")
 # Reserved concurrency: bounds the writers that a burst of events or run starts could fan out.
 RESERVED_CONCURRENCY = {"status": 10, "prepare": 5, "cancel": 2}
 # Invoked asynchronously (EventBridge, or the API's fire-and-forget start): these get the DLQ.
@@ -94,6 +110,7 @@ RUNS_WORKFLOW_ATTR = "workflow_name"
 RUNS_STATUS_ATTR = "status"
 RUNS_CREATED_ATTR = "created_at"
 WORKFLOWS_PK = "name"
+LAYERS_PK = "name"
 PROCESSORS_PK = "processor_key"  # "<sourceUrl>#<tag>"
 SLOTS_PK = "slot_id"
 IDEMPOTENCY_PK = "id"  # Powertools idempotency defaults
@@ -140,8 +157,12 @@ ENV = {
     "pennsieve_secret": "PENNSIEVE_SECRET_ARN",
     "prepare_function": "PREPARE_FUNCTION_NAME",
     "cancel_function": "CANCEL_FUNCTION_NAME",
-    "finalize_function": "FINALIZE_FUNCTION_ARN",
+    "finalize_function": "FINALIZE_FUNCTION_ARN",  # an ARN or a name: the node passes names
     "list_batches_function": "LIST_BATCHES_FUNCTION_ARN",
+    "download_function": "DOWNLOAD_FUNCTION_ARN",
+    "layers_table": "LAYERS_TABLE",
+    "builtin_image": "BUILTIN_IMAGE",
+    "run_retention_days": "RUN_RETENTION_DAYS",
     "layer_price_standard": "LAYER_PRICE_STANDARD_GB_MONTH",
     "layer_price_ia": "LAYER_PRICE_IA_GB_MONTH",
 }

@@ -39,6 +39,7 @@ def create_app(
         stack_name=f"{settings.node_name}-node",
         settings=settings,
         workflows=workflows,
+        project_root=project_root,
         env=_environment(settings),
     )
     if with_nag:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aws_cdk import Stack, Tags
@@ -27,6 +28,7 @@ class NodeStack(Stack):
         *,
         settings: NodeSettings,
         workflows: list[CompiledWorkflow],
+        project_root: Path,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, description="pennflow compute node", **kwargs)
@@ -45,6 +47,7 @@ class NodeStack(Stack):
             network=self.network,
             storage=self.storage,
             compute=self.compute,
+            project_root=project_root,
         )
         self.orchestration = NodeOrchestration(
             self,
@@ -52,6 +55,7 @@ class NodeStack(Stack):
             settings=settings,
             compute=self.compute,
             functions=self.functions,
+            results_bucket=self.storage.results_bucket,
             workflows=workflows,
         )
         self.functions.allow_orchestration(
@@ -59,13 +63,9 @@ class NodeStack(Stack):
             state_machine_log_group_arn=self.orchestration.log_group.log_group_arn,
         )
         self.storage.allow_clients(
-            read_write=[
-                self.functions["finalize"].role,
-                self.functions["list_batches"].role,
-                *self.compute.task_roles,
-            ],
+            read_write=[*self.functions.efs_client_roles, *self.compute.task_roles],
             read_only=[],
-            runs_manager=self.functions["prepare"].role,
+            runs_manager=self.functions.roles["runs_manager"],
         )
         self.api = NodeApi(self, "Api", settings=settings, handler=self.functions["api"])
         self.events = NodeEvents(

@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Aws, Stack
+from aws_cdk import ArnFormat, Aws, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -107,6 +108,7 @@ class NodeOrchestration(Construct):
         settings: NodeSettings,
         compute: NodeCompute,
         functions: NodeFunctions,
+        results_bucket: s3.IBucket,
         workflows: list[CompiledWorkflow],
     ) -> None:
         super().__init__(scope, construct_id)
@@ -114,19 +116,27 @@ class NodeOrchestration(Construct):
         self.log_group = node_log_group(
             self, "StateMachineLogs", settings, name=f"/aws/vendedlogs/states/{settings.node_name}"
         )
-        self.role = self._role(compute, functions)
+        self.role = self._role(compute, functions, results_bucket)
         self.workflows = workflows
         self.state_machines = {wf.state_machine_name: self._state_machine(wf) for wf in workflows}
         if workflows:
             self._acknowledge_service_wildcards()
 
-    def _role(self, compute: NodeCompute, functions: NodeFunctions) -> iam.Role:
+    def _states_arn(self, resource: str, suffix: str) -> str:
+        return Stack.of(self).format_arn(
+            service="states",
+            resource=resource,
+            resource_name=f"{C.state_machine_prefix(self._settings.node_name)}{suffix}",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+
+    def _role(self, compute: NodeCompute, functions: NodeFunctions, results_bucket: s3.IBucket) -> iam.Role:
         stack = Stack.of(self)
         family = C.task_family_prefix(self._settings.node_name)
         role = iam.Role(
             self,
             "StateMachineRole",
-            description="pennflow state machines: run processor tasks, invoke finalize and list_batches",
+            description="pennflow state machines: run processor tasks, invoke finalize, list_batches, download",
             assumed_by=iam.ServicePrincipal(
                 "states.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
             ),
@@ -160,7 +170,19 @@ class NodeOrchestration(Construct):
             ),
             "invoke": iam.PolicyStatement(
                 actions=["lambda:InvokeFunction"],
-                resources=[functions[name].function_arn for name in ("finalize", "list_batches")],
+                resources=[functions[name].function_arn for name in ("finalize", "list_batches", "download")],
+            ),
+            # A data source is a Distributed Map: child executions of the same state machine, reading
+            # the run's manifest (runs/<run_id>/manifest.json in the results bucket).
+            "map_start": iam.PolicyStatement(
+                actions=["states:StartExecution"], resources=[self._states_arn("stateMachine", "*")]
+            ),
+            "map_track": iam.PolicyStatement(
+                actions=["states:DescribeExecution", "states:StopExecution"],
+                resources=[self._states_arn("execution", "*")],
+            ),
+            "manifest": iam.PolicyStatement(
+                actions=["s3:GetObject"], resources=[results_bucket.arn_for_objects(f"{C.RESULTS_PREFIX}*")]
             ),
             # runTask.sync learns that a task stopped through this EventBridge managed rule.
             "sync_rule": iam.PolicyStatement(
@@ -178,6 +200,24 @@ class NodeOrchestration(Construct):
             statements["run"],
             "Task definitions are registered at runtime, one revision per processor content hash; RunTask is "
             "limited to this node's task-definition family prefix and, by condition, to this node's cluster.",
+        )
+        acknowledge_wildcards(
+            policy,
+            statements["map_start"],
+            "A data source's Distributed Map starts child executions of the running state machine (any of "
+            "this node's, or a published version of it); the ARN pattern keeps it to the node's name prefix.",
+        )
+        acknowledge_wildcards(
+            policy,
+            statements["map_track"],
+            "Distributed Map child executions are named at runtime (<state machine>/<map run>:<id>); the ARN "
+            "pattern keeps tracking and stopping them to this node's state machines.",
+        )
+        acknowledge_wildcards(
+            policy,
+            statements["manifest"],
+            "The Distributed Map reads each run's download manifest at runs/<run_id>/manifest.json; the run id "
+            "is only known at runtime and the prefix keeps the role out of the rest of the bucket.",
         )
         acknowledge_wildcards(
             policy,

@@ -125,6 +125,10 @@ class NodeSettings(_Model):
     workflows_folder: Annotated[str, Field(min_length=1)] = C.DEFAULT_WORKFLOWS_FOLDER
     run_slots: Annotated[int, Field(ge=1, le=C.MAX_RUN_SLOTS)] = 10
     layer_storage_prices: LayerStoragePrices = LayerStoragePrices()
+    # Image of the built-in data sources/targets and the fan-in helper (processors/builtin).
+    builtin_image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)] = (
+        "ghcr.io/pennflow/builtin:0.1.0"
+    )
     reserve_concurrency: bool = True  # turn off in accounts whose Lambda concurrency quota is 10
     powertools_layer_arn: Annotated[str | None, Field(pattern=LAYER_ARN_RE)] = None  # default: public layer
     dependency_layer_arns: list[Annotated[str, Field(pattern=LAYER_ARN_RE)]] = []

@@ -46,6 +46,7 @@ class NodeStorage(Construct):
         self.processors_table = self._table("Processors", C.PROCESSORS_PK)
         self.slots_table = self._table("Slots", C.SLOTS_PK)
         self.idempotency_table = self._table("Idempotency", C.IDEMPOTENCY_PK, ttl=C.IDEMPOTENCY_TTL_ATTR)
+        self.layers_table = self._table("Layers", C.LAYERS_PK)
 
     # --- EFS -------------------------------------------------------------------------------------
 

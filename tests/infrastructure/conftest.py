@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,8 @@ from aws_cdk import App, Validations
 from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.entrypoint import create_app
+from stacks import constants as C
+from stacks.entrypoint import PROJECT_ROOT, create_app
 from stacks.node_stack import NodeStack
 
 # A node that reuses a VPC, in a fixed account and region, with e-mail alarms and 3 run slots.
@@ -36,6 +38,16 @@ VARIANT_CONTEXT = {
         "retentionDays": {"runFiles": 14, "logs": 7},
     }
 }
+
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One xdist worker runs all of these (with `--dist loadgroup`), so the node is synthesized once."""
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.xdist_group("infrastructure"))
 
 
 @dataclass(frozen=True)
@@ -103,8 +115,10 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def synthesize(outdir: Path, context: dict[str, Any] | None = None) -> SynthesizedNode:
-    app, stack = create_app(context=context, outdir=str(outdir), with_nag=False)
+def synthesize(
+    outdir: Path, context: dict[str, Any] | None = None, project_root: Path = PROJECT_ROOT
+) -> SynthesizedNode:
+    app, stack = create_app(context=context, outdir=str(outdir), with_nag=False, project_root=project_root)
     app.synth()
     template = Template.from_stack(stack)
     return SynthesizedNode(app, stack, template, outdir, template.to_json())
@@ -118,7 +132,15 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedNode:
 
 @pytest.fixture(scope="session")
 def variant(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedNode:
-    return synthesize(tmp_path_factory.mktemp("cdk-out-variant"), VARIANT_CONTEXT)
+    """Synthesized from a copy of the project that also has the Lambda dependency folder built."""
+    project = tmp_path_factory.mktemp("project")
+    shutil.copy(PROJECT_ROOT / "cdk.json", project / "cdk.json")
+    for folder in ("pennflow", "lambdas", "workflows"):
+        (project / folder).symlink_to(PROJECT_ROOT / folder, target_is_directory=True)
+    dependencies = project / C.DEPENDENCY_LAYER_DIR / "python" / "yaml"
+    dependencies.mkdir(parents=True)
+    (dependencies / "__init__.py").write_text("")
+    return synthesize(tmp_path_factory.mktemp("cdk-out-variant"), VARIANT_CONTEXT, project)
 
 
 class _NoAcknowledgements:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from aws_cdk.assertions import Annotations, Match
+
 from stacks import constants as C
 from tests.infrastructure.conftest import as_list
 
@@ -12,9 +14,13 @@ def function_properties(node, name: str) -> dict:
     return node.json["Resources"][node.logical_id(node.stack.functions[name])]["Properties"]
 
 
-def test_six_python312_arm64_functions_with_their_handlers(node):
+def test_python312_arm64_functions_with_their_handlers_and_names(node):
+    assert (
+        len(node.resources("AWS::Lambda::Function")) == len(C.LAMBDA_NAMES) + 1
+    )  # + CDK's VPC custom resource
     for name in C.LAMBDA_NAMES:
         properties = function_properties(node, name)
+        assert properties["FunctionName"] == f"pennflow-{name.replace('_', '-')}"
         assert properties["Runtime"] == "python3.12"
         assert properties["Architectures"] == ["arm64"]
         assert properties["Handler"] == f"lambdas.{name}.handler"
@@ -25,6 +31,19 @@ def test_powertools_comes_from_the_public_v3_layer_of_the_pinned_release(node):
     for name in C.LAMBDA_NAMES:
         (layer,) = function_properties(node, name)["Layers"]
         assert layer == "{{resolve:ssm:/aws/service/powertools/python/arm64/python3.12/3.37.0}}"
+
+
+def test_dependency_layer_ships_when_built_and_synth_warns_when_not(node, variant):
+    for name in C.LAMBDA_NAMES:
+        (layer,) = [x for x in function_properties(variant, name)["Layers"] if isinstance(x, dict)]
+        assert layer == {"Ref": variant.logical_id(variant.stack.functions.dependencies_layer)}
+    (layer,) = variant.resources("AWS::Lambda::LayerVersion").values()
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+    Annotations.from_stack(node.stack).has_warning(
+        "/PennflowNode/Functions", Match.string_like_regexp("PyYAML and requests")
+    )
+    assert node.resources("AWS::Lambda::LayerVersion") == {}
 
 
 def test_each_function_logs_to_its_own_group_with_retention(node):
@@ -75,8 +94,9 @@ def test_environment_carries_names_never_secret_values(node):
         variables = function_properties(node, name)["Environment"]["Variables"]
         assert variables["RUNS_TABLE"] == {"Ref": node.logical_id(node.stack.storage.runs_table)}
         assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "pennflow"
-        # The secret travels as its ARN (a Ref); its value is read at runtime by the built-ins.
-        assert variables["PENNSIEVE_SECRET_ARN"] == {"Ref": secret_id}
+        # The secret travels as its ARN (a Ref), to the functions that read it at runtime; never its value.
+        assert variables.get("PENNSIEVE_SECRET_ARN", {"Ref": secret_id}) == {"Ref": secret_id}
+        assert ("PENNSIEVE_SECRET_ARN" in variables) == (name != "api")
         assert "SecretString" not in json.dumps(variables)
 
 
@@ -94,23 +114,44 @@ def test_asset_carries_only_pennflow_and_lambdas(node):
     assert len({function_properties(node, n)["Code"]["S3Key"] for n in C.LAMBDA_NAMES}) == 1
 
 
-def test_status_only_updates_the_runs_table(node):
-    functions, storage = node.stack.functions, node.stack.storage
-    statements = node.role_statements(functions["status"].role)
-    dynamodb = [s for s in statements if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))]
-    assert [s["Resource"] for s in dynamodb] == [{"Fn::GetAtt": [node.logical_id(storage.runs_table), "Arn"]}]
-    assert {a for s in dynamodb for a in as_list(s["Action"])} == {
-        "dynamodb:GetItem",
-        "dynamodb:Query",
-        "dynamodb:UpdateItem",
+def test_functions_that_start_queued_runs_share_the_runs_manager_role(node):
+    functions = node.stack.functions
+    manager = node.logical_id(functions.roles["runs_manager"])
+    for name in C.LAMBDA_NAMES:
+        role = function_properties(node, name)["Role"]["Fn::GetAtt"][0]
+        assert (role == manager) == (name in C.RUNS_MANAGER_LAMBDAS), name
+
+
+def test_api_role_reaches_no_compute_and_no_file_system(node):
+    services = {a.split(":")[0] for a in node.role_actions(node.stack.functions.roles["api"])}
+    assert services == {"dynamodb", "lambda", "states", "iam", "logs", "xray"}
+    statements = node.role_statements(node.stack.functions.roles["api"])
+    (pass_role,) = [s for s in statements if s["Action"] == "iam:PassRole"]
+    assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "states.amazonaws.com"}}
+
+
+def test_list_batches_and_download_reach_only_what_they_read(node):
+    roles = node.stack.functions.roles
+    assert {a.split(":")[0] for a in node.role_actions(roles["list_batches"])} == {
+        "dynamodb",
+        "elasticfilesystem",
+        "logs",
+        "xray",
+        "ec2",
     }
-    services = {a.split(":")[0] for a in node.role_actions(functions["status"].role)}
-    assert services == {"dynamodb", "logs", "xray", "sqs"}
+    download = node.role_actions(roles["download"])
+    assert {a for a in download if a.startswith(("s3:", "secretsmanager:"))} == {
+        "s3:GetObject",
+        "secretsmanager:GetSecretValue",
+    }
+    assert not any(
+        a.startswith("dynamodb:") for a in node.role_actions(roles["list_batches"]) if "Write" in a
+    )
 
 
-def test_prepare_registers_task_definitions_and_passes_only_the_task_roles(node):
+def test_runs_manager_registers_task_definitions_and_passes_only_the_task_roles(node):
     functions, compute = node.stack.functions, node.stack.compute
-    statements = node.role_statements(functions["prepare"].role)
+    statements = node.role_statements(functions.roles["runs_manager"])
     (register,) = [s for s in statements if "ecs:RegisterTaskDefinition" in as_list(s["Action"])]
     assert register["Resource"] == "*"  # no resource-level permissions exist; acknowledged in stacks/
     (pass_role,) = [s for s in statements if s["Action"] == "iam:PassRole"]
@@ -119,25 +160,37 @@ def test_prepare_registers_task_definitions_and_passes_only_the_task_roles(node)
     assert passed == {node.logical_id(r) for r in (compute.execution_role, *compute.task_roles)}
 
 
-def test_prepare_manages_only_access_points_tagged_for_this_node(node):
-    statements = node.role_statements(node.stack.functions["prepare"].role)
-    (create,) = [s for s in statements if s["Action"] == "elasticfilesystem:CreateAccessPoint"]
-    assert create["Condition"] == {"StringEquals": {"aws:RequestTag/pennflow:runtime-node": "pennflow"}}
-    (delete,) = [s for s in statements if s["Action"] == "elasticfilesystem:DeleteAccessPoint"]
-    assert delete["Condition"] == {"StringEquals": {"aws:ResourceTag/pennflow:runtime-node": "pennflow"}}
-    # The stack's own access points (runs, layers, slots) never carry the runtime tag.
-    for access_point in node.resources("AWS::EFS::AccessPoint").values():
-        assert "pennflow:runtime-node" not in {
-            t["Key"] for t in access_point["Properties"]["AccessPointTags"]
-        }
+def test_runs_manager_controls_only_this_clusters_tasks(node):
+    cluster = {"Fn::GetAtt": [node.logical_id(node.stack.compute.cluster), "Arn"]}
+    statements = node.role_statements(node.stack.functions.roles["runs_manager"])
+    ecs = [s for s in statements if any(a.startswith("ecs:") for a in as_list(s["Action"]))]
+    controls = [s for s in ecs if {"ecs:StopTask", "ecs:ListTasks"} & set(as_list(s["Action"]))]
+    assert len(controls) == 2
+    for statement in controls:
+        assert statement["Condition"] == {"ArnEquals": {"ecs:cluster": cluster}}
 
 
-def test_finalize_reads_processor_logs_and_writes_the_log_archive(node):
+def test_runs_manager_reads_processor_logs_and_writes_run_objects_under_runs(node):
     functions, storage, compute = node.stack.functions, node.stack.storage, node.stack.compute
-    statements = node.role_statements(functions["finalize"].role)
+    statements = node.role_statements(functions.roles["runs_manager"])
     (read_logs,) = [s for s in statements if "logs:GetLogEvents" in as_list(s["Action"])]
     assert read_logs["Resource"] == {"Fn::GetAtt": [node.logical_id(compute.processor_log_group), "Arn"]}
     (archive,) = [s for s in statements if "s3:PutObject" in as_list(s["Action"])]
-    assert archive["Resource"]["Fn::Join"][1][0] == {
-        "Fn::GetAtt": [node.logical_id(storage.log_bucket), "Arn"]
+    prefixes = {r["Fn::Join"][1][0]["Fn::GetAtt"][0]: r["Fn::Join"][1][1] for r in archive["Resource"]}
+    assert prefixes == {
+        node.logical_id(storage.log_bucket): "/runs/*",
+        node.logical_id(storage.results_bucket): "/runs/*",
     }
+
+
+def test_environment_matches_the_function_settings(node):
+    """lambdas/settings.py reads these variables; a missing one fails the function's cold start."""
+    from lambdas.settings import ApiSettings, NodeSettings
+
+    def required(model) -> set[str]:
+        return {f.alias for f in model.model_fields.values() if f.is_required() and f.alias != "AWS_REGION"}
+
+    for name in C.LAMBDA_NAMES:
+        variables = set(function_properties(node, name)["Environment"]["Variables"])
+        expected = required(ApiSettings) if name == "api" else required(NodeSettings)
+        assert expected <= variables, (name, expected - variables)

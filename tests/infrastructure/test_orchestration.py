@@ -81,15 +81,24 @@ def test_role_runs_only_the_node_task_families_on_its_cluster(node):
     }
 
 
-def test_role_manages_the_sync_managed_rule_and_invokes_only_finalize_and_list_batches(node):
+def test_role_manages_the_sync_managed_rule_and_invokes_only_its_lambdas(node):
     functions = node.stack.functions
     statements = node.role_statements(node.stack.orchestration.role)
     (rule,) = [s for s in statements if "events:PutRule" in as_list(s["Action"])]
     assert set(rule["Action"]) == {"events:PutTargets", "events:PutRule", "events:DescribeRule"}
     assert rule["Resource"]["Fn::Join"][1][-1] == ":rule/StepFunctionsGetEventsForECSTaskRule"
     (invoke,) = [s for s in statements if s["Action"] == "lambda:InvokeFunction"]
-    targets = {node.logical_id(functions[n]) for n in ("finalize", "list_batches")}
+    targets = {node.logical_id(functions[n]) for n in ("finalize", "list_batches", "download")}
     assert {r["Fn::GetAtt"][0] for r in invoke["Resource"]} == targets
+
+
+def test_role_runs_distributed_maps_over_the_run_manifest(node):
+    statements = node.role_statements(node.stack.orchestration.role)
+    (start,) = [s for s in statements if s["Action"] == "states:StartExecution"]
+    assert start["Resource"]["Fn::Join"][1][-1] == ":stateMachine:pennflow-*"
+    (manifest,) = [s for s in statements if s["Action"] == "s3:GetObject"]
+    bucket = node.logical_id(node.stack.storage.results_bucket)
+    assert manifest["Resource"] == {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/runs/*"]]}
 
 
 def test_api_can_create_state_machines_with_the_shared_role(node):

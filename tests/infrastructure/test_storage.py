@@ -47,7 +47,7 @@ def test_efs_policy_grants_nothing_to_anonymous_clients(node):
 
 
 def test_only_the_runs_manager_may_act_as_root(node):
-    prepare_role = {"Fn::GetAtt": [node.logical_id(node.stack.functions["prepare"].role), "Arn"]}
+    prepare_role = {"Fn::GetAtt": [node.logical_id(node.stack.functions.roles["runs_manager"]), "Arn"]}
     statements = file_system(node)["FileSystemPolicy"]["Statement"]
     root_allows = [s for s in statements if s["Effect"] == "Allow" and ROOT in as_list(s["Action"])]
     assert [s["Principal"]["AWS"] for s in root_allows] == [prepare_role]
@@ -133,7 +133,7 @@ def test_data_buckets_send_access_logs_to_the_access_log_bucket(node):
 
 def test_tables_have_point_in_time_recovery_and_encryption(node):
     tables = node.resources("AWS::DynamoDB::GlobalTable")
-    assert len(tables) == 5
+    assert len(tables) == 6  # runs, workflows, processors, slots, idempotency, layers
     for table in tables.values():
         properties = table["Properties"]
         assert properties["SSESpecification"]["SSEEnabled"] is True
@@ -167,6 +167,7 @@ def test_single_key_tables_and_idempotency_ttl(node):
         storage.processors_table: "processor_key",
         storage.slots_table: "slot_id",
         storage.idempotency_table: "id",
+        storage.layers_table: "name",
     }
     for table, key in expected.items():
         properties = node.json["Resources"][node.logical_id(table)]["Properties"]
