@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from functools import cache
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Protocol
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
@@ -20,7 +20,8 @@ from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
 from pennflow.api.errors import BadRequest, NotFound, field_error
-from pennflow.api.models import DEFAULT_LIST_LIMIT, MAX_CURSOR, MAX_LIST_LIMIT, ErrorBody
+from pennflow.api.models import DEFAULT_LIST_LIMIT, MAX_CURSOR, MAX_LIST_LIMIT
+from pennflow.api.openapi_docs import errors, ok
 from pennflow.contract import UnknownParameter, run_parameters
 from pennflow.runs import utcnow
 from pennflow.triggers.models import (
@@ -67,30 +68,13 @@ Workflows = Annotated[WorkflowLookup, Depends(workflow_lookup)]
 router = Router()
 
 
-def _errors(*codes: int) -> dict[int, dict[str, Any]]:
-    descriptions = {
-        400: "Malformed request",
-        404: "Not found",
-        413: "Body too large",
-        415: "Body is not JSON",
-        422: "A field is invalid (the error names each one)",
-    }
-    return {
-        code: {"description": descriptions[code], "content": {"application/json": {"model": ErrorBody}}}
-        for code in codes
-    }
-
-
 @router.post(
     "/",
     summary="Create a trigger rule",
     description="Starts the workflow on a dataset when matching files are uploaded to it, once per burst "
     "of uploads (debounced).",
     tags=["triggers"],
-    responses={
-        201: {"description": "Created", "content": {"application/json": {"model": TriggerView}}},
-        **_errors(400, 404, 413, 415, 422),
-    },
+    responses={**ok(TriggerView, "Created", 201), **errors(400, 404, 413, 415, 422)},
 )
 def create_trigger(body: TriggerRuleRequest, store: Store, workflows: Workflows) -> Response[TriggerView]:
     record = workflows.get(body.workflow)
@@ -109,7 +93,7 @@ def create_trigger(body: TriggerRuleRequest, store: Store, workflows: Workflows)
     return Response(201, "application/json", TriggerView.of(rule))
 
 
-@router.get("/", summary="List trigger rules", tags=["triggers"], responses=_errors(400, 422))
+@router.get("/", summary="List trigger rules", tags=["triggers"], responses=errors(400, 422))
 def list_triggers(
     store: Store,
     dataset_id: Annotated[str | None, Query(alias="datasetId", pattern=DATASET_ID_PATTERN)] = None,
@@ -127,13 +111,13 @@ def list_triggers(
     "/<rule_id>",
     summary="Get a trigger rule and its open window",
     tags=["triggers"],
-    responses=_errors(404, 422),
+    responses=errors(404, 422),
 )
 def get_trigger(rule_id: RuleIdParam, store: Store) -> TriggerView:
     return TriggerView.of(_existing(store, rule_id), store.get_pending(rule_id))
 
 
-@router.delete("/<rule_id>", summary="Delete a trigger rule", tags=["triggers"], responses=_errors(404, 422))
+@router.delete("/<rule_id>", summary="Delete a trigger rule", tags=["triggers"], responses=errors(404, 422))
 def delete_trigger(rule_id: RuleIdParam, store: Store) -> TriggerDeleted:
     if store.delete_rule(rule_id) is None:
         raise _not_found(rule_id)

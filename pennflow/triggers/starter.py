@@ -12,6 +12,7 @@ fire message is retried.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from pennflow.api.models import RunAccepted, RunRequest
 from pennflow.triggers.debounce import RunRefused
 from pennflow.triggers.models import TriggeredRun
 
+log = logging.getLogger(__name__)
 CALLER = "pennflow-triggers"  # the idempotency scope of triggered runs (API callers are IAM ARNs)
 RETRYABLE_CONFLICTS = {"idempotency_key_in_progress"}
 
@@ -55,4 +57,5 @@ class ApiRunStarter:
             if exc.status < 500 and exc.code not in RETRYABLE_CONFLICTS:
                 raise RunRefused(f"{exc.code}: {exc.message}") from None
             raise
+        log.info("started run %s for %s", accepted.run_id, run.reason)
         return accepted.run_id

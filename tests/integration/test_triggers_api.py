@@ -240,3 +240,11 @@ def test_junk_bodies_never_give_a_5xx(triggers: Triggers, body):
     assert reply.status < 500, reply.body
     if reply.status >= 400:
         assert reply.error["code"] and reply.error["message"]
+
+
+def test_the_routes_are_documented_in_the_openapi_document():
+    document = json.loads(node_resolver().get_openapi_json_schema(title="t", version="1"))
+    assert {"/triggers", "/triggers/{rule_id}"} <= set(document["paths"])
+    create = document["paths"]["/triggers"]["post"]
+    assert {"201", "404", "422"} <= set(create["responses"])
+    assert "TriggerRuleRequest" in json.dumps(create["requestBody"])
