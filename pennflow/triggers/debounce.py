@@ -19,6 +19,8 @@ Firing (``trigger_fire``), for the message's window:
 A repeated message finds the window closed: when the closed record is still ``FIRING`` (the first
 attempt died or the node was unavailable) it starts the run again with the same key, which the
 starter turns into the same run; otherwise it does nothing. So each window starts exactly one run.
+A window whose message was lost for good (dead-lettered) is re-armed by the next event that joins
+it once it is ``OVERDUE_AFTER_SECONDS`` past its max wait.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ MAX_OPEN_ATTEMPTS = 3
 # A message whose window is not stored yet (its opener is between sending and storing) is retried
 # until this long after the window opened; after that it was a loser's message, and is dropped.
 UNOPENED_GRACE_SECONDS = 60
+# A window still open this long past its max wait lost its fire message (dead-lettered after
+# repeated failures): the next event to join it schedules another, so the rule is never stuck.
+OVERDUE_AFTER_SECONDS = 900
 RUN_KEY_PREFIX = "trigger-window-"
 
 
@@ -154,6 +159,11 @@ class Debouncer:
             now = self.clock()
             window = self.store.add_to_window(rule.rule_id, addition, now=now)
             if window is not None:
+                if now > window.opened_at + window.max_wait_seconds + OVERDUE_AFTER_SECONDS:
+                    message = FireMessage(
+                        rule_id=rule.rule_id, window_id=window.window_id, opened_at=window.opened_at
+                    )
+                    self.queue.schedule(message, 0)  # a repeat of a live message fires nothing twice
                 return WindowJoined(window.window_id, opened=False, due_at=window.due_at)
             window = _new_window(rule, addition, now)
             self.queue.schedule(

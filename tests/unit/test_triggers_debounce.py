@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pennflow.triggers.debounce import (
+    OVERDUE_AFTER_SECONDS,
     UNOPENED_GRACE_SECONDS,
     Debouncer,
     FireMessage,
@@ -366,6 +367,17 @@ def test_a_message_of_a_window_that_lost_the_open_race_fires_nothing(node: Node)
     node.clock.advance(UNOPENED_GRACE_SECONDS)
     assert node.deliver(stray).status is FireStatus.STRAY
     assert node.starter.runs == []
+
+
+def test_a_window_whose_fire_message_was_lost_is_fired_by_the_next_event(node: Node):
+    node.rule(debounce_seconds=10, max_wait_seconds=60)
+    node.upload("e1", "a.edf")
+    node.queue.sent.clear()  # its message went to the dead-letter queue
+    node.clock.advance(60 + OVERDUE_AFTER_SECONDS + 1)
+    node.upload("e2", "b.edf")
+    assert [s.delay_seconds for s in node.queue.sent] == [0]
+    node.run_until_quiet()
+    assert len(node.starter.runs) == 1 and run_paths(node, 0) == {"a.edf", "b.edf"}
 
 
 def test_a_failed_event_releases_its_claim_so_its_retry_is_not_a_duplicate(node: Node):
