@@ -49,6 +49,7 @@ from pennflow.api.requests import json_body, preflight
 from pennflow.layers.api import router as layers_router
 from pennflow.runs import Status
 from pennflow.stores.base import RunStore
+from pennflow.triggers.api import router as triggers_router
 from pennflow.workflows_registry import WorkflowRegistry
 
 TITLE = "pennflow compute node"
@@ -333,8 +334,9 @@ def _body_fields() -> tuple[str, ...]:
 # ------------------------------------------------------------------ entry points
 
 
-# Layers (their routes, models and ports live with the layers).
+# Layers and trigger rules: their routes, models and ports live with them.
 app.include_router(layers_router, prefix="/layers")
+app.include_router(triggers_router, prefix="/triggers")
 
 
 def openapi_json() -> str:

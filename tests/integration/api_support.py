@@ -20,6 +20,8 @@ import pytest
 from moto import mock_aws
 
 from pennflow import aws
+from pennflow.triggers import api as triggers_api
+from pennflow.triggers import wiring as triggers_wiring
 from tests.integration import aws_fixtures
 from tests.integration.aws_fixtures import REGION, RUNS_TABLE, create_runs_table
 
@@ -251,5 +253,8 @@ def _forget_ports(module: Any) -> None:
         module.run_launcher,
         module.run_canceller,
         module.idempotency,
+        triggers_api.trigger_store,
+        triggers_api.workflow_lookup,
     ):
         factory.cache_clear()
+    triggers_wiring.reset()

@@ -45,6 +45,10 @@ def test_every_route_is_documented_with_its_error_shape(document: dict) -> None:
         ("POST", "/layers/{name}/build"),
         ("POST", "/layers/{name}/populate"),
         ("DELETE", "/layers/{name}"),
+        ("POST", "/triggers"),
+        ("GET", "/triggers"),
+        ("GET", "/triggers/{rule_id}"),
+        ("DELETE", "/triggers/{rule_id}"),
     }
     for path, ops in document["paths"].items():
         for method, operation in ops.items():
