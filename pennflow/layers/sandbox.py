@@ -12,6 +12,9 @@ Each processor gets a *view*: a folder holding one entry per requested layer (it
 
 ``detect_mode()`` probes once per process with a real bind mount, so a machine that has
 ``unshare`` but forbids mounts falls back instead of failing every processor.
+
+All of a view's mounts are listed in one fstab file beside it and made by a single
+``mount --all``: the sandbox costs the same few process starts whatever the number of layers.
 """
 
 from __future__ import annotations
@@ -33,20 +36,15 @@ from pennflow.layers.storage import remove_tree
 PROBE_TIMEOUT_SECONDS = 10
 EXIT_SANDBOX_FAILED = 125  # like `env`/`docker run`: the wrapper, not the processor, failed
 
-# Runs under `sh -c`: $1 the folder to hide, then pairs of (version folder, view entry), "--", argv.
+FSTAB_SUFFIX = ".fstab"
+
+# Runs under `sh -c`: $1 the view's fstab, then argv. (libmount cannot parse an fstab from a pipe.)
 _SETUP = r"""
 set -u
-hide=$1; shift
-while [ "$1" != "--" ]; do
-  if ! mount --bind "$1" "$2" || ! mount -o remount,bind,ro "$2"; then
-    echo "pennflow: cannot mount layer $2 read-only" >&2; exit 125
-  fi
-  shift 2
-done
-shift
-if [ -d "$hide" ] && ! mount -t tmpfs -o ro,mode=0555,size=4k pennflow-layers "$hide"; then
-  echo "pennflow: cannot hide $hide" >&2; exit 125
+if ! mount --all --fstab "$1"; then
+  echo "pennflow: cannot mount the layers read-only or hide the layers folder" >&2; exit 125
 fi
+shift
 exec setpriv --no-new-privs --inh-caps=-all --bounding-set=-all -- "$@"
 """
 
@@ -81,23 +79,46 @@ class LayersView:
                 entry.mkdir()  # the mount point
             else:
                 entry.symlink_to(mount.path, target_is_directory=True)
-        return cls(root, tuple(mounts), Path(hidden), mode)
+        view = cls(root, tuple(mounts), Path(hidden), mode)
+        if mode is SandboxMode.NAMESPACE:
+            view.fstab.write_text(_fstab(view))
+        return view
+
+    @property
+    def fstab(self) -> Path:
+        return self.root.with_name(self.root.name + FSTAB_SUFFIX)
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         return wrap_command(argv, self)
 
     def remove(self) -> None:
         remove_tree(self.root)
+        self.fstab.unlink(missing_ok=True)
 
 
 def wrap_command(argv: Sequence[str], view: LayersView) -> list[str]:
     """The command that runs ``argv`` seeing only ``view``'s layers, read-only."""
     if view.mode is not SandboxMode.NAMESPACE:
         return list(argv)
-    pairs: list[str] = []
-    for mount in view.mounts:
-        pairs += [str(mount.path), str(view.root / mount.name)]
-    return [*_unshare(), "sh", "-c", _SETUP, "pennflow-sandbox", str(view.hidden), *pairs, "--", *argv]
+    return [*_unshare(), "sh", "-c", _SETUP, "pennflow-sandbox", str(view.fstab), *argv]
+
+
+def _fstab(view: LayersView) -> str:
+    """Each layer bound read-only into the view, then the real layers folder covered (if present)."""
+    lines = [
+        f"{_fstab_field(m.path)} {_fstab_field(view.root / m.name)} none bind,ro 0 0" for m in view.mounts
+    ]
+    if view.hidden.is_dir():
+        lines.append(f"pennflow-layers {_fstab_field(view.hidden)} tmpfs ro,mode=0555,size=4k 0 0")
+    return "".join(line + "\n" for line in lines)
+
+
+def _fstab_field(path: object) -> str:
+    """fstab separates fields by blanks: octal-escape them (and the escape character itself)."""
+    text = str(path)
+    for char in "\\ \t\n":
+        text = text.replace(char, f"\\{ord(char):03o}")
+    return text
 
 
 def _unshare() -> list[str]:
