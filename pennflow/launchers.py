@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -54,16 +54,41 @@ class LaunchSpec:
     env: dict[str, str]
     cwd: Path | None = None
     container_name: str | None = None  # set for containers, so a kill reaches the container too
+    wrapped: list[str] | None = None  # the processor's own command when argv runs it in a sandbox
+
+    @property
+    def command(self) -> list[str]:
+        """What the processor asked to run (what logs show)."""
+        return self.wrapped if self.wrapped is not None else self.argv
 
 
-def subprocess_spec(command: Sequence[str], contract_env: Mapping[str, str], cwd: Path) -> LaunchSpec:
+def subprocess_spec(
+    command: Sequence[str],
+    contract_env: Mapping[str, str],
+    cwd: Path,
+    *,
+    wrap: Callable[[Sequence[str]], list[str]] | None = None,
+) -> LaunchSpec:
     """The processor's ``command`` on top of this environment, with the engine's Python first on PATH.
 
-    ``python`` then means the interpreter pennflow runs in (and its installed packages).
+    ``python`` then means the interpreter pennflow runs in (and its installed packages). ``wrap``
+    turns the command into the one that starts it (the layers sandbox).
     """
     env = {**os.environ, **contract_env}
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH") or os.defpath])
-    return LaunchSpec(list(command), env, cwd)
+    argv = list(command)
+    if wrap is None:
+        return LaunchSpec(argv, env, cwd)
+    wrapped = wrap(argv)
+    return LaunchSpec(wrapped, env, cwd, wrapped=argv if wrapped != argv else None)
+
+
+def missing_executable(program: str, env: Mapping[str, str], cwd: Path | None) -> bool:
+    """True when ``program`` names no executable file, found as exec would find it from ``cwd``."""
+    if os.sep in program:
+        path = Path(cwd or ".", program)
+        return not (path.is_file() and os.access(path, os.X_OK))
+    return shutil.which(program, path=env.get("PATH") or os.defpath) is None
 
 
 def docker_command(

@@ -8,11 +8,16 @@ run's status turning CANCELING in the store, e.g. from ``pennflow cancel`` in an
 
 When a processor fails for good, no new processor starts, running ones are terminated, the ones
 that never started are CANCELED and the run is FAILED, naming the processor, its exit code and why.
+
+Layers: the run pins each requested layer's current version for its whole life (a re-populate
+meanwhile never changes what it reads) and releases them when it ends. A processor sees only its
+own layers, read-only, through a view in its processor folder (``pennflow.layers.sandbox``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import shlex
@@ -40,7 +45,7 @@ from pennflow.contract import (
     stage_batch,
 )
 from pennflow.dag import Dag
-from pennflow.definition import NAME_RE, Processor, ProcessorType, Workflow
+from pennflow.definition import Processor, ProcessorType, TargetType, Workflow
 from pennflow.home import PennflowHome
 from pennflow.launchers import (
     LaunchSpec,
@@ -49,8 +54,19 @@ from pennflow.launchers import (
     container_runtime_available,
     docker_command,
     docker_spec,
+    missing_executable,
     subprocess_spec,
 )
+from pennflow.layers.models import (
+    InvalidLayerName,
+    LayerConflict,
+    LayerError,
+    LayersUnavailable,
+    check_layer_name,
+)
+from pennflow.layers.mounts import LayerMount
+from pennflow.layers.sandbox import LayersView, SandboxMode, detect_mode, enforced
+from pennflow.layers.service import LocalLayers
 from pennflow.runs import RunRecord, Status, StepRecord, new_run_id, utcnow
 from pennflow.stores.base import RunStore
 
@@ -62,6 +78,13 @@ CANCELED_BY_STORE = "canceled (pennflow cancel)"
 _STOPPED = "stopped"  # RunningProcess.stopped_by when the run stops (failure elsewhere or cancel)
 _TIMEOUT = "timeout"
 _LAST_LINE_CHARS = 200
+VIEW_DIR = "layers"  # a processor's LAYERS_DIR, in its processor folder
+NOT_WRITE_PROTECTED = (
+    "layers are not write-protected in this run: private mount namespaces are unavailable here and "
+    "pennflow runs as root, so a processor could change the layers it reads"
+)
+
+logger = logging.getLogger(__name__)
 
 
 class InvalidRunInput(ValueError):
@@ -111,19 +134,24 @@ def run_workflow(
 ) -> RunRecord:
     """Run ``workflow`` to the end and return its final record.
 
-    Raises InvalidRunInput before anything runs (unknown param, missing layer or input folder).
+    Raises InvalidRunInput before anything runs (unknown param, a layer missing or not READY, no
+    input folder). ``layers`` are given to every processor, on top of the ones each asks for.
     ``docker=None`` uses containers when ``docker info`` succeeds; True/False forces the choice.
     """
     home = home if isinstance(home, PennflowHome) else PennflowHome.resolve(home)
-    plan = _plan(workflow, home, input_dir, params, layers, max_parallel, dataset_id)
+    run_id = new_run_id()
+    plan = _plan(workflow, home, run_id, input_dir, params, layers, max_parallel, dataset_id)
     own_store = store is None
-    if store is None:
-        from pennflow.stores.sqlite import SqliteRunStore
-
-        store = SqliteRunStore(home.db_path)
     try:
+        if store is None:
+            from pennflow.stores.sqlite import SqliteRunStore
+
+            store = SqliteRunStore(home.db_path)
+        if plan.layers.mounts and not enforced(plan.layers.mode):
+            logger.warning(NOT_WRITE_PROTECTED)
         engine = _Engine(
             plan,
+            run_id=run_id,
             home=home,
             definition_dir=Path(definition_dir),
             store=store,
@@ -134,15 +162,21 @@ def run_workflow(
         )
         return engine.run()
     finally:
-        if own_store:
-            store.close()  # type: ignore[attr-defined]
+        try:
+            plan.layers.close(run_id)
+        finally:
+            if own_store and store is not None:
+                store.close()  # type: ignore[attr-defined]
 
 
 def result_dirs(workflow: Workflow, run_dir: Path) -> list[Path]:
-    """Where a run's results are: the data targets' output folders, else the last processors'."""
+    """Where a run's results are: the data targets' output folders, else the last processors'.
+
+    A persistent-layer target has none: its results are the layer version its step names."""
     layout = RunLayout(run_dir)
-    targets = [p.id for p in workflow.processors if p.type is ProcessorType.DATA_TARGET]
-    if not targets:
+    data_targets = [p for p in workflow.processors if p.type is ProcessorType.DATA_TARGET]
+    targets = [p.id for p in data_targets if p.target_type is not TargetType.PERSISTENT_LAYER]
+    if not data_targets:
         succs = Dag.from_workflow(workflow).succs
         targets = [pid for pid, after in succs.items() if not after]
     return [Path(layout.output_dir(pid)) for pid in targets]
@@ -152,11 +186,37 @@ def result_dirs(workflow: Workflow, run_dir: Path) -> list[Path]:
 
 
 @dataclass(frozen=True)
+class _RunLayers:
+    """The layers of one run: the pinned versions it holds until it ends, and the service that
+    populates persistent-layer targets (None when the run neither mounts nor populates layers)."""
+
+    home: PennflowHome
+    service: LocalLayers | None
+    mounts: dict[str, LayerMount]
+    mode: SandboxMode  # probed once per run: views and wrappers of every processor use it
+
+    def of(self, processor: Processor) -> list[LayerMount]:
+        return [self.mounts[name] for name in processor.layers]
+
+    def view(self, root: Path, processor: Processor) -> LayersView:
+        return LayersView.create(root, self.of(processor), hidden=self.home.layers_dir, mode=self.mode)
+
+    def close(self, run_id: str) -> None:
+        if self.service is None:
+            return
+        try:
+            if self.mounts:
+                self.service.release(self.mounts, run_id)
+        finally:
+            self.service.close()
+
+
+@dataclass(frozen=True)
 class _Plan:
     workflow: Workflow
     processors: dict[str, Processor]  # with the run-level layers added
     params: dict[str, dict[str, str]]
-    run_layers: tuple[str, ...]
+    layers: _RunLayers
     input_dir: Path | None
     max_parallel: int
 
@@ -164,6 +224,7 @@ class _Plan:
 def _plan(
     workflow: Workflow,
     home: PennflowHome,
+    run_id: str,
     input_dir: str | os.PathLike[str] | None,
     overrides: Mapping[str, str] | None,
     run_layers: Sequence[str],
@@ -181,37 +242,79 @@ def _plan(
         p.id: p.model_copy(update={"layers": list(dict.fromkeys([*run_layers, *p.layers]))})
         for p in workflow.processors
     }
-    problems += _layer_problems(home, run_layers, workflow.processors)
+    problems += _target_layer_problems(workflow, params)
     problems += _input_problems(workflow, input_dir, dataset_id)
     if max_parallel is not None and max_parallel < 1:
         problems.append(f"--max-parallel: must be at least 1, got {max_parallel}")
+    layers = _mount_layers(
+        home, run_id, _requested_layers(run_layers, workflow.processors), workflow, problems
+    )
     if problems:
+        layers.close(run_id)
         raise InvalidRunInput(problems)
     return _Plan(
         workflow,
         processors,
         params,
-        run_layers,
+        layers,
         Path(input_dir).absolute() if input_dir is not None else None,
         max_parallel or os.cpu_count() or 1,
     )
 
 
-def _layer_problems(
-    home: PennflowHome, run_layers: Iterable[str], processors: Iterable[Processor]
-) -> list[str]:
+def _requested_layers(run_layers: Iterable[str], processors: Iterable[Processor]) -> dict[str, str]:
+    """Each layer the run mounts -> who asked for it first (for the error messages)."""
     requested = {name: "--layer" for name in run_layers}
     for processor in processors:
         for name in processor.layers:
             requested.setdefault(name, f"processor {processor.id!r}")
-    problems = []
+    return requested
+
+
+def _mount_layers(
+    home: PennflowHome, run_id: str, requested: dict[str, str], workflow: Workflow, problems: list[str]
+) -> _RunLayers:
+    """Pin the requested layers for the run; a layer that cannot be mounted becomes a problem."""
+    service = None
+    mounts: list[LayerMount] = []
+    if requested or any(_is_layer_target(p) for p in workflow.processors):
+        service = LocalLayers.open(home)
+        try:
+            mounts = service.mount(requested, run_id)
+        except LayersUnavailable as exc:
+            problems += [_attributed(problem, requested) for problem in exc.problems]
+        except BaseException:
+            service.close()
+            raise
+    # Without mounts and without a layers folder to hide there is nothing to sandbox: skip the probe.
+    mode = detect_mode() if mounts or home.layers_dir.is_dir() else SandboxMode.PERMISSIONS
+    return _RunLayers(home, service, {m.name: m for m in mounts}, mode)
+
+
+def _attributed(problem: str, requested: dict[str, str]) -> str:
+    """``layer 'x' not found`` -> ``layer 'x' (from --layer) not found``."""
     for name, by in requested.items():
-        if not NAME_RE.match(name):
-            problems.append(f"layer {name!r} (from {by}): not a valid layer name")
-        elif not home.layer_dir(name).is_dir():
-            problems.append(
-                f"layer {name!r} (from {by}) not found: expected the folder {home.layer_dir(name)}"
-            )
+        for prefix in (f"layer {name!r}", f"layer name {name!r}"):
+            if problem.startswith(prefix):
+                return f"{prefix} (from {by}){problem[len(prefix) :]}"
+    return problem
+
+
+def _is_layer_target(processor: Processor) -> bool:
+    return processor.target_type is TargetType.PERSISTENT_LAYER
+
+
+def _target_layer_problems(workflow: Workflow, params: dict[str, dict[str, str]]) -> list[str]:
+    """A --param may override a persistent-layer target's layerName: check it before anything runs."""
+    problems = []
+    for processor in filter(_is_layer_target, workflow.processors):
+        name = params.get(processor.id, {}).get("layerName")
+        if name is None:  # the params themselves were refused
+            continue
+        try:
+            check_layer_name(name)
+        except InvalidLayerName as exc:
+            problems.append(f"processor {processor.id!r}: layerName: {exc}")
     return problems
 
 
@@ -268,6 +371,7 @@ class _Engine:
         self,
         plan: _Plan,
         *,
+        run_id: str,
         home: PennflowHome,
         definition_dir: Path,
         store: RunStore,
@@ -285,7 +389,8 @@ class _Engine:
         self.cancel_event = cancel_event
         self.use_docker = use_docker
         self.kill_grace = kill_grace
-        self.run_id = new_run_id()
+        self.run_id = run_id
+        self.layers = plan.layers
         self.run_dir = home.run_dir(self.run_id)
         self.layout = RunLayout(self.run_dir)
         self.dag = Dag.from_workflow(self.workflow)
@@ -302,6 +407,8 @@ class _Engine:
         self._steps: dict[str, StepRecord] = {}
         self._failure: tuple[str, _Outcome] | None = None
         self._canceled: str | None = None
+        self._views: dict[str, LayersView] = {}
+        self._views_lock = threading.Lock()
 
     # ---------------------------------------------------------------- the run
 
@@ -311,7 +418,7 @@ class _Engine:
             workflow=self.workflow.name,
             definition_hash=self.workflow.definition_hash(),
             params=self.plan.params,
-            layers=[{"name": name, "path": str(self.home.layer_dir(name))} for name in self.plan.run_layers],
+            layers=[mount.run_entry() for mount in self.layers.mounts.values()],
         )
         steps = [StepRecord(run_id=self.run_id, processor_id=p.id) for p in self.workflow.processors]
         self.store.create_run(run, steps)
@@ -324,6 +431,7 @@ class _Engine:
             self._schedule()
         finally:
             self._finished.set()
+            self._remove_views()
         return self._finish()
 
     def _schedule(self) -> None:
@@ -449,6 +557,22 @@ class _Engine:
 
     def _output_dir(self, pid: str) -> Path:
         return Path(self.layout.output_dir(pid))
+
+    def _view(self, processor: Processor) -> LayersView:
+        """The processor's LAYERS_DIR, laid out once (its batches and retries share it)."""
+        with self._views_lock:
+            view = self._views.get(processor.id)
+            if view is None:
+                root = Path(self.layout.processor_dir(processor.id)) / VIEW_DIR
+                view = self._views[processor.id] = self.layers.view(root, processor)
+            return view
+
+    def _remove_views(self) -> None:
+        """The views point at versions the run is about to release."""
+        with self._views_lock:
+            for view in self._views.values():
+                with contextlib.suppress(OSError):
+                    view.remove()
 
     # ---------------------------------------------------------------- one processor
 
@@ -584,9 +708,27 @@ class _Engine:
             self._append_log(processor.id, f"{exc}\n")
             return _Attempt(False, str(exc), retryable=False)
         source = Path(self.layout.input_dir(processor) or self.run_dir)
+        if _is_layer_target(processor):
+            return self._populate_layer(processor, attempt, source)
         return self._copy_folder(
             processor, attempt, source, reason=f"results in {self._output_dir(processor.id)}"
         )
+
+    def _populate_layer(self, processor: Processor, attempt: int, source: Path) -> _Attempt:
+        """A persistent-layer target: its INPUT_DIR becomes the layer's next version, published
+        atomically (runs that mounted an older version keep reading it)."""
+        assert self.layers.service is not None  # opened by _mount_layers for every layer target
+        name = self.plan.params[processor.id]["layerName"]
+        self._append_log(processor.id, _header(processor, attempt, f"populate layer {name!r} from {source}"))
+        try:
+            record = self.layers.service.populate_from(name, source)
+        except LayerError as exc:
+            self._append_log(processor.id, f"{exc}\n")
+            # Another build of the layer running now may be over by the next attempt; the rest is final.
+            return _Attempt(False, str(exc), retryable=isinstance(exc, LayerConflict))
+        reason = f"layer {name!r} version {record.version} ({record.file_count} files)"
+        self._append_log(processor.id, f"populated {reason}\n")
+        return _Attempt(True, reason)
 
     def _copy_folder(self, processor: Processor, attempt: int, source: Path, reason: str | None) -> _Attempt:
         output = self._output_dir(processor.id)
@@ -609,10 +751,13 @@ class _Engine:
             return self._container_spec(processor, batch)
         if not processor.command:
             raise _CannotLaunch(_cannot_launch_message(processor, self.use_docker))
-        env = self._environment(
-            processor, self.layout, self.home.layers_dir, batch, os.environ.get("PYTHONPATH")
-        )
-        return subprocess_spec(processor.command, env, self.definition_dir)
+        view = self._view(processor)
+        env = self._environment(processor, self.layout, view.root, batch, os.environ.get("PYTHONPATH"))
+        spec = subprocess_spec(processor.command, env, self.definition_dir, wrap=view.wrap)
+        if spec.wrapped is not None and missing_executable(processor.command[0], spec.env, spec.cwd):
+            # Started through the sandbox, a typo would only show as the wrapper's exit code 127.
+            raise _CannotLaunch(f"cannot start {processor.command[0]!r}: no such executable")
+        return spec
 
     def _container_spec(self, processor: Processor, batch: int | None) -> LaunchSpec:
         assert processor.image is not None
@@ -622,7 +767,7 @@ class _Engine:
             processor.image,
             env,
             run_dir=self.run_dir,
-            layers={layer: self.home.layer_dir(layer) for layer in processor.layers},
+            layers={mount.name: Path(mount.path) for mount in self.layers.of(processor)},
             user=caller_user(),
             name=name,
         )
@@ -656,7 +801,7 @@ class _Engine:
         log_path = self._log_path(processor.id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
-            log.write(_header(processor, attempt, shlex.join(spec.argv), batch).encode())
+            log.write(_header(processor, attempt, shlex.join(spec.command), batch).encode())
             log.flush()
             attempt_start = log.tell()
             try:

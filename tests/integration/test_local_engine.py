@@ -16,6 +16,8 @@ from pennflow.contract import LAYERS_MOUNT, RUN_MOUNT
 from pennflow.definition import parse_definition
 from pennflow.home import PennflowHome
 from pennflow.launchers import docker_command, subprocess_spec
+from pennflow.layers.models import LayerRecord
+from pennflow.layers.service import LocalLayers
 from pennflow.local import InvalidRunInput, result_dirs, run_workflow
 from pennflow.runs import RunRecord, Status, StepRecord
 from pennflow.stores.sqlite import SqliteRunStore
@@ -527,11 +529,18 @@ def test_an_empty_or_absent_input_folder_and_a_dataset_are_refused(home, tmp_pat
         run(PARAMS, home, None, dataset_id="N:dataset:1")
 
 
+def populate(home: PennflowHome, name: str, files: dict[str, str]) -> LayerRecord:
+    source = home.root.parent / f"{name}-source"
+    for rel, text in files.items():
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_text(text)
+    with LocalLayers.open(home) as layers:
+        return layers.populate_from(name, source)
+
+
 def test_layers_give_folders_and_importable_python_packages(home, input_dir) -> None:
-    python_dir = home.layer_dir("py-lib") / "python"
-    python_dir.mkdir(parents=True)
-    (python_dir / "greeting.py").write_text('MESSAGE = "hello from a layer"\n')
-    home.layer_dir("atlas").mkdir(parents=True)
+    py_lib = populate(home, "py-lib", {"python/greeting.py": 'MESSAGE = "hello from a layer"\n'})
+    atlas = populate(home, "atlas", {"regions.csv": "a,b\n"})
     record = run(
         SOURCE
         + """
@@ -550,11 +559,15 @@ def test_layers_give_folders_and_importable_python_packages(home, input_dir) -> 
     assert record.status is Status.SUCCEEDED
     assert (output(home, record, "greet") / "greeting.txt").read_text() == "hello from a layer"
     env = read_json(output(home, record, "env") / "env-env.json")["env"]
-    assert env["LAYERS_DIR"] == str(home.layers_dir)
-    assert env["LAYER_ATLAS_DIR"] == str(home.layer_dir("atlas"))  # run-level layer: every processor
+    view = home.run_dir(record.run_id) / "env" / "layers"  # the processor's own view of its layers
+    assert env["LAYERS_DIR"] == str(view)
+    assert env["LAYER_ATLAS_DIR"] == str(view / "atlas")  # run-level layer: every processor
     assert "LAYER_PY_LIB_DIR" not in env
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(home.layer_dir("atlas") / "python")
-    assert record.layers == [{"name": "atlas", "path": str(home.layer_dir("atlas"))}]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(view / "atlas" / "python")
+    assert record.layers == [
+        {"name": "atlas", "version": "1", "checksum": atlas.checksum},
+        {"name": "py-lib", "version": "1", "checksum": py_lib.checksum},
+    ]
 
 
 def test_a_missing_processor_layer_names_the_processor(home, input_dir) -> None:
@@ -670,7 +683,7 @@ def test_with_a_container_runtime_an_image_runs_in_docker_with_container_paths(
     (fake_bin / "docker").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_DOCKER_LOG", str(tmp_path / "docker.log"))
-    home.layer_dir("sci").mkdir(parents=True)
+    populate(home, "sci", {"python/sci.py": ""})
     workflow = parse_definition(
         SOURCE
         + "  - {id: boxed, image: 'ghcr.io/x/boxed:1', command: [python, x.py], dependsOn: [src], layers: [sci]}\n"
@@ -686,6 +699,8 @@ def test_with_a_container_runtime_an_image_runs_in_docker_with_container_paths(
     assert env["LAYER_SCI_DIR"] == f"{LAYERS_MOUNT}/sci"
     assert env["PYTHONPATH"] == f"{LAYERS_MOUNT}/sci/python"
     assert f"type=bind,source={home.run_dir(record.run_id)},target={RUN_MOUNT}" in argv
+    pinned = home.layers_dir / ".versions" / "sci" / "1"  # the version the run pinned, never the symlink
+    assert f"type=bind,source={pinned},target={LAYERS_MOUNT}/sci,readonly" in argv
 
 
 def test_a_subprocess_gets_the_engine_python_first_on_path(tmp_path) -> None:
