@@ -129,7 +129,7 @@ def run(
     layer: list[str] = typer.Option(
         [],
         "--layer",
-        help="Layer in $PENNFLOW_HOME/layers given to every processor (repeatable).",
+        help="A READY layer (see `pennflow layers list`) mounted read-only into every processor (repeatable).",
         show_default=False,
     ),
     max_parallel: int | None = typer.Option(
