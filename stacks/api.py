@@ -19,7 +19,13 @@ OTHER_METHODS = ("GET", "DELETE")
 
 class NodeApi(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, settings: NodeSettings, handler: lambda_.IFunction
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: NodeSettings,
+        handler: lambda_.IFunction,
+        webhook: lambda_.IFunction,
     ) -> None:
         super().__init__(scope, construct_id)
         self.access_logs = access_logs = node_log_group(self, "AccessLogs", settings)
@@ -54,6 +60,7 @@ class NodeApi(Construct):
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
         )
         self._routes(handler)
+        self.webhook_method = self._webhook_route(webhook)
         self._acknowledge()
         # One output under a stable name (`ApiUrl`), instead of the construct's generated `Endpoint`.
         self.rest_api.node.try_remove_child("Endpoint")
@@ -93,6 +100,36 @@ class NodeApi(Construct):
                 request_models={"application/json": json_body},
             )
 
+    def _webhook_route(self, webhook: lambda_.IFunction) -> apigw.Method:
+        """POST /webhook is the one public method: the sender signs each delivery with the shared HMAC
+        key, and the function verifies the signature before it reads anything else."""
+        resource = self.rest_api.root.add_resource(C.WEBHOOK_PATH)
+        method = resource.add_method(
+            "POST",
+            apigw.LambdaIntegration(webhook, proxy=True),
+            authorization_type=apigw.AuthorizationType.NONE,
+        )
+        acknowledge(
+            method,
+            "AwsSolutions-APIG4",
+            "The dataset-event webhook is called by Pennsieve, which has no AWS identity; each delivery carries "
+            "an HMAC-SHA256 signature and timestamp that the function verifies before reading the body.",
+        )
+        acknowledge(
+            method,
+            "AwsSolutions-COG4",
+            "The webhook's caller is a service, not a user: the shared-key HMAC signature authenticates each "
+            "delivery, so a Cognito user pool has nothing to add here.",
+        )
+        output = CfnOutput(
+            self,
+            "WebhookUrl",
+            value=self.rest_api.url_for_path(f"/{C.WEBHOOK_PATH}"),
+            description="Signed webhook",
+        )
+        output.override_logical_id("WebhookUrl")
+        return method
+
     def _acknowledge(self) -> None:
         stage = self.rest_api.deployment_stage
         acknowledge(
@@ -102,6 +139,8 @@ class NodeApi(Construct):
             "throttled; a WAF web ACL would add cost without adding an authentication boundary.",
         )
         for method in self.rest_api.methods:
+            if method is self.webhook_method:
+                continue
             acknowledge(
                 method,
                 "AwsSolutions-COG4",

@@ -80,6 +80,9 @@ LAMBDA_TIMEOUT_SECONDS = {
     "cancel": 60,
     "list_batches": 120,
     "download": 900,  # one batch of a dataset, planned by bytes
+    "webhook": 29,
+    "trigger_events": 60,
+    "trigger_fire": 120,
 }
 LAMBDA_MEMORY_OVERRIDES_MB = {"download": 1024}
 # Functions attached to the VPC because they mount the runs access point (all but the API).
@@ -87,7 +90,7 @@ EFS_LAMBDAS = (*RUNS_MANAGER_LAMBDAS, "list_batches", "download")
 # Reserved concurrency: bounds the writers that a burst of events or run starts could fan out.
 RESERVED_CONCURRENCY = {"status": 10, "prepare": 5, "cancel": 2}
 # Invoked asynchronously (EventBridge, or the API's fire-and-forget start): these get the DLQ.
-ASYNC_LAMBDAS = ("status", "prepare")
+ASYNC_LAMBDAS = ("status", "prepare", "trigger_events")
 ASYNC_RETRY_ATTEMPTS = 2
 EVENT_MAX_AGE_HOURS = 6
 
@@ -115,6 +118,17 @@ PROCESSORS_PK = "processor_key"  # "<sourceUrl>#<tag>"
 SLOTS_PK = "slot_id"
 IDEMPOTENCY_PK = "id"  # Powertools idempotency defaults
 IDEMPOTENCY_TTL_ATTR = "expiration"
+
+# Triggers (pennflow/triggers/store.py uses the same key names).
+TRIGGER_RULES_PK = "rule_id"
+TRIGGER_BY_DATASET_INDEX = "by-dataset"
+TRIGGER_DATASET_ATTR = "dataset_id"
+TRIGGER_CREATED_ATTR = "created_at"
+TRIGGER_STATE_PK = "pk"
+TRIGGER_TTL_ATTR = "expires_at"
+DATASET_EVENT_SOURCE = "pennflow.datasets"
+DATASET_EVENT_DETAIL_TYPE = "Dataset Files Added"
+WEBHOOK_PATH = "webhook"  # POST /webhook: public, HMAC-signed
 
 # S3 layout.
 RESULTS_PREFIX = "runs/"
@@ -163,6 +177,10 @@ ENV = {
     "layers_table": "LAYERS_TABLE",
     "builtin_image": "BUILTIN_IMAGE",
     "run_retention_days": "RUN_RETENTION_DAYS",
+    "trigger_rules_table": "TRIGGERS_TABLE",
+    "trigger_state_table": "TRIGGER_STATE_TABLE",
+    "trigger_fire_queue": "TRIGGER_FIRE_QUEUE_URL",
+    "webhook_secret": "WEBHOOK_SECRET_ARN",
     "layer_price_standard": "LAYER_PRICE_STANDARD_GB_MONTH",
     "layer_price_ia": "LAYER_PRICE_IA_GB_MONTH",
 }

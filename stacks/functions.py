@@ -90,24 +90,26 @@ class NodeFunctions(Construct):
             enforce_ssl=True,
             retention_period=Duration.days(14),
         )
-        self.roles = {role: self._role(role) for role in dict.fromkeys(ROLES.values())}
-        code = lambda_.Code.from_asset(
+        self._code = lambda_.Code.from_asset(
             str(project_root), exclude=list(C.LAMBDA_ASSET_EXCLUDES), ignore_mode=IgnoreMode.GIT
         )
         self.dependencies_layer = self._dependencies_layer(settings, project_root / C.DEPENDENCY_LAYER_DIR)
-        layers = self._layers(settings)
-        self.functions = {name: self._function(name, code, layers) for name in C.LAMBDA_NAMES}
+        self._lambda_layers = self._layers(settings)
+        self._network_interfaces: dict[str, iam.Policy] = {}
+        self._state_machine_environment: dict[str, str] = {}  # set by allow_orchestration
+        self.roles: dict[str, iam.Role] = {}
+        for role in dict.fromkeys(ROLES.values()):
+            self.add_role(role, in_vpc=any(ROLES[name] == role for name in C.EFS_LAMBDAS))
+        self.functions: dict[str, lambda_.Function] = {}
+        for name in C.LAMBDA_NAMES:
+            role = ROLES[name]
+            environment = self.api_environment() if name == "api" else self.node_environment()
+            in_vpc = name in C.EFS_LAMBDAS
+            self.add_function(name, self.roles[role], environment, in_vpc=in_vpc, root=role == "runs_manager")
         self._grant_api()
         self._grant_runs_manager()
         self._grant_list_batches()
         self._grant_download()
-        for role in self.roles.values():
-            acknowledge_wildcards(
-                role.node.find_child("DefaultPolicy"),
-                iam.PolicyStatement(actions=["xray:PutTraceSegments"], resources=["*"]),
-                "X-Ray PutTraceSegments and PutTelemetryRecords have no resource-level permissions; active "
-                "tracing needs them on '*' (this is the statement CDK adds for Tracing.ACTIVE).",
-            )
 
     def __getitem__(self, name: str) -> lambda_.Function:
         return self.functions[name]
@@ -117,7 +119,9 @@ class NodeFunctions(Construct):
 
     # --- construction ----------------------------------------------------------------------------
 
-    def _role(self, role: str) -> iam.Role:
+    def add_role(self, role: str, *, in_vpc: bool = False) -> iam.Role:
+        """A Lambda role. Its default policy never holds a '*' resource but X-Ray's (added by CDK for
+        tracing); every other unscoped statement goes into a policy of its own, with its own reason."""
         construct_name = _pascal(role)
         created = iam.Role(
             self,
@@ -125,20 +129,74 @@ class NodeFunctions(Construct):
             description=f"pennflow {role.replace('_', ' ')} functions",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
         )
-        if any(ROLES[name] == role for name in C.EFS_LAMBDAS):
-            policy = iam.Policy(
-                self,
+        acknowledge(
+            created,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray PutTraceSegments and PutTelemetryRecords have no resource-level permissions; active tracing "
+            "needs them on '*' (the statement CDK adds to the default policy for Tracing.ACTIVE).",
+        )
+        if in_vpc:
+            self._network_interfaces[created.node.id] = self.allow_unscoped(
+                created,
                 f"{construct_name}NetworkInterfaces",
-                roles=[created],
-                statements=[iam.PolicyStatement(actions=ENI_ACTIONS, resources=["*"])],
-            )
-            acknowledge(
-                policy,
-                "AwsSolutions-IAM5[Resource::*]",
+                [iam.PolicyStatement(actions=ENI_ACTIONS, resources=["*"])],
                 "A VPC-attached function manages its own network interfaces; EC2 Describe* and the ENI actions "
                 "Lambda performs do not support resource-level permissions (as AWSLambdaVPCAccessExecutionRole).",
             )
+        self.roles[role] = created
         return created
+
+    def add_function(
+        self,
+        name: str,
+        role: iam.Role,
+        environment: dict[str, str],
+        *,
+        in_vpc: bool = False,
+        root: bool = False,
+    ) -> lambda_.Function:
+        """A function running lambdas/<name>.py: python3.12 on arm64, traced, with its own log group, the
+        project asset and the layers; in the VPC with the runs access point mounted when `in_vpc`."""
+        construct_name = _pascal(name)
+        log_group = node_log_group(self, f"{construct_name}Logs", self._settings)
+        log_group.grant_write(role)
+        is_async = name in C.ASYNC_LAMBDAS
+        reserved = C.RESERVED_CONCURRENCY.get(name) if self._settings.reserve_concurrency else None
+        function = lambda_.Function(
+            self,
+            construct_name,
+            function_name=self.name_of(name),
+            description=f"pennflow: {name}",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=f"lambdas.{name}.handler",
+            code=self._code,
+            layers=self._lambda_layers,
+            role=role,
+            memory_size=C.LAMBDA_MEMORY_OVERRIDES_MB.get(name, C.LAMBDA_MEMORY_MB),
+            timeout=Duration.seconds(C.LAMBDA_TIMEOUT_SECONDS[name]),
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+            environment={**environment, **self._powertools_environment()},
+            reserved_concurrent_executions=reserved,
+            vpc=self._network.vpc if in_vpc else None,
+            vpc_subnets=self._network.private_subnets if in_vpc else None,
+            security_groups=[self._network.lambda_security_group] if in_vpc else None,
+            filesystem=self._runs_mount(root=root) if in_vpc else None,
+            dead_letter_queue=self.dead_letter_queue if is_async else None,
+            retry_attempts=C.ASYNC_RETRY_ATTEMPTS if is_async else None,
+            max_event_age=Duration.hours(C.EVENT_MAX_AGE_HOURS) if is_async else None,
+        )
+        if in_vpc:  # Lambda checks the role's ENI permissions when it creates the function
+            function.node.add_dependency(self._network_interfaces[role.node.id])
+        acknowledge(
+            function,
+            "AwsSolutions-L1",
+            "The functions run on python3.12 on purpose: the Powertools layer is pinned to its python3.12 build "
+            "and the project's supported interpreters; moving runtimes is a deliberate, tested upgrade.",
+        )
+        self.functions[name] = function
+        return function
 
     def _dependencies_layer(self, settings: NodeSettings, folder: Path) -> lambda_.LayerVersion | None:
         if (folder / "python").is_dir():
@@ -172,51 +230,6 @@ class NodeFunctions(Construct):
         ]
         return layers
 
-    def _function(
-        self, name: str, code: lambda_.Code, layers: list[lambda_.ILayerVersion]
-    ) -> lambda_.Function:
-        construct_name = _pascal(name)
-        role = self.roles[ROLES[name]]
-        log_group = node_log_group(self, f"{construct_name}Logs", self._settings)
-        log_group.grant_write(role)
-        in_vpc = name in C.EFS_LAMBDAS
-        is_async = name in C.ASYNC_LAMBDAS
-        reserved = C.RESERVED_CONCURRENCY.get(name) if self._settings.reserve_concurrency else None
-        function = lambda_.Function(
-            self,
-            construct_name,
-            function_name=self.name_of(name),
-            description=f"pennflow run lifecycle: {name}",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.ARM_64,
-            handler=f"lambdas.{name}.handler",
-            code=code,
-            layers=layers,
-            role=role,
-            memory_size=C.LAMBDA_MEMORY_OVERRIDES_MB.get(name, C.LAMBDA_MEMORY_MB),
-            timeout=Duration.seconds(C.LAMBDA_TIMEOUT_SECONDS[name]),
-            tracing=lambda_.Tracing.ACTIVE,
-            log_group=log_group,
-            environment=self._environment(name),
-            reserved_concurrent_executions=reserved,
-            vpc=self._network.vpc if in_vpc else None,
-            vpc_subnets=self._network.private_subnets if in_vpc else None,
-            security_groups=[self._network.lambda_security_group] if in_vpc else None,
-            filesystem=self._runs_mount(root=ROLES[name] == "runs_manager") if in_vpc else None,
-            dead_letter_queue=self.dead_letter_queue if is_async else None,
-            retry_attempts=C.ASYNC_RETRY_ATTEMPTS if is_async else None,
-            max_event_age=Duration.hours(C.EVENT_MAX_AGE_HOURS) if is_async else None,
-        )
-        if in_vpc:  # Lambda checks the role's ENI permissions when it creates the function
-            function.node.add_dependency(self.node.find_child(f"{_pascal(ROLES[name])}NetworkInterfaces"))
-        acknowledge(
-            function,
-            "AwsSolutions-L1",
-            "The functions run on python3.12 on purpose: the Powertools layer is pinned to its python3.12 build "
-            "and the project's supported interpreters; moving runtimes is a deliberate, tested upgrade.",
-        )
-        return function
-
     def _runs_mount(self, *, root: bool) -> lambda_.FileSystem:
         """Mount the /runs access point; unlike `FileSystem.from_efs_access_point`, every grant is scoped
         to this file system and this access point."""
@@ -240,26 +253,23 @@ class NodeFunctions(Construct):
             ],
         )
 
-    def _environment(self, name: str) -> dict[str, str]:
-        """Names and ids of what the function uses; the API gets only its own (see lambdas/settings.py)."""
-        s, storage = self._settings, self._storage
-        common = {
-            "node": s.node_name,
-            "runs_table": storage.runs_table.table_name,
-            "workflows_table": storage.workflows_table.table_name,
-            "state_machine_prefix": C.state_machine_prefix(s.node_name),
-        }
-        specific = self._api_environment() if name == "api" else self._node_environment()
+    # --- environment (names and ids only; see lambdas/settings.py) --------------------------------
+
+    def _powertools_environment(self) -> dict[str, str]:
         return {
-            **{C.ENV[key]: value for key, value in {**common, **specific}.items()},
-            "POWERTOOLS_SERVICE_NAME": s.node_name,  # also the `service` dimension of custom metrics
+            "POWERTOOLS_SERVICE_NAME": self._settings.node_name,  # the `service` dimension of custom metrics
             "POWERTOOLS_METRICS_NAMESPACE": C.METRICS_NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
 
-    def _api_environment(self) -> dict[str, str]:
+    def api_environment(self) -> dict[str, str]:
+        """What ApiSettings reads (also given to the functions that start runs the way the API does)."""
         s, storage = self._settings, self._storage
-        return {
+        values = {
+            "node": s.node_name,
+            "runs_table": storage.runs_table.table_name,
+            "workflows_table": storage.workflows_table.table_name,
+            "state_machine_prefix": C.state_machine_prefix(s.node_name),
             "processors_table": storage.processors_table.table_name,
             "idempotency_table": storage.idempotency_table.table_name,
             "layers_table": storage.layers_table.table_name,
@@ -268,10 +278,16 @@ class NodeFunctions(Construct):
             "layer_price_standard": str(s.layer_storage_prices.standard),
             "layer_price_ia": str(s.layer_storage_prices.infrequent_access),
         }
+        return {**{C.ENV[key]: value for key, value in values.items()}, **self._state_machine_environment}
 
-    def _node_environment(self) -> dict[str, str]:
+    def node_environment(self) -> dict[str, str]:
+        """What NodeSettings reads: the whole node, for the functions that may start queued runs."""
         s, storage, compute, network = self._settings, self._storage, self._compute, self._network
-        return {
+        values = {
+            "node": s.node_name,
+            "runs_table": storage.runs_table.table_name,
+            "workflows_table": storage.workflows_table.table_name,
+            "state_machine_prefix": C.state_machine_prefix(s.node_name),
             "slots_table": storage.slots_table.table_name,
             "layers_table": storage.layers_table.table_name,
             "results_bucket": storage.results_bucket.bucket_name,
@@ -296,27 +312,39 @@ class NodeFunctions(Construct):
             "list_batches_function": self.name_of("list_batches"),
             "download_function": self.name_of("download"),
         }
+        return {C.ENV[key]: value for key, value in values.items()}
 
     # --- grants ----------------------------------------------------------------------------------
 
-    def _allow(self, role: str, actions: Sequence[str], resources: Sequence[str], **conditions: dict) -> None:
-        self.roles[role].add_to_principal_policy(
+    def allow(
+        self, role: iam.Role, actions: Sequence[str], resources: Sequence[str], **conditions: dict
+    ) -> None:
+        role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=list(actions), resources=list(resources), conditions=conditions or None
             )
         )
 
-    def _allow_table(
-        self, role: str, table: dynamodb.TableV2, actions: Sequence[str], indexes: Sequence[str] = ()
+    def allow_table(
+        self, role: iam.Role, table: dynamodb.TableV2, actions: Sequence[str], indexes: Sequence[str] = ()
     ) -> None:
         index_arns = [f"{table.table_arn}/index/{index}" for index in indexes]
-        self._allow(role, actions, [table.table_arn, *index_arns])
+        self.allow(role, actions, [table.table_arn, *index_arns])
 
-    def _allow_wildcard(self, role: str, statement: iam.PolicyStatement, reason: str) -> None:
-        self.roles[role].add_to_principal_policy(statement)
-        acknowledge_wildcards(self.roles[role].node.find_child("DefaultPolicy"), statement, reason)
+    def allow_wildcard(self, role: iam.Role, statement: iam.PolicyStatement, reason: str) -> None:
+        """A statement whose resource is a pattern (never '*'), acknowledged finding by finding."""
+        role.add_to_principal_policy(statement)
+        acknowledge_wildcards(role.node.find_child("DefaultPolicy"), statement, reason)
 
-    def _states_arn(self, resource: str, suffix: str) -> str:
+    def allow_unscoped(
+        self, role: iam.Role, construct_id: str, statements: list[iam.PolicyStatement], reason: str
+    ) -> iam.Policy:
+        """Actions without resource-level permissions: a policy of their own, acknowledged with why."""
+        policy = iam.Policy(self, construct_id, roles=[role], statements=statements)
+        acknowledge(policy, "AwsSolutions-IAM5[Resource::*]", reason)
+        return policy
+
+    def states_arn(self, resource: str, suffix: str) -> str:
         return Stack.of(self).format_arn(
             service="states",
             resource=resource,
@@ -327,16 +355,18 @@ class NodeFunctions(Construct):
     def _grant_api(self) -> None:
         storage = self._storage
         run_indexes = (C.RUNS_BY_WORKFLOW_INDEX, C.RUNS_BY_STATUS_INDEX)
-        self._allow_table("api", storage.runs_table, READ + WRITE, run_indexes)
+        self.allow_table(self.roles["api"], storage.runs_table, READ + WRITE, run_indexes)
         for table in (storage.workflows_table, storage.processors_table, storage.layers_table):
-            self._allow_table("api", table, READ + WRITE + SCAN)
-        self._allow_table("api", storage.idempotency_table, READ + WRITE)
+            self.allow_table(self.roles["api"], table, READ + WRITE + SCAN)
+        self.allow_table(self.roles["api"], storage.idempotency_table, READ + WRITE)
         # Exact function ARNs (grant_invoke would add every version and alias, ':*').
-        self._allow(
-            "api", ["lambda:InvokeFunction"], [self.functions[t].function_arn for t in ("prepare", "cancel")]
+        self.allow(
+            self.roles["api"],
+            ["lambda:InvokeFunction"],
+            [self.functions[t].function_arn for t in ("prepare", "cancel")],
         )
-        self._allow_wildcard(
-            "api",
+        self.allow_wildcard(
+            self.roles["api"],
             iam.PolicyStatement(
                 actions=[
                     "states:CreateStateMachine",
@@ -345,40 +375,41 @@ class NodeFunctions(Construct):
                     "states:PublishStateMachineVersion",
                     "states:TagResource",
                 ],
-                resources=[self._states_arn("stateMachine", "*")],
+                resources=[self.states_arn("stateMachine", "*")],
             ),
             "The API registers workflows at runtime as state machines named '<node>-<workflow>' (and their "
             "published versions); the ARN pattern keeps it to this node's name prefix.",
         )
-        self._allow_wildcard(
-            "api",
+        self.allow_wildcard(
+            self.roles["api"],
             iam.PolicyStatement(
                 actions=["states:DescribeExecution", "states:StopExecution"],
-                resources=[self._states_arn("execution", "*:*")],
+                resources=[self.states_arn("execution", "*:*")],
             ),
             "Runs are executions named by their run id on the node's state machines; the API reads and stops "
             "them by run id, within this node's state machine name prefix.",
         )
-        self._allow_wildcard(
-            "api",
-            iam.PolicyStatement(actions=LOG_DELIVERY_ACTIONS, resources=["*"]),
+        self.allow_unscoped(
+            self.roles["api"],
+            "ApiLogDelivery",
+            [iam.PolicyStatement(actions=LOG_DELIVERY_ACTIONS, resources=["*"])],
             "Creating a state machine with logging makes the caller set up CloudWatch Logs vended-log "
             "delivery; those logs:*LogDelivery and resource-policy actions have no resource-level permissions.",
         )
 
     def _grant_runs_manager(self) -> None:
         storage, compute = self._storage, self._compute
-        role = "runs_manager"
-        self._allow_table(role, storage.runs_table, READ + WRITE)
-        self._allow_table(role, storage.slots_table, READ + WRITE + SCAN)
-        self._allow_table(role, storage.layers_table, READ + WRITE)
-        self._allow_table(role, storage.workflows_table, READ)
-        self._allow(role, ["elasticfilesystem:DescribeAccessPoints"], [storage.file_system.file_system_arn])
-        self._allow(role, ["secretsmanager:GetSecretValue"], [compute.pennsieve_secret.secret_arn])
-        self._allow(
+        role = self.roles["runs_manager"]
+        self.allow_table(role, storage.runs_table, READ + WRITE)
+        self.allow_table(role, storage.slots_table, READ + WRITE + SCAN)
+        self.allow_table(role, storage.layers_table, READ + WRITE)
+        self.allow_table(role, storage.workflows_table, READ)
+        self.allow(role, ["elasticfilesystem:DescribeAccessPoints"], [storage.file_system.file_system_arn])
+        self.allow(role, ["secretsmanager:GetSecretValue"], [compute.pennsieve_secret.secret_arn])
+        self.allow(
             role, ["logs:GetLogEvents", "logs:FilterLogEvents"], [compute.processor_log_group.log_group_arn]
         )
-        self._allow(
+        self.allow(
             role,
             ["iam:PassRole"],
             [r.role_arn for r in (compute.execution_role, *compute.task_roles)],
@@ -391,11 +422,10 @@ class NodeFunctions(Construct):
 
     def _allow_task_definitions(self) -> None:
         """Task definitions are registered per processor content hash at runtime (DESIGN §4)."""
-        policy = iam.Policy(
-            self,
+        self.allow_unscoped(
+            self.roles["runs_manager"],
             "RunsManagerTaskDefinitions",
-            roles=[self.roles["runs_manager"]],
-            statements=[
+            [
                 iam.PolicyStatement(
                     actions=["ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition"], resources=["*"]
                 ),
@@ -405,10 +435,6 @@ class NodeFunctions(Construct):
                     conditions={"StringEquals": {"ecs:CreateAction": "RegisterTaskDefinition"}},
                 ),
             ],
-        )
-        acknowledge(
-            policy,
-            "AwsSolutions-IAM5[Resource::*]",
             "ecs:RegisterTaskDefinition and ecs:DescribeTaskDefinition do not support resource-level permissions "
             "(AWS service authorization reference); tagging is allowed only while registering.",
         )
@@ -419,8 +445,8 @@ class NodeFunctions(Construct):
         tasks = Stack.of(self).format_arn(
             service="ecs", resource="task", resource_name=f"{cluster.cluster_name}/*"
         )
-        self._allow_wildcard(
-            "runs_manager",
+        self.allow_wildcard(
+            self.roles["runs_manager"],
             iam.PolicyStatement(
                 actions=["ecs:DescribeTasks", "ecs:StopTask"], resources=[tasks], conditions=on_cluster
             ),
@@ -430,8 +456,8 @@ class NodeFunctions(Construct):
         container_instances = Stack.of(self).format_arn(
             service="ecs", resource="container-instance", resource_name=f"{cluster.cluster_name}/*"
         )
-        self._allow_wildcard(
-            "runs_manager",
+        self.allow_wildcard(
+            self.roles["runs_manager"],
             iam.PolicyStatement(
                 actions=["ecs:ListTasks"], resources=[container_instances], conditions=on_cluster
             ),
@@ -440,25 +466,25 @@ class NodeFunctions(Construct):
         )
 
     def _allow_executions(self) -> None:
-        self._allow_wildcard(
-            "runs_manager",
+        self.allow_wildcard(
+            self.roles["runs_manager"],
             iam.PolicyStatement(
-                actions=["states:StartExecution"], resources=[self._states_arn("stateMachine", "*")]
+                actions=["states:StartExecution"], resources=[self.states_arn("stateMachine", "*")]
             ),
             "A run starts on the published version of its workflow's state machine, chosen at runtime among this "
             "node's state machines (name prefix '<node>-').",
         )
-        self._allow_wildcard(
-            "runs_manager",
+        self.allow_wildcard(
+            self.roles["runs_manager"],
             iam.PolicyStatement(
                 actions=["states:StopExecution", "states:DescribeExecution"],
-                resources=[self._states_arn("execution", "*:*")],
+                resources=[self.states_arn("execution", "*:*")],
             ),
             "Cancel stops a run's execution, named by the run id at runtime, of one of this node's state "
             "machines; the ARN pattern keeps it to the node's name prefix.",
         )
 
-    def _allow_run_objects(self, role: str, mode: str) -> None:
+    def _allow_run_objects(self, role: iam.Role, mode: str) -> None:
         """S3 objects of runs live under runs/<run_id>/ (manifest, provenance, archived logs)."""
         storage = self._storage
         if mode == "write":
@@ -467,7 +493,7 @@ class NodeFunctions(Construct):
         else:
             actions = ["s3:GetObject"]
             buckets = (storage.results_bucket,)
-        self._allow_wildcard(
+        self.allow_wildcard(
             role,
             iam.PolicyStatement(
                 actions=actions, resources=[b.arn_for_objects(f"{C.RESULTS_PREFIX}*") for b in buckets]
@@ -478,15 +504,17 @@ class NodeFunctions(Construct):
 
     def _grant_list_batches(self) -> None:
         storage = self._storage
-        self._allow_table("list_batches", storage.slots_table, READ + SCAN)
-        self._allow_table("list_batches", storage.runs_table, READ)
-        self._allow_table("list_batches", storage.workflows_table, READ)
+        self.allow_table(self.roles["list_batches"], storage.slots_table, READ + SCAN)
+        self.allow_table(self.roles["list_batches"], storage.runs_table, READ)
+        self.allow_table(self.roles["list_batches"], storage.workflows_table, READ)
 
     def _grant_download(self) -> None:
-        self._allow(
-            "download", ["secretsmanager:GetSecretValue"], [self._compute.pennsieve_secret.secret_arn]
+        self.allow(
+            self.roles["download"],
+            ["secretsmanager:GetSecretValue"],
+            [self._compute.pennsieve_secret.secret_arn],
         )
-        self._allow_run_objects("download", "read")
+        self._allow_run_objects(self.roles["download"], "read")
 
     @property
     def efs_client_roles(self) -> list[iam.IRole]:
@@ -495,15 +523,18 @@ class NodeFunctions(Construct):
 
     def allow_orchestration(self, *, state_machine_role: iam.IRole, state_machine_log_group_arn: str) -> None:
         """The API creates state machines with the shared role; the runs manager passes it nothing."""
-        self._allow(
-            "api",
+        self.allow(
+            self.roles["api"],
             ["iam:PassRole"],
             [state_machine_role.role_arn],
             StringEquals={"iam:PassedToService": "states.amazonaws.com"},
         )
-        api = self.functions["api"]
-        api.add_environment(C.ENV["state_machine_role"], state_machine_role.role_arn)
-        api.add_environment(C.ENV["state_machine_log_group"], state_machine_log_group_arn)
+        self._state_machine_environment = {
+            C.ENV["state_machine_role"]: state_machine_role.role_arn,
+            C.ENV["state_machine_log_group"]: state_machine_log_group_arn,
+        }
+        for name, value in self._state_machine_environment.items():
+            self.functions["api"].add_environment(name, value)
 
 
 def _pascal(name: str) -> str:

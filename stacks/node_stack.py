@@ -18,6 +18,7 @@ from stacks.network import NodeNetwork
 from stacks.orchestration import CompiledWorkflow, NodeOrchestration
 from stacks.settings import NodeSettings
 from stacks.storage import NodeStorage
+from stacks.triggers import NodeTriggers
 
 
 class NodeStack(Stack):
@@ -67,7 +68,10 @@ class NodeStack(Stack):
             read_only=[],
             runs_manager=self.functions.roles["runs_manager"],
         )
-        self.api = NodeApi(self, "Api", settings=settings, handler=self.functions["api"])
+        self.triggers = NodeTriggers(self, "Triggers", functions=self.functions, storage=self.storage)
+        self.api = NodeApi(
+            self, "Api", settings=settings, handler=self.functions["api"], webhook=self.triggers.webhook
+        )
         self.events = NodeEvents(
             self,
             "Events",

@@ -189,17 +189,9 @@ class NodeStorage(Construct):
 
     @staticmethod
     def _run_indexes() -> list[dynamodb.GlobalSecondaryIndexPropsV2]:
-        created = dynamodb.Attribute(name=C.RUNS_CREATED_ATTR, type=dynamodb.AttributeType.STRING)
         return [
-            dynamodb.GlobalSecondaryIndexPropsV2(
-                index_name=index,
-                partition_key=dynamodb.Attribute(name=attribute, type=dynamodb.AttributeType.STRING),
-                sort_key=created,
-            )
-            for index, attribute in (
-                (C.RUNS_BY_WORKFLOW_INDEX, C.RUNS_WORKFLOW_ATTR),
-                (C.RUNS_BY_STATUS_INDEX, C.RUNS_STATUS_ATTR),
-            )
+            string_index(C.RUNS_BY_WORKFLOW_INDEX, C.RUNS_WORKFLOW_ATTR, C.RUNS_CREATED_ATTR),
+            string_index(C.RUNS_BY_STATUS_INDEX, C.RUNS_STATUS_ATTR, C.RUNS_CREATED_ATTR),
         ]
 
     def _table(
@@ -211,18 +203,40 @@ class NodeStorage(Construct):
         indexes: list[dynamodb.GlobalSecondaryIndexPropsV2] | None = None,
         ttl: str | None = None,
     ) -> dynamodb.TableV2:
-        string = dynamodb.AttributeType.STRING
-        return dynamodb.TableV2(
-            self,
-            f"{name}Table",
-            partition_key=dynamodb.Attribute(name=partition_key, type=string),
-            sort_key=dynamodb.Attribute(name=sort_key, type=string) if sort_key else None,
-            global_secondary_indexes=indexes,
-            billing=dynamodb.Billing.on_demand(),
-            encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            time_to_live_attribute=ttl,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        return node_table(self, f"{name}Table", partition_key, sort_key=sort_key, indexes=indexes, ttl=ttl)
+
+
+def string_index(name: str, partition_key: str, sort_key: str) -> dynamodb.GlobalSecondaryIndexPropsV2:
+    string = dynamodb.AttributeType.STRING
+    return dynamodb.GlobalSecondaryIndexPropsV2(
+        index_name=name,
+        partition_key=dynamodb.Attribute(name=partition_key, type=string),
+        sort_key=dynamodb.Attribute(name=sort_key, type=string),
+    )
+
+
+def node_table(
+    scope: Construct,
+    construct_id: str,
+    partition_key: str,
+    *,
+    sort_key: str | None = None,
+    indexes: list[dynamodb.GlobalSecondaryIndexPropsV2] | None = None,
+    ttl: str | None = None,
+) -> dynamodb.TableV2:
+    """On-demand, encrypted, point-in-time recovery, kept when the stack is deleted; string keys."""
+    string = dynamodb.AttributeType.STRING
+    return dynamodb.TableV2(
+        scope,
+        construct_id,
+        partition_key=dynamodb.Attribute(name=partition_key, type=string),
+        sort_key=dynamodb.Attribute(name=sort_key, type=string) if sort_key else None,
+        global_secondary_indexes=indexes,
+        billing=dynamodb.Billing.on_demand(),
+        encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+            point_in_time_recovery_enabled=True
+        ),
+        time_to_live_attribute=ttl,
+        removal_policy=RemovalPolicy.RETAIN,
+    )

@@ -34,7 +34,8 @@ def test_task_rule_matches_this_cluster_only(node):
 def test_both_rules_target_status_with_retries_and_the_dlq(node):
     status = node.logical_id(node.stack.functions["status"])
     queue = node.logical_id(node.stack.functions.dead_letter_queue)
-    for rule in rules(node).values():
+    for source in ("aws.states", "aws.ecs"):
+        rule = rules(node)[source]
         (target,) = rule["Targets"]
         assert target["Arn"] == {"Fn::GetAtt": [status, "Arn"]}
         assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue, "Arn"]}}

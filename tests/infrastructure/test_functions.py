@@ -15,10 +15,11 @@ def function_properties(node, name: str) -> dict:
 
 
 def test_python312_arm64_functions_with_their_handlers_and_names(node):
-    assert (
-        len(node.resources("AWS::Lambda::Function")) == len(C.LAMBDA_NAMES) + 1
-    )  # + CDK's VPC custom resource
-    for name in C.LAMBDA_NAMES:
+    functions = node.stack.functions.functions
+    assert set(C.LAMBDA_NAMES) <= set(functions)
+    # One more: the custom resource CDK adds to restrict the VPC's default security group.
+    assert len(node.resources("AWS::Lambda::Function")) == len(functions) + 1
+    for name in node.stack.functions.functions:
         properties = function_properties(node, name)
         assert properties["FunctionName"] == f"pennflow-{name.replace('_', '-')}"
         assert properties["Runtime"] == "python3.12"
@@ -28,13 +29,13 @@ def test_python312_arm64_functions_with_their_handlers_and_names(node):
 
 
 def test_powertools_comes_from_the_public_v3_layer_of_the_pinned_release(node):
-    for name in C.LAMBDA_NAMES:
+    for name in node.stack.functions.functions:
         (layer,) = function_properties(node, name)["Layers"]
         assert layer == "{{resolve:ssm:/aws/service/powertools/python/arm64/python3.12/3.37.0}}"
 
 
 def test_dependency_layer_ships_when_built_and_synth_warns_when_not(node, variant):
-    for name in C.LAMBDA_NAMES:
+    for name in node.stack.functions.functions:
         (layer,) = [x for x in function_properties(variant, name)["Layers"] if isinstance(x, dict)]
         assert layer == {"Ref": variant.logical_id(variant.stack.functions.dependencies_layer)}
     (layer,) = variant.resources("AWS::Lambda::LayerVersion").values()
@@ -48,21 +49,25 @@ def test_dependency_layer_ships_when_built_and_synth_warns_when_not(node, varian
 
 def test_each_function_logs_to_its_own_group_with_retention(node):
     groups = set()
-    for name in C.LAMBDA_NAMES:
+    for name in node.stack.functions.functions:
         group_id = function_properties(node, name)["LoggingConfig"]["LogGroup"]["Ref"]
         assert node.json["Resources"][group_id]["Properties"]["RetentionInDays"] == 30
         groups.add(group_id)
-    assert len(groups) == len(C.LAMBDA_NAMES)
+    assert len(groups) == len(node.stack.functions.functions)
 
 
 def test_asynchronously_invoked_functions_have_the_encrypted_ssl_only_dlq(node):
     queue = node.stack.functions.dead_letter_queue
     queue_arn = {"Fn::GetAtt": [node.logical_id(queue), "Arn"]}
-    for name in C.LAMBDA_NAMES:
+    for name in node.stack.functions.functions:
         has_dlq = function_properties(node, name).get("DeadLetterConfig") == {"TargetArn": queue_arn}
         assert has_dlq == (name in C.ASYNC_LAMBDAS), name
     assert node.json["Resources"][node.logical_id(queue)]["Properties"]["SqsManagedSseEnabled"] is True
-    (policy,) = node.resources("AWS::SQS::QueuePolicy").values()
+    (policy,) = [
+        p
+        for p in node.resources("AWS::SQS::QueuePolicy").values()
+        if p["Properties"]["Queues"] == [{"Ref": node.logical_id(queue)}]
+    ]
     assert any(
         s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
         for s in policy["Properties"]["PolicyDocument"]["Statement"]
@@ -70,7 +75,7 @@ def test_asynchronously_invoked_functions_have_the_encrypted_ssl_only_dlq(node):
 
 
 def test_reserved_concurrency_where_configured(node, variant):
-    for name in C.LAMBDA_NAMES:
+    for name in node.stack.functions.functions:
         assert function_properties(node, name).get(
             "ReservedConcurrentExecutions"
         ) == C.RESERVED_CONCURRENCY.get(name)
@@ -79,7 +84,7 @@ def test_reserved_concurrency_where_configured(node, variant):
 
 def test_only_efs_functions_join_the_vpc_and_mount_runs(node):
     runs_access_point = node.logical_id(node.stack.storage.runs_access_point)
-    for name in C.LAMBDA_NAMES:
+    for name in node.stack.functions.functions:
         properties = function_properties(node, name)
         assert ("VpcConfig" in properties) == (name in C.EFS_LAMBDAS), name
         if name in C.EFS_LAMBDAS:
@@ -90,13 +95,14 @@ def test_only_efs_functions_join_the_vpc_and_mount_runs(node):
 
 def test_environment_carries_names_never_secret_values(node):
     secret_id = node.logical_id(node.stack.compute.pennsieve_secret)
-    for name in C.LAMBDA_NAMES:
+    for name in node.stack.functions.functions:
         variables = function_properties(node, name)["Environment"]["Variables"]
-        assert variables["RUNS_TABLE"] == {"Ref": node.logical_id(node.stack.storage.runs_table)}
+        runs_table = {"Ref": node.logical_id(node.stack.storage.runs_table)}
+        assert variables.get("RUNS_TABLE", runs_table) == runs_table
         assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "pennflow"
-        # The secret travels as its ARN (a Ref), to the functions that read it at runtime; never its value.
+        # Secrets travel as their ARN (a Ref), to the functions that read them at runtime; never a value.
         assert variables.get("PENNSIEVE_SECRET_ARN", {"Ref": secret_id}) == {"Ref": secret_id}
-        assert ("PENNSIEVE_SECRET_ARN" in variables) == (name != "api")
+        assert ("PENNSIEVE_SECRET_ARN" in variables) == (name in C.LAMBDA_NAMES and name != "api")
         assert "SecretString" not in json.dumps(variables)
 
 
@@ -111,13 +117,13 @@ def test_asset_carries_only_pennflow_and_lambdas(node):
         for part in p.parts
     )
     assert (asset / "pennflow" / "asl.py").is_file()
-    assert len({function_properties(node, n)["Code"]["S3Key"] for n in C.LAMBDA_NAMES}) == 1
+    assert len({function_properties(node, n)["Code"]["S3Key"] for n in node.stack.functions.functions}) == 1
 
 
 def test_functions_that_start_queued_runs_share_the_runs_manager_role(node):
     functions = node.stack.functions
     manager = node.logical_id(functions.roles["runs_manager"])
-    for name in C.LAMBDA_NAMES:
+    for name in node.stack.functions.functions:
         role = function_properties(node, name)["Role"]["Fn::GetAtt"][0]
         assert (role == manager) == (name in C.RUNS_MANAGER_LAMBDAS), name
 
@@ -184,13 +190,39 @@ def test_runs_manager_reads_processor_logs_and_writes_run_objects_under_runs(nod
 
 
 def test_environment_matches_the_function_settings(node):
-    """lambdas/settings.py reads these variables; a missing one fails the function's cold start."""
+    """Each function reads its settings from these variables; a missing one fails its cold start."""
+    from lambdas.download import DownloadFunctionSettings
     from lambdas.settings import ApiSettings, NodeSettings
+    from pennflow.triggers.wiring import TriggerSettings
 
-    def required(model) -> set[str]:
-        return {f.alias for f in model.model_fields.values() if f.is_required() and f.alias != "AWS_REGION"}
+    def required(*models) -> set[str]:
+        return {
+            f.alias
+            for model in models
+            for f in model.model_fields.values()
+            if f.is_required() and f.alias != "AWS_REGION"  # set by the Lambda runtime
+        }
 
-    for name in C.LAMBDA_NAMES:
+    trigger = required(TriggerSettings) | {"TRIGGER_FIRE_QUEUE_URL"}
+    expected = {
+        "api": required(ApiSettings) | {"TRIGGERS_TABLE", "TRIGGER_STATE_TABLE", "LAYERS_TABLE"},
+        "download": required(DownloadFunctionSettings),
+        "webhook": trigger | {"WEBHOOK_SECRET_ARN"},
+        "trigger_events": trigger,
+        "trigger_fire": trigger | required(ApiSettings),
+    }
+    for name in node.stack.functions.functions:
         variables = set(function_properties(node, name)["Environment"]["Variables"])
-        expected = required(ApiSettings) if name == "api" else required(NodeSettings)
-        assert expected <= variables, (name, expected - variables)
+        wanted = expected.get(name, required(NodeSettings))
+        assert wanted <= variables, (name, wanted - variables)
+
+
+def test_lambda_default_policies_hold_no_wildcard_resource_but_x_ray(node):
+    """Every other unscoped statement lives in a policy of its own, acknowledged with its own reason."""
+    for role in node.stack.functions.roles.values():
+        default = role.node.find_child("DefaultPolicy")
+        statements = node.json["Resources"][node.logical_id(default)]["Properties"]["PolicyDocument"][
+            "Statement"
+        ]
+        unscoped = {a for s in statements if s["Resource"] == "*" for a in as_list(s["Action"])}
+        assert unscoped <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}, role.node.path

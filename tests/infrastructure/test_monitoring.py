@@ -25,7 +25,7 @@ def test_alarms_cover_failed_runs_function_errors_and_dead_letters(node):
     alarms = [a["Properties"] for a in node.resources("AWS::CloudWatch::Alarm").values()]
     metrics = {a.get("MetricName") for a in alarms}
     assert {"RunsFailed", "Errors", "ApproximateNumberOfMessagesVisible", "ExecutionsFailed"} <= metrics
-    assert sum(a.get("MetricName") == "Errors" for a in alarms) == len(C.LAMBDA_NAMES)
+    assert sum(a.get("MetricName") == "Errors" for a in alarms) == len(node.stack.functions.functions)
     topic = node.logical_id(node.stack.monitoring.topic)
     for alarm in alarms:
         assert alarm["AlarmActions"] == [{"Ref": topic}]

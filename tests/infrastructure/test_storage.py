@@ -133,7 +133,8 @@ def test_data_buckets_send_access_logs_to_the_access_log_bucket(node):
 
 def test_tables_have_point_in_time_recovery_and_encryption(node):
     tables = node.resources("AWS::DynamoDB::GlobalTable")
-    assert len(tables) == 6  # runs, workflows, processors, slots, idempotency, layers
+    # runs, workflows, processors, slots, idempotency, layers; trigger rules and trigger state
+    assert len(tables) == 8
     for table in tables.values():
         properties = table["Properties"]
         assert properties["SSESpecification"]["SSEEnabled"] is True
