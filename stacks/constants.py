@@ -25,7 +25,8 @@ POSIX_UID = "1000"
 POSIX_GID = "1000"
 FOLDER_PERMISSIONS = "750"
 LAMBDA_RUNS_MOUNT = "/mnt/runs"
-MAX_RUN_SLOTS = 50  # each slot's access point ARN is listed in the task roles' policy (size limit)
+MAX_RUN_SLOTS = 50
+EFS_IA_AFTER_DAYS = 30  # EFS lifecycle: files move to Infrequent Access after 30 days without access  # each slot's access point ARN is listed in the task roles' policy (size limit)
 
 # Step Functions / ECS naming, shared with the API Lambda that creates state machines at runtime.
 STATE_MACHINE_NAME_LIMIT = 80
@@ -183,4 +184,5 @@ ENV = {
     "webhook_secret": "WEBHOOK_SECRET_ARN",
     "layer_price_standard": "LAYER_PRICE_STANDARD_GB_MONTH",
     "layer_price_ia": "LAYER_PRICE_IA_GB_MONTH",
+    "layer_ia_after_days": "LAYER_IA_AFTER_DAYS",
 }

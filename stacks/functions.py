@@ -277,6 +277,9 @@ class NodeFunctions(Construct):
             "cancel_function": self.name_of("cancel"),
             "layer_price_standard": str(s.layer_storage_prices.standard),
             "layer_price_ia": str(s.layer_storage_prices.infrequent_access),
+            "layer_ia_after_days": str(
+                C.EFS_IA_AFTER_DAYS
+            ),  # the file system's lifecycle, for cost estimates
         }
         return {**{C.ENV[key]: value for key, value in values.items()}, **self._state_machine_environment}
 

@@ -60,7 +60,7 @@ class NodeStorage(Construct):
             encrypted=True,
             throughput_mode=efs.ThroughputMode.ELASTIC,
             performance_mode=efs.PerformanceMode.GENERAL_PURPOSE,
-            lifecycle_policy=efs.LifecyclePolicy.AFTER_30_DAYS,
+            lifecycle_policy=efs.LifecyclePolicy.AFTER_30_DAYS,  # C.EFS_IA_AFTER_DAYS
             out_of_infrequent_access_policy=efs.OutOfInfrequentAccessPolicy.AFTER_1_ACCESS,
             enable_automatic_backups=True,
             removal_policy=RemovalPolicy.RETAIN,

@@ -28,6 +28,12 @@ def test_efs_is_encrypted_elastic_and_tiers_to_infrequent_access(node):
     )
 
 
+def test_layer_cost_estimates_use_the_file_system_lifecycle(node):
+    api = node.json["Resources"][node.logical_id(node.stack.functions["api"])]["Properties"]
+    assert api["Environment"]["Variables"]["LAYER_IA_AFTER_DAYS"] == str(C.EFS_IA_AFTER_DAYS)
+    assert {"TransitionToIA": f"AFTER_{C.EFS_IA_AFTER_DAYS}_DAYS"} in file_system(node)["LifecyclePolicies"]
+
+
 def test_efs_policy_denies_unencrypted_transport(node):
     statements = file_system(node)["FileSystemPolicy"]["Statement"]
     assert {
