@@ -139,7 +139,7 @@ class NodeApi(Construct):
             "throttled; a WAF web ACL would add cost without adding an authentication boundary.",
         )
         for method in self.rest_api.methods:
-            if method is self.webhook_method:
+            if method.node.path == self.webhook_method.node.path:  # jsii proxies: compare paths
                 continue
             acknowledge(
                 method,

@@ -51,3 +51,5 @@ def test_acknowledgements_are_scoped_and_explained(node):
         assert ack.path != node.stack.node.path, f"{ack.rule} is acknowledged for the whole stack"
         # Wildcard findings are acknowledged one finding at a time, never as the bare rule.
         assert ack.rule != "AwsSolutions-IAM5", ack
+    places = [(ack.path, ack.rule) for ack in acknowledgements]
+    assert sorted({p for p in places if places.count(p) > 1}) == [], "one reason per finding and construct"
