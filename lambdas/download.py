@@ -60,7 +60,7 @@ def download_node() -> DownloadNode:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = parse_download_event(event)  # a malformed event fails before anything is touched
     logger.append_keys(run_id=request.run_id, processor_id=request.processor_id, action=request.action)
-    task_relative(request.output_dir)
+    task_relative(request.output_dir)  # so is a folder outside the run
     result = handle_download_event(request, download_node())
     if result["action"] == "download":
         metrics.add_metric(name="DownloadedBytes", unit=MetricUnit.Bytes, value=result["bytes"])

@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pennflow.aws import client as aws_client
+from pennflow.aws import error_code
 from pennflow.datasource import InputSummary
 from pennflow.definition import Workflow
 from pennflow.runs import RunRecord, Status
@@ -102,11 +104,9 @@ def resolve_image(image: str, *, ecr_client: Any = None, docker: str = "docker")
 
 
 def _ecr_digest(image: str, match: re.Match[str], ecr_client: Any) -> ResolvedImage:
-    from pennflow.aws import client, error_code
-
     tag = match.group("tag") or "latest"
     try:
-        ecr = ecr_client or client("ecr", match.group("region"))
+        ecr = ecr_client or aws_client("ecr", match.group("region"))
         details = ecr.describe_images(
             registryId=match.group("registry"),
             repositoryName=match.group("repository"),

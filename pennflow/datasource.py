@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -22,6 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, computed_field
 
+from pennflow.aws import client as aws_client
+from pennflow.aws import error_code
 from pennflow.contract import RUN_MOUNT
 from pennflow.pennsieve import (
     BATCHES,
@@ -42,8 +43,6 @@ from pennflow.pennsieve.download import ByteRange, plan_ranges
 if TYPE_CHECKING:
     from pennflow.pennsieve import PennsieveClient
 
-log = logging.getLogger(__name__)
-
 MANIFEST_NAME = "manifest.json"
 # One download call's share: at ~100 MB/s from S3 a 1 GiB batch takes seconds, far from the Lambda timeout.
 BATCH_BYTES = 1024**3
@@ -54,8 +53,8 @@ def manifest_key(run_id: str) -> str:
 
 
 def plan_settings(max_workers: int | None = None) -> DownloadSettings:
-    """The one download plan: the manifest writer and the download Lambda must split files alike
-    (``finish_downloads`` re-derives each file's byte ranges from these settings)."""
+    """The node's download settings (range threshold and size, chunk, workers). The verify step does
+    not rely on them matching the writer's: it reads the split from the manifest (``settings_for``)."""
     settings = DownloadSettings()
     return settings.model_copy(update={"max_workers": max_workers}) if max_workers else settings
 
@@ -216,7 +215,7 @@ def ensure_run_manifest(
     try:
         entries = entries_of(read_run_manifest(location, s3))
     except Exception as exc:
-        if _error_code(exc) not in {"NoSuchKey", "404"}:
+        if error_code(exc) not in {"NoSuchKey", "404"}:
             raise
         entries = build_manifest(client, dataset_id, package_ids or None).entries
         write_run_manifest(run_id, entries, bucket=bucket, s3=s3)
@@ -380,14 +379,4 @@ def _problems(exc: ValidationError) -> str:
 
 
 def _s3(s3: Any) -> Any:
-    if s3 is not None:
-        return s3
-    from pennflow.aws import client
-
-    return client("s3")
-
-
-def _error_code(exc: BaseException) -> str | None:
-    from pennflow.aws import error_code
-
-    return error_code(exc)
+    return s3 if s3 is not None else aws_client("s3")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from pennflow.aws import client as aws_client
 from pennflow.contract import list_input_files
 from pennflow.definition import TargetType
 from pennflow.pennsieve import LocalFile, UploadSettings, upload_files
@@ -104,7 +105,7 @@ def publish(
         raise UnsupportedTarget(
             "Pennsieve Package Asset targets are not supported: attaching a viewer asset (ASSET_TYPE) to a "
             "package uses a Pennsieve endpoint that is not part of its documented public API, so this node "
-            "cannot publish one honestly; use a 'Pennsieve Dataset' target to upload the files instead"
+            "does not publish them; use a 'Pennsieve Dataset' target to upload the files instead"
         )
     raise UnsupportedTarget(
         "persistent-layer targets write a layer version, which belongs to pennflow.layers; it has no "
@@ -136,7 +137,7 @@ def publish_to_s3(
                 f"{', '.join(clashes)} would replace the run's own file(s) at s3://{bucket}/runs/{run_id}/: "
                 f"move it into a folder or set the target's {PARAM_PREFIX} param"
             )
-    client = s3 if s3 is not None else _s3_client()
+    client = s3 if s3 is not None else aws_client("s3")
 
     def put(relative: str) -> PublishedFile:
         path = input_dir / relative
@@ -233,9 +234,3 @@ def _clean_folder(value: str, name: str) -> PurePosixPath:
     if ".." in folder.parts or "\\" in value:
         raise TargetError(f"the {name} param must be a relative folder without '..', got {value!r}")
     return folder
-
-
-def _s3_client() -> Any:
-    from pennflow.aws import client
-
-    return client("s3")
