@@ -6,7 +6,7 @@ PENNFLOW_HOME ?= $(CURDIR)/.pennflow
 export PENNFLOW_HOME
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: setup demo test lint bench synth clean
+.PHONY: setup demo test lint bench synth deploy lambda-deps clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,14 +34,24 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Infrastructure tests share one synthesized app: --dist loadgroup keeps them on one worker.
 test: setup lint
-	$(BIN)/pytest -n 2 tests
+	$(BIN)/pytest -n 2 --dist loadgroup tests
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
-synth: setup
+# What the Lambdas import beyond the Powertools layer (which brings pydantic), built for arm64 Lambda.
+lambda-deps: $(BIN)/python
+	rm -rf build/lambda-deps
+	$(BIN)/pip install -q --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 \
+		--only-binary=:all: --target build/lambda-deps/python pyyaml==6.0.3 requests==2.34.2
+
+synth: setup lambda-deps
 	npx cdk synth --quiet
 
+deploy: setup lambda-deps
+	npx cdk deploy
+
 clean:
-	rm -rf $(VENV) node_modules cdk.out .pytest_cache
+	rm -rf $(VENV) node_modules cdk.out .pytest_cache build
