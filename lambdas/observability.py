@@ -6,6 +6,7 @@ Handlers stack the decorators in one order: ``@logger.inject_lambda_context``, t
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -14,6 +15,9 @@ from pydantic import ValidationError
 
 SERVICE = "pennflow"
 NAMESPACE = "pennflow"
+
+# Most status events and cancels emit no metric; Powertools would warn about each of those flushes.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 logger = Logger(service=SERVICE)
 # Patch only what the handlers call: auto-patching every supported library imports them all and

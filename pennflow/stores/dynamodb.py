@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import heapq
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
@@ -44,6 +44,7 @@ STATUS_ATTR = "status"
 CREATED_ATTR = "created_at"
 POSITION_ATTR = "position"
 TASKS_ATTR = "task_arns"  # ECS task ARNs a step ran (one per attempt or batch), see record_task
+FAILED_TASKS_ATTR = "failed_task_arns"  # those of them that failed, see record_failed_task
 MAX_TRANSACTION_ITEMS = 100
 CURSOR_VERSION = 1
 # RunRecord field -> attribute name where they differ.
@@ -168,6 +169,28 @@ class DynamoRunStore:
             raise
         return True
 
+    def record_failed_task(self, run_id: str, processor_id: str, task_arn: str) -> int:
+        """Remember a failed ECS task of a step; returns how many distinct tasks of it have failed."""
+        response = self.client.update_item(
+            TableName=self.table_name,
+            Key=_key(run_id, STEP_PREFIX + processor_id),
+            UpdateExpression="ADD #failed :task",
+            ConditionExpression="attribute_exists(#pk)",
+            ExpressionAttributeNames={"#pk": PK, "#failed": FAILED_TASKS_ATTR},
+            ExpressionAttributeValues={":task": {"SS": [task_arn]}},
+            ReturnValues="ALL_NEW",
+        )
+        return len(response["Attributes"][FAILED_TASKS_ATTR]["SS"])
+
+    def update_step_when(
+        self, run_id: str, processor_id: str, statuses: Collection[Status], **fields: Any
+    ) -> bool:
+        """Set fields only while the step's status is one of ``statuses`` (status itself unchanged)."""
+        values = {name: _field_value(StepRecord, name, value) for name, value in fields.items()}
+        if not values or any(name in (PK, "processor_id", STATUS_ATTR) for name in values):
+            raise ValueError("give the fields to set (not the status or keys)")
+        return self._update(_key(run_id, STEP_PREFIX + processor_id), None, values, only_in=statuses)
+
     def step_tasks(self, run_id: str) -> dict[str, list[str]]:
         """processor id -> the ECS task ARNs recorded for it (sorted), for every step of the run."""
         tasks = {}
@@ -190,7 +213,13 @@ class DynamoRunStore:
         for page in pages:
             yield from page.get("Items", [])
 
-    def _update(self, key: dict[str, Any], status: Status | None, values: dict[str, Any]) -> bool:
+    def _update(
+        self,
+        key: dict[str, Any],
+        status: Status | None,
+        values: dict[str, Any],
+        only_in: Collection[Status] | None = None,
+    ) -> bool:
         if status is None and not values:
             raise ValueError("nothing to update: give a status or fields")
         names = {"#pk": PK}
@@ -204,14 +233,18 @@ class DynamoRunStore:
             else:
                 sets.append(f"#f{index} = :f{index}")
                 attr_values[f":f{index}"] = value
+        allowed: list[str] | None = None
+        if only_in is not None:
+            allowed = sorted(Status(s).value for s in only_in)
         if status is not None:
             status = Status(status)
             allowed = sorted(s.value for s in allowed_predecessors(status))
+            sets.append("#status = :status")
+            attr_values[":status"] = status.value
+        if allowed is not None:
             if not allowed:
                 return False
             names["#status"] = STATUS_ATTR
-            sets.append("#status = :status")
-            attr_values[":status"] = status.value
             placeholders = ", ".join(f":allowed{i}" for i in range(len(allowed)))
             conditions.append(f"#status IN ({placeholders})")
             attr_values.update({f":allowed{i}": value for i, value in enumerate(allowed)})

@@ -1,0 +1,164 @@
+"""Typed settings of the Lambda functions, read from the environment the stack sets.
+
+Variable names are those of ``stacks/constants.py`` (``ENV``). A missing or bad value fails the
+cold start with one line per variable (``RUNS_TABLE: required``), never a traceback.
+
+``ApiSettings`` serves the API function; ``NodeSettings`` the run lifecycle functions (prepare,
+status, finalize, cancel, list_batches), which all may start queued runs and so need the whole
+node: tables, buckets, cluster, network, task roles, EFS, function ARNs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+
+class SettingsError(RuntimeError):
+    """The function's environment is incomplete or invalid (one line per variable)."""
+
+
+def _comma_list(value: Any) -> Any:
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
+IdList = Annotated[list[str], BeforeValidator(_comma_list), Field(min_length=1)]
+
+
+class _EnvSettings(BaseModel):
+    """Built from a mapping of environment variables (``os.environ`` when none is given)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=False, str_strip_whitespace=True)
+
+    def __init__(self, environ: Mapping[str, str] | None = None, **values: Any):
+        data = dict(os.environ if environ is None else environ)
+        data.update(values)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+
+
+class ApiSettings(_EnvSettings):
+    node_name: str = Field("pennflow", alias="PENNFLOW_NODE_NAME")
+    runs_table: str = Field(alias="RUNS_TABLE", min_length=1)
+    workflows_table: str = Field(alias="WORKFLOWS_TABLE", min_length=1)
+    idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE", min_length=1)
+    state_machine_prefix: str = Field(alias="STATE_MACHINE_PREFIX", min_length=1)
+    state_machine_role_arn: str = Field(alias="STATE_MACHINE_ROLE_ARN", min_length=1)
+    state_machine_log_group_arn: str | None = Field(None, alias="STATE_MACHINE_LOG_GROUP_ARN")
+    prepare_function_name: str = Field(alias="PREPARE_FUNCTION_NAME", min_length=1)
+    cancel_function_name: str = Field(alias="CANCEL_FUNCTION_NAME", min_length=1)
+
+
+class NodeSettings(_EnvSettings):
+    node_name: str = Field("pennflow", alias="PENNFLOW_NODE_NAME")
+    region: str = Field(alias="AWS_REGION", min_length=1)
+    runs_table: str = Field(alias="RUNS_TABLE", min_length=1)
+    workflows_table: str = Field(alias="WORKFLOWS_TABLE", min_length=1)
+    slots_table: str = Field(alias="SLOTS_TABLE", min_length=1)
+    layers_table: str | None = Field(None, alias="LAYERS_TABLE")
+    results_bucket: str = Field(alias="RESULTS_BUCKET", min_length=1)
+    log_bucket: str = Field(alias="LOG_ARCHIVE_BUCKET", min_length=1)
+    cluster_arn: str = Field(alias="CLUSTER_ARN", min_length=1)
+    processor_log_group: str = Field(alias="PROCESSOR_LOG_GROUP", min_length=1)
+    execution_role_arn: str = Field(alias="TASK_EXECUTION_ROLE_ARN", min_length=1)
+    processor_role_arn: str = Field(alias="PROCESSOR_TASK_ROLE_ARN", min_length=1)
+    builtin_role_arn: str = Field(alias="BUILTIN_TASK_ROLE_ARN", min_length=1)
+    builtin_image: str = Field(alias="BUILTIN_IMAGE", min_length=1)
+    file_system_id: str = Field(alias="FILE_SYSTEM_ID", min_length=1)
+    layers_access_point_id: str | None = Field(None, alias="LAYERS_ACCESS_POINT_ID")
+    runs_mount: Path = Field(Path("/mnt/runs"), alias="RUNS_MOUNT")
+    run_slots: int = Field(alias="RUN_SLOTS", ge=1, le=50)
+    subnets: IdList = Field(alias="TASK_SUBNET_IDS")
+    security_groups: IdList = Field(alias="TASK_SECURITY_GROUP_ID")  # one id, or several comma-separated
+    task_family_prefix: str = Field("pf-", alias="TASK_FAMILY_PREFIX", min_length=1)
+    state_machine_prefix: str = Field(alias="STATE_MACHINE_PREFIX", min_length=1)
+    state_machine_role_arn: str = Field("", alias="STATE_MACHINE_ROLE_ARN")  # only registering needs it
+    finalize_function: str = Field(alias="FINALIZE_FUNCTION_ARN", min_length=1)  # an ARN or a name
+    list_batches_function: str | None = Field(None, alias="LIST_BATCHES_FUNCTION_ARN")
+    download_function: str | None = Field(None, alias="DOWNLOAD_FUNCTION_ARN")
+    retention_days: int = Field(90, alias="RUN_RETENTION_DAYS", ge=1, le=3650)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "environment"
+        message = "required" if error["type"] == "missing" else error["msg"]
+        lines.append(f"{name}: {message}")
+    return "invalid function settings:\n" + "\n".join(lines)
+
+
+@cache
+def node_settings() -> NodeSettings:
+    return NodeSettings()
+
+
+@cache
+def node() -> Any:
+    """The run lifecycle's dependencies, built once per Lambda container (see pennflow.lifecycle.Node)."""
+    from lambdas.observability import MetricsListener
+
+    return build_node(node_settings(), listener=MetricsListener())
+
+
+def build_node(settings: NodeSettings, listener: Any = None) -> Any:
+    from pennflow.lifecycle import Node, NodeConfig, NoLayers, PennsieveManifests, RegistryLayerPins
+    from pennflow.slots import SlotFolders, SlotPool
+    from pennflow.stores.dynamodb import DynamoRunStore
+    from pennflow.taskdefs import TaskDefinitions, TaskSettings
+    from pennflow.workflows_registry import DynamoWorkflowRegistry, StateMachineSettings
+
+    slots = SlotPool(
+        settings.slots_table, file_system_id=settings.file_system_id, slot_count=settings.run_slots
+    )
+    task_settings = TaskSettings(
+        file_system_id=settings.file_system_id,
+        execution_role_arn=settings.execution_role_arn,
+        processor_role_arn=settings.processor_role_arn,
+        builtin_role_arn=settings.builtin_role_arn,
+        builtin_image=settings.builtin_image,
+        log_group=settings.processor_log_group,
+        region=settings.region,
+        layers_access_point_id=settings.layers_access_point_id,
+        family_prefix=settings.task_family_prefix,
+    )
+    machines = StateMachineSettings(
+        prefix=settings.state_machine_prefix, role_arn=settings.state_machine_role_arn
+    )
+    if settings.layers_table:
+        from pennflow.layers.dynamodb import DynamoLayerRegistry
+
+        layers: Any = RegistryLayerPins(DynamoLayerRegistry(settings.layers_table))
+    else:
+        layers = NoLayers()
+    config = NodeConfig(
+        cluster_arn=settings.cluster_arn,
+        subnets=tuple(settings.subnets),
+        security_groups=tuple(settings.security_groups),
+        finalize_function=settings.finalize_function,
+        list_batches_function=settings.list_batches_function,
+        download_function=settings.download_function,
+        log_group=settings.processor_log_group,
+        log_bucket=settings.log_bucket,
+        results_bucket=settings.results_bucket,
+        retention_days=settings.retention_days,
+    )
+    extra = {"listener": listener} if listener is not None else {}
+    return Node(
+        config=config,
+        store=DynamoRunStore(settings.runs_table),
+        slots=slots,
+        folders=SlotFolders(settings.runs_mount),
+        task_definitions=TaskDefinitions(task_settings, slots),
+        workflows=DynamoWorkflowRegistry(settings.workflows_table, machines),
+        layers=layers,
+        manifests=PennsieveManifests(settings.results_bucket),
+        **extra,
+    )
