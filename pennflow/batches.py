@@ -41,10 +41,12 @@ def list_batches(request: BatchRequest, node: Node) -> dict[str, list[dict[str, 
     if slot is None:
         raise BatchError(f"run {request.run_id!r} holds no run slot: is it running?")
     slot_dir = node.folders.slot_dir(slot)
-    task_input = _inside_run(request.input_dir)
-    input_dir = slot_dir / task_input.relative_to(RUN_MOUNT)
+    try:
+        input_dir = node.folders.task_path(slot, request.input_dir)
+    except ValueError as exc:
+        raise BatchError(f"inputDir {exc}") from None
     layout = RunLayout(RUN_MOUNT)
-    if task_input == layout.union_dir(request.processor_id):
+    if PurePosixPath(request.input_dir) == layout.union_dir(request.processor_id):
         _build_union(request, node, slot_dir)
     if not input_dir.is_dir():
         raise BatchError(
@@ -66,13 +68,6 @@ def list_batches(request: BatchRequest, node: Node) -> dict[str, list[dict[str, 
         stage_batch(input_dir, batch, slot_dir / task_dir.relative_to(RUN_MOUNT))
         answer.append({"index": index, "inputDir": str(task_dir)})
     return {"batches": answer}
-
-
-def _inside_run(path: str) -> PurePosixPath:
-    task_path = PurePosixPath(path)
-    if not task_path.is_absolute() or ".." in task_path.parts or not task_path.is_relative_to(RUN_MOUNT):
-        raise BatchError(f"inputDir {path!r} must be a folder under {RUN_MOUNT}")
-    return task_path
 
 
 def _build_union(request: BatchRequest, node: Node, slot_dir: Path) -> None:

@@ -20,7 +20,7 @@ import gzip
 import json
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,22 +71,32 @@ def finalize_run(
         raise RunNotFound(run_id)
     now = now or utcnow()
     steps = node.store.list_steps(run_id)
-    final = final_status(run.status, outcome)
-    failed = failed_processor(failure, steps) if final is Status.FAILED else None
-    _settle_steps(node, run_id, steps, final, failed, now)
-    if not run.status.is_terminal:
+    version = node.workflows.get_version(run.workflow, run.definition_hash)
+    workflow = version.workflow() if version else None
+    ended_now = False
+    if not run.status.is_terminal:  # a repeated call finds the run settled and only finishes the rest
+        final = final_status(run.status, outcome)
+        failed = None
+        if final is Status.FAILED:
+            failed = failed_processor(
+                failure, steps, lambda: _failed_state(node, run.execution_arn, workflow)
+            )
+        _settle_steps(node, run_id, steps, final, failed, now)
         fields: dict[str, Any] = {"finished_at": now}
         if failed is not None:
             fields.update(
                 failed_processor=failed.processor_id, exit_code=failed.exit_code, reason=failed.reason
             )
-        node.store.update_run(run_id, final, **fields)
+        ended_now = node.store.update_run(run_id, final, **fields)
     run = node.store.get_run(run_id) or run
     steps = node.store.list_steps(run_id)
+    failed = (
+        FailedProcessor(run.failed_processor, run.exit_code, run.reason or "")
+        if run.status is Status.FAILED
+        else None
+    )
 
     log_keys = archive_logs(node, run_id, node.store.step_tasks(run_id))
-    version = node.workflows.get_version(run.workflow, run.definition_hash)
-    workflow = version.workflow() if version else None
     slot = node.slots.held_by(run_id)
     record = provenance(run, steps, workflow, outcome, failed, log_keys, slot)
     node.s3.put_object(
@@ -114,7 +124,8 @@ def finalize_run(
         log_keys=log_keys,
         slot_released=released,
     )
-    node.listener.run_finished(summary)
+    if ended_now:  # measured once, whatever retries follow
+        node.listener.run_finished(summary)
     return summary
 
 
@@ -131,8 +142,14 @@ def final_status(current: Status, outcome: str) -> Status:
 # ------------------------------------------------------------------ which processor failed
 
 
-def failed_processor(failure: Mapping[str, Any] | None, steps: list[StepRecord]) -> FailedProcessor:
-    """From the ECS task description in ``failure.Cause`` when there is one, else from the steps."""
+def failed_processor(
+    failure: Mapping[str, Any] | None,
+    steps: list[StepRecord],
+    failed_state: Callable[[], str | None] = lambda: None,
+) -> FailedProcessor:
+    """From the ECS task description in ``failure.Cause`` when there is one; else the processor
+    whose state failed in the execution history (Lambda states: downloads, batch listing); else
+    the step records."""
     error = str((failure or {}).get("Error") or "")
     cause = (failure or {}).get("Cause")
     task = _task_description(cause)
@@ -140,7 +157,17 @@ def failed_processor(failure: Mapping[str, Any] | None, steps: list[StepRecord])
         found = _from_task(task, error)
         if found is not None:
             return found
-    return _from_steps(steps, error, cause if isinstance(cause, str) else None)
+    cause_text = cause if isinstance(cause, str) else None
+    from_steps = _from_steps(steps, error, cause_text)
+    if from_steps.exit_code is not None:
+        return from_steps
+    processor_id = failed_state()
+    if processor_id is not None:
+        detail = f": {cause_text[:500]}" if cause_text else ""
+        return FailedProcessor(
+            processor_id, None, f"processor {processor_id!r} failed ({error or 'no error given'}){detail}"
+        )
+    return from_steps
 
 
 def _task_description(cause: Any) -> dict[str, Any] | None:
@@ -184,6 +211,50 @@ def _from_task(task: dict[str, Any], error: str) -> FailedProcessor | None:
     if batch is not None:
         reason += f" (batch {batch})"
     return FailedProcessor(processor_id, exit_code, reason)
+
+
+FAILURE_EVENTS = frozenset(
+    {
+        "TaskFailed",
+        "TaskTimedOut",
+        "LambdaFunctionFailed",
+        "LambdaFunctionTimedOut",
+        "MapRunFailed",
+        "ExecutionFailed",
+    }
+)
+
+
+def _failed_state(node: Node, execution_arn: str | None, workflow: Workflow | None) -> str | None:
+    """The processor whose state failed first, from the execution history (state names are ids)."""
+    if not execution_arn or workflow is None:
+        return None
+    ids = {p.id for p in workflow.processors}
+    try:
+        events = {
+            event["id"]: event
+            for page in node.sfn.get_paginator("get_execution_history").paginate(
+                executionArn=execution_arn, includeExecutionData=False
+            )
+            for event in page.get("events", [])
+        }
+    except Exception as exc:
+        if error_code(exc) in ("ExecutionDoesNotExist", "InvalidArn", "AccessDeniedException"):
+            return None
+        raise
+    for event in sorted(events.values(), key=lambda e: e["id"]):
+        if event["type"] not in FAILURE_EVENTS:
+            continue
+        walk = event
+        while walk is not None:  # back to the state this failure happened in
+            name = walk.get("stateEnteredEventDetails", {}).get("name")
+            if name is not None:
+                first_word = name.split(" ")[0]  # "<id> batches", "<id> batch", "<id> verify", ...
+                if name in ids or first_word in ids:
+                    return name if name in ids else first_word
+                break
+            walk = events.get(walk.get("previousEventId"))
+    return None
 
 
 def _from_steps(steps: list[StepRecord], error: str, cause: str | None) -> FailedProcessor:

@@ -267,9 +267,11 @@ def prepare_run(run_id: str, node: Node) -> StartResult:
         return StartResult(run_id, "skipped", f"the run is {run.status.value}")
     node.slots.enqueue(run_id, run.created_at)
     results = {result.run_id: result for result in start_queued_runs(node)}
-    return results.get(run_id) or StartResult(
-        run_id, "queued", "every run slot is busy; it starts when one frees"
-    )
+    if run_id in results:
+        return results[run_id]
+    detail = "queued: every run slot is busy; it starts when one frees"
+    node.store.update_run_when(run_id, {Status.NOT_STARTED}, reason=detail)  # what `pennflow status` shows
+    return StartResult(run_id, "queued", detail)
 
 
 def start_queued_runs(node: Node) -> list[StartResult]:

@@ -40,6 +40,7 @@ from typing import Any
 
 from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
+from pennflow.contract import RUN_MOUNT
 from pennflow.runs import utcnow
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class SlotPool:
         self._client = client
         self._efs = efs_client
         self._clock = clock
+        self._synced = False  # access points are looked up once per container, not on every read
 
     @property
     def client(self) -> Any:
@@ -121,8 +123,9 @@ class SlotPool:
     def slots(self) -> list[Slot]:
         """Every slot of the node, in id order (slot items are created from the tagged access points)."""
         slots = self._read_slots()
-        if len(slots) < len(self.slot_ids):
+        if len(slots) < len(self.slot_ids) and not self._synced:
             self._sync_from_access_points({s.slot_id for s in slots})
+            self._synced = True
             slots = self._read_slots()
         if not slots:
             raise SlotsUnavailable(
@@ -359,6 +362,17 @@ class SlotFolders:
                 f"slot {slot.slot_id}: access point root {root} is not a folder under {RUNS_ROOT}"
             )
         return self.runs_mount / root.relative_to(RUNS_ROOT)
+
+    def task_path(self, slot: Slot, path: str) -> Path:
+        """A path as the slot's tasks see it (under ``/mnt/run``) -> the same file under the runs mount.
+
+        For Lambdas that work in a running run's folder (batches, downloads); anything outside
+        ``/mnt/run`` is refused, so a payload can never reach another run's files.
+        """
+        task_path = PurePosixPath(path)
+        if not task_path.is_absolute() or ".." in task_path.parts or not task_path.is_relative_to(RUN_MOUNT):
+            raise ValueError(f"{path!r} must be a folder under {RUN_MOUNT}")
+        return self.slot_dir(slot) / task_path.relative_to(RUN_MOUNT)
 
     def run_dir(self, run_id: str) -> Path:
         """Where a finished run's files are kept (``/runs/<run_id>/``)."""

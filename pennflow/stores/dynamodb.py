@@ -127,6 +127,15 @@ class DynamoRunStore:
                 raise ValueError(f"{name!r} cannot be updated this way")
         return self._update(_key(run_id, RUN_SK), status, values)
 
+    def update_run_when(self, run_id: str, statuses: Collection[Status], **fields: Any) -> bool:
+        """Set fields only while the run's status is one of ``statuses`` (status itself unchanged)."""
+        values = {
+            RUN_ATTRS.get(name, name): _field_value(RunRecord, name, value) for name, value in fields.items()
+        }
+        if not values or any(name in (PK, WORKFLOW_ATTR, CREATED_ATTR, STATUS_ATTR) for name in values):
+            raise ValueError("give the fields to set (not the status, keys or index attributes)")
+        return self._update(_key(run_id, RUN_SK), None, values, only_in=statuses)
+
     # ---------------------------------------------------------------- steps
 
     def list_steps(self, run_id: str) -> list[StepRecord]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import types
 from datetime import timedelta
 
 import boto3
@@ -240,3 +241,52 @@ def test_expired_run_folders_are_purged(started) -> None:
     (recent / ".retained-at").write_text(utcnow().isoformat())
     finalize_run(run_id, "SUCCEEDED", None, node.node)  # retention is 30 days on this node
     assert not old.exists() and recent.exists() and (node.runs_mount / run_id).exists()
+
+
+class _History:
+    """A Step Functions client that only answers get_execution_history (with the given events)."""
+
+    def __init__(self, events: list[dict]):
+        self.events = events
+
+    def get_paginator(self, name: str) -> _History:
+        assert name == "get_execution_history"
+        return self
+
+    def paginate(self, **_: object) -> list[dict]:
+        return [{"events": self.events}]
+
+
+def _entered(event_id: int, previous: int, name: str) -> dict:
+    return {
+        "id": event_id,
+        "previousEventId": previous,
+        "type": "TaskStateEntered",
+        "stateEnteredEventDetails": {"name": name},
+    }
+
+
+@pytest.mark.parametrize(
+    ("state", "failure_type", "expected"),
+    [("recordings", "MapRunFailed", "recordings"), ("per-file batches", "LambdaFunctionFailed", "per-file")],
+)
+def test_a_failed_lambda_state_is_found_in_the_execution_history(
+    state: str, failure_type: str, expected: str
+) -> None:
+    workflow = workflow_from(EEG.replace("report", "per-file"))
+    events = [
+        {"id": 1, "previousEventId": 0, "type": "ExecutionStarted"},
+        _entered(2, 1, "Run workflow"),
+        _entered(3, 2, "convert"),
+        _entered(4, 2, state),
+        {"id": 5, "previousEventId": 4, "type": "TaskScheduled"},
+        {"id": 6, "previousEventId": 5, "type": failure_type},
+        {"id": 7, "previousEventId": 3, "type": "TaskSucceeded"},
+    ]
+    node = types.SimpleNamespace(sfn=_History(events))
+    found = finalize_module._failed_state(node, "arn:aws:states:us-east-1:1:execution:m:r", workflow)
+    assert found == expected
+    failure = {"Error": "Lambda.Unknown", "Cause": '{"errorMessage": "dataset not found"}'}
+    steps = [StepRecord(run_id="r", processor_id=p.id) for p in workflow.processors]
+    named = failed_processor(failure, steps, lambda: found)
+    assert named.processor_id == expected and "dataset not found" in named.reason

@@ -169,11 +169,13 @@ def test_runs_beyond_the_slots_queue_and_start_oldest_first(moto_node: MotoNode)
     outcomes = [prepare_run(run.run_id, moto_node.node).outcome for run in runs]
     assert outcomes == ["started", "started", "started", "queued", "queued"]
     assert [q.run_id for q in moto_node.node.slots.queued()] == [runs[3].run_id, runs[4].run_id]
-    assert moto_node.store.get_run(runs[3].run_id).status is Status.NOT_STARTED
+    waiting = moto_node.store.get_run(runs[3].run_id)
+    assert waiting.status is Status.NOT_STARTED and waiting.reason.startswith("queued")
     assert start_next_queued(moto_node.node) is None  # no free slot
 
     finalize_run(runs[1].run_id, "SUCCEEDED", None, moto_node.node)
-    assert moto_node.store.get_run(runs[3].run_id).status is Status.STARTED
+    started = moto_node.store.get_run(runs[3].run_id)
+    assert started.status is Status.STARTED and started.reason is None
     assert moto_node.node.slots.held_by(runs[3].run_id).slot_id == "slot-01"
     assert moto_node.store.get_run(runs[4].run_id).status is Status.NOT_STARTED
 
