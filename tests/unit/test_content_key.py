@@ -245,3 +245,27 @@ def test_an_image_docker_cannot_inspect_stays_unresolved(tmp_path):
 )
 def test_tags_are_read_after_the_last_slash(image, tag):
     assert image_tag(image) == tag
+
+
+def test_layer_pins_come_from_the_registrys_published_versions():
+    from pennflow.content_key import layer_pins
+    from pennflow.layers.models import LayerRecord, LayerType
+
+    records = {
+        "atlas": LayerRecord(name="atlas", type=LayerType.DATA, version=2, checksum="d" * 64),
+        "scientific-stack": LayerRecord(name="scientific-stack", type=LayerType.PYTHON_ENV, version=5),
+        "empty": LayerRecord(name="empty", type=LayerType.DATA),
+    }
+
+    class Registry:
+        def get(self, name):
+            return records.get(name)
+
+    pins = layer_pins(["scientific-stack", "atlas", "atlas"], Registry())
+
+    assert pins == [
+        LayerPin(name="atlas", version=2, checksum="d" * 64),
+        LayerPin(name="scientific-stack", version=5, checksum=None),
+    ]
+    with pytest.raises(ValueError, match="layer\\(s\\) empty, missing have no published version"):
+        layer_pins(["empty", "missing", "atlas"], Registry())
