@@ -23,8 +23,7 @@ from pennflow.datasource import (
     handle_download_event,
     parse_download_event,
     plan_settings,
-    slot_run_folder,
-    task_relative,
+    slot_task_path,
 )
 
 
@@ -48,7 +47,7 @@ def download_node() -> DownloadNode:
         settings.slots_table, file_system_id=settings.file_system_id, slot_count=settings.run_slots
     )
     return DownloadNode(
-        run_folder=slot_run_folder(slots, SlotFolders(settings.runs_mount)),
+        task_path=slot_task_path(slots, SlotFolders(settings.runs_mount)),
         client=node_pennsieve(),
         settings=plan_settings(settings.max_workers),
     )
@@ -60,7 +59,6 @@ def download_node() -> DownloadNode:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = parse_download_event(event)  # a malformed event fails before anything is touched
     logger.append_keys(run_id=request.run_id, processor_id=request.processor_id, action=request.action)
-    task_relative(request.output_dir)  # so is a folder outside the run
     result = handle_download_event(request, download_node())
     if result["action"] == "download":
         metrics.add_metric(name="DownloadedBytes", unit=MetricUnit.Bytes, value=result["bytes"])

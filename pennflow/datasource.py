@@ -16,14 +16,13 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, computed_field
 
 from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
-from pennflow.contract import RUN_MOUNT
 from pennflow.pennsieve import (
     BATCHES,
     ChecksumMismatch,
@@ -297,30 +296,21 @@ def parse_download_event(event: Any) -> DownloadBatch | VerifyDownloads:
         raise DownloadEventError(f"malformed download event: {_problems(exc)}") from None
 
 
-def task_relative(output_dir: str) -> PurePosixPath:
-    """The task's ``/mnt/run/<source>/output`` relative to the run's folder (checked to stay inside it)."""
-    task_path = PurePosixPath(output_dir)
-    if not task_path.is_absolute() or ".." in task_path.parts or not task_path.is_relative_to(RUN_MOUNT):
-        raise DownloadEventError(f"outputDir {output_dir!r} must be a folder under {RUN_MOUNT}")
-    if task_path == RUN_MOUNT:
-        raise DownloadEventError(f"outputDir {output_dir!r} must be a processor's folder, not the run's")
-    return task_path.relative_to(RUN_MOUNT)
-
-
 @dataclass
 class DownloadNode:
-    """What the download function needs: where a run's folder is, Pennsieve, S3, the plan."""
+    """What the download function needs: where a run's folders are, Pennsieve, S3, the plan."""
 
-    run_folder: Callable[[str], Path]
+    task_path: Callable[
+        [str, str], Path
+    ]  # (run id, a path as the run's tasks see it) -> this function's path
     client: PennsieveClient
     settings: DownloadSettings
     s3: Any = None
 
 
 def handle_download_event(request: DownloadBatch | VerifyDownloads, node: DownloadNode) -> dict[str, Any]:
-    """Run one parsed event in the run's folder (the run slot's folder, as its tasks see /mnt/run)."""
-    relative = task_relative(request.output_dir)
-    dest = node.run_folder(request.run_id).joinpath(*relative.parts)
+    """Run one parsed event in the run's folder (its run slot's folder, which its tasks see as /mnt/run)."""
+    dest = node.task_path(request.run_id, request.output_dir)
     if isinstance(request, DownloadBatch):
         return download_batch(request, dest, node)
     return verify_downloads(request, dest, node)
@@ -355,17 +345,20 @@ def verify_downloads(request: VerifyDownloads, dest: Path, node: DownloadNode) -
     }
 
 
-def slot_run_folder(slots: Any, folders: Any) -> Callable[[str], Path]:
-    """A run's folder on the node: the folder of the run slot it holds (``pennflow.slots``), the same
-    folder its tasks see as ``/mnt/run``."""
+def slot_task_path(slots: Any, folders: Any) -> Callable[[str, str], Path]:
+    """A running run's ``/mnt/run/...`` path under this function's runs mount: the run slot it holds
+    (``pennflow.slots.SlotPool``) and that slot's folder (``SlotFolders.task_path``)."""
 
-    def run_folder(run_id: str) -> Path:
+    def task_path(run_id: str, path: str) -> Path:
         slot = slots.held_by(run_id)
         if slot is None:
             raise DownloadEventError(f"run {run_id!r} holds no run slot: is it running?")
-        return folders.slot_dir(slot)
+        try:
+            return folders.task_path(slot, path)
+        except ValueError as exc:
+            raise DownloadEventError(f"outputDir {exc}") from None
 
-    return run_folder
+    return task_path
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ run's slot, the Pennsieve secret and the manifest live in moto; Pennsieve is the
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,11 +233,7 @@ def test_an_interrupted_download_is_resumed_by_the_retried_batch(node, pennsieve
         ({"batch": []}, "batch: List should have at least 1 item"),
         ({"batch": [{"entry": {"path": "x"}}]}, "batch.0.entry.dataset_id: Field required"),
         ({"runId": ""}, "runId: String should have at least 1 character"),
-        (
-            {"outputDir": "/mnt/efs/recordings/output"},
-            "outputDir '/mnt/efs/recordings/output' must be a folder under /mnt/run",
-        ),
-        ({"outputDir": "/mnt/run/../../etc"}, "must be a folder under /mnt/run"),
+        ({"manifest": {"bucket": "b"}, "action": "verify"}, "verify.manifest.key: Field required"),
     ],
 )
 def test_a_malformed_event_is_refused_naming_the_field(monkeypatch, change, problem):
@@ -262,6 +259,19 @@ def test_a_malformed_event_is_refused_naming_the_field(monkeypatch, change, prob
 
     assert problem in str(caught.value)
     assert download.download_node.cache_info().currsize == 0  # refused before any setting or client was read
+
+
+@pytest.mark.parametrize(
+    "output_dir", ["/mnt/efs/recordings/output", "/mnt/run/../../etc", "recordings/output"]
+)
+def test_an_output_dir_outside_the_runs_folder_is_refused(node, output_dir):
+    event = verify_event(node, ManifestLocation(bucket=node.bucket, key=f"runs/{node.run_id}/manifest.json"))
+    event["outputDir"] = output_dir
+
+    with pytest.raises(
+        DownloadEventError, match=rf"outputDir '{re.escape(output_dir)}' must be a folder under /mnt/run"
+    ):
+        download.handler(event, Context())
 
 
 def test_a_run_without_a_slot_is_refused(node):
