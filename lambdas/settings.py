@@ -84,6 +84,7 @@ class NodeSettings(_EnvSettings):
     list_batches_function: str | None = Field(None, alias="LIST_BATCHES_FUNCTION_ARN")
     download_function: str | None = Field(None, alias="DOWNLOAD_FUNCTION_ARN")
     retention_days: int = Field(90, alias="RUN_RETENTION_DAYS", ge=1, le=3650)
+    pennsieve_secret_arn: str | None = Field(None, alias="PENNSIEVE_SECRET_ARN")
 
 
 def _describe(exc: ValidationError) -> str:
@@ -128,6 +129,14 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         region=settings.region,
         layers_access_point_id=settings.layers_access_point_id,
         family_prefix=settings.task_family_prefix,
+        builtin_environment={
+            name: value
+            for name, value in {
+                "PENNSIEVE_SECRET_ARN": settings.pennsieve_secret_arn,
+                "RESULTS_BUCKET": settings.results_bucket,
+            }.items()
+            if value
+        },
     )
     machines = StateMachineSettings(
         prefix=settings.state_machine_prefix, role_arn=settings.state_machine_role_arn

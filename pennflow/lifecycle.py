@@ -138,10 +138,8 @@ class NoManifests:
 
 
 class PennsieveManifests:
-    """The dataset's files, planned into download batches, at ``s3://<bucket>/runs/<run_id>/manifest.json``.
-
-    Pennsieve credentials come from the node's secret (``PENNSIEVE_SECRET_ARN``), never from the run.
-    """
+    """The run's manifest (``pennflow.datasource``): the one the API wrote when it keyed the run's
+    content, else built from Pennsieve with the node's secret, never with credentials from the run."""
 
     def __init__(self, bucket: str, s3_client: Any = None, pennsieve: Any = None):
         self.bucket = bucket
@@ -149,21 +147,20 @@ class PennsieveManifests:
         self._pennsieve = pennsieve
 
     def write(self, run: RunRecord, workflow: Workflow) -> dict[str, str]:
-        from pennflow.pennsieve import BATCHES, PennsieveClient, build_manifest, plan_batches
+        from pennflow.builtins import node_pennsieve
+        from pennflow.datasource import ensure_run_manifest
 
         if not run.dataset_id:
             raise ValueError("the workflow has a data source: start the run with a dataset id")
-        client = self._pennsieve or PennsieveClient()
-        package_ids = getattr(run, "package_ids", None) or None
-        manifest = build_manifest(client, run.dataset_id, package_ids)
-        key = f"runs/{run.run_id}/manifest.json"
-        (self._s3 or aws_client("s3")).put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=BATCHES.dump_json(plan_batches(manifest.entries)),
-            ContentType="application/json",
+        location, _ = ensure_run_manifest(
+            run.run_id,
+            run.dataset_id,
+            getattr(run, "package_ids", None) or None,
+            bucket=self.bucket,
+            client=self._pennsieve or node_pennsieve(),
+            s3=self._s3,
         )
-        return {"bucket": self.bucket, "key": key}
+        return {"bucket": location.bucket, "key": location.key}
 
 
 class Listener(Protocol):

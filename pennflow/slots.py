@@ -123,7 +123,7 @@ class SlotPool:
     def slots(self) -> list[Slot]:
         """Every slot of the node, in id order (slot items are created from the tagged access points)."""
         slots = self._read_slots()
-        if len(slots) < len(self.slot_ids) and not self._synced:
+        if len(slots) < len(self.slot_ids) and (not self._synced or not slots):
             self._sync_from_access_points({s.slot_id for s in slots})
             self._synced = True
             slots = self._read_slots()

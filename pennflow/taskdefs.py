@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pennflow.asl import CONTAINER_NAME
@@ -51,6 +51,8 @@ class TaskSettings:
     region: str
     layers_access_point_id: str | None = None
     family_prefix: str = "pf-"
+    # Built-ins only: where their credentials and results live (a secret's ARN, never its value).
+    builtin_environment: Mapping[str, str] = field(default_factory=dict)
 
 
 class UnknownLayer(ValueError):
@@ -104,6 +106,9 @@ def registration(
         )
     if builtin:
         main["command"] = builtin_command(processor)
+        main["environment"] += [
+            {"name": k, "value": v} for k, v in sorted(settings.builtin_environment.items())
+        ]
     containers = [main]
     if fan_in:
         containers.insert(0, _fan_in_container(processor, settings))

@@ -103,6 +103,7 @@ FINALIZE_FUNCTION = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:pennflow-finali
 LIST_BATCHES_FUNCTION = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:pennflow-list-batches"
 DOWNLOAD_FUNCTION = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:pennflow-download"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/pennflow-"
+PENNSIEVE_SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:pennflow/pennsieve-AbCdEf"
 
 
 @dataclass
@@ -281,6 +282,7 @@ def build_moto_node(runs_mount: Path, *, slots: int = 3, layers: dict[str, str] 
         log_group=PROCESSOR_LOG_GROUP,
         region=REGION,
         layers_access_point_id="fsap-layers",
+        builtin_environment={"PENNSIEVE_SECRET_ARN": PENNSIEVE_SECRET, "RESULTS_BUCKET": RESULTS_BUCKET},
     )
     config = NodeConfig(
         cluster_arn=cluster_arn,

@@ -106,6 +106,10 @@ def test_task_definitions_mount_only_the_slot_and_follow_the_contract(moto_node:
         (container,) = builtin["containerDefinitions"]
         assert container["image"] == BUILTIN_IMAGE and builtin["taskRoleArn"].endswith("builtin")
         assert container["command"] == ["python", "-m", "pennflow.builtins", *command]
+        assert {e["name"]: e["value"] for e in container["environment"]} == {
+            "PENNSIEVE_SECRET_ARN": aws_fixtures.PENNSIEVE_SECRET,
+            "RESULTS_BUCKET": aws_fixtures.RESULTS_BUCKET,
+        }
     assert _task_definition(arns["convert"])["taskRoleArn"].endswith("processor")
 
     report = _task_definition(arns["report"])
@@ -296,3 +300,17 @@ def test_a_single_slot_node_runs_one_at_a_time(mocked_aws, tmp_path, slots: int)
     first, second = node.create_run(workflow), node.create_run(workflow)
     assert prepare_run(first.run_id, node.node).outcome == "started"
     assert prepare_run(second.run_id, node.node).outcome == "queued"
+
+
+def test_the_manifest_the_api_wrote_is_the_one_downloaded(moto_node: MotoNode) -> None:
+    from pennflow.lifecycle import PennsieveManifests
+
+    workflow = workflow_from(EEG)
+    run = moto_node.create_run(workflow, dataset_id="N:dataset:1")
+    key = f"runs/{run.run_id}/manifest.json"
+    boto3.client("s3", region_name=REGION).put_object(Bucket=aws_fixtures.RESULTS_BUCKET, Key=key, Body=b"[]")
+    unused = object()  # Pennsieve is not asked: the manifest exists
+    manifests = PennsieveManifests(aws_fixtures.RESULTS_BUCKET, pennsieve=unused)
+    assert manifests.write(run, workflow) == {"bucket": aws_fixtures.RESULTS_BUCKET, "key": key}
+    with pytest.raises(ValueError, match="dataset id"):
+        manifests.write(moto_node.create_run(workflow), workflow)
