@@ -89,7 +89,6 @@ def finalize_run(
             )
         ended_now = node.store.update_run(run_id, final, **fields)
     run = node.store.get_run(run_id) or run
-    steps = node.store.list_steps(run_id)
     failed = (
         FailedProcessor(run.failed_processor, run.exit_code, run.reason or "")
         if run.status is Status.FAILED
@@ -97,6 +96,10 @@ def finalize_run(
     )
 
     log_keys = archive_logs(node, run_id, node.store.step_tasks(run_id))
+    for processor_id in sorted({key.split("/")[3] for key in log_keys}):  # runs/<run>/logs/<processor>/...
+        log_path = f"s3://{node.config.log_bucket}/runs/{run_id}/logs/{processor_id}/"
+        node.store.update_step(run_id, processor_id, log_path=log_path)
+    steps = node.store.list_steps(run_id)
     slot = node.slots.held_by(run_id)
     record = provenance(run, steps, workflow, outcome, failed, log_keys, slot)
     node.s3.put_object(

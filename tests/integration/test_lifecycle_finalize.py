@@ -103,6 +103,7 @@ def test_a_failed_run_names_the_processor_archives_logs_and_records_provenance(s
     steps = {s.processor_id: s for s in node.store.list_steps(run_id)}
     assert steps["quality"].status is Status.FAILED and steps["convert"].status is Status.SUCCEEDED
     assert steps["report"].status is Status.NOT_STARTED  # never ran
+    assert steps["convert"].log_path == f"s3://{LOG_BUCKET}/runs/{run_id}/logs/convert/"
 
     s3 = boto3.client("s3", region_name=REGION)
     key = f"runs/{run_id}/logs/convert/cv1.log.gz"
