@@ -14,7 +14,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
@@ -171,12 +170,16 @@ def parse_definition(
 
 
 def _parse_text(text: str, fmt: str, source: str) -> Any:
-    try:
-        if fmt == "json":
+    if fmt == "json":
+        try:
             return json.loads(text)
+        except json.JSONDecodeError as exc:
+            fault = Fault(None, "file", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
+            raise DefinitionError([fault], source) from None
+    import yaml  # only YAML files pay for the parser (Lambdas receive JSON)
+
+    try:
         return yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        fault = Fault(None, "file", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
