@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pennflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, python_path, state_key, static_environment
+from pennflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, state_key, static_environment
 from pennflow.dag import Dag, Parallel, Plan, Step, decompose
 from pennflow.definition import Processor, ProcessorType, Workflow
 
@@ -286,9 +286,8 @@ class _Compiler:
         static = static_environment(self.workflow, processor, self.layout, LAYERS_MOUNT)
         if batch:
             static.pop("INPUT_DIR", None)
-        path = python_path(processor, LAYERS_MOUNT)
-        if path:
-            static["PYTHONPATH"] = path
+        # PYTHONPATH and LAYERS_DIR come from the task definition, which knows every layer the task
+        # mounts (the processor's and the run's); an override here would hide the run's layers.
         env = [{"Name": name, "Value": value} for name, value in static.items()]
         env.append({"Name": "RUN_ID", "Value.$": "$.run.id"})
         env.append({"Name": "DATASET_ID", "Value.$": "$.run.datasetId"})
@@ -369,7 +368,12 @@ def execution_input(
     manifest: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The input every compiled state machine expects; missing pieces fail here, not mid-run."""
-    missing = [p.id for p in workflow.processors if p.id not in task_definitions]
+    # data sources are a Distributed Map of download Lambdas: no task definition
+    missing = [
+        p.id
+        for p in workflow.processors
+        if p.type is not ProcessorType.DATA_SOURCE and p.id not in task_definitions
+    ]
     if missing:
         raise ValueError(f"no task definition for processor(s) {', '.join(missing)}")
     needed = {"cluster", "subnets", "securityGroups", "finalizeFunction"}

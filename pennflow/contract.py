@@ -82,7 +82,13 @@ def static_environment(
 
 def python_path(processor: Processor, layers_root: PurePath, inherited: str | None = None) -> str | None:
     """Each requested layer's ``python/`` folder (present in python-env layers), then any inherited path."""
-    parts = [str(layers_root / layer / LAYER_PYTHON_SUBDIR) for layer in processor.layers]
+    return layers_python_path(processor.layers, layers_root, inherited)
+
+
+def layers_python_path(
+    layers: Sequence[str], layers_root: PurePath, inherited: str | None = None
+) -> str | None:
+    parts = [str(layers_root / layer / LAYER_PYTHON_SUBDIR) for layer in layers]
     if inherited:
         parts.append(inherited)
     return os.pathsep.join(parts) if parts else None

@@ -24,7 +24,7 @@ from typing import Any
 from pennflow.asl import CONTAINER_NAME
 from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
-from pennflow.contract import LAYER_PYTHON_SUBDIR, LAYERS_MOUNT, RUN_MOUNT, RunLayout, env_name
+from pennflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, env_name, layers_python_path
 from pennflow.definition import Processor, ProcessorType, TargetType, Workflow
 from pennflow.slots import Slot, SlotPool
 
@@ -163,7 +163,8 @@ class TaskDefinitions:
     ) -> dict[str, tuple[str, dict[str, Any]]]:
         """processor id -> (family, registration request) for this slot; ``layers``: name -> access point."""
         out = {}
-        for processor in workflow.processors:
+        # A data source is a Distributed Map of download Lambdas (pennflow.asl): no task to define.
+        for processor in (p for p in workflow.processors if p.type is not ProcessorType.DATA_SOURCE):
             request = registration(
                 processor,
                 access_point_id=slot.access_point_id,
@@ -242,10 +243,11 @@ def _logs(settings: TaskSettings, stream_prefix: str) -> dict[str, Any]:
 
 
 def _layer_environment(layers: Sequence[str]) -> list[dict[str, str]]:
-    """Defaults for every mounted layer; the state machine's overrides win for the processor's own layers."""
-    env = [{"name": f"LAYER_{env_name(name)}_DIR", "value": str(LAYERS_MOUNT / name)} for name in layers]
-    if layers:
-        path = ":".join(str(LAYERS_MOUNT / name / LAYER_PYTHON_SUBDIR) for name in layers)
+    """The contract's layer variables for every layer this task mounts (its own and the run's)."""
+    env = [{"name": "LAYERS_DIR", "value": str(LAYERS_MOUNT)}]
+    env += [{"name": f"LAYER_{env_name(name)}_DIR", "value": str(LAYERS_MOUNT / name)} for name in layers]
+    path = layers_python_path(layers, LAYERS_MOUNT)
+    if path:
         env.append({"name": "PYTHONPATH", "value": path})
     return env
 

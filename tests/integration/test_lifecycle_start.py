@@ -61,8 +61,8 @@ def test_a_run_starts_in_a_slot_with_the_input_the_state_machine_expects(moto_no
         manifest={"bucket": aws_fixtures.RESULTS_BUCKET, "key": f"runs/{run.run_id}/manifest.json"},
     )
     assert payload == expected
+    # the data source is a Distributed Map of download Lambdas: it has no task definition
     assert set(payload["run"]["taskDefinitions"]) == {
-        "recordings",
         "convert",
         "bandpower",
         "quality",
@@ -101,12 +101,14 @@ def test_task_definitions_mount_only_the_slot_and_follow_the_contract(moto_node:
             and options["awslogs-group"] == aws_fixtures.PROCESSOR_LOG_GROUP
         )
 
-    source, target = _task_definition(arns["recordings"]), _task_definition(arns["results"])
-    for builtin, command in ((source, ["data-source"]), (target, ["data-target", "--target-type", "s3"])):
+    assert "recordings" not in arns, "a data source runs as download Lambdas, not as a task"
+    target = _task_definition(arns["results"])
+    for builtin, command in ((target, ["data-target", "--target-type", "s3"]),):
         (container,) = builtin["containerDefinitions"]
         assert container["image"] == BUILTIN_IMAGE and builtin["taskRoleArn"].endswith("builtin")
         assert container["command"] == ["python", "-m", "pennflow.builtins", *command]
         assert {e["name"]: e["value"] for e in container["environment"]} == {
+            "LAYERS_DIR": "/mnt/layers",
             "PENNSIEVE_SECRET_ARN": aws_fixtures.PENNSIEVE_SECRET,
             "RESULTS_BUCKET": aws_fixtures.RESULTS_BUCKET,
         }
@@ -128,20 +130,20 @@ def test_the_same_content_is_registered_once_per_slot(moto_node: MotoNode) -> No
     moto_node.register(workflow)
     first = moto_node.create_run(workflow)
     prepare_run(first.run_id, moto_node.node)
-    assert len(moto_node.registrations) == 6
+    assert len(moto_node.registrations) == 5  # every processor but the data source
     from pennflow.finalize import finalize_run
 
     finalize_run(first.run_id, "SUCCEEDED", None, moto_node.node)
     second = moto_node.create_run(workflow)
     assert prepare_run(second.run_id, moto_node.node).slot_id == "slot-00"  # the warm slot is preferred
-    assert len(moto_node.registrations) == 6
+    assert len(moto_node.registrations) == 5  # every processor but the data source
 
     # A fresh slot table (lost cache) still finds the families with DescribeTaskDefinition.
     boto3.client("dynamodb", region_name=REGION).delete_table(TableName=aws_fixtures.SLOTS_TABLE)
     aws_fixtures.create_slots_table()
     third = moto_node.create_run(workflow)
     assert prepare_run(third.run_id, moto_node.node).outcome == "started"
-    assert len(moto_node.registrations) == 6
+    assert len(moto_node.registrations) == 5  # every processor but the data source
 
 
 def test_preparing_twice_starts_once(moto_node: MotoNode) -> None:
@@ -252,8 +254,8 @@ def test_a_hundred_run_starts_cost_one_registration_per_processor_and_slot(mocke
     runs = node.create_runs(workflow, 100)
     outcomes = [prepare_run(run.run_id, node.node).outcome for run in runs]
     assert outcomes.count("started") == 3 and outcomes.count("queued") == 97
-    assert len(node.registrations) == 3 * 6 <= 20
-    assert len(set(node.registrations)) == 18
+    assert len(node.registrations) == 3 * 5 <= 20  # 5 task-run processors in each of 3 slots
+    assert len(set(node.registrations)) == 15
 
     access_point_of = {}  # task definition ARN -> the access point it mounts at /mnt/run
     for slot in node.node.slots.slots():
@@ -285,7 +287,7 @@ def test_a_hundred_run_starts_cost_one_registration_per_processor_and_slot(mocke
 
     assert len(seen_access_points) == 100
     assert started_order == [run.run_id for run in runs]  # first in, first started
-    assert len(node.registrations) == 18  # 100 starts, no registration after the first run of each slot
+    assert len(node.registrations) == 15  # 100 starts, no registration after the first run of each slot
     for run in runs:
         assert node.store.get_run(run.run_id).status is Status.SUCCEEDED
         kept = node.runs_mount / run.run_id / "convert" / "output" / "owner.txt"

@@ -196,21 +196,18 @@ def test_unneeded_access_points_spare_the_current_and_referenced_versions() -> N
 
 
 def test_namespace_wrapper_binds_each_layer_then_hides_the_root(tmp_path, monkeypatch) -> None:
+    (tmp_path / "layers").mkdir()
     view = sandbox.LayersView.create(
         tmp_path / "view", [_mount("atlas")], hidden=tmp_path / "layers", mode=sandbox.SandboxMode.NAMESPACE
     )
     monkeypatch.setattr(sandbox.os, "geteuid", lambda: 0)
     argv = sandbox.wrap_command(["python", "-m", "proc"], view)
     assert argv[:5] == ["unshare", "--mount", "--propagation", "private", "--"]
-    assert argv[-7:] == [
-        str(tmp_path / "layers"),
-        "/mnt/layers/atlas",
-        str(view.root / "atlas"),
-        "--",
-        "python",
-        "-m",
-        "proc",
-    ]
+    assert argv[-4:] == [str(view.fstab), "python", "-m", "proc"]
+    # one mount list: each layer bound read-only into the view, then the real layers folder covered
+    lines = view.fstab.read_text().splitlines()
+    assert lines[0].split()[:4] == ["/mnt/layers/atlas", str(view.root / "atlas"), "none", "bind,ro"]
+    assert lines[-1].split()[1] == str(tmp_path / "layers") and "tmpfs" in lines[-1]
     monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
     assert sandbox.wrap_command(["true"], view)[:4] == ["unshare", "--user", "--map-root-user", "--mount"]
     assert (view.root / "atlas").is_dir() and not (view.root / "atlas").is_symlink()
