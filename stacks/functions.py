@@ -480,11 +480,11 @@ class NodeFunctions(Construct):
         self.allow_wildcard(
             self.roles["runs_manager"],
             iam.PolicyStatement(
-                actions=["states:StopExecution", "states:DescribeExecution"],
+                actions=["states:StopExecution", "states:DescribeExecution", "states:GetExecutionHistory"],
                 resources=[self.states_arn("execution", "*:*")],
             ),
-            "Cancel stops a run's execution, named by the run id at runtime, of one of this node's state "
-            "machines; the ARN pattern keeps it to the node's name prefix.",
+            "Cancel stops a run's execution, and finalize reads its history to name the failed state; the "
+            "execution is named by the run id at runtime; the ARN pattern keeps it to the node's name prefix.",
         )
 
     def _allow_run_objects(self, role: iam.Role, mode: str) -> None:

@@ -124,22 +124,29 @@ def synthesize(
     return SynthesizedNode(app, stack, template, outdir, template.to_json())
 
 
+def project_copy(root: Path, *, with_dependencies: bool) -> Path:
+    """The project as synth sees it, without whatever a developer built locally (build/lambda-deps)."""
+    shutil.copy(PROJECT_ROOT / "cdk.json", root / "cdk.json")
+    for folder in ("pennflow", "lambdas", "workflows"):
+        (root / folder).symlink_to(PROJECT_ROOT / folder, target_is_directory=True)
+    if with_dependencies:
+        dependencies = root / C.DEPENDENCY_LAYER_DIR / "python" / "yaml"
+        dependencies.mkdir(parents=True)
+        (dependencies / "__init__.py").write_text("")
+    return root
+
+
 @pytest.fixture(scope="session")
 def node(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedNode:
-    """The node exactly as `cdk synth` builds it from cdk.json."""
-    return synthesize(tmp_path_factory.mktemp("cdk-out"))
+    """The node exactly as `cdk synth` builds it from cdk.json (on a fresh checkout)."""
+    project = project_copy(tmp_path_factory.mktemp("project"), with_dependencies=False)
+    return synthesize(tmp_path_factory.mktemp("cdk-out"), project_root=project)
 
 
 @pytest.fixture(scope="session")
 def variant(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedNode:
     """Synthesized from a copy of the project that also has the Lambda dependency folder built."""
-    project = tmp_path_factory.mktemp("project")
-    shutil.copy(PROJECT_ROOT / "cdk.json", project / "cdk.json")
-    for folder in ("pennflow", "lambdas", "workflows"):
-        (project / folder).symlink_to(PROJECT_ROOT / folder, target_is_directory=True)
-    dependencies = project / C.DEPENDENCY_LAYER_DIR / "python" / "yaml"
-    dependencies.mkdir(parents=True)
-    (dependencies / "__init__.py").write_text("")
+    project = project_copy(tmp_path_factory.mktemp("project-variant"), with_dependencies=True)
     return synthesize(tmp_path_factory.mktemp("cdk-out-variant"), VARIANT_CONTEXT, project)
 
 
