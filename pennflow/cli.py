@@ -115,10 +115,23 @@ def run(
         None, "--input", help="Folder whose files the data source(s) receive.", show_default=False
     ),
     dataset: str | None = typer.Option(
-        None, "--dataset", help="Pennsieve dataset id (not yet supported locally).", show_default=False
+        None,
+        "--dataset",
+        help="Pennsieve dataset id whose files the data source(s) download (credentials: "
+        "PENNSIEVE_API_KEY/PENNSIEVE_API_SECRET or ~/.pennsieve/config.ini).",
+        show_default=False,
     ),
     packages: list[str] = typer.Option(
-        [], "--package", help="Pennsieve package id within --dataset (repeatable).", show_default=False
+        [],
+        "--package",
+        help="Only this package (or folder) of --dataset (repeatable).",
+        show_default=False,
+    ),
+    publish: bool = typer.Option(
+        False,
+        "--publish",
+        help="Data targets also publish their results: s3 to $PENNFLOW_RESULTS_BUCKET, "
+        "Pennsieve Dataset through the upload service.",
     ),
     param: list[str] = typer.Option(
         [],
@@ -155,8 +168,6 @@ def run(
 
     workflow = load_or_exit(file)
     overrides = _parse_params(param)
-    if packages and not dataset:
-        raise fail("--package: needs --dataset")
     home = PennflowHome.resolve()
     store = _open_store(home)
     cancel_event = threading.Event()
@@ -176,6 +187,8 @@ def run(
                 cancel_event=cancel_event,
                 docker=containers,
                 dataset_id=dataset,
+                package_ids=packages,
+                publish=publish,
             )
         steps = store.list_steps(record.run_id)
     except InvalidRunInput as exc:

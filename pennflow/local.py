@@ -12,6 +12,12 @@ that never started are CANCELED and the run is FAILED, naming the processor, its
 Layers: the run pins each requested layer's current version for its whole life (a re-populate
 meanwhile never changes what it reads) and releases them when it ends. A processor sees only its
 own layers, read-only, through a view in its processor folder (``pennflow.layers.sandbox``).
+
+Inputs: a data source receives the ``--input`` folder, or downloads a Pennsieve dataset (or some of
+its packages) into its OUTPUT_DIR. A retried download keeps what the failed attempt left, so
+partial files resume. Data targets always copy their INPUT_DIR into their OUTPUT_DIR; with
+``publish`` they also publish it (``pennflow.targets``): s3 to ``$PENNFLOW_RESULTS_BUCKET``,
+Pennsieve Dataset through the upload service.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rich import filesize
 
 from pennflow.contract import (
     LAYERS_MOUNT,
@@ -70,6 +78,9 @@ from pennflow.layers.service import LocalLayers
 from pennflow.runs import RunRecord, Status, StepRecord, new_run_id, utcnow
 from pennflow.stores.base import RunStore
 
+if TYPE_CHECKING:
+    from pennflow.pennsieve import PennsieveClient
+
 DEFAULT_KILL_GRACE_SECONDS = 5.0
 STORE_POLL_SECONDS = 0.5
 NO_OUTPUT = "wrote no output files"
@@ -78,6 +89,7 @@ CANCELED_BY_STORE = "canceled (pennflow cancel)"
 _STOPPED = "stopped"  # RunningProcess.stopped_by when the run stops (failure elsewhere or cancel)
 _TIMEOUT = "timeout"
 _LAST_LINE_CHARS = 200
+RESULTS_BUCKET_ENV = "PENNFLOW_RESULTS_BUCKET"  # where --publish puts s3 targets' files
 VIEW_DIR = "layers"  # a processor's LAYERS_DIR, in its processor folder
 NOT_WRITE_PROTECTED = (
     "layers are not write-protected in this run: private mount namespaces are unavailable here and "
@@ -130,17 +142,28 @@ def run_workflow(
     cancel_event: threading.Event | None = None,
     docker: bool | None = None,
     dataset_id: str | None = None,
+    package_ids: Sequence[str] = (),
+    publish: bool = False,
     kill_grace: float = DEFAULT_KILL_GRACE_SECONDS,
 ) -> RunRecord:
     """Run ``workflow`` to the end and return its final record.
 
     Raises InvalidRunInput before anything runs (unknown param, a layer missing or not READY, no
-    input folder). ``layers`` are given to every processor, on top of the ones each asks for.
+    input folder or dataset, no Pennsieve credentials for the dataset, a data target that cannot
+    ``publish``). ``layers`` are given to every processor, on top of the ones each asks for.
     ``docker=None`` uses containers when ``docker info`` succeeds; True/False forces the choice.
+    Pennsieve hosts and credentials come from the environment (``PennsieveClient()``).
     """
     home = home if isinstance(home, PennflowHome) else PennflowHome.resolve(home)
     run_id = new_run_id()
-    plan = _plan(workflow, home, run_id, input_dir, params, layers, max_parallel, dataset_id)
+    inputs = _RunInputs(
+        input_dir=Path(input_dir).absolute() if input_dir is not None else None,
+        dataset_id=dataset_id,
+        package_ids=tuple(dict.fromkeys(package_ids)),
+        publish=publish,
+        results_bucket=os.environ.get(RESULTS_BUCKET_ENV) or None,
+    )
+    plan = _plan(workflow, home, run_id, inputs, params, layers, max_parallel)
     own_store = store is None
     try:
         if store is None:
@@ -212,12 +235,23 @@ class _RunLayers:
 
 
 @dataclass(frozen=True)
+class _RunInputs:
+    """Where the data sources' files come from, and whether data targets publish."""
+
+    input_dir: Path | None
+    dataset_id: str | None
+    package_ids: tuple[str, ...]
+    publish: bool
+    results_bucket: str | None
+
+
+@dataclass(frozen=True)
 class _Plan:
     workflow: Workflow
     processors: dict[str, Processor]  # with the run-level layers added
     params: dict[str, dict[str, str]]
     layers: _RunLayers
-    input_dir: Path | None
+    inputs: _RunInputs
     max_parallel: int
 
 
@@ -225,11 +259,10 @@ def _plan(
     workflow: Workflow,
     home: PennflowHome,
     run_id: str,
-    input_dir: str | os.PathLike[str] | None,
+    inputs: _RunInputs,
     overrides: Mapping[str, str] | None,
     run_layers: Sequence[str],
     max_parallel: int | None,
-    dataset_id: str | None,
 ) -> _Plan:
     problems: list[str] = []
     params: dict[str, dict[str, str]] = {}
@@ -243,7 +276,9 @@ def _plan(
         for p in workflow.processors
     }
     problems += _target_layer_problems(workflow, params)
-    problems += _input_problems(workflow, input_dir, dataset_id)
+    pennsieve_problem = _pennsieve_problem() if _needs_pennsieve(workflow, inputs) else None
+    problems += _input_problems(workflow, inputs, pennsieve_problem)
+    problems += _publish_problems(workflow, params, inputs, pennsieve_problem)
     if max_parallel is not None and max_parallel < 1:
         problems.append(f"--max-parallel: must be at least 1, got {max_parallel}")
     layers = _mount_layers(
@@ -252,14 +287,7 @@ def _plan(
     if problems:
         layers.close(run_id)
         raise InvalidRunInput(problems)
-    return _Plan(
-        workflow,
-        processors,
-        params,
-        layers,
-        Path(input_dir).absolute() if input_dir is not None else None,
-        max_parallel or os.cpu_count() or 1,
-    )
+    return _Plan(workflow, processors, params, layers, inputs, max_parallel or os.cpu_count() or 1)
 
 
 def _requested_layers(run_layers: Iterable[str], processors: Iterable[Processor]) -> dict[str, str]:
@@ -318,25 +346,96 @@ def _target_layer_problems(workflow: Workflow, params: dict[str, dict[str, str]]
     return problems
 
 
-def _input_problems(
-    workflow: Workflow, input_dir: str | os.PathLike[str] | None, dataset_id: str | None
-) -> list[str]:
+def _is_pennsieve_target(processor: Processor) -> bool:
+    return processor.target_type is TargetType.PENNSIEVE_DATASET
+
+
+def _needs_pennsieve(workflow: Workflow, inputs: _RunInputs) -> bool:
+    return inputs.dataset_id is not None or (
+        inputs.publish and any(map(_is_pennsieve_target, workflow.processors))
+    )
+
+
+def _pennsieve_problem() -> str | None:
+    """Why this machine cannot reach Pennsieve (no credentials, a malformed host), else None."""
+    from pydantic import ValidationError
+
+    from pennflow.pennsieve import CredentialsNotFound, PennsieveHosts, resolve_credentials
+
+    try:
+        resolve_credentials()
+        PennsieveHosts.from_env()
+    except CredentialsNotFound as exc:
+        return str(exc)
+    except ValidationError as exc:
+        env = {"api": "PENNSIEVE_API_HOST", "api2": "PENNSIEVE_API2_HOST"}
+        return "; ".join(f"{env.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors())
+    return None
+
+
+def _input_problems(workflow: Workflow, inputs: _RunInputs, pennsieve_problem: str | None) -> list[str]:
     sources = [p.id for p in workflow.processors if p.type is ProcessorType.DATA_SOURCE]
+    input_dir, dataset_id = inputs.input_dir, inputs.dataset_id
+    if inputs.package_ids and dataset_id is None:
+        return ["--package: needs --dataset"]
     if dataset_id is not None:
-        return ["--dataset: downloading a Pennsieve dataset is not yet supported locally; use --input DIR"]
+        if input_dir is not None:
+            return ["--input and --dataset: give one or the other, not both"]
+        if not sources:
+            return ["--dataset: the workflow has no data source to receive it"]
+        if not dataset_id.strip():
+            return ["--dataset: must be a dataset id, got an empty string"]
+        return [f"--dataset: {pennsieve_problem}"] if pennsieve_problem else []
     if input_dir is None:
         if sources:
             names = ", ".join(repr(s) for s in sources)
-            return [f"--input: required, the workflow's data source {names} needs a folder of files"]
+            return [
+                f"--input: required, the workflow's data source {names} needs a folder of files "
+                "(or --dataset ID for a Pennsieve dataset)"
+            ]
         return []
     if not sources:
         return ["--input: the workflow has no data source to receive it"]
-    folder = Path(input_dir)
+    folder = input_dir
     if not folder.is_dir():
         return [f"--input: {folder} is not a folder"]
     if not any(p.is_file() for p in folder.rglob("*")):
         return [f"--input: {folder} holds no files"]
     return []
+
+
+def _publish_problems(
+    workflow: Workflow, params: dict[str, dict[str, str]], inputs: _RunInputs, pennsieve_problem: str | None
+) -> list[str]:
+    """Each data target must be able to do what the run asks of it (copy, or copy and publish)."""
+    from pennflow.targets import PARAM_DATASET, TargetError, local_target_plan
+
+    targets = [p for p in workflow.processors if p.type is ProcessorType.DATA_TARGET]
+    if inputs.publish and not targets:
+        return ["--publish: the workflow has no data target"]
+    problems = []
+    for target in targets:
+        if _is_layer_target(target):  # populates its layer whether or not the run publishes
+            continue
+        assert target.target_type is not None
+        try:
+            local_target_plan(
+                target.target_type,
+                publish_requested=inputs.publish,
+                has_credentials=pennsieve_problem is None,
+                results_bucket=inputs.results_bucket,
+            )
+        except TargetError as exc:
+            detail = f" ({pennsieve_problem})" if _is_pennsieve_target(target) and pennsieve_problem else ""
+            problems.append(f"processor {target.id!r}: {exc}{detail}")
+            continue
+        has_dataset = params.get(target.id, target.default_params).get(PARAM_DATASET) or inputs.dataset_id
+        if inputs.publish and _is_pennsieve_target(target) and not has_dataset:
+            problems.append(
+                f"processor {target.id!r}: --publish to a Pennsieve Dataset target needs a dataset: "
+                f"set its defaultParams.{PARAM_DATASET} or start the run with --dataset"
+            )
+    return problems
 
 
 # ------------------------------------------------------------------ the engine
@@ -409,6 +508,8 @@ class _Engine:
         self._canceled: str | None = None
         self._views: dict[str, LayersView] = {}
         self._views_lock = threading.Lock()
+        self._pennsieve_client: PennsieveClient | None = None
+        self._pennsieve_lock = threading.Lock()
 
     # ---------------------------------------------------------------- the run
 
@@ -419,6 +520,8 @@ class _Engine:
             definition_hash=self.workflow.definition_hash(),
             params=self.plan.params,
             layers=[mount.run_entry() for mount in self.layers.mounts.values()],
+            dataset_id=self.plan.inputs.dataset_id,
+            package_ids=list(self.plan.inputs.package_ids),
         )
         steps = [StepRecord(run_id=self.run_id, processor_id=p.id) for p in self.workflow.processors]
         self.store.create_run(run, steps)
@@ -432,6 +535,8 @@ class _Engine:
         finally:
             self._finished.set()
             self._remove_views()
+            if self._pennsieve_client is not None:
+                self._pennsieve_client.close()
         return self._finish()
 
     def _schedule(self) -> None:
@@ -695,9 +800,55 @@ class _Engine:
     # ---------------------------------------------------------------- built-ins
 
     def _receive_input(self, processor: Processor, attempt: int) -> _Attempt:
-        """The data source: the --input folder, sub-folders kept, becomes its OUTPUT_DIR."""
-        assert self.plan.input_dir is not None
-        return self._copy_folder(processor, attempt, self.plan.input_dir, reason=None)
+        """The data source: the --input folder (sub-folders kept) or the Pennsieve dataset becomes
+        its OUTPUT_DIR."""
+        if self.plan.inputs.dataset_id is not None:
+            return self._download_dataset(processor, attempt, self.plan.inputs.dataset_id)
+        assert self.plan.inputs.input_dir is not None
+        return self._copy_folder(processor, attempt, self.plan.inputs.input_dir, reason=None)
+
+    def _download_dataset(self, processor: Processor, attempt: int, dataset_id: str) -> _Attempt:
+        """Download the dataset (or the chosen packages), folders kept. OUTPUT_DIR is not emptied
+        between attempts: a retry skips the files already verified and resumes the partial ones."""
+        from pennflow.datasource import download_dataset
+        from pennflow.pennsieve import PennsieveError
+
+        output = self._output_dir(processor.id)
+        output.mkdir(parents=True, exist_ok=True)
+        package_ids = self.plan.inputs.package_ids
+        chosen = f" (packages {', '.join(package_ids)})" if package_ids else ""
+        self._append_log(
+            processor.id, _header(processor, attempt, f"download dataset {dataset_id}{chosen} to {output}")
+        )
+        try:
+            summary, report = download_dataset(
+                self._pennsieve(), dataset_id, output, package_ids=list(package_ids) or None
+            )
+        except PennsieveError as exc:
+            message = _message_with_notes(exc)
+            self._append_log(processor.id, f"download failed: {message}\n")
+            return _Attempt(False, message, retryable=_pennsieve_retryable(exc))
+        except OSError as exc:
+            self._append_log(processor.id, f"download failed: {exc}\n")
+            return _Attempt(False, f"download failed: {exc}")
+        self._append_log(
+            processor.id,
+            f"{summary.file_count} files, {summary.total_bytes} bytes: {report.downloaded} downloaded, "
+            f"{report.skipped} already here (verified)\n",
+        )
+        if not summary.file_count:
+            return _Attempt(True, NO_OUTPUT)
+        size = filesize.decimal(summary.total_bytes)
+        return _Attempt(True, f"dataset {dataset_id}: {summary.file_count} files, {size}")
+
+    def _pennsieve(self) -> PennsieveClient:
+        """One client for the run (credentials and hosts from the environment), shared by threads."""
+        with self._pennsieve_lock:
+            if self._pennsieve_client is None:
+                from pennflow.pennsieve import PennsieveClient
+
+                self._pennsieve_client = PennsieveClient()
+            return self._pennsieve_client
 
     def _publish(self, processor: Processor, attempt: int) -> _Attempt:
         """A data target, locally: its INPUT_DIR copied into its OUTPUT_DIR, the run's results."""
@@ -710,9 +861,45 @@ class _Engine:
         source = Path(self.layout.input_dir(processor) or self.run_dir)
         if _is_layer_target(processor):
             return self._populate_layer(processor, attempt, source)
-        return self._copy_folder(
+        copied = self._copy_folder(
             processor, attempt, source, reason=f"results in {self._output_dir(processor.id)}"
         )
+        if not copied.ok or not self.plan.inputs.publish:
+            return copied
+        return self._publish_results(processor, copied.reason)
+
+    def _publish_results(self, processor: Processor, copied: str | None) -> _Attempt:
+        """--publish: the copied results to the target (s3 bucket, Pennsieve dataset)."""
+        from pennflow.pennsieve import PennsieveError
+        from pennflow.targets import TargetError, publish
+
+        assert processor.target_type is not None
+        output = self._output_dir(processor.id)
+        self._append_log(processor.id, f"publish {output} to its {processor.target_type.value} target\n")
+        try:
+            report = publish(
+                processor.target_type,
+                output,
+                run_id=self.run_id,
+                params=self.plan.params[processor.id],
+                run_dataset_id=self.plan.inputs.dataset_id,
+                results_bucket=self.plan.inputs.results_bucket,
+                pennsieve=self._pennsieve,
+            )
+        except TargetError as exc:  # a setting or a name the next attempt would not change
+            self._append_log(processor.id, f"publish failed: {exc}\n")
+            return _Attempt(False, f"publish failed: {exc}", retryable=False)
+        except PennsieveError as exc:
+            message = _message_with_notes(exc)
+            self._append_log(processor.id, f"publish failed: {message}\n")
+            return _Attempt(False, f"publish failed: {message}", retryable=_pennsieve_retryable(exc))
+        except Exception as exc:  # S3 and network errors (botocore's own types): may pass on a retry
+            self._append_log(processor.id, traceback.format_exc())
+            return _Attempt(False, f"publish failed: {type(exc).__name__}: {exc}")
+        count = len(report.files)
+        published = f"published {count} file{'' if count == 1 else 's'} to {report.destination}"
+        self._append_log(processor.id, f"{published}\n")
+        return _Attempt(True, f"{copied}; {published}" if copied and copied != NO_OUTPUT else published)
 
     def _populate_layer(self, processor: Processor, attempt: int, source: Path) -> _Attempt:
         """A persistent-layer target: its INPUT_DIR becomes the layer's next version, published
@@ -788,6 +975,7 @@ class _Engine:
             layout=layout,
             layers_root=layers_root,
             params=self.plan.params[processor.id],
+            dataset_id=self.plan.inputs.dataset_id,
             inherited_pythonpath=inherited_pythonpath,
         )
         if batch is not None:
@@ -884,6 +1072,18 @@ def _last_log_line(log_path: Path, attempt_start: int) -> str | None:
         return None
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
     return lines[-1][:_LAST_LINE_CHARS] if lines else None
+
+
+def _pennsieve_retryable(exc: Exception) -> bool:
+    """A missing dataset, a refused key or no credentials stay so on the next attempt."""
+    from pennflow.pennsieve import AuthenticationError, CredentialsNotFound, NotFound, PermissionDenied
+
+    return not isinstance(exc, NotFound | PermissionDenied | AuthenticationError | CredentialsNotFound)
+
+
+def _message_with_notes(exc: BaseException) -> str:
+    """The message and its notes (e.g. how many more files failed)."""
+    return "; ".join([str(exc), *getattr(exc, "__notes__", ())])
 
 
 def _fresh_dir(path: Path) -> None:
