@@ -62,6 +62,24 @@ class LaunchSpec:
         return self.wrapped if self.wrapped is not None else self.argv
 
 
+# Credentials the engine itself may hold: a processor never gets them (DESIGN §3).
+WITHHELD_VARIABLES = frozenset(
+    {
+        "PENNSIEVE_API_KEY",
+        "PENNSIEVE_API_SECRET",
+        "PENNSIEVE_API_TOKEN",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    }
+)
+
+
+def inherited_environment() -> dict[str, str]:
+    """This process's environment less the credentials a processor must not see."""
+    return {k: v for k, v in os.environ.items() if k not in WITHHELD_VARIABLES}
+
+
 def subprocess_spec(
     command: Sequence[str],
     contract_env: Mapping[str, str],
@@ -74,7 +92,7 @@ def subprocess_spec(
     ``python`` then means the interpreter pennflow runs in (and its installed packages). ``wrap``
     turns the command into the one that starts it (the layers sandbox).
     """
-    env = {**os.environ, **contract_env}
+    env = {**inherited_environment(), **contract_env}
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH") or os.defpath])
     argv = list(command)
     if wrap is None:

@@ -525,8 +525,8 @@ def test_an_empty_or_absent_input_folder_and_a_dataset_are_refused(home, tmp_pat
         run(PARAMS, home, tmp_path / "empty")
     with pytest.raises(InvalidRunInput, match="--input: required"):
         run(PARAMS, home, None)
-    with pytest.raises(InvalidRunInput, match="not yet supported locally"):
-        run(PARAMS, home, None, dataset_id="N:dataset:1")
+    with pytest.raises(InvalidRunInput, match="--input and --dataset: give one or the other"):
+        run(PARAMS, home, tmp_path / "empty", dataset_id="N:dataset:1")
 
 
 def populate(home: PennflowHome, name: str, files: dict[str, str]) -> LayerRecord:
