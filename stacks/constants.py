@@ -84,6 +84,7 @@ LAMBDA_TIMEOUT_SECONDS = {
     "webhook": 29,
     "trigger_events": 60,
     "trigger_fire": 120,
+    "layer_jobs": 60,  # starts a task or publishes a version; the long work runs in ECS
 }
 LAMBDA_MEMORY_OVERRIDES_MB = {"download": 1024}
 # Functions attached to the VPC because they mount the runs access point (all but the API).
@@ -91,7 +92,7 @@ EFS_LAMBDAS = (*RUNS_MANAGER_LAMBDAS, "list_batches", "download")
 # Reserved concurrency: bounds the writers that a burst of events or run starts could fan out.
 RESERVED_CONCURRENCY = {"status": 10, "prepare": 5, "cancel": 2}
 # Invoked asynchronously (EventBridge, or the API's fire-and-forget start): these get the DLQ.
-ASYNC_LAMBDAS = ("status", "prepare", "trigger_events")
+ASYNC_LAMBDAS = ("status", "prepare", "trigger_events", "layer_jobs")
 ASYNC_RETRY_ATTEMPTS = 2
 EVENT_MAX_AGE_HOURS = 6
 
@@ -104,6 +105,21 @@ POWERTOOLS_LAYER_PARAMETER = f"/aws/service/powertools/python/arm64/{PYTHON_RUNT
 
 METRICS_NAMESPACE = "pennflow"
 CUSTOM_METRICS = ("RunsStarted", "RunsSucceeded", "RunsFailed", "RunDuration", "ProcessorDuration")
+
+# Layer jobs (pennflow.layers.jobs): build, populate and clean tasks of task definitions named
+# "<node>-layer-<kind>", defined by the stack; they mount the /layers access point read-write here.
+LAYERS_RW_MOUNT = "/mnt/layers-rw"
+LAYER_JOBS_PREFIX = "layer-jobs/"  # job specs and manifests in the log archive bucket
+LAYER_JOBS_LOG_PREFIX = "layers"  # log streams "layers/<container>/<task id>" in the processor log group
+LAYER_BUILD_TASK = {"cpu": 1024, "memory": 4096}  # processors/builtin/layer_build/processor.yaml
+LAYER_POPULATE_TASK = {"cpu": 1024, "memory": 2048}
+LAYER_CLEAN_TASK = {"cpu": 256, "memory": 512}
+LAYER_SIDECAR_MEMORY_MIB = 256  # the build's stage and report steps (built-in image)
+
+
+def layer_job_family(node_name: str, kind: str = "") -> str:
+    return f"{node_name}-layer-{kind}"
+
 
 # DynamoDB key schema (the DynamoDB store uses the same names).
 RUNS_PK = "run_id"
@@ -185,4 +201,8 @@ ENV = {
     "layer_price_standard": "LAYER_PRICE_STANDARD_GB_MONTH",
     "layer_price_ia": "LAYER_PRICE_IA_GB_MONTH",
     "layer_ia_after_days": "LAYER_IA_AFTER_DAYS",
+    "layer_jobs_function": "LAYER_JOBS_FUNCTION_NAME",
+    "layer_build_task": "LAYER_BUILD_TASK_DEFINITION",
+    "layer_populate_task": "LAYER_POPULATE_TASK_DEFINITION",
+    "layer_clean_task": "LAYER_CLEAN_TASK_DEFINITION",
 }

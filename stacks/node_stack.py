@@ -13,6 +13,7 @@ from stacks.api import NodeApi
 from stacks.compute import NodeCompute
 from stacks.events import NodeEvents
 from stacks.functions import NodeFunctions
+from stacks.layers import NodeLayers
 from stacks.monitoring import NodeMonitoring
 from stacks.network import NodeNetwork
 from stacks.orchestration import CompiledWorkflow, NodeOrchestration
@@ -63,8 +64,16 @@ class NodeStack(Stack):
             state_machine_role=self.orchestration.role,
             state_machine_log_group_arn=self.orchestration.log_group.log_group_arn,
         )
+        self.layers = NodeLayers(
+            self,
+            "Layers",
+            settings=settings,
+            storage=self.storage,
+            compute=self.compute,
+            functions=self.functions,
+        )
         self.storage.allow_clients(
-            read_write=[*self.functions.efs_client_roles, *self.compute.task_roles],
+            read_write=[*self.functions.efs_client_roles, *self.compute.task_roles, *self.layers.task_roles],
             read_only=[],
             runs_manager=self.functions.roles["runs_manager"],
         )

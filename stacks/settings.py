@@ -129,6 +129,11 @@ class NodeSettings(_Model):
     builtin_image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)] = (
         "ghcr.io/pennflow/builtin:0.1.0"
     )
+    # Image of the built-in layer_build processor (processors/builtin/layer_build): its Python is the
+    # Python of every python-env layer the node builds.
+    layer_build_image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)] = (
+        "ghcr.io/pennflow/layer-build:0.1.0"
+    )
     reserve_concurrency: bool = True  # turn off in accounts whose Lambda concurrency quota is 10
     powertools_layer_arn: Annotated[str | None, Field(pattern=LAYER_ARN_RE)] = None  # default: public layer
     dependency_layer_arns: list[Annotated[str, Field(pattern=LAYER_ARN_RE)]] = []
