@@ -26,6 +26,7 @@ from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
 from pennflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, env_name, layers_python_path
 from pennflow.definition import Processor, ProcessorType, TargetType, Workflow
+from pennflow.layers.jobs import LAYERS_RW_MOUNT  # where layer versions are written
 from pennflow.slots import Slot, SlotPool
 
 FAN_IN_CONTAINER = "fan-in"
@@ -87,7 +88,10 @@ def registration(
                 f"processor {processor.id!r}: a persistent-layer target needs the layers access point"
             )
         volumes.append(_efs_volume(LAYERS_VOLUME, settings.file_system_id, settings.layers_access_point_id))
-        mounts.append({"sourceVolume": LAYERS_VOLUME, "containerPath": str(LAYERS_MOUNT), "readOnly": False})
+        # beside /mnt/layers, which stays read-only as the contract says
+        mounts.append(
+            {"sourceVolume": LAYERS_VOLUME, "containerPath": str(LAYERS_RW_MOUNT), "readOnly": False}
+        )
 
     builtin = processor.is_builtin
     fan_in = len(processor.dependencies) > 1 and processor.scatter is None

@@ -70,6 +70,14 @@ class NodeLayers(Construct):
         self._grant_function(role)
         self.rule = self._stopped_tasks_rule()
         self._wire_api()
+        # A persistent-layer data target (a built-in task) reserves and publishes its layer version here.
+        compute.builtin_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="PublishPersistentLayer",
+                actions=["lambda:InvokeFunction"],
+                resources=[self.function.function_arn],
+            )
+        )
 
     @property
     def task_roles(self) -> list[iam.Role]:

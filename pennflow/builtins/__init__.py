@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pennflow.definition import TargetType
 from pennflow.pennsieve import CredentialsNotFound, PennsieveClient, PennsieveCredentials, resolve_credentials
 from pennflow.pennsieve.credentials import ENV_SECRET_ARN, ENV_SECRET_ID
 
@@ -80,6 +81,8 @@ def run_data_target(target_type: str, env: Mapping[str, str] | None = None) -> s
     settings = BuiltinEnvironment.read(env)
     if settings.input_dir is None:
         raise BuiltinError("invalid built-in environment: INPUT_DIR: required for a data target")
+    if target_type == TargetType.PERSISTENT_LAYER.value:
+        return _publish_layer(settings, env)
     report = publish(
         target_type,
         settings.input_dir,
@@ -90,6 +93,23 @@ def run_data_target(target_type: str, env: Mapping[str, str] | None = None) -> s
         pennsieve=lambda: node_pennsieve(env),
     )
     return f"{settings.processor_id}: published {len(report.files)} file(s), {report.total_bytes} bytes, to {report.destination}"
+
+
+def _publish_layer(settings: BuiltinEnvironment, env: Mapping[str, str]) -> str:
+    """A new version of the layer named by ``layerName``; readers of older versions keep theirs."""
+    from pennflow.layers.populate_task import populate_from_run
+
+    layer_name = env.get("layerName")
+    if not layer_name:
+        raise BuiltinError("invalid built-in environment: layerName: required for a persistent-layer target")
+    published = populate_from_run(
+        settings.input_dir,
+        layer_name=layer_name,
+        run_id=settings.run_id,
+        processor_id=settings.processor_id,
+        env=env,
+    )
+    return f"{settings.processor_id}: published layer {layer_name!r} {published}"
 
 
 def run_data_source(env: Mapping[str, str] | None = None) -> str:

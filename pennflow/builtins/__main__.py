@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from pennflow.builtins import BuiltinError, run_data_source, run_data_target
 from pennflow.definition import TargetType
+from pennflow.layers.populate_task import LayerTargetError
 from pennflow.pennsieve import CredentialsNotFound, PennsieveError
 from pennflow.targets import TargetError, UnsupportedTarget
 
@@ -31,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         summary = run_data_source() if args.kind == "data-source" else run_data_target(args.target_type)
+    except LayerTargetError as exc:  # retryable: another build holds the layer; a retry helps
+        print(f"{'failed' if exc.retryable else 'error'}: {exc}", file=sys.stderr)
+        return 1 if exc.retryable else 2
     except (BuiltinError, CredentialsNotFound, UnsupportedTarget) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

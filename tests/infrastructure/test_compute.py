@@ -52,7 +52,10 @@ def test_builtin_role_reads_the_pennsieve_secret_and_publishes_under_runs(node):
         "secretsmanager",
         "s3",
         "elasticfilesystem",
+        "lambda",  # only to publish a persistent-layer target through the layer jobs function
     }
+    (invoke,) = [s for s in statements if "lambda:InvokeFunction" in as_list(s["Action"])]
+    assert invoke["Resource"] == {"Fn::GetAtt": [node.logical_id(node.stack.layers.function), "Arn"]}
 
 
 def test_task_roles_trust_only_ecs_tasks_of_this_account(node):
