@@ -656,3 +656,31 @@ def test_the_lambda_handler_runs_a_job_end_to_end(node, monkeypatch) -> None:
         == "started"
     )
     assert handler_module.handler(run_build(node), LambdaContext())["outcome"] == "published"
+
+
+def test_the_builtin_data_target_publishes_a_persistent_layer(node, tmp_path, monkeypatch) -> None:
+    """`python -m pennflow.builtins data-target --target-type persistent-layer`, as the ECS task runs it."""
+    from pennflow.builtins.__main__ import main as builtin_main
+    from pennflow.layers import populate_task
+
+    results = tmp_path / "run" / "report" / "output"
+    results.mkdir(parents=True)
+    (results / "atlas.csv").write_text("region,volume\nv1,10\n")
+    monkeypatch.setattr(populate_task, "lambda_invoker", lambda _name: target_invoke(node))
+    for name, value in {
+        "INPUT_DIR": str(results),
+        "OUTPUT_DIR": str(tmp_path / "run" / "atlas" / "output"),
+        "RUN_ID": "r-9",
+        "PROCESSOR_ID": "atlas",
+        "WORKFLOW_NAME": "build-atlas",
+        "layerName": "atlas",
+        "LAYERS_RW_DIR": str(node.root),
+        "LAYER_JOBS_FUNCTION_NAME": "pennflow-layer-jobs",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert builtin_main(["data-target", "--target-type", "persistent-layer"]) == 0
+    record = node.registry.get("atlas")
+    assert (record.status, record.version) == (LayerStatus.READY, 1)
+    assert (node.root / "atlas" / "v1" / "atlas.csv").read_text() == "region,volume\nv1,10\n"
+    monkeypatch.delenv("layerName")
+    assert builtin_main(["data-target", "--target-type", "persistent-layer"]) == 2
