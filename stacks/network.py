@@ -51,7 +51,7 @@ class NodeNetwork(Construct):
         if settings.vpc is None or settings.vpc.create_endpoints:
             # Gateway endpoints attach to route tables: a reused VPC must name them.
             with_gateways = settings.vpc is None or bool(settings.vpc.private_route_table_ids)
-            self._add_endpoints(with_gateways=with_gateways)
+            self._add_endpoints(with_gateways=with_gateways, with_interfaces=settings.interface_endpoints)
         self._add_flow_logs(settings)
 
     @property
@@ -95,9 +95,11 @@ class NodeNetwork(Construct):
     def _security_group(self, name: str, description: str) -> ec2.SecurityGroup:
         return ec2.SecurityGroup(self, f"{name}SecurityGroup", vpc=self.vpc, description=description)
 
-    def _add_endpoints(self, *, with_gateways: bool) -> None:
+    def _add_endpoints(self, *, with_gateways: bool, with_interfaces: bool) -> None:
         for name, service in GATEWAY_ENDPOINTS.items() if with_gateways else ():
             self.vpc.add_gateway_endpoint(f"{name}Endpoint", service=service, subnets=[self.private_subnets])
+        if not with_interfaces:  # gateway endpoints are free; interface ones are the cost at rest
+            return
         # Endpoints accept HTTPS only from the node's own clients, not from the whole VPC.
         endpoint_group = self._security_group(
             "Endpoints", "Interface endpoints: HTTPS from tasks and Lambdas"

@@ -120,6 +120,9 @@ class NodeSettings(_Model):
     # Data sources and targets reach the Pennsieve API over the internet: keep one NAT gateway unless
     # the VPC reaches it another way. With 0, subnets are isolated and only the endpoints are reachable.
     nat_gateways: Literal[0, 1] = 1
+    # Interface endpoints keep task traffic off the NAT but cost about $190 a month at rest (13 x 2 AZs);
+    # false sends that traffic through the NAT instead (needs natGateways 1).
+    interface_endpoints: bool = True
     alarm_email: Annotated[str | None, Field(pattern=EMAIL_RE)] = None
     retention_days: RetentionDays = RetentionDays()
     workflows_folder: Annotated[str, Field(min_length=1)] = C.DEFAULT_WORKFLOWS_FOLDER
@@ -153,6 +156,15 @@ class NodeSettings(_Model):
         if value.startswith("/") or ".." in value.split("/"):
             raise ValueError("give a folder inside the project, relative to cdk.json")
         return value
+
+    @model_validator(mode="after")
+    def _tasks_can_reach_aws(self) -> NodeSettings:
+        if not self.interface_endpoints and self.nat_gateways == 0:
+            raise ValueError(
+                "interfaceEndpoints false needs natGateways 1: without either, tasks cannot pull images or "
+                "write logs"
+            )
+        return self
 
     @property
     def reuses_vpc(self) -> bool:

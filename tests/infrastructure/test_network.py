@@ -105,6 +105,14 @@ def test_without_nat_the_subnets_are_isolated():
     assert all(r["Properties"]["MapPublicIpOnLaunch"] is False for r in subnets.values())
 
 
+def test_interface_endpoints_can_be_left_out_to_save_their_cost_at_rest():
+    stack = Stack(App(), "Network")
+    NodeNetwork(stack, "Network", settings=load_settings({"interfaceEndpoints": False}))
+    endpoints = Template.from_stack(stack).find_resources("AWS::EC2::VPCEndpoint")
+    kinds = sorted(e["Properties"].get("VpcEndpointType", "Gateway") for e in endpoints.values())
+    assert kinds == ["Gateway", "Gateway"], "S3 and DynamoDB gateway endpoints are free and stay"
+
+
 def test_reused_vpc_is_referenced_not_created(variant):
     assert variant.resources("AWS::EC2::VPC") == {}
     assert variant.resources("AWS::EC2::Subnet") == {}

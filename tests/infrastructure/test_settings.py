@@ -65,6 +65,10 @@ def test_json_string_from_the_command_line_is_accepted():
         ({"nodeName": "a" * 16}, "pennflow.nodeName: String should have at most 15 characters"),
         ({"workflowsFolder": "../elsewhere"}, "pennflow.workflowsFolder: give a folder inside the project"),
         ({"runSlot": 3}, "pennflow.runSlot: unknown setting"),
+        (
+            {"interfaceEndpoints": False, "natGateways": 0},
+            "pennflow: interfaceEndpoints false needs natGateways 1",
+        ),
         ("{oops", "pennflow: not valid JSON"),
         ([1, 2], "pennflow: expected an object of settings, got list"),
     ],
