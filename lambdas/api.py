@@ -9,7 +9,7 @@ shape naming the field at fault; an unexpected exception gives 500 with the requ
 from __future__ import annotations
 
 import json
-from functools import cache
+from functools import cache, partial
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -33,7 +33,9 @@ from pennflow.api.models import (
     MAX_LIST_LIMIT,
     RUN_ID_PATTERN,
     CancelAccepted,
+    ErrorBody,
     RunAccepted,
+    RunDuplicate,
     RunList,
     RunPlan,
     RunRequest,
@@ -44,7 +46,14 @@ from pennflow.api.models import (
 )
 from pennflow.api.openapi_docs import errors as _errors
 from pennflow.api.openapi_docs import ok as _ok
-from pennflow.api.ports import AsyncLambda, RunCanceller, RunLauncher
+from pennflow.api.ports import (
+    AsyncLambda,
+    PennsieveInputs,
+    RunCanceller,
+    RunLauncher,
+    RunPlanning,
+    S3Manifests,
+)
 from pennflow.api.requests import json_body, preflight
 from pennflow.layers.api import router as layers_router
 from pennflow.runs import Status
@@ -109,11 +118,47 @@ def idempotency() -> IdempotentRunStarts:
     return IdempotentRunStarts(settings().idempotency_table)
 
 
+@cache
+def run_planning() -> RunPlanning:
+    """Keying runs: what this node's settings give (a missing part leaves runs that need it unkeyed)."""
+    s = settings()
+    layers = None
+    if s.layers_table:
+        from pennflow.layers.dynamodb import DynamoLayerRegistry
+
+        layers = DynamoLayerRegistry(s.layers_table)
+    return RunPlanning(
+        inputs=PennsieveInputs(partial(pennsieve_client, s.pennsieve_secret_arn))
+        if s.pennsieve_secret_arn
+        else None,
+        layers=layers,
+        manifests=S3Manifests(s.results_bucket) if s.results_bucket else None,
+    )
+
+
+def pennsieve_client(secret_arn: str) -> Any:
+    """A Pennsieve client with the node's secret only, and timeouts that fit API Gateway's 29 s."""
+    from pennflow.builtins import secret_credentials
+    from pennflow.pennsieve import HttpSettings, PennsieveClient, PennsieveHosts
+
+    http = HttpSettings(connect_timeout=3, read_timeout=10, retries=2, backoff_factor=0.2, backoff_max=2)
+    credentials = secret_credentials({"PENNSIEVE_SECRET_ARN": secret_arn})
+    return PennsieveClient(credentials, hosts=PennsieveHosts.from_env(), http=http)
+
+
 Store = Annotated[RunStore, Depends(run_store)]
 Registry = Annotated[WorkflowRegistry, Depends(workflow_registry)]
 Launcher = Annotated[RunLauncher, Depends(run_launcher)]
 Canceller = Annotated[RunCanceller, Depends(run_canceller)]
 Idempotency = Annotated[IdempotentRunStarts, Depends(idempotency)]
+Planning = Annotated[RunPlanning, Depends(run_planning)]
+# Pennsieve refused the node's key access to the dataset (openapi_docs has no 403 of its own).
+FORBIDDEN = {
+    403: {
+        "description": "Pennsieve refused access to the dataset (the error names the field)",
+        "content": {"application/json": {"model": ErrorBody}},
+    }
+}
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="The run id (its execution name).")]
 
 
@@ -173,14 +218,17 @@ def get_workflow(name: Annotated[WorkflowName, Path()], registry: Registry) -> W
     "/runs",
     operation_id="startRun",
     summary="Start a run",
-    description="Creates the run and hands it to the node (202). With dryRun, returns the plan instead "
-    "(200) and starts nothing. An Idempotency-Key makes retries safe: the same key and body "
-    "return the same run.",
+    description="Keys the run (definition, image digests, params, layer versions and the dataset's files: "
+    "its content key), creates it and hands it to the node (202). When a SUCCEEDED run has the same content "
+    "key, answers 200 with that run (duplicateOf) and starts nothing, unless force is true. With dryRun, "
+    "returns the plan, the inputs summary and the content key (200) and starts nothing. An Idempotency-Key "
+    "makes retries safe: the same key and body return the same run.",
     tags=["runs"],
     responses={
-        **_ok(RunPlan, "The plan (dryRun)"),
+        **_ok(RunPlan | RunDuplicate, "The plan (dryRun), or the SUCCEEDED run with the same content key"),
         **_ok(RunAccepted, "Run accepted", 202),
         **_errors(400, 404, 409, 413, 415, 422, 503),
+        **FORBIDDEN,
     },
 )
 def post_run(
@@ -189,6 +237,7 @@ def post_run(
     registry: Registry,
     launcher: Launcher,
     starts: Idempotency,
+    planning: Planning,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -199,15 +248,19 @@ def post_run(
             description="Any unique string (a UUID); repeats of the request with it return the same run.",
         ),
     ] = None,
-) -> Response[RunAccepted | RunPlan]:
-    def start() -> RunAccepted | RunPlan:
-        return run_logic.start_run(request, store=store, registry=registry, launcher=launcher)
+) -> Response[RunAccepted | RunPlan | RunDuplicate]:
+    def once(create):
+        return starts.start(idempotency_key, _caller(), request, create, app.lambda_context)
 
-    if idempotency_key and not request.dry_run:
-        accepted = starts.start(idempotency_key, _caller(), request, start, app.lambda_context)
-    else:
-        accepted = start()
-    return _json(200 if isinstance(accepted, RunPlan) else 202, accepted)
+    answer = run_logic.start_run(
+        request,
+        store=store,
+        registry=registry,
+        launcher=launcher,
+        planning=planning,
+        once=once if idempotency_key else None,
+    )
+    return _json(202 if isinstance(answer, RunAccepted) else 200, answer)
 
 
 @app.get(
@@ -260,10 +313,14 @@ def post_cancel(run_id: RunId, store: Store, canceller: Canceller) -> Response[C
     responses={
         **_ok(RunAccepted, "Run accepted", 202),
         **_errors(404, 409, 422, 503),
+        **FORBIDDEN,
     },
 )
-def post_rerun(run_id: RunId, store: Store, registry: Registry, launcher: Launcher) -> Response[RunAccepted]:
-    return _json(202, run_logic.rerun(run_id, store=store, registry=registry, launcher=launcher))
+def post_rerun(
+    run_id: RunId, store: Store, registry: Registry, launcher: Launcher, planning: Planning
+) -> Response[RunAccepted]:
+    accepted = run_logic.rerun(run_id, store=store, registry=registry, launcher=launcher, planning=planning)
+    return _json(202, accepted)
 
 
 # ------------------------------------------------------------------ errors

@@ -54,6 +54,11 @@ class ApiSettings(_EnvSettings):
     state_machine_log_group_arn: str | None = Field(None, alias="STATE_MACHINE_LOG_GROUP_ARN")
     prepare_function_name: str = Field(alias="PREPARE_FUNCTION_NAME", min_length=1)
     cancel_function_name: str = Field(alias="CANCEL_FUNCTION_NAME", min_length=1)
+    # Keying a run: its files listed with the node's Pennsieve secret, its manifest written to the
+    # results bucket, its layers' versions read from the layers table. Without one, no content key.
+    pennsieve_secret_arn: str | None = Field(None, alias="PENNSIEVE_SECRET_ARN")
+    results_bucket: str | None = Field(None, alias="RESULTS_BUCKET")
+    layers_table: str | None = Field(None, alias="LAYERS_TABLE")
 
 
 class NodeSettings(_EnvSettings):

@@ -273,6 +273,8 @@ class NodeFunctions(Construct):
             "processors_table": storage.processors_table.table_name,
             "idempotency_table": storage.idempotency_table.table_name,
             "layers_table": storage.layers_table.table_name,
+            "results_bucket": storage.results_bucket.bucket_name,  # runs' download manifests
+            "pennsieve_secret": self._compute.pennsieve_secret.secret_arn,  # lists a run's input files
             "prepare_function": self.name_of("prepare"),
             "cancel_function": self.name_of("cancel"),
             "layer_price_standard": str(s.layer_storage_prices.standard),
@@ -357,8 +359,9 @@ class NodeFunctions(Construct):
 
     def _grant_api(self) -> None:
         storage = self._storage
-        run_indexes = (C.RUNS_BY_WORKFLOW_INDEX, C.RUNS_BY_STATUS_INDEX)
+        run_indexes = (C.RUNS_BY_WORKFLOW_INDEX, C.RUNS_BY_STATUS_INDEX, C.RUNS_BY_CONTENT_KEY_INDEX)
         self.allow_table(self.roles["api"], storage.runs_table, READ + WRITE, run_indexes)
+        self._allow_run_keys()
         for table in (storage.workflows_table, storage.processors_table, storage.layers_table):
             self.allow_table(self.roles["api"], table, READ + WRITE + SCAN)
         self.allow_table(self.roles["api"], storage.idempotency_table, READ + WRITE)
@@ -398,6 +401,34 @@ class NodeFunctions(Construct):
             [iam.PolicyStatement(actions=LOG_DELIVERY_ACTIONS, resources=["*"])],
             "Creating a state machine with logging makes the caller set up CloudWatch Logs vended-log "
             "delivery; those logs:*LogDelivery and resource-policy actions have no resource-level permissions.",
+        )
+
+    def _allow_run_keys(self) -> None:
+        """Keying a run (pennflow.content_key): list its dataset's files with the node's Pennsieve secret,
+        read its images' digests, and write the download manifest its prepare step reuses."""
+        role = self.roles["api"]
+        self.allow(role, ["secretsmanager:GetSecretValue"], [self._compute.pennsieve_secret.secret_arn])
+        self.allow_wildcard(
+            role,
+            iam.PolicyStatement(
+                actions=["s3:PutObject"],
+                resources=[self._storage.results_bucket.arn_for_objects(f"{C.RESULTS_PREFIX}*")],
+            ),
+            "The API writes each new run's download manifest to runs/<run_id>/manifest.json; the run id is "
+            "made per request, and the prefix keeps the API out of the rest of the results bucket.",
+        )
+        self.allow_wildcard(
+            role,
+            iam.PolicyStatement(
+                actions=["ecr:DescribeImages"],
+                resources=[
+                    Stack.of(self).format_arn(
+                        service="ecr", region="*", resource="repository", resource_name="*"
+                    )
+                ],
+            ),
+            "A run's content key covers each processor's image digest; the images are ECR repositories named "
+            "by workflows registered at runtime, in any region of this account. DescribeImages reads metadata only.",
         )
 
     def _grant_runs_manager(self) -> None:

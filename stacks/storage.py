@@ -192,6 +192,13 @@ class NodeStorage(Construct):
         return [
             string_index(C.RUNS_BY_WORKFLOW_INDEX, C.RUNS_WORKFLOW_ATTR, C.RUNS_CREATED_ATTR),
             string_index(C.RUNS_BY_STATUS_INDEX, C.RUNS_STATUS_ATTR, C.RUNS_CREATED_ATTR),
+            # Sparse (only runs with a content key), and all a duplicate check reads: key, time, status.
+            string_index(
+                C.RUNS_BY_CONTENT_KEY_INDEX,
+                C.RUNS_CONTENT_KEY_ATTR,
+                C.RUNS_CREATED_ATTR,
+                include=[C.RUNS_STATUS_ATTR],
+            ),
         ]
 
     def _table(
@@ -206,12 +213,17 @@ class NodeStorage(Construct):
         return node_table(self, f"{name}Table", partition_key, sort_key=sort_key, indexes=indexes, ttl=ttl)
 
 
-def string_index(name: str, partition_key: str, sort_key: str) -> dynamodb.GlobalSecondaryIndexPropsV2:
+def string_index(
+    name: str, partition_key: str, sort_key: str, *, include: Sequence[str] | None = None
+) -> dynamodb.GlobalSecondaryIndexPropsV2:
+    """A GSI on string keys projecting every attribute, or only the keys and ``include``."""
     string = dynamodb.AttributeType.STRING
     return dynamodb.GlobalSecondaryIndexPropsV2(
         index_name=name,
         partition_key=dynamodb.Attribute(name=partition_key, type=string),
         sort_key=dynamodb.Attribute(name=sort_key, type=string),
+        projection_type=dynamodb.ProjectionType.INCLUDE if include else None,
+        non_key_attributes=list(include) if include else None,
     )
 
 

@@ -115,8 +115,19 @@ class RunRequest(_Request):
         description="Overrides of declared defaultParams: KEY (every processor declaring it) or processor.KEY.",
     )
     layers: list[LayerName] = Field(default_factory=list, max_length=MAX_LAYERS)
-    force: StrictBool = Field(False, description="Run even if an identical run exists.")
-    dry_run: StrictBool = Field(False, description="Return the plan without starting anything.")
+    force: StrictBool = Field(
+        False, description="Start a new run even when a SUCCEEDED run has the same content key."
+    )
+    dry_run: StrictBool = Field(
+        False, description="Validate and return the plan, the inputs and the content key; start nothing."
+    )
+
+
+CONTENT_KEY_DESCRIPTION = (
+    "sha256 over the definition hash, each processor's image digest and params, the layer versions and "
+    "the input files (ids, paths, sizes, checksums); null when the node could not list the inputs or "
+    "layers (see warnings), and such a run is never taken for a duplicate."
+)
 
 
 class RunAccepted(_View):
@@ -126,6 +137,39 @@ class RunAccepted(_View):
     execution_arn: str = Field(description="The Step Functions execution; its name is the run id.")
     console_url: str
     rerun_of: str | None = None
+    content_key: str | None = Field(None, description=CONTENT_KEY_DESCRIPTION)
+    warnings: list[str] = Field(default_factory=list, description="What the content key could not pin down.")
+
+
+class InputsView(_View):
+    """The run's input files as its content key covers them (the manifest summary)."""
+
+    dataset_id: str | None = None
+    package_ids: list[str] = Field(default_factory=list)
+    file_count: int
+    total_bytes: int
+    files_sha256: str = Field(description="sha256 of the sorted file list (ids, paths, sizes, checksums).")
+    without_checksum: int = Field(description="Files Pennsieve lists without a checksum.")
+
+
+class ImageView(_View):
+    reference: str
+    digest: str | None = None
+    source: str = Field(description="pinned | ecr | builtin | command | unresolved (a tag that can move).")
+    detail: str | None = None
+
+
+class ProcessorPlan(_View):
+    id: str
+    type: str
+    image: ImageView
+    params: dict[str, str]
+
+
+class LayerVersion(_View):
+    name: str
+    version: int | str
+    checksum: str | None = None
 
 
 class RunPlan(_View):
@@ -134,10 +178,18 @@ class RunPlan(_View):
     dry_run: Literal[True] = True
     workflow: str
     definition_hash: str
+    content_key: str | None = Field(description=CONTENT_KEY_DESCRIPTION)
+    duplicate_of: str | None = Field(
+        None, description="The SUCCEEDED run with this content key: a start without force returns it."
+    )
     dataset_id: str | None
     package_ids: list[str]
     params: dict[str, dict[str, str]] = Field(description="Each processor's params after the overrides.")
     layers: list[str]
+    layer_versions: list[LayerVersion] = Field(description="The published version of each layer mounted.")
+    inputs: InputsView | None = Field(description="The dataset's files, summarized; null without a dataset.")
+    processors: list[ProcessorPlan]
+    warnings: list[str]
     plan: str = Field(description="The compiled structure and any ordering the compiler added.")
 
 
@@ -172,8 +224,18 @@ class RunSummary(_View):
         return cls(**run.model_dump(include=set(cls.model_fields)))
 
 
+class RunDuplicate(_View):
+    """A start whose content key matches a SUCCEEDED run: that run is the answer, nothing starts."""
+
+    duplicate_of: str = Field(description="The SUCCEEDED run with the same content key.")
+    content_key: str
+    run: RunSummary
+    message: str
+
+
 class RunView(RunSummary):
     definition_hash: str
+    content_key: str | None = None
     params: dict[str, dict[str, str]]
     layers: list[dict[str, str]]
     exit_code: int | None = None

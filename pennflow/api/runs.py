@@ -4,16 +4,30 @@ A run starts in two steps so the API answers at once: the run record is created 
 (NOT_STARTED, params resolved), then the launcher hands its id to the node, which prepares the
 run and starts the execution named by the run id. The execution ARN is therefore known, and
 returned, before the execution exists.
+
+Before that the run is keyed (``pennflow.content_key``): its dataset's files are listed on
+Pennsieve, its layers' versions and its images' digests read, and one sha256 over those, the
+definition and the params is its content key, stored on the run. A start whose key matches a
+SUCCEEDED run returns that run (200, ``duplicateOf``) unless ``force``; a dry run returns the plan
+and starts nothing; a rerun is deliberate, so it never counts as a duplicate. The files listed
+become the run's download manifest, so the files keyed are the files the run downloads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pennflow.api.errors import BadRequest, Conflict, InvalidRequest, NotFound, Unavailable, field_error
 from pennflow.api.models import (
     CancelAccepted,
+    ImageView,
+    InputsView,
+    LayerVersion,
+    ProcessorPlan,
     RunAccepted,
+    RunDuplicate,
     RunList,
     RunPlan,
     RunRequest,
@@ -21,19 +35,46 @@ from pennflow.api.models import (
     RunView,
     StepView,
 )
-from pennflow.api.ports import RunCanceller, RunLauncher
+from pennflow.api.ports import ManifestWriter, RunCanceller, RunLauncher, RunPlanning, ecr_image_digest
 from pennflow.contract import UnknownParameter, run_parameters
 from pennflow.definition import Workflow
 from pennflow.runs import RunRecord, Status, StepRecord, new_run_id, utcnow
 from pennflow.stores.base import RunStore
 from pennflow.workflows_registry import WorkflowRecord, WorkflowRegistry
 
+if TYPE_CHECKING:
+    from pennflow.content_key import LayerPin
+    from pennflow.content_key import RunPlan as ContentPlan
+    from pennflow.datasource import InputSummary
+    from pennflow.pennsieve import ManifestEntry
+
 ORIGIN = "api"
+# Runs the creating step of a start: the API passes its Idempotency-Key record here, so a planned
+# or duplicate answer never takes a key, and a retry of a created run returns that run.
+Once = Callable[[Callable[[], RunAccepted]], RunAccepted]
+
+
+@dataclass(frozen=True)
+class KeyedRun:
+    """A run's plan, and its content key unless the node could not see all it covers."""
+
+    plan: ContentPlan
+    content_key: str | None
+    warnings: list[str]
+    entries: list[ManifestEntry] | None  # the dataset's files: the run's download manifest
 
 
 def start_run(
-    request: RunRequest, *, store: RunStore, registry: WorkflowRegistry, launcher: RunLauncher
-) -> RunAccepted | RunPlan:
+    request: RunRequest,
+    *,
+    store: RunStore,
+    registry: WorkflowRegistry,
+    launcher: RunLauncher,
+    planning: RunPlanning | None = None,
+    once: Once | None = None,
+) -> RunAccepted | RunPlan | RunDuplicate:
+    from pennflow.content_key import find_duplicate
+
     record = registry.get(request.workflow)
     if record is None:
         raise NotFound(
@@ -42,22 +83,50 @@ def start_run(
         )
     workflow = record.workflow()
     params = _resolve_params(workflow, request.params)
-    if request.dry_run:
-        return _plan(record, workflow, request, params)
-    return _create_and_launch(
-        record,
+    layers = [{"name": name} for name in request.layers]
+    planning = planning or RunPlanning()
+    keyed = key_run(
         workflow,
-        store=store,
-        launcher=launcher,
         dataset_id=request.dataset_id,
         package_ids=request.package_ids,
         params=params,
-        layers=[{"name": name} for name in request.layers],
+        layers=layers,
+        planning=planning,
     )
+    wants_original = keyed.content_key and (request.dry_run or not request.force)
+    original = find_duplicate(store, keyed.content_key) if wants_original else None
+    if request.dry_run:
+        return _dry_run(record, workflow, request, params, keyed, original)
+    if original is not None:
+        return _duplicate(original, keyed)
+
+    def create() -> RunAccepted:
+        return _create_and_launch(
+            record,
+            workflow,
+            store=store,
+            launcher=launcher,
+            dataset_id=request.dataset_id,
+            package_ids=request.package_ids,
+            params=params,
+            layers=layers,
+            keyed=keyed,
+            manifests=planning.manifests,
+        )
+
+    return once(create) if once else create()
 
 
-def rerun(run_id: str, *, store: RunStore, registry: WorkflowRegistry, launcher: RunLauncher) -> RunAccepted:
-    """A new run of the same definition (by hash), dataset, resolved params and layers."""
+def rerun(
+    run_id: str,
+    *,
+    store: RunStore,
+    registry: WorkflowRegistry,
+    launcher: RunLauncher,
+    planning: RunPlanning | None = None,
+) -> RunAccepted:
+    """A new run of the same definition (by hash), dataset, resolved params and layers, keyed anew
+    (the dataset's files as they are now) and started even when a succeeded run has that key."""
     original = _existing_run(store, run_id)
     record = registry.get_version(original.workflow, original.definition_hash)
     if record is None:
@@ -65,17 +134,81 @@ def rerun(run_id: str, *, store: RunStore, registry: WorkflowRegistry, launcher:
             f"run {run_id!r} used definition {original.definition_hash[:12]} of workflow "
             f"{original.workflow!r}, which is no longer registered"
         )
+    workflow = record.workflow()
+    planning = planning or RunPlanning()
+    keyed = key_run(
+        workflow,
+        dataset_id=original.dataset_id,
+        package_ids=original.package_ids,
+        params=original.params,
+        layers=original.layers,
+        planning=planning,
+    )
     return _create_and_launch(
         record,
-        record.workflow(),
+        workflow,
         store=store,
         launcher=launcher,
         dataset_id=original.dataset_id,
-        package_ids=getattr(original, "package_ids", []),  # as pennflow.lifecycle reads them
+        package_ids=original.package_ids,
         params=original.params,
         layers=original.layers,
+        keyed=keyed,
+        manifests=planning.manifests,
         rerun_of=run_id,
     )
+
+
+def key_run(
+    workflow: Workflow,
+    *,
+    dataset_id: str | None,
+    package_ids: Sequence[str],
+    params: Mapping[str, Mapping[str, str]],
+    layers: Sequence[Mapping[str, str]],
+    planning: RunPlanning,
+) -> KeyedRun:
+    """List the inputs, pin the layers, resolve the images: the run's plan and content key.
+
+    What the node cannot see (no Pennsieve access, no layer registry) leaves the run without a
+    key, with a warning saying why, rather than with a key that would match runs on other files.
+    """
+    from pennflow.content_key import layer_pins, plan_run
+    from pennflow.datasource import summarize
+
+    gaps: list[str] = []
+    entries = inputs = None
+    if dataset_id:
+        if planning.inputs is None:
+            gaps.append("this node has no Pennsieve access to list the dataset's files")
+        else:
+            entries = planning.inputs.entries(dataset_id, package_ids)
+            inputs = summarize(entries, dataset_id=dataset_id, package_ids=package_ids)
+    # Every layer some processor mounts, as pennflow.lifecycle.layer_names pins them.
+    run_layers = [layer["name"] for layer in layers if layer.get("name")]
+    names = list(dict.fromkeys(run_layers + [name for p in workflow.processors for name in p.layers]))
+    pins: list[LayerPin] = []
+    if names and planning.layers is None:
+        gaps.append("this node has no layer registry to read the layers' versions")
+    elif names:
+        try:
+            pins = layer_pins(names, planning.layers)
+        except ValueError as exc:
+            field = "layers" if run_layers else "workflow"  # else the registered definition names them
+            raise InvalidRequest(
+                str(exc), fields=[field_error(field, str(exc))], code="layer_not_published"
+            ) from None
+    plan = plan_run(
+        workflow,
+        params=params,
+        inputs=inputs,
+        layers=pins,
+        resolver=planning.resolve_image or ecr_image_digest,
+    )
+    warnings = plan.warnings + [
+        f"no content key: {gap}, so the run is never taken for a duplicate" for gap in gaps
+    ]
+    return KeyedRun(plan, None if gaps else plan.content_key, warnings, entries)
 
 
 def get_run(run_id: str, *, store: RunStore) -> RunView:
@@ -89,6 +222,7 @@ def get_run(run_id: str, *, store: RunStore) -> RunView:
         layers=run.layers,
         exit_code=run.exit_code,
         reason=run.reason,
+        content_key=run.content_key,
         execution_arn=run.execution_arn,
         console_url=console_url(run.execution_arn) if run.execution_arn else None,
         origin=run.origin,
@@ -142,19 +276,50 @@ def _resolve_params(workflow: Workflow, overrides: Mapping[str, str]) -> dict[st
         raise BadRequest(str(exc), fields=fields, code="unknown_param") from None
 
 
-def _plan(
-    record: WorkflowRecord, workflow: Workflow, request: RunRequest, params: dict[str, dict[str, str]]
+def _dry_run(
+    record: WorkflowRecord,
+    workflow: Workflow,
+    request: RunRequest,
+    params: dict[str, dict[str, str]],
+    keyed: KeyedRun,
+    original: RunRecord | None,
 ) -> RunPlan:
     from pennflow.explain import explain  # only dry runs pay for the makespan simulation
 
+    plan = keyed.plan
     return RunPlan(
         workflow=record.name,
         definition_hash=record.definition_hash,
+        content_key=keyed.content_key,
+        duplicate_of=original.run_id if original else None,
         dataset_id=request.dataset_id,
         package_ids=request.package_ids,
         params=params,
         layers=request.layers,
+        layer_versions=[LayerVersion(**pin.model_dump()) for pin in plan.layers],
+        inputs=_inputs_view(plan.inputs),
+        processors=[
+            ProcessorPlan(id=p.id, type=p.type, image=ImageView(**p.image.model_dump()), params=p.params)
+            for p in plan.processors
+        ],
+        warnings=keyed.warnings,
         plan=explain(workflow),
+    )
+
+
+def _inputs_view(inputs: InputSummary | None) -> InputsView | None:
+    if inputs is None:
+        return None
+    return InputsView(**inputs.model_dump(), without_checksum=inputs.without_checksum)
+
+
+def _duplicate(original: RunRecord, keyed: KeyedRun) -> RunDuplicate:
+    return RunDuplicate(
+        duplicate_of=original.run_id,
+        content_key=keyed.content_key or "",
+        run=RunSummary.of(original),
+        message=f"run {original.run_id!r} already succeeded with the same definition, images, params, layers "
+        "and input files; send force: true to run again",
     )
 
 
@@ -168,6 +333,8 @@ def _create_and_launch(
     package_ids: Sequence[str],
     params: dict[str, dict[str, str]],
     layers: list[dict[str, str]],
+    keyed: KeyedRun,
+    manifests: ManifestWriter | None,
     rerun_of: str | None = None,
 ) -> RunAccepted:
     run_id = new_run_id()
@@ -181,6 +348,7 @@ def _create_and_launch(
         params=params,
         layers=layers,
         execution_arn=arn,
+        content_key=keyed.content_key,
         origin=ORIGIN,
     )
     steps = [StepRecord(run_id=run_id, processor_id=p.id) for p in workflow.processors]
@@ -191,6 +359,8 @@ def _create_and_launch(
             str(exc), fields=[field_error("workflow", str(exc))], code="run_too_large"
         ) from None
     try:
+        if manifests is not None and keyed.entries is not None:  # else prepare lists the files itself
+            manifests.write(run_id, keyed.entries)
         launcher.launch(run_id)
     except Exception as exc:  # any failure to hand over leaves a run nobody will start: record it
         store.update_run(
@@ -204,4 +374,6 @@ def _create_and_launch(
         execution_arn=arn,
         console_url=console_url(arn),
         rerun_of=rerun_of,
+        content_key=keyed.content_key,
+        warnings=keyed.warnings,
     )

@@ -40,6 +40,9 @@ class RunStore(Protocol):
     ) -> Page:
         """Newest first."""
 
+    def find_succeeded_by_content_key(self, key: str) -> RunRecord | None:
+        """The newest SUCCEEDED run whose content key is ``key`` (``pennflow.content_key``), or None."""
+
     def update_run(self, run_id: str, status: Status | None = None, **fields: Any) -> bool:
         """Set fields (and status, conditionally). False when the transition is not allowed."""
 

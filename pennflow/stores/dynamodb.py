@@ -5,6 +5,7 @@ Table (key names shared with ``stacks/constants.py``)::
     pk run_id (S), sk sk (S): "RUN" for the run, "STEP#<processor_id>" for each processor
     GSI by-workflow: pk workflow_name (S), sk created_at (S)   -- run items only
     GSI by-status:   pk status (S),        sk created_at (S)   -- run items only
+    GSI by-content-key: pk content_key (S), sk created_at (S), projects status -- runs with a key
 
 Step items carry ``status`` but never ``created_at``, so neither index holds them (an item enters
 a GSI only when it has both of the index's key attributes). Timestamps are stored as fixed-width
@@ -39,9 +40,11 @@ RUN_SK = "RUN"
 STEP_PREFIX = "STEP#"
 BY_WORKFLOW = "by-workflow"
 BY_STATUS = "by-status"
+BY_CONTENT_KEY = "by-content-key"
 WORKFLOW_ATTR = "workflow_name"
 STATUS_ATTR = "status"
 CREATED_ATTR = "created_at"
+CONTENT_KEY_ATTR = "content_key"
 POSITION_ATTR = "position"
 TASKS_ATTR = "task_arns"  # ECS task ARNs a step ran (one per attempt or batch), see record_task
 FAILED_TASKS_ATTR = "failed_task_arns"  # those of them that failed, see record_failed_task
@@ -126,6 +129,28 @@ class DynamoRunStore:
             if name in (PK, WORKFLOW_ATTR, CREATED_ATTR, STATUS_ATTR):
                 raise ValueError(f"{name!r} cannot be updated this way")
         return self._update(_key(run_id, RUN_SK), status, values)
+
+    def find_succeeded_by_content_key(self, key: str) -> RunRecord | None:
+        """The newest SUCCEEDED run with this content key: the by-content-key index, newest first,
+        each candidate confirmed by a consistent read (the index lags the table a little)."""
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": BY_CONTENT_KEY,
+            "KeyConditionExpression": "#key = :key",
+            "FilterExpression": "#status = :succeeded",
+            "ExpressionAttributeNames": {"#key": CONTENT_KEY_ATTR, "#status": STATUS_ATTR},
+            "ExpressionAttributeValues": {":key": {"S": key}, ":succeeded": {"S": Status.SUCCEEDED.value}},
+            "ScanIndexForward": False,
+        }
+        while True:
+            response = self.client.query(**request)
+            for item in response.get("Items", []):
+                run = self.get_run(item[PK]["S"])
+                if run is not None and run.status is Status.SUCCEEDED and run.content_key == key:
+                    return run
+            if "LastEvaluatedKey" not in response:
+                return None
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def update_run_when(self, run_id: str, statuses: Collection[Status], **fields: Any) -> bool:
         """Set fields only while the run's status is one of ``statuses`` (status itself unchanged)."""

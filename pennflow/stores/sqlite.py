@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS runs (
     origin TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_us DESC, run_id DESC);
+CREATE INDEX IF NOT EXISTS runs_by_content_key ON runs (content_key, created_us DESC)
+    WHERE content_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
     processor_id TEXT NOT NULL,
@@ -150,6 +152,15 @@ class SqliteRunStore:
         rows = rows[:limit]
         next_cursor = _encode_cursor(rows[-1]["created_us"], rows[-1]["run_id"], listing) if more else None
         return Page([_record(RunRecord, row) for row in rows], next_cursor)
+
+    def find_succeeded_by_content_key(self, key: str) -> RunRecord | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM runs WHERE content_key = ? AND status = ? "
+                "ORDER BY created_us DESC, run_id DESC LIMIT 1",
+                (key, Status.SUCCEEDED.value),
+            ).fetchone()
+        return _record(RunRecord, row) if row else None
 
     def update_run(self, run_id: str, status: Status | None = None, **fields: Any) -> bool:
         return self._update("runs", RunRecord, {"run_id": run_id}, status, fields)

@@ -102,7 +102,8 @@ def test_environment_carries_names_never_secret_values(node):
         assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "pennflow"
         # Secrets travel as their ARN (a Ref), to the functions that read them at runtime; never a value.
         assert variables.get("PENNSIEVE_SECRET_ARN", {"Ref": secret_id}) == {"Ref": secret_id}
-        assert ("PENNSIEVE_SECRET_ARN" in variables) == (name in C.LAMBDA_NAMES and name != "api")
+        # trigger_fire gets the API's environment: it starts runs the way the API does.
+        assert ("PENNSIEVE_SECRET_ARN" in variables) == (name in (*C.LAMBDA_NAMES, "trigger_fire"))
         assert "SecretString" not in json.dumps(variables)
 
 
@@ -130,10 +131,31 @@ def test_functions_that_start_queued_runs_share_the_runs_manager_role(node):
 
 def test_api_role_reaches_no_compute_and_no_file_system(node):
     services = {a.split(":")[0] for a in node.role_actions(node.stack.functions.roles["api"])}
-    assert services == {"dynamodb", "lambda", "states", "iam", "logs", "xray"}
+    assert services == {"dynamodb", "lambda", "states", "iam", "logs", "xray", "s3", "secretsmanager", "ecr"}
     statements = node.role_statements(node.stack.functions.roles["api"])
     (pass_role,) = [s for s in statements if s["Action"] == "iam:PassRole"]
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "states.amazonaws.com"}}
+
+
+def test_api_keys_runs_with_the_pennsieve_secret_image_digests_and_the_manifest_prefix(node):
+    storage, compute = node.stack.storage, node.stack.compute
+    statements = node.role_statements(node.stack.functions.roles["api"])
+    by_action = {json.dumps(s["Action"]): s for s in statements}
+    secret = by_action['"secretsmanager:GetSecretValue"']
+    assert secret["Resource"] == {"Ref": node.logical_id(compute.pennsieve_secret)}
+    manifest = by_action['"s3:PutObject"']
+    results = node.logical_id(storage.results_bucket)
+    assert manifest["Resource"] == {"Fn::Join": ["", [{"Fn::GetAtt": [results, "Arn"]}, "/runs/*"]]}
+    images = json.dumps(by_action['"ecr:DescribeImages"']["Resource"])
+    assert ":ecr:*:" in images and ":repository/*" in images
+    runs = node.logical_id(storage.runs_table)
+    index = {"Fn::Join": ["", [{"Fn::GetAtt": [runs, "Arn"]}, "/index/by-content-key"]]}
+    assert any(
+        "dynamodb:Query" in as_list(s["Action"]) and index in as_list(s["Resource"]) for s in statements
+    )
+    variables = function_properties(node, "api")["Environment"]["Variables"]
+    assert variables["RESULTS_BUCKET"] == {"Ref": results}
+    assert variables["LAYERS_TABLE"] == {"Ref": node.logical_id(storage.layers_table)}
 
 
 def test_list_batches_and_download_reach_only_what_they_read(node):

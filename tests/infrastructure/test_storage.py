@@ -164,7 +164,13 @@ def test_runs_table_keys_and_listing_indexes(node):
             {"AttributeName": "status", "KeyType": "HASH"},
             {"AttributeName": "created_at", "KeyType": "RANGE"},
         ],
+        "by-content-key": [
+            {"AttributeName": "content_key", "KeyType": "HASH"},
+            {"AttributeName": "created_at", "KeyType": "RANGE"},
+        ],
     }
+    projections = {i["IndexName"]: i["Projection"] for i in runs["GlobalSecondaryIndexes"]}
+    assert projections["by-content-key"] == {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["status"]}
 
 
 def test_single_key_tables_and_idempotency_ttl(node):

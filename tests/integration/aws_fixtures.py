@@ -54,7 +54,14 @@ def create_runs_table(name: str = RUNS_TABLE) -> Any:
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[
             {"AttributeName": attribute, "AttributeType": string}
-            for attribute in (ddb.PK, ddb.SK, ddb.WORKFLOW_ATTR, ddb.STATUS_ATTR, ddb.CREATED_ATTR)
+            for attribute in (
+                ddb.PK,
+                ddb.SK,
+                ddb.WORKFLOW_ATTR,
+                ddb.STATUS_ATTR,
+                ddb.CREATED_ATTR,
+                ddb.CONTENT_KEY_ATTR,
+            )
         ],
         KeySchema=[
             {"AttributeName": ddb.PK, "KeyType": "HASH"},
@@ -70,6 +77,16 @@ def create_runs_table(name: str = RUNS_TABLE) -> Any:
                 "Projection": {"ProjectionType": "ALL"},
             }
             for index, attribute in ((ddb.BY_WORKFLOW, ddb.WORKFLOW_ATTR), (ddb.BY_STATUS, ddb.STATUS_ATTR))
+        ]
+        + [
+            {
+                "IndexName": ddb.BY_CONTENT_KEY,
+                "KeySchema": [
+                    {"AttributeName": ddb.CONTENT_KEY_ATTR, "KeyType": "HASH"},
+                    {"AttributeName": ddb.CREATED_ATTR, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": [ddb.STATUS_ATTR]},
+            }
         ],
     )
     return client
