@@ -57,6 +57,7 @@ class ApiSettings(_EnvSettings):
     # Keying a run: its files listed with the node's Pennsieve secret, its manifest written to the
     # results bucket, its layers' versions read from the layers table. Without one, no content key.
     pennsieve_secret_arn: str | None = Field(None, alias="PENNSIEVE_SECRET_ARN")
+    layer_jobs_function_name: str | None = Field(None, alias="LAYER_JOBS_FUNCTION_NAME")
     results_bucket: str | None = Field(None, alias="RESULTS_BUCKET")
     layers_table: str | None = Field(None, alias="LAYERS_TABLE")
 
@@ -139,6 +140,8 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
             for name, value in {
                 "PENNSIEVE_SECRET_ARN": settings.pennsieve_secret_arn,
                 "RESULTS_BUCKET": settings.results_bucket,
+                # persistent-layer targets reserve and publish layer versions through it
+                "LAYER_JOBS_FUNCTION_NAME": settings.layer_jobs_function_name,
             }.items()
             if value
         },

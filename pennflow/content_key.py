@@ -33,12 +33,11 @@ from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
 from pennflow.datasource import InputSummary
 from pennflow.definition import Workflow
-from pennflow.runs import RunRecord, Status
+from pennflow.runs import RunRecord
+from pennflow.stores.base import RunStore
 
 KEY_VERSION = 1
 DOCKER_TIMEOUT_SECONDS = 15
-CONTENT_KEY_INDEX = "gsi_content_key"  # proposed GSI of the runs table: content_key (S) + created_at (S)
-CONTENT_KEY_ATTR = "content_key"
 ECR_IMAGE = re.compile(
     r"^(?P<registry>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
     r"(?P<repository>[a-z0-9._/-]+)(:(?P<tag>[\w][\w.-]{0,127}))?$"
@@ -292,47 +291,6 @@ def _inputs_material(inputs: InputSummary | None) -> dict[str, Any] | None:
 # -- duplicates ----------------------------------------------------------------------------------
 
 
-def find_duplicate(store: Any, key: str) -> RunRecord | None:
-    """The newest SUCCEEDED run with this content key, or None.
-
-    Uses the store's ``find_succeeded_by_content_key`` when it has one (the proposed port method),
-    else the runs table's ``gsi_content_key`` for the DynamoDB store, else a scan of the succeeded
-    runs (fine for the local SQLite store's size).
-    """
-    finder = getattr(store, "find_succeeded_by_content_key", None)
-    if callable(finder):
-        return finder(key)
-    from pennflow.stores.dynamodb import DynamoRunStore
-
-    if isinstance(store, DynamoRunStore):
-        return dynamo_find_duplicate(store, key)
-    cursor = None
-    while True:
-        page = store.list_runs(status=Status.SUCCEEDED, limit=100, cursor=cursor)
-        match = next((run for run in page.runs if run.content_key == key), None)
-        if match is not None or not page.cursor:
-            return match
-        cursor = page.cursor
-
-
-def dynamo_find_duplicate(store: Any, key: str, index: str = CONTENT_KEY_INDEX) -> RunRecord | None:
-    """Query ``gsi_content_key`` (partition ``content_key``, sort ``created_at``, projecting ``status``)
-    newest first, and read the first SUCCEEDED run through the store."""
-    request: dict[str, Any] = {
-        "TableName": store.table_name,
-        "IndexName": index,
-        "KeyConditionExpression": "#key = :key",
-        "FilterExpression": "#status = :succeeded",
-        "ExpressionAttributeNames": {"#key": CONTENT_KEY_ATTR, "#status": "status"},
-        "ExpressionAttributeValues": {":key": {"S": key}, ":succeeded": {"S": Status.SUCCEEDED.value}},
-        "ScanIndexForward": False,
-    }
-    while True:
-        response = store.client.query(**request)
-        for item in response.get("Items", []):
-            run = store.get_run(item["run_id"]["S"])
-            if run is not None and run.status is Status.SUCCEEDED:
-                return run
-        if "LastEvaluatedKey" not in response:
-            return None
-        request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+def find_duplicate(store: RunStore, key: str) -> RunRecord | None:
+    """The newest SUCCEEDED run with this content key, or None (each store has its own index)."""
+    return store.find_succeeded_by_content_key(key)

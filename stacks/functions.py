@@ -316,6 +316,7 @@ class NodeFunctions(Construct):
             "finalize_function": self.name_of("finalize"),
             "list_batches_function": self.name_of("list_batches"),
             "download_function": self.name_of("download"),
+            "layer_jobs_function": self.name_of("layer_jobs"),
         }
         return {C.ENV[key]: value for key, value in values.items()}
 

@@ -253,6 +253,7 @@ def _forget_ports(module: Any) -> None:
         module.run_launcher,
         module.run_canceller,
         module.idempotency,
+        module.run_planning,
         triggers_api.trigger_store,
         triggers_api.workflow_lookup,
     ):

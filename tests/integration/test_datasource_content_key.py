@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from pennflow import aws
-from pennflow.content_key import CONTENT_KEY_INDEX, find_duplicate, plan_run, resolve_image
+from pennflow.content_key import find_duplicate, plan_run, resolve_image
 from pennflow.contract import run_parameters
 from pennflow.datasource import summarize
 from pennflow.definition import parse_definition
@@ -106,7 +106,7 @@ def fill(store, runs):
 
 @pytest.fixture
 def dynamo_store(pennsieve_aws):
-    """The runs table as the stack declares it, plus the proposed content-key index."""
+    """The runs table with the content-key index the store queries."""
     table = f"pennflow-runs-{uuid.uuid4().hex[:8]}"
     client = boto3.client("dynamodb", region_name=REGION)
     attributes = (ddb.PK, ddb.SK, ddb.CREATED_ATTR, "content_key")
@@ -120,7 +120,7 @@ def dynamo_store(pennsieve_aws):
         ],
         GlobalSecondaryIndexes=[
             {
-                "IndexName": CONTENT_KEY_INDEX,
+                "IndexName": ddb.BY_CONTENT_KEY,
                 "KeySchema": [
                     {"AttributeName": "content_key", "KeyType": "HASH"},
                     {"AttributeName": ddb.CREATED_ATTR, "KeyType": "RANGE"},
