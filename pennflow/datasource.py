@@ -246,7 +246,7 @@ def download_dataset(
 def raise_download_failures(report: DownloadReport) -> None:
     """Like ``report.raise_for_failures``, but a checksum mismatch wins over other failures: its
     error name (``ChecksumMismatch``) is what the state machine's Retry/Catch match on."""
-    errors = getattr(report, "_errors", {})  # the report keeps each failure's own exception
+    errors = report.errors  # each failure's own exception
     mismatch = next((exc for exc in errors.values() if isinstance(exc, ChecksumMismatch)), None)
     others = [o.path for o in report.failed if errors.get(o.path) is not mismatch]
     if mismatch is not None:

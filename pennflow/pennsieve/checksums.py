@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -35,11 +35,14 @@ class ChecksumVerifier:
         self._part_filled = 0
         self.can_verify = bool(PLAIN_MD5.match(self.expected))
         multipart = MULTIPART_ETAG.match(self.expected)
-        if kind == "s3-etag" and multipart and part_size:
-            parts = max(1, -(-size // part_size))
-            if parts == int(multipart.group(2)):
-                self._part_size = part_size
-                self.can_verify = True
+        if (
+            kind == "s3-etag"
+            and multipart
+            and part_size
+            and part_count(size, part_size) == int(multipart.group(2))
+        ):
+            self._part_size = part_size
+            self.can_verify = True
 
     def update(self, data: bytes | memoryview) -> None:
         if not self.can_verify:
@@ -56,19 +59,33 @@ class ChecksumVerifier:
             if self._part_filled == self._part_size:
                 self._close_part()
 
+    @property
+    def part_size(self) -> int | None:
+        """The part size of the multipart ETag this verifier checks; None for a plain md5 (or none)."""
+        return self._part_size or None
+
     def actual(self) -> str:
         if not self._part_size:
             return self._whole.hexdigest()
         if self._part_filled or not self._parts:
             self._close_part()
-        combined = hashlib.md5(b"".join(self._parts), usedforsecurity=False).hexdigest()
-        return f"{combined}-{len(self._parts)}"
+        return combine_part_digests(self._parts)
 
     def check(self, name: str) -> bool:
         """Raise ChecksumMismatch naming ``name`` on a mismatch; False when nothing could be checked."""
         if not self.can_verify:
             return False
-        actual = self.actual()
+        return self._compare(name, self.actual())
+
+    def check_parts(self, name: str, digests: Sequence[bytes]) -> bool:
+        """``check`` for a multipart ETag whose parts were hashed elsewhere: their md5s, in order."""
+        if not self.can_verify:
+            return False
+        if not self._part_size:
+            raise ValueError(f"{name}: a plain md5 cannot be checked from part digests")
+        return self._compare(name, combine_part_digests(digests))
+
+    def _compare(self, name: str, actual: str) -> bool:
         if actual != self.expected:
             raise ChecksumMismatch(name, expected=self.expected, actual=actual, kind=self.kind or "md5")
         return True
@@ -77,6 +94,57 @@ class ChecksumVerifier:
         self._parts.append(self._part.digest())
         self._part = hashlib.md5(usedforsecurity=False)
         self._part_filled = 0
+
+
+def combine_part_digests(digests: Sequence[bytes]) -> str:
+    """The ETag S3 gives a multipart upload: md5 of the parts' md5s, then ``-N``."""
+    return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
+
+
+def part_count(size: int, part_size: int) -> int:
+    return max(1, -(-size // part_size))
+
+
+class RangePartHasher:
+    """The md5 of each multipart part lying wholly inside one byte range, fed that range's bytes in
+    order as they arrive, so a range-split file needs no second read to check its ETag. A part cut
+    by the range's ends is left out: whoever assembles the file hashes it from disk."""
+
+    def __init__(self, part_size: int, size: int, start: int, end: int) -> None:
+        self.part_size = part_size
+        self.size = size
+        self.end = end
+        self.position = start
+        self.digests: dict[int, bytes] = {}
+        self._index = -1
+        self._part = hashlib.md5(usedforsecurity=False)
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view and self.position < self.size:
+            index, offset = divmod(self.position, self.part_size)
+            part_end = min((index + 1) * self.part_size, self.size)
+            take = min(len(view), part_end - self.position)
+            if offset == 0 and part_end - 1 <= self.end:  # the part starts here and ends in the range
+                self._index, self._part = index, hashlib.md5(usedforsecurity=False)
+            if self._index == index:
+                self._part.update(view[:take])
+                if self.position + take == part_end:
+                    self.digests[index] = self._part.digest()
+                    self._index = -1
+            self.position += take
+            view = view[take:]
+
+
+def hash_file_range(path: Path, start: int, length: int) -> bytes:
+    """md5 of ``length`` bytes of ``path`` from ``start``."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        handle.seek(start)
+        while length > 0 and (chunk := handle.read(min(READ_CHUNK, length))):
+            digest.update(chunk)
+            length -= len(chunk)
+    return digest.digest()
 
 
 def read_chunks(path: Path, chunk_size: int = READ_CHUNK) -> Iterator[bytes]:

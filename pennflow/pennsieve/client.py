@@ -165,7 +165,8 @@ class PennsieveClient:
     def download_manifest(
         self, node_ids: Sequence[str], file_ids: Sequence[int] | None = None
     ) -> DownloadManifest:
-        subject = f"download manifest of {', '.join(node_ids)}"
+        named = ", ".join(node_ids[:3]) + (f" and {len(node_ids) - 3} more" if len(node_ids) > 3 else "")
+        subject = f"download manifest of {named}"  # a bulk request names hundreds of packages
         body: dict[str, Any] = {"nodeIds": list(node_ids)}
         if file_ids is not None:
             body["fileIds"] = list(file_ids)

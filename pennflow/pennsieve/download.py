@@ -7,30 +7,51 @@ match) and resumes a partial ``.part`` with an HTTP Range request. Files above
 invocations) fetch into the same ``.part`` at their offsets; a marker per finished range lives
 in ``<path>.ranges/`` until the file is assembled.
 
+Checksums are computed from the bytes as they arrive, never by reading a whole file back: a file
+fetched in one stream feeds its md5 (or multipart ETag) as it is written; a range-split file with
+a multipart ETag records, in each range's marker, the md5 of every part lying wholly inside that
+range, and assembly combines them, reading back only the parts a range boundary cuts. What was
+not hashed in this process is read from disk, once: the prefix of a resumed ``.part``, and a
+range-split file whose checksum is a plain md5 (that needs one pass in order).
+
+Presigned URLs come from Pennsieve in bulk (``POST /packages/download-manifest``, up to
+``bulk_urls`` files a request) when the caller asks for them ahead (``UrlSource.claim``); any file
+left out, or whose URL was refused (expired), asks for its own.
+
 ``download_entry`` is the per-file unit; ``fetch_range`` and ``assemble`` are its parts for a
 split file. ``pool.py`` runs many of them (a local thread pool, or a Lambda's batch).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from pennflow.pennsieve.checksums import ChecksumVerifier, file_matches, read_chunks
+from pennflow.pennsieve.checksums import (
+    ChecksumVerifier,
+    RangePartHasher,
+    file_matches,
+    hash_file_range,
+    part_count,
+    read_chunks,
+)
 from pennflow.pennsieve.errors import NotFound, PennsieveError, PermissionDenied
 from pennflow.pennsieve.manifest import ManifestEntry
 
 if TYPE_CHECKING:
     from pennflow.pennsieve.client import PennsieveClient
+    from pennflow.pennsieve.models import DownloadManifest
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +68,9 @@ class DownloadSettings(BaseModel):
     range_size: int = Field(64 * MiB, ge=1)
     resume_attempts: int = Field(2, ge=0, description="in-run resumes after a connection drops mid-body")
     verify_existing: bool = Field(True, description="checksum a complete file before skipping it")
+    bulk_urls: int = Field(
+        250, ge=0, description="files per bulk URL request (download-manifest); 0: each file asks alone"
+    )
 
 
 class ByteRange(BaseModel):
@@ -78,6 +102,18 @@ class DownloadReport(BaseModel):
     outcomes: list[FileOutcome]
     _errors: dict[str, Exception] = PrivateAttr(default_factory=dict)
 
+    @classmethod
+    def of(cls, outcomes: list[FileOutcome], errors: Mapping[str, Exception]) -> DownloadReport:
+        """A report whose failed outcomes keep their own exceptions (by path)."""
+        report = cls(outcomes=outcomes)
+        report._errors = dict(errors)
+        return report
+
+    @property
+    def errors(self) -> Mapping[str, Exception]:
+        """Each failure's own exception (e.g. ChecksumMismatch), by the failed outcome's path."""
+        return MappingProxyType(self._errors)
+
     def _count(self, status: str) -> int:
         return sum(1 for outcome in self.outcomes if outcome.status == status)
 
@@ -104,17 +140,37 @@ class DownloadReport(BaseModel):
         raise first
 
 
-class UrlSource:
-    """Presigned URLs, fetched once per file and shared by that file's ranges; refreshed on 403."""
+_UrlKey = tuple[str, int]
 
-    def __init__(self, fetch: Callable[[str, int], str]) -> None:
+
+class UrlSource:
+    """Presigned URLs, fetched once per file and shared by that file's ranges; refreshed on 403.
+
+    ``claim`` reserves many files' URLs for one bulk request: until it has run, ``get`` for those
+    files waits for it instead of asking file by file.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[str, int], str],
+        fetch_many: Callable[[Sequence[str], Sequence[int]], DownloadManifest] | None = None,
+    ) -> None:
         self._fetch = fetch
-        self._urls: dict[tuple[str, int], str] = {}
-        self._locks: dict[tuple[str, int], threading.Lock] = {}
+        self._fetch_many = fetch_many
+        self._urls: dict[_UrlKey, str] = {}
+        self._locks: dict[_UrlKey, threading.Lock] = {}
+        self._pending: dict[_UrlKey, threading.Event] = {}
         self._lock = threading.Lock()
 
     def get(self, entry: ManifestEntry) -> str:
         key = (entry.package_node_id, entry.file_id)
+        with self._lock:
+            url = self._urls.get(key)
+            pending = self._pending.get(key)
+        if url is not None:
+            return url
+        if pending is not None:  # a bulk request is bringing it
+            pending.wait()
         with self._lock:
             file_lock = self._locks.setdefault(key, threading.Lock())
         with file_lock:  # the first range of a file fetches its URL, the others wait for it
@@ -128,6 +184,50 @@ class UrlSource:
         with self._lock:
             if self._urls.get(key) == url:
                 del self._urls[key]
+
+    def claim(self, entries: Iterable[ManifestEntry]) -> Callable[[], None] | None:
+        """Reserve these files' URLs for one bulk request and return that request, to run in any
+        thread (None when there is nothing to ask). Files whose URL is known or already claimed are
+        left out, and so is a second file of one package: the answer names packages, not files."""
+        if self._fetch_many is None:
+            return None
+        chosen: dict[_UrlKey, ManifestEntry] = {}
+        packages: set[str] = set()
+        with self._lock:
+            for entry in entries:
+                key = (entry.package_node_id, entry.file_id)
+                if key in self._urls or key in self._pending or entry.package_node_id in packages:
+                    continue
+                packages.add(entry.package_node_id)
+                chosen[key] = entry
+            if not chosen:
+                return None
+            done = threading.Event()
+            for key in chosen:
+                self._pending[key] = done
+        return functools.partial(self._fetch_bulk, chosen, done)
+
+    def _fetch_bulk(self, chosen: dict[_UrlKey, ManifestEntry], done: threading.Event) -> None:
+        try:
+            entries = list(chosen.values())
+            manifest = self._fetch_many([e.package_node_id for e in entries], [e.file_id for e in entries])
+            by_package: dict[str, list[str]] = {}
+            sizes: dict[str, int] = {}
+            for item in manifest.data:
+                by_package.setdefault(item.node_id, []).append(item.url)
+                sizes[item.node_id] = item.size
+            with self._lock:
+                for key, entry in chosen.items():
+                    urls = by_package.get(entry.package_node_id, [])
+                    if len(urls) == 1 and sizes[entry.package_node_id] == entry.size:
+                        self._urls[key] = urls[0]
+        except PennsieveError as exc:  # the files ask one by one, and report their own errors
+            log.info("bulk download URLs for %d file(s) failed, asking file by file: %s", len(chosen), exc)
+        finally:
+            with self._lock:
+                for key in chosen:
+                    self._pending.pop(key, None)
+            done.set()
 
 
 class Transfer:
@@ -149,7 +249,16 @@ class Transfer:
     def for_client(cls, client: PennsieveClient, settings: DownloadSettings | None = None) -> Transfer:
         settings = settings or DownloadSettings()
         session = client.transfer_session(settings.max_workers)
-        return cls(session, UrlSource(client.download_url), settings, client.http.timeout)
+        urls = UrlSource(client.download_url, client.download_manifest if settings.bulk_urls else None)
+        return cls(session, urls, settings, client.http.timeout)
+
+    def fetch_urls_ahead(self, entries: Sequence[ManifestEntry]) -> list[Callable[[], None]]:
+        """Bulk requests (to run) for the URLs of these entries, ``bulk_urls`` files each."""
+        size = self.settings.bulk_urls
+        if not size:
+            return []
+        jobs = (self.urls.claim(entries[start : start + size]) for start in range(0, len(entries), size))
+        return [job for job in jobs if job is not None]
 
 
 # -- paths ---------------------------------------------------------------------------------------
@@ -252,18 +361,22 @@ def stream_file(entry: ManifestEntry, dest: Path, transfer: Transfer) -> tuple[i
         raise PennsieveError(f"{entry.path}: received {offset} bytes, Pennsieve lists {entry.size}")
     if not part.exists():
         part.touch()
-    _finish(part, target, entry, verifier)
-    return transferred, verifier.can_verify
+    return transferred, _finish(part, target, lambda: verifier.check(entry.path))
 
 
 def fetch_range(entry: ManifestEntry, rng: ByteRange, dest: Path, transfer: Transfer) -> int:
-    """Fetch one byte range into the file's .part at its offset; a finished range is skipped."""
+    """Fetch one byte range into the file's .part at its offset; a finished range is skipped.
+
+    The range's marker, written once its bytes are synced, holds the md5 of each multipart part
+    lying wholly inside it (see ``assemble``)."""
     target = target_path(dest, entry)
     markers = ranges_dir(target)
     marker = markers / rng.marker
     if marker.exists():
         return 0
     markers.mkdir(parents=True, exist_ok=True)
+    part_size = _verifier(entry).part_size
+    hasher = RangePartHasher(part_size, entry.size, rng.start, rng.end) if part_size else None
     offset = rng.start
     drops = 0
     fd = os.open(part_path(target), os.O_RDWR | os.O_CREAT, 0o644)
@@ -276,8 +389,10 @@ def fetch_range(entry: ManifestEntry, rng: ByteRange, dest: Path, transfer: Tran
                     if response.status_code != 206:
                         raise PennsieveError(f"{entry.path}: the server ignored the Range request")
                     for chunk in response.iter_content(transfer.settings.chunk_size):
-                        piece = chunk[: rng.end + 1 - offset]  # never past the range: others own that
+                        piece = memoryview(chunk)[: rng.end + 1 - offset]  # never past the range
                         os.pwrite(fd, piece, offset)
+                        if hasher is not None:
+                            hasher.update(piece)
                         offset += len(piece)
                         if offset > rng.end:
                             break
@@ -293,7 +408,7 @@ def fetch_range(entry: ManifestEntry, rng: ByteRange, dest: Path, transfer: Tran
         os.fsync(fd)
     finally:
         os.close(fd)
-    marker.touch()
+    _write_marker(marker, hasher.digests if hasher else {})
     return rng.length
 
 
@@ -306,21 +421,69 @@ def assemble(entry: ManifestEntry, dest: Path, ranges: Sequence[ByteRange]) -> b
         raise PennsieveError(f"{entry.path}: byte ranges {', '.join(missing)} are not fetched yet")
     part = part_path(target)
     verifier = _verifier(entry)
-    if verifier.can_verify:
-        for chunk in read_chunks(part):
-            verifier.update(chunk)
-    _finish(part, target, entry, verifier)
-    return verifier.can_verify
+    if verifier.part_size:
+        recorded = _recorded_digests(markers, ranges)
+        return _finish(
+            part,
+            target,
+            lambda: verifier.check_parts(entry.path, _part_digests(part, entry.size, verifier, recorded)),
+        )
+
+    def read_back() -> bool:  # a plain md5 needs every byte in order
+        if verifier.can_verify:
+            for chunk in read_chunks(part):
+                verifier.update(chunk)
+        return verifier.check(entry.path)
+
+    return _finish(part, target, read_back)
 
 
-def _finish(part: Path, target: Path, entry: ManifestEntry, verifier: ChecksumVerifier) -> None:
+class _RangeMarker(BaseModel):
+    """A finished range's marker: the md5 (hex) of each multipart part wholly inside it, by index."""
+
+    parts: dict[int, Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]] = {}
+
+
+def _write_marker(marker: Path, digests: dict[int, bytes]) -> None:
+    temporary = marker.with_name(marker.name + ".tmp")
+    temporary.write_text(_RangeMarker(parts={i: d.hex() for i, d in digests.items()}).model_dump_json())
+    os.replace(temporary, marker)  # the marker appears whole, or not at all
+
+
+def _recorded_digests(markers: Path, ranges: Sequence[ByteRange]) -> dict[int, bytes]:
+    digests: dict[int, bytes] = {}
+    for rng in ranges:
+        try:
+            recorded = _RangeMarker.model_validate_json((markers / rng.marker).read_bytes())
+        except (OSError, ValidationError):  # e.g. an empty marker from an older version: read back
+            continue
+        digests.update({index: bytes.fromhex(digest) for index, digest in recorded.parts.items()})
+    return digests
+
+
+def _part_digests(
+    part: Path, size: int, verifier: ChecksumVerifier, recorded: dict[int, bytes]
+) -> list[bytes]:
+    """Each part's md5: recorded while its range was fetched, or read back (a part a range
+    boundary cuts, or one whose range was fetched without recording it)."""
+    part_size = verifier.part_size or size
+    return [
+        recorded.get(index)
+        or hash_file_range(part, index * part_size, min(part_size, size - index * part_size))
+        for index in range(part_count(size, part_size))
+    ]
+
+
+def _finish(part: Path, target: Path, verify: Callable[[], bool]) -> bool:
+    """Run ``verify`` (False: nothing could be checked), then move the .part into place."""
     try:
-        verifier.check(entry.path)
+        verified = verify()
     except PennsieveError:
         _discard(target)  # a bad copy must not be resumed: the next attempt starts clean
         raise
     os.replace(part, target)
     shutil.rmtree(ranges_dir(target), ignore_errors=True)
+    return verified
 
 
 def _discard(target: Path) -> None:

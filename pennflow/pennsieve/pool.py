@@ -11,8 +11,9 @@ batch is cheap: finished files and ranges are skipped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import queue
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,7 +66,14 @@ _Step = tuple[str, ManifestEntry]
 
 
 class _PoolRun:
-    """Schedules files, then each large file's ranges, then its assembly, on one thread pool."""
+    """Schedules files, then each large file's ranges, then its assembly, on one thread pool.
+
+    Files are handed to the pool a few at a time (``IN_FLIGHT_PER_WORKER`` per worker), so memory
+    and scheduling cost stay flat however many files there are; the URLs of the next
+    ``bulk_urls`` files are asked for in bulk, on a thread of their own, while these run.
+    """
+
+    IN_FLIGHT_PER_WORKER = 2
 
     def __init__(self, entries: Sequence[ManifestEntry], dest: Path, transfer: Transfer) -> None:
         self.entries = entries
@@ -76,48 +84,72 @@ class _PoolRun:
         self.ranges: dict[str, list[ByteRange]] = {}
         self.transferred: dict[str, int] = {}
         self.remaining: dict[str, int] = {}
+        self.steps: dict[Future, _Step] = {}
+        self.finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
+        self.url_requests: list[Future] = []
 
     def run(self) -> DownloadReport:
-        with ThreadPoolExecutor(
-            self.transfer.settings.max_workers, thread_name_prefix="download"
-        ) as self.pool:
-            pending: dict[Future, _Step] = {
-                self.pool.submit(plan_entry, entry, self.dest, self.transfer): ("plan", entry)
-                for entry in self.entries
-            }
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    step, entry = pending.pop(future)
-                    pending.update(self._after(step, entry, future))
-        report = DownloadReport(outcomes=[self.outcomes[entry.path] for entry in self.entries])
-        report._errors = self.errors
-        return report
+        settings = self.transfer.settings
+        window = settings.max_workers * self.IN_FLIGHT_PER_WORKER
+        with (
+            ThreadPoolExecutor(settings.max_workers, thread_name_prefix="download") as self.pool,
+            ThreadPoolExecutor(1, thread_name_prefix="download-urls") as self.url_pool,
+        ):
+            upcoming = self._with_urls_ahead()
+            while True:
+                while len(self.steps) < window and (entry := next(upcoming, None)) is not None:
+                    self._submit("plan", entry, plan_entry, entry, self.dest, self.transfer)
+                if not self.steps:
+                    break
+                future = self.finished.get()
+                step, entry = self.steps.pop(future)
+                self._after(step, entry, future)
+        for request in self.url_requests:
+            request.result()  # a bulk request's own failure was handled; this surfaces a bug
+        return DownloadReport.of([self.outcomes[entry.path] for entry in self.entries], self.errors)
 
-    def _after(self, step: str, entry: ManifestEntry, future: Future) -> dict[Future, _Step]:
+    def _with_urls_ahead(self) -> Iterator[ManifestEntry]:
+        """The entries in order; the URLs of the next chunk are requested when this one starts."""
+        size = self.transfer.settings.bulk_urls or len(self.entries) or 1
+        chunks = [self.entries[start : start + size] for start in range(0, len(self.entries), size)]
+        for index, chunk in enumerate(chunks):
+            if index == 0:
+                self._request_urls(chunk)
+            if index + 1 < len(chunks):
+                self._request_urls(chunks[index + 1])
+            yield from chunk
+
+    def _request_urls(self, entries: Sequence[ManifestEntry]) -> None:
+        wanted = [e for e in entries if e.size and not _in_place(target_path(self.dest, e), e)]
+        for job in self.transfer.fetch_urls_ahead(wanted):
+            self.url_requests.append(self.url_pool.submit(job))
+
+    def _submit(self, step: str, entry: ManifestEntry, fn: Callable[..., object], *args: object) -> None:
+        future = self.pool.submit(fn, *args)
+        self.steps[future] = (step, entry)
+        future.add_done_callback(self.finished.put)
+
+    def _after(self, step: str, entry: ManifestEntry, future: Future) -> None:
         if entry.path in self.outcomes:  # it already failed: ignore its other ranges
-            return {}
+            return
         try:
             result = future.result()
         except Exception as exc:  # one file's failure must not stop the others
             self._failed(entry, exc)
-            return {}
+            return
         if isinstance(result, FileOutcome):
             self.outcomes[entry.path] = result
         elif step == "plan":
             self.ranges[entry.path] = result
             self.transferred[entry.path] = 0
             self.remaining[entry.path] = len(result)
-            return {
-                self.pool.submit(fetch_range, entry, rng, self.dest, self.transfer): ("range", entry)
-                for rng in result
-            }
+            for rng in result:
+                self._submit("range", entry, fetch_range, entry, rng, self.dest, self.transfer)
         elif step == "range":
             self.transferred[entry.path] += result
             self.remaining[entry.path] -= 1
             if self.remaining[entry.path] == 0:
-                job = self.pool.submit(assemble, entry, self.dest, self.ranges[entry.path])
-                return {job: ("assemble", entry)}
+                self._submit("assemble", entry, assemble, entry, self.dest, self.ranges[entry.path])
         else:
             self.outcomes[entry.path] = FileOutcome(
                 path=entry.path,
@@ -125,7 +157,6 @@ class _PoolRun:
                 bytes_transferred=self.transferred[entry.path],
                 verified=result,
             )
-        return {}
 
     def _failed(self, entry: ManifestEntry, exc: Exception) -> None:
         self.errors[entry.path] = exc
@@ -183,6 +214,13 @@ def plan_batches(
 def run_batch(items: Sequence[WorkItem], dest: Path, transfer: Transfer) -> DownloadReport:
     """Fetch one batch (whole files are verified and moved into place; ranges wait for
     ``finish_downloads``). Runs every item, then the caller raises with ``raise_for_failures``."""
+    ahead = [
+        item.entry
+        for item in items
+        if item.entry.size and not _in_place(target_path(dest, item.entry), item.entry)
+    ]
+    for request in transfer.fetch_urls_ahead(ahead):  # a batch's URLs in one or two requests
+        request()
     with ThreadPoolExecutor(transfer.settings.max_workers, thread_name_prefix="batch") as pool:
         futures = [pool.submit(_run_item, item, dest, transfer) for item in items]
     outcomes, errors = [], {}
@@ -194,9 +232,7 @@ def run_batch(items: Sequence[WorkItem], dest: Path, transfer: Transfer) -> Down
             errors[label] = exc
             outcomes.append(FileOutcome(path=label, status="failed", error=str(exc)))
             log.warning("%s", exc)
-    report = DownloadReport(outcomes=outcomes)
-    report._errors = errors
-    return report
+    return DownloadReport.of(outcomes, errors)
 
 
 def _run_item(item: WorkItem, dest: Path, transfer: Transfer) -> FileOutcome:
@@ -236,9 +272,7 @@ def finish_downloads(
         except Exception as exc:
             errors[entry.path] = exc
             outcomes.append(FileOutcome(path=entry.path, status="failed", error=str(exc)))
-    report = DownloadReport(outcomes=outcomes)
-    report._errors = errors
-    return report
+    return DownloadReport.of(outcomes, errors)
 
 
 def _finish_entry(entry: ManifestEntry, dest: Path, settings: DownloadSettings) -> FileOutcome:

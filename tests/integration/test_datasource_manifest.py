@@ -171,7 +171,7 @@ def test_local_download_raises_the_checksum_mismatch_before_other_failures(
     pennsieve, pennsieve_client, dataset, tmp_path
 ):
     early = dataset.add_package("a-gone.edf", [("a-gone.edf", KiB)])  # listed before big.edf
-    pennsieve.faults.fail(rf"/packages/{early.node_id}/files/", status=404, times=10)
+    pennsieve.faults.fail(rf"^/s3/{early.files[0].id}$", status=404, times=10)  # gone from storage
     big = next(p for p in dataset.packages if p.name == "big.edf").files[0]
     pennsieve.faults.corrupt(big.id)
 

@@ -11,6 +11,7 @@ from pennflow.pennsieve import (
     PennsieveError,
     Transfer,
     build_manifest,
+    download,
     finish_downloads,
     plan_batches,
     run_batch,
@@ -123,3 +124,56 @@ def test_finish_names_the_ranges_still_missing(pennsieve_client, dataset, tmp_pa
     [failure] = report.failed
     assert failure.path == "big.edf"
     assert failure.error == f"big.edf: byte ranges {skipped[0].range.marker} are not fetched yet"
+
+
+def test_a_batch_asks_for_its_urls_in_one_request(pennsieve, pennsieve_client, dataset, tmp_path):
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+    [batch] = plan_batches(manifest.entries, SETTINGS)
+
+    run_batch(batch, tmp_path, Transfer.for_client(pennsieve_client, SETTINGS)).raise_for_failures()
+
+    assert len(pennsieve.requests_to("^/packages/download-manifest$")) == 1
+    assert pennsieve.requests_to(r"^/packages/.+/files/\d+$") == []
+    assert len(pennsieve.requests_to("^/s3/")) == 5 + 6  # small files, then big.edf's ranges
+
+
+def test_ranges_from_separate_invocations_carry_their_part_digests_to_finish(
+    pennsieve, pennsieve_client, tmp_path, monkeypatch
+):
+    dataset = pennsieve.add_dataset("mp")
+    file = dataset.add_package(
+        "rec.bin", [("rec.bin", 400 * KiB)], checksum="multipart", part_size=32 * KiB
+    ).files[0]
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+    batches = plan_batches(manifest.entries, SETTINGS, batch_bytes=128 * KiB)
+    assert len(batches) == 4
+    for batch in batches:
+        run_batch(batch, tmp_path, Transfer.for_client(pennsieve_client, SETTINGS)).raise_for_failures()
+    markers = sorted((tmp_path / "rec.bin.ranges").iterdir())
+    assert len(markers) == 7 and all('"parts":{"' in m.read_text() for m in markers)
+    monkeypatch.setattr(download, "hash_file_range", lambda *a: pytest.fail("a part was read back"))
+
+    report = finish_downloads(manifest.entries, tmp_path, SETTINGS)
+
+    report.raise_for_failures()
+    assert report.outcomes[0].verified
+    assert (tmp_path / "rec.bin").read_bytes() == file.body()
+
+
+def test_a_range_marker_without_digests_is_checked_by_reading_its_parts(
+    pennsieve, pennsieve_client, tmp_path
+):
+    dataset = pennsieve.add_dataset("mp")
+    dataset.add_package("rec.bin", [("rec.bin", 400 * KiB)], checksum="multipart", part_size=32 * KiB)
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+    for batch in plan_batches(manifest.entries, SETTINGS):
+        run_batch(batch, tmp_path, Transfer.for_client(pennsieve_client, SETTINGS)).raise_for_failures()
+    [first, *_] = sorted((tmp_path / "rec.bin.ranges").iterdir(), key=lambda m: int(m.name.split("-")[0]))
+    first.write_text("")  # as an earlier version wrote them
+    with (tmp_path / "rec.bin.part").open("r+b") as part:
+        part.write(b"\0")  # so a part hashed from disk shows
+
+    report = finish_downloads(manifest.entries, tmp_path, SETTINGS)
+
+    with pytest.raises(ChecksumMismatch, match="checksum mismatch for rec.bin"):
+        report.raise_for_failures()

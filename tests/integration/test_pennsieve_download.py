@@ -7,9 +7,12 @@ import pytest
 from pennflow.pennsieve import (
     ChecksumMismatch,
     DownloadSettings,
+    NotFound,
     PennsieveError,
     build_manifest,
+    download,
     download_entries,
+    pool,
 )
 from pennflow.pennsieve.download import (
     Transfer,
@@ -75,7 +78,9 @@ def test_presigned_urls_never_receive_the_authorization_header(
     file_calls = pennsieve.requests_to("^/s3/")
     assert len(file_calls) == 3  # the empty file needs no transfer
     assert all("authorization" not in c.headers and "x-organization-id" not in c.headers for c in file_calls)
-    assert len(pennsieve.requests_to(r"^/packages/.+/files/\d+$")) == 3  # one URL per file
+    [bulk] = pennsieve.requests_to("^/packages/download-manifest$")  # every URL in one request
+    assert "authorization" in bulk.headers
+    assert pennsieve.requests_to(r"^/packages/.+/files/\d+$") == []
 
 
 def test_a_corrupted_body_raises_checksum_mismatch_naming_the_file(
@@ -180,7 +185,8 @@ def test_a_large_file_is_split_into_ranges_and_assembled(pennsieve, pennsieve_cl
     ranges = sorted(c.headers["range"] for c in downloads_of(pennsieve, file))
     expected = sorted(f"bytes={r.start}-{r.end}" for r in plan_ranges(file.size, SMALL))
     assert ranges == expected and len(expected) == 16
-    assert len(pennsieve.requests_to(r"/files/\d+$")) == 1  # one URL shared by the ranges
+    url_requests = pennsieve.requests_to(r"/files/\d+$") + pennsieve.requests_to("download-manifest")
+    assert len(url_requests) == 1  # one URL shared by the ranges
     assert not (tmp_path / "big.bin.ranges").exists()
 
 
@@ -280,3 +286,210 @@ def test_memory_stays_bounded_for_a_large_file(pennsieve, pennsieve_client, tmp_
     assert (tmp_path / "huge.bin").stat().st_size == file.size
     assert peak < 4 * 1024 * KiB  # a few chunks in flight, not the 24 MiB file
     assert content_bytes(file.seed, 1000) == (tmp_path / "huge.bin").read_bytes()[:1000]
+
+
+# -- checksums computed while the bytes arrive -----------------------------------------------------
+
+
+def test_a_split_file_with_a_multipart_etag_is_verified_without_reading_it_back(
+    pennsieve, pennsieve_client, tmp_path, monkeypatch
+):
+    dataset = pennsieve.add_dataset("mp")
+    file = dataset.add_package(
+        "rec.bin", [("rec.bin", 1_000_000)], checksum="multipart", part_size=32 * KiB
+    ).files[0]
+    [entry] = build_manifest(pennsieve_client, dataset.node_id).entries
+    read_back = []
+    monkeypatch.setattr(download, "hash_file_range", lambda *args: read_back.append(args))
+    monkeypatch.setattr(download, "read_chunks", lambda *args: pytest.fail("the whole file was read back"))
+
+    report = download_entries([entry], tmp_path, pennsieve_client, SMALL)  # 64 KiB ranges, 32 KiB parts
+
+    report.raise_for_failures()
+    assert report.outcomes[0].verified and read_back == []
+    assert (tmp_path / "rec.bin").read_bytes() == file.body()
+
+
+def test_parts_a_range_boundary_cuts_are_read_back_and_checked(
+    pennsieve, pennsieve_client, tmp_path, monkeypatch
+):
+    dataset = pennsieve.add_dataset("mp")
+    file = dataset.add_package(
+        "rec.bin", [("rec.bin", 600 * KiB)], checksum="multipart", part_size=48 * KiB
+    ).files[0]
+    [entry] = build_manifest(pennsieve_client, dataset.node_id).entries
+    read_back = []
+    real = download.hash_file_range
+    monkeypatch.setattr(
+        download,
+        "hash_file_range",
+        lambda path, start, length: read_back.append(start) or real(path, start, length),
+    )
+
+    download_entries([entry], tmp_path, pennsieve_client, SMALL).raise_for_failures()
+
+    # 64 KiB ranges over 48 KiB parts: a part that straddles a range boundary has no single hasher.
+    cut = [
+        i * 48 * KiB
+        for i in range(13)
+        if (i * 48 * KiB) // (64 * KiB) != ((i + 1) * 48 * KiB - 1) // (64 * KiB)
+    ]
+    assert sorted(read_back) == cut and 0 < len(cut) < 13
+    assert (tmp_path / "rec.bin").read_bytes() == file.body()
+
+
+def test_a_corrupted_range_of_a_multipart_file_raises_checksum_mismatch_naming_it(
+    pennsieve, pennsieve_client, tmp_path
+):
+    dataset = pennsieve.add_dataset("mp")
+    bad = dataset.add_package("bad.bin", [("bad.bin", 512 * KiB)], checksum="multipart", part_size=64 * KiB)
+    pennsieve.faults.corrupt(bad.files[0].id)
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+
+    report = download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL)
+
+    with pytest.raises(
+        ChecksumMismatch, match=r"checksum mismatch for bad\.bin: expected s3-etag .*-8"
+    ) as caught:
+        report.raise_for_failures()
+    assert caught.value.expected == bad.files[0].multipart_etag()
+    assert not (tmp_path / "bad.bin").exists() and not (tmp_path / "bad.bin.part").exists()
+    assert not (tmp_path / "bad.bin.ranges").exists()  # the next run fetches every range again
+
+
+def test_a_resumed_file_hashes_the_bytes_it_already_had_from_disk(
+    pennsieve, pennsieve_client, dataset, tmp_path
+):
+    file = files_by_path(dataset)["sub-01/b.edf"]
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+    part = tmp_path / "sub-01/b.edf.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"\0" * 20 * KiB)  # a prefix left by an earlier process, and wrong
+
+    first = download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL)
+
+    with pytest.raises(ChecksumMismatch, match=r"sub-01/b\.edf"):
+        first.raise_for_failures()
+    assert downloads_of(pennsieve, file)[-1].headers["range"] == f"bytes={20 * KiB}-"  # only the rest came
+    assert not part.exists()
+    download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL).raise_for_failures()
+    assert (tmp_path / "sub-01/b.edf").read_bytes() == file.body()
+
+
+def test_the_report_exposes_each_failures_own_exception(pennsieve, pennsieve_client, dataset, tmp_path):
+    bad = files_by_path(dataset)["sub-01/b.edf"]
+    pennsieve.faults.corrupt(bad.id)
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+
+    report = download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL)
+
+    assert list(report.errors) == ["sub-01/b.edf"]
+    assert isinstance(report.errors["sub-01/b.edf"], ChecksumMismatch)
+    with pytest.raises(TypeError):
+        report.errors["notes.txt"] = PennsieveError("no")  # read-only
+
+
+# -- presigned URLs in bulk ----------------------------------------------------------------------
+
+
+def url_requests(pennsieve):
+    return len(pennsieve.requests_to(r"^/packages/.+/files/\d+$")), len(
+        pennsieve.requests_to("^/packages/download-manifest$")
+    )
+
+
+def test_urls_of_many_files_come_in_bulk_requests(pennsieve, pennsieve_client, tmp_path):
+    dataset = pennsieve.add_dataset("many")
+    for i in range(25):
+        dataset.add_package(f"f{i:02d}.edf", [(f"f{i:02d}.edf", 2 * KiB + i)])
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+
+    report = download_entries(
+        manifest.entries, tmp_path, pennsieve_client, SMALL.model_copy(update={"bulk_urls": 10})
+    )
+
+    report.raise_for_failures()
+    assert url_requests(pennsieve) == (0, 3)
+    for package in dataset.packages:
+        assert (tmp_path / package.name).read_bytes() == package.files[0].body()
+
+
+def test_a_package_with_several_files_gets_each_files_own_url(pennsieve, pennsieve_client, tmp_path):
+    dataset = pennsieve.add_dataset("multi")
+    package = dataset.add_package("session", [("left.edf", 3 * KiB), ("right.edf", 5 * KiB)])
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+
+    download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL).raise_for_failures()
+
+    for file in package.files:
+        assert (tmp_path / "session" / file.name).read_bytes() == file.body()
+    assert url_requests(pennsieve) == (1, 1)  # the answer names packages: one file each request
+
+
+def test_a_failed_bulk_request_falls_back_to_one_url_per_file(pennsieve, pennsieve_client, dataset, tmp_path):
+    pennsieve.faults.fail("download-manifest", status=500, times=10)
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+
+    download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL).raise_for_failures()
+
+    assert url_requests(pennsieve)[0] == 3
+    for path, file in files_by_path(dataset).items():
+        assert (tmp_path / path).read_bytes() == file.body()
+
+
+def test_expired_bulk_urls_are_fetched_again_file_by_file(pennsieve, pennsieve_client, dataset, tmp_path):
+    entries = [e for e in build_manifest(pennsieve_client, dataset.node_id).entries if e.size]
+    transfer = Transfer.for_client(pennsieve_client, SMALL)
+    for request in transfer.fetch_urls_ahead(entries):
+        request()
+    pennsieve.expire_download_urls()
+
+    for entry in entries:
+        assert download_entry(entry, tmp_path, transfer).status == "downloaded"
+
+    assert url_requests(pennsieve) == (3, 1)
+    assert (tmp_path / "sub-01/a.edf").read_bytes() == files_by_path(dataset)["sub-01/a.edf"].body()
+
+
+def test_bulk_download_manifest_paths_name_a_package_of_several_files(pennsieve, pennsieve_client):
+    dataset = pennsieve.add_dataset("multi")
+    folder = dataset.add_folder("sub-01")
+    dataset.add_package("one.edf", parent=folder)
+    several = dataset.add_package("session", [("l.edf", 10), ("r.edf", 20)], parent=folder)
+
+    everything = pennsieve_client.download_manifest([folder.node_id])
+    only_r = pennsieve_client.download_manifest([several.node_id], [several.files[1].id])
+
+    paths = {item.file_name: item.path for item in everything.data}
+    assert paths == {"one.edf": ["sub-01"], "l.edf": ["sub-01", "session"], "r.edf": ["sub-01", "session"]}
+    assert [(i.file_name, i.size) for i in only_r.data] == [("r.edf", 20)] and only_r.header.size == 20
+
+
+# -- scheduling ----------------------------------------------------------------------------------
+
+
+def test_files_are_handed_to_the_pool_a_few_at_a_time(pennsieve, pennsieve_client, tmp_path, monkeypatch):
+    dataset = pennsieve.add_dataset("many")
+    for i in range(60):
+        dataset.add_package(f"f{i:02d}.edf", [(f"f{i:02d}.edf", KiB)])
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+    in_flight = []
+    submit = pool._PoolRun._submit
+
+    def counting_submit(run, *args):
+        submit(run, *args)
+        in_flight.append(len(run.steps))
+
+    monkeypatch.setattr(pool._PoolRun, "_submit", counting_submit)
+    settings = SMALL.model_copy(update={"max_workers": 2})
+
+    download_entries(manifest.entries, tmp_path, pennsieve_client, settings).raise_for_failures()
+
+    assert len(in_flight) == 60 and max(in_flight) == 2 * pool._PoolRun.IN_FLIGHT_PER_WORKER
+    assert len(list(tmp_path.glob("*.edf"))) == 60
+
+
+def test_a_failed_bulk_request_names_a_few_packages_not_hundreds(pennsieve_client, dataset):
+    packages = [p.node_id for p in dataset.packages if not p.is_collection]
+    with pytest.raises(NotFound, match=rf"download manifest of {packages[0]}, .* and 2 more not found"):
+        pennsieve_client.download_manifest([*packages, "N:package:gone"])
