@@ -57,7 +57,6 @@ class ApiSettings(_EnvSettings):
     # Keying a run: its files listed with the node's Pennsieve secret, its manifest written to the
     # results bucket, its layers' versions read from the layers table. Without one, no content key.
     pennsieve_secret_arn: str | None = Field(None, alias="PENNSIEVE_SECRET_ARN")
-    layer_jobs_function_name: str | None = Field(None, alias="LAYER_JOBS_FUNCTION_NAME")
     results_bucket: str | None = Field(None, alias="RESULTS_BUCKET")
     layers_table: str | None = Field(None, alias="LAYERS_TABLE")
 
@@ -91,6 +90,7 @@ class NodeSettings(_EnvSettings):
     download_function: str | None = Field(None, alias="DOWNLOAD_FUNCTION_ARN")
     retention_days: int = Field(90, alias="RUN_RETENTION_DAYS", ge=1, le=3650)
     pennsieve_secret_arn: str | None = Field(None, alias="PENNSIEVE_SECRET_ARN")
+    layer_jobs_function_name: str | None = Field(None, alias="LAYER_JOBS_FUNCTION_NAME")
 
 
 def _describe(exc: ValidationError) -> str:
