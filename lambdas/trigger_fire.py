@@ -32,7 +32,11 @@ def run_starter() -> ApiRunStarter:
 
     def start(request):
         return runs.start_run(
-            request, store=api.run_store(), registry=api.workflow_registry(), launcher=api.run_launcher()
+            request,
+            store=api.run_store(),
+            registry=api.workflow_registry(),
+            launcher=api.run_launcher(),
+            planning=api.run_planning(),  # keyed like POST /runs: unchanged inputs start nothing new
         )
 
     return ApiRunStarter(start, idempotency=api.idempotency())

@@ -362,7 +362,7 @@ class NodeFunctions(Construct):
         storage = self._storage
         run_indexes = (C.RUNS_BY_WORKFLOW_INDEX, C.RUNS_BY_STATUS_INDEX, C.RUNS_BY_CONTENT_KEY_INDEX)
         self.allow_table(self.roles["api"], storage.runs_table, READ + WRITE, run_indexes)
-        self._allow_run_keys()
+        self.allow_run_keys(self.roles["api"])
         for table in (storage.workflows_table, storage.processors_table, storage.layers_table):
             self.allow_table(self.roles["api"], table, READ + WRITE + SCAN)
         self.allow_table(self.roles["api"], storage.idempotency_table, READ + WRITE)
@@ -404,10 +404,11 @@ class NodeFunctions(Construct):
             "delivery; those logs:*LogDelivery and resource-policy actions have no resource-level permissions.",
         )
 
-    def _allow_run_keys(self) -> None:
+    def allow_run_keys(self, role: iam.Role) -> None:
         """Keying a run (pennflow.content_key): list its dataset's files with the node's Pennsieve secret,
-        read its images' digests, and write the download manifest its prepare step reuses."""
-        role = self.roles["api"]
+        read its images' digests and its layers' versions, and write the download manifest its prepare
+        step reuses. Whoever starts runs (the API, a trigger) keys them the same way."""
+        self.allow_table(role, self._storage.layers_table, READ)
         self.allow(role, ["secretsmanager:GetSecretValue"], [self._compute.pennsieve_secret.secret_arn])
         self.allow_wildcard(
             role,
@@ -415,8 +416,8 @@ class NodeFunctions(Construct):
                 actions=["s3:PutObject"],
                 resources=[self._storage.results_bucket.arn_for_objects(f"{C.RESULTS_PREFIX}*")],
             ),
-            "The API writes each new run's download manifest to runs/<run_id>/manifest.json; the run id is "
-            "made per request, and the prefix keeps the API out of the rest of the results bucket.",
+            "Starting a run writes its download manifest to runs/<run_id>/manifest.json; the run id is "
+            "made per request, and the prefix keeps the starter out of the rest of the results bucket.",
         )
         self.allow_wildcard(
             role,

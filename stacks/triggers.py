@@ -111,7 +111,8 @@ class NodeTriggers(Construct):
         functions.allow_table(role, self.rules_table, READ)
         functions.allow_table(role, self.state_table, READ + WRITE)
         self.fire_queue.grant_send_messages(role)  # reschedules a window while uploads continue
-        functions.allow_table(role, storage.runs_table, READ + WRITE)
+        functions.allow_table(role, storage.runs_table, READ + WRITE, [C.RUNS_BY_CONTENT_KEY_INDEX])
+        functions.allow_run_keys(role)  # a window whose files changed nothing returns the earlier run
         functions.allow_table(role, storage.workflows_table, READ)
         functions.allow_table(role, storage.idempotency_table, READ + WRITE)
         functions.allow(role, ["lambda:InvokeFunction"], [functions["prepare"].function_arn])

@@ -57,5 +57,9 @@ class ApiRunStarter:
             if exc.status < 500 and exc.code not in RETRYABLE_CONFLICTS:
                 raise RunRefused(f"{exc.code}: {exc.message}") from None
             raise
+        duplicate_of = getattr(accepted, "duplicate_of", None)
+        if duplicate_of:  # the same inputs, definition, images, params and layers already succeeded
+            log.info("run %s already has these inputs; nothing started for %s", duplicate_of, run.reason)
+            return duplicate_of
         log.info("started run %s for %s", accepted.run_id, run.reason)
         return accepted.run_id

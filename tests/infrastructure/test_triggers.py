@@ -67,4 +67,7 @@ def test_firing_starts_runs_through_prepare_only(node):
     (invoke,) = [s for s in statements if s["Action"] == "lambda:InvokeFunction"]
     assert invoke["Resource"] == {"Fn::GetAtt": [node.logical_id(functions["prepare"]), "Arn"]}
     services = {a.split(":")[0] for s in statements for a in as_list(s["Action"])}
-    assert services == {"dynamodb", "sqs", "lambda", "logs", "xray"}
+    # secretsmanager, ecr and s3 key the run as POST /runs does (files, image digests, the manifest)
+    assert services == {"dynamodb", "sqs", "lambda", "logs", "xray", "secretsmanager", "ecr", "s3"}
+    (secret,) = [s for s in statements if s["Action"] == "secretsmanager:GetSecretValue"]
+    assert secret["Resource"] == {"Ref": node.logical_id(node.stack.compute.pennsieve_secret)}
