@@ -162,6 +162,10 @@ class UrlSource:
         self._pending: dict[_UrlKey, threading.Event] = {}
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        """How many URLs are held."""
+        return len(self._urls)
+
     def get(self, entry: ManifestEntry) -> str:
         key = (entry.package_node_id, entry.file_id)
         with self._lock:
@@ -184,6 +188,13 @@ class UrlSource:
         with self._lock:
             if self._urls.get(key) == url:
                 del self._urls[key]
+
+    def release(self, entry: ManifestEntry) -> None:
+        """Forget a finished file's URL: a long run keeps only the URLs of files still to come."""
+        key = (entry.package_node_id, entry.file_id)
+        with self._lock:
+            self._urls.pop(key, None)
+            self._locks.pop(key, None)
 
     def claim(self, entries: Iterable[ManifestEntry]) -> Callable[[], None] | None:
         """Reserve these files' URLs for one bulk request and return that request, to run in any

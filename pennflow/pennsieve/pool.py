@@ -138,7 +138,7 @@ class _PoolRun:
             self._failed(entry, exc)
             return
         if isinstance(result, FileOutcome):
-            self.outcomes[entry.path] = result
+            self._done(entry, result)
         elif step == "plan":
             self.ranges[entry.path] = result
             self.transferred[entry.path] = 0
@@ -151,17 +151,23 @@ class _PoolRun:
             if self.remaining[entry.path] == 0:
                 self._submit("assemble", entry, assemble, entry, self.dest, self.ranges[entry.path])
         else:
-            self.outcomes[entry.path] = FileOutcome(
-                path=entry.path,
-                status="downloaded",
-                bytes_transferred=self.transferred[entry.path],
-                verified=result,
+            transferred = self.transferred.pop(entry.path)
+            del self.ranges[entry.path], self.remaining[entry.path]
+            self._done(
+                entry,
+                FileOutcome(
+                    path=entry.path, status="downloaded", bytes_transferred=transferred, verified=result
+                ),
             )
 
     def _failed(self, entry: ManifestEntry, exc: Exception) -> None:
         self.errors[entry.path] = exc
-        self.outcomes[entry.path] = FileOutcome(path=entry.path, status="failed", error=str(exc))
+        self._done(entry, FileOutcome(path=entry.path, status="failed", error=str(exc)))
         log.warning("%s", exc)
+
+    def _done(self, entry: ManifestEntry, outcome: FileOutcome) -> None:
+        self.outcomes[entry.path] = outcome
+        self.transfer.urls.release(entry)
 
 
 # -- batches for a Distributed Map ---------------------------------------------------------------

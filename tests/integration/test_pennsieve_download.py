@@ -493,3 +493,30 @@ def test_a_failed_bulk_request_names_a_few_packages_not_hundreds(pennsieve_clien
     packages = [p.node_id for p in dataset.packages if not p.is_collection]
     with pytest.raises(NotFound, match=rf"download manifest of {packages[0]}, .* and 2 more not found"):
         pennsieve_client.download_manifest([*packages, "N:package:gone"])
+
+
+def test_a_finished_files_url_is_let_go(pennsieve, pennsieve_client, dataset, tmp_path, monkeypatch):
+    transfers = []
+    for_client = Transfer.for_client
+    monkeypatch.setattr(Transfer, "for_client", lambda *a: transfers.append(for_client(*a)) or transfers[-1])
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+
+    download_entries(manifest.entries, tmp_path, pennsieve_client, SMALL).raise_for_failures()
+
+    [transfer] = transfers
+    assert len(pennsieve.requests_to("download-manifest")) == 1 and len(transfer.urls) == 0
+
+
+def test_every_worker_keeps_its_connection(pennsieve, pennsieve_client, tmp_path, caplog):
+    dataset = pennsieve.add_dataset("many")
+    for i in range(60):
+        dataset.add_package(f"f{i:02d}.edf", [(f"f{i:02d}.edf", 20 * KiB)])
+    manifest = build_manifest(pennsieve_client, dataset.node_id)
+    settings = SMALL.model_copy(update={"max_workers": 24})  # more than the default pool of 16
+
+    with caplog.at_level("WARNING", logger="urllib3"):
+        download_entries(manifest.entries, tmp_path, pennsieve_client, settings).raise_for_failures()
+
+    assert "Connection pool is full" not in caplog.text
+    adapter = Transfer.for_client(pennsieve_client, settings).session.get_adapter(pennsieve.base_url)
+    assert adapter.poolmanager.connection_pool_kw["maxsize"] == 24
