@@ -168,16 +168,20 @@ def image_tag(image: str) -> str | None:
 
 
 def layer_pins(names: Iterable[str], registry: Any) -> list[LayerPin]:
-    """Each named layer's current published version and checksum, from the layer registry."""
-    pins, missing = [], []
+    """Each named layer's current published version and checksum, from the layer registry; a layer a
+    run could not mount (missing, FAILED, never built) is refused here, at submit time."""
+    from pennflow.layers.mounts import unavailable_reason
+
+    pins, problems = [], []
     for name in sorted(set(names)):
         record = registry.get(name)
-        if record is None or not record.version:
-            missing.append(name)
+        problem = unavailable_reason(name, record)
+        if problem:
+            problems.append(problem)
             continue
         pins.append(LayerPin(name=name, version=record.version, checksum=record.checksum))
-    if missing:
-        raise ValueError(f"layer(s) {', '.join(missing)} have no published version")
+    if problems:
+        raise ValueError("; ".join(problems))
     return pins
 
 

@@ -69,7 +69,7 @@ def resolve_layers(
         except InvalidLayerName as exc:
             problems.append(str(exc))
             continue
-        problem = _unavailable(name, registry.get(name))
+        problem = unavailable_reason(name, registry.get(name))
         if problem:
             problems.append(problem)
     if problems:
@@ -96,7 +96,7 @@ def _acquire(
 ) -> LayerMount:
     for _ in range(ACQUIRE_ATTEMPTS):
         record = registry.get(name)
-        problem = _unavailable(name, record)
+        problem = unavailable_reason(name, record)
         if problem:
             raise LayersUnavailable([problem])
         assert record is not None
@@ -121,7 +121,8 @@ def _mount(record: LayerRecord, storage: LocalLayerStorage | None) -> LayerMount
     )
 
 
-def _unavailable(name: str, record: LayerRecord | None) -> str | None:
+def unavailable_reason(name: str, record: LayerRecord | None) -> str | None:
+    """Why a run cannot mount this layer now (None when it can): one rule for submit time and run time."""
     if record is None:
         return f"layer {name!r} not found"
     if record.mountable:

@@ -18,7 +18,7 @@ import pytest
 
 from pennflow import aws
 from pennflow.layers.dynamodb import DynamoLayerRegistry
-from pennflow.layers.models import LayerRecord, LayerType
+from pennflow.layers.models import LayerRecord, LayerStatus, LayerType
 from pennflow.runs import Status
 from tests.fakes.pennsieve_server import FakeDataset, FakePennsieve
 from tests.integration import api_support
@@ -258,7 +258,9 @@ def test_an_idempotency_key_still_returns_the_first_run(api, workflow, dataset):
 def test_layer_versions_are_part_of_the_key_and_an_unpublished_layer_is_refused(api, workflow, dataset):
     layers = DynamoLayerRegistry(LAYERS_TABLE)
     name = f"atlas-{uuid.uuid4().hex[:6]}"
-    layers.create(LayerRecord(name=name, type=LayerType.DATA, version=1, checksum="c" * 64))
+    layers.create(
+        LayerRecord(name=name, type=LayerType.DATA, status=LayerStatus.READY, version=1, checksum="c" * 64)
+    )
 
     v1 = start(api, workflow, dataset, layers=[name], dryRun=True).body
     layers.update(name, version=2, checksum="d" * 64)
@@ -269,6 +271,10 @@ def test_layer_versions_are_part_of_the_key_and_an_unpublished_layer_is_refused(
     assert v2["layerVersions"][0]["version"] == 2 and v2["contentKey"] != v1["contentKey"]
     assert missing.status == 422 and missing.error["code"] == "layer_not_published"
     assert ("body", "layers") in missing.fields() and "never-built" in missing.error["message"]
+    assert layers.transition(name, LayerStatus.BUILDING)
+    assert layers.transition(name, LayerStatus.FAILED, error="pip: no matching distribution")
+    failed = start(api, workflow, dataset, layers=[name])
+    assert failed.status == 422 and "is FAILED" in failed.error["message"], "the rule runs use at mount time"
 
 
 # -- Pennsieve refuses, or cannot be reached -----------------------------------------------------
