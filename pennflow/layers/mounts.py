@@ -24,7 +24,8 @@ from pennflow.layers.registry import LayerRegistry
 from pennflow.layers.storage import LocalLayerStorage
 from pennflow.runs import utcnow
 
-ACQUIRE_ATTEMPTS = 5  # a re-populate may publish between reading a record and referencing its version
+ACQUIRE_ATTEMPTS = 50  # a re-populate may publish between reading a record and referencing its version;
+# each attempt is two registry calls, and only a stream of publishes faster than that exhausts them
 
 
 @dataclass(frozen=True)
