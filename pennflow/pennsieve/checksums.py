@@ -139,17 +139,23 @@ class RangePartHasher:
 def hash_file_range(path: Path, start: int, length: int) -> bytes:
     """md5 of ``length`` bytes of ``path`` from ``start``."""
     digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as handle:
-        handle.seek(start)
-        while length > 0 and (chunk := handle.read(min(READ_CHUNK, length))):
-            digest.update(chunk)
-            length -= len(chunk)
+    for chunk in read_chunks(path, start=start, length=length):
+        digest.update(chunk)
     return digest.digest()
 
 
-def read_chunks(path: Path, chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
+def read_chunks(
+    path: Path, chunk_size: int = READ_CHUNK, *, start: int = 0, length: int | None = None
+) -> Iterator[bytes]:
+    """The file's bytes (or ``length`` of them from ``start``), ``chunk_size`` at a time."""
+    left = length
     with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
+        handle.seek(start)
+        while (left is None or left > 0) and (
+            chunk := handle.read(chunk_size if left is None else min(chunk_size, left))
+        ):
+            if left is not None:
+                left -= len(chunk)
             yield chunk
 
 

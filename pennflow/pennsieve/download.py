@@ -10,9 +10,11 @@ in ``<path>.ranges/`` until the file is assembled.
 Checksums are computed from the bytes as they arrive, never by reading a whole file back: a file
 fetched in one stream feeds its md5 (or multipart ETag) as it is written; a range-split file with
 a multipart ETag records, in each range's marker, the md5 of every part lying wholly inside that
-range, and assembly combines them, reading back only the parts a range boundary cuts. What was
-not hashed in this process is read from disk, once: the prefix of a resumed ``.part``, and a
-range-split file whose checksum is a plain md5 (that needs one pass in order).
+range, and assembly combines them, reading back only the parts a range boundary cuts. A plain md5
+needs every byte in order, so a range-split file with one is read back once: by the local pool
+range by range while later ranges still download (``feed_ranges``), or by a Lambda's finishing
+step. Bytes an earlier process fetched are hashed from disk: the prefix of a resumed ``.part``,
+and ranges whose markers record no part digests.
 
 Presigned URLs come from Pennsieve in bulk (``POST /packages/download-manifest``, up to
 ``bulk_urls`` files a request) when the caller asks for them ahead (``UrlSource.claim``); any file
@@ -326,7 +328,7 @@ def plan_entry(entry: ManifestEntry, dest: Path, transfer: Transfer) -> FileOutc
     """Skip a complete file, stream a small one, or return a large one's byte ranges to fetch."""
     settings = transfer.settings
     if is_complete(dest, entry, settings):
-        verified = settings.verify_existing and _verifier(entry).can_verify
+        verified = settings.verify_existing and checksum_verifier(entry).can_verify
         return FileOutcome(path=entry.path, status="skipped", verified=verified)
     target_path(dest, entry).parent.mkdir(parents=True, exist_ok=True)
     ranges = plan_ranges(entry.size, settings)
@@ -340,7 +342,7 @@ def stream_file(entry: ManifestEntry, dest: Path, transfer: Transfer) -> tuple[i
     """Fetch a whole file into its .part (resuming what is there), verify, rename."""
     target = target_path(dest, entry)
     part = part_path(target)
-    verifier = _verifier(entry)
+    verifier = checksum_verifier(entry)
     offset = _hash_existing_prefix(target, entry.size, verifier)
     transferred = 0
     drops = 0
@@ -348,7 +350,7 @@ def stream_file(entry: ManifestEntry, dest: Path, transfer: Transfer) -> tuple[i
         try:
             with _open(transfer, entry, start=offset) as response:
                 if offset and response.status_code == 200:  # range ignored: start over
-                    offset, verifier = 0, _verifier(entry)
+                    offset, verifier = 0, checksum_verifier(entry)
                 with part.open("r+b" if part.exists() else "wb") as out:
                     out.seek(offset)
                     out.truncate()
@@ -386,7 +388,7 @@ def fetch_range(entry: ManifestEntry, rng: ByteRange, dest: Path, transfer: Tran
     if marker.exists():
         return 0
     markers.mkdir(parents=True, exist_ok=True)
-    part_size = _verifier(entry).part_size
+    part_size = checksum_verifier(entry).part_size
     hasher = RangePartHasher(part_size, entry.size, rng.start, rng.end) if part_size else None
     offset = rng.start
     drops = 0
@@ -423,15 +425,20 @@ def fetch_range(entry: ManifestEntry, rng: ByteRange, dest: Path, transfer: Tran
     return rng.length
 
 
-def assemble(entry: ManifestEntry, dest: Path, ranges: Sequence[ByteRange]) -> bool:
-    """Once every range is in, verify the .part and move it into place."""
+def assemble(
+    entry: ManifestEntry, dest: Path, ranges: Sequence[ByteRange], fed: ChecksumVerifier | None = None
+) -> bool:
+    """Once every range is in, verify the .part and move it into place. ``fed`` is a verifier
+    already given every byte in order (the local pool hashes a plain md5's ranges as they land)."""
     target = target_path(dest, entry)
     markers = ranges_dir(target)
     missing = [rng.marker for rng in ranges if not (markers / rng.marker).exists()]
     if missing:
         raise PennsieveError(f"{entry.path}: byte ranges {', '.join(missing)} are not fetched yet")
     part = part_path(target)
-    verifier = _verifier(entry)
+    if fed is not None:
+        return _finish(part, target, lambda: fed.check(entry.path))
+    verifier = checksum_verifier(entry)
     if verifier.part_size:
         recorded = _recorded_digests(markers, ranges)
         return _finish(
@@ -447,6 +454,16 @@ def assemble(entry: ManifestEntry, dest: Path, ranges: Sequence[ByteRange]) -> b
         return verifier.check(entry.path)
 
     return _finish(part, target, read_back)
+
+
+def feed_ranges(
+    entry: ManifestEntry, dest: Path, ranges: Sequence[ByteRange], verifier: ChecksumVerifier
+) -> None:
+    """Read fetched ranges back from the .part into ``verifier``, in order."""
+    part = part_path(target_path(dest, entry))
+    for rng in ranges:
+        for chunk in read_chunks(part, start=rng.start, length=rng.length):
+            verifier.update(chunk)
 
 
 class _RangeMarker(BaseModel):
@@ -503,7 +520,8 @@ def _discard(target: Path) -> None:
     shutil.rmtree(ranges_dir(target), ignore_errors=True)
 
 
-def _verifier(entry: ManifestEntry) -> ChecksumVerifier:
+def checksum_verifier(entry: ManifestEntry) -> ChecksumVerifier:
+    """A fresh verifier of the checksum Pennsieve recorded for this file."""
     return ChecksumVerifier(entry.checksum, entry.checksum_kind, entry.checksum_part_size, entry.size)
 
 

@@ -26,7 +26,9 @@ from pennflow.pennsieve.download import (
     FileOutcome,
     Transfer,
     assemble,
+    checksum_verifier,
     download_entry,
+    feed_ranges,
     fetch_range,
     part_path,
     plan_entry,
@@ -38,6 +40,7 @@ from pennflow.pennsieve.errors import PennsieveError
 from pennflow.pennsieve.manifest import ManifestEntry
 
 if TYPE_CHECKING:
+    from pennflow.pennsieve.checksums import ChecksumVerifier
     from pennflow.pennsieve.client import PennsieveClient
 
 log = logging.getLogger(__name__)
@@ -62,7 +65,34 @@ def download_entries(
     return _PoolRun(list(entries), dest, Transfer.for_client(client, settings)).run()
 
 
-_Step = tuple[str, ManifestEntry]
+_Step = tuple[str, ManifestEntry, int]  # (what, whose, which range)
+
+
+class _SplitFile:
+    """A range-split file in flight: which ranges are in and, for a plain md5 (which needs every
+    byte in order), how far its bytes are hashed: each range is read back as soon as those before
+    it are hashed, while later ranges still download, so assembly need not read the file again."""
+
+    def __init__(self, ranges: list[ByteRange], in_order: ChecksumVerifier | None) -> None:
+        self.ranges = ranges
+        self.fetched = [False] * len(ranges)
+        self.transferred = 0
+        self.in_order = in_order
+        self.hashed = 0  # ranges fed to ``in_order``
+        self.hashing = 0  # ranges being fed now
+
+    def next_to_hash(self) -> list[ByteRange]:
+        if self.in_order is None or self.hashing:
+            return []
+        end = self.hashed
+        while end < len(self.ranges) and self.fetched[end]:
+            end += 1
+        return self.ranges[self.hashed : end]
+
+    @property
+    def ready(self) -> bool:
+        hashed = self.in_order is None or (self.hashed == len(self.ranges) and not self.hashing)
+        return all(self.fetched) and hashed
 
 
 class _PoolRun:
@@ -70,7 +100,8 @@ class _PoolRun:
 
     Files are handed to the pool a few at a time (``IN_FLIGHT_PER_WORKER`` per worker), so memory
     and scheduling cost stay flat however many files there are; the URLs of the next
-    ``bulk_urls`` files are asked for in bulk, on a thread of their own, while these run.
+    ``bulk_urls`` files are asked for in bulk, on a thread of their own, while these run. A split
+    file with a plain md5 is hashed in order on a thread of its own (see ``_SplitFile``).
     """
 
     IN_FLIGHT_PER_WORKER = 2
@@ -81,9 +112,7 @@ class _PoolRun:
         self.transfer = transfer
         self.outcomes: dict[str, FileOutcome] = {}
         self.errors: dict[str, Exception] = {}
-        self.ranges: dict[str, list[ByteRange]] = {}
-        self.transferred: dict[str, int] = {}
-        self.remaining: dict[str, int] = {}
+        self.split: dict[str, _SplitFile] = {}
         self.steps: dict[Future, _Step] = {}
         self.finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
         self.url_requests: list[Future] = []
@@ -94,16 +123,16 @@ class _PoolRun:
         with (
             ThreadPoolExecutor(settings.max_workers, thread_name_prefix="download") as self.pool,
             ThreadPoolExecutor(1, thread_name_prefix="download-urls") as self.url_pool,
+            ThreadPoolExecutor(1, thread_name_prefix="download-hash") as self.hash_pool,
         ):
             upcoming = self._with_urls_ahead()
             while True:
                 while len(self.steps) < window and (entry := next(upcoming, None)) is not None:
-                    self._submit("plan", entry, plan_entry, entry, self.dest, self.transfer)
+                    self._submit(("plan", entry, 0), plan_entry, entry, self.dest, self.transfer)
                 if not self.steps:
                     break
                 future = self.finished.get()
-                step, entry = self.steps.pop(future)
-                self._after(step, entry, future)
+                self._after(self.steps.pop(future), future)
         for request in self.url_requests:
             request.result()  # a bulk request's own failure was handled; this surfaces a bug
         return DownloadReport.of([self.outcomes[entry.path] for entry in self.entries], self.errors)
@@ -124,12 +153,15 @@ class _PoolRun:
         for job in self.transfer.fetch_urls_ahead(wanted):
             self.url_requests.append(self.url_pool.submit(job))
 
-    def _submit(self, step: str, entry: ManifestEntry, fn: Callable[..., object], *args: object) -> None:
-        future = self.pool.submit(fn, *args)
-        self.steps[future] = (step, entry)
+    def _submit(
+        self, step: _Step, fn: Callable[..., object], *args: object, pool: ThreadPoolExecutor | None = None
+    ) -> None:
+        future = (pool or self.pool).submit(fn, *args)
+        self.steps[future] = step
         future.add_done_callback(self.finished.put)
 
-    def _after(self, step: str, entry: ManifestEntry, future: Future) -> None:
+    def _after(self, step: _Step, future: Future) -> None:
+        what, entry, index = step
         if entry.path in self.outcomes:  # it already failed: ignore its other ranges
             return
         try:
@@ -139,29 +171,41 @@ class _PoolRun:
             return
         if isinstance(result, FileOutcome):
             self._done(entry, result)
-        elif step == "plan":
-            self.ranges[entry.path] = result
-            self.transferred[entry.path] = 0
-            self.remaining[entry.path] = len(result)
-            for rng in result:
-                self._submit("range", entry, fetch_range, entry, rng, self.dest, self.transfer)
-        elif step == "range":
-            self.transferred[entry.path] += result
-            self.remaining[entry.path] -= 1
-            if self.remaining[entry.path] == 0:
-                self._submit("assemble", entry, assemble, entry, self.dest, self.ranges[entry.path])
+        elif what == "plan":
+            verifier = checksum_verifier(entry)
+            plain_md5 = verifier.can_verify and not verifier.part_size
+            self.split[entry.path] = _SplitFile(result, verifier if plain_md5 else None)
+            for number, rng in enumerate(result):
+                self._submit(("range", entry, number), fetch_range, entry, rng, self.dest, self.transfer)
+        elif what == "range":
+            split = self.split[entry.path]
+            split.transferred += result
+            split.fetched[index] = True
+            self._advance(entry, split)
+        elif what == "hash":
+            split = self.split[entry.path]
+            split.hashed, split.hashing = split.hashed + split.hashing, 0
+            self._advance(entry, split)
         else:
-            transferred = self.transferred.pop(entry.path)
-            del self.ranges[entry.path], self.remaining[entry.path]
-            self._done(
-                entry,
-                FileOutcome(
-                    path=entry.path, status="downloaded", bytes_transferred=transferred, verified=result
-                ),
+            split = self.split.pop(entry.path)
+            outcome = FileOutcome(
+                path=entry.path, status="downloaded", bytes_transferred=split.transferred, verified=result
             )
+            self._done(entry, outcome)
+
+    def _advance(self, entry: ManifestEntry, split: _SplitFile) -> None:
+        """Hash the ranges now next in order, or assemble the file once everything is in."""
+        if ranges := split.next_to_hash():
+            split.hashing = len(ranges)
+            self._submit(
+                ("hash", entry, 0), feed_ranges, entry, self.dest, ranges, split.in_order, pool=self.hash_pool
+            )
+        elif split.ready:
+            self._submit(("assemble", entry, 0), assemble, entry, self.dest, split.ranges, split.in_order)
 
     def _failed(self, entry: ManifestEntry, exc: Exception) -> None:
         self.errors[entry.path] = exc
+        self.split.pop(entry.path, None)
         self._done(entry, FileOutcome(path=entry.path, status="failed", error=str(exc)))
         log.warning("%s", exc)
 

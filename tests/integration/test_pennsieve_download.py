@@ -376,6 +376,49 @@ def test_a_resumed_file_hashes_the_bytes_it_already_had_from_disk(
     assert (tmp_path / "sub-01/b.edf").read_bytes() == file.body()
 
 
+def test_a_split_file_with_a_plain_md5_is_hashed_in_order_while_it_downloads(
+    pennsieve, pennsieve_client, tmp_path, monkeypatch
+):
+    dataset = pennsieve.add_dataset("md5")
+    file = dataset.add_package("rec.bin", [("rec.bin", 1_000_003)], checksum="md5").files[0]
+    [entry] = build_manifest(pennsieve_client, dataset.node_id).entries
+    fed = []
+    feed = pool.feed_ranges
+    monkeypatch.setattr(
+        pool, "feed_ranges", lambda e, d, ranges, v: fed.extend(ranges) or feed(e, d, ranges, v)
+    )
+    real_assemble = pool.assemble
+    monkeypatch.setattr(
+        pool, "assemble", lambda *args: real_assemble(*args[:3], args[3] or pytest.fail("no verifier"))
+    )
+
+    report = download_entries([entry], tmp_path, pennsieve_client, SMALL)
+
+    report.raise_for_failures()
+    assert report.outcomes[0].verified and fed == plan_ranges(file.size, SMALL)  # each range once, in order
+    assert (tmp_path / "rec.bin").read_bytes() == file.body()
+
+
+def test_ranges_an_earlier_run_fetched_are_hashed_from_disk(pennsieve, pennsieve_client, tmp_path):
+    dataset = pennsieve.add_dataset("md5")
+    file = dataset.add_package("rec.bin", [("rec.bin", 600 * KiB)], checksum="md5").files[0]
+    [entry] = build_manifest(pennsieve_client, dataset.node_id).entries
+    ranges = plan_ranges(entry.size, SMALL)
+    for rng in ranges[:3]:  # an earlier process got this far
+        fetch_range(entry, rng, tmp_path, Transfer.for_client(pennsieve_client, SMALL))
+    with (tmp_path / "rec.bin.part").open("r+b") as part:
+        part.seek(70 * KiB)
+        part.write(b"\0")  # and its bytes went bad on disk since
+
+    report = download_entries([entry], tmp_path, pennsieve_client, SMALL)
+
+    with pytest.raises(ChecksumMismatch, match=r"checksum mismatch for rec\.bin: expected md5"):
+        report.raise_for_failures()
+    assert len(downloads_of(pennsieve, file)) == len(ranges)  # the 3 earlier ranges were not fetched again
+    download_entries([entry], tmp_path, pennsieve_client, SMALL).raise_for_failures()
+    assert (tmp_path / "rec.bin").read_bytes() == file.body()
+
+
 def test_the_report_exposes_each_failures_own_exception(pennsieve, pennsieve_client, dataset, tmp_path):
     bad = files_by_path(dataset)["sub-01/b.edf"]
     pennsieve.faults.corrupt(bad.id)
@@ -476,8 +519,8 @@ def test_files_are_handed_to_the_pool_a_few_at_a_time(pennsieve, pennsieve_clien
     in_flight = []
     submit = pool._PoolRun._submit
 
-    def counting_submit(run, *args):
-        submit(run, *args)
+    def counting_submit(run, *args, **kwargs):
+        submit(run, *args, **kwargs)
         in_flight.append(len(run.steps))
 
     monkeypatch.setattr(pool._PoolRun, "_submit", counting_submit)
