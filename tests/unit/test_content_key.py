@@ -249,11 +249,14 @@ def test_tags_are_read_after_the_last_slash(image, tag):
 
 def test_layer_pins_come_from_the_registrys_published_versions():
     from pennflow.content_key import layer_pins
-    from pennflow.layers.models import LayerRecord, LayerType
+    from pennflow.layers.models import LayerRecord, LayerStatus, LayerType
 
+    ready = LayerStatus.READY
     records = {
-        "atlas": LayerRecord(name="atlas", type=LayerType.DATA, version=2, checksum="d" * 64),
-        "scientific-stack": LayerRecord(name="scientific-stack", type=LayerType.PYTHON_ENV, version=5),
+        "atlas": LayerRecord(name="atlas", type=LayerType.DATA, status=ready, version=2, checksum="d" * 64),
+        "scientific-stack": LayerRecord(
+            name="scientific-stack", type=LayerType.PYTHON_ENV, status=ready, version=5
+        ),
         "empty": LayerRecord(name="empty", type=LayerType.DATA),
     }
 
@@ -267,5 +270,6 @@ def test_layer_pins_come_from_the_registrys_published_versions():
         LayerPin(name="atlas", version=2, checksum="d" * 64),
         LayerPin(name="scientific-stack", version=5, checksum=None),
     ]
-    with pytest.raises(ValueError, match="layer\\(s\\) empty, missing have no published version"):
+    with pytest.raises(ValueError) as refused:
         layer_pins(["empty", "missing", "atlas"], Registry())
+    assert str(refused.value) == "layer 'empty' is EMPTY: populate it first; layer 'missing' not found"
