@@ -272,9 +272,8 @@ class LocalLayers:
         record = self.registry.get(name)
         if record is None:
             return []
-        # Versions above the current one are being published right now: never collect them.
-        newer = {v for v in self.storage.versions(name) if v >= record.version}
-        return self.storage.collect_garbage(name, newer | record.referenced_versions())
+        # Versions from the current one up are in use or being published right now: never collect them.
+        return self.storage.collect_garbage(name, record.referenced_versions(), below=record.version)
 
     # ---------------------------------------------------------------- internals
 

@@ -70,11 +70,15 @@ class LocalLayerStorage:
 
     # ---------------------------------------------------------------- removing versions
 
-    def collect_garbage(self, name: str, keep: set[int]) -> list[int]:
-        """Remove every published version not in ``keep``; returns the versions removed."""
+    def collect_garbage(self, name: str, keep: set[int], *, below: int) -> list[int]:
+        """Remove every published version under ``below`` that is not in ``keep``; returns them.
+
+        ``below`` is the current version as read before listing: a version published while this
+        runs is newer than it, so a collector never removes what a concurrent publish just made.
+        """
         removed = []
         for version in self.versions(name):
-            if version not in keep and self._retire(self.version_dir(name, version)):
+            if version < below and version not in keep and self._retire(self.version_dir(name, version)):
                 removed.append(version)
         return removed
 

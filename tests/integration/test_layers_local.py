@@ -277,3 +277,17 @@ def test_cli_build_failure_exits_1_with_the_pip_excerpt(home, tmp_path) -> None:
     result = _cli("create", "env", "--type", "python-env", "--requirements", str(requirements))
     assert result.exit_code == 1
     assert "no-such-package-xyz" in result.output and "Traceback" not in result.output
+
+
+def test_a_collector_never_removes_a_version_published_after_it_read_the_current_one(tmp_path) -> None:
+    """The race behind a reader's FileNotFoundError: a release's collector read version 2 as current,
+    then a re-populate published version 3 before the collector listed the folders."""
+    from pennflow.layers.storage import LocalLayerStorage
+
+    storage = LocalLayerStorage(tmp_path / "layers")
+    for version in (1, 2):
+        storage.publish("atlas", storage.new_staging("atlas"), version)
+    current_when_read = 2
+    storage.publish("atlas", storage.new_staging("atlas"), 3)  # published meanwhile
+    assert storage.collect_garbage("atlas", set(), below=current_when_read) == [1]
+    assert storage.versions("atlas") == [2, 3]
