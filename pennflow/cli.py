@@ -383,13 +383,12 @@ def cancel(run_id: str = RunArg):
 
 
 def _parse_params(items: list[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise fail(f"--param {item!r}: expected KEY=VALUE or PROCESSOR.KEY=VALUE")
-        params[key.strip()] = value
-    return params
+    from pennflow.contract import parse_overrides
+
+    try:
+        return parse_overrides(items)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 
 def _open_store(home):

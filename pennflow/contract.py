@@ -117,6 +117,17 @@ def run_parameters(
     return params
 
 
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``--param`` values (``KEY=VALUE`` or ``PROCESSOR.KEY=VALUE``) as run-level overrides."""
+    overrides: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--param {item!r}: expected KEY=VALUE or PROCESSOR.KEY=VALUE")
+        overrides[key.strip()] = value
+    return overrides
+
+
 class UnknownParameter(ValueError):
     def __init__(self, keys: Sequence[str]):
         self.keys = list(keys)

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, urlencode, urlsplit
 
 import typer
@@ -380,19 +380,18 @@ def format_run(run: Mapping[str, Any]) -> str:
 
 
 def _parse_params(items: Sequence[str]) -> dict[str, str]:
-    params = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            _exit_with([f"--param {item!r}: expected KEY=VALUE"], EXIT_INVALID)
-        params[key] = value
-    return params
+    from pennflow.contract import parse_overrides
+
+    try:
+        return parse_overrides(items)
+    except ValueError as exc:
+        _exit_with([str(exc)], EXIT_INVALID)
 
 
 def _echo(text: str) -> None:
     sys.stdout.write(text + "\n")
 
 
-def _exit_with(lines: Sequence[str], code: int) -> None:
+def _exit_with(lines: Sequence[str], code: int) -> NoReturn:
     sys.stderr.write("error: " + "\n".join(lines) + "\n")
     raise typer.Exit(code)
