@@ -29,6 +29,21 @@ def client(service: str, region: str | None = None) -> Any:
         return _clients[key]
 
 
+class LazyClient:
+    """A class attribute: the instance's own ``_client`` when one was injected (tests), else the
+    shared cached client of ``service``, created on first use."""
+
+    def __init__(self, service: str):
+        self.service = service
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        if instance._client is None:
+            instance._client = client(self.service)
+        return instance._client
+
+
 def reset_clients() -> None:
     """Forget cached clients (tests switch credentials and endpoints between cases)."""
     with _lock:

@@ -38,8 +38,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pennflow.aws import LazyClient, error_code
 from pennflow.aws import client as aws_client
-from pennflow.aws import error_code
 from pennflow.contract import RUN_MOUNT
 from pennflow.runs import utcnow
 
@@ -106,11 +106,7 @@ class SlotPool:
         self._clock = clock
         self._synced = False  # access points are looked up once per container, not on every read
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("dynamodb")
-        return self._client
+    client = LazyClient("dynamodb")
 
     @property
     def efs(self) -> Any:

@@ -12,8 +12,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from pennflow.aws import client as aws_client
-from pennflow.aws import error_code
+from pennflow.aws import LazyClient, error_code
 from pennflow.layers.models import (
     MOUNTABLE,
     UPDATABLE_FIELDS,
@@ -36,11 +35,7 @@ class DynamoLayerRegistry:
         self.table_name = table_name
         self._client = client
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("dynamodb")
-        return self._client
+    client = LazyClient("dynamodb")
 
     # ---------------------------------------------------------------- reads
 

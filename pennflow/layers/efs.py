@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pennflow.aws import client as aws_client
+from pennflow.aws import LazyClient
 from pennflow.contract import LAYERS_MOUNT
 from pennflow.layers.models import LayerRecord
 from pennflow.layers.mounts import LayerMount
@@ -139,11 +139,7 @@ class EfsLayerVersions:
         self.tags = dict(tags or {})
         self._client = client
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("efs")
-        return self._client
+    client = LazyClient("efs")
 
     def create(self, name: str, version: int, *, token_seed: str = "") -> str:
         """The ARN of a new access point rooted at the version's folder.

@@ -29,8 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from pennflow.aws import client as aws_client
-from pennflow.aws import error_code
+from pennflow.aws import LazyClient, error_code
 from pennflow.runs import RunRecord, Status, StepRecord, allowed_predecessors
 from pennflow.stores.base import Page, StoreConflict
 
@@ -61,11 +60,7 @@ class DynamoRunStore:
         self.table_name = table_name
         self._client = client
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("dynamodb")
-        return self._client
+    client = LazyClient("dynamodb")
 
     # ---------------------------------------------------------------- runs
 

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Protocol
 
-from pennflow.aws import client as aws_client
-from pennflow.aws import error_code
+from pennflow.aws import LazyClient, error_code
 from pennflow.triggers.models import FiredWindow, PendingWindow, TriggerRule, WindowAddition, WindowStatus
 
 RULES_PK = "rule_id"
@@ -142,11 +141,7 @@ class DynamoTriggerStore:
         self.state_table = state_table
         self._client = client
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("dynamodb")
-        return self._client
+    client = LazyClient("dynamodb")
 
     # ---------------------------------------------------------------- rules
 
