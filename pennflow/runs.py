@@ -68,6 +68,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def timestamp(moment: datetime) -> str:
+    """Fixed-width UTC text: string order is time order (stores sort and compare on it)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore")
 

@@ -41,7 +41,7 @@ from typing import Any
 from pennflow.aws import LazyClient, error_code
 from pennflow.aws import client as aws_client
 from pennflow.contract import RUN_MOUNT
-from pennflow.runs import utcnow
+from pennflow.runs import timestamp, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class SlotPool:
 
     def enqueue(self, run_id: str, queued_at: datetime | None = None) -> bool:
         """Queue a run (False if it is queued already: the first queue time stands)."""
-        moment = (queued_at or self._clock()).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        moment = timestamp(queued_at or self._clock())
         try:
             self.client.put_item(
                 TableName=self.table_name,

@@ -7,12 +7,11 @@ item. Timestamps are fixed-width UTC strings (string order is time order).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal
-from enum import Enum
+from datetime import datetime
 from typing import Any
 
 from pennflow.aws import LazyClient, error_code
+from pennflow.dynamo_items import deserialize, from_attribute, serialize, to_attribute
 from pennflow.layers.models import (
     MOUNTABLE,
     UPDATABLE_FIELDS,
@@ -21,11 +20,10 @@ from pennflow.layers.models import (
     LayerStatus,
     allowed_predecessors,
 )
-from pennflow.runs import utcnow
+from pennflow.runs import timestamp, utcnow
 
 PK = "name"
 REFS = "refs"
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 class DynamoLayerRegistry:
@@ -42,26 +40,26 @@ class DynamoLayerRegistry:
     def get(self, name: str) -> LayerRecord | None:
         response = self.client.get_item(TableName=self.table_name, Key=_key(name), ConsistentRead=True)
         item = response.get("Item")
-        return _record(_deserialize(item)) if item else None
+        return _record(deserialize(item)) if item else None
 
     def list(self) -> list[LayerRecord]:
         records = []
         for page in self.client.get_paginator("scan").paginate(
             TableName=self.table_name, ConsistentRead=True
         ):
-            records.extend(_record(_deserialize(item)) for item in page.get("Items", []))
+            records.extend(_record(deserialize(item)) for item in page.get("Items", []))
         return sorted(records, key=lambda record: record.name)
 
     # ---------------------------------------------------------------- writes
 
     def create(self, record: LayerRecord) -> None:
-        item = {name: _attr(value) for name, value in record.model_dump(mode="python").items()}
+        item = {name: to_attribute(value) for name, value in record.model_dump(mode="python").items()}
         item = {name: value for name, value in item.items() if value is not None}
         item[REFS] = {}
         try:
             self.client.put_item(
                 TableName=self.table_name,
-                Item=_serialize(item),
+                Item=serialize(item),
                 ConditionExpression="attribute_not_exists(#pk)",
                 ExpressionAttributeNames={"#pk": PK},
             )
@@ -87,7 +85,7 @@ class DynamoLayerRegistry:
         if stale_before is not None:
             status_ok = (
                 f"({status_ok} OR ({update.name('status')} = {update.value(LayerStatus.BUILDING.value)} "
-                f"AND {update.name('build_started_at')} < {update.value(_time(stale_before))}))"
+                f"AND {update.name('build_started_at')} < {update.value(timestamp(stale_before))}))"
             )
         update.conditions.append(status_ok)
         if expect_version is not None:
@@ -98,7 +96,7 @@ class DynamoLayerRegistry:
         return self._apply(name, _Update(_values(fields)))
 
     def add_ref(self, name: str, run_id: str, version: int, at: datetime) -> bool:
-        update = _Update({"last_accessed_at": _time(at)})
+        update = _Update({"last_accessed_at": timestamp(at)})
         update.sets.append(f"{update.name(REFS)}.{update.name(run_id)} = {update.value(version)}")
         mountable = ", ".join(update.value(s.value) for s in sorted(MOUNTABLE))
         update.conditions += [
@@ -132,7 +130,7 @@ class DynamoLayerRegistry:
 
     def _apply(self, name: str, update: _Update, *, touch: bool = True) -> bool:
         if touch and "updated_at" not in update.fields:
-            update.set("updated_at", _time(utcnow()))
+            update.set("updated_at", timestamp(utcnow()))
         request = update.request(self.table_name, name)
         try:
             self.client.update_item(**request)
@@ -190,7 +188,7 @@ class _Update:
             "ExpressionAttributeNames": self.names,
         }
         if self.values:
-            request["ExpressionAttributeValues"] = _serialize(self.values)
+            request["ExpressionAttributeValues"] = serialize(self.values)
         return request
 
 
@@ -207,53 +205,10 @@ def _values(fields: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"cannot update layer field(s) {', '.join(unknown)} this way")
     checked = LayerRecord.model_validate({"name": "x", "type": "data", **fields})
     return {
-        name: _attr(value) for name, value in checked.model_dump(mode="python", include=set(fields)).items()
+        name: to_attribute(value)
+        for name, value in checked.model_dump(mode="python", include=set(fields)).items()
     }
 
 
-def _time(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime(TIME_FORMAT)
-
-
-def _attr(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return _time(value)
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, float):
-        return Decimal(str(value))
-    if isinstance(value, dict):
-        return {key: _attr(inner) for key, inner in value.items()}
-    if isinstance(value, list | tuple):
-        return [_attr(inner) for inner in value]
-    return value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {key: _plain(inner) for key, inner in value.items()}
-    if isinstance(value, list):
-        return [_plain(inner) for inner in value]
-    return value
-
-
 def _record(item: dict[str, Any]) -> LayerRecord:
-    return LayerRecord.model_validate(_plain(item))
-
-
-def _serialize(item: dict[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeSerializer
-
-    serializer = TypeSerializer()
-    return {name: serializer.serialize(value) for name, value in item.items()}
-
-
-def _deserialize(item: dict[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeDeserializer
-
-    deserializer = TypeDeserializer()
-    return {name: deserializer.deserialize(value) for name, value in item.items()}
+    return LayerRecord.model_validate(from_attribute(item))

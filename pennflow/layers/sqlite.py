@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,10 @@ from pennflow.layers.models import (
     LayerStatus,
     allowed_predecessors,
 )
-from pennflow.runs import utcnow
+from pennflow.runs import timestamp, utcnow
 
 BUSY_TIMEOUT_SECONDS = 10.0
 JSON_FIELDS = frozenset({"packages", "access_points"})
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width: string order is time order
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS layers (
@@ -132,7 +131,7 @@ class SqliteLayerRegistry:
         status_ok = f"status IN ({', '.join(f':allowed_{i}' for i in range(len(allowed)))})"
         if stale_before is not None:
             status_ok = f"({status_ok} OR (status = :building AND build_started_at < :stale))"
-            params.update(building=LayerStatus.BUILDING.value, stale=_time(stale_before))
+            params.update(building=LayerStatus.BUILDING.value, stale=timestamp(stale_before))
         conditions = ["name = :key_name", status_ok]
         if expect_version is not None:
             conditions.append("version = :expect_version")
@@ -145,7 +144,7 @@ class SqliteLayerRegistry:
     def _update(
         self, name: str, values: dict[str, Any], conditions: list[str], params: dict[str, Any]
     ) -> bool:
-        values.setdefault("updated_at", _time(utcnow()))
+        values.setdefault("updated_at", timestamp(utcnow()))
         assignments = ", ".join(f"{column} = :{column}" for column in values)
         sql = f"UPDATE layers SET {assignments} WHERE {' AND '.join(conditions)}"
         with self._lock:
@@ -158,12 +157,12 @@ class SqliteLayerRegistry:
             updated = self._conn.execute(
                 "UPDATE layers SET last_accessed_at = ? WHERE name = ? AND version = ? AND version > 0 "
                 f"AND status IN ({', '.join('?' * len(mountable))})",
-                (_time(at), name, version, *mountable),
+                (timestamp(at), name, version, *mountable),
             ).rowcount
             if updated:
                 self._conn.execute(
                     "INSERT OR REPLACE INTO layer_refs (name, run_id, version, acquired_at) VALUES (?, ?, ?, ?)",
-                    (name, run_id, version, _time(at)),
+                    (name, run_id, version, timestamp(at)),
                 )
         return bool(updated)
 
@@ -198,17 +197,11 @@ class _Transaction:
 # ------------------------------------------------------------------ rows
 
 
-def _time(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime(TIME_FORMAT)
-
-
 def _column(name: str, value: Any) -> Any:
     if name in JSON_FIELDS:
         return json.dumps(value)
     if isinstance(value, datetime):
-        return _time(value)
+        return timestamp(value)
     return value
 
 
@@ -236,7 +229,7 @@ def _values(fields: dict[str, Any]) -> dict[str, Any]:
 def _stored(name: str, record: LayerRecord) -> Any:
     value = getattr(record, name)
     if isinstance(value, datetime):
-        return _time(value)
+        return timestamp(value)
     return value.value if hasattr(value, "value") else value
 
 

@@ -21,15 +21,13 @@ import base64
 import heapq
 import json
 from collections.abc import Collection, Iterator, Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
-from enum import Enum
 from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
 from pennflow.aws import LazyClient, error_code
+from pennflow.dynamo_items import deserialize, from_attribute, serialize, to_attribute
 from pennflow.runs import RunRecord, Status, StepRecord, allowed_predecessors
 from pennflow.stores.base import Page, StoreConflict
 
@@ -75,7 +73,7 @@ class DynamoRunStore:
             {
                 "Put": {
                     "TableName": self.table_name,
-                    "Item": _serialize(item),
+                    "Item": serialize(item),
                     "ConditionExpression": "attribute_not_exists(#pk)",
                     "ExpressionAttributeNames": {"#pk": PK},
                 }
@@ -94,7 +92,7 @@ class DynamoRunStore:
             TableName=self.table_name, Key=_key(run_id, RUN_SK), ConsistentRead=True
         )
         item = response.get("Item")
-        return _run_record(_deserialize(item)) if item else None
+        return _run_record(deserialize(item)) if item else None
 
     def list_runs(
         self,
@@ -159,7 +157,7 @@ class DynamoRunStore:
     # ---------------------------------------------------------------- steps
 
     def list_steps(self, run_id: str) -> list[StepRecord]:
-        items = [_deserialize(item) for item in self._step_items(run_id)]
+        items = [deserialize(item) for item in self._step_items(run_id)]
         items.sort(key=lambda item: item.get(POSITION_ATTR, 0))
         return [StepRecord.model_validate(_plain(item)) for item in items]
 
@@ -224,7 +222,7 @@ class DynamoRunStore:
         """processor id -> the ECS task ARNs recorded for it (sorted), for every step of the run."""
         tasks = {}
         for raw in self._step_items(run_id):
-            item = _deserialize(raw)
+            item = deserialize(raw)
             tasks[item["processor_id"]] = sorted(item.get(TASKS_ATTR, ()))
         return tasks
 
@@ -290,7 +288,7 @@ class DynamoRunStore:
             "ExpressionAttributeNames": names,
         }
         if attr_values:
-            request["ExpressionAttributeValues"] = _serialize(attr_values)
+            request["ExpressionAttributeValues"] = serialize(attr_values)
         try:
             self.client.update_item(**request)
         except Exception as exc:
@@ -341,15 +339,15 @@ class DynamoRunStore:
         while True:
             request = query.request(self.table_name, wanted)
             if start:
-                request["ExclusiveStartKey"] = _serialize(start)
+                request["ExclusiveStartKey"] = serialize(start)
             response = self.client.query(**request)
-            items.extend(_deserialize(item) for item in response.get("Items", []))
+            items.extend(deserialize(item) for item in response.get("Items", []))
             last = response.get("LastEvaluatedKey")
             if len(items) >= wanted:
                 return items[:wanted], bool(last) or len(items) > wanted
             if not last:
                 return items, False
-            start = _deserialize(last)
+            start = deserialize(last)
 
 
 class _IndexQuery:
@@ -392,13 +390,13 @@ def _key(run_id: str, sk: str) -> dict[str, Any]:
 
 
 def _run_item(run: RunRecord) -> dict[str, Any]:
-    item = {RUN_ATTRS.get(name, name): _attr(value) for name, value in run.model_dump().items()}
+    item = {RUN_ATTRS.get(name, name): to_attribute(value) for name, value in run.model_dump().items()}
     item[SK] = RUN_SK
     return {name: value for name, value in item.items() if value is not None}
 
 
 def _step_item(step: StepRecord, position: int) -> dict[str, Any]:
-    item = {name: _attr(value) for name, value in step.model_dump().items()}
+    item = {name: to_attribute(value) for name, value in step.model_dump().items()}
     item.update({SK: STEP_PREFIX + step.processor_id, POSITION_ATTR: position})
     item.pop(CREATED_ATTR, None)  # keeps steps out of the GSIs (see the module docstring)
     return {name: value for name, value in item.items() if value is not None}
@@ -419,55 +417,20 @@ def _field_value(model: type[BaseModel], name: str, value: Any) -> Any:
     """Validate a field update against the record model; its stored form (None = remove)."""
     if name not in model.model_fields:
         raise ValueError(f"{model.__name__} has no field {name!r}")
-    return _attr(_adapter(model, name).validate_python(value))
-
-
-def _attr(value: Any) -> Any:
-    """A Python value in the form stored in DynamoDB (timestamps as sortable UTC strings)."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, float):
-        return Decimal(str(value))
-    if isinstance(value, dict):
-        return {key: _attr(inner) for key, inner in value.items()}
-    if isinstance(value, list | tuple):
-        return [_attr(inner) for inner in value]
-    return value
+    return to_attribute(_adapter(model, name).validate_python(value))
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
     """Drop the storage-only attributes and turn DynamoDB numbers back into ints."""
     return {
-        name: _number(value) for name, value in item.items() if name not in (SK, POSITION_ATTR, TASKS_ATTR)
+        name: from_attribute(value)
+        for name, value in item.items()
+        if name not in (SK, POSITION_ATTR, TASKS_ATTR)
     }
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
 
 
 def _order(item: dict[str, Any]) -> tuple[str, str]:
     return item[CREATED_ATTR], item[PK]
-
-
-def _serialize(item: dict[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeSerializer
-
-    serializer = TypeSerializer()
-    return {name: serializer.serialize(value) for name, value in item.items()}
-
-
-def _deserialize(item: dict[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeDeserializer
-
-    deserializer = TypeDeserializer()
-    return {name: deserializer.deserialize(value) for name, value in item.items()}
 
 
 def _conditional_failure(exc: Exception) -> bool:

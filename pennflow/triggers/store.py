@@ -22,10 +22,10 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any, Protocol
 
 from pennflow.aws import LazyClient, error_code
+from pennflow.runs import timestamp
 from pennflow.triggers.models import FiredWindow, PendingWindow, TriggerRule, WindowAddition, WindowStatus
 
 RULES_PK = "rule_id"
@@ -353,7 +353,7 @@ def _rule_item(rule: TriggerRule) -> dict[str, Any]:
     return {
         RULES_PK: {"S": rule.rule_id},
         DATASET_ATTR: {"S": rule.dataset_id},
-        CREATED_ATTR: {"S": rule.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
+        CREATED_ATTR: {"S": timestamp(rule.created_at)},
         "rule": {"S": rule.model_dump_json()},
     }
 

@@ -20,6 +20,7 @@ from pennflow import aws
 from pennflow.asl import compile_to_json
 from pennflow.contract import run_parameters
 from pennflow.definition import Workflow, parse_definition
+from pennflow.dynamo_items import serialize
 from pennflow.lifecycle import LayersMissing, Node, NodeConfig
 from pennflow.runs import RunRecord, StepRecord, new_run_id
 from pennflow.slots import SLOT_TAG, SlotFolders, SlotPool, slot_id
@@ -241,7 +242,7 @@ class MotoNode:
             ]
         client = boto3.client("dynamodb", region_name=REGION)
         for start in range(0, len(items), 25):
-            chunk = [{"PutRequest": {"Item": ddb._serialize(item)}} for item in items[start : start + 25]]
+            chunk = [{"PutRequest": {"Item": serialize(item)}} for item in items[start : start + 25]]
             client.batch_write_item(RequestItems={RUNS_TABLE: chunk})
         return runs
 
