@@ -22,8 +22,8 @@ from pennflow.layers.models import (
     allowed_predecessors,
 )
 from pennflow.runs import timestamp, utcnow
+from pennflow.stores.sqlite import connect
 
-BUSY_TIMEOUT_SECONDS = 10.0
 JSON_FIELDS = frozenset({"packages", "access_points"})
 
 _SCHEMA = """
@@ -63,16 +63,8 @@ class SqliteLayerRegistry:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-        )
-        self._conn.row_factory = sqlite3.Row
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(_SCHEMA)
+        self._conn = connect(self.path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:

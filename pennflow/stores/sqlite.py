@@ -67,23 +67,26 @@ CREATE TABLE IF NOT EXISTS steps (
 """
 
 
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    """A connection shared by threads (callers hold a lock) and usable by a second process."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; fsync at checkpoints
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.executescript(schema)
+    return conn
+
+
 class SqliteRunStore:
     """A :class:`~pennflow.stores.base.RunStore` on one SQLite file; thread-safe."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection guarded by a lock: the engine writes from several threads, rarely at once.
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-        )
-        self._conn.row_factory = sqlite3.Row
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; fsync at checkpoints
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(_SCHEMA)
+        self._conn = connect(self.path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:
