@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lambdas.observability import logger, metrics, tracer
+from lambdas.observability import logger, metrics, problems_of, tracer
 from lambdas.settings import node
 from pennflow.finalize import finalize_run
 
@@ -41,7 +41,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         request = FinalizeEvent.model_validate(event)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(problems_of(exc))
         raise MalformedFinalizeEvent(f"malformed finalize event: {problems}") from None
     logger.append_keys(run_id=request.run_id)
     failure = request.failure.model_dump() if request.failure else None

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lambdas.observability import logger, metrics, tracer
+from lambdas.observability import logger, metrics, problems_of, tracer
 from lambdas.settings import node
 from pennflow.batches import BatchError, BatchRequest, list_batches
 
@@ -23,7 +23,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         request = BatchRequest.model_validate(event)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(problems_of(exc))
         raise BatchError(f"malformed list-batches event: {problems}") from None
     logger.append_keys(run_id=request.run_id, processor_id=request.processor_id)
     answer = list_batches(request, node())

@@ -48,10 +48,15 @@ class MetricsListener:
                 metric.add_dimension(name="processor", value=processor_id)
 
 
-def rejected(what: str, exc: ValidationError) -> dict[str, Any]:
-    """Log a malformed event precisely and say so in the result (an exception would only be retried)."""
-    problems = [
+def problems_of(exc: ValidationError) -> list[str]:
+    """One line per invalid field of an event: ``field.path: what is wrong``."""
+    return [
         f"{'.'.join(str(part) for part in error['loc']) or 'event'}: {error['msg']}" for error in exc.errors()
     ]
+
+
+def rejected(what: str, exc: ValidationError) -> dict[str, Any]:
+    """Log a malformed event precisely and say so in the result (an exception would only be retried)."""
+    problems = problems_of(exc)
     logger.error(f"malformed {what} event", extra={"problems": problems})
     return {"error": f"malformed {what} event", "problems": problems}
