@@ -33,6 +33,7 @@ demo: $(VENV)/.demo
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # Infrastructure tests share one synthesized app: --dist loadgroup keeps them on one worker.
 test: setup lint

@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pennflow.asl import compile_to_json  # noqa: E402
-from pennflow.dag import Dag, decompose, simulate  # noqa: E402
-from pennflow.definition import validate_definition  # noqa: E402
+from pennflow.workflow.asl import compile_to_json  # noqa: E402
+from pennflow.workflow.dag import Dag, decompose, simulate  # noqa: E402
+from pennflow.workflow.definition import validate_definition  # noqa: E402
 
 
 def random_dag(n: int, rng: random.Random, mean_in_degree: float = 2.0) -> Dag:

@@ -1,6 +1,6 @@
 """Local engine overhead per processor vs bare process spawns of the same command (goal <= 20 ms).
 
-Each case runs a generated workflow through ``pennflow.local.run_workflow`` (SQLite store, logs,
+Each case runs a generated workflow through ``pennflow.engine.local.run_workflow`` (SQLite store, logs,
 output folders, a data source copying one small input file) whose processors all run ``true``, and,
 in the same loop, spawns the same command as many times with ``subprocess`` in the same way (own
 session, stdout to a log file, an environment of the same size): one after another for
@@ -26,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pennflow.contract import RunLayout, processor_environment  # noqa: E402
-from pennflow.definition import Workflow, validate_definition  # noqa: E402
-from pennflow.home import HOME_ENV, PennflowHome  # noqa: E402
-from pennflow.local import run_workflow  # noqa: E402
-from pennflow.runs import Status  # noqa: E402
+from pennflow.engine.home import HOME_ENV, PennflowHome  # noqa: E402
+from pennflow.engine.local import run_workflow  # noqa: E402
+from pennflow.workflow.contract import RunLayout, processor_environment  # noqa: E402
+from pennflow.workflow.definition import Workflow, validate_definition  # noqa: E402
+from pennflow.workflow.runs import Status  # noqa: E402
 
 GOAL_MS = 20.0
 WIDTH = 30

@@ -23,8 +23,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pennflow.asl import compile_workflow, execution_input  # noqa: E402
-from pennflow.definition import Workflow, load_definition, validate_definition  # noqa: E402
+from pennflow.workflow.asl import compile_workflow, execution_input  # noqa: E402
+from pennflow.workflow.definition import Workflow, load_definition, validate_definition  # noqa: E402
 
 GOAL = 2.0
 ITEMS_PER_MAP = 10  # the stated number of items per Map for the "with items" column

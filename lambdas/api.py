@@ -27,6 +27,7 @@ from pennflow.api import runs as run_logic
 from pennflow.api import workflows as workflow_logic
 from pennflow.api.errors import ApiError, NotFound, UnsupportedMediaType, from_validation_errors
 from pennflow.api.idempotency import IdempotentRunStarts
+from pennflow.api.layers import router as layers_router
 from pennflow.api.models import (
     DEFAULT_LIST_LIMIT,
     MAX_CURSOR,
@@ -55,11 +56,10 @@ from pennflow.api.ports import (
     S3Manifests,
 )
 from pennflow.api.requests import json_body, preflight
-from pennflow.layers.api import router as layers_router
-from pennflow.runs import Status
+from pennflow.node.registry import WorkflowRegistry
 from pennflow.stores.base import RunStore
 from pennflow.triggers.api import router as triggers_router
-from pennflow.workflows_registry import WorkflowRegistry
+from pennflow.workflow.runs import Status
 
 TITLE = "pennflow compute node"
 API_VERSION = "1.0.0"
@@ -91,7 +91,7 @@ def run_store() -> RunStore:
 
 @cache
 def workflow_registry() -> WorkflowRegistry:
-    from pennflow.workflows_registry import DynamoWorkflowRegistry, StateMachineSettings
+    from pennflow.node.registry import DynamoWorkflowRegistry, StateMachineSettings
 
     s = settings()
     machines = StateMachineSettings(
@@ -138,8 +138,8 @@ def run_planning() -> RunPlanning:
 
 def pennsieve_client(secret_arn: str) -> Any:
     """A Pennsieve client with the node's secret only, and timeouts that fit API Gateway's 29 s."""
-    from pennflow.builtins import secret_credentials
     from pennflow.pennsieve import HttpSettings, PennsieveClient, PennsieveHosts
+    from pennflow.pennsieve.node_secret import secret_credentials
 
     http = HttpSettings(connect_timeout=3, read_timeout=10, retries=2, backoff_factor=0.2, backoff_max=2)
     credentials = secret_credentials({"PENNSIEVE_SECRET_ARN": secret_arn})

@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lambdas.observability import logger, metrics, rejected, tracer
 from lambdas.settings import node
-from pennflow.lifecycle import RunNotFound, cancel_run
+from pennflow.node.cancel import cancel_run
+from pennflow.node.lifecycle import RunNotFound
 
 
 class CancelEvent(BaseModel):

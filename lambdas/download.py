@@ -1,7 +1,7 @@
 """The data source's download function: the state machine calls it once per batch of the run's
 manifest (``action: download``), then once to assemble and check everything (``action: verify``).
 
-Events are those of ``pennflow.asl`` (``_data_source_states``). The run's ``/mnt/run/...`` folder
+Events are those of ``pennflow.workflow.asl`` (``_data_source_states``). The run's ``/mnt/run/...`` folder
 is its run slot's folder under the runs mount (``RUNS_MOUNT``). A malformed event raises
 ``DownloadEventError`` naming each bad field; a file whose bytes do not match Pennsieve's checksum
 raises ``ChecksumMismatch`` naming the file (the error name the state machine's Retry/Catch see).
@@ -18,7 +18,7 @@ from pydantic import Field
 
 from lambdas.observability import logger, metrics, tracer
 from lambdas.settings import _EnvSettings
-from pennflow.datasource import (
+from pennflow.data.datasource import (
     DownloadNode,
     handle_download_event,
     parse_download_event,
@@ -39,8 +39,8 @@ class DownloadFunctionSettings(_EnvSettings):
 @cache
 def download_node() -> DownloadNode:
     """Built once per container: the Pennsieve token and the connection pool outlive an invocation."""
-    from pennflow.builtins import node_pennsieve
-    from pennflow.slots import SlotFolders, SlotPool
+    from pennflow.node.slots import SlotFolders, SlotPool
+    from pennflow.pennsieve.node_secret import node_pennsieve
 
     settings = DownloadFunctionSettings()
     slots = SlotPool(

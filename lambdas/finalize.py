@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lambdas.observability import logger, metrics, problems_of, tracer
 from lambdas.settings import node
-from pennflow.finalize import finalize_run
+from pennflow.node.finalize import finalize_run
 
 
 class Failure(BaseModel):

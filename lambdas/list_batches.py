@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from lambdas.observability import logger, metrics, problems_of, tracer
 from lambdas.settings import node
-from pennflow.batches import BatchError, BatchRequest, list_batches
+from pennflow.node.batches import BatchError, BatchRequest, list_batches
 
 
 @logger.inject_lambda_context

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lambdas.observability import logger, metrics, rejected, tracer
 from lambdas.settings import node
-from pennflow.lifecycle import RunNotFound, prepare_run
+from pennflow.node.lifecycle import RunNotFound, prepare_run
 
 
 class PrepareEvent(BaseModel):

@@ -109,18 +109,18 @@ def node_settings() -> NodeSettings:
 
 @cache
 def node() -> Any:
-    """The run lifecycle's dependencies, built once per Lambda container (see pennflow.lifecycle.Node)."""
+    """The run lifecycle's dependencies, built once per Lambda container (see pennflow.node.lifecycle.Node)."""
     from lambdas.observability import MetricsListener
 
     return build_node(node_settings(), listener=MetricsListener())
 
 
 def build_node(settings: NodeSettings, listener: Any = None) -> Any:
-    from pennflow.lifecycle import Node, NodeConfig, NoLayers, PennsieveManifests, RegistryLayerPins
-    from pennflow.slots import SlotFolders, SlotPool
+    from pennflow.node.lifecycle import Node, NodeConfig, NoLayers, PennsieveManifests, RegistryLayerPins
+    from pennflow.node.registry import DynamoWorkflowRegistry, StateMachineSettings
+    from pennflow.node.slots import SlotFolders, SlotPool
+    from pennflow.node.taskdefs import TaskDefinitions, TaskSettings
     from pennflow.stores.dynamodb import DynamoRunStore
-    from pennflow.taskdefs import TaskDefinitions, TaskSettings
-    from pennflow.workflows_registry import DynamoWorkflowRegistry, StateMachineSettings
 
     slots = SlotPool(
         settings.slots_table, file_system_id=settings.file_system_id, slot_count=settings.run_slots

@@ -1,7 +1,7 @@
 """Track runs from EventBridge: Step Functions execution and ECS task state changes -> run store.
 
 Events that are not ours, or malformed, are ignored with a precise log line (see
-``pennflow.tracking``); only a failing AWS call raises, for the asynchronous retry to replay it.
+``pennflow.node.tracking``); only a failing AWS call raises, for the asynchronous retry to replay it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from lambdas.observability import logger, metrics, tracer
 from lambdas.settings import node
-from pennflow.tracking import handle_event
+from pennflow.node.tracking import handle_event
 
 
 @logger.inject_lambda_context

@@ -54,7 +54,7 @@ def function_name(node_name: str, name: str) -> str:
 # Lambda functions: handler module per name (lambdas/<name>.py, function `handler`). `download` runs
 # the data sources' Distributed Map batches (the compiler names it in every data-source state).
 LAMBDA_NAMES = ("api", "prepare", "status", "finalize", "cancel", "list_batches", "download")
-# These four all may start queued runs when a slot frees (pennflow.lifecycle), so they share one
+# These four all may start queued runs when a slot frees (pennflow.node.lifecycle), so they share one
 # role: the runs manager, the only principal allowed root on the file system.
 RUNS_MANAGER_LAMBDAS = ("prepare", "status", "finalize", "cancel")
 LAMBDA_CODE_ROOT_ITEMS = ("pennflow", "lambdas")  # the only folders the asset carries

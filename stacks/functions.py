@@ -3,7 +3,7 @@
 A run goes api (REST entry) -> prepare (queue, slot lease, task definitions, start) -> status
 (events) -> finalize (logs, provenance, slot release); cancel stops it; list_batches splits a
 scattered processor's inputs and download fetches a data source's files. prepare, status, finalize
-and cancel may all start the next queued run when a slot frees (pennflow.lifecycle), so they share
+and cancel may all start the next queued run when a slot frees (pennflow.node.lifecycle), so they share
 the runs-manager role; the API, list_batches and download each have a role of their own.
 """
 
@@ -405,7 +405,7 @@ class NodeFunctions(Construct):
         )
 
     def allow_run_keys(self, role: iam.Role) -> None:
-        """Keying a run (pennflow.content_key): list its dataset's files with the node's Pennsieve secret,
+        """Keying a run (pennflow.data.content_key): list its dataset's files with the node's Pennsieve secret,
         read its images' digests and its layers' versions, and write the download manifest its prepare
         step reuses. Whoever starts runs (the API, a trigger) keys them the same way."""
         self.allow_table(role, self._storage.layers_table, READ)

@@ -1,6 +1,6 @@
 """Orchestration: one Step Functions state machine per workflow file, and what runtime needs to add more.
 
-Each definition in the workflows folder is compiled by `pennflow.asl.compile_workflow` (the same
+Each definition in the workflows folder is compiled by `pennflow.workflow.asl.compile_workflow` (the same
 compiler `pennflow compile` runs) and deployed as a STANDARD state machine named `<node>-<workflow>`.
 All state machines share one role, which the API passes to the state machines it creates at runtime.
 """
@@ -53,8 +53,8 @@ def compile_folder(folder: Path, node_name: str) -> list[CompiledWorkflow]:
 
 
 def _compile_files(files: list[Path]) -> list[tuple[Path, str, dict]]:
-    from pennflow.asl import CompileError, compile_workflow  # the compiler is pure: no AWS import
-    from pennflow.definition import DefinitionError, load_definition
+    from pennflow.workflow.asl import CompileError, compile_workflow  # the compiler is pure: no AWS import
+    from pennflow.workflow.definition import DefinitionError, load_definition
 
     compiled = []
     for path in files:

@@ -6,8 +6,8 @@ import random
 
 from hypothesis import strategies as st
 
-from pennflow.dag import Dag
-from pennflow.definition import Workflow, validate_definition
+from pennflow.workflow.dag import Dag
+from pennflow.workflow.definition import Workflow, validate_definition
 
 
 @st.composite

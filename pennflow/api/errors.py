@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pennflow.api.models import DefinitionFault, ErrorBody, ErrorDetail, FieldError
-from pennflow.definition import Fault
+from pennflow.workflow.definition import Fault
 
 LOCATIONS = ("body", "query", "path", "header")
 

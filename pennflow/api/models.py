@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, StringConstraints
 from pydantic.alias_generators import to_camel
 
-from pennflow.definition import MAX_NAME, NAME_RE
-from pennflow.runs import RunRecord, Status, StepRecord
+from pennflow.workflow.definition import MAX_NAME, NAME_RE
+from pennflow.workflow.runs import RunRecord, Status, StepRecord
 
 # A run id is its Step Functions execution name: at most 80 characters of [A-Za-z0-9_-].
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$"

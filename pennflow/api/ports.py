@@ -17,7 +17,7 @@ from pennflow import aws
 from pennflow.api.errors import ApiError, BadRequest, NotFound, Unavailable, field_error
 
 if TYPE_CHECKING:
-    from pennflow.content_key import ResolvedImage
+    from pennflow.data.content_key import ResolvedImage
     from pennflow.pennsieve import ManifestEntry, PennsieveClient
 
 PAGE_SIZE = 1000  # Pennsieve's largest package page: fewest round trips within API Gateway's 29 s
@@ -55,7 +55,7 @@ class AsyncLambda:
     cancel = send
 
 
-# ------------------------------------------------------------------ keying a run (pennflow.content_key)
+# ------------------------------------------------------------------ keying a run (pennflow.data.content_key)
 
 
 class DatasetInputs(Protocol):
@@ -87,7 +87,7 @@ class RunPlanning:
 def ecr_image_digest(reference: str) -> ResolvedImage:
     """The node runs images from registries, so it asks ECR (or reads a pinned digest) and nothing
     else; there is no local Docker engine to ask."""
-    from pennflow.content_key import ECR_IMAGE, ResolvedImage, resolve_image
+    from pennflow.data.content_key import ECR_IMAGE, ResolvedImage, resolve_image
 
     if "@sha256:" in reference or ECR_IMAGE.match(reference):
         return resolve_image(reference)
@@ -95,14 +95,14 @@ def ecr_image_digest(reference: str) -> ResolvedImage:
 
 
 class S3Manifests:
-    """Writes ``s3://<results bucket>/runs/<run_id>/manifest.json`` (``pennflow.datasource``)."""
+    """Writes ``s3://<results bucket>/runs/<run_id>/manifest.json`` (``pennflow.data.datasource``)."""
 
     def __init__(self, bucket: str, s3: Any = None):
         self.bucket = bucket
         self._s3 = s3
 
     def write(self, run_id: str, entries: Sequence[ManifestEntry]) -> None:
-        from pennflow.datasource import write_run_manifest
+        from pennflow.data.datasource import write_run_manifest
 
         write_run_manifest(run_id, entries, bucket=self.bucket, s3=self._s3)
 

@@ -5,7 +5,7 @@ A run starts in two steps so the API answers at once: the run record is created 
 run and starts the execution named by the run id. The execution ARN is therefore known, and
 returned, before the execution exists.
 
-Before that the run is keyed (``pennflow.content_key``): its dataset's files are listed on
+Before that the run is keyed (``pennflow.data.content_key``): its dataset's files are listed on
 Pennsieve, its layers' versions and its images' digests read, and one sha256 over those, the
 definition and the params is its content key, stored on the run. A start whose key matches a
 SUCCEEDED run returns that run (200, ``duplicateOf``) unless ``force``; a dry run returns the plan
@@ -15,9 +15,9 @@ become the run's download manifest, so the files keyed are the files the run dow
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pennflow.api.errors import BadRequest, Conflict, InvalidRequest, NotFound, Unavailable, field_error
 from pennflow.api.models import (
@@ -36,16 +36,16 @@ from pennflow.api.models import (
     StepView,
 )
 from pennflow.api.ports import ManifestWriter, RunCanceller, RunLauncher, RunPlanning, ecr_image_digest
-from pennflow.contract import UnknownParameter, run_parameters
-from pennflow.definition import Workflow
-from pennflow.runs import RunRecord, Status, StepRecord, new_run_id, utcnow
+from pennflow.node.registry import WorkflowRecord, WorkflowRegistry
 from pennflow.stores.base import RunStore
-from pennflow.workflows_registry import WorkflowRecord, WorkflowRegistry
+from pennflow.workflow.contract import UnknownParameter, run_parameters
+from pennflow.workflow.definition import Workflow
+from pennflow.workflow.runs import RunRecord, Status, StepRecord, new_run_id, utcnow
 
 if TYPE_CHECKING:
-    from pennflow.content_key import LayerPin
-    from pennflow.content_key import RunPlan as ContentPlan
-    from pennflow.datasource import InputSummary
+    from pennflow.data.content_key import LayerPin
+    from pennflow.data.content_key import RunPlan as ContentPlan
+    from pennflow.data.datasource import InputSummary
     from pennflow.pennsieve import ManifestEntry
 
 ORIGIN = "api"
@@ -73,7 +73,7 @@ def start_run(
     planning: RunPlanning | None = None,
     once: Once | None = None,
 ) -> RunAccepted | RunPlan | RunDuplicate:
-    from pennflow.content_key import find_duplicate
+    from pennflow.data.content_key import find_duplicate
 
     record = registry.get(request.workflow)
     if record is None:
@@ -173,8 +173,8 @@ def key_run(
     What the node cannot see (no Pennsieve access, no layer registry) leaves the run without a
     key, with a warning saying why, rather than with a key that would match runs on other files.
     """
-    from pennflow.content_key import layer_pins, plan_run
-    from pennflow.datasource import summarize
+    from pennflow.data.content_key import plan_run
+    from pennflow.data.datasource import summarize
 
     gaps: list[str] = []
     entries = inputs = None
@@ -184,7 +184,7 @@ def key_run(
         else:
             entries = planning.inputs.entries(dataset_id, package_ids)
             inputs = summarize(entries, dataset_id=dataset_id, package_ids=package_ids)
-    # Every layer some processor mounts, as pennflow.lifecycle.layer_names pins them.
+    # Every layer some processor mounts, as pennflow.node.lifecycle.layer_names pins them.
     run_layers = [layer["name"] for layer in layers if layer.get("name")]
     names = list(dict.fromkeys(run_layers + [name for p in workflow.processors for name in p.layers]))
     pins: list[LayerPin] = []
@@ -244,7 +244,7 @@ def cancel_run(run_id: str, *, store: RunStore, canceller: RunCanceller) -> Canc
     """Ask the node to cancel; 409 once the run has finished. Asking twice is harmless.
 
     The canceller owns every status change: a run that has not started yet goes straight to
-    CANCELED, a started one through CANCELING (``pennflow.lifecycle.cancel_run``).
+    CANCELED, a started one through CANCELING (``pennflow.node.cancel.cancel_run``).
     """
     run = _existing_run(store, run_id)
     if run.status.is_terminal:
@@ -284,7 +284,7 @@ def _dry_run(
     keyed: KeyedRun,
     original: RunRecord | None,
 ) -> RunPlan:
-    from pennflow.explain import explain  # only dry runs pay for the makespan simulation
+    from pennflow.workflow.explain import explain  # only dry runs pay for the makespan simulation
 
     plan = keyed.plan
     return RunPlan(
@@ -377,3 +377,22 @@ def _create_and_launch(
         content_key=keyed.content_key,
         warnings=keyed.warnings,
     )
+
+
+def layer_pins(names: Iterable[str], registry: Any) -> list[LayerPin]:
+    """Each named layer's current published version and checksum, from the layer registry; a layer a
+    run could not mount (missing, FAILED, never built) is refused here, at submit time."""
+    from pennflow.data.content_key import LayerPin
+    from pennflow.layers.mounts import unavailable_reason
+
+    pins, problems = [], []
+    for name in sorted(set(names)):
+        record = registry.get(name)
+        problem = unavailable_reason(name, record)
+        if problem:
+            problems.append(problem)
+            continue
+        pins.append(LayerPin(name=name, version=record.version, checksum=record.checksum))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return pins

@@ -6,13 +6,13 @@ from typing import Any
 
 from pennflow.api.errors import InvalidRequest, NotFound, field_error, invalid_definition
 from pennflow.api.models import WorkflowList, WorkflowSummary, WorkflowView
-from pennflow.definition import DefinitionError, validate_definition
-from pennflow.workflows_registry import WorkflowRecord, WorkflowRegistry
+from pennflow.node.registry import WorkflowRecord, WorkflowRegistry
+from pennflow.workflow.definition import DefinitionError, validate_definition
 
 
 def register_workflow(body: Any, *, registry: WorkflowRegistry) -> tuple[WorkflowView, bool]:
     """Returns the registered workflow and whether it is new (201) rather than updated (200)."""
-    from pennflow.asl import CompileError
+    from pennflow.workflow.asl import CompileError
 
     try:
         workflow = validate_definition(body, source="request body")

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-PYTHON_SUBDIR = "python"  # the same value as pennflow.contract.LAYER_PYTHON_SUBDIR
+PYTHON_SUBDIR = "python"  # the same value as pennflow.workflow.contract.LAYER_PYTHON_SUBDIR
 EXCERPT_LINES = 20
 PIP_TIMEOUT_SECONDS = 3600
 MANIFEST_NAME = "layer-build.json"

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pennflow.layers.models import LayerRecord, StorageClass
-from pennflow.runs import utcnow
+from pennflow.workflow.runs import utcnow
 
 GB = 1024**3  # AWS bills storage per GB-month of 2^30 bytes
 ENV_STANDARD = "LAYER_PRICE_STANDARD_GB_MONTH"

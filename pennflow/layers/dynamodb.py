@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from pennflow.aws import LazyClient, error_code
-from pennflow.dynamo_items import deserialize, from_attribute, serialize, to_attribute
+from pennflow.aws.items import deserialize, from_attribute, serialize, to_attribute
 from pennflow.layers.models import (
     MOUNTABLE,
     UPDATABLE_FIELDS,
@@ -20,7 +20,7 @@ from pennflow.layers.models import (
     LayerStatus,
     allowed_predecessors,
 )
-from pennflow.runs import timestamp, utcnow
+from pennflow.workflow.runs import timestamp, utcnow
 
 PK = "name"
 REFS = "refs"

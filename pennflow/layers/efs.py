@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pennflow.aws import LazyClient
-from pennflow.contract import LAYERS_MOUNT
 from pennflow.layers.models import LayerRecord
 from pennflow.layers.mounts import LayerMount
+from pennflow.workflow.contract import LAYERS_MOUNT
 
 LAYERS_ROOT = "/layers"
 CLIENT_MOUNT = "elasticfilesystem:ClientMount"

@@ -67,7 +67,6 @@ from pydantic.alias_generators import to_camel
 
 from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
-from pennflow.definition import MAX_NAME, NAME_RE
 from pennflow.layers import service
 from pennflow.layers.build import BuildResult, TreeStats
 from pennflow.layers.efs import LAYER_TAG, VERSION_TAG, EfsLayerVersions, publish_version
@@ -80,6 +79,7 @@ from pennflow.layers.models import (
     LayerType,
 )
 from pennflow.layers.registry import LayerRegistry
+from pennflow.workflow.definition import MAX_NAME, NAME_RE
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ ENV_BUCKET = "LAYER_JOB_BUCKET"
 ENV_JOB_KEY = "LAYER_JOB_KEY"
 ENV_CLEAN_PATHS = "LAYER_CLEAN_PATHS"
 ENV_LAYERS_ROOT = "LAYERS_RW_DIR"  # where /layers is mounted read-write (default LAYERS_RW_MOUNT)
-ENV_FUNCTION = "LAYER_JOBS_FUNCTION_NAME"  # the same name as pennflow.layers.api.ENV_JOBS_FUNCTION
+ENV_FUNCTION = "LAYER_JOBS_FUNCTION_NAME"  # the same name as pennflow.api.layers.ENV_JOBS_FUNCTION
 
 LayerName = Annotated[str, StringConstraints(pattern=NAME_RE.pattern, max_length=MAX_NAME)]
 
@@ -382,7 +382,7 @@ PERMANENT_START_ERRORS = frozenset(
 
 
 class EcsLayerJobs:
-    """The ``LayerJobs`` port of ``pennflow.layers.api`` on ECS, and what finishes the jobs."""
+    """The ``LayerJobs`` port of ``pennflow.api.layers`` on ECS, and what finishes the jobs."""
 
     def __init__(
         self,

@@ -14,8 +14,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from pennflow.definition import MAX_NAME, NAME_RE
-from pennflow.runs import utcnow
+from pennflow.workflow.definition import MAX_NAME, NAME_RE
+from pennflow.workflow.runs import utcnow
 
 LayerName = Annotated[str, StringConstraints(pattern=NAME_RE.pattern, max_length=MAX_NAME)]
 MAX_DESCRIPTION = 1024

@@ -11,7 +11,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pennflow.contract import LAYERS_MOUNT
 from pennflow.layers.models import (
     InvalidLayerName,
     LayerRecord,
@@ -22,7 +21,8 @@ from pennflow.layers.models import (
 )
 from pennflow.layers.registry import LayerRegistry
 from pennflow.layers.storage import LocalLayerStorage
-from pennflow.runs import utcnow
+from pennflow.workflow.contract import LAYERS_MOUNT
+from pennflow.workflow.runs import utcnow
 
 ACQUIRE_ATTEMPTS = 50  # a re-populate may publish between reading a record and referencing its version;
 # each attempt is two registry calls, and only a stream of publishes faster than that exhausts them

@@ -35,10 +35,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pennflow.aws import client as aws_client
-from pennflow.definition import NAME_RE
 from pennflow.layers import jobs
 from pennflow.layers.build import MANIFEST_NAME, BuildResult, TreeStats, tree_stats
 from pennflow.layers.storage import remove_tree
+from pennflow.workflow.definition import NAME_RE
 
 REQUIREMENTS = "requirements.txt"
 TRASH = ".trash"
@@ -124,9 +124,9 @@ def populate(
     job = JobEnvironment.read(env)
     spec = _read_spec(job, s3)
     if download is None:
-        from pennflow.datasource import download_dataset as download
+        from pennflow.data.datasource import download_dataset as download
     if pennsieve is None:
-        from pennflow.builtins import node_pennsieve
+        from pennflow.pennsieve.node_secret import node_pennsieve
 
         pennsieve = lambda: node_pennsieve(env)  # noqa: E731 - the secret is read only when needed
     remove_tree(job.target_dir)

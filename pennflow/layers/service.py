@@ -35,7 +35,7 @@ from pennflow.layers.models import (
 from pennflow.layers.mounts import LayerMount, release_layers, resolve_layers
 from pennflow.layers.registry import LayerRegistry
 from pennflow.layers.storage import LocalLayerStorage
-from pennflow.runs import utcnow
+from pennflow.workflow.runs import utcnow
 
 # A build still BUILDING after this long is taken to have died; a new build may take over.
 STALE_BUILD_AFTER = timedelta(hours=6)
@@ -191,7 +191,7 @@ class LocalLayers:
 
     @classmethod
     def open(cls, home: Any) -> LocalLayers:
-        """From a :class:`pennflow.home.PennflowHome` (the registry shares the run store's file)."""
+        """From a :class:`pennflow.engine.home.PennflowHome` (the registry shares the run store's file)."""
         from pennflow.layers.sqlite import SqliteLayerRegistry
 
         return cls(SqliteLayerRegistry(home.db_path), LocalLayerStorage(home.layers_dir))

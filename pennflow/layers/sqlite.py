@@ -21,8 +21,8 @@ from pennflow.layers.models import (
     LayerStatus,
     allowed_predecessors,
 )
-from pennflow.runs import timestamp, utcnow
 from pennflow.stores.sqlite import connect
+from pennflow.workflow.runs import timestamp, utcnow
 
 JSON_FIELDS = frozenset({"packages", "access_points"})
 

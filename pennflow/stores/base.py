@@ -1,4 +1,4 @@
-"""The run store port. Both adapters enforce the status model of :mod:`pennflow.runs`.
+"""The run store port. Both adapters enforce the status model of :mod:`pennflow.workflow.runs`.
 
 Status writes are conditional: ``update_run``/``update_step`` with a ``status`` apply only when the
 stored status is one of ``allowed_predecessors(status)`` and return False otherwise, so duplicated
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pennflow.runs import RunRecord, Status, StepRecord
+from pennflow.workflow.runs import RunRecord, Status, StepRecord
 
 
 class StoreConflict(Exception):
@@ -41,7 +41,7 @@ class RunStore(Protocol):
         """Newest first."""
 
     def find_succeeded_by_content_key(self, key: str) -> RunRecord | None:
-        """The newest SUCCEEDED run whose content key is ``key`` (``pennflow.content_key``), or None."""
+        """The newest SUCCEEDED run whose content key is ``key`` (``pennflow.data.content_key``), or None."""
 
     def update_run(self, run_id: str, status: Status | None = None, **fields: Any) -> bool:
         """Set fields (and status, conditionally). False when the transition is not allowed."""

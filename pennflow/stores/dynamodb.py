@@ -27,9 +27,9 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from pennflow.aws import LazyClient, error_code
-from pennflow.dynamo_items import deserialize, from_attribute, serialize, to_attribute
-from pennflow.runs import RunRecord, Status, StepRecord, allowed_predecessors
+from pennflow.aws.items import deserialize, from_attribute, serialize, to_attribute
 from pennflow.stores.base import Page, StoreConflict
+from pennflow.workflow.runs import RunRecord, Status, StepRecord, allowed_predecessors
 
 PK = "run_id"
 SK = "sk"

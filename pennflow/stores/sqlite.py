@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from pennflow.runs import RunRecord, Status, StepRecord, allowed_predecessors
 from pennflow.stores.base import Page, StoreConflict
+from pennflow.workflow.runs import RunRecord, Status, StepRecord, allowed_predecessors
 
 BUSY_TIMEOUT_SECONDS = 10.0
 JSON_FIELDS = frozenset({"params", "layers", "package_ids"})

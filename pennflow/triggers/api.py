@@ -22,8 +22,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pennflow.api.errors import BadRequest, NotFound, field_error
 from pennflow.api.models import DEFAULT_LIST_LIMIT, MAX_CURSOR, MAX_LIST_LIMIT
 from pennflow.api.openapi_docs import errors, ok
-from pennflow.contract import UnknownParameter, run_parameters
-from pennflow.runs import utcnow
+from pennflow.node.registry import WorkflowRecord
 from pennflow.triggers.models import (
     DATASET_ID_PATTERN,
     RULE_ID_PATTERN,
@@ -34,7 +33,8 @@ from pennflow.triggers.models import (
     TriggerView,
 )
 from pennflow.triggers.store import TriggerStore
-from pennflow.workflows_registry import WorkflowRecord
+from pennflow.workflow.contract import UnknownParameter, run_parameters
+from pennflow.workflow.runs import utcnow
 
 ENV_WORKFLOWS_TABLE = "WORKFLOWS_TABLE"
 
@@ -54,7 +54,7 @@ def trigger_store() -> TriggerStore:
 
 @cache
 def workflow_lookup() -> WorkflowLookup:
-    from pennflow.workflows_registry import DynamoWorkflowRegistry, StateMachineSettings
+    from pennflow.node.registry import DynamoWorkflowRegistry, StateMachineSettings
 
     # Only reads: the state machine settings are never used, so none are required here.
     return DynamoWorkflowRegistry(

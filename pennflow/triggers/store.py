@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pennflow.aws import LazyClient, error_code
-from pennflow.runs import timestamp
 from pennflow.triggers.models import FiredWindow, PendingWindow, TriggerRule, WindowAddition, WindowStatus
+from pennflow.workflow.runs import timestamp
 
 RULES_PK = "rule_id"
 BY_DATASET = "by-dataset"

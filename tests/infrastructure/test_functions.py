@@ -117,7 +117,7 @@ def test_asset_carries_only_pennflow_and_lambdas(node):
         for p in asset.rglob("*")
         for part in p.parts
     )
-    assert (asset / "pennflow" / "asl.py").is_file()
+    assert (asset / "pennflow" / "workflow" / "asl.py").is_file()
     assert len({function_properties(node, n)["Code"]["S3Key"] for n in node.stack.functions.functions}) == 1
 
 

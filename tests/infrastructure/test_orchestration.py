@@ -1,4 +1,4 @@
-"""Orchestration: one state machine per workflow file, compiled by pennflow.asl, and its shared role."""
+"""Orchestration: one state machine per workflow file, compiled by pennflow.workflow.asl, and its shared role."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pennflow.asl import compile_workflow
-from pennflow.definition import load_definition
+from pennflow.workflow.asl import compile_workflow
+from pennflow.workflow.definition import load_definition
 from stacks import constants as C
 from stacks.orchestration import WorkflowError, compile_folder
 from tests.infrastructure.conftest import as_list

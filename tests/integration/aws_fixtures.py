@@ -17,15 +17,15 @@ import pytest
 from moto import mock_aws
 
 from pennflow import aws
-from pennflow.asl import compile_to_json
-from pennflow.contract import run_parameters
-from pennflow.definition import Workflow, parse_definition
-from pennflow.dynamo_items import serialize
-from pennflow.lifecycle import LayersMissing, Node, NodeConfig
-from pennflow.runs import RunRecord, StepRecord, new_run_id
-from pennflow.slots import SLOT_TAG, SlotFolders, SlotPool, slot_id
+from pennflow.aws.items import serialize
+from pennflow.node.lifecycle import LayersMissing, Node, NodeConfig
+from pennflow.node.slots import SLOT_TAG, SlotFolders, SlotPool, slot_id
+from pennflow.node.taskdefs import TaskDefinitions, TaskSettings
 from pennflow.stores import dynamodb as ddb
-from pennflow.taskdefs import TaskDefinitions, TaskSettings
+from pennflow.workflow.asl import compile_to_json
+from pennflow.workflow.contract import run_parameters
+from pennflow.workflow.definition import Workflow, parse_definition
+from pennflow.workflow.runs import RunRecord, StepRecord, new_run_id
 
 REGION = "us-east-1"
 RUNS_TABLE = "pennflow-runs"

@@ -1,4 +1,4 @@
-"""POST /runs keys each run (pennflow.content_key): dry runs, duplicates of succeeded runs, force,
+"""POST /runs keys each run (pennflow.data.content_key): dry runs, duplicates of succeeded runs, force,
 rerun, and Pennsieve's refusals. The API Lambda runs against moto (tables, S3, ECR, Secrets
 Manager, Cognito) and the fake Pennsieve, reached with the node's secret as in the deployment.
 
@@ -19,7 +19,7 @@ import pytest
 from pennflow import aws
 from pennflow.layers.dynamodb import DynamoLayerRegistry
 from pennflow.layers.models import LayerRecord, LayerStatus, LayerType
-from pennflow.runs import Status
+from pennflow.workflow.runs import Status
 from tests.fakes.pennsieve_server import FakeDataset, FakePennsieve
 from tests.integration import api_support
 from tests.integration.api_support import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pennflow.runs import Status
+from pennflow.workflow.runs import Status
 from tests.integration import api_support
 from tests.integration.api_support import ACCOUNT, Api, tiny
 from tests.integration.aws_fixtures import REGION

@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pennflow.cli import app
-from pennflow.home import PennflowHome
-from pennflow.runs import Status
+from pennflow.engine.home import PennflowHome
 from pennflow.stores.sqlite import SqliteRunStore
+from pennflow.workflow.runs import Status
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "processors"
 

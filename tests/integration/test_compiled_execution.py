@@ -12,8 +12,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from pennflow.asl import compile_workflow, execution_input
-from pennflow.definition import load_definition
+from pennflow.workflow.asl import compile_workflow, execution_input
+from pennflow.workflow.definition import load_definition
 from tests.harness.moto_sfn import HANG, MotoStepFunctions
 
 ROOT = Path(__file__).resolve().parents[2]

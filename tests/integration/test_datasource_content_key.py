@@ -11,14 +11,14 @@ import boto3
 import pytest
 
 from pennflow import aws
-from pennflow.content_key import find_duplicate, plan_run, resolve_image
-from pennflow.contract import run_parameters
-from pennflow.datasource import summarize
-from pennflow.definition import parse_definition
+from pennflow.data.content_key import find_duplicate, plan_run, resolve_image
+from pennflow.data.datasource import summarize
 from pennflow.pennsieve import build_manifest
-from pennflow.runs import RunRecord, Status, StepRecord
 from pennflow.stores import dynamodb as ddb
 from pennflow.stores.sqlite import SqliteRunStore
+from pennflow.workflow.contract import run_parameters
+from pennflow.workflow.definition import parse_definition
+from pennflow.workflow.runs import RunRecord, Status, StepRecord
 
 pytest_plugins = ["tests.fakes.pennsieve_fixtures"]
 

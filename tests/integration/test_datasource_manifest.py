@@ -7,7 +7,7 @@ import json
 import boto3
 import pytest
 
-from pennflow.datasource import (
+from pennflow.data.datasource import (
     DownloadEventError,
     ManifestLocation,
     download_dataset,

@@ -15,9 +15,14 @@ import pytest
 
 from lambdas import download
 from pennflow import aws
-from pennflow.datasource import DownloadEventError, ManifestLocation, read_run_manifest, write_run_manifest
+from pennflow.data.datasource import (
+    DownloadEventError,
+    ManifestLocation,
+    read_run_manifest,
+    write_run_manifest,
+)
+from pennflow.node.slots import SLOT_TAG, SlotPool, slot_id
 from pennflow.pennsieve import BATCHES, ChecksumMismatch, DownloadSettings, PennsieveError, build_manifest
-from pennflow.slots import SLOT_TAG, SlotPool, slot_id
 
 pytest_plugins = ["tests.fakes.pennsieve_fixtures"]
 # A failed invocation publishes no metric; Powertools warns about that, which is expected here.

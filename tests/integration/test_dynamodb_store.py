@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pennflow.runs import RunRecord, Status, StepRecord
 from pennflow.stores import StoreConflict
 from pennflow.stores.dynamodb import DynamoRunStore
+from pennflow.workflow.runs import RunRecord, Status, StepRecord
 from tests.integration import aws_fixtures
 
 mocked_aws = aws_fixtures.mocked_aws

@@ -659,9 +659,9 @@ def test_the_lambda_handler_runs_a_job_end_to_end(node, monkeypatch) -> None:
 
 
 def test_the_builtin_data_target_publishes_a_persistent_layer(node, tmp_path, monkeypatch) -> None:
-    """`python -m pennflow.builtins data-target --target-type persistent-layer`, as the ECS task runs it."""
-    from pennflow.builtins.__main__ import main as builtin_main
+    """`python -m pennflow.node.builtins data-target --target-type persistent-layer`, as the ECS task runs it."""
     from pennflow.layers import populate_task
+    from pennflow.node.builtins.__main__ import main as builtin_main
 
     results = tmp_path / "run" / "report" / "output"
     results.mkdir(parents=True)

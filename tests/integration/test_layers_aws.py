@@ -12,8 +12,8 @@ import pytest
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
+from pennflow.api import layers as layers_api
 from pennflow.api.errors import ApiError, from_validation_errors
-from pennflow.layers import api as layers_api
 from pennflow.layers.build import BuildResult, TreeStats
 from pennflow.layers.dynamodb import PK, DynamoLayerRegistry
 from pennflow.layers.efs import (

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pennflow.home import PennflowHome
-from pennflow.layers import cli
+from pennflow.cli import layers as cli
+from pennflow.cli.layers import layers_app
+from pennflow.engine.home import PennflowHome
 from pennflow.layers.build import tree_stats
-from pennflow.layers.cli import layers_app
 from pennflow.layers.models import (
     InvalidLayerName,
     InvalidLayerRequest,
@@ -28,8 +28,8 @@ from pennflow.layers.models import (
     LayersUnavailable,
 )
 from pennflow.layers.service import LocalLayers
-from pennflow.runs import RunRecord, Status
 from pennflow.stores.sqlite import SqliteRunStore
+from pennflow.workflow.runs import RunRecord, Status
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pennflow.home import PennflowHome
+from pennflow.engine.home import PennflowHome
 from pennflow.layers import sandbox
 from pennflow.layers.sandbox import LayersView, SandboxMode, detect_mode, wrap_command
 from pennflow.layers.service import LocalLayers
@@ -144,8 +144,8 @@ def test_the_view_holds_only_the_requested_layers(two_layers) -> None:
 @needs_namespaces
 def test_a_python_env_layer_imports_through_the_view(open_home: PennflowHome, tmp_path: Path) -> None:
     """The contract's PYTHONPATH (<LAYERS_DIR>/<name>/python) works inside the private namespace."""
-    from pennflow.contract import python_path
-    from pennflow.definition import Processor
+    from pennflow.workflow.contract import python_path
+    from pennflow.workflow.definition import Processor
     from tests.integration.test_layers_local import make_wheel
 
     wheels = make_wheel(tmp_path / "wheels", "tinypkg", "2.0").parent

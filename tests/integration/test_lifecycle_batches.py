@@ -7,10 +7,10 @@ import types
 
 import pytest
 
-from pennflow import fanin
-from pennflow.batches import BatchError, BatchRequest, list_batches
-from pennflow.lifecycle import prepare_run
-from pennflow.runs import Status
+from pennflow.node import fanin
+from pennflow.node.batches import BatchError, BatchRequest, list_batches
+from pennflow.node.lifecycle import prepare_run
+from pennflow.workflow.runs import Status
 from tests.integration import aws_fixtures
 from tests.integration.aws_fixtures import MotoNode, workflow_from
 from tests.integration.test_lifecycle_tracking import task_event
@@ -232,7 +232,7 @@ def test_handlers_prepare_and_cancel_a_run_and_answer_malformed_events(handlers_
 def test_names_match_the_stack() -> None:
     """Table keys, index names, tags and environment variables are the ones the CDK constructs use."""
     from lambdas.settings import ApiSettings, NodeSettings
-    from pennflow import slots
+    from pennflow.node import slots
     from pennflow.stores import dynamodb as ddb
     from stacks import constants as C
 

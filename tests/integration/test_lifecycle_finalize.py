@@ -10,11 +10,12 @@ from datetime import timedelta
 import boto3
 import pytest
 
-from pennflow import finalize as finalize_module
-from pennflow.finalize import failed_processor, finalize_run
-from pennflow.lifecycle import RunNotFound, cancel_run, prepare_run
-from pennflow.runs import Status, StepRecord, utcnow
-from pennflow.tracking import handle_event
+from pennflow.node import finalize as finalize_module
+from pennflow.node.cancel import cancel_run
+from pennflow.node.finalize import failed_processor, finalize_run
+from pennflow.node.lifecycle import RunNotFound, prepare_run
+from pennflow.node.tracking import handle_event
+from pennflow.workflow.runs import Status, StepRecord, utcnow
 from tests.integration import aws_fixtures
 from tests.integration.aws_fixtures import (
     EEG,

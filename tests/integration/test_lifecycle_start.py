@@ -7,10 +7,10 @@ import json
 import boto3
 import pytest
 
-from pennflow import asl
-from pennflow.lifecycle import prepare_run, start_next_queued
-from pennflow.runs import Status
-from pennflow.slots import SlotPool
+from pennflow.node.lifecycle import prepare_run, start_next_queued
+from pennflow.node.slots import SlotPool
+from pennflow.workflow import asl
+from pennflow.workflow.runs import Status
 from tests.integration import aws_fixtures
 from tests.integration.aws_fixtures import (
     BUILTIN_IMAGE,
@@ -106,7 +106,7 @@ def test_task_definitions_mount_only_the_slot_and_follow_the_contract(moto_node:
     for builtin, command in ((target, ["data-target", "--target-type", "s3"]),):
         (container,) = builtin["containerDefinitions"]
         assert container["image"] == BUILTIN_IMAGE and builtin["taskRoleArn"].endswith("builtin")
-        assert container["command"] == ["python", "-m", "pennflow.builtins", *command]
+        assert container["command"] == ["python", "-m", "pennflow.node.builtins", *command]
         assert {e["name"]: e["value"] for e in container["environment"]} == {
             "LAYERS_DIR": "/mnt/layers",
             "PENNSIEVE_SECRET_ARN": aws_fixtures.PENNSIEVE_SECRET,
@@ -118,7 +118,7 @@ def test_task_definitions_mount_only_the_slot_and_follow_the_contract(moto_node:
     fan_in, main = report["containerDefinitions"]
     assert fan_in["name"] == "fan-in" and fan_in["essential"] is False and fan_in["image"] == BUILTIN_IMAGE
     assert fan_in["command"] == [
-        "python", "-m", "pennflow.fanin", "--dest", "/mnt/run/report/input",
+        "python", "-m", "pennflow.node.fanin", "--dest", "/mnt/run/report/input",
         "bandpower=/mnt/run/bandpower/output", "quality=/mnt/run/quality/output",
     ]  # fmt: skip
     assert main["dependsOn"] == [{"containerName": "fan-in", "condition": "SUCCESS"}]
@@ -131,7 +131,7 @@ def test_the_same_content_is_registered_once_per_slot(moto_node: MotoNode) -> No
     first = moto_node.create_run(workflow)
     prepare_run(first.run_id, moto_node.node)
     assert len(moto_node.registrations) == 5  # every processor but the data source
-    from pennflow.finalize import finalize_run
+    from pennflow.node.finalize import finalize_run
 
     finalize_run(first.run_id, "SUCCEEDED", None, moto_node.node)
     second = moto_node.create_run(workflow)
@@ -167,7 +167,7 @@ def test_an_existing_execution_of_the_run_counts_as_started(moto_node: MotoNode)
 
 
 def test_runs_beyond_the_slots_queue_and_start_oldest_first(moto_node: MotoNode) -> None:
-    from pennflow.finalize import finalize_run
+    from pennflow.node.finalize import finalize_run
 
     workflow = workflow_from(EEG)
     moto_node.register(workflow)
@@ -246,7 +246,7 @@ def test_a_slot_is_never_leased_twice_even_when_two_preparations_race(moto_node:
 @pytest.mark.slow  # about 20 s: a hundred full lifecycles, at a few ms per moto call
 def test_a_hundred_run_starts_cost_one_registration_per_processor_and_slot(mocked_aws, tmp_path) -> None:
     """100 runs submitted at once on a 3-slot node, then run to completion one slot at a time."""
-    from pennflow.finalize import finalize_run
+    from pennflow.node.finalize import finalize_run
 
     node = build_moto_node(tmp_path / "runs", slots=3)
     workflow = workflow_from(EEG)
@@ -305,7 +305,7 @@ def test_a_single_slot_node_runs_one_at_a_time(mocked_aws, tmp_path, slots: int)
 
 
 def test_the_manifest_the_api_wrote_is_the_one_downloaded(moto_node: MotoNode) -> None:
-    from pennflow.lifecycle import PennsieveManifests
+    from pennflow.node.lifecycle import PennsieveManifests
 
     workflow = workflow_from(EEG)
     run = moto_node.create_run(workflow, dataset_id="N:dataset:1")

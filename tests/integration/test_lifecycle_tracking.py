@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from pennflow.lifecycle import prepare_run
-from pennflow.runs import Status
-from pennflow.tracking import handle_event
+from pennflow.node.lifecycle import prepare_run
+from pennflow.node.tracking import handle_event
+from pennflow.workflow.runs import Status
 from tests.integration import aws_fixtures
 from tests.integration.aws_fixtures import EEG, MotoNode, workflow_from
 

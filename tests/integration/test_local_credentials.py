@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from pennflow.definition import validate_definition
-from pennflow.local import run_workflow
-from pennflow.runs import Status
+from pennflow.engine.local import run_workflow
+from pennflow.workflow.definition import validate_definition
+from pennflow.workflow.runs import Status
 
 DUMP_ENV = "import json, os; json.dump(dict(os.environ), open(os.path.join(os.environ['OUTPUT_DIR'], 'env.json'), 'w'))"
 

@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pennflow.cli import app
-from pennflow.home import PennflowHome
-from pennflow.runs import Status
+from pennflow.engine.home import PennflowHome
 from pennflow.stores.sqlite import SqliteRunStore
+from pennflow.workflow.runs import Status
 
 pytest_plugins = ["tests.fakes.pennsieve_fixtures"]
 

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from pennflow.contract import LAYERS_MOUNT, RUN_MOUNT
-from pennflow.definition import parse_definition
-from pennflow.home import PennflowHome
-from pennflow.launchers import docker_command, subprocess_spec
+from pennflow.engine.home import PennflowHome
+from pennflow.engine.launchers import docker_command, subprocess_spec
+from pennflow.engine.local import InvalidRunInput, result_dirs, run_workflow
 from pennflow.layers.models import LayerRecord
 from pennflow.layers.service import LocalLayers
-from pennflow.local import InvalidRunInput, result_dirs, run_workflow
-from pennflow.runs import RunRecord, Status, StepRecord
 from pennflow.stores.sqlite import SqliteRunStore
+from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT
+from pennflow.workflow.definition import parse_definition
+from pennflow.workflow.runs import RunRecord, Status, StepRecord
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "processors"
 INPUT_FILES = ("a.txt", "b.txt", "sub/c.txt")

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pennflow import local
 from pennflow.cli import app
-from pennflow.definition import parse_definition
-from pennflow.home import PennflowHome
+from pennflow.engine import local
+from pennflow.engine.home import PennflowHome
+from pennflow.engine.local import run_workflow
 from pennflow.layers.models import LayerType
 from pennflow.layers.sandbox import SandboxMode, detect_mode, enforced
 from pennflow.layers.service import LocalLayers, begin_build, fail_build
-from pennflow.local import run_workflow
-from pennflow.runs import RunRecord, Status
 from pennflow.stores.sqlite import SqliteRunStore
+from pennflow.workflow.definition import parse_definition
+from pennflow.workflow.runs import RunRecord, Status
 from tests.integration.test_layers_local import fill, make_wheel
 
 REFUSED = {"EROFS", "EACCES"}

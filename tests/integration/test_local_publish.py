@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from pennflow import aws
 from pennflow.cli import app
-from pennflow.home import PennflowHome
-from pennflow.runs import Status
+from pennflow.engine.home import PennflowHome
+from pennflow.workflow.runs import Status
 
 pytest_plugins = ["tests.fakes.pennsieve_fixtures"]
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pennflow.content_key import find_duplicate
-from pennflow.runs import RunRecord, Status, StepRecord
+from pennflow.data.content_key import find_duplicate
 from pennflow.stores import dynamodb as ddb
 from pennflow.stores.sqlite import SqliteRunStore
+from pennflow.workflow.runs import RunRecord, Status, StepRecord
 from tests.integration import aws_fixtures
 
 mocked_aws = aws_fixtures.mocked_aws

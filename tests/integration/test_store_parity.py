@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pennflow.runs import RunRecord, Status, StepRecord
 from pennflow.stores.sqlite import SqliteRunStore
+from pennflow.workflow.runs import RunRecord, Status, StepRecord
 from tests.integration import aws_fixtures
 
 mocked_aws = aws_fixtures.mocked_aws

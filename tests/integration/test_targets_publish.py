@@ -12,10 +12,7 @@ import boto3
 import pytest
 
 from pennflow import aws
-from pennflow.builtins import secret_credentials
-from pennflow.builtins.__main__ import main
-from pennflow.pennsieve import CredentialsNotFound
-from pennflow.targets import (
+from pennflow.data.targets import (
     TargetError,
     UnsupportedTarget,
     local_target_plan,
@@ -23,6 +20,9 @@ from pennflow.targets import (
     publish_to_dataset,
     publish_to_s3,
 )
+from pennflow.node.builtins.__main__ import main
+from pennflow.pennsieve import CredentialsNotFound
+from pennflow.pennsieve.node_secret import secret_credentials
 
 pytest_plugins = ["tests.fakes.pennsieve_fixtures"]
 

@@ -17,11 +17,11 @@ import boto3
 import moto.sqs.models
 import pytest
 
-from pennflow.runs import Status
 from pennflow.triggers import wiring
 from pennflow.triggers.models import TriggerRule, TriggerRuleRequest
 from pennflow.triggers.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_header
 from pennflow.triggers.store import MAX_WINDOW_PATHS, DynamoTriggerStore, table_definitions
+from pennflow.workflow.runs import Status
 from tests.integration import api_support
 from tests.integration.api_support import Api, LambdaContext, tiny
 from tests.integration.aws_fixtures import REGION

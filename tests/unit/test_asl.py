@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pennflow.asl import (
+from pennflow.workflow.asl import (
     ECS_RUN_TASK_SYNC,
     FAILED,
     FINALIZE_FAILED,
@@ -19,8 +19,8 @@ from pennflow.asl import (
     compile_workflow,
     execution_input,
 )
-from pennflow.dag import Dag, decompose, simulate
-from pennflow.definition import load_definition, validate_definition
+from pennflow.workflow.dag import Dag, decompose, simulate
+from pennflow.workflow.definition import load_definition, validate_definition
 from tests.dag_strategies import random_dags, random_durations, series_parallel_dags, workflow_from_dag
 from tests.gates.asl import assert_valid_asl, validate_asl
 

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from pennflow.content_key import (
+from pennflow.data.content_key import (
     LayerPin,
     ResolvedImage,
     image_tag,
     plan_run,
     resolve_image,
 )
-from pennflow.contract import run_parameters
-from pennflow.datasource import InputFile, InputSummary
-from pennflow.definition import parse_definition
+from pennflow.data.datasource import InputFile, InputSummary
+from pennflow.workflow.contract import run_parameters
+from pennflow.workflow.definition import parse_definition
 
 DEFINITION = """
 name: eeg-quality
@@ -248,7 +248,7 @@ def test_tags_are_read_after_the_last_slash(image, tag):
 
 
 def test_layer_pins_come_from_the_registrys_published_versions():
-    from pennflow.content_key import layer_pins
+    from pennflow.api.runs import layer_pins
     from pennflow.layers.models import LayerRecord, LayerStatus, LayerType
 
     ready = LayerStatus.READY

@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from pennflow.contract import (
+from pennflow.workflow.contract import (
     LAYERS_MOUNT,
     RUN_MOUNT,
     FanInClash,
@@ -21,7 +21,7 @@ from pennflow.contract import (
     stage_batch,
     state_key,
 )
-from pennflow.definition import parse_definition
+from pennflow.workflow.definition import parse_definition
 
 WORKFLOW = parse_definition(
     """

@@ -6,17 +6,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pennflow.dag import (
+from pennflow.workflow.dag import (
     Dag,
     Parallel,
     Series,
     Step,
     decompose,
-    find_cycle,
     plan_finish_times,
     plan_steps,
     simulate,
 )
+from pennflow.workflow.graph import find_cycle
 from tests.dag_strategies import random_dags, random_durations, series_parallel_dags
 
 EPS = 1e-9

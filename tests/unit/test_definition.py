@@ -11,7 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pennflow.definition import (
+from pennflow.workflow.definition import (
     DefinitionError,
     ProcessorType,
     TargetType,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pennflow.definition import FARGATE_MEMORY, load_definition
+from pennflow.workflow.definition import FARGATE_MEMORY, load_definition
 
 REPO = Path(__file__).resolve().parents[2]
 PROCESSORS = REPO / "processors"

@@ -23,8 +23,9 @@ from botocore.credentials import Credentials
 from moto import mock_aws
 from typer.testing import CliRunner
 
-from pennflow import remote
-from pennflow.remote import NodeClient, RemoteError
+from pennflow.cli import remote as remote_commands
+from pennflow.node import client as remote
+from pennflow.node.client import NodeClient, RemoteError
 
 ACCESS_KEY, SECRET_KEY, REGION = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "eu-west-1"
 AUTH_RE = re.compile(
@@ -282,8 +283,8 @@ def test_the_node_url_comes_from_the_flag_the_environment_or_the_stack(monkeypat
 
 def cli() -> typer.Typer:
     app = typer.Typer()
-    app.command("submit")(remote.submit_command)
-    app.command("status")(remote.remote_status_command)
+    app.command("submit")(remote_commands.submit_command)
+    app.command("status")(remote_commands.remote_status_command)
     return app
 
 

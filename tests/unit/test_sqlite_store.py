@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pennflow.runs import RunRecord, Status, StepRecord
 from pennflow.stores import StoreConflict
 from pennflow.stores.sqlite import SqliteRunStore
+from pennflow.workflow.runs import RunRecord, Status, StepRecord
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -208,7 +208,7 @@ def test_a_second_process_can_cancel_a_run_the_first_one_is_writing(store: Sqlit
     store.create_run(_run("r-1", status=Status.STARTED), _steps("r-1", "a"))
     store.update_step("r-1", "a", Status.STARTED, attempts=1)  # this connection has written already
     script = (
-        "import sys; from pennflow.stores.sqlite import SqliteRunStore; from pennflow.runs import Status;"
+        "import sys; from pennflow.stores.sqlite import SqliteRunStore; from pennflow.workflow.runs import Status;"
         "ok = SqliteRunStore(sys.argv[1]).update_run('r-1', Status.CANCELING); sys.exit(0 if ok else 1)"
     )
     subprocess.run([sys.executable, "-c", script, str(store.path)], check=True, timeout=30)

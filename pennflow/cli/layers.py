@@ -1,0 +1,255 @@
+"""``pennflow layers ...``: named folders mounted read-only into the runs that ask for them.
+
+Exit codes: 0 done, 1 a build or populate ran and failed, 2 invalid input or a refusal (no such
+layer, bad name, in use). Errors are one precise message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich import filesize
+from rich.console import Console
+from rich.table import Table
+
+from pennflow.engine.home import PennflowHome
+from pennflow.layers.cost import LayerPrices, layer_storage
+from pennflow.layers.models import LayerBuildFailed, LayerError, LayerRecord, LayerStatus, LayerType
+
+EXIT_FAILED, EXIT_INVALID = 1, 2
+
+layers_app = typer.Typer(
+    name="layers",
+    help="Layers: reusable folders (Python environments, reference data) mounted read-only into runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+NameArg = typer.Argument(..., help="Layer name (lower-case letters, digits, '-').", show_default=False)
+JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+@contextlib.contextmanager
+def _layers() -> Iterator:
+    from pennflow.layers.service import LocalLayers
+
+    layers = LocalLayers.open(PennflowHome.resolve())
+    try:
+        yield layers
+    except LayerBuildFailed as exc:
+        _error(exc)
+        raise typer.Exit(EXIT_FAILED) from None
+    except (LayerError, OSError) as exc:
+        _error(exc)
+        raise typer.Exit(EXIT_INVALID) from None
+    except ValidationError as exc:
+        _error("; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()))
+        raise typer.Exit(EXIT_INVALID) from None
+    finally:
+        layers.close()
+
+
+def _error(exc: BaseException) -> None:
+    err.print("[bold red]error:[/] ", end="", highlight=False)
+    err.print(str(exc), highlight=False, markup=False)
+
+
+@layers_app.command("list")
+def list_layers(as_json: bool = JsonOpt):
+    """Every layer with its status, size, storage tier and estimated monthly cost."""
+    prices = _prices()
+    with _layers() as layers:
+        records = layers.list()
+    if as_json:
+        out.print_json(json.dumps([_summary(r, prices) for r in records]))
+        return
+    if not records:
+        out.print("no layers yet: `pennflow layers create NAME --type data|python-env`")
+        return
+    table = Table(title="Layers", title_justify="left")
+    for column, justify in (
+        ("Name", "left"), ("Type", "left"), ("Status", "left"), ("Version", "right"), ("Size", "right"),
+        ("Files", "right"), ("Tier", "left"), ("Monthly cost", "right"), ("Last access", "left"),
+        ("In use", "right"),
+    ):  # fmt: skip
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for record in records:
+        row = _summary(record, prices)
+        table.add_row(
+            record.name,
+            record.type.value,
+            _status(record.status),
+            str(record.version or "-"),
+            filesize.decimal(record.size_bytes),
+            f"{record.file_count:,}",
+            row["storageClass"],
+            f"${row['monthlyCostUsd']:.2f}",
+            _when(record.last_accessed_at),
+            str(len(record.refs) or ""),
+        )
+    out.print(table)
+
+
+@layers_app.command()
+def create(
+    name: str = NameArg,
+    layer_type: str = typer.Option(..., "--type", help="data | python-env | r-env", show_default=False),
+    requirements: Path | None = typer.Option(None, "--requirements", help="requirements.txt (python-env)."),
+    description: str = typer.Option("", "--description", help="What the layer holds."),
+    build: bool = typer.Option(True, "--build/--no-build", help="Build a python-env layer right away."),
+):
+    """Create a layer; a python-env layer is built from its requirements at once."""
+    text = None
+    if requirements is not None:
+        try:
+            text = requirements.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            _error(f"--requirements: cannot read {requirements}: {getattr(exc, 'strerror', None) or exc}")
+            raise typer.Exit(EXIT_INVALID) from None
+    with _layers() as layers:
+        record = layers.create(name, layer_type, description=description, requirements=text)
+        out.print(
+            f"created {record.type.value} layer [bold]{name}[/] ({record.status.value})", highlight=False
+        )
+        if record.type is LayerType.PYTHON_ENV and build:
+            _build(layers, name)
+
+
+@layers_app.command("build")
+def build_layer(name: str = NameArg):
+    """Build a python-env layer again from its requirements (a new version)."""
+    with _layers() as layers:
+        _build(layers, name)
+
+
+@layers_app.command()
+def populate(
+    name: str = NameArg,
+    source: Path = typer.Option(..., "--from", help="Folder to copy into the layer.", show_default=False),
+):
+    """Fill a data layer from a folder as a new version (created if it does not exist)."""
+    with _layers() as layers:
+        record = layers.populate_from(name, source)
+    out.print(
+        f"[green]READY[/] {name} version {record.version}: {record.file_count:,} files, "
+        f"{filesize.decimal(record.size_bytes)}",
+        highlight=False,
+    )
+
+
+@layers_app.command()
+def show(name: str = NameArg, as_json: bool = JsonOpt):
+    """One layer in detail, with the packages of an environment."""
+    prices = _prices()
+    with _layers() as layers:
+        record = layers.get(name)
+    summary = _summary(record, prices)
+    if as_json:
+        detail = {
+            **summary,
+            "pythonVersion": record.python_version,
+            "requirements": record.requirements,
+            "packages": [p.model_dump() for p in record.packages],
+            "error": record.error,
+            "inUseBy": sorted(record.refs),
+            "path": str(PennflowHome.resolve().layer_dir(name)),
+        }
+        out.print_json(json.dumps(detail))
+        return
+    grid = Table.grid(padding=(0, 2))
+    for label, value in (
+        ("name", record.name), ("type", record.type.value), ("status", _status(record.status)),
+        ("description", record.description or "-"), ("version", str(record.version)),
+        ("size", f"{filesize.decimal(record.size_bytes)} in {record.file_count:,} files"),
+        ("checksum", record.checksum or "-"), ("tier", summary["storageClass"]),
+        ("monthly cost", f"${summary['monthlyCostUsd']:.2f}"), ("python", record.python_version or "-"),
+        ("created", f"{_when(record.created_at)} by {record.created_by or '?'}"),
+        ("last access", _when(record.last_accessed_at)),
+        ("in use by", ", ".join(sorted(record.refs)) or "-"),
+        ("path", str(PennflowHome.resolve().layer_dir(name))),
+    ):  # fmt: skip
+        grid.add_row(f"[bold]{label}[/]", value)
+    out.print(grid)
+    if record.error:
+        err.print("[bold red]last build failed:[/]", highlight=False)
+        err.print(record.error, highlight=False, markup=False)
+    if record.packages:
+        packages = Table("Package", "Version", title=f"{len(record.packages)} packages", title_justify="left")
+        for package in record.packages:
+            packages.add_row(package.name, package.version)
+        out.print(packages)
+
+
+@layers_app.command()
+def delete(name: str = NameArg):
+    """Delete a layer and its files (refused while an active run uses it)."""
+    with _layers() as layers:
+        layers.delete(name, is_active=_run_is_active)
+    out.print(f"deleted layer {name}", highlight=False)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _build(layers, name: str) -> None:
+    out.print(f"building {name} (pip install --target ...)", highlight=False)
+    record = layers.build(name)
+    out.print(
+        f"[green]READY[/] {name} version {record.version}: {len(record.packages)} packages, "
+        f"{filesize.decimal(record.size_bytes)} (Python {record.python_version})",
+        highlight=False,
+    )
+
+
+def _run_is_active(run_id: str) -> bool:
+    from pennflow.stores.sqlite import SqliteRunStore
+
+    with SqliteRunStore(PennflowHome.resolve().db_path) as store:
+        run = store.get_run(run_id)
+    return run is not None and not run.status.is_terminal
+
+
+def _prices() -> LayerPrices:
+    try:
+        return LayerPrices.from_env()
+    except ValueError as exc:
+        _error(exc)
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+def _summary(record: LayerRecord, prices: LayerPrices) -> dict:
+    storage, cost = layer_storage(record, prices)
+    return {
+        "name": record.name,
+        "type": record.type.value,
+        "description": record.description,
+        "status": record.status.value,
+        "version": record.version,
+        "sizeBytes": record.size_bytes,
+        "fileCount": record.file_count,
+        "checksum": record.checksum,
+        "storageClass": storage.value,
+        "monthlyCostUsd": round(cost, 6),
+        "lastAccessedAt": record.last_accessed_at.isoformat() if record.last_accessed_at else None,
+        "createdAt": record.created_at.isoformat(),
+        "createdBy": record.created_by,
+        "activeRuns": len(record.refs),
+    }
+
+
+def _status(status: LayerStatus) -> str:
+    colour = {"READY": "green", "BUILDING": "yellow", "FAILED": "red"}.get(status.value, "dim")
+    return f"[{colour}]{status.value}[/]"
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M") if moment else "never"

@@ -1,0 +1,1 @@
+"""The data plane: data sources (manifests, downloads), data targets (publish), content keys."""

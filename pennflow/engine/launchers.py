@@ -1,0 +1,236 @@
+"""Starting and stopping one processor attempt on this machine: a container when docker runs, else a
+subprocess of the processor's ``command``.
+
+Each attempt gets its own process group (``start_new_session``), so a cancel or a timeout stops the
+whole tree the processor started: SIGTERM first, SIGKILL after a grace period. When the main process
+exits, whatever is left in its group is killed, as in a container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import BinaryIO
+
+from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT
+
+DOCKER_INFO_TIMEOUT_SECONDS = 10
+
+
+@cache
+def container_runtime_available() -> bool:
+    """True when ``docker info`` succeeds (checked once per process)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    try:
+        subprocess.run(
+            [docker, "info"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=DOCKER_INFO_TIMEOUT_SECONDS,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What to execute for one attempt; ``env`` is the process's complete environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path | None = None
+    container_name: str | None = None  # set for containers, so a kill reaches the container too
+    wrapped: list[str] | None = None  # the processor's own command when argv runs it in a sandbox
+
+    @property
+    def command(self) -> list[str]:
+        """What the processor asked to run (what logs show)."""
+        return self.wrapped if self.wrapped is not None else self.argv
+
+
+# Credentials the engine itself may hold: a processor never gets them (DESIGN §3).
+WITHHELD_VARIABLES = frozenset(
+    {
+        "PENNSIEVE_API_KEY",
+        "PENNSIEVE_API_SECRET",
+        "PENNSIEVE_API_TOKEN",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    }
+)
+
+
+def inherited_environment() -> dict[str, str]:
+    """This process's environment less the credentials a processor must not see."""
+    return {k: v for k, v in os.environ.items() if k not in WITHHELD_VARIABLES}
+
+
+def subprocess_spec(
+    command: Sequence[str],
+    contract_env: Mapping[str, str],
+    cwd: Path,
+    *,
+    wrap: Callable[[Sequence[str]], list[str]] | None = None,
+) -> LaunchSpec:
+    """The processor's ``command`` on top of this environment, with the engine's Python first on PATH.
+
+    ``python`` then means the interpreter pennflow runs in (and its installed packages). ``wrap``
+    turns the command into the one that starts it (the layers sandbox).
+    """
+    env = {**inherited_environment(), **contract_env}
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH") or os.defpath])
+    argv = list(command)
+    if wrap is None:
+        return LaunchSpec(argv, env, cwd)
+    wrapped = wrap(argv)
+    return LaunchSpec(wrapped, env, cwd, wrapped=argv if wrapped != argv else None)
+
+
+def missing_executable(program: str, env: Mapping[str, str], cwd: Path | None) -> bool:
+    """True when ``program`` names no executable file, found as exec would find it from ``cwd``."""
+    if os.sep in program:
+        path = Path(cwd or ".", program)
+        return not (path.is_file() and os.access(path, os.X_OK))
+    return shutil.which(program, path=env.get("PATH") or os.defpath) is None
+
+
+def docker_command(
+    image: str,
+    env: Mapping[str, str],
+    *,
+    run_dir: Path,
+    layers: Mapping[str, Path],
+    user: str,
+    name: str,
+) -> list[str]:
+    """``docker run`` for one attempt: the run folder at RUN_MOUNT, each layer read-only under
+    LAYERS_MOUNT, the contract environment (already holding container paths), the caller's user."""
+    argv = ["docker", "run", "--rm", "--init", "--name", name, "--user", user]
+    argv += ["--mount", _bind(run_dir, RUN_MOUNT)]
+    for layer, path in sorted(layers.items()):
+        argv += ["--mount", _bind(path, LAYERS_MOUNT / layer, readonly=True)]
+    for key, value in sorted(env.items()):
+        argv += ["--env", f"{key}={value}"]
+    argv.append(image)
+    return argv
+
+
+def docker_spec(argv: list[str], name: str) -> LaunchSpec:
+    # The docker client itself needs the caller's environment (DOCKER_HOST, config, PATH).
+    return LaunchSpec(argv, dict(os.environ), None, name)
+
+
+def caller_user() -> str:
+    return f"{os.getuid()}:{os.getgid()}"
+
+
+def _bind(source: Path, target: object, readonly: bool = False) -> str:
+    parts = ["type=bind", _csv_field(f"source={source}"), f"target={target}"]
+    if readonly:
+        parts.append("readonly")
+    return ",".join(parts)
+
+
+def _csv_field(value: str) -> str:
+    """--mount takes CSV: quote a value holding a comma or a quote."""
+    if "," in value or '"' in value:
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+# ------------------------------------------------------------------ running
+
+
+@dataclass(eq=False)
+class RunningProcess:
+    """One started attempt. ``stopped_by`` says why pennflow terminated it, if it did."""
+
+    spec: LaunchSpec
+    popen: subprocess.Popen
+    grace_seconds: float
+    stopped_by: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _kill_timer: threading.Timer | None = None
+    _deadline: threading.Timer | None = None
+
+    @classmethod
+    def start(
+        cls, spec: LaunchSpec, log: BinaryIO, *, timeout_seconds: float | None, grace_seconds: float
+    ) -> RunningProcess:
+        """Start the process with stdout and stderr appended to ``log``; raises OSError if it cannot."""
+        popen = subprocess.Popen(
+            spec.argv,
+            cwd=spec.cwd,
+            env=spec.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        running = cls(spec, popen, grace_seconds)
+        if timeout_seconds is not None:
+            running._deadline = threading.Timer(timeout_seconds, running.terminate, args=("timeout",))
+            running._deadline.daemon = True
+            running._deadline.start()
+        return running
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def wait(self) -> int:
+        """Block until the process exits (no polling), then end whatever it left in its group.
+
+        As when a container's main process exits, nothing the processor started outlives it.
+        """
+        code = self.popen.wait()
+        if self._deadline is not None:
+            self._deadline.cancel()
+        with self._lock:
+            if self._kill_timer is not None:
+                self._kill_timer.cancel()
+        self._signal(signal.SIGKILL)
+        return code
+
+    def terminate(self, why: str) -> None:
+        """SIGTERM to the whole process group now, SIGKILL after the grace period. Idempotent."""
+        with self._lock:
+            if self.stopped_by is not None:
+                return
+            self.stopped_by = why
+            self._kill_timer = threading.Timer(self.grace_seconds, self._kill)
+            self._kill_timer.daemon = True
+            self._kill_timer.start()
+        self._signal(signal.SIGTERM)
+
+    def _kill(self) -> None:
+        self._signal(signal.SIGKILL)
+        if self.spec.container_name:
+            # Killing the docker client does not stop its container.
+            subprocess.run(
+                ["docker", "rm", "--force", self.spec.container_name],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+                check=False,
+            )
+
+    def _signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
+            os.killpg(self.popen.pid, sig)

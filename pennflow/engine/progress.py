@@ -1,0 +1,186 @@
+"""How runs look in the terminal: a live table while a run goes (plain lines when not a terminal),
+and the tables of ``pennflow runs`` and ``pennflow status``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+
+from rich import box
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from pennflow.workflow.definition import Workflow
+from pennflow.workflow.runs import RunRecord, Status, StepRecord, utcnow
+
+STATUS_STYLE = {
+    Status.NOT_STARTED: "dim",
+    Status.STARTED: "cyan",
+    Status.SUCCEEDED: "green",
+    Status.FAILED: "bold red",
+    Status.CANCELING: "yellow",
+    Status.CANCELED: "yellow",
+}
+
+
+def status_text(status: Status) -> Text:
+    return Text(status.value, style=STATUS_STYLE[status])
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def format_time(moment: datetime | None, clock_only: bool = False, short: bool = False) -> str:
+    """Local time: full, ``MM-DD HH:MM`` (short) or ``HH:MM:SS`` (clock only)."""
+    if moment is None:
+        return "-"
+    pattern = "%H:%M:%S" if clock_only else "%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S"
+    return moment.astimezone().strftime(pattern)
+
+
+def elapsed(started: datetime | None, finished: datetime | None, now: datetime | None = None) -> float | None:
+    """Duration when finished, time so far when still going."""
+    if started is None:
+        return None
+    return ((finished or now or utcnow()) - started).total_seconds()
+
+
+def max_attempts(workflow: Workflow) -> dict[str, int]:
+    return {p.id: 1 + (p.retry.max_attempts if p.retry else 0) for p in workflow.processors}
+
+
+def steps_table(
+    steps: Sequence[StepRecord], *, attempts_of: dict[str, int] | None = None, title: str | None = None
+) -> Table:
+    """One row per processor: status, attempts, exit code, start, duration, reason."""
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
+    table.add_column("processor", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("tries", justify="right", no_wrap=True)
+    table.add_column("exit", justify="right", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    now = utcnow()
+    for step in steps:
+        attempts = str(step.attempts)
+        if attempts_of and step.processor_id in attempts_of and step.status is Status.STARTED:
+            attempts += f"/{attempts_of[step.processor_id]}"
+        table.add_row(
+            step.processor_id,
+            status_text(step.status),
+            attempts,
+            "-" if step.exit_code is None else str(step.exit_code),
+            format_time(step.started_at, clock_only=True),
+            format_seconds(elapsed(step.started_at, step.finished_at, now)),
+            Text(step.reason or ""),
+        )
+    return table
+
+
+def runs_table(runs: Sequence[RunRecord]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for name in ("run", "workflow", "status", "created", "duration", "failed"):
+        table.add_column(name, no_wrap=name != "failed")
+    now = utcnow()
+    for run in runs:
+        table.add_row(
+            run.run_id,
+            run.workflow,
+            status_text(run.status),
+            format_time(run.created_at, short=True),
+            format_seconds(elapsed(run.started_at, run.finished_at, now)),
+            run.failed_processor or "",
+        )
+    return table
+
+
+class LiveProgress:
+    """A table of processors refreshed in place while the run goes (for a terminal)."""
+
+    def __init__(self, console: Console, workflow: Workflow):
+        self._console = console
+        self._attempts = max_attempts(workflow)
+        self._steps: dict[str, StepRecord] = {}
+        self._lock = threading.Lock()
+        self._title = workflow.name
+        self._live = Live(console=console, get_renderable=self._render, refresh_per_second=4, transient=True)
+
+    def run_started(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
+        with self._lock:
+            self._steps = {step.processor_id: step for step in steps}
+            self._title = f"{run.workflow}  {run.run_id}"
+        self._console.print(f"run [bold]{run.run_id}[/] started: {run.workflow}", highlight=False)
+        self._live.start()
+
+    def step_updated(self, step: StepRecord) -> None:
+        with self._lock:
+            self._steps[step.processor_id] = step
+
+    def run_finished(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Give the terminal back (idempotent; also after a run that ended in an error)."""
+        self._live.stop()
+
+    def _render(self) -> Table:
+        with self._lock:
+            steps = list(self._steps.values())
+        return steps_table(steps, attempts_of=self._attempts, title=self._title)
+
+
+class PlainProgress:
+    """One line per change of a processor's status or attempt (logs, pipes, CI)."""
+
+    def __init__(self, console: Console, workflow: Workflow):
+        self._console = console
+        self._attempts = max_attempts(workflow)
+        self._seen: dict[str, tuple[Status, int]] = {}
+        self._lock = threading.Lock()
+
+    def run_started(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
+        self._console.print(
+            f"run {run.run_id} started: {run.workflow}, {len(steps)} processors", highlight=False
+        )
+
+    def step_updated(self, step: StepRecord) -> None:
+        with self._lock:
+            key = (step.status, step.attempts)
+            if self._seen.get(step.processor_id) == key:
+                return
+            self._seen[step.processor_id] = key
+            self._console.print(self._line(step), highlight=False, markup=False)
+
+    def run_finished(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def _line(self, step: StepRecord) -> str:
+        stamp = utcnow().astimezone().strftime("%H:%M:%S")
+        line = f"{stamp} {step.processor_id} {step.status.value}"
+        if step.status is Status.STARTED:
+            line += f" (attempt {step.attempts}/{self._attempts.get(step.processor_id, 1)})"
+        elif step.duration_seconds is not None:
+            line += f" in {format_seconds(step.duration_seconds)}"
+        if step.reason and step.status is not Status.STARTED:
+            line += f": {step.reason}"
+        return line
+
+
+def make_progress(console: Console, workflow: Workflow) -> LiveProgress | PlainProgress:
+    return LiveProgress(console, workflow) if console.is_terminal else PlainProgress(console, workflow)

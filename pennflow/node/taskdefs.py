@@ -1,0 +1,268 @@
+"""Content-addressed ECS task definitions: one per (processor content, run slot), registered once.
+
+The family is ``<prefix><first 16 hex of sha256(the registration request)>``; the request holds
+everything that makes the task what it is (image, cpu, memory, command, layers, the slot's access
+point, roles, log group, stream prefix, fan-in sources). The same content therefore always maps
+to the same family, and a slot that ran a processor before reuses its task definition: each slot
+remembers the families it has (DynamoDB, on the slot item), so a warm start makes no ECS call at
+all, and a cold one asks ``DescribeTaskDefinition`` before it ever registers.
+
+``RegisterTaskDefinition`` is throttled account-wide (a burst of 20, then 1 per second): the
+registrations a node ever makes are (distinct processor contents) x (slots that ran them), not a
+number that grows with runs. Two preparations never register the same family at once, because a
+family names one slot's access point and a slot is leased to one run at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pennflow.aws import client as aws_client
+from pennflow.aws import error_code
+from pennflow.layers.jobs import LAYERS_RW_MOUNT  # where layer versions are written
+from pennflow.node.slots import Slot, SlotPool
+from pennflow.workflow.asl import CONTAINER_NAME
+from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, env_name, layers_python_path
+from pennflow.workflow.definition import Processor, ProcessorType, TargetType, Workflow
+
+FAN_IN_CONTAINER = "fan-in"
+FAN_IN_MEMORY_MIB = 128  # the union is hard links: a small soft reservation is plenty
+RUN_VOLUME = "run"
+LAYERS_VOLUME = "layers"  # the whole /layers tree, read-write: persistent-layer data targets only
+BUILTIN_MODULE = "pennflow.node.builtins"
+SLOT_TAG = "pennflow:slot"
+PROCESSOR_TAG = "pennflow:processor"
+HASH_CHARS = 16
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """The node-wide values every task definition names (from the Lambda settings)."""
+
+    file_system_id: str
+    execution_role_arn: str
+    processor_role_arn: str
+    builtin_role_arn: str
+    builtin_image: str
+    log_group: str
+    region: str
+    layers_access_point_id: str | None = None
+    family_prefix: str = "pf-"
+    # Built-ins only: where their credentials and results live (a secret's ARN, never its value).
+    builtin_environment: Mapping[str, str] = field(default_factory=dict)
+
+
+class UnknownLayer(ValueError):
+    def __init__(self, name: str, processor_id: str):
+        super().__init__(
+            f"processor {processor_id!r} asks for layer {name!r}, which does not exist on this node"
+        )
+
+
+def registration(
+    processor: Processor,
+    *,
+    access_point_id: str,
+    settings: TaskSettings,
+    layer_access_points: Mapping[str, str],
+    extra_layers: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The ``RegisterTaskDefinition`` request (without family and tags) for a processor in a slot."""
+    layers = list(dict.fromkeys([*extra_layers, *processor.layers]))
+    volumes = [_efs_volume(RUN_VOLUME, settings.file_system_id, access_point_id)]
+    mounts = [{"sourceVolume": RUN_VOLUME, "containerPath": str(RUN_MOUNT), "readOnly": False}]
+    for name in layers:
+        access_point = layer_access_points.get(name)
+        if not access_point:
+            raise UnknownLayer(name, processor.id)
+        volume = f"layer-{name}"
+        volumes.append(_efs_volume(volume, settings.file_system_id, access_point))
+        mounts.append({"sourceVolume": volume, "containerPath": str(LAYERS_MOUNT / name), "readOnly": True})
+    if processor.target_type is TargetType.PERSISTENT_LAYER:
+        if not settings.layers_access_point_id:
+            raise ValueError(
+                f"processor {processor.id!r}: a persistent-layer target needs the layers access point"
+            )
+        volumes.append(_efs_volume(LAYERS_VOLUME, settings.file_system_id, settings.layers_access_point_id))
+        # beside /mnt/layers, which stays read-only as the contract says
+        mounts.append(
+            {"sourceVolume": LAYERS_VOLUME, "containerPath": str(LAYERS_RW_MOUNT), "readOnly": False}
+        )
+
+    builtin = processor.is_builtin
+    fan_in = len(processor.dependencies) > 1 and processor.scatter is None
+    main = {
+        "name": CONTAINER_NAME,
+        "image": settings.builtin_image if builtin else processor.image or "",
+        "essential": True,
+        "memoryReservation": processor.memory - (FAN_IN_MEMORY_MIB if fan_in else 0),
+        "mountPoints": mounts,
+        "environment": _layer_environment(layers),
+        "logConfiguration": _logs(settings, processor.id),
+    }
+    if not main["image"]:
+        raise ValueError(
+            f"processor {processor.id!r}: no image (resolve its sourceUrl@tag to an image first)"
+        )
+    if builtin:
+        main["command"] = builtin_command(processor)
+        main["environment"] += [
+            {"name": k, "value": v} for k, v in sorted(settings.builtin_environment.items())
+        ]
+    containers = [main]
+    if fan_in:
+        containers.insert(0, _fan_in_container(processor, settings))
+        main["dependsOn"] = [{"containerName": FAN_IN_CONTAINER, "condition": "SUCCESS"}]
+    return {
+        "taskRoleArn": settings.builtin_role_arn if builtin else settings.processor_role_arn,
+        "executionRoleArn": settings.execution_role_arn,
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "cpu": str(processor.cpu),
+        "memory": str(processor.memory),
+        "containerDefinitions": containers,
+        "volumes": volumes,
+    }
+
+
+def family(request: Mapping[str, Any], prefix: str) -> str:
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
+    return prefix + hashlib.sha256(canonical.encode()).hexdigest()[:HASH_CHARS]
+
+
+def builtin_command(processor: Processor) -> list[str]:
+    """The built-in image's entry point for a data source or target."""
+    command = ["python", "-m", BUILTIN_MODULE, processor.type.value]
+    if processor.type is ProcessorType.DATA_TARGET and processor.target_type is not None:
+        command += ["--target-type", processor.target_type.value]
+    return command
+
+
+def fan_in_command(processor: Processor) -> list[str]:
+    layout = RunLayout(RUN_MOUNT)
+    sources = [f"{dep}={layout.output_dir(dep)}" for dep in processor.dependencies]
+    return ["python", "-m", "pennflow.node.fanin", "--dest", str(layout.union_dir(processor.id)), *sources]
+
+
+class TaskDefinitions:
+    """Describe-or-register, remembering each slot's families on its slot item."""
+
+    def __init__(self, settings: TaskSettings, slots: SlotPool, ecs_client: Any = None):
+        self.settings = settings
+        self.slots = slots
+        self._ecs = ecs_client
+
+    @property
+    def ecs(self) -> Any:
+        if self._ecs is None:
+            self._ecs = aws_client("ecs")
+        return self._ecs
+
+    def requests(
+        self, workflow: Workflow, slot: Slot, layers: Mapping[str, str], extra_layers: Sequence[str] = ()
+    ) -> dict[str, tuple[str, dict[str, Any]]]:
+        """processor id -> (family, registration request) for this slot; ``layers``: name -> access point."""
+        out = {}
+        # A data source is a Distributed Map of download Lambdas (pennflow.workflow.asl): no task to define.
+        for processor in (p for p in workflow.processors if p.type is not ProcessorType.DATA_SOURCE):
+            request = registration(
+                processor,
+                access_point_id=slot.access_point_id,
+                settings=self.settings,
+                layer_access_points=layers,
+                extra_layers=extra_layers,
+            )
+            out[processor.id] = (family(request, self.settings.family_prefix), request)
+        return out
+
+    def warmth(
+        self, workflow: Workflow, layers: Mapping[str, str], extra_layers: Sequence[str] = ()
+    ) -> Callable[[Slot], int]:
+        """A lease preference: how many of this workflow's task definitions a slot already has."""
+
+        def score(slot: Slot) -> int:
+            try:
+                families = {fam for fam, _ in self.requests(workflow, slot, layers, extra_layers).values()}
+            except ValueError:
+                return 0  # the start itself reports the problem
+            return len(families & slot.task_definitions.keys())
+
+        return score
+
+    def ensure(
+        self, workflow: Workflow, slot: Slot, layers: Mapping[str, str], extra_layers: Sequence[str] = ()
+    ) -> dict[str, str]:
+        """processor id -> task definition ARN in this slot, registering only what the slot lacks."""
+        arns: dict[str, str] = {}
+        known = dict(slot.task_definitions)
+        for processor_id, (fam, request) in self.requests(workflow, slot, layers, extra_layers).items():
+            if fam not in known:
+                known[fam] = self._describe(fam) or self._register(fam, request, slot, processor_id)
+                self.slots.remember_task_definition(slot.slot_id, fam, known[fam])
+            arns[processor_id] = known[fam]
+        return arns
+
+    def _describe(self, fam: str) -> str | None:
+        try:
+            found = self.ecs.describe_task_definition(taskDefinition=fam)["taskDefinition"]
+        except Exception as exc:
+            if error_code(exc) == "ClientException":  # no such family
+                return None
+            raise
+        return found["taskDefinitionArn"] if found.get("status", "ACTIVE") == "ACTIVE" else None
+
+    def _register(self, fam: str, request: dict[str, Any], slot: Slot, processor_id: str) -> str:
+        response = self.ecs.register_task_definition(
+            family=fam,
+            tags=[{"key": SLOT_TAG, "value": slot.slot_id}, {"key": PROCESSOR_TAG, "value": processor_id}],
+            **request,
+        )
+        return response["taskDefinition"]["taskDefinitionArn"]
+
+
+def _efs_volume(name: str, file_system_id: str, access_point_id: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "efsVolumeConfiguration": {
+            "fileSystemId": file_system_id,
+            "transitEncryption": "ENABLED",
+            "authorizationConfig": {"accessPointId": access_point_id, "iam": "ENABLED"},
+        },
+    }
+
+
+def _logs(settings: TaskSettings, stream_prefix: str) -> dict[str, Any]:
+    return {
+        "logDriver": "awslogs",
+        "options": {
+            "awslogs-group": settings.log_group,
+            "awslogs-region": settings.region,
+            "awslogs-stream-prefix": stream_prefix,
+        },
+    }
+
+
+def _layer_environment(layers: Sequence[str]) -> list[dict[str, str]]:
+    """The contract's layer variables for every layer this task mounts (its own and the run's)."""
+    env = [{"name": "LAYERS_DIR", "value": str(LAYERS_MOUNT)}]
+    env += [{"name": f"LAYER_{env_name(name)}_DIR", "value": str(LAYERS_MOUNT / name)} for name in layers]
+    path = layers_python_path(layers, LAYERS_MOUNT)
+    if path:
+        env.append({"name": "PYTHONPATH", "value": path})
+    return env
+
+
+def _fan_in_container(processor: Processor, settings: TaskSettings) -> dict[str, Any]:
+    return {
+        "name": FAN_IN_CONTAINER,
+        "image": settings.builtin_image,
+        "essential": False,
+        "memoryReservation": FAN_IN_MEMORY_MIB,
+        "command": fan_in_command(processor),
+        "mountPoints": [{"sourceVolume": RUN_VOLUME, "containerPath": str(RUN_MOUNT), "readOnly": False}],
+        "logConfiguration": _logs(settings, processor.id),
+    }

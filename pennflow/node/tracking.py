@@ -1,0 +1,239 @@
+"""EventBridge events -> run store (the status Lambda).
+
+Two kinds of events arrive, at least once and in any order:
+
+- Step Functions "Execution Status Change" (the execution name is the run id): RUNNING marks the
+  run STARTED; an end that did not go through the state machine's own finalize states (a timeout
+  of the whole execution, a finalize that failed, a stop from the console) is finalized here.
+- ECS "Task State Change" for a processor task (the ``processor`` container's overrides carry
+  ``RUN_ID`` and ``PROCESSOR_ID``): the first event of a task ARN counts one attempt and marks the
+  step STARTED; STOPPED gives SUCCEEDED on exit code 0, FAILED once as many distinct tasks
+  have failed as the processor's retry policy allows attempts (before that the step stays STARTED
+  with the attempt's exit code and reason; counting failed task ARNs, not events, keeps this right
+  when a retry's events overtake the failed attempt's). Batch tasks of a scattered processor only annotate the step; finalize gives
+  it its final status. A task stopped by someone (a cancel, a failed sibling) decides nothing.
+
+Every status write is conditional, so a duplicated event changes nothing and a late RUNNING can
+never move a finished step back. Events that are not ours, or malformed, are ignored with a
+precise message (raising would only make EventBridge retry the same event).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pennflow.node.cancel import cancel_run
+from pennflow.node.lifecycle import Node, release_when_idle
+from pennflow.workflow.asl import CONTAINER_NAME
+from pennflow.workflow.runs import RunRecord, Status, utcnow
+
+log = logging.getLogger(__name__)
+
+EXECUTION_EVENT = "Step Functions Execution Status Change"
+TASK_EVENT = "ECS Task State Change"
+ACTIVE_TASK_STATUSES = frozenset({"PROVISIONING", "PENDING", "ACTIVATING", "RUNNING"})
+EXECUTION_ENDS = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+STOPPED_BY_SOMEONE = "UserInitiated"  # ECS stopCode of StopTask: not the processor's own outcome
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class ExecutionDetail(_Model):
+    execution_arn: str = Field(alias="executionArn")
+    name: str
+    status: str
+    error: str | None = None
+    cause: str | None = None
+
+
+class KeyValue(_Model):
+    name: str
+    value: str | None = None
+
+
+class ContainerOverride(_Model):
+    name: str
+    environment: list[KeyValue] = Field(default_factory=list)
+
+
+class Overrides(_Model):
+    container_overrides: list[ContainerOverride] = Field(default_factory=list, alias="containerOverrides")
+
+
+class Container(_Model):
+    name: str
+    exit_code: int | None = Field(None, alias="exitCode")
+    reason: str | None = None
+
+
+class TaskDetail(_Model):
+    task_arn: str = Field(alias="taskArn")
+    last_status: str = Field(alias="lastStatus")
+    overrides: Overrides = Field(default_factory=Overrides)
+    containers: list[Container] = Field(default_factory=list)
+    stopped_reason: str | None = Field(None, alias="stoppedReason")
+    stop_code: str | None = Field(None, alias="stopCode")
+    started_at: datetime | None = Field(None, alias="startedAt")
+    stopped_at: datetime | None = Field(None, alias="stoppedAt")
+
+    def environment(self) -> dict[str, str]:
+        for override in self.overrides.container_overrides:
+            if override.name == CONTAINER_NAME:
+                return {kv.name: kv.value or "" for kv in override.environment}
+        return {}
+
+    def processor_container(self) -> Container | None:
+        return next((c for c in self.containers if c.name == CONTAINER_NAME), None)
+
+
+class Event(_Model):
+    detail_type: str = Field(alias="detail-type")
+    source: str
+    time: datetime | None = None
+    detail: dict[str, Any]
+
+
+def handle_event(event: Any, node: Node) -> str:
+    """Apply one EventBridge event; returns what was done (for the log), never raises on bad input."""
+    try:
+        parsed = Event.model_validate(event)
+    except ValidationError as exc:
+        return _ignored(f"not an EventBridge event: {_fields(exc)}")
+    try:
+        if parsed.detail_type == EXECUTION_EVENT:
+            return _execution_changed(ExecutionDetail.model_validate(parsed.detail), node)
+        if parsed.detail_type == TASK_EVENT:
+            return _task_changed(TaskDetail.model_validate(parsed.detail), parsed.time, node)
+    except ValidationError as exc:
+        return _ignored(f"malformed {parsed.detail_type!r} event: {_fields(exc)}")
+    return _ignored(f"unexpected event type {parsed.detail_type!r} from {parsed.source!r}")
+
+
+# ------------------------------------------------------------------ executions
+
+
+def _execution_changed(detail: ExecutionDetail, node: Node) -> str:
+    run = node.store.get_run(detail.name)
+    if run is None:
+        return _ignored(f"execution {detail.execution_arn} is not a run of this node")
+    if detail.status == "RUNNING":
+        changed = node.store.update_run(run.run_id, Status.STARTED, execution_arn=detail.execution_arn)
+        return f"run {run.run_id}: execution running" + (
+            "" if changed else f" (run already {run.status.value})"
+        )
+    if detail.status not in EXECUTION_ENDS:
+        return _ignored(f"execution status {detail.status!r} of run {run.run_id} needs nothing")
+    if run.status.is_terminal:
+        released = release_when_idle(run.run_id, node)
+        return f"run {run.run_id}: already {run.status.value}" + (
+            "" if released else "; tasks still stopping"
+        )
+    from pennflow.node.finalize import finalize_run
+
+    if detail.status == "ABORTED":
+        status = cancel_run(run.run_id, node, reason="the execution was stopped")
+    elif detail.status == "SUCCEEDED":
+        status = finalize_run(run.run_id, "SUCCEEDED", None, node).status
+    else:
+        failure = {"Error": detail.error or f"States.{detail.status}", "Cause": detail.cause or ""}
+        if detail.status == "TIMED_OUT":
+            failure["Error"] = "States.Timeout"
+        status = finalize_run(run.run_id, "FAILED", failure, node).status
+    return f"run {run.run_id}: execution {detail.status}, finalized as {status.value}"
+
+
+# ------------------------------------------------------------------ tasks
+
+
+def _task_changed(task: TaskDetail, at: datetime | None, node: Node) -> str:
+    env = task.environment()
+    run_id, processor_id = env.get("RUN_ID"), env.get("PROCESSOR_ID")
+    if not run_id or not processor_id:
+        return _ignored(f"task {task.task_arn} is not a processor task (no RUN_ID/PROCESSOR_ID override)")
+    run = node.store.get_run(run_id)
+    if run is None:
+        return _ignored(f"task {task.task_arn} names run {run_id!r}, which this node does not know")
+    where = f"run {run_id}, processor {processor_id}"
+    if task.last_status in ACTIVE_TASK_STATUSES:
+        first = _task_seen(node, task, run_id, processor_id, at)
+        return f"{where}: task {task.last_status}" + (" (attempt counted)" if first else "")
+    if task.last_status != "STOPPED":
+        return f"{where}: task {task.last_status}, nothing to record"
+    _task_seen(node, task, run_id, processor_id, at)  # STOPPED may be the first event of the task
+    outcome = _task_stopped(node, run, processor_id, task, env, at)
+    if run.status.is_terminal or run.status is Status.CANCELING:
+        outcome += "" if release_when_idle(run_id, node) else "; the run's slot waits for its other tasks"
+    return f"{where}: {outcome}"
+
+
+def _task_seen(node: Node, task: TaskDetail, run_id: str, processor_id: str, at: datetime | None) -> bool:
+    first = node.store.record_task(run_id, processor_id, task.task_arn)
+    node.store.update_step(run_id, processor_id, Status.STARTED, started_at=task.started_at or at or utcnow())
+    return first
+
+
+def _task_stopped(
+    node: Node, run: RunRecord, processor_id: str, task: TaskDetail, env: dict[str, str], at: datetime | None
+) -> str:
+    container = task.processor_container()
+    exit_code = container.exit_code if container else None
+    why = task.stopped_reason or (container.reason if container else None) or "no reason given"
+    finished = task.stopped_at or at or utcnow()
+    batch = env.get("BATCH_INDEX")
+    if task.stop_code == STOPPED_BY_SOMEONE:
+        node.store.update_step_when(run.run_id, processor_id, {Status.STARTED}, reason=f"task stopped: {why}")
+        return f"task stopped by request ({why})"
+    if batch is not None:
+        if exit_code == 0:
+            return f"batch {batch} succeeded"
+        reason = f"batch {batch} exited {exit_code}: {why}"
+        node.store.update_step_when(
+            run.run_id, processor_id, {Status.STARTED}, exit_code=exit_code, reason=reason
+        )
+        return reason
+    if exit_code == 0:
+        changed = node.store.update_step(
+            run.run_id, processor_id, Status.SUCCEEDED, exit_code=0, finished_at=finished
+        )
+        return "succeeded" if changed else "succeeded (step already final)"
+    failures = node.store.record_failed_task(run.run_id, processor_id, task.task_arn)
+    allowed = _allowed_attempts(node, run, processor_id)
+    reason = f"attempt {failures} of {allowed} exited {exit_code}: {why}"
+    if failures < allowed:
+        node.store.update_step_when(
+            run.run_id, processor_id, {Status.STARTED}, exit_code=exit_code, reason=reason + "; retrying"
+        )
+        return reason + "; retrying"
+    node.store.update_step(
+        run.run_id, processor_id, Status.FAILED, exit_code=exit_code, reason=reason, finished_at=finished
+    )
+    return reason
+
+
+def _allowed_attempts(node: Node, run: RunRecord, processor_id: str) -> int:
+    """1 + the retries the processor's policy allows (1 when the definition cannot be found)."""
+    version = node.workflows.get_version(run.workflow, run.definition_hash)
+    if version is None:
+        return 1
+    try:
+        retry = version.workflow().processor(processor_id).retry
+    except KeyError:
+        return 1
+    return 1 + (retry.max_attempts if retry else 0)
+
+
+def _fields(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'event'}: {err['msg'].lower()}" for err in exc.errors()
+    )
+
+
+def _ignored(message: str) -> str:
+    log.warning("event ignored: %s", message)
+    return f"ignored: {message}"

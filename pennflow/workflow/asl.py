@@ -1,0 +1,413 @@
+"""Compiler: workflow definition -> Amazon States Language (a dict). Pure and deterministic.
+
+Shape (DESIGN §5): each DAG node is one state named by its id; processors and built-ins are
+``ecs:runTask.sync`` tasks (a ``Map`` named by the id when scattered); the series-parallel plan
+from :mod:`pennflow.workflow.dag` becomes nested ``Parallel`` states; every top-level state catches into
+one failure path that finalizes the run. Only ids and paths travel in the state: the execution
+input (see :func:`execution_input`) carries the node's cluster and network, the run's id, its
+task definitions and its resolved params.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, state_key, static_environment
+from pennflow.workflow.dag import Dag, Parallel, Plan, Step, decompose
+from pennflow.workflow.definition import Processor, ProcessorType, Workflow
+
+ECS_RUN_TASK_SYNC = "arn:aws:states:::ecs:runTask.sync"
+LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
+CONTAINER_NAME = "processor"
+WORKFLOW_STATE = "Run workflow"
+FINALIZE_OK = "Finalize run"
+FINALIZE_FAILED = "Finalize failed run"
+SUCCEEDED = "Run succeeded"
+FAILED = "Run failed"
+RUN_FAILED_CAUSE = "A processor failed; the run record names it and its exit code (pennflow status RUN)."
+MAX_STATE_NAME = 80
+ECS_OVERRIDE_LIMIT = 8192
+# Room left in the ECS override for values only known at run time (run id, dataset id, params).
+DYNAMIC_VALUE_BUDGET = 256
+
+# Capacity and API hiccups are worth retrying whatever the processor's own policy says.
+INFRA_RETRY = {
+    "ErrorEquals": ["ECS.AmazonECSException"],
+    "IntervalSeconds": 10,
+    "MaxAttempts": 5,
+    "BackoffRate": 2.0,
+    "JitterStrategy": "FULL",
+}
+LAMBDA_RETRY = {
+    "ErrorEquals": [
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+        "Lambda.TooManyRequestsException",
+    ],
+    "IntervalSeconds": 2,
+    "MaxAttempts": 6,
+    "BackoffRate": 2.0,
+    "JitterStrategy": "FULL",
+}
+
+
+# A download batch that failed part-way is retried: finished files are skipped on the next try.
+DOWNLOAD_RETRY = {
+    "ErrorEquals": ["States.TaskFailed"],
+    "IntervalSeconds": 5,
+    "MaxAttempts": 3,
+    "BackoffRate": 2.0,
+}
+
+
+class CompileError(ValueError):
+    """The workflow is valid but cannot be expressed within Step Functions/ECS limits."""
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    map_max_concurrency: int = 40
+    download_max_concurrency: int = 50
+    comment_prefix: str = "pennflow workflow"
+
+
+# ------------------------------------------------------------------ builders
+
+
+class State:
+    """One ASL state; fluent setters keep the compiler free of nested dict literals."""
+
+    def __init__(self, name: str, kind: str, **fields: Any):
+        if len(name) > MAX_STATE_NAME:
+            raise CompileError(f"state name {name!r} is longer than {MAX_STATE_NAME} characters")
+        self.name = name
+        self.body: dict[str, Any] = {"Type": kind, **fields}
+
+    def next(self, name: str | None) -> State:
+        self.body.pop("End", None)
+        if name is None:
+            self.body["End"] = True
+        else:
+            self.body["Next"] = name
+        return self
+
+    def retry(self, *rules: Mapping[str, Any]) -> State:
+        if rules:
+            self.body["Retry"] = [dict(r) for r in rules]
+        return self
+
+    def catch_all(self, target: str) -> State:
+        self.body["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": target}]
+        return self
+
+
+class Machine:
+    """An ordered set of states: the whole state machine or one Parallel/Map branch."""
+
+    def __init__(self) -> None:
+        self.states: list[State] = []
+
+    def add(self, state: State) -> State:
+        self.states.append(state)
+        return state
+
+    def chain(self, end: str | None = None) -> None:
+        """Link the states in order; the last one goes to ``end`` (or ends the branch)."""
+        for state, following in zip(self.states, self.states[1:], strict=False):
+            state.next(following.name)
+        if self.states:
+            self.states[-1].next(end)
+
+    def render(self) -> dict[str, Any]:
+        return {"StartAt": self.states[0].name, "States": {s.name: s.body for s in self.states}}
+
+
+# ------------------------------------------------------------------ compiler
+
+
+def compile_workflow(workflow: Workflow, options: CompileOptions | None = None) -> dict[str, Any]:
+    return _Compiler(workflow, options or CompileOptions()).compile()
+
+
+def compile_to_json(workflow: Workflow, options: CompileOptions | None = None) -> str:
+    """Canonical compact text (what is deployed): the same workflow always gives the same bytes."""
+    return json.dumps(compile_workflow(workflow, options), separators=(",", ":"))
+
+
+class _Compiler:
+    def __init__(self, workflow: Workflow, options: CompileOptions):
+        self.workflow = workflow
+        self.options = options
+        self.layout = RunLayout(RUN_MOUNT)
+        self.parallel_count = 0
+        self.decomposition = decompose(Dag.from_workflow(workflow))
+
+    def compile(self) -> dict[str, Any]:
+        # The whole DAG is one branch of a wrapper, so a single Catch is the one failure path
+        # (and a 1,000-node workflow does not pay for 1,000 Catch blocks).
+        workflow_branch = self._branch(self.decomposition.plan)
+        top = Machine()
+        top.add(State(WORKFLOW_STATE, "Parallel", Branches=[workflow_branch], ResultPath=None)).catch_all(
+            FINALIZE_FAILED
+        )
+        top.add(_finalize_state(FINALIZE_OK, "SUCCEEDED"))
+        top.chain()
+        top.states[-1].next(SUCCEEDED)
+        top.add(State(SUCCEEDED, "Succeed"))
+        top.add(_finalize_state(FINALIZE_FAILED, "FAILED", failure=True)).next(FAILED)
+        # The processor's own error is in the history and the run record; the Fail state names the run's fate.
+        top.add(State(FAILED, "Fail", Error="pennflow.RunFailed", Cause=RUN_FAILED_CAUSE))
+        kind = "series-parallel" if self.decomposition.is_series_parallel else "ordered (not series-parallel)"
+        return {
+            "Comment": f"{self.options.comment_prefix} {self.workflow.name} ({kind}); "
+            f"definition {self.workflow.definition_hash()[:12]}",
+            **top.render(),
+        }
+
+    def _states(self, plan: Plan) -> list[State]:
+        """The states for one element of a sequence (a step, or a Parallel of branches)."""
+        if isinstance(plan, Step):
+            return self._step_states(self.workflow.processor(plan.id))
+        if isinstance(plan, Parallel):
+            self.parallel_count += 1
+            name = f"Parallel {self.parallel_count}"  # numbered before the nested ones
+            branches = [self._branch(b) for b in plan.branches]
+            return [State(name, "Parallel", Branches=branches, ResultPath=None)]
+        return [state for part in plan.parts for state in self._states(part)]
+
+    def _branch(self, plan: Plan) -> dict[str, Any]:
+        machine = Machine()
+        for state in self._states(plan):
+            machine.add(state)
+        machine.chain()
+        return machine.render()
+
+    def _step_states(self, processor: Processor) -> list[State]:
+        if processor.type is ProcessorType.DATA_SOURCE:
+            return self._data_source_states(processor)
+        if processor.scatter is None:
+            return [self._ecs_task(processor.id, processor, batch=False)]
+        return self._scatter_states(processor)
+
+    def _data_source_states(self, processor: Processor) -> list[State]:
+        """A Distributed Map over the run's manifest in S3 (a JSON array of batches of files or byte
+        ranges): one download Lambda call per batch, streaming into the run's folder; then one call
+        that checks and assembles range-split files."""
+        output_dir = str(self.layout.output_dir(processor.id))
+        download = Machine()
+        download.add(
+            State(
+                f"{processor.id} download",
+                "Task",
+                Resource=LAMBDA_INVOKE,
+                Parameters={"FunctionName.$": "$.function", "Payload.$": "$"},
+                ResultPath=None,
+            ).retry(LAMBDA_RETRY, DOWNLOAD_RETRY)
+        )
+        download.chain()
+        fan_out = State(
+            processor.id,
+            "Map",
+            ItemReader={
+                "Resource": "arn:aws:states:::s3:getObject",
+                "ReaderConfig": {"InputType": "JSON"},
+                "Parameters": {"Bucket.$": "$.run.manifest.bucket", "Key.$": "$.run.manifest.key"},
+            },
+            # The manifest is already grouped into batches by bytes (big files as byte ranges), so
+            # each item is one download call; ItemBatcher would only batch by count.
+            ItemSelector={
+                "action": "download",
+                "runId.$": "$.run.id",
+                "processorId": processor.id,
+                "outputDir": output_dir,
+                "function.$": "$.node.downloadFunction",
+                "batch.$": "$$.Map.Item.Value",
+            },
+            MaxConcurrency=self.options.download_max_concurrency,
+            ItemProcessor={
+                "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                **download.render(),
+            },
+            ResultPath=None,
+        )
+        verify = State(
+            f"{processor.id} verify",
+            "Task",
+            Resource=LAMBDA_INVOKE,
+            Parameters={
+                "FunctionName.$": "$.node.downloadFunction",
+                "Payload": {
+                    "action": "verify",
+                    "runId.$": "$.run.id",
+                    "processorId": processor.id,
+                    "outputDir": output_dir,
+                    "manifest.$": "$.run.manifest",
+                },
+            },
+            ResultPath=None,
+        ).retry(LAMBDA_RETRY)
+        return [fan_out, verify]
+
+    def _ecs_task(self, name: str, processor: Processor, *, batch: bool) -> State:
+        key = state_key(processor.id)
+        parameters = {
+            "Cluster.$": "$.node.cluster",
+            "LaunchType": "FARGATE",
+            "TaskDefinition.$": f"$.run.taskDefinitions.{key}",
+            "NetworkConfiguration.$": "$.node.network",
+            "PropagateTags": "TASK_DEFINITION",
+            "Overrides": {
+                "ContainerOverrides": [
+                    {"Name": CONTAINER_NAME, "Environment": self._environment(processor, batch)}
+                ]
+            },
+        }
+        state = State(name, "Task", Resource=ECS_RUN_TASK_SYNC, Parameters=parameters, ResultPath=None)
+        state.body["TimeoutSeconds"] = processor.timeout_seconds
+        rules = [INFRA_RETRY]
+        if processor.retry and processor.retry.max_attempts:
+            rules.insert(
+                0,
+                {
+                    "ErrorEquals": ["States.TaskFailed"],
+                    "IntervalSeconds": processor.retry.interval_seconds,
+                    "MaxAttempts": processor.retry.max_attempts,
+                    "BackoffRate": processor.retry.backoff_rate,
+                },
+            )
+        return state.retry(*rules)
+
+    def _environment(self, processor: Processor, batch: bool) -> list[dict[str, str]]:
+        key = state_key(processor.id)
+        static = static_environment(self.workflow, processor, self.layout, LAYERS_MOUNT)
+        if batch:
+            static.pop("INPUT_DIR", None)
+        # PYTHONPATH and LAYERS_DIR come from the task definition, which knows every layer the task
+        # mounts (the processor's and the run's); an override here would hide the run's layers.
+        env = [{"Name": name, "Value": value} for name, value in static.items()]
+        env.append({"Name": "RUN_ID", "Value.$": "$.run.id"})
+        env.append({"Name": "DATASET_ID", "Value.$": "$.run.datasetId"})
+        if batch:
+            env.append({"Name": "INPUT_DIR", "Value.$": "$.batch.inputDir"})
+            env.append({"Name": "BATCH_INDEX", "Value.$": "States.Format('{}', $.batch.index)"})
+        for param in sorted(processor.default_params):
+            env.append({"Name": param, "Value.$": f"$.run.params.{key}.{param}"})
+        _check_override_size(processor.id, env)
+        return env
+
+    def _scatter_states(self, processor: Processor) -> list[State]:
+        key = state_key(processor.id)
+        listing = State(
+            f"{processor.id} batches",
+            "Task",
+            Resource=LAMBDA_INVOKE,
+            Parameters={
+                "FunctionName.$": "$.node.listBatchesFunction",
+                "Payload": {
+                    "runId.$": "$.run.id",
+                    "processorId": processor.id,
+                    "inputDir": str(self.layout.input_dir(processor)),
+                    "batchSize": processor.scatter.batch_size,
+                },
+            },
+            ResultSelector={"batches.$": "$.Payload.batches"},
+            ResultPath=f"$.scatter.{key}",
+        ).retry(LAMBDA_RETRY)
+        inner = Machine()
+        inner.add(self._ecs_task(f"{processor.id} batch", processor, batch=True))
+        inner.chain()
+        item_processor = {"ProcessorConfig": {"Mode": "INLINE"}, **inner.render()}
+        fan_out = State(
+            processor.id,
+            "Map",
+            ItemsPath=f"$.scatter.{key}.batches",
+            ItemSelector={"run.$": "$.run", "node.$": "$.node", "batch.$": "$$.Map.Item.Value"},
+            MaxConcurrency=self.options.map_max_concurrency,
+            ItemProcessor=item_processor,
+            ResultPath=None,
+        )
+        return [listing, fan_out]
+
+
+def _finalize_state(name: str, outcome: str, failure: bool = False) -> State:
+    payload: dict[str, Any] = {"runId.$": "$.run.id", "outcome": outcome}
+    if failure:
+        payload["failure.$"] = "$.failure"
+    parameters = {"FunctionName.$": "$.node.finalizeFunction", "Payload": payload}
+    return State(name, "Task", Resource=LAMBDA_INVOKE, Parameters=parameters, ResultPath=None).retry(
+        LAMBDA_RETRY
+    )
+
+
+def _check_override_size(processor_id: str, env: list[dict[str, str]]) -> None:
+    size = sum(
+        len(e["Name"]) + len(e.get("Value", "")) + DYNAMIC_VALUE_BUDGET * ("Value.$" in e) for e in env
+    )
+    if size > ECS_OVERRIDE_LIMIT:
+        raise CompileError(
+            f"processor {processor_id!r}: its environment needs about {size} characters of ECS overrides, "
+            f"over the {ECS_OVERRIDE_LIMIT} limit (fewer params or layers)"
+        )
+
+
+# ------------------------------------------------------------------ execution input
+
+
+def execution_input(
+    workflow: Workflow,
+    *,
+    run_id: str,
+    task_definitions: Mapping[str, str],
+    params: Mapping[str, Mapping[str, str]],
+    node: Mapping[str, Any],
+    dataset_id: str | None = None,
+    manifest: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The input every compiled state machine expects; missing pieces fail here, not mid-run."""
+    # data sources are a Distributed Map of download Lambdas: no task definition
+    missing = [
+        p.id
+        for p in workflow.processors
+        if p.type is not ProcessorType.DATA_SOURCE and p.id not in task_definitions
+    ]
+    if missing:
+        raise ValueError(f"no task definition for processor(s) {', '.join(missing)}")
+    needed = {"cluster", "subnets", "securityGroups", "finalizeFunction"}
+    if any(p.scatter for p in workflow.processors):
+        needed.add("listBatchesFunction")
+    has_source = any(p.type is ProcessorType.DATA_SOURCE for p in workflow.processors)
+    if has_source:
+        needed.add("downloadFunction")
+        if not manifest or not {"bucket", "key"} <= set(manifest):
+            raise ValueError("a workflow with a data source needs the run's manifest location {bucket, key}")
+    absent = sorted(needed - set(node))
+    if absent:
+        raise ValueError(f"node settings missing: {', '.join(absent)}")
+    return {
+        "run": {
+            "id": run_id,
+            "datasetId": dataset_id or "",
+            **({"manifest": dict(manifest)} if manifest else {}),
+            "taskDefinitions": {state_key(pid): arn for pid, arn in sorted(task_definitions.items())},
+            "params": {
+                state_key(p.id): {
+                    k: params.get(p.id, {}).get(k, v) for k, v in sorted(p.default_params.items())
+                }
+                for p in workflow.processors
+            },
+        },
+        "node": {
+            **node,
+            "network": {
+                "AwsvpcConfiguration": {
+                    "Subnets": list(node["subnets"]),
+                    "SecurityGroups": list(node["securityGroups"]),
+                    "AssignPublicIp": "DISABLED",
+                }
+            },
+        },
+    }

@@ -1,0 +1,397 @@
+"""Workflow definitions (DESIGN §2): pydantic models, JSON/YAML loading, every fault listed.
+
+A Pennsieve workflow-definition JSON is accepted unchanged; pennflow's own fields (image, command,
+cpu, memory, layers, retry, timeoutSeconds, scatter) are optional additions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from pennflow.workflow.graph import find_cycle
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_NAME = 64
+DEFAULT_TIMEOUT_SECONDS = 86_400
+
+# Environment names the processor contract sets itself (DESIGN §3); a param may not shadow them.
+RESERVED_PARAMS = frozenset(
+    {"INPUT_DIR", "OUTPUT_DIR", "RUN_ID", "PROCESSOR_ID", "WORKFLOW_NAME", "DATASET_ID", "LAYERS_DIR"}
+)
+RESERVED_PARAM_PREFIXES = ("INPUT_DIR_", "LAYER_", "PENNFLOW_", "AWS_", "ECS_")
+
+# Valid Fargate cpu -> memory (MiB) combinations.
+FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4097, 1024)),
+    1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)),
+    4096: tuple(range(8192, 30721, 1024)),
+    8192: tuple(range(16384, 61441, 4096)),
+    16384: tuple(range(32768, 122881, 8192)),
+}
+
+
+class ProcessorType(StrEnum):
+    DATA_SOURCE = "data-source"
+    PROCESSOR = "processor"
+    DATA_TARGET = "data-target"
+
+
+class ComputeType(StrEnum):
+    STANDARD = "standard"
+    LAMBDA = "lambda"
+    GPU = "gpu"
+
+
+class TargetType(StrEnum):
+    PENNSIEVE_DATASET = "Pennsieve Dataset"
+    PENNSIEVE_PACKAGE_ASSET = "Pennsieve Package Asset"
+    PERSISTENT_LAYER = "persistent-layer"
+    S3 = "s3"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+        use_enum_values=False,
+        defer_build=True,
+    )
+
+
+class RetryPolicy(_Model):
+    """Retries after a failed attempt; ``maxAttempts`` counts retries as in ASL's Retry."""
+
+    max_attempts: int = Field(2, ge=0, le=10)
+    interval_seconds: int = Field(30, ge=1, le=86_400)
+    backoff_rate: float = Field(2.0, ge=1.0, le=10.0)
+
+
+class Scatter(_Model):
+    over: Literal["files"] = "files"
+    batch_size: int = Field(1, ge=1, le=10_000)
+
+
+class Processor(_Model):
+    id: str = Field(max_length=MAX_NAME, pattern=NAME_RE.pattern)
+    type: ProcessorType = ProcessorType.PROCESSOR
+    source_url: str | None = None
+    tag: str | None = None
+    image: str | None = None
+    command: list[str] | None = None
+    compute_type: ComputeType = ComputeType.STANDARD
+    depends_on: list[str] | None = None
+    default_params: dict[str, str] = Field(default_factory=dict)
+    cpu: int = 1024
+    memory: int = 2048
+    layers: list[str] = Field(default_factory=list)
+    retry: RetryPolicy | None = None
+    timeout_seconds: int = Field(DEFAULT_TIMEOUT_SECONDS, ge=1, le=31_536_000)
+    scatter: Scatter | None = None
+    target_type: TargetType | None = None
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        return tuple(self.depends_on or ())
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.type is not ProcessorType.PROCESSOR
+
+
+class Workflow(_Model):
+    name: str = Field(max_length=MAX_NAME, pattern=NAME_RE.pattern)
+    summary: str | None = None
+    description: str | None = None
+    organization_id: str | None = None
+    processors: list[Processor]
+
+    def processor(self, processor_id: str) -> Processor:
+        for processor in self.processors:
+            if processor.id == processor_id:
+                return processor
+        raise KeyError(processor_id)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+
+    def definition_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One problem in a definition: where (processor id and field) and what."""
+
+    processor: str | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"processor {self.processor!r}" if self.processor else "workflow"
+        return f"{where}, field {self.field!r}: {self.message}"
+
+
+class DefinitionError(Exception):
+    def __init__(self, faults: list[Fault], source: str = "definition"):
+        self.faults = faults
+        self.source = source
+        super().__init__(f"{source}: {len(faults)} fault(s)\n" + "\n".join(f"- {f}" for f in faults))
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def load_definition(path: str | Path) -> Workflow:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DefinitionError(
+            [Fault(None, "file", f"cannot read {path}: {exc.strerror}")], str(path)
+        ) from None
+    except UnicodeDecodeError:
+        raise DefinitionError([Fault(None, "file", "not UTF-8 text")], str(path)) from None
+    fmt = "json" if path.suffix.lower() == ".json" else "yaml"
+    return parse_definition(text, fmt, source=str(path))
+
+
+def parse_definition(
+    text: str, fmt: Literal["json", "yaml"] = "yaml", source: str = "definition"
+) -> Workflow:
+    data = _parse_text(text, fmt, source)
+    return validate_definition(data, source)
+
+
+def _parse_text(text: str, fmt: str, source: str) -> Any:
+    if fmt == "json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            fault = Fault(None, "file", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
+            raise DefinitionError([fault], source) from None
+    import yaml  # only YAML files pay for the parser (Lambdas receive JSON)
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        fault = Fault(None, "file", f"invalid YAML{where}: {problem}")
+    raise DefinitionError([fault], source)
+
+
+def validate_definition(data: Any, source: str = "definition") -> Workflow:
+    """Validate parsed JSON/YAML; raises DefinitionError listing every fault found."""
+    if not isinstance(data, dict):
+        raise DefinitionError(
+            [Fault(None, "file", "the top level must be a mapping with 'processors'")], source
+        )
+    faults: list[Fault] = []
+    raw_processors = data.get("processors")
+    if not isinstance(raw_processors, list):
+        faults.append(Fault(None, "processors", "required: a list of processors"))
+        raw_processors = []
+    elif not raw_processors:
+        faults.append(Fault(None, "processors", "the workflow has no processors"))
+
+    header = {k: v for k, v in data.items() if k != "processors"}
+    try:
+        _Header.model_validate(header)
+    except ValidationError as exc:
+        faults.extend(Fault(None, _loc(err["loc"]), _message(err)) for err in exc.errors())
+
+    processors: list[Processor] = []
+    for index, raw in enumerate(raw_processors):
+        label = _label(raw, index)
+        if not isinstance(raw, dict):
+            faults.append(Fault(label, "processors", "each processor must be a mapping"))
+            continue
+        processor, field_faults = _validate_processor(raw, label)
+        faults.extend(field_faults)
+        if processor is not None:
+            processors.append(processor)
+
+    faults.extend(_graph_faults(raw_processors))
+    if faults:
+        raise DefinitionError(_dedupe(faults), source)
+    return Workflow.model_validate({**data, "processors": processors})
+
+
+def _validate_processor(raw: dict, label: str) -> tuple[Processor | None, list[Fault]]:
+    """Field faults, then the cross-field checks on the fields that were valid.
+
+    A processor with a bad field is validated again without it (defaults stand in), so one bad
+    field never hides the faults of the others.
+    """
+    try:
+        processor = Processor.model_validate(raw)
+        return processor, _processor_faults(processor)
+    except ValidationError as exc:
+        errors = exc.errors()
+    faults = [Fault(label, _loc(err["loc"]), _message(err)) for err in errors]
+    bad = {err["loc"][0] for err in errors if err["loc"]}
+    aliases = {name: info.alias or name for name, info in Processor.model_fields.items()}
+    bad |= {aliases.get(field, field) for field in list(bad)}
+    lenient = {k: v for k, v in raw.items() if k not in bad}
+    lenient.setdefault("id", "placeholder")
+    try:
+        partial = Processor.model_validate(lenient)
+    except ValidationError:
+        return None, faults
+    faults.extend(
+        Fault(label, f.field, f.message)
+        for f in _processor_faults(partial)
+        if f.field.split(".")[0] not in bad
+    )
+    if "defaultParams" in bad:
+        faults.extend(_param_name_faults(label, raw.get("type"), raw.get("defaultParams")))
+    return None, faults
+
+
+class _Header(_Model):
+    name: str = Field(max_length=MAX_NAME, pattern=NAME_RE.pattern)
+    summary: str | None = None
+    description: str | None = None
+    organization_id: str | None = None
+
+
+def _label(raw: Any, index: int) -> str:
+    if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
+        return raw["id"]
+    return f"#{index + 1}"
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "file"
+
+
+def _message(err: dict) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "string_pattern_mismatch":
+        return f"{err['input']!r} must be lower-case letters, digits and '-', starting with a letter or digit"
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    if kind == "enum":
+        return f"{err['input']!r} is not one of {msg.split('be ', 1)[-1]}"
+    if kind == "missing":
+        return "required"
+    if kind == "string_type" and len(err["loc"]) >= 2 and err["loc"][-2] == "defaultParams":
+        value = err["input"]
+        return f"param values must be strings, got {type(value).__name__} {value!r}: quote it"
+    return msg
+
+
+def _processor_faults(p: Processor) -> list[Fault]:
+    faults: list[Fault] = []
+    if p.type is ProcessorType.DATA_SOURCE and p.depends_on:
+        faults.append(Fault(p.id, "dependsOn", "a data source has no dependencies; remove dependsOn"))
+    if p.type is ProcessorType.PROCESSOR and not (p.image or p.source_url or p.command):
+        faults.append(Fault(p.id, "image", "a processor needs an image, a sourceUrl (with tag) or a command"))
+    if p.source_url and not p.tag and not p.image:
+        faults.append(Fault(p.id, "tag", "a sourceUrl needs a tag naming the version to run"))
+    if p.type is ProcessorType.DATA_TARGET:
+        if p.target_type is None:
+            faults.append(Fault(p.id, "targetType", f"required for a data target: one of {_targets()}"))
+        elif p.target_type is TargetType.PERSISTENT_LAYER:
+            layer = p.default_params.get("layerName")
+            if not layer:
+                faults.append(
+                    Fault(p.id, "defaultParams.layerName", "required for a persistent-layer target")
+                )
+            elif not NAME_RE.match(layer):
+                faults.append(Fault(p.id, "defaultParams.layerName", f"{layer!r} is not a valid layer name"))
+    if p.cpu not in FARGATE_MEMORY:
+        faults.append(
+            Fault(p.id, "cpu", f"{p.cpu} is not a Fargate cpu value: one of {sorted(FARGATE_MEMORY)}")
+        )
+    elif p.memory not in FARGATE_MEMORY[p.cpu]:
+        allowed = FARGATE_MEMORY[p.cpu]
+        faults.append(
+            Fault(
+                p.id,
+                "memory",
+                f"{p.memory} MiB is not valid with cpu {p.cpu}: {allowed[0]}-{allowed[-1]} MiB",
+            )
+        )
+    faults.extend(_param_name_faults(p.id, p.type, p.default_params))
+    for layer in p.layers:
+        if not NAME_RE.match(layer):
+            faults.append(Fault(p.id, "layers", f"{layer!r} is not a valid layer name"))
+    if p.scatter and p.type is not ProcessorType.PROCESSOR:
+        faults.append(Fault(p.id, "scatter", "only processors can scatter"))
+    return faults
+
+
+def _param_name_faults(pid: str, kind: Any, params: Any) -> list[Fault]:
+    faults: list[Fault] = []
+    for key in params if isinstance(params, dict) else ():
+        if key == "layerName" and kind in (ProcessorType.DATA_TARGET, ProcessorType.DATA_TARGET.value):
+            continue
+        if not isinstance(key, str) or not PARAM_RE.match(key):
+            faults.append(Fault(pid, f"defaultParams.{key}", "not a valid environment variable name"))
+        elif key in RESERVED_PARAMS or key.startswith(RESERVED_PARAM_PREFIXES):
+            faults.append(Fault(pid, f"defaultParams.{key}", "reserved by the processor contract"))
+    return faults
+
+
+def _targets() -> str:
+    return ", ".join(repr(t.value) for t in TargetType)
+
+
+def _graph_faults(raw_processors: list[Any]) -> list[Fault]:
+    """Graph checks on the raw entries, so they run even when other fields are invalid."""
+    faults: list[Fault] = []
+    nodes: dict[str, list[str]] = {}
+    kinds: dict[str, Any] = {}
+    for index, raw in enumerate(raw_processors):
+        if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+            if isinstance(raw, dict):
+                faults.append(Fault(_label(raw, index), "id", "required: a string id"))
+            continue
+        pid = raw["id"]
+        if pid in nodes:
+            faults.append(Fault(pid, "id", f"duplicate id (processor #{index + 1})"))
+            continue
+        deps = raw.get("dependsOn")
+        nodes[pid] = [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
+        kinds[pid] = raw.get("type", ProcessorType.PROCESSOR.value)
+        if kinds[pid] != ProcessorType.DATA_SOURCE.value and not deps:
+            faults.append(Fault(pid, "dependsOn", "required: list the processors this one depends on"))
+    for pid, deps in nodes.items():
+        seen: set[str] = set()
+        for dep in deps:
+            if dep == pid:
+                faults.append(Fault(pid, "dependsOn", "a processor cannot depend on itself"))
+            elif dep not in nodes:
+                faults.append(Fault(pid, "dependsOn", f"unknown processor {dep!r}"))
+            elif dep in seen:
+                faults.append(Fault(pid, "dependsOn", f"{dep!r} is listed twice"))
+            elif kinds[dep] == ProcessorType.DATA_TARGET.value:
+                faults.append(Fault(pid, "dependsOn", f"{dep!r} is a data target, which has no output"))
+            seen.add(dep)
+    graph = {pid: [d for d in deps if d in nodes and d != pid] for pid, deps in nodes.items()}
+    cycle = find_cycle(graph)
+    if cycle:
+        faults.append(
+            Fault(cycle[0], "dependsOn", "cycle: " + " -> ".join(cycle) + " (each depends on the next)")
+        )
+    return faults
+
+
+def _dedupe(faults: list[Fault]) -> list[Fault]:
+    return list(dict.fromkeys(faults))
