@@ -15,7 +15,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from lambdas.observability import logger, metrics, tracer
-from pennflow.layers.jobs import EcsLayerJobs, handle_event
+from pennflow.layers.ecs_jobs import EcsLayerJobs, handle_event
 
 METRIC_BY_OUTCOME = {
     "started": "LayerJobsStarted",

@@ -22,8 +22,9 @@ from pennflow.layers import jobs as layer_jobs
 from pennflow.layers import populate_task
 from pennflow.layers.build import MANIFEST_NAME, BuildResult, installed_packages, tree_stats
 from pennflow.layers.dynamodb import PK, DynamoLayerRegistry
+from pennflow.layers.ecs_jobs import EcsLayerJobs, handle_event
 from pennflow.layers.efs import EfsLayerVersions
-from pennflow.layers.jobs import EcsLayerJobs, Job, JobSettings, JobSettingsError, handle_event
+from pennflow.layers.jobs import Job, JobSettings, JobSettingsError
 from pennflow.layers.models import LayerStatus
 from pennflow.layers.mounts import release_layers, resolve_layers
 from pennflow.layers.populate_task import LayerTargetError, populate_from_run
