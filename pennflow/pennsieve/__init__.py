@@ -4,9 +4,7 @@ from pennflow.pennsieve.client import PennsieveClient
 from pennflow.pennsieve.credentials import PennsieveCredentials, resolve_credentials
 from pennflow.pennsieve.download import (
     DownloadReport,
-    DownloadSettings,
     FileOutcome,
-    Transfer,
     download_entry,
 )
 from pennflow.pennsieve.errors import (
@@ -28,6 +26,7 @@ from pennflow.pennsieve.pool import (
     run_batch,
 )
 from pennflow.pennsieve.settings import HttpSettings, PennsieveHosts
+from pennflow.pennsieve.transfer import DownloadSettings, Transfer
 from pennflow.pennsieve.upload import LocalFile, UploadReport, UploadSettings, upload_files
 
 __all__ = [

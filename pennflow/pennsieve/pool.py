@@ -22,9 +22,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from pennflow.pennsieve.download import (
     ByteRange,
     DownloadReport,
-    DownloadSettings,
     FileOutcome,
-    Transfer,
     assemble,
     checksum_verifier,
     download_entry,
@@ -38,6 +36,7 @@ from pennflow.pennsieve.download import (
 )
 from pennflow.pennsieve.errors import PennsieveError
 from pennflow.pennsieve.manifest import ManifestEntry
+from pennflow.pennsieve.transfer import DownloadSettings, Transfer
 
 if TYPE_CHECKING:
     from pennflow.pennsieve.checksums import ChecksumVerifier

@@ -15,13 +15,13 @@ from pennflow.pennsieve import (
     pool,
 )
 from pennflow.pennsieve.download import (
-    Transfer,
     assemble,
     download_entry,
     fetch_range,
     plan_ranges,
     target_path,
 )
+from pennflow.pennsieve.transfer import Transfer
 from tests.fakes.pennsieve_server import content_bytes
 
 pytest_plugins = ["tests.fakes.pennsieve_fixtures"]
