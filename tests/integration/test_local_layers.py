@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pennflow.cli import app
-from pennflow.engine import local
+from pennflow.engine import local, run_layers
 from pennflow.engine.home import PennflowHome
 from pennflow.engine.local import run_workflow
 from pennflow.layers.models import LayerType
@@ -228,7 +228,7 @@ def test_a_missing_command_fails_at_once_when_started_in_the_sandbox(home, scrip
 def test_without_write_protection_the_run_warns_once(
     home, scripts, input_dir, atlas_and_secret, monkeypatch, caplog
 ) -> None:
-    monkeypatch.setattr(local, "detect_mode", lambda: SandboxMode.PERMISSIONS)
+    monkeypatch.setattr(run_layers, "detect_mode", lambda: SandboxMode.PERMISSIONS)  # probed when mounting
     monkeypatch.setattr(local, "enforced", lambda mode: mode is not SandboxMode.PERMISSIONS)
     with caplog.at_level(logging.WARNING, logger=local.__name__):
         record, _ = run(home, scripts, input_dir, probes(home))

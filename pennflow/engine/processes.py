@@ -1,0 +1,156 @@
+"""One attempt of a processor as a process: what to launch (a container when docker runs and the
+processor has an image, else its ``command`` in the layers sandbox), and how the process ended.
+
+The attempt's output goes to the processor's log; a failure's reason is the exit code (or the
+signal) and the attempt's last output line, usually the error message.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+from pathlib import Path, PurePath
+
+from pennflow.engine.cancel import STOPPED
+from pennflow.engine.launchers import (
+    LaunchSpec,
+    RunningProcess,
+    caller_user,
+    docker_command,
+    docker_spec,
+    missing_executable,
+    subprocess_spec,
+)
+from pennflow.engine.outcomes import Attempt, attempt_header
+from pennflow.engine.run_context import RunContext
+from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, processor_environment
+from pennflow.workflow.definition import Processor
+
+TIMEOUT = "timeout"  # RunningProcess.stopped_by when the processor ran past its timeoutSeconds
+LAST_LINE_CHARS = 200
+
+
+class CannotLaunch(Exception):
+    """The processor cannot run on this machine (no command, no container runtime)."""
+
+
+class ProcessLauncher:
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+
+    def spec(self, processor: Processor, batch: int | None = None) -> LaunchSpec:
+        """What to execute; raises CannotLaunch when this machine cannot run the processor."""
+        if self.ctx.use_docker and processor.image:
+            return self._container_spec(processor, batch)
+        if not processor.command:
+            raise CannotLaunch(_cannot_launch_message(processor, self.ctx.use_docker))
+        view = self.ctx.views.of(processor)
+        env = self._environment(processor, self.ctx.layout, view.root, batch, os.environ.get("PYTHONPATH"))
+        spec = subprocess_spec(processor.command, env, self.ctx.definition_dir, wrap=view.wrap)
+        if spec.wrapped is not None and missing_executable(processor.command[0], spec.env, spec.cwd):
+            # Started through the sandbox, a typo would only show as the wrapper's exit code 127.
+            raise CannotLaunch(f"cannot start {processor.command[0]!r}: no such executable")
+        return spec
+
+    def _container_spec(self, processor: Processor, batch: int | None) -> LaunchSpec:
+        assert processor.image is not None
+        env = self._environment(processor, RunLayout(RUN_MOUNT), LAYERS_MOUNT, batch, None)
+        name = f"pennflow-{self.ctx.run_id}-{processor.id}" + (f"-{batch}" if batch is not None else "")
+        argv = docker_command(
+            processor.image,
+            env,
+            run_dir=self.ctx.run_dir,
+            layers={mount.name: Path(mount.path) for mount in self.ctx.plan.layers.of(processor)},
+            user=caller_user(),
+            name=name,
+        )
+        return docker_spec(argv, name)
+
+    def _environment(
+        self,
+        processor: Processor,
+        layout: RunLayout,
+        layers_root: PurePath,
+        batch: int | None,
+        inherited_pythonpath: str | None,
+    ) -> dict[str, str]:
+        env = processor_environment(
+            self.ctx.workflow,
+            processor,
+            run_id=self.ctx.run_id,
+            layout=layout,
+            layers_root=layers_root,
+            params=self.ctx.plan.params[processor.id],
+            dataset_id=self.ctx.plan.inputs.dataset_id,
+            inherited_pythonpath=inherited_pythonpath,
+        )
+        if batch is not None:
+            env["INPUT_DIR"] = str(layout.batch_dir(processor.id, batch))
+            env["BATCH_INDEX"] = str(batch)
+        return env
+
+    def run(self, processor: Processor, attempt: int, spec: LaunchSpec, batch: int | None = None) -> Attempt:
+        """Run the attempt to its end (or until the run stops), its output appended to the log."""
+        log_path = self.ctx.logs.path(processor.id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            log.write(attempt_header(processor, attempt, shlex.join(spec.command), batch).encode())
+            log.flush()
+            attempt_start = log.tell()
+            try:
+                process = RunningProcess.start(
+                    spec, log, timeout_seconds=processor.timeout_seconds, grace_seconds=self.ctx.kill_grace
+                )
+            except OSError as exc:
+                message = f"cannot start {spec.argv[0]!r}: {exc.strerror or exc}"
+                log.write(f"{message}\n".encode())
+                return Attempt(False, message, retryable=False)
+            with self.ctx.stop.tracking(process):
+                code = process.wait()
+        if process.stopped_by == STOPPED:
+            return Attempt(False, canceled=True)
+        if process.stopped_by == TIMEOUT:
+            return Attempt(False, f"timed out after {processor.timeout_seconds}s")
+        if code == 0:
+            return Attempt(True, exit_code=0)
+        return Attempt(False, _failure_reason(code, log_path, attempt_start), exit_code=code)
+
+
+def _cannot_launch_message(processor: Processor, have_runtime: bool) -> str:
+    if processor.image and not have_runtime:
+        return (
+            f"cannot run image {processor.image!r}: no container runtime here (docker info failed) "
+            "and the processor has no 'command' to run without one"
+        )
+    if processor.source_url:
+        return (
+            f"sourceUrl {processor.source_url}@{processor.tag} is resolved by a compute node's "
+            "processor registry; to run locally give the processor an 'image' or a 'command'"
+        )
+    return "the processor has no 'command' to run locally"
+
+
+def _failure_reason(code: int, log_path: Path, attempt_start: int) -> str:
+    if code < 0:
+        try:
+            what = f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            what = f"killed by signal {-code}"
+    else:
+        what = f"exit code {code}"
+    last = _last_log_line(log_path, attempt_start)
+    return f"{what}: {last}" if last else what
+
+
+def _last_log_line(log_path: Path, attempt_start: int) -> str | None:
+    """The attempt's last non-empty output line, usually the error message."""
+    try:
+        with open(log_path, "rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(attempt_start, size - 4096))
+            tail = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1][:LAST_LINE_CHARS] if lines else None

@@ -1,0 +1,91 @@
+"""What every part of one local run shares: its plan, folders, logs, records and stop switch."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pennflow.engine.cancel import RunStop
+from pennflow.engine.home import PennflowHome
+from pennflow.engine.outcomes import StepLogs
+from pennflow.engine.records import RunRecords
+from pennflow.engine.run_layers import LayerViews
+from pennflow.engine.run_plan import RunPlan
+from pennflow.workflow.contract import RunLayout, build_union
+from pennflow.workflow.definition import Processor, Workflow
+
+
+@dataclass(frozen=True)
+class RunContext:
+    plan: RunPlan
+    run_id: str
+    home: PennflowHome
+    definition_dir: Path  # a processor's command runs here
+    use_docker: bool
+    kill_grace: float  # seconds between SIGTERM and SIGKILL
+    records: RunRecords
+    stop: RunStop
+    logs: StepLogs
+    views: LayerViews
+    run_dir: Path
+    layout: RunLayout
+
+    @classmethod
+    def create(
+        cls,
+        plan: RunPlan,
+        *,
+        run_id: str,
+        home: PennflowHome,
+        definition_dir: Path,
+        records: RunRecords,
+        use_docker: bool,
+        kill_grace: float,
+    ) -> RunContext:
+        run_dir = home.run_dir(run_id)
+        layout = RunLayout(run_dir)
+        return cls(
+            plan=plan,
+            run_id=run_id,
+            home=home,
+            definition_dir=definition_dir,
+            use_docker=use_docker,
+            kill_grace=kill_grace,
+            records=records,
+            stop=RunStop(records),
+            logs=records.logs,
+            views=LayerViews(plan.layers, layout),
+            run_dir=run_dir,
+            layout=layout,
+        )
+
+    @property
+    def workflow(self) -> Workflow:
+        return self.plan.workflow
+
+    def output_dir(self, pid: str) -> Path:
+        return Path(self.layout.output_dir(pid))
+
+    def input_dir(self, processor: Processor) -> Path:
+        """The processor's INPUT_DIR (the run folder for one without dependencies)."""
+        return Path(self.layout.input_dir(processor) or self.run_dir)
+
+    def prepare_union(self, processor: Processor) -> None:
+        """Fan-in: INPUT_DIR is the union of the dependencies' outputs (raises FanInClash)."""
+        if len(processor.dependencies) > 1:
+            sources = {dep: self.output_dir(dep) for dep in processor.dependencies}
+            union = Path(self.layout.union_dir(processor.id))
+            if union.exists():
+                shutil.rmtree(union)
+            build_union(sources, union)
+
+
+def fresh_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def has_files(folder: Path) -> bool:
+    return any(p.is_file() for p in folder.rglob("*"))

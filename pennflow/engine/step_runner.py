@@ -1,0 +1,141 @@
+"""One processor of a local run, from its first attempt to its outcome.
+
+Attempts: 1 + ``retry.maxAttempts``, waiting ``interval * backoff^(n-1)`` before retry n; each
+attempt holds one of the run's ``max_parallel`` slots while it runs. A scatter processor runs one
+process per batch of input files, each batch with its own attempts, all writing the processor's
+OUTPUT_DIR. The first failure that is final stops the run (``RunStop.halt``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pennflow.engine.data_steps import DataSteps
+from pennflow.engine.outcomes import NO_OUTPUT, Attempt, Outcome
+from pennflow.engine.processes import CannotLaunch, ProcessLauncher
+from pennflow.engine.run_context import RunContext, fresh_dir, has_files
+from pennflow.workflow.contract import FanInClash, list_input_files, make_batches, stage_batch
+from pennflow.workflow.definition import Processor, ProcessorType
+from pennflow.workflow.runs import Status, utcnow
+
+
+class StepRunner:
+    def __init__(self, ctx: RunContext, data_steps: DataSteps):
+        self.ctx = ctx
+        self.data_steps = data_steps
+        self.launcher = ProcessLauncher(ctx)
+        self._slots = threading.BoundedSemaphore(ctx.plan.max_parallel)
+
+    def run_processor(self, pid: str, on_done: Callable[[str, Outcome], None]) -> None:
+        """A worker thread: run one processor to its outcome, and always tell ``on_done``."""
+        outcome = Outcome(Status.FAILED, "pennflow stopped unexpectedly")
+        try:
+            outcome = self._outcome(self.ctx.plan.processors[pid])
+        except Exception as exc:  # pennflow's own fault (a bug, a full disk): fail visibly, keep the run sane
+            outcome = Outcome(Status.FAILED, f"pennflow could not run it: {exc}")
+            with contextlib.suppress(OSError):
+                self.ctx.logs.append(pid, traceback.format_exc())
+        try:
+            fields: dict[str, Any] = {"finished_at": utcnow(), "reason": outcome.reason}
+            if outcome.exit_code is not None:
+                fields["exit_code"] = outcome.exit_code
+            self.ctx.records.set_step(pid, outcome.status, **fields)
+            if outcome.status is Status.FAILED:
+                self.ctx.stop.halt(f"canceled: processor {pid!r} failed", failed=pid)
+        finally:
+            on_done(pid, outcome)
+
+    def _outcome(self, processor: Processor) -> Outcome:
+        if processor.type is ProcessorType.DATA_SOURCE:
+            return self._attempts(processor, lambda n: self.data_steps.receive_input(processor, n))
+        if processor.type is ProcessorType.DATA_TARGET:
+            return self._attempts(processor, lambda n: self.data_steps.publish(processor, n))
+        if processor.scatter is not None:
+            return self._scatter(processor)
+        return self._attempts(processor, lambda n: self._process(processor, n))
+
+    def _attempts(self, processor: Processor, attempt_once: Callable[[int], Attempt]) -> Outcome:
+        """1 + retry.maxAttempts attempts, waiting interval * backoff^(n-1) before retry n."""
+        retry = processor.retry
+        stop = self.ctx.stop
+        total = 1 + (retry.max_attempts if retry else 0)
+        for number in range(1, total + 1):
+            if number > 1 and retry is not None:
+                delay = retry.interval_seconds * retry.backoff_rate ** (number - 2)
+                if stop.wait(delay):
+                    break
+            with self._slots:
+                if stop.is_set():
+                    break
+                self.ctx.records.note_attempt(processor.id, number)
+                result = attempt_once(number)
+            if result.ok:
+                return Outcome(Status.SUCCEEDED, result.reason, result.exit_code)
+            if result.canceled:
+                break
+            if not result.retryable or number == total:
+                return Outcome(Status.FAILED, result.reason, result.exit_code)
+        return Outcome(Status.CANCELED, stop.reason)
+
+    def _process(self, processor: Processor, attempt: int) -> Attempt:
+        output = self.ctx.output_dir(processor.id)
+        fresh_dir(output)  # OUTPUT_DIR is empty at the start of every attempt
+        try:
+            if attempt == 1:
+                self.ctx.prepare_union(processor)
+            spec = self.launcher.spec(processor)
+        except (FanInClash, CannotLaunch) as exc:
+            self.ctx.logs.append(processor.id, f"{exc}\n")
+            return Attempt(False, str(exc), retryable=False)
+        result = self.launcher.run(processor, attempt, spec)
+        if result.ok and not has_files(output):
+            return Attempt(True, NO_OUTPUT, result.exit_code)
+        return result
+
+    def _scatter(self, processor: Processor) -> Outcome:
+        """One process per batch of input files, all writing the processor's OUTPUT_DIR."""
+        assert processor.scatter is not None
+        pid = processor.id
+        self.ctx.records.note_attempt(pid, 0)
+        try:
+            self.ctx.prepare_union(processor)
+        except FanInClash as exc:
+            self.ctx.logs.append(pid, f"{exc}\n")
+            return Outcome(Status.FAILED, str(exc))
+        source = self.ctx.input_dir(processor)
+        batches = make_batches(list_input_files(source), processor.scatter.batch_size)
+        fresh_dir(self.ctx.output_dir(pid))
+        for index, files in enumerate(batches):
+            stage_batch(source, files, Path(self.ctx.layout.batch_dir(pid, index)))
+        if not batches:
+            return Outcome(Status.SUCCEEDED, "no input files: no batches ran")
+
+        def run_batch(index: int) -> Outcome:
+            outcome = self._attempts(processor, lambda n: self._process_batch(processor, index, n))
+            if outcome.status is Status.FAILED:  # stop the other batches now
+                self.ctx.stop.halt(f"canceled: processor {pid!r} failed", failed=pid)
+            return outcome
+
+        with ThreadPoolExecutor(min(len(batches), self.ctx.plan.max_parallel)) as pool:
+            outcomes = list(pool.map(run_batch, range(len(batches))))
+        for index, outcome in enumerate(outcomes):
+            if outcome.status is Status.FAILED:
+                return Outcome(Status.FAILED, f"batch {index}: {outcome.reason}", outcome.exit_code)
+        if any(outcome.status is Status.CANCELED for outcome in outcomes):
+            return Outcome(Status.CANCELED, self.ctx.stop.reason)
+        reason = None if has_files(self.ctx.output_dir(pid)) else NO_OUTPUT
+        return Outcome(Status.SUCCEEDED, f"{len(batches)} batches" + (f"; {reason}" if reason else ""))
+
+    def _process_batch(self, processor: Processor, index: int, attempt: int) -> Attempt:
+        try:
+            spec = self.launcher.spec(processor, batch=index)
+        except CannotLaunch as exc:
+            self.ctx.logs.append(processor.id, f"{exc}\n")
+            return Attempt(False, str(exc), retryable=False)
+        return self.launcher.run(processor, attempt, spec, batch=index)
