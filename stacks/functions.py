@@ -555,11 +555,6 @@ class NodeFunctions(Construct):
         )
         self._allow_run_objects(self.roles["download"], "read")
 
-    @property
-    def efs_client_roles(self) -> list[iam.IRole]:
-        """Roles that mount the runs access point read-write without root (the runs manager has root)."""
-        return [self.roles["list_batches"], self.roles["download"]]
-
     def allow_orchestration(self, *, state_machine_role: iam.IRole, state_machine_log_group_arn: str) -> None:
         """The API creates state machines with the shared role; the runs manager passes it nothing."""
         self.allow(
