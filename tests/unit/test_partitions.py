@@ -169,3 +169,18 @@ def test_the_slot_role_template_is_read_and_checked() -> None:
             NodeSettings({**NODE_ENV, "SLOT_TASK_ROLE_ARN_TEMPLATE": bad})
     with pytest.raises(SettingsError, match="SLOT_TASK_ROLE_ARN_TEMPLATE: required"):
         NodeSettings(NODE_ENV)
+
+
+def test_the_runtime_fills_in_the_role_names_the_stack_creates() -> None:
+    from stacks import constants as C
+
+    settings = TaskSettings(
+        file_system_id="fs-1",
+        execution_role_arn="arn:aws:iam::123456789012:role/exec",
+        slot_role_template=C.slot_role_name("lab", "eu-west-1", "{slot}", "{kind}"),
+        builtin_image="builtin:1",
+        log_group="logs",
+        region="eu-west-1",
+    )
+    filled = {settings.task_role_arn("slot-07", builtin=builtin) for builtin in (True, False)}
+    assert filled == {C.slot_role_name("lab", "eu-west-1", "slot-07", kind) for kind in C.SLOT_ROLE_KINDS}
