@@ -27,6 +27,8 @@ def _comma_list(value: Any) -> Any:
     return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
+# An IAM role ARN in any partition whose name holds the {slot} and {kind} fields, once each.
+SLOT_ROLE_TEMPLATE_RE = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]*\{slot\}-\{kind\}$"
 IdList = Annotated[list[str], BeforeValidator(_comma_list), Field(min_length=1)]
 
 
@@ -73,8 +75,8 @@ class NodeSettings(_EnvSettings):
     cluster_arn: str = Field(alias="CLUSTER_ARN", min_length=1)
     processor_log_group: str = Field(alias="PROCESSOR_LOG_GROUP", min_length=1)
     execution_role_arn: str = Field(alias="TASK_EXECUTION_ROLE_ARN", min_length=1)
-    processor_role_arn: str = Field(alias="PROCESSOR_TASK_ROLE_ARN", min_length=1)
-    builtin_role_arn: str = Field(alias="BUILTIN_TASK_ROLE_ARN", min_length=1)
+    # One processor and one built-in task role per run slot, named by this template (stacks.compute).
+    slot_role_template: str = Field(alias="SLOT_TASK_ROLE_ARN_TEMPLATE", pattern=SLOT_ROLE_TEMPLATE_RE)
     builtin_image: str = Field(alias="BUILTIN_IMAGE", min_length=1)
     file_system_id: str = Field(alias="FILE_SYSTEM_ID", min_length=1)
     layers_access_point_id: str | None = Field(None, alias="LAYERS_ACCESS_POINT_ID")
@@ -128,8 +130,7 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
     task_settings = TaskSettings(
         file_system_id=settings.file_system_id,
         execution_role_arn=settings.execution_role_arn,
-        processor_role_arn=settings.processor_role_arn,
-        builtin_role_arn=settings.builtin_role_arn,
+        slot_role_template=settings.slot_role_template,
         builtin_image=settings.builtin_image,
         log_group=settings.processor_log_group,
         region=settings.region,

@@ -1,4 +1,4 @@
-"""Compute of the node: the ECS cluster, the task roles and the processor log group.
+"""Compute of the node: the ECS cluster, the task roles (a pair per run slot) and the processor log group.
 
 Task definitions are registered at runtime (one per processor content hash, see DESIGN §4); this
 construct only provides what they reference.
@@ -6,7 +6,9 @@ construct only provides what they reference.
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Stack
+from typing import Any
+
+from aws_cdk import Aws, Stack, Tags
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -33,6 +35,7 @@ class NodeCompute(Construct):
         storage: NodeStorage,
     ) -> None:
         super().__init__(scope, construct_id)
+        self._settings = settings
         self._storage = storage
         self.cluster = ecs.Cluster(
             self,
@@ -46,20 +49,36 @@ class NodeCompute(Construct):
 
         self.execution_role = self._task_role("ExecutionRole", "Pulls processor images and ships their logs")
         self._allow_image_pull_and_logs()
-        self.processor_role = self._task_role(
-            "ProcessorTaskRole", "Processors: their run slot on EFS, no AWS API"
-        )
-        self.builtin_role = self._task_role(
-            "BuiltinTaskRole", "Data sources and targets: Pennsieve secret, results"
-        )
-        for role in (self.processor_role, self.builtin_role):
-            self._allow_run_slots(role)
-            self._allow_layers_read(role)
-        self._allow_builtin_data(storage)
+        # What every slot's roles share is one managed policy each; what differs, the slot's own access
+        # point, is inline in that slot's roles. IAM, not only the task definitions, keeps runs apart.
+        self.layers_read_policy = self._layers_read_policy()
+        self.builtin_policy = self._builtin_policy()
+        self.slot_roles: dict[str, dict[str, iam.Role]] = {
+            slot: {kind: self._slot_role(index, slot, kind) for kind in C.SLOT_ROLE_KINDS}
+            for index, slot in enumerate(storage.slot_access_points)
+        }
 
     @property
     def task_roles(self) -> list[iam.Role]:
-        return [self.processor_role, self.builtin_role]
+        """Every slot's processor and built-in task roles."""
+        return [role for roles in self.slot_roles.values() for role in roles.values()]
+
+    def slot_role_arn(self, slot: str, kind: str) -> str:
+        stack = Stack.of(self)
+        name = C.slot_role_name(self._settings.node_name, stack.region, slot, kind)
+        return stack.format_arn(service="iam", region="", resource="role", resource_name=name)
+
+    @property
+    def slot_role_arn_template(self) -> str:
+        """What the runs manager fills in with a slot and a kind (pennflow.node.taskdefs)."""
+        return self.slot_role_arn("{slot}", "{kind}")
+
+    @property
+    def slot_roles_pattern(self) -> str:
+        """The ARNs of every slot role of this node in this region, and of nothing else."""
+        stack = Stack.of(self)
+        prefix = C.slot_role_prefix(self._settings.node_name, stack.region)
+        return stack.format_arn(service="iam", region="", resource="role", resource_name=f"{prefix}*")
 
     def _pennsieve_secret(self, settings: NodeSettings) -> secretsmanager.Secret:
         secret = secretsmanager.Secret(
@@ -79,12 +98,13 @@ class NodeCompute(Construct):
         )
         return secret
 
-    def _task_role(self, construct_id: str, description: str) -> iam.Role:
+    def _task_role(self, construct_id: str, description: str, **props: Any) -> iam.Role:
         stack = Stack.of(self)
         return iam.Role(
             self,
             construct_id,
             description=description,
+            **props,
             assumed_by=iam.ServicePrincipal(
                 "ecs-tasks.amazonaws.com",
                 conditions={  # only ECS tasks of this account may assume it (confused deputy)
@@ -120,73 +140,99 @@ class NodeCompute(Construct):
             "the role may only read image layers, and cross-account repositories must also allow it.",
         )
 
-    def _allow_run_slots(self, role: iam.Role) -> None:
-        """Read-write on EFS only through the node's run-slot access points."""
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="RunSlotsReadWrite",
-                actions=[CLIENT_MOUNT, CLIENT_WRITE],
-                resources=[self._storage.file_system.file_system_arn],
-                conditions={
-                    **VIA_MOUNT_TARGET,
-                    "StringEquals": {
-                        "elasticfilesystem:AccessPointArn": self._storage.slot_access_point_arns
+    def _slot_role(self, index: int, slot: str, kind: str) -> iam.Role:
+        """A slot's task role: read-write on EFS through that slot's access point and no other."""
+        access_point = self._storage.slot_access_points[slot]
+        own_slot = iam.PolicyStatement(
+            sid="OwnRunSlotReadWrite",
+            actions=[CLIENT_MOUNT, CLIENT_WRITE],
+            resources=[self._storage.file_system.file_system_arn],
+            conditions={
+                **VIA_MOUNT_TARGET,
+                "StringEquals": {"elasticfilesystem:AccessPointArn": access_point.access_point_arn},
+            },
+        )
+        builtin = kind == "builtin"
+        role = self._task_role(
+            f"Slot{index:02d}{kind.title()}Role",
+            f"{slot} {kind} tasks: this slot's folder on EFS, "
+            + ("the Pennsieve secret, results" if builtin else "no AWS API"),
+            role_name=C.slot_role_name(self._settings.node_name, Stack.of(self).region, slot, kind),
+            inline_policies={"RunSlot": iam.PolicyDocument(statements=[own_slot])},
+            managed_policies=[self.layers_read_policy, *([self.builtin_policy] if builtin else [])],
+        )
+        Tags.of(role).add(C.SLOT_TAG_KEY, slot)
+        return role
+
+    def _layers_read_policy(self) -> iam.ManagedPolicy:
+        """Read-only mounts of layer versions. Their access points are created at runtime, so they are
+        matched by pattern, minus every access point that is not a layer version's: no slot role may
+        mount another slot's folder, /runs or /layers this way (an Allow needs all its conditions)."""
+        storage = self._storage
+        not_layer_versions = [
+            storage.runs_access_point.access_point_arn,
+            storage.layers_access_point.access_point_arn,
+            *storage.slot_access_point_arns,
+        ]
+        return iam.ManagedPolicy(
+            self,
+            "LayersReadPolicy",
+            description="pennflow task roles: mount layer versions read-only",
+            statements=[
+                iam.PolicyStatement(
+                    sid="LayersReadOnly",
+                    actions=[CLIENT_MOUNT],
+                    resources=[storage.file_system.file_system_arn],
+                    conditions={
+                        **VIA_MOUNT_TARGET,
+                        "ArnLike": {
+                            "elasticfilesystem:AccessPointArn": Stack.of(self).format_arn(
+                                service="elasticfilesystem", resource="access-point", resource_name="*"
+                            )
+                        },
+                        "ArnNotEquals": {"elasticfilesystem:AccessPointArn": not_layer_versions},
                     },
-                },
-            )
+                )
+            ],
         )
 
-    def _allow_layers_read(self, role: iam.Role) -> None:
-        """Read-only mounts of layers: per-layer access points are created at runtime, so their ARNs are
-        matched by pattern; the task definition decides which layers a task mounts, read-only."""
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="LayersReadOnly",
-                actions=[CLIENT_MOUNT],
-                resources=[self._storage.file_system.file_system_arn],
-                conditions={
-                    **VIA_MOUNT_TARGET,
-                    "ArnLike": {
-                        "elasticfilesystem:AccessPointArn": Stack.of(self).format_arn(
-                            service="elasticfilesystem", resource="access-point", resource_name="*"
-                        )
-                    },
-                },
-            )
-        )
-
-    def _allow_builtin_data(self, storage: NodeStorage) -> None:
-        role = self.builtin_role
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="ReadPennsieveSecret",
-                actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                resources=[self.pennsieve_secret.secret_arn],
-            )
-        )
+    def _builtin_policy(self) -> iam.ManagedPolicy:
+        """Data targets of every slot: the Pennsieve secret, results, and a persistent layer's write."""
+        storage = self._storage
         results = iam.PolicyStatement(
             sid="PublishResults",
             actions=["s3:PutObject", "s3:AbortMultipartUpload"],
             resources=[storage.results_bucket.arn_for_objects(f"{C.RESULTS_PREFIX}*")],
         )
-        role.add_to_principal_policy(results)
-        # The persistent-layer data target writes a layer: read-write through the /layers access point.
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="LayersWrite",
-                actions=[CLIENT_MOUNT, CLIENT_WRITE],
-                resources=[storage.file_system.file_system_arn],
-                conditions={
-                    **VIA_MOUNT_TARGET,
-                    "StringEquals": {
-                        "elasticfilesystem:AccessPointArn": storage.layers_access_point.access_point_arn
+        policy = iam.ManagedPolicy(
+            self,
+            "BuiltinPolicy",
+            description="pennflow built-in task roles: Pennsieve secret, results, persistent layers",
+            statements=[
+                iam.PolicyStatement(
+                    sid="ReadPennsieveSecret",
+                    actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                    resources=[self.pennsieve_secret.secret_arn],
+                ),
+                results,
+                # A persistent-layer data target writes its layer through the /layers access point.
+                iam.PolicyStatement(
+                    sid="LayersWrite",
+                    actions=[CLIENT_MOUNT, CLIENT_WRITE],
+                    resources=[storage.file_system.file_system_arn],
+                    conditions={
+                        **VIA_MOUNT_TARGET,
+                        "StringEquals": {
+                            "elasticfilesystem:AccessPointArn": storage.layers_access_point.access_point_arn
+                        },
                     },
-                },
-            )
+                ),
+            ],
         )
         acknowledge_wildcards(
-            role.node.find_child("DefaultPolicy"),
+            policy,
             results,
             "Data targets publish each run's outputs under runs/<run_id>/ in the results bucket; the run id is "
             "only known at runtime, and the prefix keeps the role out of every other key.",
         )
+        return policy

@@ -25,21 +25,32 @@ POSIX_UID = "1000"
 POSIX_GID = "1000"
 FOLDER_PERMISSIONS = "750"
 LAMBDA_RUNS_MOUNT = "/mnt/runs"
-MAX_RUN_SLOTS = 50
-EFS_IA_AFTER_DAYS = 30  # EFS lifecycle: files move to Infrequent Access after 30 days without access  # each slot's access point ARN is listed in the task roles' policy (size limit)
+MAX_RUN_SLOTS = 50  # every slot's access point ARN is listed in the task roles' shared policy (size limit)
+EFS_IA_AFTER_DAYS = 30  # EFS lifecycle: files move to Infrequent Access after 30 days without access
 
 # Step Functions / ECS naming, shared with the API Lambda that creates state machines at runtime.
 STATE_MACHINE_NAME_LIMIT = 80
-NODE_NAME_MAX = STATE_MACHINE_NAME_LIMIT - 64 - 1  # room for "<node>-" + a 64-char workflow name
+NODE_NAME_MAX = STATE_MACHINE_NAME_LIMIT - 64 - 1  # room for "<node>_" + a 64-char workflow name
 ECS_SYNC_MANAGED_RULE = "StepFunctionsGetEventsForECSTaskRule"
 
 
+# Every name a node gives the resources its IAM policies match by pattern (functions, state machines,
+# task-definition families, slot task roles) starts with "<nodeName>_". A node name is [a-z0-9-]
+# only (stacks.settings), so it never holds the separator: "lab_*" can never match a name of node
+# "lab-dev" ("lab-dev_..."), whereas "lab-*" would. Two nodes in one account grant each other nothing.
+NODE_SEPARATOR = "_"
+
+
+def node_prefix(node_name: str) -> str:
+    return f"{node_name}{NODE_SEPARATOR}"
+
+
 def state_machine_prefix(node_name: str) -> str:
-    return f"{node_name}-"
+    return node_prefix(node_name)
 
 
 def task_family_prefix(node_name: str) -> str:
-    return f"{node_name}-proc-"
+    return f"{node_prefix(node_name)}proc-"
 
 
 def slot_id(index: int) -> str:
@@ -48,7 +59,22 @@ def slot_id(index: int) -> str:
 
 def function_name(node_name: str, name: str) -> str:
     """Fixed names, so functions can name each other without a circular reference."""
-    return f"{node_name}-{name.replace('_', '-')}"
+    return f"{node_prefix(node_name)}{name.replace('_', '-')}"
+
+
+# Each run slot has a processor and a built-in task role of its own (stacks.compute). Their names
+# are fixed, so the runtime derives a slot's role ARNs from one template instead of a list (50 slots
+# of ARNs would not fit in a function's 4 KB environment). IAM role names are global to the account,
+# hence the region; "_" also ends the region, so one region's pattern never matches another's.
+SLOT_ROLE_KINDS = ("processor", "builtin")
+
+
+def slot_role_prefix(node_name: str, region: str) -> str:
+    return f"{node_prefix(node_name)}{region}{NODE_SEPARATOR}"
+
+
+def slot_role_name(node_name: str, region: str, slot: str, kind: str) -> str:
+    return f"{slot_role_prefix(node_name, region)}{slot}-{kind}"
 
 
 # Lambda functions: handler module per name (lambdas/<name>.py, function `handler`). `download` runs
@@ -107,7 +133,7 @@ METRICS_NAMESPACE = "pennflow"
 CUSTOM_METRICS = ("RunsStarted", "RunsSucceeded", "RunsFailed", "RunDuration", "ProcessorDuration")
 
 # Layer jobs (pennflow.layers.jobs): build, populate and clean tasks of task definitions named
-# "<node>-layer-<kind>", defined by the stack; they mount the /layers access point read-write here.
+# "<node>_layer-<kind>", defined by the stack; they mount the /layers access point read-write here.
 LAYERS_RW_MOUNT = "/mnt/layers-rw"
 LAYER_JOBS_PREFIX = "layer-jobs/"  # job specs and manifests in the log archive bucket
 LAYER_JOBS_LOG_PREFIX = "layers"  # log streams "layers/<container>/<task id>" in the processor log group
@@ -118,7 +144,7 @@ LAYER_SIDECAR_MEMORY_MIB = 256  # the build's stage and report steps (built-in i
 
 
 def layer_job_family(node_name: str, kind: str = "") -> str:
-    return f"{node_name}-layer-{kind}"
+    return f"{node_prefix(node_name)}layer-{kind}"
 
 
 # DynamoDB key schema (the DynamoDB store uses the same names).
@@ -174,8 +200,8 @@ ENV = {
     "cluster": "CLUSTER_ARN",
     "processor_log_group": "PROCESSOR_LOG_GROUP",
     "execution_role": "TASK_EXECUTION_ROLE_ARN",
-    "processor_role": "PROCESSOR_TASK_ROLE_ARN",
-    "builtin_role": "BUILTIN_TASK_ROLE_ARN",
+    # "arn:...:role/<node>_<region>_{slot}-{kind}": a slot's task roles (see slot_role_name)
+    "slot_task_roles": "SLOT_TASK_ROLE_ARN_TEMPLATE",
     "file_system": "FILE_SYSTEM_ID",
     "runs_access_point": "RUNS_ACCESS_POINT_ID",
     "layers_access_point": "LAYERS_ACCESS_POINT_ID",

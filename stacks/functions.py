@@ -300,8 +300,7 @@ class NodeFunctions(Construct):
             "cluster": compute.cluster.cluster_arn,
             "processor_log_group": compute.processor_log_group.log_group_name,
             "execution_role": compute.execution_role.role_arn,
-            "processor_role": compute.processor_role.role_arn,
-            "builtin_role": compute.builtin_role.role_arn,
+            "slot_task_roles": compute.slot_role_arn_template,
             "builtin_image": s.builtin_image,
             "file_system": storage.file_system.file_system_id,
             "runs_access_point": storage.runs_access_point.access_point_id,
@@ -384,7 +383,7 @@ class NodeFunctions(Construct):
                 ],
                 resources=[self.states_arn("stateMachine", "*")],
             ),
-            "The API registers workflows at runtime as state machines named '<node>-<workflow>' (and their "
+            "The API registers workflows at runtime as state machines named '<node>_<workflow>' (and their "
             "published versions); the ARN pattern keeps it to this node's name prefix.",
         )
         self.allow_wildcard(
@@ -445,11 +444,15 @@ class NodeFunctions(Construct):
         self.allow(
             role, ["logs:GetLogEvents", "logs:FilterLogEvents"], [compute.processor_log_group.log_group_arn]
         )
-        self.allow(
+        self.allow_wildcard(
             role,
-            ["iam:PassRole"],
-            [r.role_arn for r in (compute.execution_role, *compute.task_roles)],
-            StringEquals={"iam:PassedToService": "ecs-tasks.amazonaws.com"},
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[compute.execution_role.role_arn, compute.slot_roles_pattern],
+                conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+            ),
+            "Task definitions name their run slot's task role; the pattern '<node>_<region>_*' is the fixed "
+            "names of exactly this node's slot roles here (a node name holds no '_'), and nothing else.",
         )
         self._allow_task_definitions()
         self._allow_task_control()
@@ -508,7 +511,7 @@ class NodeFunctions(Construct):
                 actions=["states:StartExecution"], resources=[self.states_arn("stateMachine", "*")]
             ),
             "A run starts on the published version of its workflow's state machine, chosen at runtime among this "
-            "node's state machines (name prefix '<node>-').",
+            "node's state machines (name prefix '<node>_').",
         )
         self.allow_wildcard(
             self.roles["runs_manager"],
@@ -551,11 +554,6 @@ class NodeFunctions(Construct):
             [self._compute.pennsieve_secret.secret_arn],
         )
         self._allow_run_objects(self.roles["download"], "read")
-
-    @property
-    def efs_client_roles(self) -> list[iam.IRole]:
-        """Roles that mount the runs access point read-write without root (the runs manager has root)."""
-        return [self.roles["list_batches"], self.roles["download"]]
 
     def allow_orchestration(self, *, state_machine_role: iam.IRole, state_machine_log_group_arn: str) -> None:
         """The API creates state machines with the shared role; the runs manager passes it nothing."""

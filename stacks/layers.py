@@ -71,7 +71,7 @@ class NodeLayers(Construct):
         self.rule = self._stopped_tasks_rule()
         self._wire_api()
         # A persistent-layer data target (a built-in task) reserves and publishes its layer version here.
-        compute.builtin_role.add_to_principal_policy(
+        compute.builtin_policy.add_statements(
             iam.PolicyStatement(
                 sid="PublishPersistentLayer",
                 actions=["lambda:InvokeFunction"],

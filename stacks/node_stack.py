@@ -72,11 +72,7 @@ class NodeStack(Stack):
             compute=self.compute,
             functions=self.functions,
         )
-        self.storage.allow_clients(
-            read_write=[*self.functions.efs_client_roles, *self.compute.task_roles, *self.layers.task_roles],
-            read_only=[],
-            runs_manager=self.functions.roles["runs_manager"],
-        )
+        self.storage.guard_clients(runs_manager=self.functions.roles["runs_manager"])
         self.triggers = NodeTriggers(self, "Triggers", functions=self.functions, storage=self.storage)
         self.api = NodeApi(
             self, "Api", settings=settings, handler=self.functions["api"], webhook=self.triggers.webhook

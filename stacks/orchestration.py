@@ -1,7 +1,7 @@
 """Orchestration: one Step Functions state machine per workflow file, and what runtime needs to add more.
 
 Each definition in the workflows folder is compiled by `pennflow.workflow.asl.compile_workflow` (the same
-compiler `pennflow compile` runs) and deployed as a STANDARD state machine named `<node>-<workflow>`.
+compiler `pennflow compile` runs) and deployed as a STANDARD state machine named `<node>_<workflow>`.
 All state machines share one role, which the API passes to the state machines it creates at runtime.
 """
 
@@ -25,6 +25,11 @@ from stacks.log_groups import node_log_group
 from stacks.nag import acknowledge_wildcards
 from stacks.settings import NodeSettings
 
+# The compiler writes integration ARNs with this placeholder (workflows compile before the stack
+# exists); each state machine puts the stack's partition in its place, so one template deploys to
+# aws, aws-cn and aws-us-gov. Not DefinitionSubstitutions: cfn-lint fails validating those.
+PARTITION_PLACEHOLDER = "${Partition}"
+
 
 class WorkflowError(ValueError):
     """A workflow file cannot become a state machine; the message names the file."""
@@ -41,7 +46,7 @@ class CompiledWorkflow:
 def compile_folder(folder: Path, node_name: str) -> list[CompiledWorkflow]:
     """Compile every workflow file of the folder (not its subfolders), sorted by file name.
 
-    A file whose stem is its workflow's name gives `<node>-<name>`. When another file defines a
+    A file whose stem is its workflow's name gives `<node>_<name>`. When another file defines a
     workflow name already taken (e.g. `eeg-quality.pennsieve.json` next to `eeg-quality.yaml`), it is
     named after its own file stem instead, so that every file still gets its own state machine.
     """
@@ -53,14 +58,15 @@ def compile_folder(folder: Path, node_name: str) -> list[CompiledWorkflow]:
 
 
 def _compile_files(files: list[Path]) -> list[tuple[Path, str, dict]]:
-    from pennflow.workflow.asl import CompileError, compile_workflow  # the compiler is pure: no AWS import
+    from pennflow.workflow.asl import CompileError, CompileOptions, compile_workflow  # pure: no AWS import
     from pennflow.workflow.definition import DefinitionError, load_definition
 
     compiled = []
     for path in files:
         try:
             workflow = load_definition(path)
-            compiled.append((path, workflow.name, compile_workflow(workflow)))
+            options = CompileOptions(partition=PARTITION_PLACEHOLDER)
+            compiled.append((path, workflow.name, compile_workflow(workflow, options)))
         except DefinitionError as err:  # its message already names the file and lists every fault
             raise WorkflowError(str(err)) from None
         except CompileError as err:
@@ -165,7 +171,7 @@ class NodeOrchestration(Construct):
             ),
             "pass": iam.PolicyStatement(
                 actions=["iam:PassRole"],
-                resources=[r.role_arn for r in (compute.execution_role, *compute.task_roles)],
+                resources=[compute.execution_role.role_arn, compute.slot_roles_pattern],
                 conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
             ),
             "invoke": iam.PolicyStatement(
@@ -203,6 +209,12 @@ class NodeOrchestration(Construct):
         )
         acknowledge_wildcards(
             policy,
+            statements["pass"],
+            "RunTask passes the task role its task definition names, one per run slot; the pattern "
+            "'<node>_<region>_*' is the fixed names of exactly this node's slot roles (a node name holds no '_').",
+        )
+        acknowledge_wildcards(
+            policy,
             statements["map_start"],
             "A data source's Distributed Map starts child executions of the running state machine (any of "
             "this node's, or a published version of it); the ARN pattern keeps it to the node's name prefix.",
@@ -233,7 +245,9 @@ class NodeOrchestration(Construct):
             _construct_id(workflow.state_machine_name),
             state_machine_name=workflow.state_machine_name,
             state_machine_type=sfn.StateMachineType.STANDARD,
-            definition_body=sfn.DefinitionBody.from_string(json.dumps(workflow.definition)),
+            definition_body=sfn.DefinitionBody.from_string(
+                json.dumps(workflow.definition).replace(PARTITION_PLACEHOLDER, Stack.of(self).partition)
+            ),
             role=self.role,
             logs=sfn.LogOptions(
                 destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False

@@ -110,6 +110,7 @@ class LayerStoragePrices(_Model):
 
 
 class NodeSettings(_Model):
+    # Never the separator C.NODE_SEPARATOR ("_"), so one node's name prefix can never begin another's.
     node_name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$", max_length=C.NODE_NAME_MAX)] = (
         C.DEFAULT_NODE_NAME
     )

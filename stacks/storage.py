@@ -18,6 +18,7 @@ from stacks.settings import NodeSettings
 CLIENT_MOUNT = "elasticfilesystem:ClientMount"
 CLIENT_WRITE = "elasticfilesystem:ClientWrite"
 CLIENT_ROOT = "elasticfilesystem:ClientRootAccess"
+ACCESS_POINT_ARN = "elasticfilesystem:AccessPointArn"
 VIA_MOUNT_TARGET = {"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}}
 
 
@@ -65,7 +66,7 @@ class NodeStorage(Construct):
             enable_automatic_backups=True,
             removal_policy=RemovalPolicy.RETAIN,
             # CDK's own "deny anonymous" statement grants root access to every IAM principal via a mount
-            # target. `allow_clients` writes a stricter policy instead: TLS only, named roles only.
+            # target. `guard_clients` writes a stricter policy instead: TLS only, IAM clients only.
             allow_anonymous_access=True,
         )
         file_system.add_to_resource_policy(
@@ -95,13 +96,17 @@ class NodeStorage(Construct):
     def slot_access_point_arns(self) -> list[str]:
         return [ap.access_point_arn for ap in self.slot_access_points.values()]
 
-    def allow_clients(
-        self, *, read_write: Sequence[iam.IRole], read_only: Sequence[iam.IRole], runs_manager: iam.IRole
-    ) -> None:
-        """File-system policy: IAM-authorized clients only, each with no more than it needs.
+    def guard_clients(self, *, runs_manager: iam.IRole) -> None:
+        """File-system policy: guard rails that hold whatever any identity policy says.
 
-        No statement grants anything to anonymous (non-IAM) NFS clients, so they are refused; root
-        access is denied to every principal but the runs manager, whatever its IAM policies say.
+        It names no access point: the policy is a property of the file system, which every access
+        point references, so naming one would be a circular dependency in CloudFormation. Each
+        client's own identity policy grants ClientMount/ClientWrite through exactly its access
+        point(s) instead (an Allow in either policy suffices), and this policy adds nothing to them:
+        no Allow at all, so anonymous (non-IAM) NFS clients are refused, no write that bypasses an
+        access point, and root for the runs manager only. A shared Allow here would also defeat the
+        run slots' separation, since one statement for every slot would let one slot's role mount
+        another's.
         """
         self.file_system.add_to_resource_policy(
             iam.PolicyStatement(
@@ -112,22 +117,15 @@ class NodeStorage(Construct):
                 conditions={"ArnNotEquals": {"aws:PrincipalArn": runs_manager.role_arn}},
             )
         )
-        grants = [
-            ("AllowRunsManager", [runs_manager], [CLIENT_MOUNT, CLIENT_WRITE, CLIENT_ROOT]),
-            ("AllowReadWriteClients", read_write, [CLIENT_MOUNT, CLIENT_WRITE]),
-            ("AllowReadOnlyClients", read_only, [CLIENT_MOUNT]),
-        ]
-        for sid, roles, actions in grants:
-            if not roles:
-                continue
-            self.file_system.add_to_resource_policy(
-                iam.PolicyStatement(
-                    sid=sid,
-                    principals=[iam.ArnPrincipal(role.role_arn) for role in roles],
-                    actions=actions,
-                    conditions=VIA_MOUNT_TARGET,
-                )
+        self.file_system.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="DenyWritesWithoutAccessPoint",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=[CLIENT_WRITE],
+                conditions={"Null": {ACCESS_POINT_ARN: "true"}},
             )
+        )
 
     # --- S3 --------------------------------------------------------------------------------------
 

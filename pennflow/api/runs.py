@@ -36,6 +36,7 @@ from pennflow.api.models import (
     StepView,
 )
 from pennflow.api.ports import ManifestWriter, RunCanceller, RunLauncher, RunPlanning, ecr_image_digest
+from pennflow.aws import arns
 from pennflow.node.registry import WorkflowRecord, WorkflowRegistry
 from pennflow.stores.base import RunStore
 from pennflow.workflow.contract import UnknownParameter, run_parameters
@@ -257,8 +258,9 @@ def cancel_run(run_id: str, *, store: RunStore, canceller: RunCanceller) -> Canc
 
 
 def console_url(arn: str) -> str:
-    region = arn.split(":")[3]
-    return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{arn}"
+    parsed = arns.parse(arn)
+    host = arns.console_host(parsed.region, parsed.partition)
+    return f"https://{host}/states/home?region={parsed.region}#/v2/executions/details/{arn}"
 
 
 def _existing_run(store: RunStore, run_id: str) -> RunRecord:

@@ -18,7 +18,7 @@ The layer-jobs function (``lambdas/layer_jobs.py``) receives three kinds of even
 
 Choices, and why:
 
-- The stack defines one task definition per job kind (``<node>-layer-build|populate|clean``), so a
+- The stack defines one task definition per job kind (``<node>_layer-build|populate|clean``), so a
   job is a RunTask with environment overrides and never a RegisterTaskDefinition (throttled, and
   only grantable on ``*``): the definitions are registered once per deploy, whatever the number of
   builds.

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from pennflow import aws
+from pennflow.aws import arns
 from pennflow.workflow.definition import Workflow
 from pennflow.workflow.runs import utcnow
 
@@ -135,9 +136,11 @@ class DynamoWorkflowRegistry:
         current = self.get(workflow.name)
         if current is not None and current.definition_hash == digest:
             return current, False
-        from pennflow.workflow.asl import compile_to_json  # only registering pays for the compiler's import
+        from pennflow.workflow.asl import CompileOptions, compile_to_json  # only registering pays for it
 
-        definition = compile_to_json(workflow)  # a CompileError stops here, before anything is deployed
+        # A CompileError stops here, before anything is deployed; integrations in the role's partition.
+        options = CompileOptions(partition=arns.partition_of(self.machines.role_arn))
+        definition = compile_to_json(workflow, options)
         arn, version_arn = self._deploy(workflow.name, definition, digest, known=current is not None)
         now = utcnow()
         record = WorkflowRecord(

@@ -45,8 +45,9 @@ class TaskSettings:
 
     file_system_id: str
     execution_role_arn: str
-    processor_role_arn: str
-    builtin_role_arn: str
+    # Each run slot has its own task roles, whose IAM policy mounts that slot's access point only:
+    # "arn:...:role/<node>_<region>_{slot}-{kind}", kind "processor" or "builtin" (set by the stack).
+    slot_role_template: str
     builtin_image: str
     log_group: str
     region: str
@@ -54,6 +55,9 @@ class TaskSettings:
     family_prefix: str = "pf-"
     # Built-ins only: where their credentials and results live (a secret's ARN, never its value).
     builtin_environment: Mapping[str, str] = field(default_factory=dict)
+
+    def task_role_arn(self, slot_id: str, *, builtin: bool) -> str:
+        return self.slot_role_template.format(slot=slot_id, kind="builtin" if builtin else "processor")
 
 
 class UnknownLayer(ValueError):
@@ -66,12 +70,14 @@ class UnknownLayer(ValueError):
 def registration(
     processor: Processor,
     *,
+    slot_id: str,
     access_point_id: str,
     settings: TaskSettings,
     layer_access_points: Mapping[str, str],
     extra_layers: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The ``RegisterTaskDefinition`` request (without family and tags) for a processor in a slot."""
+    """The ``RegisterTaskDefinition`` request (without family and tags) for a processor in a slot:
+    the slot's access point at /mnt/run and the slot's own task role."""
     layers = list(dict.fromkeys([*extra_layers, *processor.layers]))
     volumes = [_efs_volume(RUN_VOLUME, settings.file_system_id, access_point_id)]
     mounts = [{"sourceVolume": RUN_VOLUME, "containerPath": str(RUN_MOUNT), "readOnly": False}]
@@ -118,7 +124,7 @@ def registration(
         containers.insert(0, _fan_in_container(processor, settings))
         main["dependsOn"] = [{"containerName": FAN_IN_CONTAINER, "condition": "SUCCESS"}]
     return {
-        "taskRoleArn": settings.builtin_role_arn if builtin else settings.processor_role_arn,
+        "taskRoleArn": settings.task_role_arn(slot_id, builtin=builtin),
         "executionRoleArn": settings.execution_role_arn,
         "networkMode": "awsvpc",
         "requiresCompatibilities": ["FARGATE"],
@@ -171,6 +177,7 @@ class TaskDefinitions:
         for processor in (p for p in workflow.processors if p.type is not ProcessorType.DATA_SOURCE):
             request = registration(
                 processor,
+                slot_id=slot.slot_id,
                 access_point_id=slot.access_point_id,
                 settings=self.settings,
                 layer_access_points=layers,

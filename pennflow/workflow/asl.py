@@ -19,8 +19,16 @@ from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, state
 from pennflow.workflow.dag import Dag, Parallel, Plan, Step, decompose
 from pennflow.workflow.definition import Processor, ProcessorType, Workflow
 
-ECS_RUN_TASK_SYNC = "arn:aws:states:::ecs:runTask.sync"
-LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
+DEFAULT_PARTITION = "aws"
+
+
+def integration_arn(action: str, partition: str = DEFAULT_PARTITION) -> str:
+    """A Step Functions service integration (``ecs:runTask.sync``) in the node's partition."""
+    return f"arn:{partition}:states:::{action}"
+
+
+ECS_RUN_TASK_SYNC = integration_arn("ecs:runTask.sync")  # the commercial partition's; see CompileOptions
+LAMBDA_INVOKE = integration_arn("lambda:invoke")
 CONTAINER_NAME = "processor"
 WORKFLOW_STATE = "Run workflow"
 FINALIZE_OK = "Finalize run"
@@ -73,6 +81,12 @@ class CompileOptions:
     map_max_concurrency: int = 40
     download_max_concurrency: int = 50
     comment_prefix: str = "pennflow workflow"
+    # Integration ARNs name the partition (aws, aws-cn, aws-us-gov): the stack passes a placeholder
+    # its template substitutes, the node the partition of its own ARNs.
+    partition: str = DEFAULT_PARTITION
+
+    def resource(self, action: str) -> str:
+        return integration_arn(action, self.partition)
 
 
 # ------------------------------------------------------------------ builders
@@ -154,11 +168,12 @@ class _Compiler:
         top.add(State(WORKFLOW_STATE, "Parallel", Branches=[workflow_branch], ResultPath=None)).catch_all(
             FINALIZE_FAILED
         )
-        top.add(_finalize_state(FINALIZE_OK, "SUCCEEDED"))
+        invoke = self.options.resource("lambda:invoke")
+        top.add(_finalize_state(FINALIZE_OK, "SUCCEEDED", invoke))
         top.chain()
         top.states[-1].next(SUCCEEDED)
         top.add(State(SUCCEEDED, "Succeed"))
-        top.add(_finalize_state(FINALIZE_FAILED, "FAILED", failure=True)).next(FAILED)
+        top.add(_finalize_state(FINALIZE_FAILED, "FAILED", invoke, failure=True)).next(FAILED)
         # The processor's own error is in the history and the run record; the Fail state names the run's fate.
         top.add(State(FAILED, "Fail", Error="pennflow.RunFailed", Cause=RUN_FAILED_CAUSE))
         kind = "series-parallel" if self.decomposition.is_series_parallel else "ordered (not series-parallel)"
@@ -203,7 +218,7 @@ class _Compiler:
             State(
                 f"{processor.id} download",
                 "Task",
-                Resource=LAMBDA_INVOKE,
+                Resource=self.options.resource("lambda:invoke"),
                 Parameters={"FunctionName.$": "$.function", "Payload.$": "$"},
                 ResultPath=None,
             ).retry(LAMBDA_RETRY, DOWNLOAD_RETRY)
@@ -213,7 +228,7 @@ class _Compiler:
             processor.id,
             "Map",
             ItemReader={
-                "Resource": "arn:aws:states:::s3:getObject",
+                "Resource": self.options.resource("s3:getObject"),
                 "ReaderConfig": {"InputType": "JSON"},
                 "Parameters": {"Bucket.$": "$.run.manifest.bucket", "Key.$": "$.run.manifest.key"},
             },
@@ -237,7 +252,7 @@ class _Compiler:
         verify = State(
             f"{processor.id} verify",
             "Task",
-            Resource=LAMBDA_INVOKE,
+            Resource=self.options.resource("lambda:invoke"),
             Parameters={
                 "FunctionName.$": "$.node.downloadFunction",
                 "Payload": {
@@ -266,7 +281,8 @@ class _Compiler:
                 ]
             },
         }
-        state = State(name, "Task", Resource=ECS_RUN_TASK_SYNC, Parameters=parameters, ResultPath=None)
+        resource = self.options.resource("ecs:runTask.sync")
+        state = State(name, "Task", Resource=resource, Parameters=parameters, ResultPath=None)
         state.body["TimeoutSeconds"] = processor.timeout_seconds
         rules = [INFRA_RETRY]
         if processor.retry and processor.retry.max_attempts:
@@ -304,7 +320,7 @@ class _Compiler:
         listing = State(
             f"{processor.id} batches",
             "Task",
-            Resource=LAMBDA_INVOKE,
+            Resource=self.options.resource("lambda:invoke"),
             Parameters={
                 "FunctionName.$": "$.node.listBatchesFunction",
                 "Payload": {
@@ -333,14 +349,12 @@ class _Compiler:
         return [listing, fan_out]
 
 
-def _finalize_state(name: str, outcome: str, failure: bool = False) -> State:
+def _finalize_state(name: str, outcome: str, resource: str, failure: bool = False) -> State:
     payload: dict[str, Any] = {"runId.$": "$.run.id", "outcome": outcome}
     if failure:
         payload["failure.$"] = "$.failure"
     parameters = {"FunctionName.$": "$.node.finalizeFunction", "Payload": payload}
-    return State(name, "Task", Resource=LAMBDA_INVOKE, Parameters=parameters, ResultPath=None).retry(
-        LAMBDA_RETRY
-    )
+    return State(name, "Task", Resource=resource, Parameters=parameters, ResultPath=None).retry(LAMBDA_RETRY)
 
 
 def _check_override_size(processor_id: str, env: list[dict[str, str]]) -> None:

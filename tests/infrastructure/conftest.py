@@ -39,6 +39,16 @@ VARIANT_CONTEXT = {
     }
 }
 
+# The same node where AWS has other partitions: China and GovCloud (a fresh VPC, 2 run slots).
+PARTITION_REGIONS = {"aws-cn": "cn-north-1", "aws-us-gov": "us-gov-west-1"}
+
+
+def region_context(region: str) -> dict[str, Any]:
+    return {"pennflow": {"nodeName": "lab", "account": "123456789012", "region": region, "runSlots": 2}}
+
+
+# A second node beside the variant, in the same account and region, whose name starts with the first's.
+NEIGHBOUR_CONTEXT = {"pennflow": {**VARIANT_CONTEXT["pennflow"], "nodeName": "lab-dev"}}
 
 HERE = Path(__file__).resolve().parent
 
@@ -84,8 +94,14 @@ class SynthesizedNode:
         for policy in self.resources("AWS::IAM::Policy").values():
             if {"Ref": role_id} in policy["Properties"].get("Roles", []):
                 statements += policy["Properties"]["PolicyDocument"]["Statement"]
-        for inline in self.json["Resources"][role_id]["Properties"].get("Policies", []):
+        role = self.json["Resources"][role_id]["Properties"]
+        for inline in role.get("Policies", []):
             statements += inline["PolicyDocument"]["Statement"]
+        for attached in role.get("ManagedPolicyArns", []):
+            if isinstance(attached, dict) and "Ref" in attached:  # the stack's own managed policies
+                statements += self.json["Resources"][attached["Ref"]]["Properties"]["PolicyDocument"][
+                    "Statement"
+                ]
         return statements
 
     def role_actions(self, role: Any) -> set[str]:
@@ -148,6 +164,24 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedNode:
     """Synthesized from a copy of the project that also has the Lambda dependency folder built."""
     project = project_copy(tmp_path_factory.mktemp("project-variant"), with_dependencies=True)
     return synthesize(tmp_path_factory.mktemp("cdk-out-variant"), VARIANT_CONTEXT, project)
+
+
+@pytest.fixture(scope="session", params=sorted(PARTITION_REGIONS))
+def partition_node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> SynthesizedNode:
+    """The node synthesized for China and for GovCloud, once each per session (``request.param``
+    is the partition)."""
+    project = project_copy(tmp_path_factory.mktemp(f"project-{request.param}"), with_dependencies=True)
+    context = region_context(PARTITION_REGIONS[request.param])
+    return synthesize(tmp_path_factory.mktemp(f"cdk-out-{request.param}"), context, project)
+
+
+@pytest.fixture(scope="session")
+def neighbour(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedNode:
+    """Node "lab-dev" in the variant's account and region (the variant is node "lab")."""
+    project = project_copy(tmp_path_factory.mktemp("project-neighbour"), with_dependencies=True)
+    return synthesize(tmp_path_factory.mktemp("cdk-out-neighbour"), NEIGHBOUR_CONTEXT, project)
 
 
 class _NoAcknowledgements:

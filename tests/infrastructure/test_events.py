@@ -14,13 +14,13 @@ def test_execution_rule_matches_the_node_state_machine_prefix(node):
     pattern = rules(node)["aws.states"]["EventPattern"]
     assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
     (prefix,) = pattern["detail"]["stateMachineArn"]
-    assert prefix["prefix"]["Fn::Join"][1][-1] == ":stateMachine:pennflow-"
+    assert prefix["prefix"]["Fn::Join"][1][-1] == ":stateMachine:pennflow_"
 
 
 def test_variant_prefix_is_concrete_for_a_fixed_environment(variant):
     pattern = rules(variant)["aws.states"]["EventPattern"]
     assert pattern["detail"]["stateMachineArn"] == [
-        {"prefix": "arn:aws:states:eu-west-1:123456789012:stateMachine:lab-"}
+        {"prefix": "arn:aws:states:eu-west-1:123456789012:stateMachine:lab_"}
     ]
 
 

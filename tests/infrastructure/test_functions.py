@@ -21,7 +21,7 @@ def test_python312_arm64_functions_with_their_handlers_and_names(node):
     assert len(node.resources("AWS::Lambda::Function")) == len(functions) + 1
     for name in node.stack.functions.functions:
         properties = function_properties(node, name)
-        assert properties["FunctionName"] == f"pennflow-{name.replace('_', '-')}"
+        assert properties["FunctionName"] == f"pennflow_{name.replace('_', '-')}"
         assert properties["Runtime"] == "python3.12"
         assert properties["Architectures"] == ["arm64"]
         assert properties["Handler"] == f"lambdas.{name}.handler"
@@ -184,8 +184,10 @@ def test_runs_manager_registers_task_definitions_and_passes_only_the_task_roles(
     assert register["Resource"] == "*"  # no resource-level permissions exist; acknowledged in stacks/
     (pass_role,) = [s for s in statements if s["Action"] == "iam:PassRole"]
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
-    passed = {r["Fn::GetAtt"][0] for r in pass_role["Resource"]}
-    assert passed == {node.logical_id(r) for r in (compute.execution_role, *compute.task_roles)}
+    execution, slot_roles = pass_role["Resource"]
+    assert execution == {"Fn::GetAtt": [node.logical_id(compute.execution_role), "Arn"]}
+    assert slot_roles == node.stack.resolve(compute.slot_roles_pattern)
+    assert slot_roles["Fn::Join"][1][-3:] == [":role/pennflow_", {"Ref": "AWS::Region"}, "_*"]
 
 
 def test_runs_manager_controls_only_this_clusters_tasks(node):

@@ -25,7 +25,7 @@ def layer_rule(node) -> dict:
 def test_the_function_runs_the_layer_jobs_handler_out_of_the_vpc(node):
     layers = node.stack.layers
     function = properties(node, layers.function)
-    assert function["FunctionName"] == "pennflow-layer-jobs"
+    assert function["FunctionName"] == "pennflow_layer-jobs"
     assert function["Handler"] == "lambdas.layer_jobs.handler"
     assert "VpcConfig" not in function and "FileSystemConfigs" not in function
     variables = function["Environment"]["Variables"]
@@ -47,7 +47,7 @@ def test_the_environment_is_what_the_function_reads(node):
 def test_the_api_hands_jobs_to_the_function_and_may_invoke_only_it_of_the_layer_pieces(node):
     functions, layers = node.stack.functions, node.stack.layers
     api = properties(node, functions["api"])["Environment"]["Variables"]
-    assert api["LAYER_JOBS_FUNCTION_NAME"] == "pennflow-layer-jobs"
+    assert api["LAYER_JOBS_FUNCTION_NAME"] == "pennflow_layer-jobs"
     invokes = [
         s for s in node.role_statements(functions.roles["api"]) if s["Action"] == "lambda:InvokeFunction"
     ]
@@ -64,7 +64,7 @@ def test_stopped_tasks_of_the_layer_job_families_reach_the_function_with_retries
         {"Fn::GetAtt": [node.logical_id(node.stack.compute.cluster), "Arn"]}
     ]
     (prefix,) = pattern["detail"]["taskDefinitionArn"]
-    assert prefix["prefix"]["Fn::Join"][1][-1] == ":task-definition/pennflow-layer-"
+    assert prefix["prefix"]["Fn::Join"][1][-1] == ":task-definition/pennflow_layer-"
     (target,) = rule["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": [node.logical_id(node.stack.layers.function), "Arn"]}
     queue = node.logical_id(node.stack.functions.dead_letter_queue)
@@ -78,9 +78,9 @@ def test_every_family_starts_with_the_prefix_the_rule_matches(node, variant):
             properties(synthesized, task)["Family"]
             for task in synthesized.stack.layers.task_definitions.values()
         }
-        assert families == {f"{name}-layer-build", f"{name}-layer-populate", f"{name}-layer-clean"}
+        assert families == {f"{name}_layer-build", f"{name}_layer-populate", f"{name}_layer-clean"}
     (prefix,) = layer_rule(variant)["EventPattern"]["detail"]["taskDefinitionArn"]
-    assert prefix == {"prefix": "arn:aws:ecs:eu-west-1:123456789012:task-definition/lab-layer-"}
+    assert prefix == {"prefix": "arn:aws:ecs:eu-west-1:123456789012:task-definition/lab_layer-"}
 
 
 def test_build_is_stage_then_the_layer_build_image_then_report(node):
@@ -144,13 +144,6 @@ def test_job_roles_write_efs_only_through_the_layers_access_point(node):
     # The pip step's role never reads the Pennsieve secret; the populate role does.
     assert not any(a.startswith("secretsmanager:") for a in node.role_actions(layers.job_role))
     assert "secretsmanager:GetSecretValue" in node.role_actions(layers.populate_role)
-
-
-def test_the_file_system_lets_the_job_roles_write(node):
-    (fs,) = [r["Properties"] for r in node.resources("AWS::EFS::FileSystem").values()]
-    (writers,) = [s for s in fs["FileSystemPolicy"]["Statement"] if s.get("Sid") == "AllowReadWriteClients"]
-    principals = {p["Fn::GetAtt"][0] for p in as_list(writers["Principal"]["AWS"])}
-    assert {node.logical_id(role) for role in node.stack.layers.task_roles} <= principals
 
 
 def test_the_function_runs_only_its_task_definitions_and_passes_only_their_roles(node):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pennflow.workflow.asl import compile_workflow
+from pennflow.workflow.asl import CompileOptions, compile_workflow
 from pennflow.workflow.definition import load_definition
 from stacks import constants as C
-from stacks.orchestration import WorkflowError, compile_folder
+from stacks.orchestration import PARTITION_PLACEHOLDER, WorkflowError, compile_folder
 from tests.infrastructure.conftest import as_list
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -47,16 +47,39 @@ def test_state_machines_are_named_after_their_workflow(node):
     for path in workflow_files():
         workflow = load_definition(path)
         if path.name.removesuffix(path.suffix) == workflow.name:
-            assert f"pennflow-{workflow.name}" in names
-    assert all(name.startswith("pennflow-") and len(name) <= 80 for name in names)
+            assert f"pennflow_{workflow.name}" in names
+    assert all(name.startswith("pennflow_") and len(name) <= 80 for name in names)
+
+
+def definition_text(properties: dict) -> str:
+    """The deployed definition, the stack's partition (a Ref when the region is not fixed) as the
+    compiler's placeholder."""
+    definition = properties["DefinitionString"]
+    if isinstance(definition, str):
+        return definition
+    delimiter, parts = definition["Fn::Join"]
+    partition = {"Ref": "AWS::Partition"}
+    assert all(isinstance(p, str) or p == partition for p in parts)
+    return delimiter.join(PARTITION_PLACEHOLDER if p == partition else p for p in parts)
 
 
 def test_definitions_are_the_compiler_output(node):
     deployed = {
-        json.dumps(json.loads(p["DefinitionString"]), sort_keys=True) for p in state_machines(node).values()
+        json.dumps(json.loads(definition_text(p)), sort_keys=True) for p in state_machines(node).values()
     }
-    compiled = {json.dumps(compile_workflow(load_definition(p)), sort_keys=True) for p in workflow_files()}
+    options = CompileOptions(partition=PARTITION_PLACEHOLDER)
+    compiled = {
+        json.dumps(compile_workflow(load_definition(p), options), sort_keys=True) for p in workflow_files()
+    }
     assert deployed == compiled
+
+
+def test_integrations_name_the_stack_partition(node):
+    for properties in state_machines(node).values():
+        parts = properties["DefinitionString"]["Fn::Join"][1]
+        assert {"Ref": "AWS::Partition"} in parts
+        assert not any("arn:aws:" in p for p in parts if isinstance(p, str))
+        assert '"arn:${Partition}:states:::ecs:runTask.sync"' in definition_text(properties)
 
 
 def test_standard_type_full_logging_without_execution_data_and_tracing(node):
@@ -75,7 +98,7 @@ def test_role_runs_only_the_node_task_families_on_its_cluster(node):
     orchestration, compute = node.stack.orchestration, node.stack.compute
     statements = node.role_statements(orchestration.role)
     (run,) = [s for s in statements if s["Action"] == "ecs:RunTask"]
-    assert run["Resource"]["Fn::Join"][1][-1] == ":task-definition/pennflow-proc-*"
+    assert run["Resource"]["Fn::Join"][1][-1] == ":task-definition/pennflow_proc-*"
     assert run["Condition"] == {
         "ArnEquals": {"ecs:cluster": {"Fn::GetAtt": [node.logical_id(compute.cluster), "Arn"]}}
     }
@@ -95,7 +118,7 @@ def test_role_manages_the_sync_managed_rule_and_invokes_only_its_lambdas(node):
 def test_role_runs_distributed_maps_over_the_run_manifest(node):
     statements = node.role_statements(node.stack.orchestration.role)
     (start,) = [s for s in statements if s["Action"] == "states:StartExecution"]
-    assert start["Resource"]["Fn::Join"][1][-1] == ":stateMachine:pennflow-*"
+    assert start["Resource"]["Fn::Join"][1][-1] == ":stateMachine:pennflow_*"
     (manifest,) = [s for s in statements if s["Action"] == "s3:GetObject"]
     bucket = node.logical_id(node.stack.storage.results_bucket)
     assert manifest["Resource"] == {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/runs/*"]]}
@@ -106,7 +129,7 @@ def test_api_can_create_state_machines_with_the_shared_role(node):
     variables = node.json["Resources"][node.logical_id(api)]["Properties"]["Environment"]["Variables"]
     role = node.logical_id(node.stack.orchestration.role)
     assert variables["STATE_MACHINE_ROLE_ARN"] == {"Fn::GetAtt": [role, "Arn"]}
-    assert variables["STATE_MACHINE_PREFIX"] == "pennflow-"
+    assert variables["STATE_MACHINE_PREFIX"] == "pennflow_"
     (pass_role,) = [s for s in node.role_statements(api.role) if s["Action"] == "iam:PassRole"]
     assert pass_role["Resource"] == {"Fn::GetAtt": [role, "Arn"]}
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "states.amazonaws.com"}}
@@ -121,8 +144,8 @@ def test_folder_names_files_after_their_workflow(tmp_path):
     (tmp_path / "notes.txt").write_text("not a workflow")
     compiled = compile_folder(tmp_path, "node")
     assert [(c.source.name, c.state_machine_name) for c in compiled] == [
-        ("alpha.yaml", "node-alpha"),
-        ("beta.yml", "node-beta"),
+        ("alpha.yaml", "node_alpha"),
+        ("beta.yml", "node_beta"),
     ]
 
 
@@ -132,7 +155,7 @@ def test_second_file_of_a_workflow_is_named_after_its_file(tmp_path):
     )
     (tmp_path / "alpha.yaml").write_text(MINIMAL.format(name="alpha"))
     names = {c.source.name: c.state_machine_name for c in compile_folder(tmp_path, "pennflow")}
-    assert names == {"alpha.yaml": "pennflow-alpha", "alpha.pennsieve.json": "pennflow-alpha-pennsieve"}
+    assert names == {"alpha.yaml": "pennflow_alpha", "alpha.pennsieve.json": "pennflow_alpha-pennsieve"}
 
 
 def test_invalid_workflow_is_reported_with_its_file(tmp_path):

@@ -62,6 +62,7 @@ def test_json_string_from_the_command_line_is_accepted():
         ({"retentionDays": {"logs": 8}}, "pennflow.retentionDays.logs: CloudWatch Logs accepts only 1, 3, 5"),
         ({"alarmEmail": "not-an-address"}, "pennflow.alarmEmail: String should match pattern"),
         ({"nodeName": "Node_1"}, "pennflow.nodeName: String should match pattern"),
+        ({"nodeName": "lab_dev"}, "pennflow.nodeName: String should match pattern"),  # the name separator
         ({"nodeName": "a" * 16}, "pennflow.nodeName: String should have at most 15 characters"),
         ({"workflowsFolder": "../elsewhere"}, "pennflow.workflowsFolder: give a folder inside the project"),
         ({"runSlot": 3}, "pennflow.runSlot: unknown setting"),

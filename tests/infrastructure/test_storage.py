@@ -45,20 +45,57 @@ def test_efs_policy_denies_unencrypted_transport(node):
     } in statements
 
 
-def test_efs_policy_grants_nothing_to_anonymous_clients(node):
-    for statement in file_system(node)["FileSystemPolicy"]["Statement"]:
-        if statement["Effect"] == "Allow":
-            assert statement["Principal"]["AWS"] != "*", statement
-            assert statement["Condition"] == {"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}}
+def test_efs_policy_grants_nothing_at_all(node):
+    """No Allow: anonymous NFS clients are refused, and IAM clients only have what their own identity
+    policy grants through their access point (a shared Allow would let one slot mount another)."""
+    statements = file_system(node)["FileSystemPolicy"]["Statement"]
+    assert statements and all(s["Effect"] == "Deny" for s in statements)
+
+
+def test_efs_policy_denies_every_write_that_bypasses_an_access_point(node):
+    statements = file_system(node)["FileSystemPolicy"]["Statement"]
+    (deny,) = [s for s in statements if s.get("Sid") == "DenyWritesWithoutAccessPoint"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == {"AWS": "*"}
+    assert deny["Action"] == "elasticfilesystem:ClientWrite"
+    assert deny["Condition"] == {"Null": {"elasticfilesystem:AccessPointArn": "true"}}
+
+
+def test_every_efs_client_writes_through_a_named_access_point(node):
+    """No identity policy of the node grants ClientWrite on the file system without naming the
+    access point(s) it may write through."""
+    for policy in (
+        *node.resources("AWS::IAM::Policy").values(),
+        *node.resources("AWS::IAM::ManagedPolicy").values(),
+    ):
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if "elasticfilesystem:ClientWrite" in as_list(statement["Action"]):
+                access_points = statement["Condition"]["StringEquals"]["elasticfilesystem:AccessPointArn"]
+                assert all("Fn::GetAtt" in ap or "Fn::Join" in ap for ap in as_list(access_points))
+    for role in node.resources("AWS::IAM::Role").values():
+        for inline in role["Properties"].get("Policies", []):
+            for statement in inline["PolicyDocument"]["Statement"]:
+                if "elasticfilesystem:ClientWrite" in as_list(statement["Action"]):
+                    assert "elasticfilesystem:AccessPointArn" in statement["Condition"]["StringEquals"]
 
 
 def test_only_the_runs_manager_may_act_as_root(node):
-    prepare_role = {"Fn::GetAtt": [node.logical_id(node.stack.functions.roles["runs_manager"]), "Arn"]}
+    runs_manager = {"Fn::GetAtt": [node.logical_id(node.stack.functions.roles["runs_manager"]), "Arn"]}
     statements = file_system(node)["FileSystemPolicy"]["Statement"]
-    root_allows = [s for s in statements if s["Effect"] == "Allow" and ROOT in as_list(s["Action"])]
-    assert [s["Principal"]["AWS"] for s in root_allows] == [prepare_role]
     (deny,) = [s for s in statements if s["Effect"] == "Deny" and s["Action"] == ROOT]
-    assert deny["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": prepare_role}}
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": runs_manager}}
+    root_grants = [
+        statement
+        for policy in node.resources("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if ROOT in as_list(statement["Action"])
+    ]
+    assert root_grants
+    runs_manager_policies = {
+        node.logical_id(node.stack.functions.roles["runs_manager"].node.find_child("DefaultPolicy"))
+    }
+    for logical_id, policy in node.resources("AWS::IAM::Policy").items():
+        if any(ROOT in as_list(s["Action"]) for s in policy["Properties"]["PolicyDocument"]["Statement"]):
+            assert logical_id in runs_manager_policies
 
 
 def test_access_points_act_as_uid_1000_on_runs_layers_and_each_slot(node):

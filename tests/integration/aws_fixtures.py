@@ -121,6 +121,7 @@ FINALIZE_FUNCTION = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:pennflow-finali
 LIST_BATCHES_FUNCTION = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:pennflow-list-batches"
 DOWNLOAD_FUNCTION = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:pennflow-download"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/pennflow-"
+SLOT_ROLE_TEMPLATE = f"arn:aws:iam::{ACCOUNT}:role/pennflow_{REGION}_{{slot}}-{{kind}}"
 PENNSIEVE_SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:pennflow/pennsieve-AbCdEf"
 
 
@@ -294,8 +295,7 @@ def build_moto_node(runs_mount: Path, *, slots: int = 3, layers: dict[str, str] 
     task_settings = TaskSettings(
         file_system_id=file_system_id,
         execution_role_arn=ROLE + "execution",
-        processor_role_arn=ROLE + "processor",
-        builtin_role_arn=ROLE + "builtin",
+        slot_role_template=SLOT_ROLE_TEMPLATE,
         builtin_image=BUILTIN_IMAGE,
         log_group=PROCESSOR_LOG_GROUP,
         region=REGION,

@@ -105,14 +105,15 @@ def test_task_definitions_mount_only_the_slot_and_follow_the_contract(moto_node:
     target = _task_definition(arns["results"])
     for builtin, command in ((target, ["data-target", "--target-type", "s3"]),):
         (container,) = builtin["containerDefinitions"]
-        assert container["image"] == BUILTIN_IMAGE and builtin["taskRoleArn"].endswith("builtin")
+        assert container["image"] == BUILTIN_IMAGE
+        assert builtin["taskRoleArn"] == _slot_role("slot-00", "builtin")
         assert container["command"] == ["python", "-m", "pennflow.node.builtins", *command]
         assert {e["name"]: e["value"] for e in container["environment"]} == {
             "LAYERS_DIR": "/mnt/layers",
             "PENNSIEVE_SECRET_ARN": aws_fixtures.PENNSIEVE_SECRET,
             "RESULTS_BUCKET": aws_fixtures.RESULTS_BUCKET,
         }
-    assert _task_definition(arns["convert"])["taskRoleArn"].endswith("processor")
+    assert _task_definition(arns["convert"])["taskRoleArn"] == _slot_role("slot-00", "processor")
 
     report = _task_definition(arns["report"])
     fan_in, main = report["containerDefinitions"]
@@ -123,6 +124,38 @@ def test_task_definitions_mount_only_the_slot_and_follow_the_contract(moto_node:
     ]  # fmt: skip
     assert main["dependsOn"] == [{"containerName": "fan-in", "condition": "SUCCESS"}]
     assert "dependsOn" not in _task_definition(arns["bandpower"])["containerDefinitions"][0]
+
+
+def _slot_role(slot: str, kind: str) -> str:
+    return aws_fixtures.SLOT_ROLE_TEMPLATE.format(slot=slot, kind=kind)
+
+
+def _run_task_definitions(moto_node: MotoNode, run_id: str) -> dict[str, dict]:
+    execution = _execution(moto_node.store.get_run(run_id).execution_arn)
+    return {
+        key: _task_definition(arn)
+        for key, arn in json.loads(execution["input"])["run"]["taskDefinitions"].items()
+    }
+
+
+def test_each_slot_task_definitions_carry_that_slot_role_and_access_point(moto_node: MotoNode) -> None:
+    workflow = workflow_from(EEG)
+    moto_node.register(workflow)
+    runs = [moto_node.create_run(workflow) for _ in range(2)]
+    slots = [prepare_run(run.run_id, moto_node.node).slot_id for run in runs]
+    assert slots == ["slot-00", "slot-01"]
+
+    seen_roles = set()
+    for run, slot in zip(runs, slots, strict=True):
+        for key, task in _run_task_definitions(moto_node, run.run_id).items():
+            kind = "builtin" if key == "results" else "processor"
+            assert task["taskRoleArn"] == _slot_role(slot, kind), key
+            run_volume = next(v for v in task["volumes"] if v["name"] == "run")
+            access_point = run_volume["efsVolumeConfiguration"]["authorizationConfig"]["accessPointId"]
+            assert access_point == moto_node.slot_access_points[slot], key
+            seen_roles.add(task["taskRoleArn"])
+    # two slots, two kinds: four roles, none shared between the slots
+    assert len(seen_roles) == 4
 
 
 def test_the_same_content_is_registered_once_per_slot(moto_node: MotoNode) -> None:
