@@ -314,6 +314,7 @@ class NodeFunctions(Construct):
             "task_family_prefix": C.task_family_prefix(s.node_name),
             "pennsieve_secret": compute.pennsieve_secret.secret_arn,
             "finalize_function": self.name_of("finalize"),
+            "prepare_function": self.name_of("prepare"),  # resumes a preparation handed on (out of time)
             "list_batches_function": self.name_of("list_batches"),
             "download_function": self.name_of("download"),
             "layer_jobs_function": self.name_of("layer_jobs"),
@@ -450,6 +451,20 @@ class NodeFunctions(Construct):
             ["iam:PassRole"],
             [r.role_arn for r in (compute.execution_role, *compute.task_roles)],
             StringEquals={"iam:PassedToService": "ecs-tasks.amazonaws.com"},
+        )
+        # A preparation out of time hands its run on to a new prepare invocation; the ARN is built from
+        # the fixed name, since the prepare function itself depends on this role's policy.
+        self.allow(
+            role,
+            ["lambda:InvokeFunction"],
+            [
+                Stack.of(self).format_arn(
+                    service="lambda",
+                    resource="function",
+                    resource_name=self.name_of("prepare"),
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
         )
         self._allow_task_definitions()
         self._allow_task_control()
