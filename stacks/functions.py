@@ -269,7 +269,7 @@ class NodeFunctions(Construct):
             "node": s.node_name,
             "runs_table": storage.runs_table.table_name,
             "workflows_table": storage.workflows_table.table_name,
-            "state_machine_prefix": C.state_machine_prefix(s.node_name),
+            "state_machine_prefix": C.api_state_machine_prefix(s.node_name),  # what POST /workflows creates
             "processors_table": storage.processors_table.table_name,
             "idempotency_table": storage.idempotency_table.table_name,
             "layers_table": storage.layers_table.table_name,
@@ -383,10 +383,10 @@ class NodeFunctions(Construct):
                     "states:PublishStateMachineVersion",
                     "states:TagResource",
                 ],
-                resources=[self.states_arn("stateMachine", "*")],
+                resources=[self.states_arn("stateMachine", f"{C.API_STATE_MACHINE_MARK}*")],
             ),
-            "The API registers workflows at runtime as state machines named '<node>-<workflow>' (and their "
-            "published versions); the ARN pattern keeps it to this node's name prefix.",
+            "The API registers workflows at runtime as state machines named '<node>-api_<workflow>' (and their "
+            "published versions); the pattern keeps it to that namespace, off the stack's own state machines.",
         )
         self.allow_wildcard(
             self.roles["api"],

@@ -12,7 +12,7 @@ from tests.integration.aws_fixtures import REGION
 api = api_support.api
 mocked_aws = api_support.mocked_aws
 
-EXECUTIONS = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:pennflow-tiny"
+EXECUTIONS = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:pennflow-api_tiny"
 
 
 @pytest.fixture
