@@ -1,7 +1,9 @@
 """Prepare a run: queue it, and start it (or older queued runs) while run slots are free.
 
 Invoked asynchronously by the API with ``{"runId": ...}``; a malformed event or an unknown run is
-logged and answered, not raised, so the asynchronous retries never replay a hopeless event.
+logged and answered, not raised, so the asynchronous retries never replay a hopeless event. A run
+whose task definitions do not fit in this invocation's time is handed on, holding its slot, to a
+new invocation with the same event (outcome ``preparing``; see ``pennflow.node.resume``).
 """
 
 from __future__ import annotations
