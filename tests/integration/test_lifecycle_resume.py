@@ -73,9 +73,7 @@ def node_and_clock(mocked_aws, tmp_path) -> tuple[MotoNode, FakeClock, Handovers
 
 
 def create_run(moto: MotoNode, workflow: Workflow):
-    """With BatchWriteItem: the store's transactional create holds at most 99 processors (tested there)."""
-    (run,) = moto.create_runs(workflow, 1)
-    return run
+    return moto.create_run(workflow, dataset_id="N:dataset:1")  # the store's create, as the API's
 
 
 def invoke_prepare(node: Node, clock: FakeClock, run_id: str):
