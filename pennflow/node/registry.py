@@ -7,8 +7,9 @@ exactly the definition it was started with even after the workflow has been upda
 
 The table has two owners (the item format and the naming rule: ``pennflow.workflow.registered``).
 The API's prefix is ``<node>-api_``, a namespace no folder workflow's state machine can take, and
-its IAM allows no other; a workflow the stack deployed from the workflows folder is refused here
-(``StackOwnedWorkflow``), so registering never changes a CloudFormation-owned state machine.
+its IAM allows no other; a changed definition of a workflow the stack deployed from the workflows
+folder is refused here (``StackOwnedWorkflow``; the same definition is "unchanged"), so registering
+never changes a CloudFormation-owned state machine.
 """
 
 from __future__ import annotations
@@ -139,10 +140,10 @@ class DynamoWorkflowRegistry:
     def register(self, workflow: Workflow) -> tuple[WorkflowRecord, bool]:
         digest = workflow.definition_hash()
         current = self.get(workflow.name)
+        if current is not None and current.definition_hash == digest:
+            return current, False  # unchanged, whoever owns it (`pennflow submit` of a folder file)
         if current is not None and current.stack_owned:
             raise StackOwnedWorkflow(current)
-        if current is not None and current.definition_hash == digest:
-            return current, False
         machine = self.machines.name(workflow.name)
         if len(machine) > STATE_MACHINE_NAME_LIMIT:
             raise StateMachineNameTooLong(workflow.name, machine)

@@ -206,6 +206,24 @@ def test_registering_a_folder_workflow_through_the_api_is_refused_and_changes_no
     assert api("GET", "/workflows/eeg-quality").body["definitionHash"] == deployed.definition_hash
 
 
+def test_submitting_a_folder_file_unchanged_registers_nothing_and_starts_the_deployed_workflow(
+    api: Api,
+) -> None:
+    deployed = deploy_from_folder("eeg-quality", example("eeg-quality.yaml"), "eeg-quality.yaml")
+    # What `pennflow submit workflows/eeg-quality.yaml` sends first (pennflow.node.client.NodeClient.submit).
+    body = example("eeg-quality.yaml").model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    reply = api("POST", "/workflows", body=body)
+
+    assert reply.status == 200, reply.body
+    assert (
+        reply.body["managedBy"] == "cloudformation"
+        and reply.body["definitionHash"] == deployed.definition_hash
+    )
+    assert [m["name"] for m in sfn().list_state_machines()["stateMachines"]] == ["pennflow-eeg-quality"]
+    assert api.start("eeg-quality", datasetId="N:dataset:1").status == 202
+
+
 def test_the_api_registers_in_its_own_namespace_beside_a_folder_machine_of_the_same_name(api: Api) -> None:
     # The stack's machine exists before its record (the custom resource runs after it): no clash.
     sfn().create_state_machine(
