@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
 from pennflow.node.resume import Continuation, NoContinuation, PreparationPaused, TimeBudget
-from pennflow.node.slots import QueuedRun, Slot, SlotFolders, SlotPool
+from pennflow.node.slots import Slot, SlotFolders, SlotPool
 from pennflow.node.taskdefs import TaskDefinitions
 from pennflow.stores.dynamodb import DynamoRunStore
 from pennflow.workflow import asl
@@ -286,7 +286,7 @@ def start_queued_runs(node: Node) -> list[StartResult]:
     results = []
     while True:
         slots = node.slots.slots()
-        entry = _next_to_start(node, slots)
+        entry = node.slots.next_to_serve(slots)
         if entry is None:
             break
         result = _start_queued(entry.run_id, node, slots)
@@ -301,19 +301,8 @@ def start_queued_runs(node: Node) -> list[StartResult]:
 def start_next_queued(node: Node) -> StartResult | None:
     """Start the oldest queued run if a slot is free (or the run that holds one, half-prepared)."""
     slots = node.slots.slots()
-    entry = _next_to_start(node, slots)
+    entry = node.slots.next_to_serve(slots)
     return _start_queued(entry.run_id, node, slots) if entry else None
-
-
-def _next_to_start(node: Node, slots: list[Slot]) -> QueuedRun | None:
-    queued = node.slots.queued()
-    holders = {slot.run_id for slot in slots if slot.run_id}
-    resuming = next((entry for entry in queued if entry.run_id in holders), None)
-    if resuming is not None:
-        return resuming
-    if not queued or all(not slot.is_free for slot in slots):
-        return None
-    return queued[0]
 
 
 def _start_queued(run_id: str, node: Node, slots: list[Slot]) -> StartResult | None:
