@@ -260,6 +260,13 @@ def test_second_file_of_a_workflow_is_named_after_its_file(tmp_path):
     assert {c.workflow.name for c in compiled} == {"alpha"}
 
 
+def test_a_second_file_whose_registered_name_would_be_too_long_is_refused_at_synth(tmp_path):
+    (tmp_path / "alpha.yaml").write_text(MINIMAL.format(name="alpha"))
+    (tmp_path / f"alpha-{'x' * 60}.yaml").write_text(MINIMAL.format(name="alpha"))
+    with pytest.raises(WorkflowError, match="over 64 characters; shorten the file name"):
+        compile_folder(tmp_path, "pn")
+
+
 def test_invalid_workflow_is_reported_with_its_file(tmp_path):
     (tmp_path / "broken.yaml").write_text("name: broken\nprocessors: []\n")
     with pytest.raises(WorkflowError, match=r"broken\.yaml: 1 fault"):
