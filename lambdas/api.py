@@ -170,12 +170,13 @@ RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="The run id (its
     operation_id="registerWorkflow",
     summary="Register a workflow",
     description="Validates the definition (every fault is listed), compiles it and creates or updates "
-    "its state machine. 201 when the workflow is new, 200 when it was updated or unchanged.",
+    "its state machine. 201 when the workflow is new, 200 when it was updated or unchanged; 409 when the "
+    "name belongs to a workflow deployed from the node's workflows folder (change the file and redeploy).",
     tags=["workflows"],
     responses={
         **_ok(WorkflowView, "Updated (or unchanged)"),
         **_ok(WorkflowView, "Created", 201),
-        **_errors(400, 413, 415, 422),
+        **_errors(400, 409, 413, 415, 422),
     },
 )
 def post_workflow(

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lambdas.observability import logger, metrics, rejected, tracer
-from lambdas.settings import node
+from lambdas.settings import node_for
 from pennflow.node.cancel import cancel_run
 from pennflow.node.lifecycle import RunNotFound
 
@@ -28,7 +28,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return rejected("cancel", exc)
     logger.append_keys(run_id=request.run_id)
     try:
-        status = cancel_run(request.run_id, node())
+        status = cancel_run(request.run_id, node_for(context))
     except RunNotFound as exc:
         logger.error(str(exc))
         return {"runId": request.run_id, "error": str(exc)}

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lambdas.observability import logger, metrics, problems_of, tracer
-from lambdas.settings import node
+from lambdas.settings import node_for
 from pennflow.node.finalize import finalize_run
 
 
@@ -45,7 +45,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         raise MalformedFinalizeEvent(f"malformed finalize event: {problems}") from None
     logger.append_keys(run_id=request.run_id)
     failure = request.failure.model_dump() if request.failure else None
-    summary = finalize_run(request.run_id, request.outcome, failure, node())
+    summary = finalize_run(request.run_id, request.outcome, failure, node_for(context))
     failed = summary.failed
     logger.info(
         "finalized",

@@ -1,7 +1,9 @@
 """Prepare a run: queue it, and start it (or older queued runs) while run slots are free.
 
 Invoked asynchronously by the API with ``{"runId": ...}``; a malformed event or an unknown run is
-logged and answered, not raised, so the asynchronous retries never replay a hopeless event.
+logged and answered, not raised, so the asynchronous retries never replay a hopeless event. A run
+whose task definitions do not fit in this invocation's time is handed on, holding its slot, to a
+new invocation with the same event (outcome ``preparing``; see ``pennflow.node.resume``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lambdas.observability import logger, metrics, rejected, tracer
-from lambdas.settings import node
+from lambdas.settings import node_for
 from pennflow.node.lifecycle import RunNotFound, prepare_run
 
 
@@ -31,7 +33,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return rejected("prepare", exc)
     logger.append_keys(run_id=request.run_id)
     try:
-        result = prepare_run(request.run_id, node())
+        result = prepare_run(request.run_id, node_for(context))
     except RunNotFound as exc:
         logger.error(str(exc))
         return {"runId": request.run_id, "error": str(exc)}

@@ -93,6 +93,8 @@ class NodeSettings(_EnvSettings):
     retention_days: int = Field(90, alias="RUN_RETENTION_DAYS", ge=1, le=3650)
     pennsieve_secret_arn: str | None = Field(None, alias="PENNSIEVE_SECRET_ARN")
     layer_jobs_function_name: str | None = Field(None, alias="LAYER_JOBS_FUNCTION_NAME")
+    # Resumes a preparation that did not fit in one invocation (pennflow.node.resume).
+    prepare_function_name: str | None = Field(None, alias="PREPARE_FUNCTION_NAME")
 
 
 def _describe(exc: ValidationError) -> str:
@@ -117,9 +119,19 @@ def node() -> Any:
     return build_node(node_settings(), listener=MetricsListener())
 
 
+def node_for(context: Any) -> Any:
+    """The node with this invocation's time budget: a preparation that would not fit is handed on."""
+    from dataclasses import replace
+
+    from pennflow.node.resume import TimeBudget
+
+    return replace(node(), budget=TimeBudget.of_lambda(context))
+
+
 def build_node(settings: NodeSettings, listener: Any = None) -> Any:
     from pennflow.node.lifecycle import Node, NodeConfig, NoLayers, PennsieveManifests, RegistryLayerPins
     from pennflow.node.registry import DynamoWorkflowRegistry, StateMachineSettings
+    from pennflow.node.resume import AsyncPrepare, NoContinuation
     from pennflow.node.slots import SlotFolders, SlotPool
     from pennflow.node.taskdefs import TaskDefinitions, TaskSettings
     from pennflow.stores.dynamodb import DynamoRunStore
@@ -178,5 +190,10 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         workflows=DynamoWorkflowRegistry(settings.workflows_table, machines),
         layers=layers,
         manifests=PennsieveManifests(settings.results_bucket),
+        continuation=(
+            AsyncPrepare(settings.prepare_function_name)
+            if settings.prepare_function_name
+            else NoContinuation()
+        ),
         **extra,
     )

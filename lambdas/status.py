@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from lambdas.observability import logger, metrics, tracer
-from lambdas.settings import node
+from lambdas.settings import node_for
 from pennflow.node.tracking import handle_event
 
 
@@ -17,6 +17,6 @@ from pennflow.node.tracking import handle_event
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, str]:
-    outcome = handle_event(event, node())
+    outcome = handle_event(event, node_for(context))
     logger.info(outcome, extra={"detail_type": event.get("detail-type") if isinstance(event, dict) else None})
     return {"result": outcome}

@@ -6,6 +6,8 @@ Runtime code (lambdas/, pennflow/) reads the same values from the environment va
 
 from __future__ import annotations
 
+from pennflow.workflow.registered import API_STATE_MACHINE_MARK, STATE_MACHINE_NAME_LIMIT
+
 STACK_ID = "PennflowNode"
 DEFAULT_NODE_NAME = "pennflow"
 CONTEXT_KEY = "pennflow"  # the cdk.json context object users edit
@@ -29,7 +31,6 @@ MAX_RUN_SLOTS = 50  # every slot's access point ARN is listed in the task roles'
 EFS_IA_AFTER_DAYS = 30  # EFS lifecycle: files move to Infrequent Access after 30 days without access
 
 # Step Functions / ECS naming, shared with the API Lambda that creates state machines at runtime.
-STATE_MACHINE_NAME_LIMIT = 80
 NODE_NAME_MAX = STATE_MACHINE_NAME_LIMIT - 64 - 1  # room for "<node>_" + a 64-char workflow name
 ECS_SYNC_MANAGED_RULE = "StepFunctionsGetEventsForECSTaskRule"
 
@@ -47,6 +48,11 @@ def node_prefix(node_name: str) -> str:
 
 def state_machine_prefix(node_name: str) -> str:
     return node_prefix(node_name)
+
+
+def api_state_machine_prefix(node_name: str) -> str:
+    """Workflows registered through the API: a namespace no folder workflow's state machine can take."""
+    return state_machine_prefix(node_name) + API_STATE_MACHINE_MARK
 
 
 def task_family_prefix(node_name: str) -> str:

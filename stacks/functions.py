@@ -269,7 +269,7 @@ class NodeFunctions(Construct):
             "node": s.node_name,
             "runs_table": storage.runs_table.table_name,
             "workflows_table": storage.workflows_table.table_name,
-            "state_machine_prefix": C.state_machine_prefix(s.node_name),
+            "state_machine_prefix": C.api_state_machine_prefix(s.node_name),  # what POST /workflows creates
             "processors_table": storage.processors_table.table_name,
             "idempotency_table": storage.idempotency_table.table_name,
             "layers_table": storage.layers_table.table_name,
@@ -313,6 +313,7 @@ class NodeFunctions(Construct):
             "task_family_prefix": C.task_family_prefix(s.node_name),
             "pennsieve_secret": compute.pennsieve_secret.secret_arn,
             "finalize_function": self.name_of("finalize"),
+            "prepare_function": self.name_of("prepare"),  # resumes a preparation handed on (out of time)
             "list_batches_function": self.name_of("list_batches"),
             "download_function": self.name_of("download"),
             "layer_jobs_function": self.name_of("layer_jobs"),
@@ -381,10 +382,10 @@ class NodeFunctions(Construct):
                     "states:PublishStateMachineVersion",
                     "states:TagResource",
                 ],
-                resources=[self.states_arn("stateMachine", "*")],
+                resources=[self.states_arn("stateMachine", f"{C.API_STATE_MACHINE_MARK}*")],
             ),
-            "The API registers workflows at runtime as state machines named '<node>_<workflow>' (and their "
-            "published versions); the ARN pattern keeps it to this node's name prefix.",
+            "The API registers workflows at runtime as state machines named '<node>_api_<workflow>' (and their "
+            "published versions); the pattern keeps it to that namespace, off the stack's own state machines.",
         )
         self.allow_wildcard(
             self.roles["api"],
@@ -453,6 +454,20 @@ class NodeFunctions(Construct):
             ),
             "Task definitions name their run slot's task role; the pattern '<node>_<region>_*' is the fixed "
             "names of exactly this node's slot roles here (a node name holds no '_'), and nothing else.",
+        )
+        # A preparation out of time hands its run on to a new prepare invocation; the ARN is built from
+        # the fixed name, since the prepare function itself depends on this role's policy.
+        self.allow(
+            role,
+            ["lambda:InvokeFunction"],
+            [
+                Stack.of(self).format_arn(
+                    service="lambda",
+                    resource="function",
+                    resource_name=self.name_of("prepare"),
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
         )
         self._allow_task_definitions()
         self._allow_task_control()

@@ -20,6 +20,7 @@ from stacks.orchestration import CompiledWorkflow, NodeOrchestration
 from stacks.settings import NodeSettings
 from stacks.storage import NodeStorage
 from stacks.triggers import NodeTriggers
+from stacks.workflow_records import WorkflowRecords
 
 
 class NodeStack(Stack):
@@ -59,6 +60,13 @@ class NodeStack(Stack):
             functions=self.functions,
             results_bucket=self.storage.results_bucket,
             workflows=workflows,
+        )
+        self.workflow_records = WorkflowRecords(
+            self,
+            "WorkflowRecords",
+            settings=settings,
+            table=self.storage.workflows_table,
+            orchestration=self.orchestration,
         )
         self.functions.allow_orchestration(
             state_machine_role=self.orchestration.role,

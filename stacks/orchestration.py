@@ -1,7 +1,9 @@
 """Orchestration: one Step Functions state machine per workflow file, and what runtime needs to add more.
 
 Each definition in the workflows folder is compiled by `pennflow.workflow.asl.compile_workflow` (the same
-compiler `pennflow compile` runs) and deployed as a STANDARD state machine named `<node>_<workflow>`.
+compiler `pennflow compile` runs) and deployed as a STANDARD state machine named `<node>_<workflow>`,
+with a published version per definition (kept, so a rerun of an earlier definition still runs it).
+`stacks.workflow_records` records each one in the workflows table, so the API can run it at once.
 All state machines share one role, which the API passes to the state machines it creates at runtime.
 """
 
@@ -12,12 +14,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import ArnFormat, Aws, Stack
+from aws_cdk import ArnFormat, Aws, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from pennflow.workflow.definition import MAX_NAME, Workflow
 from stacks import constants as C
 from stacks.compute import NodeCompute
 from stacks.functions import NodeFunctions
@@ -41,6 +44,12 @@ class CompiledWorkflow:
     name: str  # the workflow's name
     state_machine_name: str
     definition: dict
+    workflow: Workflow
+    registered_name: str  # what runs are started with: the workflow's name, or its file's slug if taken
+
+    @property
+    def definition_hash(self) -> str:
+        return self.workflow.definition_hash()
 
 
 def compile_folder(folder: Path, node_name: str) -> list[CompiledWorkflow]:
@@ -48,7 +57,8 @@ def compile_folder(folder: Path, node_name: str) -> list[CompiledWorkflow]:
 
     A file whose stem is its workflow's name gives `<node>_<name>`. When another file defines a
     workflow name already taken (e.g. `eeg-quality.pennsieve.json` next to `eeg-quality.yaml`), it is
-    named after its own file stem instead, so that every file still gets its own state machine.
+    named after its own file stem instead, so that every file still gets its own state machine, and
+    it is registered (started through the API) under that name.
     """
     if not folder.is_dir():
         raise WorkflowError(f"{folder}: workflows folder not found (setting pennflow.workflowsFolder)")
@@ -57,7 +67,7 @@ def compile_folder(folder: Path, node_name: str) -> list[CompiledWorkflow]:
     return sorted(compiled, key=lambda c: c.source.name)
 
 
-def _compile_files(files: list[Path]) -> list[tuple[Path, str, dict]]:
+def _compile_files(files: list[Path]) -> list[tuple[Path, Workflow, dict]]:
     from pennflow.workflow.asl import CompileError, CompileOptions, compile_workflow  # pure: no AWS import
     from pennflow.workflow.definition import DefinitionError, load_definition
 
@@ -66,7 +76,7 @@ def _compile_files(files: list[Path]) -> list[tuple[Path, str, dict]]:
         try:
             workflow = load_definition(path)
             options = CompileOptions(partition=PARTITION_PLACEHOLDER)
-            compiled.append((path, workflow.name, compile_workflow(workflow, options)))
+            compiled.append((path, workflow, compile_workflow(workflow, options)))
         except DefinitionError as err:  # its message already names the file and lists every fault
             raise WorkflowError(str(err)) from None
         except CompileError as err:
@@ -74,14 +84,16 @@ def _compile_files(files: list[Path]) -> list[tuple[Path, str, dict]]:
     return compiled
 
 
-def _named(compiled: list[tuple[Path, str, dict]], prefix: str) -> list[CompiledWorkflow]:
+def _named(compiled: list[tuple[Path, Workflow, dict]], prefix: str) -> list[CompiledWorkflow]:
     # Files named after their workflow claim the plain name first, whatever their sort order.
-    ordered = sorted(compiled, key=lambda item: (_stem(item[0]) != item[1], item[0].name))
+    ordered = sorted(compiled, key=lambda item: (_stem(item[0]) != item[1].name, item[0].name))
     plain_names_used: set[str] = set()
     sources: dict[str, Path] = {}  # state machine name -> file
     named = []
-    for path, name, definition in ordered:
-        state_machine_name = prefix + (_slug(_stem(path)) if name in plain_names_used else name)
+    for path, workflow, definition in ordered:
+        name = workflow.name
+        registered_name = _slug(_stem(path)) if name in plain_names_used else name
+        state_machine_name = prefix + registered_name
         plain_names_used.add(name)
         if state_machine_name in sources:
             raise WorkflowError(
@@ -92,8 +104,12 @@ def _named(compiled: list[tuple[Path, str, dict]], prefix: str) -> list[Compiled
                 f"{path.name}: state machine name {state_machine_name!r} is over "
                 f"{C.STATE_MACHINE_NAME_LIMIT} characters; shorten the file name"
             )
+        if len(registered_name) > MAX_NAME:
+            raise WorkflowError(
+                f"{path.name}: registered as {registered_name!r}, over {MAX_NAME} characters; shorten the file name"
+            )
         sources[state_machine_name] = path
-        named.append(CompiledWorkflow(path, name, state_machine_name, definition))
+        named.append(CompiledWorkflow(path, name, state_machine_name, definition, workflow, registered_name))
     return named
 
 
@@ -125,6 +141,10 @@ class NodeOrchestration(Construct):
         self.role = self._role(compute, functions, results_bucket)
         self.workflows = workflows
         self.state_machines = {wf.state_machine_name: self._state_machine(wf) for wf in workflows}
+        self.versions = {
+            wf.state_machine_name: self._version(wf, self.state_machines[wf.state_machine_name])
+            for wf in workflows
+        }
         if workflows:
             self._acknowledge_service_wildcards()
 
@@ -255,6 +275,20 @@ class NodeOrchestration(Construct):
             tracing_enabled=True,
         )
         return state_machine
+
+    def _version(
+        self, workflow: CompiledWorkflow, state_machine: sfn.StateMachine
+    ) -> sfn.CfnStateMachineVersion:
+        """Published whenever the definition changes; the earlier ones are kept for their reruns."""
+        version = sfn.CfnStateMachineVersion(
+            self,
+            _construct_id(workflow.state_machine_name).removesuffix("StateMachine") + "Version",
+            state_machine_arn=state_machine.state_machine_arn,
+            state_machine_revision_id=state_machine.node.default_child.attr_state_machine_revision_id,
+            description=f"definition {workflow.definition_hash}",
+        )
+        version.apply_removal_policy(RemovalPolicy.RETAIN)
+        return version
 
     def _acknowledge_service_wildcards(self) -> None:
         """CDK adds the log-delivery and X-Ray statements for logging and tracing to the shared role."""

@@ -75,6 +75,14 @@ class ErrorBody(_View):
 # ------------------------------------------------------------------ workflows
 
 
+ManagedBy = Literal["api", "cloudformation"]
+MANAGED_BY_DESCRIPTION = (
+    "Who owns the workflow: 'api' (POST /workflows) or 'cloudformation' (deployed from the node's workflows "
+    "folder; change the file and redeploy)."
+)
+STACK_TIMES = "None for a workflow deployed from the workflows folder (its stack keeps that history)."
+
+
 class WorkflowView(_View):
     name: str
     definition_hash: str
@@ -82,8 +90,9 @@ class WorkflowView(_View):
     state_machine_version_arn: str | None = Field(
         None, description="The published state machine version that runs this definition."
     )
-    created_at: datetime
-    updated_at: datetime
+    managed_by: ManagedBy = Field("api", description=MANAGED_BY_DESCRIPTION)
+    created_at: datetime | None = Field(description=STACK_TIMES)
+    updated_at: datetime | None = Field(description=STACK_TIMES)
     definition: dict[str, Any] = Field(description="The definition as registered, with defaults filled in.")
 
 
@@ -93,7 +102,8 @@ class WorkflowSummary(_View):
     definition_hash: str
     processors: int
     state_machine_arn: str
-    updated_at: datetime
+    managed_by: ManagedBy = Field("api", description=MANAGED_BY_DESCRIPTION)
+    updated_at: datetime | None = Field(description=STACK_TIMES)
 
 
 class WorkflowList(_View):

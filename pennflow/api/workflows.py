@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pennflow.api.errors import InvalidRequest, NotFound, field_error, invalid_definition
+from pennflow.api.errors import Conflict, InvalidRequest, NotFound, field_error, invalid_definition
 from pennflow.api.models import WorkflowList, WorkflowSummary, WorkflowView
-from pennflow.node.registry import WorkflowRecord, WorkflowRegistry
+from pennflow.node.registry import (
+    StackOwnedWorkflow,
+    StateMachineNameTooLong,
+    WorkflowRecord,
+    WorkflowRegistry,
+)
 from pennflow.workflow.definition import DefinitionError, validate_definition
 
 
@@ -24,6 +29,12 @@ def register_workflow(body: Any, *, registry: WorkflowRegistry) -> tuple[Workflo
         raise InvalidRequest(
             str(exc), fields=[field_error("processors", str(exc))], code="cannot_compile"
         ) from None
+    except StackOwnedWorkflow as exc:  # its state machine is CloudFormation's: never changed from here
+        raise Conflict(
+            str(exc), fields=[field_error("name", "deployed by the stack")], code="stack_owned"
+        ) from None
+    except StateMachineNameTooLong as exc:
+        raise InvalidRequest(str(exc), fields=[field_error("name", str(exc))]) from None
     return workflow_view(record), created
 
 
@@ -44,6 +55,7 @@ def workflow_view(record: WorkflowRecord) -> WorkflowView:
         definition_hash=record.definition_hash,
         state_machine_arn=record.state_machine_arn,
         state_machine_version_arn=record.version_arn,
+        managed_by=record.managed_by,
         created_at=record.created_at,
         updated_at=record.updated_at,
         definition=record.definition,
@@ -57,5 +69,6 @@ def _summary(record: WorkflowRecord) -> WorkflowSummary:
         definition_hash=record.definition_hash,
         processors=len(record.definition.get("processors", [])),
         state_machine_arn=record.state_machine_arn,
+        managed_by=record.managed_by,
         updated_at=record.updated_at,
     )

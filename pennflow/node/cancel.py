@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from pennflow.aws import error_code
 from pennflow.node.finalize import finalize_run
-from pennflow.node.lifecycle import CANCEL_REASON, Node, RunNotFound, layer_names, live_tasks, stop_execution
+from pennflow.node.lifecycle import (
+    CANCEL_REASON,
+    Node,
+    RunNotFound,
+    layer_names,
+    live_tasks,
+    release_when_idle,
+    stop_execution,
+)
 from pennflow.workflow.runs import Status, utcnow
 
 
@@ -40,6 +48,9 @@ def _cancel_before_start(run_id: str, node: Node, reason: str) -> bool:
     if not (waiting and node.store.update_run(run_id, Status.CANCELED, reason=reason, finished_at=utcnow())):
         return False
     _unpin_layers(run_id, node)
+    held = node.slots.held_by(run_id)  # handed on half-prepared: it kept a slot, but no task ever ran
+    if held is not None:
+        release_when_idle(run_id, node, held, tasks_all_stopped=True)
     return True
 
 

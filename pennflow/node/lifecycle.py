@@ -9,6 +9,8 @@
 Starting a run in a slot: empty the slot folder, ensure the task definitions (pennflow.node.taskdefs),
 build the execution input (pennflow.workflow.asl.execution_input) and StartExecution named by the run id
 (idempotent: an existing execution of that name is this run's), then mark the run STARTED.
+Registering a large workflow's task definitions on a fresh slot may not fit in one invocation: the
+run then keeps its slot, goes back on the queue and is resumed by a new one (pennflow.node.resume).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 
 from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
+from pennflow.node.resume import Continuation, NoContinuation, PreparationPaused, TimeBudget
 from pennflow.node.slots import Slot, SlotFolders, SlotPool
 from pennflow.node.taskdefs import TaskDefinitions
 from pennflow.stores.dynamodb import DynamoRunStore
@@ -221,6 +224,9 @@ class Node:
     layers: LayerPins = field(default_factory=NoLayers)
     manifests: ManifestWriter = field(default_factory=NoManifests)
     listener: Listener = field(default_factory=_Silent)
+    # This invocation's time, and who carries on a preparation that would not fit (pennflow.node.resume).
+    budget: TimeBudget = field(default_factory=TimeBudget)
+    continuation: Continuation = field(default_factory=NoContinuation)
     ecs_client: Any = None
     sfn_client: Any = None
     logs_client: Any = None
@@ -246,7 +252,7 @@ class Node:
 @dataclass(frozen=True)
 class StartResult:
     run_id: str
-    outcome: str  # started | queued | failed | skipped
+    outcome: str  # started | queued | failed | skipped | preparing (handed on, holding its slot)
     detail: str = ""
     slot_id: str | None = None
     execution_arn: str | None = None
@@ -272,26 +278,31 @@ def prepare_run(run_id: str, node: Node) -> StartResult:
 
 
 def start_queued_runs(node: Node) -> list[StartResult]:
-    """Start queued runs, oldest first, until the queue is empty or no slot is free."""
+    """Start queued runs, oldest first, until the queue is empty or no slot is free.
+
+    A run handed on half-prepared (it holds a slot) goes first; a run that is handed on ends the
+    loop, since this invocation's time is spent.
+    """
     results = []
     while True:
         slots = node.slots.slots()
-        if all(not slot.is_free for slot in slots):
-            break
-        entry = node.slots.next_queued()
+        entry = node.slots.next_to_serve(slots)
         if entry is None:
             break
         result = _start_queued(entry.run_id, node, slots)
         if result is None:
             break
         results.append(result)
+        if result.outcome == "preparing":
+            break
     return results
 
 
 def start_next_queued(node: Node) -> StartResult | None:
-    """Start the oldest queued run if a slot is free."""
-    entry = node.slots.next_queued()
-    return _start_queued(entry.run_id, node, node.slots.slots()) if entry else None
+    """Start the oldest queued run if a slot is free (or the run that holds one, half-prepared)."""
+    slots = node.slots.slots()
+    entry = node.slots.next_to_serve(slots)
+    return _start_queued(entry.run_id, node, slots) if entry else None
 
 
 def _start_queued(run_id: str, node: Node, slots: list[Slot]) -> StartResult | None:
@@ -324,6 +335,8 @@ def _start_queued(run_id: str, node: Node, slots: list[Slot]) -> StartResult | N
         return StartResult(run_id, "skipped", "being started by another preparation")
     try:
         return _start_in_slot(run, version, workflow, slot, access_points, node)
+    except PreparationPaused as paused:
+        return _hand_on(run, slot, paused, node)
     except Exception as exc:
         if not _permanent(exc):
             node.slots.release(slot.slot_id, run_id)
@@ -336,6 +349,16 @@ def _start_queued(run_id: str, node: Node, slots: list[Slot]) -> StartResult | N
         return StartResult(run_id, "failed", reason, slot.slot_id)
 
 
+def _hand_on(run: RunRecord, slot: Slot, paused: PreparationPaused, node: Node) -> StartResult:
+    """Out of time: keep the slot, queue the run again (its first queue time) and have it resumed."""
+    detail = f"preparing in {slot.slot_id}: {paused}; a new invocation continues"
+    node.slots.enqueue(run.run_id, run.created_at)
+    node.store.update_run_when(run.run_id, {Status.NOT_STARTED}, reason=detail)
+    node.continuation.resume(run.run_id)
+    log.info("run %s handed on: %s", run.run_id, detail)
+    return StartResult(run.run_id, "preparing", detail, slot.slot_id)
+
+
 def _start_in_slot(
     run: RunRecord,
     version: WorkflowVersion,
@@ -345,7 +368,7 @@ def _start_in_slot(
     node: Node,
 ) -> StartResult:
     node.folders.wipe(slot)
-    arns = node.task_definitions.ensure(workflow, slot, access_points, run_layers(run))
+    arns = node.task_definitions.ensure(workflow, slot, access_points, run_layers(run), node.budget)
     node.slots.set_run_task_definitions(slot.slot_id, run.run_id, arns)
     has_source = any(p.type is ProcessorType.DATA_SOURCE for p in workflow.processors)
     payload = asl.execution_input(

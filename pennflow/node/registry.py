@@ -5,58 +5,64 @@ Registering a definition compiles it (``pennflow.workflow.asl``), creates or upd
 Every definition hash keeps its own item and version, so a run (or a rerun, months later) executes
 exactly the definition it was started with even after the workflow has been updated.
 
-Table items (partition key ``name``, string attributes only):
-- ``<name>``: the current definition, ``kind = "workflow"``;
-- ``<name>#<definition hash>``: one per registered definition, ``kind = "version"`` (immutable).
+The table has two owners (the item format and the naming rule: ``pennflow.workflow.registered``).
+The API's prefix is ``<node>-api_``, a namespace no folder workflow's state machine can take, and
+its IAM allows no other; a changed definition of a workflow the stack deployed from the workflows
+folder is refused here (``StackOwnedWorkflow``; the same definition is "unchanged"), so registering
+never changes a CloudFormation-owned state machine.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 from pennflow import aws
-from pennflow.aws import arns
+from pennflow.aws import arns, error_code
 from pennflow.workflow.definition import Workflow
+from pennflow.workflow.registered import (
+    KEY,
+    MANAGED_BY_STACK,
+    STATE_MACHINE_NAME_LIMIT,
+    VERSION_KIND,
+    WORKFLOW_KIND,
+    WorkflowRecord,
+    version_key,
+)
 from pennflow.workflow.runs import utcnow
 
-KEY = "name"  # the workflows table's partition key
-WORKFLOW_KIND = "workflow"
-VERSION_KIND = "version"
+__all__ = ["KEY", "VERSION_KIND", "WORKFLOW_KIND", "WorkflowRecord", "WorkflowRegistry"]
 
 
-@dataclass(frozen=True)
-class WorkflowRecord:
-    name: str
-    definition: dict[str, Any]
-    definition_hash: str
-    state_machine_arn: str
-    version_arn: str | None
-    created_at: datetime
-    updated_at: datetime
+class StackOwnedWorkflow(Exception):
+    """The name belongs to a workflow deployed from the node's workflows folder."""
 
-    def workflow(self) -> Workflow:
-        return Workflow.model_validate(self.definition)
+    def __init__(self, record: WorkflowRecord):
+        self.record = record
+        machine = record.state_machine_arn.rsplit(":", 1)[-1]
+        source = f"workflows/{record.source}" if record.source else "the workflows folder"
+        super().__init__(
+            f"workflow {record.name!r} is deployed by the node's stack from {source} (state machine "
+            f"{machine}); change that file and run cdk deploy to update it, or register under another name"
+        )
 
-    @property
-    def execution_target(self) -> str:
-        """What to start an execution of: the version published for this definition."""
-        return self.version_arn or self.state_machine_arn
 
-    def execution_arn(self, run_id: str) -> str:
-        """The ARN of the execution named ``run_id`` (known before the execution is started)."""
-        prefix, _, rest = self.state_machine_arn.partition(":stateMachine:")
-        return f"{prefix}:execution:{rest.split(':')[0]}:{run_id}"
+class StateMachineNameTooLong(ValueError):
+    def __init__(self, workflow: str, machine: str):
+        super().__init__(
+            f"workflow {workflow!r} would get the state machine name {machine!r}, over Step Functions' "
+            f"{STATE_MACHINE_NAME_LIMIT} characters; shorten the workflow name to at most "
+            f"{STATE_MACHINE_NAME_LIMIT - (len(machine) - len(workflow))} characters"
+        )
 
 
 class WorkflowRegistry(Protocol):
     def register(self, workflow: Workflow) -> tuple[WorkflowRecord, bool]:
         """Compile, deploy and record; returns the record and whether the workflow is new.
 
-        Raises ``pennflow.workflow.asl.CompileError`` when the workflow cannot be compiled.
+        Raises ``pennflow.workflow.asl.CompileError`` when the workflow cannot be compiled,
+        ``StackOwnedWorkflow`` when the stack owns the name, ``StateMachineNameTooLong``.
         """
 
     def get(self, name: str) -> WorkflowRecord | None:
@@ -85,8 +91,8 @@ class StateMachineSettings:
 
     def arn(self, workflow: str, region: str) -> str:
         """Built from the role's partition and account, so no extra call is needed to find it."""
-        partition, account = _arn_parts(self.role_arn)
-        return f"arn:{partition}:states:{region}:{account}:stateMachine:{self.name(workflow)}"
+        role = arns.parse(self.role_arn)
+        return arns.build("states", region, role.account, f"stateMachine:{self.name(workflow)}", partition=role.partition)
 
     def logging(self) -> dict[str, Any]:
         if not self.log_group_arn:
@@ -114,7 +120,7 @@ class DynamoWorkflowRegistry:
         return self._get_item(name)
 
     def get_version(self, name: str, definition_hash: str) -> WorkflowRecord | None:
-        return self._get_item(f"{name}#{definition_hash}")
+        return self._get_item(version_key(name, definition_hash))
 
     def list(self) -> list[WorkflowRecord]:
         records: list[WorkflowRecord] = []
@@ -135,13 +141,21 @@ class DynamoWorkflowRegistry:
         digest = workflow.definition_hash()
         current = self.get(workflow.name)
         if current is not None and current.definition_hash == digest:
-            return current, False
+            return current, False  # unchanged, whoever owns it (`pennflow submit` of a folder file)
+        if current is not None and current.stack_owned:
+            raise StackOwnedWorkflow(current)
+        machine = self.machines.name(workflow.name)
+        if len(machine) > STATE_MACHINE_NAME_LIMIT:
+            raise StateMachineNameTooLong(workflow.name, machine)
         from pennflow.workflow.asl import CompileOptions, compile_to_json  # only registering pays for it
 
         # A CompileError stops here, before anything is deployed; integrations in the role's partition.
         options = CompileOptions(partition=arns.partition_of(self.machines.role_arn))
         definition = compile_to_json(workflow, options)
-        arn, version_arn = self._deploy(workflow.name, definition, digest, known=current is not None)
+        own_arn = self.machines.arn(workflow.name, self.stepfunctions.meta.region_name)
+        # A record from before the API's own namespace names another machine: start a new one here.
+        update = current is not None and current.state_machine_arn == own_arn
+        arn, version_arn = self._deploy(workflow.name, definition, digest, update=update)
         now = utcnow()
         record = WorkflowRecord(
             name=workflow.name,
@@ -149,14 +163,16 @@ class DynamoWorkflowRegistry:
             definition_hash=digest,
             state_machine_arn=arn,
             version_arn=version_arn,
-            created_at=current.created_at if current else now,
+            created_at=(current.created_at or now) if current else now,
             updated_at=now,
         )
-        self._put(f"{workflow.name}#{digest}", VERSION_KIND, record)
-        self._put(workflow.name, WORKFLOW_KIND, record)
+        version, latest = record.items()
+        self._put(version)
+        if not self._put_unless_stack_owned(latest):  # the stack seeded the name meanwhile
+            raise StackOwnedWorkflow(self._get_item(workflow.name) or record)
         return record, current is None
 
-    def _deploy(self, name: str, definition: str, digest: str, *, known: bool) -> tuple[str, str | None]:
+    def _deploy(self, name: str, definition: str, digest: str, *, update: bool) -> tuple[str, str | None]:
         sfn = self.stepfunctions
         settings = {
             "definition": definition,
@@ -167,7 +183,7 @@ class DynamoWorkflowRegistry:
             "versionDescription": f"definition {digest}",
         }
         arn = self.machines.arn(name, sfn.meta.region_name)
-        if not known:
+        if not update:
             tags = [
                 {"key": k, "value": v} for k, v in {**self.machines.tags, "pennflow:workflow": name}.items()
             ]
@@ -177,7 +193,7 @@ class DynamoWorkflowRegistry:
                 )
                 return created["stateMachineArn"], created.get("stateMachineVersionArn")
             except sfn.exceptions.StateMachineAlreadyExists:
-                pass  # deployed before this table knew it (e.g. by the stack): update it
+                pass  # created by an earlier registration that failed before its record: the API's own
         updated = sfn.update_state_machine(stateMachineArn=arn, **settings)
         return arn, updated.get("stateMachineVersionArn")
 
@@ -187,20 +203,22 @@ class DynamoWorkflowRegistry:
         item = self.dynamodb.get_item(TableName=self.table, Key={KEY: {"S": key}}, ConsistentRead=True)
         return _record(item["Item"]) if "Item" in item else None
 
-    def _put(self, key: str, kind: str, record: WorkflowRecord) -> None:
-        values = {
-            KEY: key,
-            "kind": kind,
-            "workflow": record.name,
-            "definition": json.dumps(record.definition, sort_keys=True, separators=(",", ":")),
-            "definition_hash": record.definition_hash,
-            "state_machine_arn": record.state_machine_arn,
-            "created_at": record.created_at.isoformat(),
-            "updated_at": record.updated_at.isoformat(),
-        }
-        if record.version_arn:
-            values["version_arn"] = record.version_arn
-        self.dynamodb.put_item(TableName=self.table, Item={k: {"S": v} for k, v in values.items()})
+    def _put(self, values: Mapping[str, str], **condition: Any) -> None:
+        item = {k: {"S": v} for k, v in values.items()}
+        self.dynamodb.put_item(TableName=self.table, Item=item, **condition)
+
+    def _put_unless_stack_owned(self, values: Mapping[str, str]) -> bool:
+        try:
+            self._put(
+                values,
+                ConditionExpression="attribute_not_exists(managed_by) OR managed_by <> :stack",
+                ExpressionAttributeValues={":stack": {"S": MANAGED_BY_STACK}},
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     @property
     def dynamodb(self):
@@ -212,20 +230,4 @@ class DynamoWorkflowRegistry:
 
 
 def _record(item: Mapping[str, Mapping[str, str]]) -> WorkflowRecord:
-    value = {k: v["S"] for k, v in item.items() if "S" in v}
-    return WorkflowRecord(
-        name=value["workflow"],
-        definition=json.loads(value["definition"]),
-        definition_hash=value["definition_hash"],
-        state_machine_arn=value["state_machine_arn"],
-        version_arn=value.get("version_arn"),
-        created_at=datetime.fromisoformat(value["created_at"]),
-        updated_at=datetime.fromisoformat(value["updated_at"]),
-    )
-
-
-def _arn_parts(arn: str) -> tuple[str, str]:
-    parts = arn.split(":")
-    if len(parts) < 6 or parts[0] != "arn" or not parts[4]:
-        raise ValueError(f"not an ARN with an account: {arn!r}")
-    return parts[1], parts[4]
+    return WorkflowRecord.from_values({k: v["S"] for k, v in item.items() if "S" in v})

@@ -248,6 +248,18 @@ class SlotPool:
         queued = self.queued()
         return queued[0] if queued else None
 
+    def next_to_serve(self, slots: list[Slot]) -> QueuedRun | None:
+        """The queued run to start next: one handed on half-prepared (it holds one of ``slots``)
+        first, free slot or not (pennflow.node.resume); else the oldest, while a slot is free."""
+        queued = self.queued()
+        holders = {slot.run_id for slot in slots if slot.run_id}
+        resuming = next((entry for entry in queued if entry.run_id in holders), None)
+        if resuming is not None:
+            return resuming
+        if not queued or all(not slot.is_free for slot in slots):
+            return None
+        return queued[0]
+
     # ---------------------------------------------------------------- internals
 
     def _try_lease(self, slot: Slot, run_id: str) -> Slot | None:

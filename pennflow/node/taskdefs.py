@@ -24,6 +24,7 @@ from typing import Any
 from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
 from pennflow.layers.jobs import LAYERS_RW_MOUNT  # where layer versions are written
+from pennflow.node.resume import MIN_CALL_SECONDS, PreparationPaused, TimeBudget
 from pennflow.node.slots import Slot, SlotPool
 from pennflow.workflow.asl import CONTAINER_NAME
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, env_name, layers_python_path
@@ -201,15 +202,34 @@ class TaskDefinitions:
         return score
 
     def ensure(
-        self, workflow: Workflow, slot: Slot, layers: Mapping[str, str], extra_layers: Sequence[str] = ()
+        self,
+        workflow: Workflow,
+        slot: Slot,
+        layers: Mapping[str, str],
+        extra_layers: Sequence[str] = (),
+        budget: TimeBudget | None = None,
     ) -> dict[str, str]:
-        """processor id -> task definition ARN in this slot, registering only what the slot lacks."""
-        arns: dict[str, str] = {}
+        """processor id -> task definition ARN in this slot, registering only what the slot lacks.
+
+        With a ``budget``, raises :class:`PreparationPaused` rather than start a call that would eat
+        into its reserve; each family is on the slot item as soon as it is registered, so the next
+        invocation goes on from there. A call is always made before pausing: every pass progresses.
+        """
+        budget = budget or TimeBudget()
+        requests = self.requests(workflow, slot, layers, extra_layers)
         known = dict(slot.task_definitions)
-        for processor_id, (fam, request) in self.requests(workflow, slot, layers, extra_layers).items():
+        arns: dict[str, str] = {}
+        done, cost = 0, MIN_CALL_SECONDS  # cost: the slowest describe-or-register seen in this pass
+        for processor_id, (fam, request) in requests.items():
             if fam not in known:
+                if done and not budget.allows(cost):
+                    raise PreparationPaused(done, len({f for f, _ in requests.values()} - known.keys()))
+                before = budget.seconds_left()
                 known[fam] = self._describe(fam) or self._register(fam, request, slot, processor_id)
                 self.slots.remember_task_definition(slot.slot_id, fam, known[fam])
+                if budget.limited:
+                    cost = max(cost, before - budget.seconds_left())
+                done += 1
             arns[processor_id] = known[fam]
         return arns
 

@@ -63,12 +63,25 @@ class DynamoRunStore:
     # ---------------------------------------------------------------- runs
 
     def create_run(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
-        if len(steps) + 1 > MAX_TRANSACTION_ITEMS:
-            raise ValueError(
-                f"run {run.run_id!r} has {len(steps)} processors; the DynamoDB store writes a run and its "
-                f"processors in one transaction of at most {MAX_TRANSACTION_ITEMS - 1} processors"
-            )
+        """The run item and its steps appear together. A transaction holds at most 100 items, so the
+        steps beyond the run's own transaction are written first, each batch checking that the run
+        does not exist (nothing reads steps without their run item), and the run item comes last."""
         items = [_run_item(run)] + [_step_item(step, index) for index, step in enumerate(steps)]
+        final, overflow = items[:MAX_TRANSACTION_ITEMS], items[MAX_TRANSACTION_ITEMS:]
+        run_absent = {
+            "ConditionCheck": {
+                "TableName": self.table_name,
+                "Key": _key(run.run_id, RUN_SK),
+                "ConditionExpression": "attribute_not_exists(#pk)",
+                "ExpressionAttributeNames": {"#pk": PK},
+            }
+        }
+        batch = MAX_TRANSACTION_ITEMS - 1  # and the run's condition check
+        for start in range(0, len(overflow), batch):
+            self._put_new(run.run_id, overflow[start : start + batch], run_absent)
+        self._put_new(run.run_id, final)
+
+    def _put_new(self, run_id: str, items: Sequence[dict[str, Any]], *checks: dict[str, Any]) -> None:
         writes = [
             {
                 "Put": {
@@ -81,10 +94,10 @@ class DynamoRunStore:
             for item in items
         ]
         try:
-            self.client.transact_write_items(TransactItems=writes)
+            self.client.transact_write_items(TransactItems=[*writes, *checks])
         except Exception as exc:
             if error_code(exc) == "TransactionCanceledException" and _conditional_failure(exc):
-                raise StoreConflict(f"run {run.run_id!r} exists already") from None
+                raise StoreConflict(f"run {run_id!r} exists already") from None
             raise
 
     def get_run(self, run_id: str) -> RunRecord | None:

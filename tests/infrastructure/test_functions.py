@@ -17,8 +17,9 @@ def function_properties(node, name: str) -> dict:
 def test_python312_arm64_functions_with_their_handlers_and_names(node):
     functions = node.stack.functions.functions
     assert set(C.LAMBDA_NAMES) <= set(functions)
-    # One more: the custom resource CDK adds to restrict the VPC's default security group.
-    assert len(node.resources("AWS::Lambda::Function")) == len(functions) + 1
+    # Two more: the custom resources that restrict the VPC's default security group and that record the
+    # folder's workflows in the workflows table (stacks/workflow_records.py).
+    assert len(node.resources("AWS::Lambda::Function")) == len(functions) + 2
     for name in node.stack.functions.functions:
         properties = function_properties(node, name)
         assert properties["FunctionName"] == f"pennflow_{name.replace('_', '-')}"
@@ -250,3 +251,13 @@ def test_lambda_default_policies_hold_no_wildcard_resource_but_x_ray(node):
         ]
         unscoped = {a for s in statements if s["Resource"] == "*" for a in as_list(s["Action"])}
         assert unscoped <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}, role.node.path
+
+
+def test_the_runs_manager_hands_a_preparation_on_to_prepare_only(node):
+    functions = node.stack.functions
+    statements = node.role_statements(functions.roles["runs_manager"])
+    (invoke,) = [s for s in statements if s["Action"] == "lambda:InvokeFunction"]
+    assert invoke["Resource"]["Fn::Join"][1][-1] == ":function:pennflow-prepare"
+    for name in C.RUNS_MANAGER_LAMBDAS:
+        variables = function_properties(node, name)["Environment"]["Variables"]
+        assert variables["PREPARE_FUNCTION_NAME"] == "pennflow-prepare"

@@ -9,6 +9,7 @@ import pytest
 
 from pennflow.workflow.asl import CompileOptions, compile_workflow
 from pennflow.workflow.definition import load_definition
+from pennflow.workflow.registered import MANAGED_BY_STACK, WorkflowRecord
 from stacks import constants as C
 from stacks.orchestration import PARTITION_PLACEHOLDER, WorkflowError, compile_folder
 from tests.infrastructure.conftest import as_list
@@ -129,10 +130,127 @@ def test_api_can_create_state_machines_with_the_shared_role(node):
     variables = node.json["Resources"][node.logical_id(api)]["Properties"]["Environment"]["Variables"]
     role = node.logical_id(node.stack.orchestration.role)
     assert variables["STATE_MACHINE_ROLE_ARN"] == {"Fn::GetAtt": [role, "Arn"]}
-    assert variables["STATE_MACHINE_PREFIX"] == "pennflow_"
+    assert variables["STATE_MACHINE_PREFIX"] == "pennflow_api_"  # the API's own namespace
     (pass_role,) = [s for s in node.role_statements(api.role) if s["Action"] == "iam:PassRole"]
     assert pass_role["Resource"] == {"Fn::GetAtt": [role, "Arn"]}
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "states.amazonaws.com"}}
+
+
+def test_the_api_creates_and_updates_only_state_machines_of_its_own_namespace(node):
+    statements = node.role_statements(node.stack.functions["api"].role)
+    writes = [
+        s
+        for s in statements
+        if {"states:CreateStateMachine", "states:UpdateStateMachine"} & set(as_list(s["Action"]))
+    ]
+    (write,) = writes
+    assert {"states:CreateStateMachine", "states:UpdateStateMachine"} <= set(write["Action"])
+    assert write["Resource"]["Fn::Join"][1][-1] == ":stateMachine:pennflow-api_*"
+    folder_machines = set(state_machines(node))
+    assert folder_machines and not any(name.startswith("pennflow-api_") for name in folder_machines)
+
+
+# --- the folder's workflows in the workflows table ----------------------------------------------
+
+
+def _rendered(value) -> str:
+    """A custom resource's call property: CloudFormation references become <LogicalId> / <LogicalId.Attr>."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        return "".join(_rendered(part) for part in value["Fn::Join"][1])
+    if "Ref" in value:
+        return f"<{value['Ref']}>"
+    (resource, attribute) = value["Fn::GetAtt"]
+    return f"<{resource}.{attribute}>"
+
+
+def recorded(node) -> dict[str, tuple[WorkflowRecord, dict]]:
+    """registered name -> (the current record the stack writes, the custom resource's properties)."""
+    out = {}
+    for resource in node.resources("Custom::PennflowWorkflowRecord").values():
+        properties = resource["Properties"]
+        create = json.loads(_rendered(properties["Create"]))
+        assert (create["service"], create["action"]) == ("DynamoDB", "transactWriteItems")
+        items = [put["Put"] for put in create["parameters"]["TransactItems"]]
+        assert {item["TableName"] for item in items} == {
+            f"<{node.logical_id(node.stack.storage.workflows_table)}>"
+        }
+        version, current = (
+            WorkflowRecord.from_values({k: v["S"] for k, v in i["Item"].items()}) for i in items
+        )
+        assert (
+            version == current
+            and items[0]["Item"]["name"]["S"] == f"{current.name}#{current.definition_hash}"
+        )
+        out[current.name] = (current, properties)
+    return out
+
+
+def test_every_folder_workflow_is_recorded_as_stack_owned_with_its_state_machine_and_version(node):
+    records = recorded(node)
+    compiled = compile_folder(WORKFLOWS, "pennflow")
+    assert set(records) == {c.registered_name for c in compiled} == {"eeg-quality", "eeg-quality-pennsieve"}
+    machines = {
+        r["Properties"]["StateMachineName"]: k
+        for k, r in node.resources("AWS::StepFunctions::StateMachine").items()
+    }
+    versions = node.resources("AWS::StepFunctions::StateMachineVersion")
+    for workflow in compiled:
+        record, properties = records[workflow.registered_name]
+        assert record.managed_by == MANAGED_BY_STACK and record.source == workflow.source.name
+        assert record.created_at is None and record.updated_at is None
+        assert record.definition_hash == load_definition(workflow.source).definition_hash()
+        assert record.workflow() == load_definition(workflow.source)
+        machine = machines[f"pennflow-{workflow.registered_name}"]
+        assert record.state_machine_arn == f"<{machine}>"
+        version_id, attribute = record.version_arn.strip("<>").split(".")
+        assert attribute == "Arn" and versions[version_id]["Properties"]["StateMachineArn"] == {
+            "Ref": machine
+        }
+        # An update rewrites the same keys; removing the file from the folder deletes the current record.
+        assert properties["Update"] == properties["Create"]
+        delete = json.loads(_rendered(properties["Delete"]))
+        assert (delete["action"], delete["parameters"]["Key"]) == ("deleteItem", {"name": {"S": record.name}})
+        assert (
+            delete["physicalResourceId"] == json.loads(_rendered(properties["Create"]))["physicalResourceId"]
+        )
+
+
+def test_each_definition_publishes_a_version_that_is_kept_for_its_reruns(node):
+    versions = node.resources("AWS::StepFunctions::StateMachineVersion")
+    assert len(versions) == len(state_machines(node))
+    hashes = {record.definition_hash for record, _ in recorded(node).values()}
+    for version in versions.values():
+        assert version["DeletionPolicy"] == version["UpdateReplacePolicy"] == "Retain"
+        (machine,) = version["Properties"]["StateMachineArn"].values()
+        assert version["Properties"]["StateMachineRevisionId"] == {
+            "Fn::GetAtt": [machine, "StateMachineRevisionId"]
+        }
+        assert version["Properties"]["Description"].removeprefix("definition ") in hashes
+
+
+def test_the_recording_function_may_write_only_the_folder_workflows_records(node):
+    records = node.stack.workflow_records
+    statements = node.role_statements(records.role)
+    table = node.logical_id(node.stack.storage.workflows_table)
+    (write,) = [s for s in statements if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))]
+    assert sorted(write["Action"]) == ["dynamodb:DeleteItem", "dynamodb:PutItem"]
+    assert write["Resource"] == {"Fn::GetAtt": [table, "Arn"]}
+    keys = write["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]
+    assert sorted(keys) == sorted(
+        k for r, _ in recorded(node).values() for k in (r.name, f"{r.name}#{r.definition_hash}")
+    )
+    others = [s for s in statements if s is not write]
+    assert {a for s in others for a in as_list(s["Action"])} == {"logs:CreateLogStream", "logs:PutLogEvents"}
+    assert all("*" not in json.dumps(s["Resource"]) for s in others)
+    assert not node.json["Resources"][node.logical_id(records.role)]["Properties"].get("ManagedPolicyArns")
+    (function,) = [
+        f
+        for f in node.resources("AWS::Lambda::Function").values()
+        if f["Properties"]["Role"] == {"Fn::GetAtt": [node.logical_id(records.role), "Arn"]}
+    ]
+    assert "WorkflowRecordsRoleDefaultPolicy" in " ".join(function.get("DependsOn", []))
 
 
 # --- compile_folder, without synthesis -------------------------------------------------------------
@@ -154,8 +272,22 @@ def test_second_file_of_a_workflow_is_named_after_its_file(tmp_path):
         json.dumps({"name": "alpha", "processors": [{"id": "s", "type": "data-source"}]})
     )
     (tmp_path / "alpha.yaml").write_text(MINIMAL.format(name="alpha"))
-    names = {c.source.name: c.state_machine_name for c in compile_folder(tmp_path, "pennflow")}
+    compiled = compile_folder(tmp_path, "pennflow")
+    names = {c.source.name: c.state_machine_name for c in compiled}
     assert names == {"alpha.yaml": "pennflow_alpha", "alpha.pennsieve.json": "pennflow_alpha-pennsieve"}
+    # Runs of the second file are started under its own name; its definition keeps its name.
+    assert {c.source.name: c.registered_name for c in compiled} == {
+        "alpha.yaml": "alpha",
+        "alpha.pennsieve.json": "alpha-pennsieve",
+    }
+    assert {c.workflow.name for c in compiled} == {"alpha"}
+
+
+def test_a_second_file_whose_registered_name_would_be_too_long_is_refused_at_synth(tmp_path):
+    (tmp_path / "alpha.yaml").write_text(MINIMAL.format(name="alpha"))
+    (tmp_path / f"alpha-{'x' * 60}.yaml").write_text(MINIMAL.format(name="alpha"))
+    with pytest.raises(WorkflowError, match="over 64 characters; shorten the file name"):
+        compile_folder(tmp_path, "pn")
 
 
 def test_invalid_workflow_is_reported_with_its_file(tmp_path):

@@ -41,7 +41,7 @@ ENVIRONMENT = {
     "RUNS_TABLE": RUNS_TABLE,
     "WORKFLOWS_TABLE": WORKFLOWS_TABLE,
     "IDEMPOTENCY_TABLE": IDEMPOTENCY_TABLE,
-    "STATE_MACHINE_PREFIX": "pennflow-",
+    "STATE_MACHINE_PREFIX": "pennflow-api_",  # as the stack sets it for the API
     "STATE_MACHINE_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/pennflow-state-machine",
     "STATE_MACHINE_LOG_GROUP_ARN": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:pennflow-state-machines",
     "PREPARE_FUNCTION_NAME": "pennflow-prepare",

@@ -49,6 +49,31 @@ def test_creating_an_existing_run_conflicts_and_changes_nothing(run_store: Dynam
     assert [s.processor_id for s in run_store.list_steps("r-1")] == ["a"]
 
 
+def test_a_run_of_more_processors_than_one_transaction_holds_is_stored_whole(
+    run_store: DynamoRunStore,
+) -> None:
+    ids = [f"p{i:03d}" for i in range(250)]  # the run item and 250 steps: three transactions
+    sizes: list[int] = []
+    run_store.client.meta.events.register(
+        "before-parameter-build.dynamodb.TransactWriteItems",
+        lambda params, **_: sizes.append(len(params["TransactItems"])),
+    )
+    run_store.create_run(_run("r-wide"), _steps("r-wide", *ids))
+
+    assert sizes == [100, 53, 100]  # 99 steps + the run's condition check, 52 + check, the run + 99
+
+    assert run_store.get_run("r-wide").workflow == "eeg"
+    assert [s.processor_id for s in run_store.list_steps("r-wide")] == ids
+    # Created again with more steps: refused before any of its steps lands on the existing run.
+    with pytest.raises(StoreConflict, match="r-wide"):
+        run_store.create_run(_run("r-wide"), _steps("r-wide", *ids, *(f"q{i:03d}" for i in range(120))))
+    assert [s.processor_id for s in run_store.list_steps("r-wide")] == ids
+    run_store.create_run(_run("r-small"), _steps("r-small", "a"))
+    with pytest.raises(StoreConflict, match="r-small"):
+        run_store.create_run(_run("r-small"), _steps("r-small", *ids))
+    assert [s.processor_id for s in run_store.list_steps("r-small")] == ["a"]
+
+
 def test_status_moves_forward_only(run_store: DynamoRunStore) -> None:
     run_store.create_run(_run("r-1"), _steps("r-1", "a"))
 

@@ -158,9 +158,8 @@ def handlers_env(moto_node: MotoNode, monkeypatch):
     built = settings.build_node(settings.NodeSettings(), listener=MetricsListener())
     built.workflows = moto_node.workflows  # the registry's own table is another module's concern
     built.manifests = moto_node.node.manifests
-    monkeypatch.setattr(settings, "node", lambda: built)
-    for module in ("prepare", "status", "cancel", "list_batches", "finalize"):
-        monkeypatch.setattr(f"lambdas.{module}.node", lambda: built)
+    monkeypatch.setattr(settings, "node", lambda: built)  # prepare, status, cancel, finalize: via node_for
+    monkeypatch.setattr("lambdas.list_batches.node", lambda: built)
     yield moto_node
     settings.node_settings.cache_clear()
 
