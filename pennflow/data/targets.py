@@ -23,12 +23,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from pennflow.aws import client as aws_client
-from pennflow.pennsieve import LocalFile, UploadSettings, upload_files
 from pennflow.workflow.contract import list_input_files
 from pennflow.workflow.definition import TargetType
 
-if TYPE_CHECKING:
-    from pennflow.pennsieve import PennsieveClient
+if TYPE_CHECKING:  # the Pennsieve client (requests) is imported by the publish that uses it
+    from pennflow.pennsieve import LocalFile, PennsieveClient, UploadSettings
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +165,8 @@ def publish_to_dataset(
     folder: str = "",
     settings: UploadSettings | None = None,
 ) -> TargetReport:
+    from pennflow.pennsieve import upload_files
+
     base = _clean_folder(folder, PARAM_FOLDER)
     files = list_input_files(input_dir)
     uploads = [_local_file(input_dir, relative, base) for relative in files]
@@ -188,6 +189,8 @@ def publish_to_dataset(
 
 
 def _local_file(input_dir: Path, relative: str, base: PurePosixPath) -> LocalFile:
+    from pennflow.pennsieve import LocalFile
+
     path = PurePosixPath(relative)
     folder = base.joinpath(path.parent) if str(path.parent) != "." else base
     return LocalFile(path=input_dir / relative, folder=str(folder) if folder.parts else "", name=path.name)
