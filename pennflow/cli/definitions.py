@@ -5,7 +5,10 @@ They import only the workflow core (and typer): the fastest commands of the CLI.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,12 +22,38 @@ if TYPE_CHECKING:
 FileArg = typer.Argument(..., help="Workflow definition (YAML or JSON).", show_default=False)
 
 
+def load(path: Path) -> Workflow:
+    """``load_definition``, with pydantic's plugins off while the definition models are first built.
+
+    pennflow's models use no pydantic plugin, and looking for one reads the metadata of every
+    installed distribution (about 20 ms of each command in a development environment); typer turns
+    them off the same way for its own validators.
+    """
+    from pennflow.workflow.definition import load_definition
+
+    with _pydantic_plugins_off():
+        return load_definition(path)
+
+
+@contextlib.contextmanager
+def _pydantic_plugins_off() -> Iterator[None]:
+    previous = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["PYDANTIC_DISABLE_PLUGINS"]
+        else:
+            os.environ["PYDANTIC_DISABLE_PLUGINS"] = previous
+
+
 def load_or_exit(path: Path) -> Workflow:
     """Load a definition, or print every fault and exit 2."""
-    from pennflow.workflow.definition import DefinitionError, load_definition
+    from pennflow.workflow.definition import DefinitionError
 
     try:
-        return load_definition(path)
+        return load(path)
     except DefinitionError as exc:
         print_faults(exc)
         raise typer.Exit(EXIT_INVALID) from None
@@ -38,10 +67,10 @@ def print_faults(exc: DefinitionError) -> None:
 
 def validate(file: Path = FileArg, as_json: bool = typer.Option(False, "--json", help="Machine-readable.")):
     """Check a definition; list every fault (exit 2) or confirm it is valid (exit 0)."""
-    from pennflow.workflow.definition import DefinitionError, load_definition
+    from pennflow.workflow.definition import DefinitionError
 
     try:
-        workflow = load_definition(file)
+        workflow = load(file)
     except DefinitionError as exc:
         if not as_json:
             print_faults(exc)
