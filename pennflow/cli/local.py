@@ -17,7 +17,7 @@ from pennflow.cli.definitions import FileArg, load_or_exit
 from pennflow.cli.output import EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED, LazyConsole, echo, fail, print_json
 from pennflow.cli.remote import NodeUrlOption, StackOption
 from pennflow.node.address import ENV_NODE_URL
-from pennflow.workflow.status import Status as _Status
+from pennflow.workflow.status import Status
 
 out = LazyConsole()
 
@@ -81,7 +81,6 @@ def run(
     from pennflow.engine.home import PennflowHome
     from pennflow.engine.local import InvalidRunInput, result_dirs, run_workflow
     from pennflow.engine.progress import format_seconds, make_progress, steps_table
-    from pennflow.workflow.runs import Status
 
     workflow = load_or_exit(file)
     overrides = _parse_params(param)
@@ -144,7 +143,7 @@ def runs_(
     workflow: str | None = typer.Option(
         None, "--workflow", help="Only this workflow's runs.", show_default=False
     ),
-    status: _Status | None = typer.Option(
+    status: Status | None = typer.Option(
         None, "--status", case_sensitive=False, help="Only runs in this status."
     ),
     limit: int = typer.Option(20, "--limit", min=1, max=1000, help="Runs per page."),
@@ -168,7 +167,7 @@ def runs_(
         print_json({"runs": [r.model_dump(mode="json") for r in page.runs], "cursor": page.cursor})
         return
     if not page.runs:
-        out.print("no runs" + (" match" if workflow or status or cursor else " yet"))
+        echo("no runs" + (" match" if workflow or status or cursor else " yet"))
         return
     out.print(runs_table(page.runs))
     if page.cursor:
@@ -218,7 +217,7 @@ def status(
             record = _run_or_exit(store, run_id)
     finally:
         store.close()
-    if watch and record.status is not _Status.SUCCEEDED:
+    if watch and record.status is not Status.SUCCEEDED:
         raise typer.Exit(EXIT_RUN_FAILED)
 
 
@@ -278,19 +277,18 @@ def logs(
 def cancel(run_id: str = RunArg):
     """Ask a running run to stop: its engine terminates the processors and ends it CANCELED."""
     from pennflow.engine.home import PennflowHome
-    from pennflow.workflow.runs import Status
 
     store = _open_store(PennflowHome.resolve())
     try:
         _run_or_exit(store, run_id)
         if store.update_run(run_id, Status.CANCELING):
-            out.print(f"cancel requested: run {run_id} stops within a second or so", highlight=False)
+            echo(f"cancel requested: run {run_id} stops within a second or so")
             return
         current = store.get_run(run_id)
     finally:
         store.close()
     if current is not None and current.status is Status.CANCELING:
-        out.print(f"cancel already requested for run {run_id}", highlight=False)
+        echo(f"cancel already requested for run {run_id}")
         return
     state = current.status.value if current else "gone"
     raise fail(f"run {run_id} has already ended ({state}): nothing to cancel", EXIT_RUN_FAILED)

@@ -21,13 +21,19 @@ _RESET = "\x1b[0m"
 
 
 def colour_enabled(stream: IO[str]) -> bool:
-    """Rich's rule: FORCE_COLOR forces colour, NO_COLOR or a dumb terminal turns it off, else a TTY."""
-    if os.environ.get("FORCE_COLOR"):
-        return True
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM", "").lower() in ("dumb", "unknown"):
+    """Rich's rule: never with NO_COLOR or a dumb terminal; TTY_COMPATIBLE or FORCE_COLOR decide when
+    set; otherwise only on a terminal."""
+    env = os.environ
+    if env.get("NO_COLOR") or env.get("TERM", "").lower() in ("dumb", "unknown"):
         return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
+    if env.get("TTY_COMPATIBLE") in ("0", "1"):
+        return env["TTY_COMPATIBLE"] == "1"
+    if "FORCE_COLOR" in env:
+        return env["FORCE_COLOR"] != ""
+    try:
+        return bool(getattr(stream, "isatty", None) and stream.isatty())
+    except ValueError:  # a closed stream
+        return False
 
 
 def echo(text: str = "", *, style: str | None = None, rest: str = "", err: bool = False) -> None:

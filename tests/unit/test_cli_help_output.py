@@ -68,16 +68,19 @@ def test_messages_are_coloured_only_on_a_terminal(monkeypatch: pytest.MonkeyPatc
         def isatty(self) -> bool:
             return True
 
-    for name in ("FORCE_COLOR", "NO_COLOR", "TERM"):
+    for name in ("FORCE_COLOR", "NO_COLOR", "TERM", "TTY_COMPATIBLE"):
         monkeypatch.delenv(name, raising=False)
     assert colour_enabled(Terminal()) and not colour_enabled(io.StringIO())
-    monkeypatch.setenv("NO_COLOR", "1")
-    assert not colour_enabled(Terminal())
     monkeypatch.setenv("FORCE_COLOR", "1")
     assert colour_enabled(io.StringIO())
+    monkeypatch.setenv("NO_COLOR", "1")  # wins over FORCE_COLOR, as in rich
+    assert not colour_enabled(Terminal())
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setenv("TERM", "dumb")
+    assert not colour_enabled(Terminal())
 
     monkeypatch.delenv("FORCE_COLOR")
-    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.delenv("TERM")
     terminal = Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
     echo("error:", style="bold red", rest=" [not markup]", err=True)
