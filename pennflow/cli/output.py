@@ -58,7 +58,14 @@ def print_json(data: Any, *, ensure_ascii: bool = True) -> None:
 
 
 class CommandGroup(TyperGroup):
-    """Click's plain help, listing each command with its whole summary (click cuts it to the line)."""
+    """Click's plain help, listing each command with its whole summary (click cuts it to the line);
+    a group given no command prints its help on stdout (click would use stderr) and exits 2."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            typer.echo(ctx.get_help())
+            ctx.exit(EXIT_INVALID)
+        return super().parse_args(ctx, args)
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         rows = []

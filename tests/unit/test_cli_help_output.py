@@ -104,3 +104,11 @@ def test_loading_restores_the_pydantic_plugin_setting(previous: str | None, monk
         monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", previous)
     assert load(EXAMPLE).name == "eeg-quality"
     assert os.environ.get("PYDANTIC_DISABLE_PLUGINS") == previous
+
+
+@pytest.mark.parametrize("args", [[], ["layers"]], ids=["pennflow", "pennflow layers"])
+def test_a_group_given_no_command_prints_its_help_on_stdout_and_exits_2(args: list[str]) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stdout.startswith(f"Usage: pennflow {' '.join(args)}".rstrip() + " [OPTIONS] COMMAND")
+    assert "Commands:" in result.stdout and result.stderr == ""
