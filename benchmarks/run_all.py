@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("compiler", "transitions", "local_engine", "cold_start", "synth", "download")
+ORDER = ("compiler", "transitions", "local_engine", "cold_start", "startup", "synth", "download")
 
 
 def scripts() -> list[str]:

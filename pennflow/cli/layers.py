@@ -9,20 +9,18 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from pydantic import ValidationError
-from rich import filesize
-from rich.console import Console
-from rich.table import Table
 
-from pennflow.engine.home import PennflowHome
-from pennflow.layers.cost import LayerPrices, layer_storage
-from pennflow.layers.models import LayerBuildFailed, LayerError, LayerRecord, LayerStatus, LayerType
+from pennflow.cli.output import EXIT_INVALID, EXIT_RUN_FAILED, CommandGroup, LazyConsole, echo
 
-EXIT_FAILED, EXIT_INVALID = 1, 2
+if TYPE_CHECKING:  # the layers service, its models and rich are imported by the commands using them
+    from datetime import datetime
+
+    from pennflow.layers.cost import LayerPrices
+    from pennflow.layers.models import LayerRecord, LayerStatus
 
 layers_app = typer.Typer(
     name="layers",
@@ -30,9 +28,10 @@ layers_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    cls=CommandGroup,
 )
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
+out = LazyConsole()
 
 NameArg = typer.Argument(..., help="Layer name (lower-case letters, digits, '-').", show_default=False)
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
@@ -40,6 +39,10 @@ JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
 
 @contextlib.contextmanager
 def _layers() -> Iterator:
+    from pydantic import ValidationError
+
+    from pennflow.engine.home import PennflowHome
+    from pennflow.layers.models import LayerBuildFailed, LayerError
     from pennflow.layers.service import LocalLayers
 
     layers = LocalLayers.open(PennflowHome.resolve())
@@ -47,7 +50,7 @@ def _layers() -> Iterator:
         yield layers
     except LayerBuildFailed as exc:
         _error(exc)
-        raise typer.Exit(EXIT_FAILED) from None
+        raise typer.Exit(EXIT_RUN_FAILED) from None
     except (LayerError, OSError) as exc:
         _error(exc)
         raise typer.Exit(EXIT_INVALID) from None
@@ -58,14 +61,16 @@ def _layers() -> Iterator:
         layers.close()
 
 
-def _error(exc: BaseException) -> None:
-    err.print("[bold red]error:[/] ", end="", highlight=False)
-    err.print(str(exc), highlight=False, markup=False)
+def _error(exc: BaseException | str) -> None:
+    echo("error:", style="bold red", rest=f" {exc}", err=True)
 
 
 @layers_app.command("list")
 def list_layers(as_json: bool = JsonOpt):
     """Every layer with its status, size, storage tier and estimated monthly cost."""
+    from rich import filesize
+    from rich.table import Table
+
     prices = _prices()
     with _layers() as layers:
         records = layers.list()
@@ -108,6 +113,8 @@ def create(
     build: bool = typer.Option(True, "--build/--no-build", help="Build a python-env layer right away."),
 ):
     """Create a layer; a python-env layer is built from its requirements at once."""
+    from pennflow.layers.models import LayerType
+
     text = None
     if requirements is not None:
         try:
@@ -137,6 +144,8 @@ def populate(
     source: Path = typer.Option(..., "--from", help="Folder to copy into the layer.", show_default=False),
 ):
     """Fill a data layer from a folder as a new version (created if it does not exist)."""
+    from rich import filesize
+
     with _layers() as layers:
         record = layers.populate_from(name, source)
     out.print(
@@ -149,6 +158,11 @@ def populate(
 @layers_app.command()
 def show(name: str = NameArg, as_json: bool = JsonOpt):
     """One layer in detail, with the packages of an environment."""
+    from rich import filesize
+    from rich.table import Table
+
+    from pennflow.engine.home import PennflowHome
+
     prices = _prices()
     with _layers() as layers:
         record = layers.get(name)
@@ -180,8 +194,8 @@ def show(name: str = NameArg, as_json: bool = JsonOpt):
         grid.add_row(f"[bold]{label}[/]", value)
     out.print(grid)
     if record.error:
-        err.print("[bold red]last build failed:[/]", highlight=False)
-        err.print(record.error, highlight=False, markup=False)
+        echo("last build failed:", style="bold red", err=True)
+        echo(record.error, err=True)
     if record.packages:
         packages = Table("Package", "Version", title=f"{len(record.packages)} packages", title_justify="left")
         for package in record.packages:
@@ -201,6 +215,8 @@ def delete(name: str = NameArg):
 
 
 def _build(layers, name: str) -> None:
+    from rich import filesize
+
     out.print(f"building {name} (pip install --target ...)", highlight=False)
     record = layers.build(name)
     out.print(
@@ -211,6 +227,7 @@ def _build(layers, name: str) -> None:
 
 
 def _run_is_active(run_id: str) -> bool:
+    from pennflow.engine.home import PennflowHome
     from pennflow.stores.sqlite import SqliteRunStore
 
     with SqliteRunStore(PennflowHome.resolve().db_path) as store:
@@ -219,6 +236,8 @@ def _run_is_active(run_id: str) -> bool:
 
 
 def _prices() -> LayerPrices:
+    from pennflow.layers.cost import LayerPrices
+
     try:
         return LayerPrices.from_env()
     except ValueError as exc:
@@ -227,6 +246,8 @@ def _prices() -> LayerPrices:
 
 
 def _summary(record: LayerRecord, prices: LayerPrices) -> dict:
+    from pennflow.layers.cost import layer_storage
+
     storage, cost = layer_storage(record, prices)
     return {
         "name": record.name,

@@ -6,21 +6,15 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from pennflow.node.client import (
-    DEFAULT_STACK,
-    ENV_NODE_URL,
-    EXIT_INVALID,
-    EXIT_OK,
-    EXIT_RUN_FAILED,
-    URL_OUTPUT,
-    NodeClient,
-    RemoteError,
-    node_url,
-)
+from pennflow.cli.output import EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED
+from pennflow.node.address import DEFAULT_STACK, ENV_NODE_URL, URL_OUTPUT
+
+if TYPE_CHECKING:
+    from pennflow.node.client import NodeClient
 
 NodeUrlOption = typer.Option(
     None,
@@ -56,6 +50,7 @@ def submit_command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable."),
 ) -> None:
     """Register a workflow on the deployed node and start a run of it."""
+    from pennflow.node.client import NodeClient, RemoteError, node_url
     from pennflow.workflow.definition import DefinitionError
 
     overrides = _parse_params(param)
@@ -97,6 +92,8 @@ def remote_status_command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable."),
 ) -> None:
     """A run on the deployed node and each of its processors; --watch follows it to the end."""
+    from pennflow.node.client import NodeClient, RemoteError, node_url
+
     try:
         client = NodeClient(node_url(node, stack=stack))
         if watch:
@@ -108,6 +105,8 @@ def remote_status_command(
 
 
 def _follow(client: NodeClient, run_id: str, interval: float, as_json: bool) -> int:
+    from pennflow.node.client import RemoteError
+
     try:
         run: dict[str, Any] = {}
         for run in client.watch(run_id, interval):

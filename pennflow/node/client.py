@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-ENV_NODE_URL = "PENNFLOW_NODE_URL"
-DEFAULT_STACK = "PennflowNode"
-URL_OUTPUT = "ApiUrl"
+from pennflow.node.address import DEFAULT_STACK, ENV_NODE_URL, URL_OUTPUT
+
 SERVICE = "execute-api"
 TIMEOUT_SECONDS = 30
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELED"})
-EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
 _REGION_IN_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
 

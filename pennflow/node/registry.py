@@ -92,7 +92,9 @@ class StateMachineSettings:
     def arn(self, workflow: str, region: str) -> str:
         """Built from the role's partition and account, so no extra call is needed to find it."""
         role = arns.parse(self.role_arn)
-        return arns.build("states", region, role.account, f"stateMachine:{self.name(workflow)}", partition=role.partition)
+        return arns.build(
+            "states", region, role.account, f"stateMachine:{self.name(workflow)}", partition=role.partition
+        )
 
     def logging(self) -> dict[str, Any]:
         if not self.log_group_arn:

@@ -6,6 +6,7 @@ cpu, memory, layers, retry, timeoutSeconds, scatter) are optional additions.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -185,8 +186,13 @@ def _parse_text(text: str, fmt: str, source: str) -> Any:
             raise DefinitionError([fault], source) from None
     import yaml  # only YAML files pay for the parser (Lambdas receive JSON)
 
+    fast_loader = getattr(yaml, "CSafeLoader", None)  # libyaml, when PyYAML was built with it
+    if fast_loader is not None:
+        with contextlib.suppress(yaml.YAMLError):
+            return yaml.load(text, Loader=fast_loader)
+        # A faulty file is parsed again by the pure-Python loader: its messages name the culprit.
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

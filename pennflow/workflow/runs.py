@@ -10,25 +10,10 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import UTC, datetime
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class Status(StrEnum):
-    NOT_STARTED = "NOT_STARTED"
-    STARTED = "STARTED"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELING = "CANCELING"
-    CANCELED = "CANCELED"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL
-
-
-TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
+from pennflow.workflow.status import Status
 
 _NEXT: dict[Status, frozenset[Status]] = {
     Status.NOT_STARTED: frozenset({Status.STARTED, Status.CANCELING, Status.CANCELED, Status.FAILED}),
