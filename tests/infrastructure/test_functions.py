@@ -257,7 +257,7 @@ def test_the_runs_manager_hands_a_preparation_on_to_prepare_only(node):
     functions = node.stack.functions
     statements = node.role_statements(functions.roles["runs_manager"])
     (invoke,) = [s for s in statements if s["Action"] == "lambda:InvokeFunction"]
-    assert invoke["Resource"]["Fn::Join"][1][-1] == ":function:pennflow-prepare"
+    assert invoke["Resource"]["Fn::Join"][1][-1] == ":function:pennflow_prepare"
     for name in C.RUNS_MANAGER_LAMBDAS:
         variables = function_properties(node, name)["Environment"]["Variables"]
-        assert variables["PREPARE_FUNCTION_NAME"] == "pennflow-prepare"
+        assert variables["PREPARE_FUNCTION_NAME"] == "pennflow_prepare"

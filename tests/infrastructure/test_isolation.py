@@ -115,8 +115,10 @@ def names_and_arns(node: SynthesizedNode) -> set[str]:
     node_name = node.stack.settings.node_name
     arn = f"arn:aws:{{}}:{REGION}:{ACCOUNT}:{{}}"
     out = set()
-    for function in node.resources("AWS::Lambda::Function").values():
-        out.add(arn.format("lambda", f"function:{function['Properties']['FunctionName']}"))
+    for logical_id, function in node.resources("AWS::Lambda::Function").items():
+        # A function the stack does not name (a custom resource's) gets "<stack>-<logical id>-<suffix>".
+        name = function["Properties"].get("FunctionName", f"{node.stack.stack_name}-{logical_id}-X")
+        out.add(arn.format("lambda", f"function:{name}"))
     workflows = [
         m["Properties"]["StateMachineName"]
         for m in node.resources("AWS::StepFunctions::StateMachine").values()

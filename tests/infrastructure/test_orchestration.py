@@ -145,9 +145,9 @@ def test_the_api_creates_and_updates_only_state_machines_of_its_own_namespace(no
     ]
     (write,) = writes
     assert {"states:CreateStateMachine", "states:UpdateStateMachine"} <= set(write["Action"])
-    assert write["Resource"]["Fn::Join"][1][-1] == ":stateMachine:pennflow-api_*"
+    assert write["Resource"]["Fn::Join"][1][-1] == ":stateMachine:pennflow_api_*"
     folder_machines = set(state_machines(node))
-    assert folder_machines and not any(name.startswith("pennflow-api_") for name in folder_machines)
+    assert folder_machines and not any(name.startswith("pennflow_api_") for name in folder_machines)
 
 
 # --- the folder's workflows in the workflows table ----------------------------------------------
@@ -202,7 +202,7 @@ def test_every_folder_workflow_is_recorded_as_stack_owned_with_its_state_machine
         assert record.created_at is None and record.updated_at is None
         assert record.definition_hash == load_definition(workflow.source).definition_hash()
         assert record.workflow() == load_definition(workflow.source)
-        machine = machines[f"pennflow-{workflow.registered_name}"]
+        machine = machines[f"pennflow_{workflow.registered_name}"]
         assert record.state_machine_arn == f"<{machine}>"
         version_id, attribute = record.version_arn.strip("<>").split(".")
         assert attribute == "Arn" and versions[version_id]["Properties"]["StateMachineArn"] == {

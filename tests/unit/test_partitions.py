@@ -90,7 +90,7 @@ class _FakeDynamo:
         item = self.items.get(Key["name"]["S"])
         return {"Item": item} if item else {}
 
-    def put_item(self, TableName: str, Item: dict) -> None:  # noqa: N803
+    def put_item(self, TableName: str, Item: dict, **conditions: object) -> None:  # noqa: N803
         self.items[Item["name"]["S"]] = Item
 
 
