@@ -64,6 +64,16 @@ def validate(file: Path = FileArg, as_json: bool = typer.Option(False, "--json",
             raise typer.Exit(EXIT_INVALID) from None
         load_or_exit(file)
         return
+    from pennflow.workflow.asl import CompileError, compile_workflow
+
+    try:  # valid means it also fits Step Functions' limits once compiled
+        compile_workflow(workflow)
+    except CompileError as exc:
+        if as_json:
+            fault = {"processor": None, "field": "processors", "message": str(exc)}
+            out.print_json(json.dumps({"valid": False, "faults": [fault]}))
+            raise typer.Exit(EXIT_INVALID) from None
+        raise fail(str(exc)) from None
     if as_json:
         out.print_json(
             json.dumps({"valid": True, "name": workflow.name, "processors": len(workflow.processors)})

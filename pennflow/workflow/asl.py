@@ -164,7 +164,10 @@ def _canonical(definition: Mapping[str, Any]) -> str:
 
 def _check_limits(workflow: Workflow, definition: dict[str, Any]) -> None:
     problems = [limits.definition_size_problem(len(_canonical(definition).encode()))]
-    parent, largest_child = limits.worst_case_history(definition)
+    try:
+        parent, largest_child = limits.worst_case_history(definition)
+    except ValueError as exc:
+        raise CompileError(f"the run's history cannot be bounded: {exc}") from None
     problems.append(limits.history_problem(parent))
     problems.append(limits.history_problem(largest_child, "a Distributed Map item"))
     problems.append(limits.payload_problem(largest_payload_estimate(workflow)))
@@ -189,14 +192,7 @@ def largest_payload_estimate(workflow: Workflow) -> int:
         check_size=False,
     )
     scatters = sum(1 for p in workflow.processors if p.scatter)
-    return (
-        len(_canonical(skeleton).encode())
-        + len(processors) * limits.TASK_DEFINITION_ARN_BUDGET
-        + limits.NODE_SETTINGS_BUDGET
-        + limits.RUN_IDS_BUDGET
-        + scatters * limits.SCATTER_LISTING_BUDGET
-        + limits.FAILURE_BUDGET
-    )
+    return limits.largest_payload(len(_canonical(skeleton).encode()), len(processors), scatters)
 
 
 class _Compiler:

@@ -81,6 +81,18 @@ def plan_depth_problem(depth: int) -> str | None:
     )
 
 
+def largest_payload(skeleton_bytes: int, task_definitions: int, scatters: int) -> int:
+    """Bound a run's largest state payload from its execution input with empty ids and ARNs."""
+    return (
+        skeleton_bytes
+        + task_definitions * TASK_DEFINITION_ARN_BUDGET
+        + NODE_SETTINGS_BUDGET
+        + RUN_IDS_BUDGET
+        + scatters * SCATTER_LISTING_BUDGET
+        + FAILURE_BUDGET
+    )
+
+
 def payload_problem(largest: int) -> str | None:
     """``largest``: a run's largest state payload with the default parameter values (longer values
     given at run start are checked then, against the same limit, before the run starts)."""
