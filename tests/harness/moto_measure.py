@@ -75,15 +75,18 @@ class Figures:
     """What one execution (its parent and every child execution) came to."""
 
     largest_payload: Payload
+    largest_by_kind: dict[str, Payload]  # input | result | output
     history_events: int  # the parent execution's history
     largest_child_history: int  # 0 without Distributed Map items
     child_executions: int
     events_per_state: dict[str, int]
 
     def summary(self) -> str:
+        result = self.largest_by_kind.get("result", Payload())
         return (
             f"largest payload {self.largest_payload.bytes:,} B ({self.largest_payload.kind} of "
-            f"{self.largest_payload.state!r}); history {self.history_events:,} events; "
+            f"{self.largest_payload.state!r}); largest result {result.bytes:,} B (of {result.state!r}); "
+            f"history {self.history_events:,} events; "
             f"{self.child_executions:,} child executions, the longest {self.largest_child_history:,} events"
         )
 
@@ -93,6 +96,7 @@ class Recorder:
     """Thread-safe maxima of payload sizes, and the event count of each child execution."""
 
     largest: Payload = field(default_factory=Payload)
+    by_kind: dict[str, Payload] = field(default_factory=dict)
     child_histories: list[int] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -101,6 +105,8 @@ class Recorder:
         with self._lock:
             if size > self.largest.bytes:
                 self.largest = Payload(size, state, kind)
+            if size > self.by_kind.get(kind, Payload()).bytes:
+                self.by_kind[kind] = Payload(size, state, kind)
 
     def child(self, events: int) -> None:
         with self._lock:
@@ -109,6 +115,7 @@ class Recorder:
     def reset(self) -> None:
         with self._lock:
             self.largest = Payload()
+            self.by_kind = {}
             self.child_histories = []
 
 
@@ -224,8 +231,10 @@ def figures(recorder: Recorder, history: list[dict[str, Any]]) -> Figures:
     with recorder._lock:
         children = list(recorder.child_histories)
         largest = recorder.largest
+        by_kind = dict(recorder.by_kind)
     return Figures(
         largest_payload=largest,
+        largest_by_kind=by_kind,
         history_events=len(history),
         largest_child_history=max(children, default=0),
         child_executions=len(children),
