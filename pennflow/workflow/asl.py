@@ -203,8 +203,11 @@ class _Compiler:
         self.parallel_count = 0
         try:
             self.decomposition = decompose(Dag.from_workflow(workflow))
-        except RecursionError:
-            raise CompileError(limits.plan_depth_problem(limits.MAX_PLAN_DEPTH + 1)) from None
+        except RecursionError:  # a graph whose plan would nest far past MAX_PLAN_DEPTH anyway
+            raise CompileError(
+                "the workflow's graph nests too deeply for the compiler to decompose (past Python's "
+                f"recursion limit; at most {limits.MAX_PLAN_DEPTH} Parallel levels are written): split it"
+            ) from None
         problem = limits.plan_depth_problem(plan_depth(self.decomposition.plan))
         if problem:
             raise CompileError(problem)

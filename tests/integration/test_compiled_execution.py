@@ -195,3 +195,24 @@ def test_without_the_tolerance_patch_moto_lets_a_failing_batch_pass():
         script = {"band-power": lambda env, attempt: 3 if env["BATCH_INDEX"] == "1" else 0}
         result, _ = start(aws, outcomes=script)
     assert result.status == "SUCCEEDED"
+
+
+def test_without_the_result_writer_patch_its_paths_miss_the_state_input():
+    with MotoStepFunctions(without=("result_writer_reads_state_input",)) as aws:
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=MANIFEST_BUCKET)
+        s3.put_object(Bucket=MANIFEST_BUCKET, Key="runs/r-1/manifest.json", Body=json.dumps(MANIFEST_BATCHES))
+        result, handlers = start(aws)
+    assert result.status == "FAILED"
+    failure = handlers.finalize[-1]["failure"]
+    assert failure["Error"] == "States.Runtime" and "$.run.manifest.bucket" in failure["Cause"]
+
+
+def test_without_the_ecs_error_patch_a_refused_run_task_is_states_runtime():
+    with MotoStepFunctions(without=("ecs_errors_are_amazon_ecs_exceptions",)) as aws:
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=MANIFEST_BUCKET)
+        s3.put_object(Bucket=MANIFEST_BUCKET, Key="runs/r-1/manifest.json", Body=json.dumps(MANIFEST_BATCHES))
+        result, handlers = start(aws, outcomes={"convert": [ECS_REFUSED, 0]})
+    assert result.status == "FAILED"
+    assert handlers.finalize[-1]["failure"]["Error"] == "States.Runtime"
