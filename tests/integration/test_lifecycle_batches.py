@@ -267,3 +267,15 @@ def test_names_match_the_stack() -> None:
         assert extra <= expected, (
             f"{model.__name__} reads variables the stack does not set: {extra - expected}"
         )
+
+
+def test_a_scatter_may_make_up_to_10000_batches_and_no_more(scattering, monkeypatch) -> None:
+    from pennflow.node import batches
+
+    assert batches.MAX_BATCHES == 10_000  # a Distributed Map over the S3 list: no payload grows with it
+    node, run_id, _ = scattering
+    monkeypatch.setattr(batches, "MAX_BATCHES", 2)  # three files in batches of one make three
+    with pytest.raises(
+        BatchError, match="3 files in batches of 1 make 3 batches, over 2; raise scatter.batchSize"
+    ):
+        list_batches(_request(run_id, "per-file", "/mnt/run/left/output", 1), node.node)
