@@ -158,11 +158,13 @@ def static_figures() -> tuple[list[str], bool]:
 def moto_check(path: Path, download_batches: int, scatter_batches: int) -> list[str]:
     """Run a compiled workflow in moto's interpreter and compare its history with the count.
 
-    The parent history holds inline Map items but not a distributed Map's child executions, so those
-    are checked through the download calls they made (one state per child execution here)."""
+    The parent history holds no Distributed Map child execution (download batches and scatter
+    batches both run as such), so those are checked through the calls they made: one download
+    call or one batch task per child execution here."""
     try:
         import boto3
 
+        from pennflow.node.batches import write_batch_manifest
         from tests.harness.moto_sfn import MotoStepFunctions
     except ImportError as exc:  # moto is a test dependency
         return [f"skipped: {exc}"]
@@ -171,7 +173,7 @@ def moto_check(path: Path, download_batches: int, scatter_batches: int) -> list[
     manifest = [
         {"index": i, "items": [{"path": f"f{i}", "fileId": i, "size": 1}]} for i in range(download_batches)
     ]
-    listing = {"batches": [{"index": i, "inputDir": f"/mnt/run/b/{i}"} for i in range(scatter_batches)]}
+    listing = [{"index": i, "inputDir": f"/mnt/run/b/{i}"} for i in range(scatter_batches)]
     downloads: list[Any] = []
     with MotoStepFunctions() as aws:
         s3 = boto3.client("s3", region_name="us-east-1")
@@ -179,7 +181,12 @@ def moto_check(path: Path, download_batches: int, scatter_batches: int) -> list[
         s3.put_object(Bucket="bench-manifests", Key="manifest.json", Body=json.dumps(manifest))
         aws.register_lambda("finalize", lambda event, context: {})
         aws.register_lambda("download", lambda event, context: downloads.append(event))
-        aws.register_lambda("list-batches", lambda event, context: listing)
+        aws.register_lambda(
+            "list-batches",
+            lambda event, context: write_batch_manifest(
+                s3, "bench-manifests", event["runId"], event["processorId"], listing
+            ),
+        )
         data = execution_input(
             workflow,
             run_id="r-1",
@@ -195,9 +202,12 @@ def moto_check(path: Path, download_batches: int, scatter_batches: int) -> list[
         )
         result = aws.run_execution(definition, data, timeout=60)
     entered = sum(event["type"].endswith("StateEntered") for event in result.history)
-    in_parent = count_transitions(definition, scatter_batches, 0)
+    in_parent = count_transitions(definition, 0, 0)
+    scattered = {p.id for p in workflow.processors if p.scatter}
     child_states = sum(1 for event in downloads if event.get("action") == "download")
-    in_children = count_transitions(definition, scatter_batches, download_batches) - in_parent
+    child_states += sum(1 for call in result.run_task_calls if call.processor_id in scattered)
+    sources = sum(1 for p in workflow.processors if p.type.value == "data-source")
+    in_children = sources * download_batches + len(scattered) * scatter_batches
     ok = entered == in_parent and child_states == in_children
     return [
         f"{path.relative_to(ROOT)} ({download_batches} download batches, {scatter_batches} scatter batches):"

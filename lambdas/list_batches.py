@@ -1,7 +1,8 @@
 """List a scattered processor's batches: the state machine's ``<processor> batches`` state calls it.
 
 Invoked synchronously by Step Functions with ``{"runId", "processorId", "inputDir", "batchSize"}``
-and answers ``{"batches": [{"index", "inputDir"}, ...]}``; bad input raises a precise error that
+and answers ``{"bucket", "key", "count"}``: where it wrote the batch list ``[{"index", "inputDir"}, ...]``
+for the scatter's Distributed Map to read; bad input raises a precise error that
 fails the state (Step Functions retries only Lambda service errors).
 """
 
@@ -27,5 +28,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         raise BatchError(f"malformed list-batches event: {problems}") from None
     logger.append_keys(run_id=request.run_id, processor_id=request.processor_id)
     answer = list_batches(request, node())
-    logger.info("batches staged", extra={"batches": len(answer["batches"])})
+    logger.info("batches staged", extra={"batches": answer["count"], "key": answer["key"]})
     return answer

@@ -561,6 +561,15 @@ class NodeFunctions(Construct):
         self.allow_table(self.roles["list_batches"], storage.slots_table, READ + SCAN)
         self.allow_table(self.roles["list_batches"], storage.runs_table, READ)
         self.allow_table(self.roles["list_batches"], storage.workflows_table, READ)
+        self.allow_wildcard(
+            self.roles["list_batches"],
+            iam.PolicyStatement(
+                actions=["s3:PutObject"],
+                resources=[storage.results_bucket.arn_for_objects(f"{C.RESULTS_PREFIX}*")],
+            ),
+            "A scatter's batch list goes to runs/<run_id>/<processor_id>/batches.json, which its Distributed Map "
+            "reads; the run id is only known at runtime and the prefix keeps the role out of the rest of the bucket.",
+        )
 
     def _grant_download(self) -> None:
         self.allow(

@@ -198,8 +198,8 @@ class NodeOrchestration(Construct):
                 actions=["lambda:InvokeFunction"],
                 resources=[functions[name].function_arn for name in ("finalize", "list_batches", "download")],
             ),
-            # A data source is a Distributed Map: child executions of the same state machine, reading
-            # the run's manifest (runs/<run_id>/manifest.json in the results bucket).
+            # Data sources and scatters are Distributed Maps: child executions of the same state machine,
+            # reading the run's manifest or batch list (runs/<run_id>/... in the results bucket).
             "map_start": iam.PolicyStatement(
                 actions=["states:StartExecution"], resources=[self._states_arn("stateMachine", "*")]
             ),
@@ -207,8 +207,15 @@ class NodeOrchestration(Construct):
                 actions=["states:DescribeExecution", "states:StopExecution"],
                 resources=[self._states_arn("execution", "*")],
             ),
+            # ... and writing their items' results there (ResultWriter), not into the state
             "manifest": iam.PolicyStatement(
-                actions=["s3:GetObject"], resources=[results_bucket.arn_for_objects(f"{C.RESULTS_PREFIX}*")]
+                actions=[
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:ListMultipartUploadParts",
+                    "s3:AbortMultipartUpload",
+                ],
+                resources=[results_bucket.arn_for_objects(f"{C.RESULTS_PREFIX}*")],
             ),
             # runTask.sync learns that a task stopped through this EventBridge managed rule.
             "sync_rule": iam.PolicyStatement(
@@ -248,8 +255,10 @@ class NodeOrchestration(Construct):
         acknowledge_wildcards(
             policy,
             statements["manifest"],
-            "The Distributed Map reads each run's download manifest at runs/<run_id>/manifest.json; the run id "
-            "is only known at runtime and the prefix keeps the role out of the rest of the bucket.",
+            "Distributed Maps read each run's download manifest (runs/<run_id>/manifest.json) and scatter batch "
+            "lists (runs/<run_id>/<processor_id>/batches.json), and write their items' results under "
+            "runs/<run_id>/<processor_id>/map-results/; the run id is only known at runtime and the prefix keeps "
+            "the role out of the rest of the bucket.",
         )
         acknowledge_wildcards(
             policy,

@@ -78,6 +78,16 @@ def validate(file: Path = FileArg, as_json: bool = typer.Option(False, "--json",
         faults = [{"processor": f.processor, "field": f.field, "message": f.message} for f in exc.faults]
         print_json({"valid": False, "faults": faults}, ensure_ascii=False)
         raise typer.Exit(EXIT_INVALID) from None
+    from pennflow.workflow.asl import CompileError, compile_workflow
+
+    try:  # valid means it also fits Step Functions' limits once compiled
+        compile_workflow(workflow)
+    except CompileError as exc:
+        if not as_json:
+            raise fail(str(exc)) from None
+        fault = {"processor": None, "field": "processors", "message": str(exc)}
+        print_json({"valid": False, "faults": [fault]}, ensure_ascii=False)
+        raise typer.Exit(EXIT_INVALID) from None
     if as_json:
         summary = {"valid": True, "name": workflow.name, "processors": len(workflow.processors)}
         print_json(summary, ensure_ascii=False)

@@ -3,15 +3,20 @@
 The state machine passes the input folder as the task sees it (under ``/mnt/run``, the run's
 slot). This Lambda mounts the runs access point, so the same folder is the run's slot folder
 under the runs mount. Each batch becomes a folder of links to its files
-(:func:`pennflow.workflow.contract.stage_batch`) and the answer lists those folders as the task sees them.
-A fan-in processor that scatters gets its union INPUT_DIR built here, since its batch tasks read
+(:func:`pennflow.workflow.contract.stage_batch`). The list of those folders, as the task sees them, goes
+to the results bucket (``runs/<run_id>/<processor_id>/batches.json``), where the scatter's Distributed
+Map reads it: the answer is only its location and count, so no state carries the list (up to
+10,000 batches would be about 600 KB, over Step Functions' 256 KiB payload limit). A fan-in processor that scatters gets its union INPUT_DIR built here, since its batch tasks read
 the batch folders, not the union.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,8 +29,30 @@ from pennflow.workflow.contract import (
     make_batches,
     stage_batch,
 )
+from pennflow.workflow.limits import MAX_SCATTER_BATCHES
 
-MAX_BATCHES = 5_000  # the Map state's input (256 KB) holds about this many batch entries
+MAX_BATCHES = MAX_SCATTER_BATCHES
+BATCHES_NAME = "batches.json"
+
+
+def batches_key(run_id: str, processor_id: str) -> str:
+    return f"runs/{run_id}/{processor_id}/{BATCHES_NAME}"
+
+
+def write_batch_manifest(
+    s3: Any, bucket: str, run_id: str, processor_id: str, batches: Sequence[dict[str, object]]
+) -> dict[str, object]:
+    """Put the batch list where the scatter's Distributed Map reads it; answer its location and count
+    (the ``<processor> batches`` state's result, see ``pennflow.workflow.asl``)."""
+    key = batches_key(run_id, processor_id)
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=json.dumps(list(batches), separators=(",", ":")).encode(),
+        ContentType="application/json",
+        ServerSideEncryption="AES256",
+    )
+    return {"bucket": bucket, "key": key, "count": len(batches)}
 
 
 class BatchRequest(BaseModel):
@@ -43,7 +70,7 @@ class BatchError(ValueError):
     """The batches cannot be made (bad folder, no slot, too many batches)."""
 
 
-def list_batches(request: BatchRequest, node: Node) -> dict[str, list[dict[str, object]]]:
+def list_batches(request: BatchRequest, node: Node) -> dict[str, object]:
     slot = node.slots.held_by(request.run_id)
     if slot is None:
         raise BatchError(f"run {request.run_id!r} holds no run slot: is it running?")
@@ -74,7 +101,9 @@ def list_batches(request: BatchRequest, node: Node) -> dict[str, list[dict[str, 
         task_dir = layout.batch_dir(request.processor_id, index)
         stage_batch(input_dir, batch, slot_dir / task_dir.relative_to(RUN_MOUNT))
         answer.append({"index": index, "inputDir": str(task_dir)})
-    return {"batches": answer}
+    return write_batch_manifest(
+        node.s3, node.config.results_bucket, request.run_id, request.processor_id, answer
+    )
 
 
 def _build_union(request: BatchRequest, node: Node, slot_dir: Path) -> None:

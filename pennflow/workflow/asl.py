@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pennflow.workflow import limits
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, state_key, static_environment
-from pennflow.workflow.dag import Dag, Parallel, Plan, Step, decompose
+from pennflow.workflow.dag import Dag, Parallel, Plan, Step, decompose, plan_depth
 from pennflow.workflow.definition import Processor, ProcessorType, Workflow
 
 DEFAULT_PARTITION = "aws"
@@ -41,9 +42,11 @@ ECS_OVERRIDE_LIMIT = 8192
 # Room left in the ECS override for values only known at run time (run id, dataset id, params).
 DYNAMIC_VALUE_BUDGET = 256
 
-# Capacity and API hiccups are worth retrying whatever the processor's own policy says.
+# Capacity and API hiccups are worth retrying whatever the processor's own policy says. Step Functions
+# uses the first retrier that matches and States.TaskFailed matches ECS errors too, so this one
+# comes first: otherwise a refused RunTask would use up the processor's own attempts instead.
 INFRA_RETRY = {
-    "ErrorEquals": ["ECS.AmazonECSException"],
+    "ErrorEquals": [limits.ECS_API_ERROR],
     "IntervalSeconds": 10,
     "MaxAttempts": 5,
     "BackoffRate": 2.0,
@@ -139,17 +142,69 @@ class Machine:
     def render(self) -> dict[str, Any]:
         return {"StartAt": self.states[0].name, "States": {s.name: s.body for s in self.states}}
 
+    def render_branch(self) -> dict[str, Any]:
+        """A Parallel branch or Map item processor: chained, and handing back ``{}`` (OutputPath null),
+        so that a Parallel's or Map's result is an array of empty objects, not of copies of its input
+        (a few dozen copies of a large run's input would pass the 256 KiB payload limit)."""
+        self.chain()
+        self.states[-1].body["OutputPath"] = None
+        return self.render()
+
 
 # ------------------------------------------------------------------ compiler
 
 
 def compile_workflow(workflow: Workflow, options: CompileOptions | None = None) -> dict[str, Any]:
-    return _Compiler(workflow, options or CompileOptions()).compile()
+    """The ASL definition; raises :class:`CompileError` naming the Step Functions limit a workflow
+    would cross (definition size, history length, payload size), see :mod:`pennflow.workflow.limits`."""
+    problem = limits.processor_count_problem(len(workflow.processors))
+    if problem:
+        raise CompileError(problem)
+    definition = _Compiler(workflow, options or CompileOptions()).compile()
+    _check_limits(workflow, definition)
+    return definition
 
 
 def compile_to_json(workflow: Workflow, options: CompileOptions | None = None) -> str:
     """Canonical compact text (what is deployed): the same workflow always gives the same bytes."""
-    return json.dumps(compile_workflow(workflow, options), separators=(",", ":"))
+    return _canonical(compile_workflow(workflow, options))
+
+
+def _canonical(definition: Mapping[str, Any]) -> str:
+    return json.dumps(definition, separators=(",", ":"))
+
+
+def _check_limits(workflow: Workflow, definition: dict[str, Any]) -> None:
+    problems = [limits.definition_size_problem(len(_canonical(definition).encode()))]
+    try:
+        parent, largest_child = limits.worst_case_history(definition)
+    except ValueError as exc:
+        raise CompileError(f"the run's history cannot be bounded: {exc}") from None
+    problems.append(limits.history_problem(parent))
+    problems.append(limits.history_problem(largest_child, "a Distributed Map item"))
+    problems.append(limits.payload_problem(largest_payload_estimate(workflow)))
+    found = [problem for problem in problems if problem]
+    if found:
+        raise CompileError("; ".join(found))
+
+
+def largest_payload_estimate(workflow: Workflow) -> int:
+    """An upper bound, in bytes, of any state's payload in a run of ``workflow`` with its default
+    parameters: its execution input with each id and ARN at its budget, plus what states add
+    (scatter listings, a failure). Other parameter values are checked by :func:`execution_input`."""
+    processors = [p for p in workflow.processors if p.type is not ProcessorType.DATA_SOURCE]
+    skeleton = execution_input(
+        workflow,
+        run_id="",
+        task_definitions={p.id: "" for p in processors},
+        params={},
+        node=dict.fromkeys(("cluster", "finalizeFunction", "listBatchesFunction", "downloadFunction"), "")
+        | {"subnets": [], "securityGroups": []},
+        manifest={"bucket": "", "key": ""},
+        check_size=False,
+    )
+    scatters = sum(1 for p in workflow.processors if p.scatter)
+    return limits.largest_payload(len(_canonical(skeleton).encode()), len(processors), scatters)
 
 
 class _Compiler:
@@ -158,7 +213,16 @@ class _Compiler:
         self.options = options
         self.layout = RunLayout(RUN_MOUNT)
         self.parallel_count = 0
-        self.decomposition = decompose(Dag.from_workflow(workflow))
+        try:
+            self.decomposition = decompose(Dag.from_workflow(workflow))
+        except RecursionError:  # a graph whose plan would nest far past MAX_PLAN_DEPTH anyway
+            raise CompileError(
+                "the workflow's graph nests too deeply for the compiler to decompose (past Python's "
+                f"recursion limit; at most {limits.MAX_PLAN_DEPTH} Parallel levels are written): split it"
+            ) from None
+        problem = limits.plan_depth_problem(plan_depth(self.decomposition.plan))
+        if problem:
+            raise CompileError(problem)
 
     def compile(self) -> dict[str, Any]:
         # The whole DAG is one branch of a wrapper, so a single Catch is the one failure path
@@ -198,8 +262,7 @@ class _Compiler:
         machine = Machine()
         for state in self._states(plan):
             machine.add(state)
-        machine.chain()
-        return machine.render()
+        return machine.render_branch()
 
     def _step_states(self, processor: Processor) -> list[State]:
         if processor.type is ProcessorType.DATA_SOURCE:
@@ -223,15 +286,10 @@ class _Compiler:
                 ResultPath=None,
             ).retry(LAMBDA_RETRY, DOWNLOAD_RETRY)
         )
-        download.chain()
         fan_out = State(
             processor.id,
             "Map",
-            ItemReader={
-                "Resource": self.options.resource("s3:getObject"),
-                "ReaderConfig": {"InputType": "JSON"},
-                "Parameters": {"Bucket.$": "$.run.manifest.bucket", "Key.$": "$.run.manifest.key"},
-            },
+            ItemReader=_s3_items("$.run.manifest", self.options),
             # The manifest is already grouped into batches by bytes (big files as byte ranges), so
             # each item is one download call; ItemBatcher would only batch by count.
             ItemSelector={
@@ -243,10 +301,8 @@ class _Compiler:
                 "batch.$": "$$.Map.Item.Value",
             },
             MaxConcurrency=self.options.download_max_concurrency,
-            ItemProcessor={
-                "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
-                **download.render(),
-            },
+            ItemProcessor={**DISTRIBUTED, **download.render_branch()},
+            ResultWriter=_s3_results("$.run.manifest.bucket", processor.id, self.options),
             ResultPath=None,
         )
         verify = State(
@@ -286,8 +342,7 @@ class _Compiler:
         state.body["TimeoutSeconds"] = processor.timeout_seconds
         rules = [INFRA_RETRY]
         if processor.retry and processor.retry.max_attempts:
-            rules.insert(
-                0,
+            rules.append(
                 {
                     "ErrorEquals": ["States.TaskFailed"],
                     "IntervalSeconds": processor.retry.interval_seconds,
@@ -330,23 +385,53 @@ class _Compiler:
                     "batchSize": processor.scatter.batch_size,
                 },
             },
-            ResultSelector={"batches.$": "$.Payload.batches"},
+            # the listing wrote the batches to S3 (pennflow.node.batches): only their location travels
+            ResultSelector={
+                "bucket.$": "$.Payload.bucket",
+                "key.$": "$.Payload.key",
+                "count.$": "$.Payload.count",
+            },
             ResultPath=f"$.scatter.{key}",
         ).retry(LAMBDA_RETRY)
         inner = Machine()
         inner.add(self._ecs_task(f"{processor.id} batch", processor, batch=True))
-        inner.chain()
-        item_processor = {"ProcessorConfig": {"Mode": "INLINE"}, **inner.render()}
+        # Up to 10,000 batches: an inline Map would put ~8 events per batch in the run's history
+        # (25,000 at ~3,100 batches) and its item list in the state; child executions do neither.
         fan_out = State(
             processor.id,
             "Map",
-            ItemsPath=f"$.scatter.{key}.batches",
+            ItemReader=_s3_items(f"$.scatter.{key}", self.options),
             ItemSelector={"run.$": "$.run", "node.$": "$.node", "batch.$": "$$.Map.Item.Value"},
             MaxConcurrency=self.options.map_max_concurrency,
-            ItemProcessor=item_processor,
+            ItemProcessor={**DISTRIBUTED, **inner.render_branch()},
+            ResultWriter=_s3_results(f"$.scatter.{key}.bucket", processor.id, self.options),
             ResultPath=None,
         )
         return [listing, fan_out]
+
+
+DISTRIBUTED = {"ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}}
+
+
+def _s3_items(location: str, options: CompileOptions) -> dict[str, Any]:
+    """A Distributed Map's items: the JSON array at ``location`` ({bucket, key} in the state)."""
+    return {
+        "Resource": options.resource("s3:getObject"),
+        "ReaderConfig": {"InputType": "JSON"},
+        "Parameters": {"Bucket.$": f"{location}.bucket", "Key.$": f"{location}.key"},
+    }
+
+
+def _s3_results(bucket: str, processor_id: str, options: CompileOptions) -> dict[str, Any]:
+    """Where a Distributed Map's child results go (runs/<run_id>/<processor_id>/map-results/): not
+    into the state, where their array grows with the items past the 256 KiB payload limit."""
+    return {
+        "Resource": options.resource("s3:putObject"),
+        "Parameters": {
+            "Bucket.$": bucket,
+            "Prefix.$": f"States.Format('runs/{{}}/{processor_id}/map-results', $.run.id)",
+        },
+    }
 
 
 def _finalize_state(name: str, outcome: str, resource: str, failure: bool = False) -> State:
@@ -380,8 +465,10 @@ def execution_input(
     node: Mapping[str, Any],
     dataset_id: str | None = None,
     manifest: Mapping[str, str] | None = None,
+    check_size: bool = True,
 ) -> dict[str, Any]:
-    """The input every compiled state machine expects; missing pieces fail here, not mid-run."""
+    """The input every compiled state machine expects; missing pieces fail here, not mid-run, and
+    so does an input over Step Functions' 256 KiB (long parameter values)."""
     # data sources are a Distributed Map of download Lambdas: no task definition
     missing = [
         p.id
@@ -401,7 +488,7 @@ def execution_input(
     absent = sorted(needed - set(node))
     if absent:
         raise ValueError(f"node settings missing: {', '.join(absent)}")
-    return {
+    payload = {
         "run": {
             "id": run_id,
             "datasetId": dataset_id or "",
@@ -425,3 +512,13 @@ def execution_input(
             },
         },
     }
+    size = len(_canonical(payload).encode())
+    # the states add a failure and scatter listings to this input: leave them their budget
+    room = limits.PAYLOAD_LIMIT - limits.FAILURE_BUDGET
+    if check_size and size > room:
+        raise ValueError(
+            f"the run's execution input is {size:,} bytes; Step Functions allows 256 KiB "
+            f"({limits.PAYLOAD_LIMIT:,} bytes) per state, less {limits.FAILURE_BUDGET:,} kept for a failure: "
+            "shorten the parameter values"
+        )
+    return payload

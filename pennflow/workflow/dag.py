@@ -56,6 +56,22 @@ def plan_steps(plan: Plan) -> list[str]:
     return [sid for child in children for sid in plan_steps(child)]
 
 
+def plan_depth(plan: Plan) -> int:
+    """How many Parallel levels nest in the plan (0 for a step or a plain sequence); iterative, so a
+    plan of any shape is measured before anything recurses over it."""
+    deepest = 0
+    pending: list[tuple[Plan, int]] = [(plan, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, Parallel):
+            depth += 1
+            pending.extend((branch, depth) for branch in node.branches)
+        elif isinstance(node, Series):
+            pending.extend((part, depth) for part in node.parts)
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def simulate(plan: Plan, durations: Mapping[str, float]) -> float:
     """Makespan of the plan when each step takes its duration and Parallel waits for all branches."""
     if isinstance(plan, Step):
@@ -207,17 +223,25 @@ class _Decomposer:
         return mask
 
     def _block(self, nodes: list[str]) -> Plan:
-        """``nodes`` is a set in topological order."""
-        if len(nodes) == 1:
-            return Step(nodes[0])
-        components = self._components(nodes)
-        if len(components) > 1:
-            return _parallel([self._block(c) for c in components])
-        cuts = self._series_cuts(nodes)
-        if cuts:
-            bounds = [0, *cuts, len(nodes)]
-            return _series([self._block(nodes[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)])
-        return self._prime(nodes)
+        """``nodes`` is a set in topological order. A prime block is cut in two and the part after
+        the cut decomposed in this same loop, so a long run of prime cuts does not nest calls."""
+        parts: list[Plan] = []
+        while True:
+            if len(nodes) == 1:
+                parts.append(Step(nodes[0]))
+                break
+            components = self._components(nodes)
+            if len(components) > 1:
+                parts.append(_parallel([self._block(c) for c in components]))
+                break
+            cuts = self._series_cuts(nodes)
+            if cuts:
+                bounds = [0, *cuts, len(nodes)]
+                parts.extend(self._block(nodes[a:b]) for a, b in zip(bounds, bounds[1:], strict=False))
+                break
+            before, nodes = self._prime_cut(nodes)
+            parts.append(self._block(before))
+        return _series(parts)
 
     def _components(self, nodes: list[str]) -> list[list[str]]:
         members = set(nodes)
@@ -266,7 +290,7 @@ class _Decomposer:
                 cuts.append(k)
         return cuts
 
-    def _prime(self, nodes: list[str]) -> Plan:
+    def _prime_cut(self, nodes: list[str]) -> tuple[list[str], list[str]]:
         """No clean cut: cut between ASAP levels where the fewest unordered pairs get ordered.
 
         Sweeping the boundary up one level at a time keeps the count of already-ordered pairs
@@ -298,7 +322,7 @@ class _Decomposer:
             tuple(_sinks(self.dag, before)), tuple(_sources(self.dag, after)), new_pairs
         )
         self.added.append(constraint)
-        return _series([self._block(before), self._block(after)])
+        return before, after
 
 
 def _sinks(dag: Dag, nodes: list[str]) -> list[str]:

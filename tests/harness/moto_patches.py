@@ -17,10 +17,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
 
+import boto3
 import botocore
 import botocore.session
+from botocore.exceptions import ClientError
 from botocore.model import OperationModel
 from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.ecs.exceptions import ECSException
 from moto.ecs.models import EC2ContainerServiceBackend
 from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
 from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
@@ -35,6 +38,9 @@ from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name
 )
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import iteration_worker
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.result_writer_decl import (
+    ResultWriter,
+)
 from moto.stepfunctions.parser.asl.component.state.exec.state_parallel import branches_decl
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
     state_task_service_callback,
@@ -44,10 +50,19 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
     StateTaskServiceEcs,
 )
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+from moto.stepfunctions.parser.asl.utils import boto_client as boto_client_module
 from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
 
 STOPPED_BY_STEP_FUNCTIONS = "Stopped by Step Functions: the state running this task ended"
+AMAZON_ECS_EXCEPTION = "ECS.AmazonECSException"
+
+
+class EcsRefused(ECSException):
+    """What the run-task hook raises for an attempt scripted to be refused (ECS's ServerException)."""
+
+    def __init__(self) -> None:
+        super().__init__("ServerException", "Service unavailable (scripted by the test harness)")
 
 
 # 1. ECS parameter casing -------------------------------------------------------------------------
@@ -258,6 +273,66 @@ def ecs_sync_stops_abandoned_tasks() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def ecs_errors_are_amazon_ecs_exceptions() -> Iterator[None]:
+    """Fail an `ecs:runTask` state whose ECS call was refused with `ECS.AmazonECSException`.
+
+    `StateTaskServiceEcs` has no `_from_error` of its own, so a `ClientError` from RunTask (a
+    throttle, no capacity) reaches `ExecutionState._from_error` (execute_state.py) and becomes
+    `States.Runtime`, which no Retry on ECS errors can match. On AWS the state fails with
+    `ECS.AmazonECSException` and a cause naming the ECS error code; the wrapped `_from_error`
+    builds that failure for a `ClientError`.
+    """
+    original_from_error = StateTaskServiceEcs._from_error
+
+    def from_error(self, env, ex):
+        if not isinstance(ex, ClientError):
+            return original_from_error(self, env, ex)
+        error = ex.response["Error"]
+        status = ex.response["ResponseMetadata"].get("HTTPStatusCode", 400)
+        return FailureEvent(
+            env=env,
+            error_name=CustomErrorName(AMAZON_ECS_EXCEPTION),
+            event_type=HistoryEventType.TaskFailed,
+            event_details=EventDetails(
+                taskFailedEventDetails=TaskFailedEventDetails(
+                    resource=self._get_sfn_resource(),
+                    resourceType=self._get_sfn_resource_type(),
+                    error=AMAZON_ECS_EXCEPTION,
+                    cause=f"{error.get('Message', '')} (Service: AmazonECS; Status Code: {status}; "
+                    f"Error Code: {error.get('Code', '')})",
+                )
+            ),
+        )
+
+    with mock.patch.object(StateTaskServiceEcs, "_from_error", from_error):
+        yield
+
+
+@contextlib.contextmanager
+def result_writer_reads_state_input() -> Iterator[None]:
+    """Evaluate a Distributed Map's `ResultWriter.Parameters` paths against the Map's input.
+
+    `ResultWriter._eval_body` (state_map/result_writer/result_writer_decl.py) evaluates its
+    parameters with the items' results on top of the stack, so `"Bucket.$": "$.run.manifest.bucket"`
+    is looked up in `[{}, {}, ...]` and fails with `States.Runtime`. On AWS the paths select from
+    the state's input, like every other field of the state. The wrapped body evaluates them against
+    the state input, then hands the results and parameters on as moto's S3 writer expects.
+    """
+
+    def eval_body(self, env):
+        results = env.stack.pop()
+        env.stack.append(env.states.get_input())
+        self.parargs.eval(env=env)
+        parameters = env.stack.pop()
+        env.stack.pop()
+        env.stack.extend([results, parameters])
+        self.resource_eval.eval_resource(env=env)
+
+    with mock.patch.object(ResultWriter, "_eval_body", eval_body):
+        yield
+
+
 # 4. Lambda handlers run in-process ---------------------------------------------------------------
 
 LambdaHandler = Callable[[Any, Any], Any]
@@ -360,22 +435,83 @@ def fast_clock(sync_poll_seconds: float, retry_scale: float) -> Iterator[ScaledS
         yield clock
 
 
+# Speed -------------------------------------------------------------------------------------------
+
+
+class _CachingBoto3:
+    """Stands in for `boto3` inside moto's `boto_client_for`: one client per service and region."""
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self, *, service_name: str, region_name: str, **kwargs: Any) -> Any:
+        key = (service_name, region_name)
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = boto3.client(
+                    service_name=service_name, region_name=region_name, **kwargs
+                )
+            return self._clients[key]
+
+
+@contextlib.contextmanager
+def shared_interpreter_clients() -> Iterator[None]:
+    """Reuse the interpreter's boto clients instead of making one per service call.
+
+    `boto_client_for` (stepfunctions/parser/asl/utils/boto_client.py) builds a new client for every
+    task, poll and Map item; with a thousand Map items that is most of the run's time. botocore
+    clients are thread-safe and every one of them goes to moto, so one per service is the same.
+    """
+    with mock.patch.object(boto_client_module, "boto3", _CachingBoto3()):
+        yield
+
+
 # ECS RunTask hook (outcome scripting and call recording) -----------------------------------------
 
 
 @contextlib.contextmanager
-def ecs_run_task_hook(on_task_started: Callable[[Any], None]) -> Iterator[None]:
+def ecs_backend_serialised() -> Iterator[None]:
+    """Serialise moto's ECS task calls, as the real service is consistent under concurrent callers.
+
+    `EC2ContainerServiceBackend.describe_tasks` and `list_tasks` (ecs/models.py) iterate the
+    cluster's task dict while `run_task` on another interpreter thread inserts into it, so with a
+    few dozen Map items in flight a poll fails with "dictionary changed size during iteration"
+    (`States.Runtime`). One re-entrant lock around the task calls removes the race.
+    """
+    lock = threading.RLock()
+    names = ("run_task", "describe_tasks", "list_tasks", "stop_task")
+    originals = {name: getattr(EC2ContainerServiceBackend, name) for name in names}
+
+    def serialised(original):
+        @functools.wraps(original)
+        def call(self, *args, **kwargs):
+            with lock:
+                return original(self, *args, **kwargs)
+
+        return call
+
+    with contextlib.ExitStack() as stack:
+        for name, original in originals.items():
+            stack.enter_context(mock.patch.object(EC2ContainerServiceBackend, name, serialised(original)))
+        yield
+
+
+@contextlib.contextmanager
+def ecs_run_task_hook(on_task_started: Callable[[Any], bool]) -> Iterator[None]:
     """Call `on_task_started(task)` with each moto ECS `Task` that RunTask creates.
 
     moto's `EC2ContainerServiceBackend.run_task` (ecs/models.py) gives every container exit
-    code 0; the hook lets the harness record the call and script the task's outcome.
+    code 0; the hook lets the harness record the call and script the task's outcome. When
+    `on_task_started` answers False the call is refused instead (`EcsRefused`, ECS's ServerException).
     """
     original_run_task = EC2ContainerServiceBackend.run_task
 
     def run_task(self, *args, **kwargs):
         tasks = original_run_task(self, *args, **kwargs)
-        for task in tasks:
-            on_task_started(task)
+        accepted = [on_task_started(task) for task in tasks]
+        if not all(accepted):
+            raise EcsRefused()
         return tasks
 
     with mock.patch.object(EC2ContainerServiceBackend, "run_task", run_task):

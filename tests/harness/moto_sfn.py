@@ -9,9 +9,13 @@
 Processor outcomes: for each processor id (the task's `PROCESSOR_ID` environment override, else
 its task definition family), a list of outcomes per attempt or a callable
 `(environment, attempt) -> outcome`. An outcome is a container exit code or `HANG` (the task stays
-RUNNING until something stops it). The last listed outcome repeats; unlisted processors exit 0.
+RUNNING until something stops it) or `ECS_REFUSED` (RunTask itself fails: the state sees
+`ECS.AmazonECSException`). The last listed outcome repeats; unlisted processors exit 0.
 `attempt` counts RunTask calls with the same processor id and environment overrides, so the
 batches of a Map each count their own retries.
+
+Every result carries `figures` (tests/harness/moto_measure.py): the largest state payload and the
+history length of the execution and of each Distributed Map child execution.
 """
 
 from __future__ import annotations
@@ -34,14 +38,15 @@ import boto3
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from tests.harness import moto_patches
+from tests.harness import moto_measure, moto_patches
 
 REGION = "us-east-1"
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 PROCESSOR_CONTAINER = "processor"
 HANG: Literal["hang"] = "hang"
+ECS_REFUSED: Literal["ecs-refused"] = "ecs-refused"
 
-Outcome = int | Literal["hang"]
+Outcome = int | Literal["hang", "ecs-refused"]
 OutcomeScript = Sequence[Outcome] | Callable[[dict[str, str], int], Outcome]
 LambdaHandler = moto_patches.LambdaHandler
 TERMINAL_STATUSES = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
@@ -53,6 +58,9 @@ OPTIONAL_PATCHES = (
     "ecs_sync_retries_wait_again",
     "ecs_sync_stops_abandoned_tasks",
     "lambda_handlers",
+    "ecs_errors_are_amazon_ecs_exceptions",
+    "distributed_map_fails",
+    "result_writer_reads_state_input",
 )
 
 
@@ -85,8 +93,10 @@ class ProcessorOutcomes:
 
 
 def _check_outcome(processor_id: str, outcome: Any) -> Outcome:
-    if outcome != HANG and (isinstance(outcome, bool) or not isinstance(outcome, int)):
-        raise ValueError(f"outcomes[{processor_id!r}]: {outcome!r} is neither an exit code nor HANG")
+    if outcome not in (HANG, ECS_REFUSED) and (isinstance(outcome, bool) or not isinstance(outcome, int)):
+        raise ValueError(
+            f"outcomes[{processor_id!r}]: {outcome!r} is neither an exit code nor HANG nor ECS_REFUSED"
+        )
     return outcome
 
 
@@ -131,6 +141,7 @@ class ExecutionResult:
     history: list[dict[str, Any]]
     run_task_calls: list[RunTaskCall]
     lambda_calls: list[LambdaCall]
+    figures: moto_measure.Figures | None = None
 
     def events(self, event_type: str) -> list[dict[str, Any]]:
         return [event for event in self.history if event["type"] == event_type]
@@ -154,6 +165,8 @@ def _family(task_definition_arn: str) -> str:
 
 
 def _script_outcome(task: Any, outcome: Outcome) -> None:
+    if outcome == ECS_REFUSED:
+        outcome = 0  # the call fails; the task moto already made just stops
     if outcome == HANG:
         # No lifecycle transition out of RUNNING: only StopTask ends the task.
         task._transitions = []
@@ -201,6 +214,7 @@ class MotoStepFunctions:
         self._names = itertools.count(1)
         self._stack = contextlib.ExitStack()
         self._clock: moto_patches.ScaledSleep | None = None
+        self._recorder = moto_measure.Recorder()
         self.node: dict[str, Any] = {}
 
     # Lifecycle ---------------------------------------------------------------------------------
@@ -216,7 +230,11 @@ class MotoStepFunctions:
             for name in OPTIONAL_PATCHES:
                 if name not in self._without:
                     self._stack.enter_context(self._patch(name))
+            self._stack.enter_context(moto_patches.shared_interpreter_clients())
+            self._stack.enter_context(moto_patches.ecs_backend_serialised())
             self._stack.enter_context(moto_patches.ecs_run_task_hook(self._on_task_started))
+            self._stack.enter_context(moto_measure.measure_payloads(self._recorder))
+            self._stack.enter_context(moto_measure.child_execution_histories(self._recorder))
             self._clock = self._stack.enter_context(
                 moto_patches.fast_clock(self._sync_poll_seconds, self._retry_scale)
             )
@@ -233,6 +251,8 @@ class MotoStepFunctions:
     def _patch(self, name: str) -> contextlib.AbstractContextManager:
         if name == "lambda_handlers":
             return moto_patches.lambda_handlers(self._handlers, self._on_invoke)
+        if name == "distributed_map_fails":
+            return moto_measure.distributed_map_fails()
         return getattr(moto_patches, name)()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -356,6 +376,7 @@ class MotoStepFunctions:
         for name, handler in (lambdas or {}).items():
             self.register_lambda(name, handler)
         self._outcomes = ProcessorOutcomes(outcomes)
+        self._recorder.reset()  # figures are those of the latest execution
         name = f"pennflow-test-{next(self._names)}"
         machine_arn = self.sfn.create_state_machine(
             name=name, definition=json.dumps(definition), roleArn=self._role_arn
@@ -397,14 +418,16 @@ class MotoStepFunctions:
             run_task_calls = self._run_task_calls[since[0] :]
             lambda_calls = self._lambda_calls[since[1] :]
         output = description.get("output")
+        history = self._history(execution_arn)
         return ExecutionResult(
             status=description["status"],
             output=json.loads(output) if output else None,
             error=description.get("error"),
             cause=description.get("cause"),
-            history=self._history(execution_arn),
+            history=history,
             run_task_calls=run_task_calls,
             lambda_calls=lambda_calls,
+            figures=moto_measure.figures(self._recorder, history),
         )
 
     def wait_for_run_task(self, processor_id: str, *, timeout: float = 5.0) -> RunTaskCall:
@@ -445,7 +468,7 @@ class MotoStepFunctions:
 
     # Hooks called from moto ----------------------------------------------------------------------
 
-    def _on_task_started(self, task: Any) -> None:
+    def _on_task_started(self, task: Any) -> bool:
         environment = _environment_overrides(task)
         processor_id = environment.get("PROCESSOR_ID") or _family(task.task_definition_arn)
         attempt, outcome = self._outcomes.next_attempt(processor_id, environment)
@@ -464,6 +487,7 @@ class MotoStepFunctions:
         )
         with self._lock:
             self._run_task_calls.append(call)
+        return outcome != ECS_REFUSED
 
     def _on_invoke(self, function_name: str, payload: Any, result: Any, error: dict | None) -> None:
         with self._lock:

@@ -167,7 +167,14 @@ def test_list_batches_and_download_reach_only_what_they_read(node):
         "logs",
         "xray",
         "ec2",
+        "s3",
     }
+    # list_batches writes a scatter's batch list under runs/ for its Distributed Map, and only that
+    statements = node.role_statements(roles["list_batches"])
+    (put,) = [s for s in statements if "s3:PutObject" in as_list(s["Action"])]
+    assert as_list(put["Action"]) == ["s3:PutObject"]
+    bucket = node.logical_id(node.stack.storage.results_bucket)
+    assert put["Resource"] == {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/runs/*"]]}
     download = node.role_actions(roles["download"])
     assert {a for a in download if a.startswith(("s3:", "secretsmanager:"))} == {
         "s3:GetObject",

@@ -120,9 +120,21 @@ def test_role_runs_distributed_maps_over_the_run_manifest(node):
     statements = node.role_statements(node.stack.orchestration.role)
     (start,) = [s for s in statements if s["Action"] == "states:StartExecution"]
     assert start["Resource"]["Fn::Join"][1][-1] == ":stateMachine:pennflow_*"
-    (manifest,) = [s for s in statements if s["Action"] == "s3:GetObject"]
+    # the Maps read their items under runs/ and write the items' results there (ResultWriter), so no
+    # state carries them
+    (manifest,) = [s for s in statements if "s3:GetObject" in as_list(s["Action"])]
     bucket = node.logical_id(node.stack.storage.results_bucket)
-    assert manifest["Resource"] == {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/runs/*"]]}
+    runs_prefix = {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/runs/*"]]}
+    assert manifest["Resource"] == runs_prefix
+    assert sorted(as_list(manifest["Action"])) == [
+        "s3:AbortMultipartUpload",
+        "s3:GetObject",
+        "s3:ListMultipartUploadParts",
+        "s3:PutObject",
+    ]
+    (track,) = [s for s in statements if "states:DescribeExecution" in as_list(s["Action"])]
+    assert sorted(as_list(track["Action"])) == ["states:DescribeExecution", "states:StopExecution"]
+    assert track["Resource"]["Fn::Join"][1][-1] == ":execution:pennflow_*"
 
 
 def test_api_can_create_state_machines_with_the_shared_role(node):

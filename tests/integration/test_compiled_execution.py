@@ -12,9 +12,10 @@ from pathlib import Path
 import boto3
 import pytest
 
+from pennflow.node.batches import write_batch_manifest
 from pennflow.workflow.asl import compile_workflow, execution_input
 from pennflow.workflow.definition import load_definition
-from tests.harness.moto_sfn import HANG, MotoStepFunctions
+from tests.harness.moto_sfn import ECS_REFUSED, HANG, MotoStepFunctions
 
 ROOT = Path(__file__).resolve().parents[2]
 DIAMOND = ROOT / "tests" / "fixtures" / "definitions" / "diamond.yaml"
@@ -42,9 +43,9 @@ class Handlers:
 
     def on_list_batches(self, event, context):
         self.batch_requests.append(event)
-        return {
-            "batches": [{"index": i, "inputDir": f"/mnt/run/band-power/batches/{i:05d}"} for i in range(3)]
-        }
+        batches = [{"index": i, "inputDir": f"/mnt/run/band-power/batches/{i:05d}"} for i in range(3)]
+        s3 = boto3.client("s3", region_name="us-east-1")
+        return write_batch_manifest(s3, MANIFEST_BUCKET, event["runId"], event["processorId"], batches)
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def node():
         yield aws
 
 
-def start(aws: MotoStepFunctions, outcomes=None, wait=True):
+def start(aws: MotoStepFunctions, outcomes=None, wait=True, edit=None):
     workflow = load_definition(DIAMOND)
     handlers = Handlers()
     lambdas = {
@@ -82,6 +83,8 @@ def start(aws: MotoStepFunctions, outcomes=None, wait=True):
         },
     )
     definition = compile_workflow(workflow)
+    if edit:
+        edit(definition)
     if wait:
         return aws.run_execution(definition, data, outcomes=outcomes, timeout=30), handlers
     return aws.start_execution(definition, data, outcomes=outcomes), handlers
@@ -143,3 +146,73 @@ def test_cancel_stops_the_execution_and_its_running_task(node):
     assert result.status == "ABORTED"
     assert running.last_status == "STOPPED"
     assert not handlers.finalize, "an aborted execution does not finalize; the cancel Lambda does"
+
+
+def _convert_state(definition: dict) -> dict:
+    return definition["States"]["Run workflow"]["Branches"][0]["States"]["convert"]
+
+
+def test_refused_run_tasks_use_the_infrastructure_retries_not_the_processor_ones(node):
+    # convert allows 2 retries of its own; ECS refuses its RunTask three times, then runs it
+    script = {"convert": [ECS_REFUSED, ECS_REFUSED, ECS_REFUSED, 0]}
+    result, handlers = start(node, outcomes=script)
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    assert [call.outcome for call in result.calls_of("convert")] == [ECS_REFUSED] * 3 + [0]
+    # the ECS retrier's back-off (10 s doubling, full jitter), not convert's (5 s, x1.5)
+    assert len(node.retry_intervals) == 3
+    assert all(wait <= cap for wait, cap in zip(node.retry_intervals, (10, 20, 40), strict=True))
+    refused = [
+        e for e in result.events("TaskFailed") if e["taskFailedEventDetails"]["error"] != "States.TaskFailed"
+    ]
+    assert {e["taskFailedEventDetails"]["error"] for e in refused} == {"ECS.AmazonECSException"}
+
+
+def test_with_the_processor_retrier_first_the_same_refusals_fail_the_run(node):
+    # the order this replaced: States.TaskFailed matches ECS.AmazonECSException and takes the refusals
+    def processor_retrier_first(definition: dict) -> None:
+        _convert_state(definition)["Retry"].reverse()
+
+    script = {"convert": [ECS_REFUSED, ECS_REFUSED, ECS_REFUSED, 0]}
+    result, handlers = start(node, outcomes=script, edit=processor_retrier_first)
+    assert result.status == "FAILED"
+    assert len(result.calls_of("convert")) == 3
+    assert handlers.finalize[-1]["failure"]["Error"] == "ECS.AmazonECSException"
+
+
+def test_a_failing_scatter_batch_fails_the_distributed_map_and_the_run(node):
+    script = {"band-power": lambda env, attempt: 3 if env["BATCH_INDEX"] == "1" else 0}
+    result, handlers = start(node, outcomes=script)
+    assert result.status == "FAILED"
+    assert handlers.finalize[-1]["failure"]["Error"] == "States.ExceedToleratedFailureThreshold"
+    assert "report" not in started_order(result), "nothing after the failed scatter starts"
+
+
+def test_without_the_tolerance_patch_moto_lets_a_failing_batch_pass():
+    with MotoStepFunctions(without=("distributed_map_fails",)) as aws:
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=MANIFEST_BUCKET)
+        s3.put_object(Bucket=MANIFEST_BUCKET, Key="runs/r-1/manifest.json", Body=json.dumps(MANIFEST_BATCHES))
+        script = {"band-power": lambda env, attempt: 3 if env["BATCH_INDEX"] == "1" else 0}
+        result, _ = start(aws, outcomes=script)
+    assert result.status == "SUCCEEDED"
+
+
+def test_without_the_result_writer_patch_its_paths_miss_the_state_input():
+    with MotoStepFunctions(without=("result_writer_reads_state_input",)) as aws:
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=MANIFEST_BUCKET)
+        s3.put_object(Bucket=MANIFEST_BUCKET, Key="runs/r-1/manifest.json", Body=json.dumps(MANIFEST_BATCHES))
+        result, handlers = start(aws)
+    assert result.status == "FAILED"
+    failure = handlers.finalize[-1]["failure"]
+    assert failure["Error"] == "States.Runtime" and "$.run.manifest.bucket" in failure["Cause"]
+
+
+def test_without_the_ecs_error_patch_a_refused_run_task_is_states_runtime():
+    with MotoStepFunctions(without=("ecs_errors_are_amazon_ecs_exceptions",)) as aws:
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=MANIFEST_BUCKET)
+        s3.put_object(Bucket=MANIFEST_BUCKET, Key="runs/r-1/manifest.json", Body=json.dumps(MANIFEST_BATCHES))
+        result, handlers = start(aws, outcomes={"convert": [ECS_REFUSED, 0]})
+    assert result.status == "FAILED"
+    assert handlers.finalize[-1]["failure"]["Error"] == "States.Runtime"

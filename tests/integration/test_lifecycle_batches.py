@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import types
 
+import boto3
 import pytest
 
 from pennflow.node import fanin
@@ -12,7 +13,7 @@ from pennflow.node.batches import BatchError, BatchRequest, list_batches
 from pennflow.node.lifecycle import prepare_run
 from pennflow.workflow.runs import Status
 from tests.integration import aws_fixtures
-from tests.integration.aws_fixtures import MotoNode, workflow_from
+from tests.integration.aws_fixtures import RESULTS_BUCKET, MotoNode, workflow_from
 from tests.integration.test_lifecycle_tracking import task_event
 
 mocked_aws = aws_fixtures.mocked_aws
@@ -51,15 +52,21 @@ def _request(run_id: str, processor: str, input_dir: str, size: int) -> BatchReq
     )
 
 
+def _listed(answer: dict) -> list[dict]:
+    """The batch list the answer points at, as the scatter's Distributed Map reads it."""
+    s3 = boto3.client("s3", region_name=aws_fixtures.REGION)
+    return json.loads(s3.get_object(Bucket=answer["bucket"], Key=answer["key"])["Body"].read())
+
+
 def test_batches_are_staged_in_the_run_folder_and_named_as_the_task_sees_them(scattering) -> None:
     node, run_id, slot_dir = scattering
     answer = list_batches(_request(run_id, "per-file", "/mnt/run/left/output", 2), node.node)
-    assert answer == {
-        "batches": [
-            {"index": 0, "inputDir": "/mnt/run/per-file/batches/00000"},
-            {"index": 1, "inputDir": "/mnt/run/per-file/batches/00001"},
-        ]
-    }
+    # only the list's location travels in the state; the list itself is in the results bucket
+    assert answer == {"bucket": RESULTS_BUCKET, "key": f"runs/{run_id}/per-file/batches.json", "count": 2}
+    assert _listed(answer) == [
+        {"index": 0, "inputDir": "/mnt/run/per-file/batches/00000"},
+        {"index": 1, "inputDir": "/mnt/run/per-file/batches/00001"},
+    ]
     first, second = slot_dir / "per-file" / "batches" / "00000", slot_dir / "per-file" / "batches" / "00001"
     assert sorted(p.relative_to(first).as_posix() for p in first.rglob("*") if p.is_file()) == [
         "a.edf",
@@ -69,13 +76,13 @@ def test_batches_are_staged_in_the_run_folder_and_named_as_the_task_sees_them(sc
 
     (slot_dir / "left" / "output" / "b.edf").unlink()  # a retried listing sees the folder as it is now
     answer = list_batches(_request(run_id, "per-file", "/mnt/run/left/output", 2), node.node)
-    assert len(answer["batches"]) == 1 and not second.exists()
+    assert answer["count"] == 1 and len(_listed(answer)) == 1 and not second.exists()
 
 
 def test_a_scattered_fan_in_gets_its_union_built_first(scattering) -> None:
     node, run_id, slot_dir = scattering
     answer = list_batches(_request(run_id, "joined", "/mnt/run/joined/input", 10), node.node)
-    assert len(answer["batches"]) == 1
+    assert answer["count"] == 1
     staged = slot_dir / "joined" / "batches" / "00000"
     assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()) == [
         "a.edf",
@@ -258,3 +265,15 @@ def test_names_match_the_stack() -> None:
         assert extra <= expected, (
             f"{model.__name__} reads variables the stack does not set: {extra - expected}"
         )
+
+
+def test_a_scatter_may_make_up_to_10000_batches_and_no_more(scattering, monkeypatch) -> None:
+    from pennflow.node import batches
+
+    assert batches.MAX_BATCHES == 10_000  # a Distributed Map over the S3 list: no payload grows with it
+    node, run_id, _ = scattering
+    monkeypatch.setattr(batches, "MAX_BATCHES", 2)  # three files in batches of one make three
+    with pytest.raises(
+        BatchError, match="3 files in batches of 1 make 3 batches, over 2; raise scatter.batchSize"
+    ):
+        list_batches(_request(run_id, "per-file", "/mnt/run/left/output", 1), node.node)

@@ -21,6 +21,7 @@ from pennflow.workflow.asl import (
 )
 from pennflow.workflow.dag import Dag, decompose, simulate
 from pennflow.workflow.definition import load_definition, validate_definition
+from pennflow.workflow.limits import DEFINITION_LIMIT
 from tests.dag_strategies import random_dags, random_durations, series_parallel_dags, workflow_from_dag
 from tests.gates.asl import assert_valid_asl, validate_asl
 
@@ -91,7 +92,23 @@ def test_example_compiles_to_the_design_shape():
     # scatter -> a Map named by the id, with a batch task inside
     assert states["band-power"]["Type"] == "Map"
     assert states["band-power batch"]["Resource"] == ECS_RUN_TASK_SYNC
-    assert states["band-power"]["ItemsPath"] == "$.scatter.band_power.batches"
+    # ... run as child executions over the batch list the listing wrote to S3
+    scatter = states["band-power"]
+    assert scatter["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert scatter["ItemReader"]["Parameters"] == {
+        "Bucket.$": "$.scatter.band_power.bucket",
+        "Key.$": "$.scatter.band_power.key",
+    }
+    assert states["band-power batches"]["ResultSelector"] == {
+        "bucket.$": "$.Payload.bucket",
+        "key.$": "$.Payload.key",
+        "count.$": "$.Payload.count",
+    }
+    # no Distributed Map hands its items' results back: they go to the run's prefix in S3
+    for name in ("band-power", "recordings"):
+        writer = states[name]["ResultWriter"]
+        assert writer["Resource"] == "arn:aws:states:::s3:putObject"
+        assert writer["Parameters"]["Prefix.$"] == f"States.Format('runs/{{}}/{name}/map-results', $.run.id)"
     # ids and params travel as environment overrides
     env = states["convert"]["Parameters"]["Overrides"]["ContainerOverrides"][0]["Environment"]
     by_name = {e["Name"]: e for e in env}
@@ -112,7 +129,10 @@ def test_example_compiles_to_the_design_shape():
     assert quality_env["LAYER_SCIENTIFIC_STACK_DIR"]["Value"] == "/mnt/layers/scientific-stack"
     assert "PYTHONPATH" not in quality_env, "the task definition sets it for every mounted layer"
     # retry and timeout from the definition
-    retry = states["convert"]["Retry"][0]
+    # the infrastructure retrier comes first: Step Functions uses the first that matches, and
+    # States.TaskFailed also matches ECS.AmazonECSException
+    infra, retry = states["convert"]["Retry"]
+    assert infra["ErrorEquals"] == ["ECS.AmazonECSException"]
     assert retry == {
         "ErrorEquals": ["States.TaskFailed"],
         "IntervalSeconds": 5,
@@ -213,14 +233,14 @@ def test_execution_input_shape_and_missing_pieces():
             )
 
 
-def test_thousand_node_dag_is_under_a_megabyte():
+def test_thousand_node_dag_is_under_step_functions_definition_limit():
     import random
 
     rng = random.Random(5)
     nodes = [f"p{i}" for i in range(1000)]
     edges = sorted({(nodes[rng.randrange(j)], nodes[j]) for j in range(1, 1000) for _ in range(2)})
     text = compile_to_json(workflow_from_dag(Dag.from_edges(nodes, edges)))
-    assert len(text.encode()) < 1_000_000
+    assert len(text.encode()) < DEFINITION_LIMIT
     assert_valid_asl(json.loads(text))
 
 

@@ -461,3 +461,28 @@ def test_patches_are_reverted_when_the_harness_closes():
 def test_unknown_patch_names_are_refused():
     with pytest.raises(ValueError, match="ecs_casing"):
         MotoStepFunctions(without={"ecs_casing"})
+
+
+def test_figures_catch_a_parallel_result_over_the_payload_limit_that_moto_lets_pass(aws):
+    # two branches each hand back their ~150 KB input: the Parallel's result (the array of both) passes
+    # 256 KiB, though its output (ResultPath null: its input) does not, and moto checks only outputs
+    branch = {"StartAt": "copy", "States": {"copy": {"Type": "Pass", "End": True}}}
+    machine = {
+        "StartAt": "both",
+        "States": {
+            "both": {"Type": "Parallel", "Branches": [branch, branch], "ResultPath": None, "End": True}
+        },
+    }
+    result = aws.run_execution(machine, {"blob": "x" * 150_000})
+    assert result.status == "SUCCEEDED"
+    largest = result.figures.largest_by_kind
+    assert largest["result"].bytes > 2 * 150_000 and largest["result"].state == "both"
+    assert largest["output"].bytes < 160_000
+    assert result.figures.largest_payload == largest["result"]
+
+
+def test_figures_count_events_per_state_of_the_parent_history(aws):
+    result = aws.run_execution(SINGLE, start_input(aws), lambdas={"finalize": Finalizer()})
+    per_state = result.figures.events_per_state
+    assert sum(per_state.values()) == result.figures.history_events == len(result.history)
+    assert per_state["convert"] == 6  # entered, scheduled, started, submitted, succeeded, exited
