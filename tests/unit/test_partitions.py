@@ -60,8 +60,14 @@ def test_the_compiler_writes_integrations_in_the_given_partition() -> None:
     workflow = parse_definition(WORKFLOW, "yaml")
     china = compile_workflow(workflow, CompileOptions(partition="aws-cn"))
     resources = _resources(china)
-    # lambda:invoke, s3:getObject (the Distributed Map's reader) and ecs:runTask.sync all appear
-    assert {r.split(":::")[1] for r in resources} == {"lambda:invoke", "s3:getObject", "ecs:runTask.sync"}
+    # lambda:invoke, s3:getObject and s3:putObject (the Distributed Maps' reader and result writer) and
+    # ecs:runTask.sync all appear
+    assert {r.split(":::")[1] for r in resources} == {
+        "lambda:invoke",
+        "s3:getObject",
+        "s3:putObject",
+        "ecs:runTask.sync",
+    }
     assert all(r.startswith("arn:aws-cn:states:::") for r in resources)
     assert "arn:aws:" not in json.dumps(china)
     default = _resources(compile_workflow(workflow))
