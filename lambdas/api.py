@@ -25,7 +25,13 @@ from aws_lambda_powertools.logging import correlation_paths
 from lambdas.observability import logger, metrics, tracer
 from pennflow.api import runs as run_logic
 from pennflow.api import workflows as workflow_logic
-from pennflow.api.errors import ApiError, NotFound, UnsupportedMediaType, from_validation_errors
+from pennflow.api.errors import (
+    ApiError,
+    NotFound,
+    UnsupportedMediaType,
+    from_validation_errors,
+    too_complex,
+)
 from pennflow.api.idempotency import IdempotentRunStarts
 from pennflow.api.layers import router as layers_router
 from pennflow.api.models import (
@@ -352,6 +358,13 @@ def no_route(exc: NotFoundError) -> Response:
 @app.exception_handler(ServiceError)
 def service_error(exc: ServiceError) -> Response:
     return _error(ApiError(exc.msg, code="bad_request", status=exc.status_code))
+
+
+@app.exception_handler(RecursionError)
+def recursion_limit(exc: RecursionError) -> Response:
+    # Only a request's own size makes the routes' logic recurse this deep (a huge DAG, say): a 4xx.
+    logger.warning("request too deeply nested or chained", extra={"cause": repr(exc)})
+    return _error(too_complex())
 
 
 @app.exception_handler(Exception)

@@ -22,6 +22,9 @@ from pennflow.workflow.graph import find_cycle
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_NAME = 64
+# Processors in one workflow: a 1,000-processor DAG compiles to under Step Functions' 1 MB definition
+# limit (tests/unit/test_asl.py). A larger workflow is refused before its processors are validated.
+MAX_PROCESSORS = 1000
 DEFAULT_TIMEOUT_SECONDS = 86_400
 
 # Environment names the processor contract sets itself (DESIGN §3); a param may not shadow them.
@@ -208,6 +211,9 @@ def validate_definition(data: Any, source: str = "definition") -> Workflow:
         raw_processors = []
     elif not raw_processors:
         faults.append(Fault(None, "processors", "the workflow has no processors"))
+    elif len(raw_processors) > MAX_PROCESSORS:
+        message = f"{len(raw_processors):,} processors; a workflow may have at most {MAX_PROCESSORS:,}"
+        raise DefinitionError([Fault(None, "processors", message)], source)
 
     header = {k: v for k, v in data.items() if k != "processors"}
     try:
