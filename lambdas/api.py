@@ -53,6 +53,7 @@ from pennflow.api.models import (
 )
 from pennflow.api.openapi_docs import errors as _errors
 from pennflow.api.openapi_docs import ok as _ok
+from pennflow.api.openapi_docs import with_edge_responses
 from pennflow.api.ports import (
     AsyncLambda,
     PennsieveInputs,
@@ -418,13 +419,14 @@ def openapi_json() -> str:
         in_=APIKeyIn.header,
         description="AWS Signature Version 4 (API Gateway IAM auth): sign with service execute-api.",
     )
-    return app.get_openapi_json_schema(
+    document = app.get_openapi_json_schema(
         title=TITLE,
         version=API_VERSION,
         description="Register workflows and start, follow, cancel and rerun runs on a pennflow compute node.",
         security_schemes={"sigv4": sigv4},
         security=[{"sigv4": []}],
     )
+    return json.dumps(with_edge_responses(json.loads(document)), indent=2)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
