@@ -105,6 +105,11 @@ POWERTOOLS_LAYER_PARAMETER = f"/aws/service/powertools/python/arm64/{PYTHON_RUNT
 
 METRICS_NAMESPACE = "pennflow"
 CUSTOM_METRICS = ("RunsStarted", "RunsSucceeded", "RunsFailed", "RunDuration", "ProcessorDuration")
+# What lambdas/trigger_fire.py, webhook.py, layer_jobs.py and download.py count (the dashboard graphs each).
+TRIGGER_METRICS = ("TriggeredRuns", "WebhookRejected")
+LAYER_JOB_METRICS = ("LayerJobsStarted", "LayerVersionsPublished", "LayerJobsFailed")
+DOWNLOAD_FILE_METRICS = ("DownloadedFiles", "VerifiedFiles")
+DOWNLOAD_BYTES_METRIC = "DownloadedBytes"
 
 # Layer jobs (pennflow.layers.jobs): build, populate and clean tasks of task definitions named
 # "<node>-layer-<kind>", defined by the stack; they mount the /layers access point read-write here.
