@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -180,16 +181,26 @@ def parse_definition(
 
 
 def _parse_text(text: str, fmt: str, source: str) -> Any:
+    # Both parsers recurse once per level of nesting; no definition nests more than a handful.
+    too_deep = Fault(
+        None,
+        "file",
+        f"nested too deeply to read (about {sys.getrecursionlimit():,} levels of lists and mappings)",
+    )
     if fmt == "json":
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             fault = Fault(None, "file", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
             raise DefinitionError([fault], source) from None
+        except RecursionError:
+            raise DefinitionError([too_deep], source) from None
     import yaml  # only YAML files pay for the parser (Lambdas receive JSON)
 
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise DefinitionError([too_deep], source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
