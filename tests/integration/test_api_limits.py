@@ -123,3 +123,12 @@ def test_recursion_in_route_logic_is_a_4xx_not_a_500(node: Api) -> None:
         del module.app.dependency_overrides[module.workflow_registry]
     assert_refused(reply, 422, "too_complex", f"at most {MAX_PROCESSORS:,} processors")
     assert "recursion" not in json.dumps(reply.body).lower()  # no internals in the answer
+
+
+def test_the_readme_states_the_limits_the_code_enforces() -> None:
+    readme = (api_support.ROOT / "README.md").read_text()
+    stated = f"at most {MAX_PROCESSORS:,} processors"
+    assert stated in readme
+    assert f"at most {MAX_BODY_BYTES // 1024} KiB nested at most {MAX_JSON_DEPTH} levels" in " ".join(
+        readme.split()
+    )
