@@ -62,7 +62,7 @@ from pennflow.api.ports import (
     RunPlanning,
     S3Manifests,
 )
-from pennflow.api.requests import json_body, preflight
+from pennflow.api.requests import json_body, preflight, refuse_oversized_definition
 from pennflow.node.registry import WorkflowRegistry
 from pennflow.stores.base import RunStore
 from pennflow.triggers.api import router as triggers_router
@@ -192,6 +192,7 @@ def post_workflow(
     ],
     registry: Registry,
 ) -> Response[WorkflowView]:
+    refuse_oversized_definition(definition)
     view, created = workflow_logic.register_workflow(definition, registry=registry)
     return _json(201 if created else 200, view)
 

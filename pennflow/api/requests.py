@@ -21,7 +21,9 @@ from pennflow.api.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
     field_error,
+    invalid_definition,
 )
+from pennflow.workflow.definition import MAX_PROCESSORS, Fault
 
 # Far above any workflow definition (1,000 processors take about 70 KB), far below API Gateway's 10 MB,
 # Lambda's 6 MB payload and DynamoDB's 400 KB item.
@@ -88,6 +90,15 @@ def json_body(text: str) -> dict[str, Any]:
             fields=[field_error("body", "must be a JSON object")],
         )
     return value
+
+
+def refuse_oversized_definition(body: Mapping[str, Any]) -> None:
+    """A definition with more processors than a workflow may have is refused before it is validated
+    (validating and compiling thousands of processors takes seconds for a certain refusal)."""
+    processors = body.get("processors")
+    if isinstance(processors, list) and len(processors) > MAX_PROCESSORS:
+        message = f"{len(processors):,} processors; a workflow may have at most {MAX_PROCESSORS:,}"
+        raise invalid_definition([Fault(None, "processors", message)])
 
 
 def nesting_exceeds(value: Any, limit: int) -> bool:

@@ -23,8 +23,8 @@ from pennflow.workflow.graph import find_cycle
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_NAME = 64
-# Processors in one workflow: a 1,000-processor DAG compiles to under Step Functions' 1 MB definition
-# limit (tests/unit/test_asl.py). A larger workflow is refused before its processors are validated.
+# Processors in one workflow the node's API registers: a 1,000-processor DAG compiles to under Step
+# Functions' 1 MB definition limit (tests/unit/test_asl.py). The API refuses more before validating.
 MAX_PROCESSORS = 1000
 DEFAULT_TIMEOUT_SECONDS = 86_400
 
@@ -222,9 +222,6 @@ def validate_definition(data: Any, source: str = "definition") -> Workflow:
         raw_processors = []
     elif not raw_processors:
         faults.append(Fault(None, "processors", "the workflow has no processors"))
-    elif len(raw_processors) > MAX_PROCESSORS:
-        message = f"{len(raw_processors):,} processors; a workflow may have at most {MAX_PROCESSORS:,}"
-        raise DefinitionError([Fault(None, "processors", message)], source)
 
     header = {k: v for k, v in data.items() if k != "processors"}
     try:
