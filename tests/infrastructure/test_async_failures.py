@@ -97,6 +97,20 @@ def targeted_by_rules(template: dict[str, Any]) -> set[str]:
     return found
 
 
+# Services that invoke a function asynchronously (API Gateway and SQS pollers invoke synchronously).
+ASYNC_INVOKERS = {"events.amazonaws.com", "s3.amazonaws.com", "sns.amazonaws.com", "scheduler.amazonaws.com"}
+
+
+def invoked_by_services(template: dict[str, Any]) -> set[str]:
+    """Logical ids of the functions whose resource policy lets an asynchronous invoker call them."""
+    found = set()
+    for resource in template["Resources"].values():
+        properties = resource["Properties"] if resource["Type"] == "AWS::Lambda::Permission" else {}
+        if properties.get("Principal") in ASYNC_INVOKERS:
+            found.add(properties["FunctionName"]["Fn::GetAtt"][0])
+    return found
+
+
 @pytest.mark.parametrize("synthesized", ["node", "variant"])
 def test_every_asynchronously_invoked_function_has_an_encrypted_alarmed_dlq(
     synthesized: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
@@ -107,6 +121,8 @@ def test_every_asynchronously_invoked_function_has_an_encrypted_alarmed_dlq(
     from_api = invoked_by_the_api(template, monkeypatch)
     assert from_api <= set(by_name), (from_api, sorted(by_name))
     asynchronous = {by_name[name] for name in from_api} | targeted_by_rules(template)
+    by_services = invoked_by_services(template)  # EventBridge's at least; S3, SNS or a schedule's too
+    assert by_services and by_services <= asynchronous
     assert {by_name[n] for n in by_name if n.endswith(("-cancel", "-prepare", "-status", "-layer-jobs"))} <= (
         asynchronous
     )
