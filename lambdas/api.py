@@ -25,7 +25,13 @@ from aws_lambda_powertools.logging import correlation_paths
 from lambdas.observability import logger, metrics, tracer
 from pennflow.api import runs as run_logic
 from pennflow.api import workflows as workflow_logic
-from pennflow.api.errors import ApiError, NotFound, UnsupportedMediaType, from_validation_errors
+from pennflow.api.errors import (
+    ApiError,
+    NotFound,
+    UnsupportedMediaType,
+    from_validation_errors,
+    too_complex,
+)
 from pennflow.api.idempotency import IdempotentRunStarts
 from pennflow.api.layers import router as layers_router
 from pennflow.api.models import (
@@ -47,6 +53,7 @@ from pennflow.api.models import (
 )
 from pennflow.api.openapi_docs import errors as _errors
 from pennflow.api.openapi_docs import ok as _ok
+from pennflow.api.openapi_docs import with_edge_responses
 from pennflow.api.ports import (
     AsyncLambda,
     PennsieveInputs,
@@ -55,7 +62,7 @@ from pennflow.api.ports import (
     RunPlanning,
     S3Manifests,
 )
-from pennflow.api.requests import json_body, preflight
+from pennflow.api.requests import json_body, preflight, refuse_oversized_definition
 from pennflow.node.registry import WorkflowRegistry
 from pennflow.stores.base import RunStore
 from pennflow.triggers.api import router as triggers_router
@@ -186,6 +193,7 @@ def post_workflow(
     ],
     registry: Registry,
 ) -> Response[WorkflowView]:
+    refuse_oversized_definition(definition)
     view, created = workflow_logic.register_workflow(definition, registry=registry)
     return _json(201 if created else 200, view)
 
@@ -355,6 +363,13 @@ def service_error(exc: ServiceError) -> Response:
     return _error(ApiError(exc.msg, code="bad_request", status=exc.status_code))
 
 
+@app.exception_handler(RecursionError)
+def recursion_limit(exc: RecursionError) -> Response:
+    # Only a request's own size makes the routes' logic recurse this deep (a huge DAG, say): a 4xx.
+    logger.warning("request too deeply nested or chained", extra={"cause": repr(exc)})
+    return _error(too_complex())
+
+
 @app.exception_handler(Exception)
 def unexpected(exc: Exception) -> Response:
     logger.exception("unexpected error")
@@ -406,13 +421,14 @@ def openapi_json() -> str:
         in_=APIKeyIn.header,
         description="AWS Signature Version 4 (API Gateway IAM auth): sign with service execute-api.",
     )
-    return app.get_openapi_json_schema(
+    document = app.get_openapi_json_schema(
         title=TITLE,
         version=API_VERSION,
         description="Register workflows and start, follow, cancel and rerun runs on a pennflow compute node.",
         security_schemes={"sigv4": sigv4},
         security=[{"sigv4": []}],
     )
+    return json.dumps(with_edge_responses(json.loads(document)), indent=2)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

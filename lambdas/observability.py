@@ -6,6 +6,7 @@ Handlers stack the decorators in one order: ``@logger.inject_lambda_context``, t
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -13,8 +14,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import ValidationError
 
-SERVICE = "pennflow"
-NAMESPACE = "pennflow"
+# The stack sets both for every function: the service is the node's name, so each node's alarms and
+# dashboard (stacks/monitoring.py) read its own metrics, by the `service` dimension.
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "pennflow"
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "pennflow"
 
 # Most status events and cancels emit no metric; Powertools would warn about each of those flushes.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
@@ -43,7 +46,11 @@ class MetricsListener:
         for processor_id, seconds in summary.processor_seconds.items():
             # Its own metric set: the processor dimension must not spread to the run metrics.
             with single_metric(
-                name="ProcessorDuration", unit=MetricUnit.Seconds, value=seconds, namespace=NAMESPACE
+                name="ProcessorDuration",
+                unit=MetricUnit.Seconds,
+                value=seconds,
+                namespace=NAMESPACE,
+                default_dimensions={"service": SERVICE},
             ) as metric:
                 metric.add_dimension(name="processor", value=processor_id)
 

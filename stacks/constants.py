@@ -123,8 +123,9 @@ LAMBDA_MEMORY_OVERRIDES_MB = {"download": 1024}
 EFS_LAMBDAS = (*RUNS_MANAGER_LAMBDAS, "list_batches", "download")
 # Reserved concurrency: bounds the writers that a burst of events or run starts could fan out.
 RESERVED_CONCURRENCY = {"status": 10, "prepare": 5, "cancel": 2}
-# Invoked asynchronously (EventBridge, or the API's fire-and-forget start): these get the DLQ.
-ASYNC_LAMBDAS = ("status", "prepare", "trigger_events", "layer_jobs")
+# Invoked asynchronously (EventBridge, or the API's fire-and-forget start and cancel): these get the DLQ,
+# so an invocation that fails every retry is kept, not lost.
+ASYNC_LAMBDAS = ("status", "prepare", "cancel", "trigger_events", "layer_jobs")
 ASYNC_RETRY_ATTEMPTS = 2
 EVENT_MAX_AGE_HOURS = 6
 
@@ -137,6 +138,11 @@ POWERTOOLS_LAYER_PARAMETER = f"/aws/service/powertools/python/arm64/{PYTHON_RUNT
 
 METRICS_NAMESPACE = "pennflow"
 CUSTOM_METRICS = ("RunsStarted", "RunsSucceeded", "RunsFailed", "RunDuration", "ProcessorDuration")
+# What lambdas/trigger_fire.py, webhook.py, layer_jobs.py and download.py count (the dashboard graphs each).
+TRIGGER_METRICS = ("TriggeredRuns", "WebhookRejected")
+LAYER_JOB_METRICS = ("LayerJobsStarted", "LayerVersionsPublished", "LayerJobsFailed")
+DOWNLOAD_FILE_METRICS = ("DownloadedFiles", "VerifiedFiles")
+DOWNLOAD_BYTES_METRIC = "DownloadedBytes"
 
 # Layer jobs (pennflow.layers.jobs): build, populate and clean tasks of task definitions named
 # "<node>_layer-<kind>", defined by the stack; they mount the /layers access point read-write here.

@@ -107,6 +107,20 @@ class NodeMonitoring(Construct):
             ),
             cloudwatch.GraphWidget(title="Dead-letter queue depth", width=WIDTH, left=[dlq_depth]),
             cloudwatch.GraphWidget(
+                title="Triggered runs and rejected webhook deliveries",
+                width=WIDTH,
+                left=[self._custom(m) for m in C.TRIGGER_METRICS],
+            ),
+            cloudwatch.GraphWidget(
+                title="Layer jobs", width=WIDTH, left=[self._custom(m) for m in C.LAYER_JOB_METRICS]
+            ),
+            cloudwatch.GraphWidget(
+                title="Data source downloads: files (left), bytes (right)",
+                width=WIDTH,
+                left=[self._custom(m) for m in C.DOWNLOAD_FILE_METRICS],
+                right=[self._custom(C.DOWNLOAD_BYTES_METRIC)],
+            ),
+            cloudwatch.GraphWidget(
                 title="EFS throughput (bytes) and % IO limit",
                 width=WIDTH,
                 left=[self._efs(file_system, m) for m in ("MeteredIOBytes", "TotalIOBytes")],

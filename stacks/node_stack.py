@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Stack, Tags
+from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
 from stacks import constants as C
@@ -93,6 +93,14 @@ class NodeStack(Stack):
             status=self.functions["status"],
             dead_letter_queue=self.functions.dead_letter_queue,
         )
+        # The one secret the owner fills in after deploy (README, "Deploying a compute node").
+        secret_output = CfnOutput(
+            self,
+            "PennsieveSecretArn",
+            value=self.compute.pennsieve_secret.secret_arn,
+            description="Put the node's Pennsieve API key and secret here (aws secretsmanager put-secret-value)",
+        )
+        secret_output.override_logical_id("PennsieveSecretArn")
         self.monitoring = NodeMonitoring(
             self,
             "Monitoring",

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pennflow.api.models import DefinitionFault, ErrorBody, ErrorDetail, FieldError
-from pennflow.workflow.definition import Fault
+from pennflow.workflow.definition import MAX_PROCESSORS, Fault
 
 LOCATIONS = ("body", "query", "path", "header")
 
@@ -93,6 +93,16 @@ def invalid_definition(faults: Iterable[Fault]) -> InvalidRequest:
         fields=fields,
         faults=listed,
         code="invalid_definition",
+    )
+
+
+def too_complex() -> InvalidRequest:
+    """What a request that makes the route's logic recurse past Python's limit gets: its size is at fault."""
+    return InvalidRequest(
+        "the request is nested or chained too deeply to process (a workflow may have at most "
+        f"{MAX_PROCESSORS:,} processors): make it smaller",
+        fields=[field_error("body", "too deeply nested or chained")],
+        code="too_complex",
     )
 
 

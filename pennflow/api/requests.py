@@ -1,7 +1,8 @@
 """Checks on the raw request that come before routing, so no malformed body can reach a 5xx.
 
-``preflight`` refuses bodies that are too large, not JSON, or not decodable; ``json_body`` is the
-resolver's JSON parser, turning the parser's own failures (nesting too deep, a number too long
+``preflight`` refuses bodies that are too large (413), not JSON, or not decodable; ``json_body`` is
+the resolver's JSON parser: it refuses bodies nested deeper than ``MAX_JSON_DEPTH`` (422, whether
+or not the parser itself gave up on them) and turns the parser's other failures (a number too long
 to convert) into the invalid-JSON error instead of an exception.
 """
 
@@ -20,10 +21,16 @@ from pennflow.api.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
     field_error,
+    invalid_definition,
 )
+from pennflow.workflow.definition import MAX_PROCESSORS, Fault
 
-# Far above any workflow definition, far below Lambda's 6 MB payload and DynamoDB's 400 KB item.
+# Far above any workflow definition (1,000 processors take about 70 KB), far below API Gateway's 10 MB,
+# Lambda's 6 MB payload and DynamoDB's 400 KB item.
 MAX_BODY_BYTES = 256 * 1024
+# A definition nests 4 levels (processors, a processor, its params, a value); the parsers and validators
+# behind the routes recurse, so a deeper body is refused before any of them sees it.
+MAX_JSON_DEPTH = 32
 METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -46,8 +53,9 @@ def preflight(event: Mapping[str, Any]) -> ApiError | None:
     size = len(body) * 3 // 4 if encoded else len(body.encode("utf-8", "surrogatepass"))
     if size > MAX_BODY_BYTES:
         return PayloadTooLarge(
-            f"the body is {size} bytes; at most {MAX_BODY_BYTES} are accepted",
-            fields=[field_error("body", f"larger than {MAX_BODY_BYTES} bytes")],
+            f"the body is {size:,} bytes; at most {MAX_BODY_BYTES:,} bytes ({MAX_BODY_BYTES // 1024} KiB) "
+            "are accepted",
+            fields=[field_error("body", f"larger than {MAX_BODY_BYTES:,} bytes")],
         )
     if encoded:
         try:
@@ -69,9 +77,12 @@ def json_body(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError:
         raise
-    except (RecursionError, ValueError) as exc:
-        message = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise json.JSONDecodeError(message, text, 0) from None
+    except RecursionError:
+        raise too_deep() from None
+    except ValueError as exc:
+        raise json.JSONDecodeError(str(exc), text, 0) from None
+    if nesting_exceeds(value, MAX_JSON_DEPTH):
+        raise too_deep()
     if not isinstance(value, dict):
         kind = "an array" if isinstance(value, list) else f"a JSON {type(value).__name__}"
         raise InvalidRequest(
@@ -79,6 +90,38 @@ def json_body(text: str) -> dict[str, Any]:
             fields=[field_error("body", "must be a JSON object")],
         )
     return value
+
+
+def refuse_oversized_definition(body: Mapping[str, Any]) -> None:
+    """A definition with more processors than a workflow may have is refused before it is validated
+    (validating and compiling thousands of processors takes seconds for a certain refusal)."""
+    processors = body.get("processors")
+    if isinstance(processors, list) and len(processors) > MAX_PROCESSORS:
+        message = f"{len(processors):,} processors; a workflow may have at most {MAX_PROCESSORS:,}"
+        raise invalid_definition([Fault(None, "processors", message)])
+
+
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than ``limit`` levels (without recursing itself)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
+
+
+def too_deep() -> InvalidRequest:
+    return InvalidRequest(
+        f"the body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep; at most {MAX_JSON_DEPTH} "
+        "are accepted",
+        fields=[field_error("body", f"nested deeper than {MAX_JSON_DEPTH} levels")],
+        code="too_deep",
+    )
 
 
 def _header(event: Mapping[str, Any], name: str) -> str:

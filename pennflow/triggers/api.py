@@ -93,7 +93,12 @@ def create_trigger(body: TriggerRuleRequest, store: Store, workflows: Workflows)
     return Response(201, "application/json", TriggerView.of(rule))
 
 
-@router.get("/", summary="List trigger rules", tags=["triggers"], responses=errors(400, 422))
+@router.get(
+    "/",
+    summary="List trigger rules",
+    tags=["triggers"],
+    responses={**ok(TriggerList), **errors(400, 422)},
+)
 def list_triggers(
     store: Store,
     dataset_id: Annotated[str | None, Query(alias="datasetId", pattern=DATASET_ID_PATTERN)] = None,
@@ -111,13 +116,18 @@ def list_triggers(
     "/<rule_id>",
     summary="Get a trigger rule and its open window",
     tags=["triggers"],
-    responses=errors(404, 422),
+    responses={**ok(TriggerView), **errors(404, 422)},
 )
 def get_trigger(rule_id: RuleIdParam, store: Store) -> TriggerView:
     return TriggerView.of(_existing(store, rule_id), store.get_pending(rule_id))
 
 
-@router.delete("/<rule_id>", summary="Delete a trigger rule", tags=["triggers"], responses=errors(404, 422))
+@router.delete(
+    "/<rule_id>",
+    summary="Delete a trigger rule",
+    tags=["triggers"],
+    responses={**ok(TriggerDeleted, "Deleted"), **errors(404, 422)},
+)
 def delete_trigger(rule_id: RuleIdParam, store: Store) -> TriggerDeleted:
     if store.delete_rule(rule_id) is None:
         raise _not_found(rule_id)

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import re
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -23,6 +24,9 @@ from pennflow.workflow.graph import find_cycle
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_NAME = 64
+# Processors in one workflow the node's API registers: a 1,000-processor DAG compiles to under Step
+# Functions' 1 MB definition limit (tests/unit/test_asl.py). The API refuses more before validating.
+MAX_PROCESSORS = 1000
 DEFAULT_TIMEOUT_SECONDS = 86_400
 
 # Environment names the processor contract sets itself (DESIGN §3); a param may not shadow them.
@@ -178,21 +182,31 @@ def parse_definition(
 
 
 def _parse_text(text: str, fmt: str, source: str) -> Any:
+    # Both parsers recurse once per level of nesting; no definition nests more than a handful.
+    too_deep = Fault(
+        None,
+        "file",
+        f"nested too deeply to read (about {sys.getrecursionlimit():,} levels of lists and mappings)",
+    )
     if fmt == "json":
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             fault = Fault(None, "file", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
             raise DefinitionError([fault], source) from None
+        except RecursionError:
+            raise DefinitionError([too_deep], source) from None
     import yaml  # only YAML files pay for the parser (Lambdas receive JSON)
 
     fast_loader = getattr(yaml, "CSafeLoader", None)  # libyaml, when PyYAML was built with it
-    if fast_loader is not None:
-        with contextlib.suppress(yaml.YAMLError):
-            return yaml.load(text, Loader=fast_loader)
-        # A faulty file is parsed again by the pure-Python loader: its messages name the culprit.
     try:
+        if fast_loader is not None:
+            with contextlib.suppress(yaml.YAMLError):
+                return yaml.load(text, Loader=fast_loader)
+            # A faulty file is parsed again by the pure-Python loader: its messages name the culprit.
         return yaml.load(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise DefinitionError([too_deep], source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

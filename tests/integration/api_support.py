@@ -20,6 +20,7 @@ import pytest
 from moto import mock_aws
 
 from pennflow import aws
+from pennflow.api import layers as layers_api
 from pennflow.triggers import api as triggers_api
 from pennflow.triggers import wiring as triggers_wiring
 from tests.integration import aws_fixtures
@@ -236,16 +237,16 @@ def _node(monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     create_runs_table()
     create_workflows_table()
     create_idempotency_table()
-    _forget_ports(module)
+    forget_ports(module)
     client = Api(launcher=Handoffs(), canceller=Handoffs())
     module.app.dependency_overrides[module.run_launcher] = lambda: client.launcher
     module.app.dependency_overrides[module.run_canceller] = lambda: client.canceller
     yield client
     module.app.dependency_overrides.clear()
-    _forget_ports(module)
+    forget_ports(module)
 
 
-def _forget_ports(module: Any) -> None:
+def forget_ports(module: Any) -> None:
     for factory in (
         module.settings,
         module.run_store,
@@ -256,6 +257,9 @@ def _forget_ports(module: Any) -> None:
         module.run_planning,
         triggers_api.trigger_store,
         triggers_api.workflow_lookup,
+        layers_api.layer_registry,
+        layers_api.layer_jobs,
+        layers_api.layer_prices,
     ):
         factory.cache_clear()
     triggers_wiring.reset()

@@ -103,7 +103,7 @@ def api(node_secret: str, pennsieve: FakePennsieve, monkeypatch: pytest.MonkeyPa
 
 
 def forget(module) -> None:
-    api_support._forget_ports(module)
+    api_support.forget_ports(module)
     module.run_planning.cache_clear()
     aws.reset_clients()
 

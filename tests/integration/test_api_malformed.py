@@ -65,7 +65,7 @@ def test_a_misspelt_field_gets_a_suggestion(node: Api) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "position"),
-    [('{"workflow": "tiny",', "20"), ("{'workflow': 'tiny'}", "1"), ("[" * 100_000, "0"), ("9" * 5000, "0")],
+    [('{"workflow": "tiny",', "20"), ("{'workflow': 'tiny'}", "1"), ("9" * 5000, "0")],
 )
 def test_bad_json_is_400_invalid_json(node: Api, raw: str, position: str) -> None:
     reply = node("POST", "/runs", raw=raw)

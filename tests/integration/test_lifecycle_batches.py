@@ -225,7 +225,9 @@ def test_handlers_prepare_and_cancel_a_run_and_answer_malformed_events(handlers_
     assert succeeded["RunsSucceeded"] == [1.0] and "RunDuration" in succeeded
     (convert,) = [m for m in metrics if "ProcessorDuration" in m and m.get("processor") == "convert"]
     assert convert["ProcessorDuration"] == [300.0]
-    assert convert["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["processor"]]
+    # The node's service dimension too: the dashboard's SEARCH reads {namespace,processor,service}.
+    assert convert["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "processor"]]
+    assert convert["service"] == succeeded["service"]
 
     other = node.create_run(workflow)
     prepare.handler({"runId": other.run_id}, CONTEXT)
