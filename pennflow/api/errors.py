@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pennflow.api.models import DefinitionFault, ErrorBody, ErrorDetail, FieldError
-from pennflow.workflow.definition import MAX_PROCESSORS, Fault
+from pennflow.workflow.definition import Fault
+from pennflow.workflow.limits import MAX_PROCESSORS
 
 LOCATIONS = ("body", "query", "path", "header")
 

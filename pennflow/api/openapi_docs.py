@@ -10,7 +10,7 @@ from typing import Any
 
 from pennflow.api.models import ErrorBody
 from pennflow.api.requests import MAX_BODY_BYTES, MAX_JSON_DEPTH, METHODS_WITH_BODY
-from pennflow.workflow.definition import MAX_PROCESSORS
+from pennflow.workflow.limits import MAX_PROCESSORS
 
 
 def ok(model: type, description: str = "OK", status: int = 200) -> dict[int, dict[str, Any]]:

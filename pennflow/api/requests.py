@@ -23,7 +23,8 @@ from pennflow.api.errors import (
     field_error,
     invalid_definition,
 )
-from pennflow.workflow.definition import MAX_PROCESSORS, Fault
+from pennflow.workflow.definition import Fault
+from pennflow.workflow.limits import MAX_PROCESSORS
 
 # Far above any workflow definition (1,000 processors take about 70 KB), far below API Gateway's 10 MB,
 # Lambda's 6 MB payload and DynamoDB's 400 KB item.

@@ -24,9 +24,6 @@ from pennflow.workflow.graph import find_cycle
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_NAME = 64
-# Processors in one workflow the node's API registers: a 1,000-processor DAG compiles to under Step
-# Functions' 1 MB definition limit (tests/unit/test_asl.py). The API refuses more before validating.
-MAX_PROCESSORS = 1000
 DEFAULT_TIMEOUT_SECONDS = 86_400
 
 # Environment names the processor contract sets itself (DESIGN §3); a param may not shadow them.

@@ -24,6 +24,10 @@ PAYLOAD_LIMIT = 262_144  # bytes: 256 KiB, any state input/output/result and the
 HISTORY_EVENT_LIMIT = 25_000  # events in one execution's history
 DEFINITION_LIMIT = 1_048_576  # bytes: 1 MiB, a state machine definition
 MAX_SCATTER_BATCHES = 10_000  # batches one scatter may make (a Distributed Map over an S3 manifest)
+# Processors in one workflow the node's API registers: a 1,000-processor DAG compiles to under the
+# definition limit (tests/unit/test_asl.py). The API refuses more before validating or compiling; the
+# compiler's own bound is DEFINITION_LIMIT // MIN_PROCESSOR_STATE_BYTES.
+MAX_PROCESSORS = 1000
 MAX_PLAN_DEPTH = 100  # nested Parallel levels the compiler writes (each is about 5 JSON levels)
 
 # The smallest state the compiler writes for a processor (a chain's ECS task, 1-character id),

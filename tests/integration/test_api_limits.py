@@ -9,7 +9,7 @@ import pytest
 
 from pennflow.api.requests import MAX_BODY_BYTES, MAX_JSON_DEPTH
 from pennflow.workflow import asl
-from pennflow.workflow.definition import MAX_PROCESSORS
+from pennflow.workflow.limits import MAX_PROCESSORS
 from tests.integration import api_support
 from tests.integration.api_support import Api, Reply, tiny
 
