@@ -473,6 +473,10 @@ class NodeFunctions(Construct):
         self._allow_task_control()
         self._allow_executions()
         self._allow_run_objects(role, "write")
+        # prepare reuses the manifest the API wrote, and builds it when there is none: that fallback
+        # needs to read it, and to list the prefix so that a missing key is NoSuchKey, not a 403.
+        self._allow_run_objects(role, "read")
+        self._allow_run_listing(role)
 
     def _allow_task_definitions(self) -> None:
         """Task definitions are registered per processor content hash at runtime (DESIGN §4)."""
@@ -507,16 +511,15 @@ class NodeFunctions(Construct):
             "A run's ECS tasks exist only at runtime: the runs manager checks they stopped before freeing a slot "
             "and stops them on cancel; the resource and the ecs:cluster condition keep it to this cluster.",
         )
-        container_instances = Stack.of(self).format_arn(
-            service="ecs", resource="container-instance", resource_name=f"{cluster.cluster_name}/*"
-        )
-        self.allow_wildcard(
+        # The Service Authorization Reference lists ListTasks under container-instance, but a
+        # ListTasks by cluster and family names no container instance: IAM authorizes it against
+        # '*', so only a '*' statement allows it; the ecs:cluster condition keeps it to this cluster.
+        self.allow_unscoped(
             self.roles["runs_manager"],
-            iam.PolicyStatement(
-                actions=["ecs:ListTasks"], resources=[container_instances], conditions=on_cluster
-            ),
-            "ecs:ListTasks is authorised on container instances; it lists only this cluster's tasks (resource "
-            "pattern and ecs:cluster condition) to find a run's live tasks.",
+            "RunsManagerListTasks",
+            [iam.PolicyStatement(actions=["ecs:ListTasks"], resources=["*"], conditions=on_cluster)],
+            "ecs:ListTasks filtered by cluster and family is authorized on '*' (no container instance is "
+            "named); the ecs:cluster condition keeps it to this node's cluster, to find a run's live tasks.",
         )
 
     def _allow_executions(self) -> None:
@@ -556,6 +559,16 @@ class NodeFunctions(Construct):
             "run id is only known at runtime and the prefix keeps the role out of the rest of the buckets.",
         )
 
+    def _allow_run_listing(self, role: iam.Role) -> None:
+        """ListBucket on the results bucket, for keys under runs/ only (S3 answers a GetObject of a
+        missing key with NoSuchKey only to a caller that may list the bucket)."""
+        self.allow(
+            role,
+            ["s3:ListBucket"],
+            [self._storage.results_bucket.bucket_arn],
+            StringLike={"s3:prefix": [f"{C.RESULTS_PREFIX}*"]},
+        )
+
     def _grant_list_batches(self) -> None:
         storage = self._storage
         self.allow_table(self.roles["list_batches"], storage.slots_table, READ + SCAN)
@@ -572,6 +585,9 @@ class NodeFunctions(Construct):
         )
 
     def _grant_download(self) -> None:
+        # A batch lands in its run's slot folder: the function finds the slot the run holds
+        # (pennflow.datasource.slot_task_path reads the slots with BatchGetItem), and never writes it.
+        self.allow_table(self.roles["download"], self._storage.slots_table, READ)
         self.allow(
             self.roles["download"],
             ["secretsmanager:GetSecretValue"],

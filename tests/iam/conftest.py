@@ -13,7 +13,7 @@ import pytest
 from aws_cdk.assertions import Template
 
 from stacks.entrypoint import create_app
-from tests.iam.moto_node import PENNSIEVE_SECRET, IamNode, build_node
+from tests.iam.moto_node import PENNSIEVE_SECRET, IamNode, build_node, executions_of_versions
 from tests.iam.template import ACCOUNT, REGION, NodeTemplate
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +53,6 @@ def iam_node(
     node.extra_environment.update(
         {"PENNSIEVE_API_HOST": pennsieve.api_host, "PENNSIEVE_API2_HOST": pennsieve.api2_host}
     )
-    with node.recorder.installed():
+    with node.recorder.installed(), executions_of_versions():
         yield node
     node.recorder.assert_clean()

@@ -3,7 +3,9 @@ policies as synthesized, before moto sees it; a call the role may not make is re
 AccessDenied, as AWS would, and recorded, so the test fails even if the code swallows the error.
 
 The hook sits on botocore's ``BaseClient._make_api_call``: every client (the node's cached ones,
-paginators, s3transfer's uploads, clients made on other threads) goes through it.
+paginators, s3transfer's uploads) goes through it. The role belongs to the thread that entered
+``as_role`` and to the pool threads it hands work to (the download pool, s3transfer), not to other
+threads: the fake Pennsieve server's own AWS calls are not the node's.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
@@ -67,7 +70,6 @@ class AccessRecorder:
     # Calls answered here once authorized, instead of by moto (e.g. Lambda invokes of the node's
     # functions, which the tests then run themselves): (service, operation) -> params -> response.
     responders: dict[tuple[str, str], Callable[[Mapping[str, Any]], Any]] = field(default_factory=dict)
-    _role: str | None = None
     _local: threading.local = field(default_factory=threading.local)
     _statements: dict[str, Statements] = field(default_factory=dict)
 
@@ -83,21 +85,39 @@ class AccessRecorder:
         """Calls made inside (on any thread) run with ``role``'s permissions."""
         if role not in self.template.resources:
             raise KeyError(f"no role {role} in the template")
-        previous, self._role = self._role, role
+        previous = getattr(self._local, "role", None)
+        self._local.role = role
         try:
             yield
         finally:
-            self._role = previous
+            self._local.role = previous
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[AccessRecorder]:
         original = BaseClient._make_api_call
+        submit = ThreadPoolExecutor.submit
         recorder = self
 
         def checked_call(client: BaseClient, operation: str, params: Mapping[str, Any]) -> Any:
             return recorder._call(original, client, operation, params)
 
-        with mock.patch.object(BaseClient, "_make_api_call", checked_call):
+        def submit_as_role(
+            pool: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+        ) -> Any:
+            role = getattr(recorder._local, "role", None)
+            if role is None:
+                return submit(pool, fn, *args, **kwargs)
+
+            def run_as_role() -> Any:
+                with recorder.as_role(role):
+                    return fn(*args, **kwargs)
+
+            return submit(pool, run_as_role)
+
+        with (
+            mock.patch.object(BaseClient, "_make_api_call", checked_call),
+            mock.patch.object(ThreadPoolExecutor, "submit", submit_as_role),
+        ):
             yield self
 
     def denials_text(self) -> str:
@@ -120,7 +140,7 @@ class AccessRecorder:
             self._local.unchecked = previous
 
     def _call(self, original: Callable[..., Any], client: BaseClient, operation: str, params: Any) -> Any:
-        role = self._role
+        role = getattr(self._local, "role", None)
         if role is None or getattr(self._local, "unchecked", False):
             return original(client, operation, params)
         call = Call(client.meta.service_model.service_name, operation, params, client.meta.region_name)
