@@ -24,6 +24,7 @@ from aws_cdk import (
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -38,6 +39,7 @@ from stacks.storage import CLIENT_MOUNT, CLIENT_ROOT, CLIENT_WRITE, VIA_MOUNT_TA
 READ = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"]
 WRITE = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"]
 SCAN = ["dynamodb:Scan"]
+RUN_OBJECT_WRITE = ["s3:PutObject", "s3:AbortMultipartUpload"]
 ENI_ACTIONS = [
     "ec2:CreateNetworkInterface",
     "ec2:DescribeNetworkInterfaces",
@@ -472,10 +474,10 @@ class NodeFunctions(Construct):
         self._allow_task_definitions()
         self._allow_task_control()
         self._allow_executions()
-        self._allow_run_objects(role, "write")
         # prepare reuses the manifest the API wrote, and builds it when there is none: that fallback
         # needs to read it, and to list the prefix so that a missing key is NoSuchKey, not a 403.
-        self._allow_run_objects(role, "read")
+        self._allow_run_objects(role, RUN_OBJECT_WRITE, (storage.results_bucket, storage.log_bucket))
+        self._allow_run_objects(role, ["s3:GetObject"], (storage.results_bucket,), C.RUN_MANIFEST_KEYS)
         self._allow_run_listing(role)
 
     def _allow_task_definitions(self) -> None:
@@ -541,19 +543,18 @@ class NodeFunctions(Construct):
             "execution is named by the run id at runtime; the ARN pattern keeps it to the node's name prefix.",
         )
 
-    def _allow_run_objects(self, role: iam.Role, mode: str) -> None:
+    def _allow_run_objects(
+        self,
+        role: iam.Role,
+        actions: Sequence[str],
+        buckets: Sequence[s3.IBucket],
+        keys: str = f"{C.RESULTS_PREFIX}*",
+    ) -> None:
         """S3 objects of runs live under runs/<run_id>/ (manifest, provenance, archived logs)."""
-        storage = self._storage
-        if mode == "write":
-            actions = ["s3:PutObject", "s3:AbortMultipartUpload"]
-            buckets = (storage.results_bucket, storage.log_bucket)
-        else:
-            actions = ["s3:GetObject"]
-            buckets = (storage.results_bucket,)
         self.allow_wildcard(
             role,
             iam.PolicyStatement(
-                actions=actions, resources=[b.arn_for_objects(f"{C.RESULTS_PREFIX}*") for b in buckets]
+                actions=list(actions), resources=[bucket.arn_for_objects(keys) for bucket in buckets]
             ),
             "Each run's objects (download manifest, provenance, archived logs) are keyed runs/<run_id>/...; the "
             "run id is only known at runtime and the prefix keeps the role out of the rest of the buckets.",
@@ -593,7 +594,7 @@ class NodeFunctions(Construct):
             ["secretsmanager:GetSecretValue"],
             [self._compute.pennsieve_secret.secret_arn],
         )
-        self._allow_run_objects(self.roles["download"], "read")
+        self._allow_run_objects(self.roles["download"], ["s3:GetObject"], (self._storage.results_bucket,))
 
     def allow_orchestration(self, *, state_machine_role: iam.IRole, state_machine_log_group_arn: str) -> None:
         """The API creates state machines with the shared role; the runs manager passes it nothing."""

@@ -445,3 +445,16 @@ def _ecr_describe_images(call: Call, _: Lookup) -> list[Request]:
 @maps("sts", "GetCallerIdentity")
 def _caller_identity(call: Call, _: Lookup) -> list[Request]:
     return []  # needs no permission (STS API reference)
+
+
+# --- EventBridge (the managed rule Step Functions keeps for .sync ECS tasks) -------------------------
+
+
+@maps("events", "PutRule", "DescribeRule")
+def _events_rule(call: Call, _: Lookup) -> list[Request]:
+    return [_request(f"events:{call.operation}", call.arn("events", f"rule/{call.params['Name']}"))]
+
+
+@maps("events", "PutTargets")
+def _events_targets(call: Call, _: Lookup) -> list[Request]:
+    return [_request("events:PutTargets", call.arn("events", f"rule/{call.params['Rule']}"))]

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
+
 from tests.iam.moto_node import IamNode
+from tests.iam.template import REGION
 from tests.integration.api_support import event, tiny
 
 
@@ -54,4 +58,92 @@ def scattered(name: str = "scattered") -> dict[str, Any]:
     return definition
 
 
-__all__ = ["Reply", "call_api", "deliver", "register", "scattered", "start_run", "tiny"]
+def execution_event(execution_arn: str, status: str) -> dict[str, Any]:
+    """What EventBridge hands the status function when a run's execution changes status."""
+    return {
+        "version": "0",
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "time": "2025-03-01T12:05:01Z",
+        "detail": {"executionArn": execution_arn, "name": execution_arn.rsplit(":", 1)[1], "status": status},
+    }
+
+
+def task_event(
+    task: Mapping[str, Any], run_id: str, processor_id: str, status: str, exit_code: int | None = None
+) -> dict[str, Any]:
+    """What EventBridge hands the status function when one of the run's ECS tasks changes status."""
+    container: dict[str, Any] = {"name": "processor", "lastStatus": status}
+    if exit_code is not None:
+        container["exitCode"] = exit_code
+    env = [{"name": "RUN_ID", "value": run_id}, {"name": "PROCESSOR_ID", "value": processor_id}]
+    detail: dict[str, Any] = {
+        "clusterArn": task["clusterArn"],
+        "taskArn": task["taskArn"],
+        "taskDefinitionArn": task["taskDefinitionArn"],
+        "lastStatus": status,
+        "desiredStatus": "STOPPED" if status == "STOPPED" else "RUNNING",
+        "overrides": {"containerOverrides": [{"name": "processor", "environment": env}]},
+        "containers": [container],
+        "startedAt": "2025-03-01T12:00:00Z",
+    }
+    if status == "STOPPED":
+        detail.update(
+            stoppedAt="2025-03-01T12:05:00Z",
+            stopCode="EssentialContainerExited",
+            stoppedReason="Essential container in task exited",
+        )
+    return {
+        "version": "0",
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "time": "2025-03-01T12:05:01Z",
+        "detail": detail,
+    }
+
+
+def run_processor_task(node: IamNode, run_id: str, processor_id: str) -> dict[str, Any]:
+    """Start the processor's ECS task as the state machine would (moto keeps it RUNNING until stopped)."""
+    ecs = boto3.client("ecs", region_name=REGION)
+    task_definition = slot_of(node, run_id).run_task_definitions[processor_id]
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName=f"tasks-{vpc}", Description="tasks", VpcId=vpc)["GroupId"]
+    return ecs.run_task(
+        cluster=node.environment("pennflow-prepare")["CLUSTER_ARN"],
+        taskDefinition=task_definition,
+        launchType="FARGATE",
+        overrides={
+            "containerOverrides": [
+                {
+                    "name": "processor",
+                    "environment": [
+                        {"name": "RUN_ID", "value": run_id},
+                        {"name": "PROCESSOR_ID", "value": processor_id},
+                    ],
+                }
+            ]
+        },
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [group]}},
+    )["tasks"][0]
+
+
+def run_record(node: IamNode, run_id: str) -> Any:
+    from pennflow.stores.dynamodb import DynamoRunStore
+
+    return DynamoRunStore(node.environment("pennflow-prepare")["RUNS_TABLE"]).get_run(run_id)
+
+
+def slot_pool(node: IamNode) -> Any:
+    from pennflow.slots import SlotPool
+
+    env = node.environment("pennflow-prepare")
+    return SlotPool(
+        env["SLOTS_TABLE"], file_system_id=env["FILE_SYSTEM_ID"], slot_count=int(env["RUN_SLOTS"])
+    )
+
+
+def slot_of(node: IamNode, run_id: str) -> Any:
+    return slot_pool(node).held_by(run_id)

@@ -163,13 +163,20 @@ class AccessRecorder:
                 self._authorize(role, operation, missing_key_request(params["Bucket"], params["Key"]))
             raise
 
-    def _authorize(self, role: str, operation: str, request: Request) -> None:
+    def check(self, role: str, operation: str, request: Request) -> Denial | None:
+        """Authorize one request of ``role`` (counted); the denial, recorded, if it is not allowed."""
         decision = evaluate(self.statements(role), request)
         self.checked[role] += 1
         self.actions.setdefault(role, set()).add(request.action)
-        if not decision.allowed:
-            denial = Denial(role, operation, request, decision.reason)
-            self.denials.append(denial)
+        if decision.allowed:
+            return None
+        denial = Denial(role, operation, request, decision.reason)
+        self.denials.append(denial)
+        return denial
+
+    def _authorize(self, role: str, operation: str, request: Request) -> None:
+        denial = self.check(role, operation, request)
+        if denial is not None:
             code = "AccessDenied" if request.action.startswith("s3:") else "AccessDeniedException"
             raise ClientError({"Error": {"Code": code, "Message": str(denial)}}, operation)
 

@@ -1,12 +1,27 @@
 """A run's life on the node, each function with its own role as synthesized: the API registers
-the workflow and starts the run, prepare leases a slot and starts the execution, cancel stops it."""
+the workflow and starts the run, prepare leases a slot and starts the execution, the status
+function follows EventBridge, finalize archives and releases, cancel stops, queued runs start."""
 
 from __future__ import annotations
 
+import boto3
 import pytest
 
-from tests.iam.lifecycle import call_api, deliver, register, start_run, tiny
+from tests.iam.lifecycle import (
+    call_api,
+    deliver,
+    execution_event,
+    register,
+    run_processor_task,
+    run_record,
+    slot_of,
+    slot_pool,
+    start_run,
+    task_event,
+    tiny,
+)
 from tests.iam.moto_node import IamNode
+from tests.iam.template import REGION
 
 pytest_plugins = ["tests.fakes.pennsieve_fixtures"]
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -20,12 +35,94 @@ def dataset(pennsieve):
     return dataset
 
 
-def test_a_run_with_a_data_source_starts_and_is_canceled(iam_node: IamNode, dataset):
+@pytest.fixture
+def registered(iam_node: IamNode) -> IamNode:
     register(iam_node, tiny())
-    run_id = start_run(iam_node, "tiny", datasetId=dataset.node_id)
-    reply = call_api(iam_node, "GET", f"/runs/{run_id}")
-    assert reply.status == 200 and reply.body["status"] == "STARTED", reply.body
+    return iam_node
 
-    assert call_api(iam_node, "POST", f"/runs/{run_id}/cancel").status == 202
-    deliver(iam_node, "pennflow-cancel")
-    assert call_api(iam_node, "GET", f"/runs/{run_id}").body["status"] in ("CANCELING", "CANCELED")
+
+def test_a_started_run_is_canceled_and_its_task_stopped(registered: IamNode, dataset):
+    node = registered
+    run_id = start_run(node, "tiny", datasetId=dataset.node_id)
+    assert call_api(node, "GET", f"/runs/{run_id}").body["status"] == "STARTED"
+    task = run_processor_task(node, run_id, "work")
+
+    assert call_api(node, "POST", f"/runs/{run_id}/cancel").status == 202
+    deliver(node, "pennflow-cancel")
+
+    stopped = boto3.client("ecs", region_name=REGION).describe_tasks(
+        cluster=task["clusterArn"], tasks=[task["taskArn"]]
+    )
+    assert stopped["tasks"][0]["desiredStatus"] == "STOPPED"
+    assert call_api(node, "GET", f"/runs/{run_id}").body["status"] in ("CANCELING", "CANCELED")
+    assert node.recorder.actions[node.role("pennflow-cancel")] >= {
+        "ecs:ListTasks",
+        "ecs:StopTask",
+        "states:StopExecution",
+    }
+
+
+def test_prepare_builds_the_manifest_when_the_api_wrote_none(registered: IamNode, dataset):
+    node = registered
+    reply = call_api(node, "POST", "/runs", body={"workflow": "tiny", "datasetId": dataset.node_id})
+    run_id = reply.body["runId"]
+    bucket = node.environment("pennflow-prepare")["RESULTS_BUCKET"]
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.delete_object(Bucket=bucket, Key=f"runs/{run_id}/manifest.json")
+
+    deliver(node, "pennflow-prepare")
+
+    assert run_record(node, run_id).status.value == "STARTED"
+    assert s3.get_object(Bucket=bucket, Key=f"runs/{run_id}/manifest.json")["Body"].read()
+    assert "s3:ListBucket" in node.recorder.actions[node.role("pennflow-prepare")]
+
+
+def test_a_run_succeeds_through_status_events_and_finalize_then_a_queued_run_starts(
+    registered: IamNode, dataset
+):
+    node = registered
+    pool = slot_pool(node)
+    for index in range(
+        int(node.environment("pennflow-prepare")["RUN_SLOTS"]) - 1
+    ):  # all slots but one are busy
+        pool.lease(f"other-{index}")
+    first = start_run(node, "tiny", datasetId=dataset.node_id)
+    queued = start_run(node, "tiny", datasetId=dataset.node_id)
+    assert run_record(node, queued).status.value == "NOT_STARTED"
+
+    execution = run_record(node, first).execution_arn
+    node.invoke("pennflow-status", execution_event(execution, "RUNNING"))
+    task = run_processor_task(node, first, "work")
+    node.invoke("pennflow-status", task_event(task, first, "work", "RUNNING"))
+    boto3.client("ecs", region_name=REGION).stop_task(cluster=task["clusterArn"], task=task["taskArn"])
+    node.invoke("pennflow-status", task_event(task, first, "work", "STOPPED", exit_code=0))
+    node.invoke("pennflow-finalize", {"runId": first, "outcome": "SUCCEEDED"})
+    node.invoke("pennflow-status", execution_event(execution, "SUCCEEDED"))
+
+    assert run_record(node, first).status.value == "SUCCEEDED"
+    assert run_record(node, queued).status.value == "STARTED"  # the freed slot went to the queued run
+    assert slot_of(node, first) is None
+
+
+def test_a_failed_processor_fails_the_run_and_frees_its_slot(registered: IamNode, dataset):
+    node = registered
+    run_id = start_run(node, "tiny", datasetId=dataset.node_id)
+    execution = run_record(node, run_id).execution_arn
+    task = run_processor_task(node, run_id, "work")
+    boto3.client("ecs", region_name=REGION).stop_task(cluster=task["clusterArn"], task=task["taskArn"])
+    node.invoke("pennflow-status", task_event(task, run_id, "work", "STOPPED", exit_code=1))
+    failure = {"Error": "States.TaskFailed", "Cause": "Essential container in task exited"}
+    node.invoke("pennflow-finalize", {"runId": run_id, "outcome": "FAILED", "failure": failure})
+
+    assert run_record(node, run_id).status.value == "FAILED"
+    assert slot_of(node, run_id) is None
+    node.invoke("pennflow-status", execution_event(execution, "FAILED"))
+
+
+def test_an_execution_that_failed_without_finalizing_is_finalized_by_status(registered: IamNode, dataset):
+    node = registered
+    run_id = start_run(node, "tiny", datasetId=dataset.node_id)
+    node.invoke("pennflow-status", execution_event(run_record(node, run_id).execution_arn, "TIMED_OUT"))
+
+    assert run_record(node, run_id).status.value == "FAILED"
+    assert slot_of(node, run_id) is None
