@@ -147,3 +147,19 @@ def slot_pool(node: IamNode) -> Any:
 
 def slot_of(node: IamNode, run_id: str) -> Any:
     return slot_pool(node).held_by(run_id)
+
+
+def download_batches(node: IamNode, pennsieve_client: Any, dataset_id: str, run_id: str, source: str) -> Any:
+    """The data source's Distributed Map: one download invocation per batch of the run's manifest,
+    then the verify invocation; the run holds a slot as after prepare."""
+    from pennflow.datasource import read_run_manifest, write_run_manifest
+    from pennflow.pennsieve import BATCHES, build_manifest
+
+    slot_pool(node).lease(run_id)
+    bucket = node.environment("pennflow-download")["RESULTS_BUCKET"]
+    entries = build_manifest(pennsieve_client, dataset_id).entries
+    location = write_run_manifest(run_id, entries, bucket=bucket)
+    event = {"runId": run_id, "processorId": source, "outputDir": f"/mnt/run/{source}/output"}
+    for batch in BATCHES.dump_python(read_run_manifest(location), mode="json"):
+        node.invoke("pennflow-download", {**event, "action": "download", "batch": batch})
+    return node.invoke("pennflow-download", {**event, "action": "verify", "manifest": location.model_dump()})
