@@ -587,7 +587,7 @@ class NodeFunctions(Construct):
 
     def _grant_download(self) -> None:
         # A batch lands in its run's slot folder: the function finds the slot the run holds
-        # (pennflow.datasource.slot_task_path reads the slots with BatchGetItem), and never writes it.
+        # (pennflow.data.datasource.slot_task_path reads the slots with BatchGetItem), and never writes it.
         self.allow_table(self.roles["download"], self._storage.slots_table, READ)
         self.allow(
             self.roles["download"],

@@ -137,7 +137,7 @@ def run_record(node: IamNode, run_id: str) -> Any:
 
 
 def slot_pool(node: IamNode) -> Any:
-    from pennflow.slots import SlotPool
+    from pennflow.node.slots import SlotPool
 
     env = node.environment("pennflow-prepare")
     return SlotPool(
@@ -152,7 +152,7 @@ def slot_of(node: IamNode, run_id: str) -> Any:
 def download_batches(node: IamNode, pennsieve_client: Any, dataset_id: str, run_id: str, source: str) -> Any:
     """The data source's Distributed Map: one download invocation per batch of the run's manifest,
     then the verify invocation; the run holds a slot as after prepare."""
-    from pennflow.datasource import read_run_manifest, write_run_manifest
+    from pennflow.data.datasource import read_run_manifest, write_run_manifest
     from pennflow.pennsieve import BATCHES, build_manifest
 
     slot_pool(node).lease(run_id)
