@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,15 @@ from tests.iam.moto_node import PENNSIEVE_SECRET, IamNode, build_node, execution
 from tests.iam.template import ACCOUNT, REGION, NodeTemplate
 
 HERE = Path(__file__).resolve().parent
+CHECKED: Counter[str] = Counter()  # requests authorized per role, over the session
+ACTIONS: dict[str, set[str]] = {}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if CHECKED:
+        terminalreporter.section("IAM tier: requests authorized per synthesized role")
+        for role, count in sorted(CHECKED.items()):
+            terminalreporter.line(f"{role}: {count} requests, {len(ACTIONS[role])} distinct actions")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,4 +65,7 @@ def iam_node(
     )
     with node.recorder.installed(), executions_of_versions():
         yield node
+    CHECKED.update(node.recorder.checked)
+    for role, actions in node.recorder.actions.items():
+        ACTIONS.setdefault(role, set()).update(actions)
     node.recorder.assert_clean()
