@@ -169,7 +169,9 @@ def build_node(template: NodeTemplate, runs_mount: Path, secrets: Mapping[str, s
         value = next((v for prefix, v in secrets.items() if logical_id.startswith(prefix)), uuid.uuid4().hex)
         name = f"{names.name(logical_id)}-{names.suffix}"  # explicit secret names repeat across tests
         names.set(logical_id, Ref=secretsmanager.create_secret(Name=name, SecretString=value)["ARN"])
+    _create_network(template)
     _create_file_system(template)
+    _register_task_definitions(template)
     recorder = AccessRecorder(template)
     node = IamNode(template, recorder, runs_mount)
     recorder.responders[("lambda", "Invoke")] = node._record_invoke
@@ -207,3 +209,44 @@ def _create_file_system(template: NodeTemplate) -> None:
             Tags=properties.get("AccessPointTags", []),
         )["AccessPointId"]
         names.set(logical_id, Ref=created)
+
+
+def _register_task_definitions(template: NodeTemplate) -> None:
+    """The stack's own task definitions (layer jobs), as revision 1 of their family."""
+    ecs = boto3.client("ecs", region_name=REGION)
+    for logical_id, resource in template.of_type("AWS::ECS::TaskDefinition").items():
+        properties = template.names.resolve(resource["Properties"])
+        ecs.register_task_definition(
+            family=template.names.name(logical_id),
+            containerDefinitions=[
+                {
+                    "name": c["Name"],
+                    "image": str(c.get("Image", "image")),
+                    "essential": c.get("Essential", True),
+                    "memoryReservation": 256,  # moto sums what each container reserves
+                }
+                for c in properties["ContainerDefinitions"]
+            ],
+            taskRoleArn=properties.get("TaskRoleArn", ""),
+            executionRoleArn=properties.get("ExecutionRoleArn", ""),
+            networkMode="awsvpc",
+            requiresCompatibilities=["FARGATE"],
+            cpu=str(properties.get("Cpu", "256")),
+            memory=str(properties.get("Memory", "512")),
+        )
+
+
+def _create_network(template: NodeTemplate) -> None:
+    """One VPC holding the template's subnets and security groups (tasks start in them)."""
+    names = template.names
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})  # moto names the task's ENI
+    for logical_id in template.of_type("AWS::EC2::VPC"):
+        names.set(logical_id, Ref=vpc)
+    for index, logical_id in enumerate(template.of_type("AWS::EC2::Subnet")):
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{index}.0/24")["Subnet"]["SubnetId"]
+        names.set(logical_id, Ref=subnet)
+    for logical_id in template.of_type("AWS::EC2::SecurityGroup"):
+        group = ec2.create_security_group(GroupName=names.name(logical_id), Description="node", VpcId=vpc)
+        names.set(logical_id, Ref=group["GroupId"], GroupId=group["GroupId"])
