@@ -52,8 +52,11 @@ def test_a_failed_layer_build_is_settled_and_the_layer_removed(iam_node: IamNode
     removed = deliver(iam_node, "pennflow-layer-jobs")
     assert removed and all(r.get("outcome") != "rejected" for r in removed), removed
     role = iam_node.role("pennflow-layer-jobs")
+    # The failed task wrote no manifest: only s3:ListBucket makes that NoSuchKey, so the job fails
+    # with its log tail instead of a 403 that Lambda would retry.
     assert iam_node.recorder.actions[role] >= {
         "ecs:RunTask",
         "iam:PassRole",
-        "elasticfilesystem:CreateAccessPoint",
+        "s3:ListBucket",
+        "logs:GetLogEvents",
     }
