@@ -26,7 +26,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if CHECKED:
         terminalreporter.section("IAM tier: requests authorized per synthesized role")
         for role, count in sorted(CHECKED.items()):
-            terminalreporter.line(f"{role}: {count} requests, {len(ACTIONS[role])} distinct actions")
+            terminalreporter.line(f"{role}: {count} requests, {len(ACTIONS.get(role, ()))} distinct actions")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

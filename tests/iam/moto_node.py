@@ -9,6 +9,7 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
@@ -68,7 +69,8 @@ class IamNode:
         return self.template.names.name(self.logical_id(logical_prefix))
 
     def logical_id(self, logical_prefix: str) -> str:
-        (found,) = [k for k in self.template.resources if k.startswith(logical_prefix)]
+        """The logical id CDK made of a construct path's id (``<path><8 hex digits of hash>``)."""
+        (found,) = [k for k in self.template.resources if re.fullmatch(f"{logical_prefix}[0-9A-F]{{8}}", k)]
         return found
 
     def environment(self, function: str) -> dict[str, str]:

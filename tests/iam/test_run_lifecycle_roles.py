@@ -126,3 +126,21 @@ def test_an_execution_that_failed_without_finalizing_is_finalized_by_status(regi
 
     assert run_record(node, run_id).status.value == "FAILED"
     assert slot_of(node, run_id) is None
+
+
+def test_a_scattered_processor_gets_its_batches_listed_in_the_run_folder(iam_node: IamNode, dataset):
+    from tests.iam.lifecycle import scattered
+
+    register(iam_node, scattered())
+    run_id = start_run(iam_node, "scattered", datasetId=dataset.node_id)
+    inputs = iam_node.runs_mount / "slots" / slot_of(iam_node, run_id).slot_id / "source" / "output"
+    inputs.mkdir(parents=True)
+    for i in range(3):
+        (inputs / f"rec-{i}.edf").write_bytes(b"x")
+
+    event = {"runId": run_id, "processorId": "work", "inputDir": "/mnt/run/source/output", "batchSize": 2}
+    answer = iam_node.invoke("pennflow-list-batches", event)
+
+    assert [b["index"] for b in answer["batches"]] == [0, 1]
+    role = iam_node.role("pennflow-list-batches")
+    assert iam_node.recorder.actions[role] == {"dynamodb:BatchGetItem"}
