@@ -144,3 +144,18 @@ def test_a_scattered_processor_gets_its_batches_listed_in_the_run_folder(iam_nod
     assert [b["index"] for b in answer["batches"]] == [0, 1]
     role = iam_node.role("pennflow-list-batches")
     assert iam_node.recorder.actions[role] == {"dynamodb:BatchGetItem"}
+
+
+def test_the_api_lists_and_reads_workflows_and_runs_and_reruns_a_finished_run(registered: IamNode, dataset):
+    node = registered
+    run_id = start_run(node, "tiny", datasetId=dataset.node_id)
+    node.invoke("pennflow-finalize", {"runId": run_id, "outcome": "SUCCEEDED"})
+
+    assert [w["name"] for w in call_api(node, "GET", "/workflows").body["workflows"]] == ["tiny"]
+    assert call_api(node, "GET", "/workflows/tiny").status == 200
+    listed = call_api(node, "GET", "/runs", query={"workflow": "tiny"})
+    assert listed.status == 200 and run_id in str(listed.body)
+    rerun = call_api(node, "POST", f"/runs/{run_id}/rerun")
+    assert rerun.status == 202, rerun.body
+    (prepared,) = deliver(node, "pennflow-prepare")
+    assert prepared["outcome"] == "started"
