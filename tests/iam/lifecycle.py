@@ -23,7 +23,7 @@ class Reply:
 
 
 def call_api(node: IamNode, method: str, path: str, **kwargs: Any) -> Reply:
-    response = node.invoke("pennflow-api", event(method, path, **kwargs))
+    response = node.invoke("api", event(method, path, **kwargs))
     body = response.get("body")
     if response.get("isBase64Encoded"):
         body = base64.b64decode(body).decode()
@@ -41,14 +41,15 @@ def start_run(node: IamNode, workflow: str, **fields: Any) -> str:
     reply = call_api(node, "POST", "/runs", body={"workflow": workflow, **fields})
     assert reply.status == 202, reply.body
     run_id = reply.body["runId"]
-    deliver(node, "pennflow-prepare")
+    deliver(node, "prepare")
     return run_id
 
 
 def deliver(node: IamNode, function: str) -> list[Any]:
     """Run the asynchronous invocations of ``function`` made so far (each with its own role)."""
-    pending = [i for i in node.invocations if i.function == function]
-    node.invocations[:] = [i for i in node.invocations if i.function != function]
+    name = node.deployed_name(function)
+    pending = [i for i in node.invocations if i.function == name]
+    node.invocations[:] = [i for i in node.invocations if i.function != name]
     return [node.invoke(function, i.payload) for i in pending]
 
 
@@ -112,7 +113,7 @@ def run_processor_task(node: IamNode, run_id: str, processor_id: str) -> dict[st
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
     group = ec2.create_security_group(GroupName=f"tasks-{vpc}", Description="tasks", VpcId=vpc)["GroupId"]
     return ecs.run_task(
-        cluster=node.environment("pennflow-prepare")["CLUSTER_ARN"],
+        cluster=node.environment("prepare")["CLUSTER_ARN"],
         taskDefinition=task_definition,
         launchType="FARGATE",
         overrides={
@@ -133,13 +134,13 @@ def run_processor_task(node: IamNode, run_id: str, processor_id: str) -> dict[st
 def run_record(node: IamNode, run_id: str) -> Any:
     from pennflow.stores.dynamodb import DynamoRunStore
 
-    return DynamoRunStore(node.environment("pennflow-prepare")["RUNS_TABLE"]).get_run(run_id)
+    return DynamoRunStore(node.environment("prepare")["RUNS_TABLE"]).get_run(run_id)
 
 
 def slot_pool(node: IamNode) -> Any:
     from pennflow.node.slots import SlotPool
 
-    env = node.environment("pennflow-prepare")
+    env = node.environment("prepare")
     return SlotPool(
         env["SLOTS_TABLE"], file_system_id=env["FILE_SYSTEM_ID"], slot_count=int(env["RUN_SLOTS"])
     )
@@ -156,10 +157,10 @@ def download_batches(node: IamNode, pennsieve_client: Any, dataset_id: str, run_
     from pennflow.pennsieve import BATCHES, build_manifest
 
     slot_pool(node).lease(run_id)
-    bucket = node.environment("pennflow-download")["RESULTS_BUCKET"]
+    bucket = node.environment("download")["RESULTS_BUCKET"]
     entries = build_manifest(pennsieve_client, dataset_id).entries
     location = write_run_manifest(run_id, entries, bucket=bucket)
     event = {"runId": run_id, "processorId": source, "outputDir": f"/mnt/run/{source}/output"}
     for batch in BATCHES.dump_python(read_run_manifest(location), mode="json"):
-        node.invoke("pennflow-download", {**event, "action": "download", "batch": batch})
-    return node.invoke("pennflow-download", {**event, "action": "verify", "manifest": location.model_dump()})
+        node.invoke("download", {**event, "action": "download", "batch": batch})
+    return node.invoke("download", {**event, "action": "verify", "manifest": location.model_dump()})

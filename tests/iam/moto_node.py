@@ -22,6 +22,7 @@ import boto3
 from moto.stepfunctions.models import StepFunctionBackend
 
 from pennflow import aws
+from stacks import constants as C
 from tests.iam.recorder import AccessRecorder
 from tests.iam.template import ACCOUNT, REGION, NodeTemplate
 
@@ -73,8 +74,17 @@ class IamNode:
         (found,) = [k for k in self.template.resources if re.fullmatch(f"{logical_prefix}[0-9A-F]{{8}}", k)]
         return found
 
+    def deployed_name(self, function: str) -> str:
+        """The function's name as deployed, from its module name (``lambdas/<function>.py``)."""
+        return C.function_name(self.node_name, function)
+
+    @property
+    def node_name(self) -> str:
+        (api,) = [k for k in self.template.of_type("AWS::Lambda::Function") if k.startswith("FunctionsApi")]
+        return self.template.resources[api]["Properties"]["Environment"]["Variables"]["PENNFLOW_NODE_NAME"]
+
     def environment(self, function: str) -> dict[str, str]:
-        function_id = self.template.function_id(function)
+        function_id = self.template.function_id(self.deployed_name(function))
         return {
             **self.template.environment(function_id),
             **RUNTIME_ENVIRONMENT,
@@ -83,7 +93,7 @@ class IamNode:
         }
 
     def role(self, function: str) -> str:
-        return self.template.role_of_function(self.template.function_id(function))
+        return self.template.role_of_function(self.template.function_id(self.deployed_name(function)))
 
     @contextlib.contextmanager
     def as_function(self, function: str) -> Iterator[None]:
@@ -97,9 +107,9 @@ class IamNode:
 
     def invoke(self, function: str, event: Any) -> Any:
         """The function's handler (``lambdas/<name>.py``) on ``event``, as Lambda would run it."""
-        module = importlib.import_module("lambdas." + function.removeprefix("pennflow-").replace("-", "_"))
+        module = importlib.import_module(f"lambdas.{function}")
         with self.as_function(function):
-            return module.handler(event, LambdaContext(function))
+            return module.handler(event, LambdaContext(self.deployed_name(function)))
 
     def _record_invoke(self, params: Mapping[str, Any]) -> dict[str, Any]:
         payload = params.get("Payload", b"null")

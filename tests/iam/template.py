@@ -66,6 +66,7 @@ NAME_PROPERTIES = {
     "AWS::SNS::Topic": "TopicName",
     "AWS::ECS::TaskDefinition": "Family",
     "AWS::Events::Rule": "Name",
+    "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
 }
 
 
@@ -114,6 +115,11 @@ def _refs_and_attributes(resource_type: str, name: str) -> dict[str, str]:
         return {"Ref": name}
     if resource_type == "AWS::EC2::SecurityGroup":
         return {"Ref": name, "GroupId": name}
+    if resource_type == "AWS::IAM::ManagedPolicy":
+        return {
+            "Ref": f"arn:{PARTITION}:iam::{ACCOUNT}:policy/{name}",
+            "PolicyArn": f"arn:{PARTITION}:iam::{ACCOUNT}:policy/{name}",
+        }
     if resource_type == "AWS::KMS::Key":
         return {"Ref": name, "Arn": _arn("kms", f"key/{name}")}
     if resource_type == "AWS::ApiGateway::RestApi":
@@ -238,15 +244,24 @@ class NodeTemplate:
         return self.names.attribute(role_id, "Arn")
 
     def role_statements(self, role_id: str) -> list[dict[str, Any]]:
-        """Every identity-policy statement of the role, resolved: inline, attached, AWS managed."""
+        """Every identity-policy statement of the role, resolved: inline, attached, customer and AWS managed."""
         properties = self.resources[role_id]["Properties"]
         statements = [s for p in properties.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
         for policy in self.of_type("AWS::IAM::Policy").values():
             if {"Ref": role_id} in policy["Properties"].get("Roles", []):
                 statements += policy["Properties"]["PolicyDocument"]["Statement"]
+        customer = {
+            self.names.attribute(k, "Ref"): p for k, p in self.of_type("AWS::IAM::ManagedPolicy").items()
+        }
+        for policy in self.of_type("AWS::IAM::ManagedPolicy").values():
+            if {"Ref": role_id} in policy["Properties"].get("Roles", []):
+                statements += policy["Properties"]["PolicyDocument"]["Statement"]
         for arn in properties.get("ManagedPolicyArns", []):
-            name = str(self.names.resolve(arn)).split(":policy/", 1)[1]
-            statements += MANAGED_POLICIES[name]
+            resolved = str(self.names.resolve(arn))
+            if resolved in customer:  # the stack's own managed policy
+                statements += customer[resolved]["Properties"]["PolicyDocument"]["Statement"]
+            else:
+                statements += MANAGED_POLICIES[resolved.split(":policy/", 1)[1]]
         return self.names.resolve(statements)
 
     def environment(self, function_id: str) -> dict[str, str]:

@@ -68,7 +68,8 @@ def test_the_s3_data_target_publishes_the_run_results(iam_node: IamNode, pennsie
             "OUTPUT_DIR": str(tmp_path / "out"),
         },
     )
-    assert role == iam_node.logical_id("ComputeBuiltinTaskRole")
+    slot_number = slot_of(iam_node, run_id).slot_id.rsplit("-", 1)[1]
+    assert role == iam_node.logical_id(f"ComputeSlot{slot_number}BuiltinRole")  # the run slot's own role
 
     with task_environment(environment), iam_node.recorder.as_role(role):
         assert builtin_main(["data-target", "--target-type", "s3"]) == 0

@@ -80,7 +80,7 @@ def dataset(pennsieve):
 
 
 def test_download_without_dynamodb_is_denied_reading_the_slots(iam_node: IamNode, pennsieve_client, dataset):
-    role = reintroduce(iam_node, "pennflow-download", without_actions("dynamodb:"))
+    role = reintroduce(iam_node, "download", without_actions("dynamodb:"))
 
     with pytest.raises(Exception, match="AccessDenied"):
         download_batches(iam_node, pennsieve_client, dataset.node_id, "run-1", "recordings")
@@ -92,16 +92,16 @@ def test_download_without_dynamodb_is_denied_reading_the_slots(iam_node: IamNode
 
 def test_prepare_that_may_only_write_run_objects_cannot_read_the_manifest(iam_node: IamNode, dataset):
     register(iam_node, tiny())
-    role = reintroduce(iam_node, "pennflow-prepare", s3_writes_only)
+    role = reintroduce(iam_node, "prepare", s3_writes_only)
     run_id = call_api(
         iam_node, "POST", "/runs", body={"workflow": "tiny", "datasetId": dataset.node_id}
     ).body["runId"]
 
     with pytest.raises(Exception, match="AccessDenied"):  # raised for Lambda's asynchronous retries
-        deliver(iam_node, "pennflow-prepare")
+        deliver(iam_node, "prepare")
 
     denials = taken_denials(iam_node)
-    bucket = iam_node.environment("pennflow-prepare")["RESULTS_BUCKET"]
+    bucket = iam_node.environment("prepare")["RESULTS_BUCKET"]
     assert (role, "s3:GetObject", f"arn:aws:s3:::{bucket}/runs/{run_id}/manifest.json") in {
         (d.role, d.request.action, d.request.resource) for d in denials
     }
@@ -110,15 +110,15 @@ def test_prepare_that_may_only_write_run_objects_cannot_read_the_manifest(iam_no
 
 def test_prepare_that_may_not_list_sees_a_missing_manifest_as_access_denied(iam_node: IamNode, dataset):
     register(iam_node, tiny())
-    role = reintroduce(iam_node, "pennflow-prepare", without_listing)
+    role = reintroduce(iam_node, "prepare", without_listing)
     run_id = call_api(
         iam_node, "POST", "/runs", body={"workflow": "tiny", "datasetId": dataset.node_id}
     ).body["runId"]
-    bucket = iam_node.environment("pennflow-prepare")["RESULTS_BUCKET"]
+    bucket = iam_node.environment("prepare")["RESULTS_BUCKET"]
     boto3.client("s3", region_name=REGION).delete_object(Bucket=bucket, Key=f"runs/{run_id}/manifest.json")
 
     with pytest.raises(Exception, match="AccessDenied"):
-        deliver(iam_node, "pennflow-prepare")
+        deliver(iam_node, "prepare")
 
     denials = {(d.role, d.request.action, d.request.resource) for d in taken_denials(iam_node)}
     assert denials == {(role, "s3:ListBucket", f"arn:aws:s3:::{bucket}")}
@@ -129,11 +129,11 @@ def test_cancel_with_list_tasks_on_container_instances_is_denied(iam_node: IamNo
     register(iam_node, tiny())
     run_id = start_run(iam_node, "tiny", datasetId=dataset.node_id)
     run_processor_task(iam_node, run_id, "work")
-    role = reintroduce(iam_node, "pennflow-cancel", list_tasks_on_container_instances)
+    role = reintroduce(iam_node, "cancel", list_tasks_on_container_instances)
 
     call_api(iam_node, "POST", f"/runs/{run_id}/cancel")
     with pytest.raises(Exception, match="AccessDenied"):
-        deliver(iam_node, "pennflow-cancel")
+        deliver(iam_node, "cancel")
 
     denials = taken_denials(iam_node)
     assert {(d.role, d.request.action, d.request.resource) for d in denials} == {(role, "ecs:ListTasks", "*")}

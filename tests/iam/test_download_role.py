@@ -23,7 +23,7 @@ def test_every_batch_downloads_and_verify_checks_the_files(iam_node: IamNode, pe
     assert sorted(
         p.name for p in (iam_node.runs_mount / "slots" / slot.slot_id / "recordings" / "output").iterdir()
     )
-    role = iam_node.role("pennflow-download")
+    role = iam_node.role("download")
     assert iam_node.recorder.actions[role] >= {
         "dynamodb:BatchGetItem",
         "secretsmanager:GetSecretValue",

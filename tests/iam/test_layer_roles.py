@@ -38,20 +38,20 @@ def test_a_failed_layer_build_is_settled_and_the_layer_removed(iam_node: IamNode
         iam_node, "POST", "/layers", body={"name": "sci", "type": "python-env", "requirements": "numpy\n"}
     )
     assert reply.status in (201, 202), reply.body
-    (started,) = deliver(iam_node, "pennflow-layer-jobs")
+    (started,) = deliver(iam_node, "layer_jobs")
     assert started["outcome"] == "started", started
 
-    cluster = iam_node.environment("pennflow-layer-jobs")["CLUSTER_ARN"]
+    cluster = iam_node.environment("layer_jobs")["CLUSTER_ARN"]
     ecs = boto3.client("ecs", region_name=REGION)
     (task,) = ecs.describe_tasks(cluster=cluster, tasks=ecs.list_tasks(cluster=cluster)["taskArns"])["tasks"]
     ecs.stop_task(cluster=cluster, task=task["taskArn"])
-    settled = iam_node.invoke("pennflow-layer-jobs", stopped(task, exit_code=1))
+    settled = iam_node.invoke("layer_jobs", stopped(task, exit_code=1))
     assert settled["outcome"] == "failed", settled
 
     assert call_api(iam_node, "DELETE", "/layers/sci").status in (200, 202, 204)
-    removed = deliver(iam_node, "pennflow-layer-jobs")
+    removed = deliver(iam_node, "layer_jobs")
     assert removed and all(r.get("outcome") != "rejected" for r in removed), removed
-    role = iam_node.role("pennflow-layer-jobs")
+    role = iam_node.role("layer_jobs")
     # The failed task wrote no manifest: only s3:ListBucket makes that NoSuchKey, so the job fails
     # with its log tail instead of a 403 that Lambda would retry.
     assert iam_node.recorder.actions[role] >= {

@@ -48,14 +48,14 @@ def test_a_started_run_is_canceled_and_its_task_stopped(registered: IamNode, dat
     task = run_processor_task(node, run_id, "work")
 
     assert call_api(node, "POST", f"/runs/{run_id}/cancel").status == 202
-    deliver(node, "pennflow-cancel")
+    deliver(node, "cancel")
 
     stopped = boto3.client("ecs", region_name=REGION).describe_tasks(
         cluster=task["clusterArn"], tasks=[task["taskArn"]]
     )
     assert stopped["tasks"][0]["desiredStatus"] == "STOPPED"
     assert call_api(node, "GET", f"/runs/{run_id}").body["status"] in ("CANCELING", "CANCELED")
-    assert node.recorder.actions[node.role("pennflow-cancel")] >= {
+    assert node.recorder.actions[node.role("cancel")] >= {
         "ecs:ListTasks",
         "ecs:StopTask",
         "states:StopExecution",
@@ -66,15 +66,15 @@ def test_prepare_builds_the_manifest_when_the_api_wrote_none(registered: IamNode
     node = registered
     reply = call_api(node, "POST", "/runs", body={"workflow": "tiny", "datasetId": dataset.node_id})
     run_id = reply.body["runId"]
-    bucket = node.environment("pennflow-prepare")["RESULTS_BUCKET"]
+    bucket = node.environment("prepare")["RESULTS_BUCKET"]
     s3 = boto3.client("s3", region_name=REGION)
     s3.delete_object(Bucket=bucket, Key=f"runs/{run_id}/manifest.json")
 
-    deliver(node, "pennflow-prepare")
+    deliver(node, "prepare")
 
     assert run_record(node, run_id).status.value == "STARTED"
     assert s3.get_object(Bucket=bucket, Key=f"runs/{run_id}/manifest.json")["Body"].read()
-    assert "s3:ListBucket" in node.recorder.actions[node.role("pennflow-prepare")]
+    assert "s3:ListBucket" in node.recorder.actions[node.role("prepare")]
 
 
 def test_a_run_succeeds_through_status_events_and_finalize_then_a_queued_run_starts(
@@ -82,22 +82,20 @@ def test_a_run_succeeds_through_status_events_and_finalize_then_a_queued_run_sta
 ):
     node = registered
     pool = slot_pool(node)
-    for index in range(
-        int(node.environment("pennflow-prepare")["RUN_SLOTS"]) - 1
-    ):  # all slots but one are busy
+    for index in range(int(node.environment("prepare")["RUN_SLOTS"]) - 1):  # all slots but one are busy
         pool.lease(f"other-{index}")
     first = start_run(node, "tiny", datasetId=dataset.node_id)
     queued = start_run(node, "tiny", datasetId=dataset.node_id)
     assert run_record(node, queued).status.value == "NOT_STARTED"
 
     execution = run_record(node, first).execution_arn
-    node.invoke("pennflow-status", execution_event(execution, "RUNNING"))
+    node.invoke("status", execution_event(execution, "RUNNING"))
     task = run_processor_task(node, first, "work")
-    node.invoke("pennflow-status", task_event(task, first, "work", "RUNNING"))
+    node.invoke("status", task_event(task, first, "work", "RUNNING"))
     boto3.client("ecs", region_name=REGION).stop_task(cluster=task["clusterArn"], task=task["taskArn"])
-    node.invoke("pennflow-status", task_event(task, first, "work", "STOPPED", exit_code=0))
-    node.invoke("pennflow-finalize", {"runId": first, "outcome": "SUCCEEDED"})
-    node.invoke("pennflow-status", execution_event(execution, "SUCCEEDED"))
+    node.invoke("status", task_event(task, first, "work", "STOPPED", exit_code=0))
+    node.invoke("finalize", {"runId": first, "outcome": "SUCCEEDED"})
+    node.invoke("status", execution_event(execution, "SUCCEEDED"))
 
     assert run_record(node, first).status.value == "SUCCEEDED"
     assert run_record(node, queued).status.value == "STARTED"  # the freed slot went to the queued run
@@ -110,19 +108,19 @@ def test_a_failed_processor_fails_the_run_and_frees_its_slot(registered: IamNode
     execution = run_record(node, run_id).execution_arn
     task = run_processor_task(node, run_id, "work")
     boto3.client("ecs", region_name=REGION).stop_task(cluster=task["clusterArn"], task=task["taskArn"])
-    node.invoke("pennflow-status", task_event(task, run_id, "work", "STOPPED", exit_code=1))
+    node.invoke("status", task_event(task, run_id, "work", "STOPPED", exit_code=1))
     failure = {"Error": "States.TaskFailed", "Cause": "Essential container in task exited"}
-    node.invoke("pennflow-finalize", {"runId": run_id, "outcome": "FAILED", "failure": failure})
+    node.invoke("finalize", {"runId": run_id, "outcome": "FAILED", "failure": failure})
 
     assert run_record(node, run_id).status.value == "FAILED"
     assert slot_of(node, run_id) is None
-    node.invoke("pennflow-status", execution_event(execution, "FAILED"))
+    node.invoke("status", execution_event(execution, "FAILED"))
 
 
 def test_an_execution_that_failed_without_finalizing_is_finalized_by_status(registered: IamNode, dataset):
     node = registered
     run_id = start_run(node, "tiny", datasetId=dataset.node_id)
-    node.invoke("pennflow-status", execution_event(run_record(node, run_id).execution_arn, "TIMED_OUT"))
+    node.invoke("status", execution_event(run_record(node, run_id).execution_arn, "TIMED_OUT"))
 
     assert run_record(node, run_id).status.value == "FAILED"
     assert slot_of(node, run_id) is None
@@ -139,17 +137,17 @@ def test_a_scattered_processor_gets_its_batches_listed_in_the_run_folder(iam_nod
         (inputs / f"rec-{i}.edf").write_bytes(b"x")
 
     event = {"runId": run_id, "processorId": "work", "inputDir": "/mnt/run/source/output", "batchSize": 2}
-    answer = iam_node.invoke("pennflow-list-batches", event)
+    answer = iam_node.invoke("list_batches", event)
 
     assert [b["index"] for b in answer["batches"]] == [0, 1]
-    role = iam_node.role("pennflow-list-batches")
+    role = iam_node.role("list_batches")
     assert iam_node.recorder.actions[role] == {"dynamodb:BatchGetItem"}
 
 
 def test_the_api_lists_and_reads_workflows_and_runs_and_reruns_a_finished_run(registered: IamNode, dataset):
     node = registered
     run_id = start_run(node, "tiny", datasetId=dataset.node_id)
-    node.invoke("pennflow-finalize", {"runId": run_id, "outcome": "SUCCEEDED"})
+    node.invoke("finalize", {"runId": run_id, "outcome": "SUCCEEDED"})
 
     assert [w["name"] for w in call_api(node, "GET", "/workflows").body["workflows"]] == ["tiny"]
     assert call_api(node, "GET", "/workflows/tiny").status == 200
@@ -157,5 +155,5 @@ def test_the_api_lists_and_reads_workflows_and_runs_and_reruns_a_finished_run(re
     assert listed.status == 200 and run_id in str(listed.body)
     rerun = call_api(node, "POST", f"/runs/{run_id}/rerun")
     assert rerun.status == 202, rerun.body
-    (prepared,) = deliver(node, "pennflow-prepare")
+    (prepared,) = deliver(node, "prepare")
     assert prepared["outcome"] == "started"

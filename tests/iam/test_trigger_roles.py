@@ -36,7 +36,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
 def triggered(iam_node: IamNode, pennsieve, clock: Clock) -> IamNode:
     import boto3
 
-    secret = iam_node.environment("pennflow-webhook")["WEBHOOK_SECRET_ARN"]
+    secret = iam_node.environment("webhook")["WEBHOOK_SECRET_ARN"]
     boto3.client("secretsmanager", region_name="us-east-1").put_secret_value(
         SecretId=secret, SecretString=WEBHOOK_SECRET
     )
@@ -53,9 +53,7 @@ def post_webhook(node: IamNode, clock: Clock, body: dict[str, Any]) -> dict[str,
         TIMESTAMP_HEADER: str(int(clock.now)),
         SIGNATURE_HEADER: signature_header(WEBHOOK_SECRET, int(clock.now), raw.encode()),
     }
-    return node.invoke(
-        "pennflow-webhook", event("POST", "/webhooks/dataset-events", raw=raw, headers=headers)
-    )
+    return node.invoke("webhook", event("POST", "/webhooks/dataset-events", raw=raw, headers=headers))
 
 
 def fire_due(node: IamNode, clock: Clock, seconds: int) -> list[str]:
@@ -64,8 +62,8 @@ def fire_due(node: IamNode, clock: Clock, seconds: int) -> list[str]:
     import boto3
 
     clock.now += seconds
-    url = node.environment("pennflow-webhook")["TRIGGER_FIRE_QUEUE_URL"]
-    with node.as_function("pennflow-trigger-fire"):
+    url = node.environment("webhook")["TRIGGER_FIRE_QUEUE_URL"]
+    with node.as_function("trigger_fire"):
         sqs = boto3.client("sqs", region_name="us-east-1")
         messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
     records = [
@@ -82,9 +80,9 @@ def fire_due(node: IamNode, clock: Clock, seconds: int) -> list[str]:
         }
         for m in messages
     ]
-    result = node.invoke("pennflow-trigger-fire", {"Records": records})
+    result = node.invoke("trigger_fire", {"Records": records})
     assert result["batchItemFailures"] == []
-    with node.as_function("pennflow-trigger-fire"):
+    with node.as_function("trigger_fire"):
         for m in messages:
             boto3.client("sqs", region_name="us-east-1").delete_message(
                 QueueUrl=url, ReceiptHandle=m["ReceiptHandle"]
@@ -115,7 +113,7 @@ def test_a_webhook_upload_starts_a_run_once_its_window_is_due(triggered: IamNode
     assert reply["statusCode"] == 202, reply
     assert fire_due(triggered, clock, 60)
 
-    (started,) = deliver(triggered, "pennflow-prepare")
+    (started,) = deliver(triggered, "prepare")
     assert run_record(triggered, started["runId"]).status.value == "STARTED"
 
 
@@ -133,9 +131,9 @@ def test_an_eventbridge_dataset_event_is_accepted_by_the_trigger_events_function
         "detail": detail,
     }
 
-    result = triggered.invoke("pennflow-trigger-events", envelope)
+    result = triggered.invoke("trigger_events", envelope)
 
     assert result["status"] == "accepted", result
     assert fire_due(triggered, clock, 60)
-    (started,) = deliver(triggered, "pennflow-prepare")
+    (started,) = deliver(triggered, "prepare")
     assert run_record(triggered, started["runId"]).status.value == "STARTED"
