@@ -9,7 +9,8 @@ as the Step Functions Developer Guide lists them per integration:
 - a Distributed Map: states:StartExecution on the machine itself (unqualified and as the version the
   run was started on), states:DescribeExecution/StopExecution on its child executions
   (``execution:<machine>/<map run>:<id>``), and for an S3 ItemReader s3:GetObject on the object
-  ("IAM policies for using Distributed Map states");
+  ("IAM policies for using Distributed Map states"); a ResultWriter s3:PutObject, s3:GetObject,
+  s3:ListMultipartUploadParts and s3:AbortMultipartUpload on the objects under its prefix;
 - logging to CloudWatch Logs and X-Ray tracing: the vended-log and X-Ray actions on "*".
 
 Paths (``"X.$": "$.a.b"``) are read from the execution's real input, so the ARNs are those a run
@@ -18,8 +19,9 @@ hands the machine. A state type or integration without a rule here raises.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tests.iam.actions import Call, Lookup, requests_for
@@ -37,6 +39,8 @@ LOG_DELIVERY = (
     "DescribeLogGroups",
 )
 TRACING = ("PutTraceSegments", "PutTelemetryRecords", "GetSamplingRules", "GetSamplingTargets")
+# What a Map's ResultWriter needs on the objects it writes (Developer Guide, "ResultWriter (Map)").
+RESULT_WRITER = ("s3:PutObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload")
 PASSIVE_STATES = {"Pass", "Choice", "Wait", "Succeed", "Fail"}
 
 
@@ -69,11 +73,21 @@ def _known(params: Mapping[str, Any], key: str, state: str) -> Any:
     return value
 
 
+def _format(expression: str, data: Any, context: Mapping[str, Any]) -> str:
+    """``States.Format('a/{}/b', $.x)``: the one intrinsic function the compiled machines use in paths."""
+    inner = expression.removeprefix("States.Format(").removesuffix(")")
+    template, *arguments = [part.strip() for part in inner.split(",")]
+    values = [str(read_path(a, data, context)) for a in arguments]
+    return template.strip("'").format(*values)
+
+
 def parameters(template: Mapping[str, Any], data: Any, context: Mapping[str, Any]) -> dict[str, Any]:
     """A Parameters/ItemSelector block with its ``.$`` paths read (nested blocks too)."""
     out: dict[str, Any] = {}
     for key, value in template.items():
-        if key.endswith(".$"):
+        if key.endswith(".$") and value.startswith("States.Format("):
+            out[key[:-2]] = _format(value, data, context)
+        elif key.endswith(".$"):
             out[key[:-2]] = read_path(value, data, context)
         elif isinstance(value, dict):
             out[key] = parameters(value, data, context)
@@ -88,6 +102,9 @@ class MachineCalls:
     started_on: str  # what the run was started on (a version ARN, or the machine)
     region: str
     lookup: Lookup
+    # What a Lambda state's function returns (its Payload), by state name, for the states whose result
+    # later states read (ResultSelector/ResultPath), e.g. a scatter's batch list location.
+    task_results: Mapping[str, Any] = field(default_factory=dict)
 
     def of_definition(self, definition: Mapping[str, Any], execution_input: Any) -> list[StateCall]:
         return list(self._states(definition["States"], execution_input, {}))
@@ -107,6 +124,7 @@ class MachineCalls:
             kind = state["Type"]
             if kind == "Task":
                 yield from self._task(name, state, data, context)
+                data = self._with_result(name, state, data, context)
             elif kind == "Parallel":
                 for branch in state["Branches"]:
                     yield from self._states(branch["States"], data, context)
@@ -114,6 +132,22 @@ class MachineCalls:
                 yield from self._map(name, state, data, context)
             elif kind not in PASSIVE_STATES:
                 raise NotImplementedError(f"state {name}: type {kind} has no IAM rule in the tier")
+
+    def _with_result(self, name: str, state: Mapping[str, Any], data: Any, context: Mapping[str, Any]) -> Any:
+        """The state's output: its result (as ``task_results`` gives it) placed at its ResultPath."""
+        path = state.get("ResultPath", "$")
+        if path is None or name not in self.task_results:
+            return data
+        result: Any = {"Payload": self.task_results[name]}
+        if "ResultSelector" in state:
+            result = parameters(state["ResultSelector"], result, context)
+        output = json.loads(json.dumps(data))
+        target = output
+        *parents, last = path[2:].split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[last] = result
+        return output
 
     def _calls(self, state: str, *calls: Call) -> Iterator[StateCall]:
         for call in calls:
@@ -170,6 +204,13 @@ class MachineCalls:
             )
         elif "ItemsPath" in state:
             items = read_path(state["ItemsPath"], data, context) or [{}]
+        writer = state.get("ResultWriter")
+        if writer is not None:
+            if writer["Resource"] != "arn:aws:states:::s3:putObject":
+                raise NotImplementedError(f"state {name}: ResultWriter {writer['Resource']} has no IAM rule")
+            target = parameters(writer["Parameters"], data, context)
+            results = f"arn:aws:s3:::{_known(target, 'Bucket', name)}/{_known(target, 'Prefix', name)}/0123-manifest.json"
+            yield from (StateCall(name, Request(action, results)) for action in RESULT_WRITER)
         if processor.get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED":
             prefix, machine_name = self.machine_arn.split(":stateMachine:")
             child = f"{prefix}:execution:{machine_name}/{name}:0123abcd-child"

@@ -139,9 +139,10 @@ def test_a_scattered_processor_gets_its_batches_listed_in_the_run_folder(iam_nod
     event = {"runId": run_id, "processorId": "work", "inputDir": "/mnt/run/source/output", "batchSize": 2}
     answer = iam_node.invoke("list_batches", event)
 
-    assert [b["index"] for b in answer["batches"]] == [0, 1]
+    assert answer["count"] == 2 and answer["key"].startswith(f"runs/{run_id}/work/")
+    boto3.client("s3", region_name=REGION).head_object(Bucket=answer["bucket"], Key=answer["key"])
     role = iam_node.role("list_batches")
-    assert iam_node.recorder.actions[role] == {"dynamodb:BatchGetItem"}
+    assert iam_node.recorder.actions[role] == {"dynamodb:BatchGetItem", "s3:PutObject"}
 
 
 def test_the_api_lists_and_reads_workflows_and_runs_and_reruns_a_finished_run(registered: IamNode, dataset):

@@ -45,7 +45,10 @@ def started_execution(node: IamNode, definition: dict[str, Any], dataset_id: str
 def check_machine(node: IamNode, machine: dict[str, Any], execution: dict[str, Any], role: str) -> int:
     """Every call of every state, authorized against ``role``; returns how many were checked."""
     machine_arn = ":".join(execution["stateMachineArn"].split(":")[:7])
-    calls = MachineCalls(machine_arn, execution["stateMachineArn"], REGION, _MotoFacts())
+    run = json.loads(execution["input"])
+    calls = MachineCalls(
+        machine_arn, execution["stateMachineArn"], REGION, _MotoFacts(), scatter_results(run)
+    )
     state_calls = calls.of_definition(json.loads(machine["definition"]), json.loads(execution["input"]))
     state_calls += calls.of_machine(
         logging=bool(machine.get("loggingConfiguration", {}).get("destinations")),
@@ -123,3 +126,16 @@ def _with_images(definition: dict[str, Any]) -> dict[str, Any]:
             processor["image"] = f"example/{processor['id']}:1"
         processors.append(processor)
     return {**definition, "processors": processors}
+
+
+def scatter_results(run_input: dict[str, Any]) -> dict[str, Any]:
+    """What each scatter's ``<processor> batches`` state gets back from list_batches: where the batch
+    list is (``pennflow.node.batches``), in the bucket the run's manifest is in."""
+    from pennflow.node.batches import batches_key
+
+    run = run_input["run"]
+    bucket = (run.get("manifest") or {}).get("bucket", "results")
+    return {
+        f"{processor} batches": {"bucket": bucket, "key": batches_key(run["id"], processor), "count": 1}
+        for processor in run.get("taskDefinitions", {})
+    }
