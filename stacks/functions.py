@@ -24,6 +24,7 @@ from aws_cdk import (
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -38,6 +39,7 @@ from stacks.storage import CLIENT_MOUNT, CLIENT_ROOT, CLIENT_WRITE, VIA_MOUNT_TA
 READ = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"]
 WRITE = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"]
 SCAN = ["dynamodb:Scan"]
+RUN_OBJECT_WRITE = ["s3:PutObject", "s3:AbortMultipartUpload"]
 ENI_ACTIONS = [
     "ec2:CreateNetworkInterface",
     "ec2:DescribeNetworkInterfaces",
@@ -472,7 +474,11 @@ class NodeFunctions(Construct):
         self._allow_task_definitions()
         self._allow_task_control()
         self._allow_executions()
-        self._allow_run_objects(role, "write")
+        # prepare reuses the manifest the API wrote, and builds it when there is none: that fallback
+        # needs to read it, and to list the prefix so that a missing key is NoSuchKey, not a 403.
+        self._allow_run_objects(role, RUN_OBJECT_WRITE, (storage.results_bucket, storage.log_bucket))
+        self._allow_run_objects(role, ["s3:GetObject"], (storage.results_bucket,), C.RUN_MANIFEST_KEYS)
+        self._allow_run_listing(role)
 
     def _allow_task_definitions(self) -> None:
         """Task definitions are registered per processor content hash at runtime (DESIGN §4)."""
@@ -507,16 +513,15 @@ class NodeFunctions(Construct):
             "A run's ECS tasks exist only at runtime: the runs manager checks they stopped before freeing a slot "
             "and stops them on cancel; the resource and the ecs:cluster condition keep it to this cluster.",
         )
-        container_instances = Stack.of(self).format_arn(
-            service="ecs", resource="container-instance", resource_name=f"{cluster.cluster_name}/*"
-        )
-        self.allow_wildcard(
+        # The Service Authorization Reference lists ListTasks under container-instance, but a
+        # ListTasks by cluster and family names no container instance: IAM authorizes it against
+        # '*', so only a '*' statement allows it; the ecs:cluster condition keeps it to this cluster.
+        self.allow_unscoped(
             self.roles["runs_manager"],
-            iam.PolicyStatement(
-                actions=["ecs:ListTasks"], resources=[container_instances], conditions=on_cluster
-            ),
-            "ecs:ListTasks is authorised on container instances; it lists only this cluster's tasks (resource "
-            "pattern and ecs:cluster condition) to find a run's live tasks.",
+            "RunsManagerListTasks",
+            [iam.PolicyStatement(actions=["ecs:ListTasks"], resources=["*"], conditions=on_cluster)],
+            "ecs:ListTasks filtered by cluster and family is authorized on '*' (no container instance is "
+            "named); the ecs:cluster condition keeps it to this node's cluster, to find a run's live tasks.",
         )
 
     def _allow_executions(self) -> None:
@@ -538,22 +543,31 @@ class NodeFunctions(Construct):
             "execution is named by the run id at runtime; the ARN pattern keeps it to the node's name prefix.",
         )
 
-    def _allow_run_objects(self, role: iam.Role, mode: str) -> None:
+    def _allow_run_objects(
+        self,
+        role: iam.Role,
+        actions: Sequence[str],
+        buckets: Sequence[s3.IBucket],
+        keys: str = f"{C.RESULTS_PREFIX}*",
+    ) -> None:
         """S3 objects of runs live under runs/<run_id>/ (manifest, provenance, archived logs)."""
-        storage = self._storage
-        if mode == "write":
-            actions = ["s3:PutObject", "s3:AbortMultipartUpload"]
-            buckets = (storage.results_bucket, storage.log_bucket)
-        else:
-            actions = ["s3:GetObject"]
-            buckets = (storage.results_bucket,)
         self.allow_wildcard(
             role,
             iam.PolicyStatement(
-                actions=actions, resources=[b.arn_for_objects(f"{C.RESULTS_PREFIX}*") for b in buckets]
+                actions=list(actions), resources=[bucket.arn_for_objects(keys) for bucket in buckets]
             ),
             "Each run's objects (download manifest, provenance, archived logs) are keyed runs/<run_id>/...; the "
             "run id is only known at runtime and the prefix keeps the role out of the rest of the buckets.",
+        )
+
+    def _allow_run_listing(self, role: iam.Role) -> None:
+        """ListBucket on the results bucket, for keys under runs/ only (S3 answers a GetObject of a
+        missing key with NoSuchKey only to a caller that may list the bucket)."""
+        self.allow(
+            role,
+            ["s3:ListBucket"],
+            [self._storage.results_bucket.bucket_arn],
+            StringLike={"s3:prefix": [f"{C.RESULTS_PREFIX}*"]},
         )
 
     def _grant_list_batches(self) -> None:
@@ -572,12 +586,15 @@ class NodeFunctions(Construct):
         )
 
     def _grant_download(self) -> None:
+        # A batch lands in its run's slot folder: the function finds the slot the run holds
+        # (pennflow.data.datasource.slot_task_path reads the slots with BatchGetItem), and never writes it.
+        self.allow_table(self.roles["download"], self._storage.slots_table, READ)
         self.allow(
             self.roles["download"],
             ["secretsmanager:GetSecretValue"],
             [self._compute.pennsieve_secret.secret_arn],
         )
-        self._allow_run_objects(self.roles["download"], "read")
+        self._allow_run_objects(self.roles["download"], ["s3:GetObject"], (self._storage.results_bucket,))
 
     def allow_orchestration(self, *, state_machine_role: iam.IRole, state_machine_log_group_arn: str) -> None:
         """The API creates state machines with the shared role; the runs manager passes it nothing."""

@@ -311,6 +311,14 @@ class NodeLayers(Construct):
             "The function writes each job's spec and reads its manifest under layer-jobs/<layer>/v<n>/<token>/; "
             "the names are runtime values, and the prefix keeps it out of the rest of the bucket.",
         )
+        # A task that died before writing its manifest leaves no key: only a role that may list the
+        # prefix gets NoSuchKey (the job then fails with its log tail) rather than a 403 retried forever.
+        functions.allow(
+            role,
+            ["s3:ListBucket"],
+            [storage.log_bucket.bucket_arn],
+            StringLike={"s3:prefix": [f"{C.LAYER_JOBS_PREFIX}*"]},
+        )
         functions.allow(role, ["logs:GetLogEvents"], [compute.processor_log_group.log_group_arn])
 
     def _stopped_tasks_rule(self) -> events.Rule:

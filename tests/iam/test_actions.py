@@ -1,0 +1,70 @@
+"""The IAM request each AWS call makes, as the Service Authorization Reference describes it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.iam.actions import Call, UnmappedOperation, missing_key_request, requests_for
+from tests.iam.evaluator import Request
+
+CLUSTER = "arn:aws:ecs:us-east-1:123456789012:cluster/node"
+
+
+class Facts:
+    def task_definition_roles(self, task_definition: str) -> list[str]:
+        return ["arn:aws:iam::123456789012:role/task", "arn:aws:iam::123456789012:role/execution"]
+
+    def access_point_tags(self, access_point_id: str) -> dict[str, str]:
+        return {"pennflow:node": "lab"}
+
+
+def requests(service: str, operation: str, **params) -> list[Request]:
+    return requests_for(Call(service, operation, params, "us-east-1"), Facts())
+
+
+def test_an_operation_without_a_mapping_fails_loudly():
+    with pytest.raises(UnmappedOperation, match="s3.DeleteBucket has no IAM mapping"):
+        requests("s3", "DeleteBucket", Bucket="b")
+
+
+def test_object_calls_name_the_key_and_a_missing_key_needs_listing_with_its_prefix():
+    assert requests("s3", "HeadObject", Bucket="b", Key="runs/r/m.json") == [
+        Request("s3:GetObject", "arn:aws:s3:::b/runs/r/m.json")
+    ]
+    assert missing_key_request("b", "runs/r/m.json") == Request(
+        "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "runs/r/m.json"}
+    )
+
+
+def test_list_tasks_by_cluster_and_family_is_authorized_on_star_with_the_cluster():
+    assert requests("ecs", "ListTasks", cluster=CLUSTER, family="f", desiredStatus="RUNNING") == [
+        Request("ecs:ListTasks", "*", {"ecs:cluster": CLUSTER})
+    ]
+    (on_instance,) = requests("ecs", "ListTasks", cluster="node", containerInstance="i-1")
+    assert on_instance.resource == "arn:aws:ecs:us-east-1:123456789012:container-instance/node/i-1"
+
+
+def test_run_task_passes_the_task_definitions_roles_and_tags_on_create():
+    run = requests(
+        "ecs", "RunTask", cluster=CLUSTER, taskDefinition="fam:3", tags=[{"key": "k", "value": "v"}]
+    )
+    assert [(r.action, r.resource) for r in run] == [
+        ("ecs:RunTask", "arn:aws:ecs:us-east-1:123456789012:task-definition/fam:3"),
+        ("ecs:TagResource", "arn:aws:ecs:us-east-1:123456789012:task/node/*"),
+        ("iam:PassRole", "arn:aws:iam::123456789012:role/task"),
+        ("iam:PassRole", "arn:aws:iam::123456789012:role/execution"),
+    ]
+    assert run[2].context == {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+
+
+def test_a_transaction_is_authorized_item_by_item_and_deletes_carry_resource_tags():
+    items = [{"Put": {"TableName": "runs"}}, {"ConditionCheck": {"TableName": "slots"}}]
+    assert [
+        (r.action, r.resource.rsplit("/", 1)[1])
+        for r in requests("dynamodb", "TransactWriteItems", TransactItems=items)
+    ] == [
+        ("dynamodb:PutItem", "runs"),
+        ("dynamodb:ConditionCheckItem", "slots"),
+    ]
+    (delete,) = requests("efs", "DeleteAccessPoint", AccessPointId="fsap-1")
+    assert delete.context == {"aws:ResourceTag/pennflow:node": "lab"}
