@@ -339,6 +339,12 @@ def _target_layer_problems(workflow: Workflow, params: dict[str, dict[str, str]]
         name = params.get(processor.id, {}).get("layerName")
         if name is None:  # the params themselves were refused
             continue
+        if not name:
+            problems.append(
+                f"processor {processor.id!r}: layerName: none given; pass it with the run "
+                f"(--param layerName=NAME)"
+            )
+            continue
         try:
             check_layer_name(name)
         except InvalidLayerName as exc:

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
 
-from pennflow.workflow.definition import Processor, Workflow
+from pennflow.workflow.definition import Processor, TargetType, Workflow
+from pennflow.workflow.limits import is_name
 
 # Mount points inside an ECS task: the run's own access point and the layers it requested.
 RUN_MOUNT = PurePosixPath("/mnt/run")
@@ -115,6 +116,27 @@ def run_parameters(
     if unknown:
         raise UnknownParameter(unknown)
     return params
+
+
+def run_param_problems(workflow: Workflow, params: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """Params a run must supply itself, checked before anything runs (never after processors ran).
+
+    A persistent-layer target whose definition leaves ``layerName`` empty takes it from the run,
+    as Pennsieve's layer-populate workflows do.
+    """
+    problems = []
+    for processor in workflow.processors:
+        if processor.target_type is not TargetType.PERSISTENT_LAYER:
+            continue
+        name = params.get(processor.id, {}).get("layerName", "")
+        if not name:
+            problems.append(
+                f"processor {processor.id!r}: layerName: none given; pass it with the run "
+                f"(layerName=NAME or {processor.id}.layerName=NAME)"
+            )
+        elif not is_name(name):
+            problems.append(f"processor {processor.id!r}: layerName: {name!r} is not a valid layer name")
+    return problems
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, str]:

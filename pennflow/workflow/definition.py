@@ -331,14 +331,12 @@ def _processor_faults(p: Processor) -> list[Fault]:
         faults.append(Fault(p.id, "image", f"{p.image!r} is not a container image reference"))
     if p.type is ProcessorType.PROCESSOR and not (p.image or p.source_url or p.command):
         faults.append(Fault(p.id, "image", "a processor needs an image, a sourceUrl (with tag) or a command"))
-    if p.source_url and not p.tag and not p.image:
-        faults.append(Fault(p.id, "tag", "a sourceUrl needs a tag naming the version to run"))
     if p.type is ProcessorType.DATA_TARGET:
         if p.target_type is None:
             faults.append(Fault(p.id, "targetType", f"required for a data target: one of {_targets()}"))
         elif p.target_type is TargetType.PERSISTENT_LAYER:
             layer = p.default_params.get("layerName")  # absent: the run supplies it (Pennsieve does)
-            if layer is not None and not is_name(layer):
+            if layer and not is_name(layer):
                 faults.append(Fault(p.id, "defaultParams.layerName", f"{layer!r} is not a valid layer name"))
     if p.cpu not in FARGATE_MEMORY:
         faults.append(

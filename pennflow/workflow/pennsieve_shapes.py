@@ -116,12 +116,18 @@ def _normalize_processors(raw_processors: list[Any], result: Normalized) -> list
             if original != pid:
                 if isinstance(original, str) and original:
                     entry["label"] = original
-                    notes.setdefault(f"id: derived from the builder's id ({original!r} -> {pid!r})", [])
+                    notes.setdefault(f"id: {original!r} runs as {pid!r}", [])
                 else:
                     notes.setdefault("id: derived from sourceUrl (or type) where missing", []).append(pid)
                 entry["id"] = pid
+        if entry.get("sourceUrl") and not entry.get("tag") and not entry.get("image"):
+            # Pennsieve's create dialog sends none: its service runs the application's latest version.
+            notes.setdefault(
+                "tag: none given; the latest version registered for the sourceUrl runs", []
+            ).append(label)
         _resources(entry, label, result, notes)
         _params(entry, label, result, notes)
+        _run_layer_name(entry, label, notes)
         _dependencies(entry, label, by_original, by_source, result)
         for key in _DROPPED:
             entry.pop(key, None)
@@ -240,6 +246,18 @@ def _params(entry: dict[str, Any], label: str, result: Normalized, notes: dict[s
     if added:
         entry["defaultParams"] = merged
         notes.setdefault("resolvedParams: keys missing from defaultParams added to them", []).append(label)
+
+
+def _run_layer_name(entry: dict[str, Any], label: str, notes: dict[str, list[str]]) -> None:
+    """A persistent-layer target with no layerName declares it empty: the run supplies it."""
+    if entry.get("targetType") != "persistent-layer":
+        return
+    params = entry.get("defaultParams")
+    if params is None:
+        params = {}
+    if isinstance(params, Mapping) and "layerName" not in params:
+        entry["defaultParams"] = {**params, "layerName": ""}
+        notes.setdefault("layerName: not in defaultParams; each run must pass it", []).append(label)
 
 
 def _dependencies(

@@ -171,7 +171,7 @@ def test_hash_changes_with_content():
             ("a", "memory", "not valid with cpu 256"),
         ),
         ({"id": "a", "dependsOn": ["src"]}, ("a", "image", "needs an image, a sourceUrl")),
-        ({"id": "a", "sourceUrl": "https://x", "dependsOn": ["src"]}, ("a", "tag", "needs a tag")),
+        ({"id": "a", "sourceUrl": "https://x", "dependsOn": ["src"]}, None),  # latest version runs
         (
             {"id": "a", "image": "i", "dependsOn": ["src"], "layers": ["Bad"]},
             ("a", "layers", "not a valid layer"),
