@@ -65,11 +65,12 @@ def validate(file: Path = FileArg, as_json: bool = typer.Option(False, "--json",
         load_or_exit(file)
         return
     if as_json:
-        out.print_json(
-            json.dumps({"valid": True, "name": workflow.name, "processors": len(workflow.processors)})
-        )
+        summary = {"valid": True, "name": workflow.name, "processors": len(workflow.processors)}
+        out.print_json(json.dumps({**summary, "displayName": workflow.title, "notes": list(workflow.notes)}))
     else:
         out.print(f"[green]valid[/] {workflow.name}: {len(workflow.processors)} processors", highlight=False)
+        for note in workflow.notes:
+            out.print(f"  note: {note}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("compile")
@@ -448,6 +449,7 @@ def _cancel_on_signals(cancel_event: threading.Event):
 
 app.add_typer(layers_app, name="layers")
 app.command("submit")(submit_command)
+app.command("schema")(__import__("pennflow.cli.schema", fromlist=["schema_command"]).schema_command)
 
 
 def main() -> None:

@@ -60,11 +60,6 @@ SCATTER_FIELDS = (
     ),
 )
 
-POSITION_FIELDS = (
-    FieldSpec("x", {"type": "number"}, "-", "Pennsieve", "canvas coordinate", note="ignored (layout only)"),
-    FieldSpec("y", {"type": "number"}, "-", "Pennsieve", "canvas coordinate", note="ignored (layout only)"),
-)
-
 DEPENDENCY_FIELDS = (
     FieldSpec(
         "sourceUrl",
@@ -168,7 +163,6 @@ PROCESSOR_FIELDS = (
         "Pennsieve",
         "the builder's canvas position",
         note="ignored (layout only)",
-        children=POSITION_FIELDS,
     ),
     FieldSpec(
         "interactive",
