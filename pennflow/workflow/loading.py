@@ -92,8 +92,9 @@ def _parse_json(text: str) -> Any:
 def _parse_yaml(text: str) -> Any:
     import yaml  # only YAML files pay for the parser (Lambdas receive JSON)
 
-    loader = _limited_loader(yaml)(text)
+    loader = None
     try:
+        loader = _limited_loader(yaml)(text)  # the reader refuses control characters here already
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -101,7 +102,8 @@ def _parse_yaml(text: str) -> Any:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise TextProblem(f"invalid YAML{where}: {problem}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 _LOADER: Any = None

@@ -177,7 +177,7 @@ def _url_key(url: str) -> str:
 
 
 def _number(value: Any) -> Any:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
         return int(value.strip())
     return value
 
