@@ -81,6 +81,13 @@ PROCESSOR_FIELDS = (
         "at most 64) is derived from it for state names, folders and variables",
     ),
     FieldSpec(
+        "label",
+        {"type": "string", "maxLength": 255},
+        "-",
+        "pennflow",
+        "the id as the author gave it, when a resource-safe id was derived (written by pennflow)",
+    ),
+    FieldSpec(
         "type",
         {"enum": ["data-source", "processor", "data-target"]},
         "processor",
@@ -231,6 +238,13 @@ WORKFLOW_FIELDS = (
         "Pennsieve",
         "kept as the display name; a resource-safe name (lower-case, digits, '-', at most 64) is "
         "derived from it for the state machine, the registry and folders",
+    ),
+    FieldSpec(
+        "displayName",
+        {"type": "string", "maxLength": 255},
+        "-",
+        "pennflow",
+        "the name as the author gave it, when a resource name was derived (written by pennflow)",
     ),
     FieldSpec("summary", STRING, "-", "Pennsieve", "shown in listings"),
     FieldSpec("description", STRING, "-", "Pennsieve", "shown in listings"),

@@ -1,0 +1,54 @@
+"""POST /workflows takes every Pennsieve shape unchanged, and answers hostile bodies with a 4xx."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pennflow.workflow.definition import load_definition, validate_definition
+from tests.integration import api_support
+from tests.integration.api_support import Api
+
+api = api_support.api
+mocked_aws = api_support.mocked_aws
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "pennsieve"
+ALL = sorted(FIXTURES.glob("*.json"))
+NESTED: list = []
+for _ in range(40):
+    NESTED = [NESTED]
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
+def test_each_pennsieve_shape_registers(api: Api, path: Path) -> None:
+    expected = load_definition(path)
+    reply = api("POST", "/workflows", body=json.loads(path.read_text()))
+
+    assert reply.status == 201, reply.body
+    assert reply.body["name"] == expected.name
+    stored = reply.body["definition"]
+    assert stored.get("displayName") == expected.display_name
+    # What is stored reads back to the same workflow (names and ids already resource-safe).
+    assert validate_definition(stored).definition_hash() == expected.definition_hash()
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (
+            {"name": "wf", "processors": [{"id": "a", "image": "i", "defaultParam": {}}]},
+            "did you mean defaultParams",
+        ),
+        ({"name": "wf", "processors": [{"id": "a", "image": "i", "defaultParams": {"FOO\n": "x"}}]}, "FOO"),
+        (
+            {"name": "wf", "processors": [{"id": "a", "image": "i", "defaultParams": {"K": NESTED}}]},
+            "nested too deeply",
+        ),
+    ],
+)
+def test_hostile_bodies_are_4xx(api: Api, body, fragment) -> None:
+    reply = api("POST", "/workflows", body=body)
+    assert 400 <= reply.status < 500
+    assert fragment in json.dumps(reply.body)
