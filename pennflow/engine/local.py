@@ -50,6 +50,7 @@ from pennflow.engine.launchers import (
     missing_executable,
     subprocess_spec,
 )
+from pennflow.engine.pennsieve_session import LocalPennsieveSession
 from pennflow.layers.models import (
     InvalidLayerName,
     LayerConflict,
@@ -68,6 +69,7 @@ from pennflow.workflow.contract import (
     RunLayout,
     UnknownParameter,
     build_union,
+    builds_union,
     list_input_files,
     make_batches,
     processor_environment,
@@ -84,6 +86,7 @@ if TYPE_CHECKING:
 DEFAULT_KILL_GRACE_SECONDS = 5.0
 STORE_POLL_SECONDS = 0.5
 NO_OUTPUT = "wrote no output files"
+SECRET_VARIABLES = ("SESSION_TOKEN",)
 CANCELED_BY_USER = "canceled by the user"
 CANCELED_BY_STORE = "canceled (pennflow cancel)"
 _STOPPED = "stopped"  # RunningProcess.stopped_by when the run stops (failure elsewhere or cancel)
@@ -516,6 +519,7 @@ class _Engine:
         self._views_lock = threading.Lock()
         self._pennsieve_client: PennsieveClient | None = None
         self._pennsieve_lock = threading.Lock()
+        self._pennsieve_session = LocalPennsieveSession(self._pennsieve)
 
     # ---------------------------------------------------------------- the run
 
@@ -796,7 +800,7 @@ class _Engine:
 
     def _prepare_union(self, processor: Processor) -> None:
         """Fan-in: INPUT_DIR is the union of the dependencies' outputs (raises FanInClash)."""
-        if len(processor.dependencies) > 1:
+        if builds_union(processor):  # a root processor's INPUT_DIR: an empty folder
             sources = {dep: self._output_dir(dep) for dep in processor.dependencies}
             union = Path(self.layout.union_dir(processor.id))
             if union.exists():
@@ -955,6 +959,8 @@ class _Engine:
     def _container_spec(self, processor: Processor, batch: int | None) -> LaunchSpec:
         assert processor.image is not None
         env = self._environment(processor, RunLayout(RUN_MOUNT), LAYERS_MOUNT, batch, None)
+        # Passed by name (the value in docker's own environment), so it is on no command line or log.
+        secrets = {key: env.pop(key) for key in SECRET_VARIABLES if key in env}
         name = f"pennflow-{self.run_id}-{processor.id}" + (f"-{batch}" if batch is not None else "")
         argv = docker_command(
             processor.image,
@@ -963,8 +969,9 @@ class _Engine:
             layers={mount.name: Path(mount.path) for mount in self.layers.of(processor)},
             user=caller_user(),
             name=name,
+            secret_names=sorted(secrets),
         )
-        return docker_spec(argv, name)
+        return docker_spec(argv, name, secrets)
 
     def _environment(
         self,
@@ -984,6 +991,10 @@ class _Engine:
             dataset_id=self.plan.inputs.dataset_id,
             inherited_pythonpath=inherited_pythonpath,
         )
+        pennsieve, note = self._pennsieve_session.environment(self.workflow, self.run_id, processor)
+        env.update(pennsieve)
+        if note:
+            self._append_log(processor.id, note + "\n")
         if batch is not None:
             env["INPUT_DIR"] = str(layout.batch_dir(processor.id, batch))
             env["BATCH_INDEX"] = str(batch)

@@ -291,6 +291,10 @@ class _Compiler:
         env = [{"Name": name, "Value": value} for name, value in static.items()]
         env.append({"Name": "RUN_ID", "Value.$": "$.run.id"})
         env.append({"Name": "DATASET_ID", "Value.$": "$.run.datasetId"})
+        # Pennsieve's names for the run (INTEGRATION_ID, ...) and its token come from the slot's
+        # parameters through the task definition, costing the state machine nothing per state.
+        if self.workflow.organization_id:
+            env.append({"Name": "ORGANIZATION_ID", "Value": self.workflow.organization_id})
         if batch:
             env.append({"Name": "INPUT_DIR", "Value.$": "$.batch.inputDir"})
             env.append({"Name": "BATCH_INDEX", "Value.$": "States.Format('{}', $.batch.index)"})

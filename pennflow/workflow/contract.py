@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
 
-from pennflow.workflow.definition import Processor, TargetType, Workflow
+from pennflow.workflow.definition import Processor, ProcessorType, TargetType, Workflow
 from pennflow.workflow.limits import is_name
 
 # Mount points inside an ECS task: the run's own access point and the layers it requested.
@@ -55,10 +55,17 @@ class RunLayout:
     def input_dir(self, processor: Processor) -> PurePath | None:
         deps = processor.dependencies
         if not deps:
-            return None
+            # A processor with no dependencies starts with an empty INPUT_DIR; a data source has none.
+            return self.union_dir(processor.id) if builds_union(processor) else None
         if len(deps) == 1:
             return self.output_dir(deps[0])
         return self.union_dir(processor.id)
+
+
+def builds_union(processor: Processor) -> bool:
+    """Whether INPUT_DIR is built before the processor starts: a fan-in union, or empty for a root."""
+    deps = processor.dependencies
+    return len(deps) > 1 or (not deps and processor.type is ProcessorType.PROCESSOR)
 
 
 def static_environment(
