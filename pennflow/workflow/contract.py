@@ -18,8 +18,18 @@ from pennflow.workflow.limits import is_name
 # Mount points inside an ECS task: the run's own access point and the layers it requested.
 RUN_MOUNT = PurePosixPath("/mnt/run")
 LAYERS_MOUNT = PurePosixPath("/mnt/layers")
-# A python-env layer is installed with `pip install --target <layer>/python` (as in Lambda layers).
+# A python-env layer keeps its packages in Pennsieve's layout, <layer>/lib/python3.<minor>/site-packages
+# (what pennflow's builder writes), or in the Lambda-layer layout <layer>/python (what pennflow wrote
+# before). PYTHONPATH names both, for every minor version a processor may run, so layers built either
+# way are interchangeable; the path is fixed (no look into the layer), the same locally and on ECS.
 LAYER_PYTHON_SUBDIR = "python"
+SITE_PACKAGES_MINORS = tuple(range(14, 8, -1))  # Python 3.14 ... 3.9
+
+
+def layer_site_dirs(layer_dir: PurePath) -> list[PurePath]:
+    return [layer_dir / LAYER_PYTHON_SUBDIR] + [
+        layer_dir / "lib" / f"python3.{minor}" / "site-packages" for minor in SITE_PACKAGES_MINORS
+    ]
 
 
 def env_name(name: str) -> str:
@@ -89,14 +99,14 @@ def static_environment(
 
 
 def python_path(processor: Processor, layers_root: PurePath, inherited: str | None = None) -> str | None:
-    """Each requested layer's ``python/`` folder (present in python-env layers), then any inherited path."""
+    """Each requested layer's package folders (either layout, see ``layer_site_dirs``), then any inherited path."""
     return layers_python_path(processor.layers, layers_root, inherited)
 
 
 def layers_python_path(
     layers: Sequence[str], layers_root: PurePath, inherited: str | None = None
 ) -> str | None:
-    parts = [str(layers_root / layer / LAYER_PYTHON_SUBDIR) for layer in layers]
+    parts = [str(path) for layer in layers for path in layer_site_dirs(layers_root / layer)]
     if inherited:
         parts.append(inherited)
     return os.pathsep.join(parts) if parts else None
