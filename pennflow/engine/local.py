@@ -893,6 +893,7 @@ class _Engine:
                 run_id=self.run_id,
                 params=self.plan.params[processor.id],
                 run_dataset_id=self.plan.inputs.dataset_id,
+                run_package_ids=self.plan.inputs.package_ids,
                 results_bucket=self.plan.inputs.results_bucket,
                 pennsieve=self._pennsieve,
             )

@@ -194,7 +194,7 @@ def test_without_publish_a_pennsieve_dataset_target_uploads_nothing(
         (
             "Pennsieve Package Asset",
             {},
-            "processor 'results': Pennsieve Package Asset targets are not supported",
+            "processor 'results': --publish with a Pennsieve Package Asset target needs Pennsieve credentials",
         ),
     ],
 )
