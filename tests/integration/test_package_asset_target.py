@@ -129,3 +129,43 @@ def test_without_a_dataset_or_credentials_it_says_so(figure) -> None:
         publish("Pennsieve Package Asset", figure, run_id="r", params=params)
     with pytest.raises(TargetError, match="needs Pennsieve credentials"):
         publish("Pennsieve Package Asset", figure, run_id="r", params=params, run_dataset_id="N:dataset:1")
+
+
+def test_a_local_run_publishes_its_figure_to_the_package_it_started_on(
+    pennsieve, cognito_user, tmp_path, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from pennflow.cli import app
+
+    monkeypatch.setenv("PENNFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("PENNSIEVE_API_HOST", pennsieve.api_host)
+    monkeypatch.setenv("PENNSIEVE_API2_HOST", pennsieve.api2_host)
+    monkeypatch.setenv("PENNSIEVE_API_KEY", cognito_user.api_key)
+    monkeypatch.setenv("PENNSIEVE_API_SECRET", cognito_user.api_secret)
+    dataset = pennsieve.add_dataset("eeg-study")
+    package = dataset.add_package("a.edf", [("a.edf", 100)])
+    definition = json.loads(
+        (Path(__file__).parents[1] / "fixtures" / "pennsieve" / "figure-asset.json").read_text()
+    )
+    render = definition["processors"][1]
+    render.pop("sourceUrl"), render.pop("tag")
+    render["command"] = [
+        "python",
+        "-c",
+        "import os; open(os.environ['OUTPUT_DIR'] + '/plot.png', 'wb').write(b'png')",
+    ]
+    definition.pop("organizationId")
+    path = tmp_path / "figure.json"
+    path.write_text(json.dumps(definition))
+
+    result = CliRunner().invoke(
+        app, ["run", str(path), "--dataset", dataset.node_id, "--package", package.node_id, "--publish"]
+    )
+
+    assert result.exit_code == 0, result.output
+    [asset] = pennsieve.assets.values()
+    assert (asset["name"], asset["asset_type"], asset["status"]) == ("figure", "PNG", "ready")
+    assert asset["package_ids"] == [package.node_id]
+    assert keys(pennsieve.upload_bucket, f"assets/{dataset.node_id}/{asset['id']}") == {"plot.png": b"png"}
