@@ -42,6 +42,11 @@ def task_family_prefix(node_name: str) -> str:
     return f"{node_name}-proc-"
 
 
+def slot_parameter_prefix(node_name: str) -> str:
+    """SSM parameters of each run slot (the leased run's id and SESSION_TOKEN): <prefix><slot>/<leaf>."""
+    return f"/pennflow/{node_name}/slots/"
+
+
 def slot_id(index: int) -> str:
     return f"slot-{index:02d}"
 
@@ -188,6 +193,8 @@ ENV = {
     "state_machine_role": "STATE_MACHINE_ROLE_ARN",
     "state_machine_log_group": "STATE_MACHINE_LOG_GROUP_ARN",
     "pennsieve_secret": "PENNSIEVE_SECRET_ARN",
+    "slot_parameter_prefix": "SLOT_PARAMETER_PREFIX",
+    "deployment_mode": "DEPLOYMENT_MODE",
     "prepare_function": "PREPARE_FUNCTION_NAME",
     "cancel_function": "CANCEL_FUNCTION_NAME",
     "finalize_function": "FINALIZE_FUNCTION_ARN",  # an ARN or a name: the node passes names

@@ -313,6 +313,9 @@ class NodeFunctions(Construct):
             "task_security_group": network.task_security_group.security_group_id,
             "task_family_prefix": C.task_family_prefix(s.node_name),
             "pennsieve_secret": compute.pennsieve_secret.secret_arn,
+            "slot_parameter_prefix": C.slot_parameter_prefix(s.node_name),
+            # Pennsieve's DEPLOYMENT_MODE: private subnets with a NAT are "secure", without "compliant"
+            "deployment_mode": "secure" if s.nat_gateways else "compliant",
             "finalize_function": self.name_of("finalize"),
             "list_batches_function": self.name_of("list_batches"),
             "download_function": self.name_of("download"),
@@ -442,6 +445,13 @@ class NodeFunctions(Construct):
         self.allow_table(role, storage.workflows_table, READ)
         self.allow(role, ["elasticfilesystem:DescribeAccessPoints"], [storage.file_system.file_system_arn])
         self.allow(role, ["secretsmanager:GetSecretValue"], [compute.pennsieve_secret.secret_arn])
+        self.allow_wildcard(
+            role,
+            iam.PolicyStatement(actions=["ssm:PutParameter"], resources=[compute.slot_parameters_arn]),
+            "At lease time the runs manager writes the leased slot's run id and SESSION_TOKEN "
+            "(pennflow.node.session_tokens); slots are numbered at runtime, so the resource is the node's "
+            "slot-parameter path, and the only action is writing a value.",
+        )
         self.allow(
             role, ["logs:GetLogEvents", "logs:FilterLogEvents"], [compute.processor_log_group.log_group_arn]
         )

@@ -28,9 +28,10 @@ def test_processor_role_writes_only_through_the_run_slot_access_points(node):
     assert "ArnLike" in read_only["Condition"]
 
 
-def test_execution_role_only_pulls_images_and_writes_logs(node):
+def test_execution_role_only_pulls_images_writes_logs_and_reads_slot_parameters(node):
     actions = node.role_actions(node.stack.compute.execution_role)
     assert actions == {
+        "ssm:GetParameters",  # each slot's run id and SESSION_TOKEN, into the container (secrets)
         "ecr:GetAuthorizationToken",
         "ecr:BatchCheckLayerAvailability",
         "ecr:GetDownloadUrlForLayer",
