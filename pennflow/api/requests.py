@@ -66,7 +66,7 @@ def json_body(text: str) -> dict[str, Any]:
     form field is, and the rest silently dropped.)
     """
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError:
         raise
     except (RecursionError, ValueError) as exc:
@@ -79,6 +79,16 @@ def json_body(text: str) -> dict[str, Any]:
             fields=[field_error("body", "must be a JSON object")],
         )
     return value
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A repeated key would silently keep only its last value: refuse it (400) instead."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
 
 
 def _header(event: Mapping[str, Any], name: str) -> str:

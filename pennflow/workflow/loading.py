@@ -10,6 +10,7 @@ so a repeated key silently drops a value the author wrote).
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,37 @@ def _parse_json(text: str) -> Any:
         raise TextProblem(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
 
 
+_FLOW_TOKENS = re.compile(r"[\[\]{}\"'\n]")
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of YAML flow collections (``[``/``{``) outside quotes: PyYAML's parser
+    recurses once per level and takes a second to overflow on 50,000 of them, so count first."""
+    depth = deepest = 0
+    quote = ""
+    for match in _FLOW_TOKENS.finditer(text):
+        char = match.group()
+        if char == "\n":
+            quote = ""  # an unclosed quote (an apostrophe in plain text) ends with its line
+        elif quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break  # enough to refuse
+        else:
+            depth = max(depth - 1, 0)
+    return deepest
+
+
 def _parse_yaml(text: str) -> Any:
     import yaml  # only YAML files pay for the parser (Lambdas receive JSON)
+
+    if _flow_depth(text) > MAX_DEPTH:
+        raise TextProblem(f"nested too deeply (at most {MAX_DEPTH} levels)")
 
     loader = None
     try:

@@ -52,3 +52,10 @@ def test_hostile_bodies_are_4xx(api: Api, body, fragment) -> None:
     reply = api("POST", "/workflows", body=body)
     assert 400 <= reply.status < 500
     assert fragment in json.dumps(reply.body)
+
+
+def test_a_repeated_key_in_the_body_is_400_not_silently_dropped(api: Api) -> None:
+    raw = '{"name": "wf", "name": "other", "processors": [{"id": "a", "image": "i"}]}'
+    reply = api("POST", "/workflows", raw=raw)
+    assert reply.status == 400
+    assert "duplicate key 'name'" in json.dumps(reply.body)

@@ -28,6 +28,7 @@ from pennflow.workflow.runs import Status
 pytest_plugins = ["tests.fakes.pennsieve_fixtures"]
 
 PROCESSOR = Path(__file__).parents[1] / "fixtures" / "processors" / "pennsieve_style.py"
+PRINT_ENV = PROCESSOR.with_name("print_env.py")
 DIAMOND = """
 name: Pennsieve style diamond
 organizationId: {organization}
@@ -192,3 +193,27 @@ def test_a_workflow_with_no_token_processors_mints_nothing(pennsieve_aws) -> Non
         raise AssertionError("no token should be minted")
 
     SlotRunParameters(_settings(), mint=refuse).write(Slot("slot-04", "fsap-4", "/r"), "run-43", workflow)
+
+
+@pytest.mark.parametrize("fixture", ["api-definition.json", "builder-diamond.json", "create-dialog.json"])
+def test_pennsieve_shapes_run_locally_once_their_processors_can_start(home, tmp_path, fixture) -> None:
+    """The shapes run as written; only sourceUrl (resolved by a node's registry) becomes a local command."""
+    definition = json.loads((Path(__file__).parents[1] / "fixtures" / "pennsieve" / fixture).read_text())
+    key = "dag" if "dag" in definition else "processors"
+    for entry in definition[key]:
+        if entry.get("type", "processor") == "processor":
+            entry["command"] = ["python", str(PRINT_ENV)]
+            entry["pennsieveToken"] = False
+    path = tmp_path / fixture
+    path.write_text(json.dumps(definition))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("a")
+    args = ["run", str(path)]
+    if any(e.get("type") == "data-source" for e in definition[key]):
+        args += ["--input", str(tmp_path / "in")]
+
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 0, result.output
+    [run] = SqliteRunStore(home.db_path).list_runs().runs
+    assert run.status is Status.SUCCEEDED
