@@ -59,3 +59,27 @@ def test_a_repeated_key_in_the_body_is_400_not_silently_dropped(api: Api) -> Non
     reply = api("POST", "/workflows", raw=raw)
     assert reply.status == 400
     assert "duplicate key 'name'" in json.dumps(reply.body)
+
+
+def test_a_run_of_a_layer_target_without_layer_name_must_pass_it(api: Api) -> None:
+    name = api.register(json.loads((FIXTURES / "build-python-env.json").read_text())).body["name"]
+
+    refused = api.start(name)
+    assert refused.status == 400
+    assert "layerName: none given" in json.dumps(refused.body)
+    bad = api.start(name, params={"layerName": "lay\n"})
+    assert bad.status == 400 and "not a valid layer name" in json.dumps(bad.body)
+    accepted = api.start(name, params={"layerName": "py-env"})
+    assert accepted.status == 202, accepted.body
+    assert api.store.get_run(accepted.body["runId"]).params["environment-layer"] == {"layerName": "py-env"}
+
+
+def test_a_run_whose_params_overflow_the_ecs_override_is_400(api: Api) -> None:
+    definition = {
+        "name": "long",
+        "processors": [{"id": "a", "image": "i", "defaultParams": {f"P{i}": "v" for i in range(3)}}],
+    }
+    api.register(definition)
+    reply = api.start("long", params={f"P{i}": "v" * 4096 for i in range(3)})
+    assert reply.status == 400
+    assert "8192" in json.dumps(reply.body)
