@@ -316,6 +316,10 @@ class NodeFunctions(Construct):
             "slot_parameter_prefix": C.slot_parameter_prefix(s.node_name),
             # Pennsieve's DEPLOYMENT_MODE: private subnets with a NAT are "secure", without "compliant"
             "deployment_mode": "secure" if s.nat_gateways else "compliant",
+            "pennsieve_api_host": s.pennsieve_api_host,
+            "pennsieve_api2_host": s.pennsieve_api2_host,
+            "pennsieve_environment": s.pennsieve_environment,
+            "pennsieve_organization_id": s.pennsieve_organization_id,
             "finalize_function": self.name_of("finalize"),
             "list_batches_function": self.name_of("list_batches"),
             "download_function": self.name_of("download"),

@@ -528,6 +528,7 @@ class _Engine:
         self._pennsieve_client: PennsieveClient | None = None
         self._pennsieve_lock = threading.Lock()
         self._pennsieve_session = LocalPennsieveSession(self._pennsieve)
+        self._launch_notes: dict[str, str] = {}
 
     # ---------------------------------------------------------------- the run
 
@@ -1002,8 +1003,8 @@ class _Engine:
         )
         pennsieve, note = self._pennsieve_session.environment(self.workflow, self.run_id, processor)
         env.update(pennsieve)
-        if note:
-            self._append_log(processor.id, note + "\n")
+        if note:  # written after the attempt's header (_run_process)
+            self._launch_notes[processor.id] = note
         if batch is not None:
             env["INPUT_DIR"] = str(layout.batch_dir(processor.id, batch))
             env["BATCH_INDEX"] = str(batch)
@@ -1016,6 +1017,9 @@ class _Engine:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             log.write(_header(processor, attempt, shlex.join(spec.command), batch).encode())
+            note = self._launch_notes.pop(processor.id, None)
+            if note:
+                log.write(f"{note}\n".encode())
             log.flush()
             attempt_start = log.tell()
             try:

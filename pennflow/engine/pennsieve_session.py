@@ -54,5 +54,5 @@ class LocalPennsieveSession:
                 try:
                     self._client = self._client_factory()
                 except PennsieveError as exc:
-                    self._unavailable = f"no Pennsieve credentials ({exc})"
+                    self._unavailable = f"no Pennsieve credentials ({type(exc).__name__})"
             return self._client
