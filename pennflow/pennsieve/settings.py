@@ -31,7 +31,8 @@ class PennsieveHosts(BaseModel):
         env = os.environ if env is None else env
         return cls(
             api=env.get("PENNSIEVE_API_HOST") or DEFAULT_API_HOST,
-            api2=env.get("PENNSIEVE_API2_HOST") or DEFAULT_API2_HOST,
+            # PENNSIEVE_API_HOST2 is Pennsieve's own name for it (what its processors read)
+            api2=env.get("PENNSIEVE_API2_HOST") or env.get("PENNSIEVE_API_HOST2") or DEFAULT_API2_HOST,
         )
 
 

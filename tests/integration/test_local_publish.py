@@ -173,7 +173,8 @@ def test_without_publish_a_pennsieve_dataset_target_uploads_nothing(
     assert result.exit_code == 0, result.output
     run, steps = finished(result)
     assert steps["results"]["status"] == Status.SUCCEEDED.value and copied(home, run).is_file()
-    assert pennsieve.requests == []
+    # Only the login that mints the processors' SESSION_TOKEN: no upload, no API call.
+    assert [r.path for r in pennsieve.requests] == ["/authentication/cognito-config"]
 
 
 @pytest.mark.parametrize(
@@ -194,7 +195,7 @@ def test_without_publish_a_pennsieve_dataset_target_uploads_nothing(
         (
             "Pennsieve Package Asset",
             {},
-            "processor 'results': Pennsieve Package Asset targets are not supported",
+            "processor 'results': --publish with a Pennsieve Package Asset target needs Pennsieve credentials",
         ),
     ],
 )
