@@ -177,11 +177,8 @@ def _parse_yaml(text: str) -> Any:
 
 
 def _load(yaml: Any, loader_class: Any, text: str) -> Any:
-    loader = loader_class(text)  # the pure-Python reader refuses control characters here already
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
+    # The pure-Python reader refuses control characters already when the loader is made.
+    return yaml.load(text, Loader=loader_class)
 
 
 _LOADERS: dict[bool, Any] = {}
@@ -211,6 +208,7 @@ def _limited_loader(yaml: Any, *, fast: bool) -> Any:
                     seen.add(key)
             return super().construct_mapping(node, deep=deep)
 
+    LimitedLoader.__name__ = LimitedLoader.__qualname__ = "Limited" + LimitedLoader.__mro__[1].__name__
     _LOADERS[fast] = LimitedLoader
     return LimitedLoader
 
