@@ -25,7 +25,8 @@ from pennflow.engine.launchers import (
     subprocess_spec,
 )
 from pennflow.engine.outcomes import Attempt, attempt_header
-from pennflow.engine.pennsieve_session import LocalPennsieveSession
+from pennflow.engine.pennsieve_session import LocalPennsieveSession, wants_pennsieve
+from pennflow.engine.run_checks import needs_pennsieve
 from pennflow.engine.run_context import RunContext
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, processor_environment
 from pennflow.workflow.definition import Processor
@@ -46,7 +47,10 @@ class ProcessLauncher:
     def __init__(self, ctx: RunContext, pennsieve: Callable[[], PennsieveClient]):
         self.ctx = ctx
         # Pennsieve's processor variables and a SESSION_TOKEN per start, from the run's one client.
-        self._pennsieve_session = LocalPennsieveSession(pennsieve)
+        uses_pennsieve = needs_pennsieve(ctx.workflow, ctx.plan.inputs)
+        self._pennsieve_session = LocalPennsieveSession(
+            pennsieve, connect=wants_pennsieve(ctx.workflow, uses_pennsieve)
+        )
         self._launch_notes: dict[str, str] = {}
 
     def spec(self, processor: Processor, batch: int | None = None) -> LaunchSpec:

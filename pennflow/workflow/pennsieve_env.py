@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 from pennflow.workflow.definition import Workflow
 
+DEFAULT_API_HOST = "https://api.pennsieve.io"
+DEFAULT_API2_HOST = "https://api2.pennsieve.io"
 SESSION_TOKEN = "SESSION_TOKEN"
 RUN_VARIABLES = ("INTEGRATION_ID", "EXECUTION_RUN_ID")
 DEPLOYMENT_MODES = ("basic", "secure", "compliant")
@@ -59,6 +61,17 @@ class PennsieveNodeEnvironment:
         env = os.environ if env is None else env
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
         return cls(api_host, api_host2, "local", region, "", organization_id)
+
+
+def hosts_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(api, api2) as this machine names them, else Pennsieve's production hosts (unvalidated: the
+    Pennsieve client checks them, ``pennflow.pennsieve.settings.PennsieveHosts``)."""
+    env = os.environ if env is None else env
+    return (
+        env.get("PENNSIEVE_API_HOST") or DEFAULT_API_HOST,
+        # PENNSIEVE_API_HOST2 is Pennsieve's own name for it (what its processors read)
+        env.get("PENNSIEVE_API2_HOST") or env.get("PENNSIEVE_API_HOST2") or DEFAULT_API2_HOST,
+    )
 
 
 def run_variables(workflow: Workflow, run_id: str) -> dict[str, str]:

@@ -99,8 +99,7 @@ def _settings(prefix: str | None = "/pennflow/test/slots/") -> TaskSettings:
     return TaskSettings(
         file_system_id="fs-1",
         execution_role_arn="arn:aws:iam::123456789012:role/exec",
-        processor_role_arn="arn:aws:iam::123456789012:role/proc",
-        builtin_role_arn="arn:aws:iam::123456789012:role/builtin",
+        slot_role_template="arn:aws:iam::123456789012:role/test_us-east-1_{slot}-{kind}",
         builtin_image="builtin:1",
         log_group="logs",
         region="us-east-1",
