@@ -44,7 +44,7 @@ def test_each_pennsieve_shape_registers(api: Api, path: Path) -> None:
         ({"name": "wf", "processors": [{"id": "a", "image": "i", "defaultParams": {"FOO\n": "x"}}]}, "FOO"),
         (
             {"name": "wf", "processors": [{"id": "a", "image": "i", "defaultParams": {"K": NESTED}}]},
-            "nested too deeply",
+            "too_deep",  # refused at the API edge (MAX_JSON_DEPTH), before the loader
         ),
     ],
 )
