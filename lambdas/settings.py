@@ -95,6 +95,14 @@ class NodeSettings(_EnvSettings):
     layer_jobs_function_name: str | None = Field(None, alias="LAYER_JOBS_FUNCTION_NAME")
     # Resumes a preparation that did not fit in one invocation (pennflow.node.resume).
     prepare_function_name: str | None = Field(None, alias="PREPARE_FUNCTION_NAME")
+    # Pennsieve's processor environment (pennflow.workflow.pennsieve_env): the node's half.
+    pennsieve_api_host: str = Field("https://api.pennsieve.io", alias="PENNSIEVE_API_HOST")
+    pennsieve_api2_host: str = Field("https://api2.pennsieve.io", alias="PENNSIEVE_API2_HOST")
+    pennsieve_environment: str = Field("prod", alias="PENNSIEVE_ENVIRONMENT")
+    deployment_mode: str = Field("secure", alias="DEPLOYMENT_MODE", pattern="^(basic|secure|compliant)$")
+    organization_id: str = Field("", alias="PENNSIEVE_ORGANIZATION_ID")
+    # Where each slot's run id and SESSION_TOKEN are written at lease time (SSM parameters).
+    slot_parameter_prefix: str | None = Field(None, alias="SLOT_PARAMETER_PREFIX")
 
 
 def _describe(exc: ValidationError) -> str:
@@ -128,6 +136,19 @@ def node_for(context: Any) -> Any:
     return replace(node(), budget=TimeBudget.of_lambda(context))
 
 
+def _pennsieve_environment(settings: NodeSettings) -> dict[str, str]:
+    from pennflow.workflow.pennsieve_env import PennsieveNodeEnvironment
+
+    return PennsieveNodeEnvironment(
+        api_host=settings.pennsieve_api_host,
+        api_host2=settings.pennsieve_api2_host,
+        environment=settings.pennsieve_environment,
+        region=settings.region,
+        deployment_mode=settings.deployment_mode,
+        organization_id=settings.organization_id,
+    ).variables()
+
+
 def build_node(settings: NodeSettings, listener: Any = None) -> Any:
     from pennflow.node.lifecycle import Node, NodeConfig, NoLayers, PennsieveManifests, RegistryLayerPins
     from pennflow.node.registry import DynamoWorkflowRegistry, StateMachineSettings
@@ -148,6 +169,9 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         region=settings.region,
         layers_access_point_id=settings.layers_access_point_id,
         family_prefix=settings.task_family_prefix,
+        pennsieve_environment=_pennsieve_environment(settings),
+        slot_parameter_prefix=settings.slot_parameter_prefix,
+        session_tokens=bool(settings.pennsieve_secret_arn),
         builtin_environment={
             name: value
             for name, value in {
@@ -180,7 +204,11 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         results_bucket=settings.results_bucket,
         retention_days=settings.retention_days,
     )
-    extra = {"listener": listener} if listener is not None else {}
+    extra: dict[str, Any] = {"listener": listener} if listener is not None else {}
+    if task_settings.slot_parameter_prefix:
+        from pennflow.node.session_tokens import SlotRunParameters
+
+        extra["run_parameters"] = SlotRunParameters(task_settings)
     return Node(
         config=config,
         store=DynamoRunStore(settings.runs_table),

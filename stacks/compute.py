@@ -49,6 +49,21 @@ class NodeCompute(Construct):
 
         self.execution_role = self._task_role("ExecutionRole", "Pulls processor images and ships their logs")
         self._allow_image_pull_and_logs()
+        self.slot_parameters_arn = Stack.of(self).format_arn(
+            service="ssm",
+            resource="parameter",
+            resource_name=f"{C.slot_parameter_prefix(settings.node_name).strip('/')}/*",
+        )
+        # ECS reads each slot's run id and SESSION_TOKEN into the container (task-definition secrets);
+        # SecureStrings use the AWS-managed key, which needs no kms grant here.
+        read_slots = iam.PolicyStatement(actions=["ssm:GetParameters"], resources=[self.slot_parameters_arn])
+        self.execution_role.add_to_principal_policy(read_slots)
+        acknowledge_wildcards(
+            self.execution_role.node.find_child("DefaultPolicy"),
+            read_slots,
+            "ECS reads a task's run id and SESSION_TOKEN from its slot's parameters when it starts; slots "
+            "are numbered at runtime, so the resource is the node's slot-parameter path (read only).",
+        )
         # What every slot's roles share is one managed policy each; what differs, the slot's own access
         # point, is inline in that slot's roles. IAM, not only the task definitions, keeps runs apart.
         self.layers_read_policy = self._layers_read_policy()

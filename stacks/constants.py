@@ -59,6 +59,11 @@ def task_family_prefix(node_name: str) -> str:
     return f"{node_prefix(node_name)}proc-"
 
 
+def slot_parameter_prefix(node_name: str) -> str:
+    """SSM parameters of each run slot (the leased run's id and SESSION_TOKEN): <prefix><slot>/<leaf>."""
+    return f"/pennflow/{node_name}/slots/"
+
+
 def slot_id(index: int) -> str:
     return f"slot-{index:02d}"
 
@@ -227,6 +232,12 @@ ENV = {
     "state_machine_role": "STATE_MACHINE_ROLE_ARN",
     "state_machine_log_group": "STATE_MACHINE_LOG_GROUP_ARN",
     "pennsieve_secret": "PENNSIEVE_SECRET_ARN",
+    "slot_parameter_prefix": "SLOT_PARAMETER_PREFIX",
+    "pennsieve_api_host": "PENNSIEVE_API_HOST",
+    "pennsieve_api2_host": "PENNSIEVE_API2_HOST",
+    "pennsieve_environment": "PENNSIEVE_ENVIRONMENT",
+    "pennsieve_organization_id": "PENNSIEVE_ORGANIZATION_ID",
+    "deployment_mode": "DEPLOYMENT_MODE",
     "prepare_function": "PREPARE_FUNCTION_NAME",
     "cancel_function": "CANCEL_FUNCTION_NAME",
     "finalize_function": "FINALIZE_FUNCTION_ARN",  # an ARN or a name: the node passes names

@@ -314,6 +314,13 @@ class NodeFunctions(Construct):
             "task_security_group": network.task_security_group.security_group_id,
             "task_family_prefix": C.task_family_prefix(s.node_name),
             "pennsieve_secret": compute.pennsieve_secret.secret_arn,
+            "slot_parameter_prefix": C.slot_parameter_prefix(s.node_name),
+            # Pennsieve's DEPLOYMENT_MODE: private subnets with a NAT are "secure", without "compliant"
+            "deployment_mode": "secure" if s.nat_gateways else "compliant",
+            "pennsieve_api_host": s.pennsieve_api_host,
+            "pennsieve_api2_host": s.pennsieve_api2_host,
+            "pennsieve_environment": s.pennsieve_environment,
+            "pennsieve_organization_id": s.pennsieve_organization_id,
             "finalize_function": self.name_of("finalize"),
             "prepare_function": self.name_of("prepare"),  # resumes a preparation handed on (out of time)
             "list_batches_function": self.name_of("list_batches"),
@@ -444,6 +451,13 @@ class NodeFunctions(Construct):
         self.allow_table(role, storage.workflows_table, READ)
         self.allow(role, ["elasticfilesystem:DescribeAccessPoints"], [storage.file_system.file_system_arn])
         self.allow(role, ["secretsmanager:GetSecretValue"], [compute.pennsieve_secret.secret_arn])
+        self.allow_wildcard(
+            role,
+            iam.PolicyStatement(actions=["ssm:PutParameter"], resources=[compute.slot_parameters_arn]),
+            "At lease time the runs manager writes the leased slot's run id and SESSION_TOKEN "
+            "(pennflow.node.session_tokens); slots are numbered at runtime, so the resource is the node's "
+            "slot-parameter path, and the only action is writing a value.",
+        )
         self.allow(
             role, ["logs:GetLogEvents", "logs:FilterLogEvents"], [compute.processor_log_group.log_group_arn]
         )

@@ -138,6 +138,12 @@ class NodeSettings(_Model):
     layer_build_image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)] = (
         "ghcr.io/pennflow/layer-build:0.1.0"
     )
+    # What processors get as Pennsieve's PENNSIEVE_API_HOST, PENNSIEVE_API_HOST2, ENVIRONMENT and
+    # ORGANIZATION_ID (pennflow.workflow.pennsieve_env); the built-ins use the same hosts.
+    pennsieve_api_host: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] = "https://api.pennsieve.io"
+    pennsieve_api2_host: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] = "https://api2.pennsieve.io"
+    pennsieve_environment: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$")] = "prod"
+    pennsieve_organization_id: Annotated[str, Field(pattern=r"^(N:organization:[0-9a-f-]+)?$")] = ""
     reserve_concurrency: bool = True  # turn off in accounts whose Lambda concurrency quota is 10
     powertools_layer_arn: Annotated[str | None, Field(pattern=LAYER_ARN_RE)] = None  # default: public layer
     dependency_layer_arns: list[Annotated[str, Field(pattern=LAYER_ARN_RE)]] = []

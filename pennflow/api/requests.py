@@ -3,7 +3,7 @@
 ``preflight`` refuses bodies that are too large (413), not JSON, or not decodable; ``json_body`` is
 the resolver's JSON parser: it refuses bodies nested deeper than ``MAX_JSON_DEPTH`` (422, whether
 or not the parser itself gave up on them) and turns the parser's other failures (a number too long
-to convert) into the invalid-JSON error instead of an exception.
+to convert, a repeated key) into the invalid-JSON error instead of an exception.
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ from pennflow.api.errors import (
     invalid_definition,
 )
 from pennflow.workflow.definition import Fault
-from pennflow.workflow.limits import MAX_PROCESSORS
+from pennflow.workflow.limits import MAX_JSON_DEPTH, MAX_PROCESSORS
+from pennflow.workflow.loading import nesting_exceeds, no_duplicate_keys
 
 # Far above any workflow definition (1,000 processors take about 70 KB), far below API Gateway's 10 MB,
 # Lambda's 6 MB payload and DynamoDB's 400 KB item.
 MAX_BODY_BYTES = 256 * 1024
-# A definition nests 4 levels (processors, a processor, its params, a value); the parsers and validators
-# behind the routes recurse, so a deeper body is refused before any of them sees it.
-MAX_JSON_DEPTH = 32
+# MAX_JSON_DEPTH (pennflow.workflow.limits, the definition loader's limit too): a definition nests 4
+# levels (processors, a processor, its params, a value); the parsers and validators behind the routes
+# recurse, so a deeper body is refused before any of them sees it.
 METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -75,12 +76,12 @@ def json_body(text: str) -> dict[str, Any]:
     form field is, and the rest silently dropped.)
     """
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=no_duplicate_keys)
     except json.JSONDecodeError:
         raise
     except RecursionError:
         raise too_deep() from None
-    except ValueError as exc:
+    except ValueError as exc:  # a repeated key (it would keep only its last value), a huge number
         raise json.JSONDecodeError(str(exc), text, 0) from None
     if nesting_exceeds(value, MAX_JSON_DEPTH):
         raise too_deep()
@@ -100,20 +101,6 @@ def refuse_oversized_definition(body: Mapping[str, Any]) -> None:
     if isinstance(processors, list) and len(processors) > MAX_PROCESSORS:
         message = f"{len(processors):,} processors; a workflow may have at most {MAX_PROCESSORS:,}"
         raise invalid_definition([Fault(None, "processors", message)])
-
-
-def nesting_exceeds(value: Any, limit: int) -> bool:
-    """Whether arrays and objects nest deeper than ``limit`` levels (without recursing itself)."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return True
-        pending.extend((child, depth + 1) for child in children)
-    return False
 
 
 def too_deep() -> InvalidRequest:

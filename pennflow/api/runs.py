@@ -39,7 +39,7 @@ from pennflow.api.ports import ManifestWriter, RunCanceller, RunLauncher, RunPla
 from pennflow.aws import arns
 from pennflow.node.registry import WorkflowRecord, WorkflowRegistry
 from pennflow.stores.base import RunStore
-from pennflow.workflow.contract import UnknownParameter, run_parameters
+from pennflow.workflow.contract import UnknownParameter, run_param_problems, run_parameters
 from pennflow.workflow.definition import Workflow
 from pennflow.workflow.runs import RunRecord, Status, StepRecord, new_run_id, utcnow
 
@@ -272,10 +272,22 @@ def _existing_run(store: RunStore, run_id: str) -> RunRecord:
 
 def _resolve_params(workflow: Workflow, overrides: Mapping[str, str]) -> dict[str, dict[str, str]]:
     try:
-        return run_parameters(workflow, overrides)
+        params = run_parameters(workflow, overrides)
     except UnknownParameter as exc:
         fields = [field_error(f"params.{key}", "no processor declares this param") for key in exc.keys]
         raise BadRequest(str(exc), fields=fields, code="unknown_param") from None
+    problems = run_param_problems(workflow, params)
+    if problems:
+        fields = [field_error("params.layerName", problem) for problem in problems]
+        raise BadRequest("; ".join(problems), fields=fields, code="invalid_param")
+    from pennflow.workflow.asl import override_problems  # the compiler is needed only for this check
+
+    too_long = override_problems(workflow, params)
+    if too_long:
+        raise BadRequest(
+            "; ".join(too_long), fields=[field_error("params", p) for p in too_long], code="params_too_long"
+        )
+    return params
 
 
 def _dry_run(

@@ -90,9 +90,13 @@ def validate(file: Path = FileArg, as_json: bool = typer.Option(False, "--json",
         raise typer.Exit(EXIT_INVALID) from None
     if as_json:
         summary = {"valid": True, "name": workflow.name, "processors": len(workflow.processors)}
-        print_json(summary, ensure_ascii=False)
+        print_json(
+            {**summary, "displayName": workflow.title, "notes": list(workflow.notes)}, ensure_ascii=False
+        )
     else:
         echo("valid", style="green", rest=f" {workflow.name}: {len(workflow.processors)} processors")
+        for note in workflow.notes:
+            echo(f"  note: {note}")
 
 
 def compile_(

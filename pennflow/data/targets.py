@@ -4,7 +4,8 @@
   server-side encryption and a content type guessed from the name.
 - ``Pennsieve Dataset``: every file to a Pennsieve dataset through the upload service, keeping
   the relative folders; the dataset is the target's ``datasetId`` param, else the run's dataset.
-- ``Pennsieve Package Asset``: not supported (see ``UnsupportedTarget``).
+- ``Pennsieve Package Asset``: every file to a viewer asset on the target packages
+  (``pennflow.data.package_asset``), as Pennsieve's own asset target does.
 - ``persistent-layer``: belongs to the layers module (``pennflow.layers``), refused here.
 
 Relative paths are those of the INPUT_DIR (symlinks and hard links from fan-in and scatter are
@@ -15,14 +16,13 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
-
 from pennflow.aws import client as aws_client
+from pennflow.data.target_models import PublishedFile, TargetError, TargetReport, UnsupportedTarget
 from pennflow.workflow.contract import list_input_files
 from pennflow.workflow.definition import TargetType
 
@@ -43,30 +43,6 @@ PARAM_FOLDER = "folder"
 PARAM_PREFIX = "prefix"
 
 
-class TargetError(ValueError):
-    """The target cannot publish: a missing setting, a reserved name, an unsupported type."""
-
-
-class UnsupportedTarget(TargetError):
-    """A target type this node cannot publish to."""
-
-
-class PublishedFile(BaseModel):
-    path: str = Field(description="relative path in the target's INPUT_DIR")
-    size: int
-    destination: str
-
-
-class TargetReport(BaseModel):
-    target_type: str
-    destination: str
-    files: list[PublishedFile]
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
-
-
 def publish(
     target_type: TargetType | str,
     input_dir: Path,
@@ -74,6 +50,7 @@ def publish(
     run_id: str,
     params: Mapping[str, str],
     run_dataset_id: str | None = None,
+    run_package_ids: Sequence[str] = (),
     results_bucket: str | None = None,
     pennsieve: Callable[[], PennsieveClient] | None = None,
     s3: Any = None,
@@ -101,10 +78,23 @@ def publish(
             input_dir, client=pennsieve(), dataset_id=dataset_id, folder=params.get(PARAM_FOLDER, "")
         )
     if kind is TargetType.PENNSIEVE_PACKAGE_ASSET:
-        raise UnsupportedTarget(
-            "Pennsieve Package Asset targets are not supported: attaching a viewer asset (ASSET_TYPE) to a "
-            "package uses a Pennsieve endpoint that is not part of its documented public API, so this node "
-            "does not publish them; use a 'Pennsieve Dataset' target to upload the files instead"
+        from pennflow.data.package_asset import asset_settings, publish_package_asset
+
+        asset_settings(params, run_package_ids)  # refuse a missing param before any call
+        dataset_id = params.get(PARAM_DATASET) or run_dataset_id
+        if not dataset_id:
+            raise TargetError(
+                "a Pennsieve Package Asset target needs the packages' dataset: start the run on a dataset "
+                f"or set defaultParams.{PARAM_DATASET}"
+            )
+        if pennsieve is None:
+            raise TargetError("a Pennsieve Package Asset target needs Pennsieve credentials")
+        return publish_package_asset(
+            input_dir,
+            client=pennsieve(),
+            dataset_id=dataset_id,
+            params=params,
+            run_package_ids=run_package_ids,
         )
     raise UnsupportedTarget(
         "persistent-layer targets write a layer version, which belongs to pennflow.layers; it has no "
@@ -214,10 +204,9 @@ def local_target_plan(
         return "copy"
     if kind is TargetType.S3 and not results_bucket:
         raise TargetError("--publish with an s3 target needs a results bucket (set PENNFLOW_RESULTS_BUCKET)")
-    if kind is TargetType.PENNSIEVE_DATASET and not has_credentials:
-        raise TargetError("--publish with a Pennsieve Dataset target needs Pennsieve credentials")
-    if kind is TargetType.PENNSIEVE_PACKAGE_ASSET:
-        raise UnsupportedTarget("Pennsieve Package Asset targets are not supported")
+    pennsieve_kinds = (TargetType.PENNSIEVE_DATASET, TargetType.PENNSIEVE_PACKAGE_ASSET)
+    if kind in pennsieve_kinds and not has_credentials:
+        raise TargetError(f"--publish with a {kind.value} target needs Pennsieve credentials")
     return "copy+publish"
 
 

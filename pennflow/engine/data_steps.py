@@ -84,7 +84,7 @@ class DataSteps:
         )
         try:
             summary, report = download_dataset(
-                self._pennsieve(), dataset_id, output, package_ids=list(package_ids) or None
+                self.pennsieve(), dataset_id, output, package_ids=list(package_ids) or None
             )
         except PennsieveError as exc:
             message = _message_with_notes(exc)
@@ -103,7 +103,7 @@ class DataSteps:
         size = filesize.decimal(summary.total_bytes)
         return Attempt(True, f"dataset {dataset_id}: {summary.file_count} files, {size}")
 
-    def _pennsieve(self) -> PennsieveClient:
+    def pennsieve(self) -> PennsieveClient:
         """One client for the run (credentials and hosts from the environment), shared by threads."""
         with self._pennsieve_lock:
             if self._pennsieve_client is None:
@@ -127,8 +127,9 @@ class DataSteps:
                 run_id=self.ctx.run_id,
                 params=self.ctx.plan.params[processor.id],
                 run_dataset_id=self.ctx.plan.inputs.dataset_id,
+                run_package_ids=self.ctx.plan.inputs.package_ids,
                 results_bucket=self.ctx.plan.inputs.results_bucket,
-                pennsieve=self._pennsieve,
+                pennsieve=self.pennsieve,
             )
         except TargetError as exc:  # a setting or a name the next attempt would not change
             self._log(processor, f"publish failed: {exc}\n")

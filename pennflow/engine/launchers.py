@@ -71,6 +71,9 @@ WITHHELD_VARIABLES = frozenset(
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
+        # the contract sets these itself, for the processors that get them
+        "SESSION_TOKEN",
+        "REFRESH_TOKEN",
     }
 )
 
@@ -117,6 +120,7 @@ def docker_command(
     layers: Mapping[str, Path],
     user: str,
     name: str,
+    secret_names: Sequence[str] = (),
 ) -> list[str]:
     """``docker run`` for one attempt: the run folder at RUN_MOUNT, each layer read-only under
     LAYERS_MOUNT, the contract environment (already holding container paths), the caller's user."""
@@ -126,13 +130,15 @@ def docker_command(
         argv += ["--mount", _bind(path, LAYERS_MOUNT / layer, readonly=True)]
     for key, value in sorted(env.items()):
         argv += ["--env", f"{key}={value}"]
+    for key in secret_names:  # the value comes from docker's environment, never the command line
+        argv += ["--env", key]
     argv.append(image)
     return argv
 
 
-def docker_spec(argv: list[str], name: str) -> LaunchSpec:
+def docker_spec(argv: list[str], name: str, secrets: Mapping[str, str] | None = None) -> LaunchSpec:
     # The docker client itself needs the caller's environment (DOCKER_HOST, config, PATH).
-    return LaunchSpec(argv, dict(os.environ), None, name)
+    return LaunchSpec(argv, {**os.environ, **(secrets or {})}, None, name)
 
 
 def caller_user() -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+from collections.abc import Callable
 from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
 
 from pennflow.engine.cancel import STOPPED
 from pennflow.engine.launchers import (
@@ -23,12 +25,18 @@ from pennflow.engine.launchers import (
     subprocess_spec,
 )
 from pennflow.engine.outcomes import Attempt, attempt_header
+from pennflow.engine.pennsieve_session import LocalPennsieveSession, wants_pennsieve
+from pennflow.engine.run_checks import needs_pennsieve
 from pennflow.engine.run_context import RunContext
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, processor_environment
 from pennflow.workflow.definition import Processor
 
+if TYPE_CHECKING:
+    from pennflow.pennsieve import PennsieveClient
+
 TIMEOUT = "timeout"  # RunningProcess.stopped_by when the processor ran past its timeoutSeconds
 LAST_LINE_CHARS = 200
+SECRET_VARIABLES = ("SESSION_TOKEN",)  # given to a container by name, never on its command line
 
 
 class CannotLaunch(Exception):
@@ -36,8 +44,14 @@ class CannotLaunch(Exception):
 
 
 class ProcessLauncher:
-    def __init__(self, ctx: RunContext):
+    def __init__(self, ctx: RunContext, pennsieve: Callable[[], PennsieveClient]):
         self.ctx = ctx
+        # Pennsieve's processor variables and a SESSION_TOKEN per start, from the run's one client.
+        uses_pennsieve = needs_pennsieve(ctx.workflow, ctx.plan.inputs)
+        self._pennsieve_session = LocalPennsieveSession(
+            pennsieve, connect=wants_pennsieve(ctx.workflow, uses_pennsieve)
+        )
+        self._launch_notes: dict[str, str] = {}
 
     def spec(self, processor: Processor, batch: int | None = None) -> LaunchSpec:
         """What to execute; raises CannotLaunch when this machine cannot run the processor."""
@@ -56,6 +70,8 @@ class ProcessLauncher:
     def _container_spec(self, processor: Processor, batch: int | None) -> LaunchSpec:
         assert processor.image is not None
         env = self._environment(processor, RunLayout(RUN_MOUNT), LAYERS_MOUNT, batch, None)
+        # Passed by name (the value in docker's own environment), so it is on no command line or log.
+        secrets = {key: env.pop(key) for key in SECRET_VARIABLES if key in env}
         name = f"pennflow-{self.ctx.run_id}-{processor.id}" + (f"-{batch}" if batch is not None else "")
         argv = docker_command(
             processor.image,
@@ -64,8 +80,9 @@ class ProcessLauncher:
             layers={mount.name: Path(mount.path) for mount in self.ctx.plan.layers.of(processor)},
             user=caller_user(),
             name=name,
+            secret_names=sorted(secrets),
         )
-        return docker_spec(argv, name)
+        return docker_spec(argv, name, secrets)
 
     def _environment(
         self,
@@ -85,6 +102,10 @@ class ProcessLauncher:
             dataset_id=self.ctx.plan.inputs.dataset_id,
             inherited_pythonpath=inherited_pythonpath,
         )
+        pennsieve, note = self._pennsieve_session.environment(self.ctx.workflow, self.ctx.run_id, processor)
+        env.update(pennsieve)
+        if note:  # written after the attempt's header (run)
+            self._launch_notes[processor.id] = note
         if batch is not None:
             env["INPUT_DIR"] = str(layout.batch_dir(processor.id, batch))
             env["BATCH_INDEX"] = str(batch)
@@ -96,6 +117,9 @@ class ProcessLauncher:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             log.write(attempt_header(processor, attempt, shlex.join(spec.command), batch).encode())
+            note = self._launch_notes.pop(processor.id, None)
+            if note:
+                log.write(f"{note}\n".encode())
             log.flush()
             attempt_start = log.tell()
             try:

@@ -40,7 +40,7 @@ def is_layer_target(processor: Processor) -> bool:
 
 
 def is_pennsieve_target(processor: Processor) -> bool:
-    return processor.target_type is TargetType.PENNSIEVE_DATASET
+    return processor.target_type in (TargetType.PENNSIEVE_DATASET, TargetType.PENNSIEVE_PACKAGE_ASSET)
 
 
 def target_layer_problems(workflow: Workflow, params: dict[str, dict[str, str]]) -> list[str]:
@@ -49,6 +49,12 @@ def target_layer_problems(workflow: Workflow, params: dict[str, dict[str, str]])
     for processor in filter(is_layer_target, workflow.processors):
         name = params.get(processor.id, {}).get("layerName")
         if name is None:  # the params themselves were refused
+            continue
+        if not name:
+            problems.append(
+                f"processor {processor.id!r}: layerName: none given; pass it with the run "
+                f"(--param layerName=NAME)"
+            )
             continue
         try:
             check_layer_name(name)
@@ -138,10 +144,18 @@ def publish_problems(
             detail = f" ({pennsieve_problem})" if is_pennsieve_target(target) and pennsieve_problem else ""
             problems.append(f"processor {target.id!r}: {exc}{detail}")
             continue
-        has_dataset = params.get(target.id, target.default_params).get(PARAM_DATASET) or inputs.dataset_id
+        target_params = params.get(target.id, target.default_params)
+        has_dataset = target_params.get(PARAM_DATASET) or inputs.dataset_id
         if inputs.publish and is_pennsieve_target(target) and not has_dataset:
             problems.append(
-                f"processor {target.id!r}: --publish to a Pennsieve Dataset target needs a dataset: "
+                f"processor {target.id!r}: --publish to a {target.target_type.value} target needs a dataset: "
                 f"set its defaultParams.{PARAM_DATASET} or start the run with --dataset"
             )
+        if inputs.publish and target.target_type is TargetType.PENNSIEVE_PACKAGE_ASSET:
+            from pennflow.data.package_asset import asset_settings
+
+            try:
+                asset_settings(target_params, inputs.package_ids)
+            except TargetError as exc:
+                problems.append(f"processor {target.id!r}: {exc}")
     return problems

@@ -12,7 +12,7 @@ from pennflow.engine.outcomes import StepLogs
 from pennflow.engine.records import RunRecords
 from pennflow.engine.run_layers import LayerViews
 from pennflow.engine.run_plan import RunPlan
-from pennflow.workflow.contract import RunLayout, build_union
+from pennflow.workflow.contract import RunLayout, build_union, builds_union
 from pennflow.workflow.definition import Processor, Workflow
 
 
@@ -73,7 +73,7 @@ class RunContext:
 
     def prepare_union(self, processor: Processor) -> None:
         """Fan-in: INPUT_DIR is the union of the dependencies' outputs (raises FanInClash)."""
-        if len(processor.dependencies) > 1:
+        if builds_union(processor):  # a root processor's INPUT_DIR: an empty folder
             sources = {dep: self.output_dir(dep) for dep in processor.dependencies}
             union = Path(self.layout.union_dir(processor.id))
             if union.exists():

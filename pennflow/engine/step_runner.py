@@ -29,7 +29,7 @@ class StepRunner:
     def __init__(self, ctx: RunContext, data_steps: DataSteps):
         self.ctx = ctx
         self.data_steps = data_steps
-        self.launcher = ProcessLauncher(ctx)
+        self.launcher = ProcessLauncher(ctx, pennsieve=data_steps.pennsieve)
         self._slots = threading.BoundedSemaphore(ctx.plan.max_parallel)
 
     def run_processor(self, pid: str, on_done: Callable[[str, Outcome], None]) -> None:

@@ -3,8 +3,9 @@
 Standard library only: the same code runs locally (pip in a subprocess with the engine's
 interpreter) and inside the built-in ``layer_build`` processor's image on the compute node.
 
-A python-env layer is ``pip install --target <layer>/python -r requirements.txt`` (the layout of
-AWS Lambda layers), so putting ``<layer>/python`` on PYTHONPATH makes its packages importable.
+A python-env layer is ``pip install --target <layer>/lib/python3.<minor>/site-packages`` (Pennsieve's
+layout, the minor version of the interpreter that builds it); the processor contract puts that folder
+(and the older ``<layer>/python``) on PYTHONPATH, so layers built by Pennsieve or pennflow mix.
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-PYTHON_SUBDIR = "python"  # the same value as pennflow.workflow.contract.LAYER_PYTHON_SUBDIR
 EXCERPT_LINES = 20
 PIP_TIMEOUT_SECONDS = 3600
 MANIFEST_NAME = "layer-build.json"
 CHUNK = 1 << 20
+
+
+def site_packages_dir(layer_dir: Path, python_version: str) -> Path:
+    """``<layer>/lib/python3.12/site-packages`` for Python 3.12.x (Pennsieve's python-env layout)."""
+    major, minor = (python_version.split(".") + ["0", "0"])[:2]
+    return Path(layer_dir) / "lib" / f"python{major}.{minor}" / "site-packages"
 
 
 @dataclass(frozen=True)
@@ -87,8 +93,9 @@ def build_python_env(
     extra_args: Sequence[str] = (),
     timeout: float = PIP_TIMEOUT_SECONDS,
 ) -> BuildResult:
-    """Install ``requirements`` into ``layer_dir/python``; never raises for a pip failure."""
-    target = Path(layer_dir) / PYTHON_SUBDIR
+    """Install ``requirements`` into the layer's site-packages; never raises for a pip failure."""
+    version = _python_version(python)
+    target = site_packages_dir(Path(layer_dir), version)
     target.mkdir(parents=True, exist_ok=True)
     argv = [
         python, "-m", "pip", "install",
@@ -97,7 +104,6 @@ def build_python_env(
         "--no-input", "--disable-pip-version-check", "--no-cache-dir", "--no-compile",
         *extra_args,
     ]  # fmt: skip
-    version = _python_version(python)
     try:
         done = subprocess.run(
             argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False

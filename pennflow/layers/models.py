@@ -126,7 +126,7 @@ def check_layer_name(name: str) -> str:
         raise InvalidLayerName("layer name: required")
     if len(name) > MAX_NAME:
         raise InvalidLayerName(f"layer name {name!r}: at most {MAX_NAME} characters, got {len(name)}")
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InvalidLayerName(
             f"layer name {name!r}: use lower-case letters, digits and '-', starting with a letter or digit"
         )

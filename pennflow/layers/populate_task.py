@@ -165,7 +165,7 @@ def clean(env: Mapping[str, str]) -> int:
 
 def _cleanable(path: str) -> bool:
     name, _, version = path.partition("/")
-    return bool(NAME_RE.match(name)) and (not version or (version[:1] == "v" and version[1:].isdigit()))
+    return bool(NAME_RE.fullmatch(name)) and (not version or (version[:1] == "v" and version[1:].isdigit()))
 
 
 def retire(root: Path, folder: Path) -> None:

@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--dest", required=True, type=Path, help="the union folder (the processor's INPUT_DIR)"
     )
-    parser.add_argument("sources", nargs="+", help="<processor id>=<its output folder>, one per dependency")
+    parser.add_argument("sources", nargs="*", help="<processor id>=<its output folder>, one per dependency")
     args = parser.parse_args(argv)
     try:
         sources = parse_sources(args.sources)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
 from pennflow.node.resume import Continuation, NoContinuation, PreparationPaused, TimeBudget
+from pennflow.node.session_tokens import NoRunParameters, RunParameterWriter
 from pennflow.node.slots import Slot, SlotFolders, SlotPool
 from pennflow.node.taskdefs import TaskDefinitions
 from pennflow.stores.dynamodb import DynamoRunStore
@@ -227,6 +228,8 @@ class Node:
     # This invocation's time, and who carries on a preparation that would not fit (pennflow.node.resume).
     budget: TimeBudget = field(default_factory=TimeBudget)
     continuation: Continuation = field(default_factory=NoContinuation)
+    # Each slot's run id and SESSION_TOKEN, written at lease time (pennflow.node.session_tokens).
+    run_parameters: RunParameterWriter = field(default_factory=NoRunParameters)
     ecs_client: Any = None
     sfn_client: Any = None
     logs_client: Any = None
@@ -368,6 +371,7 @@ def _start_in_slot(
     node: Node,
 ) -> StartResult:
     node.folders.wipe(slot)
+    node.run_parameters.write(slot, run.run_id, workflow)  # before any task of the run can start
     arns = node.task_definitions.ensure(workflow, slot, access_points, run_layers(run), node.budget)
     node.slots.set_run_task_definitions(slot.slot_id, run.run_id, arns)
     has_source = any(p.type is ProcessorType.DATA_SOURCE for p in workflow.processors)

@@ -21,14 +21,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pennflow.aws import arns as aws_arns
 from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
 from pennflow.layers.jobs import LAYERS_RW_MOUNT  # where layer versions are written
 from pennflow.node.resume import MIN_CALL_SECONDS, PreparationPaused, TimeBudget
 from pennflow.node.slots import Slot, SlotPool
 from pennflow.workflow.asl import CONTAINER_NAME
-from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, env_name, layers_python_path
+from pennflow.workflow.contract import (
+    LAYERS_MOUNT,
+    RUN_MOUNT,
+    RunLayout,
+    builds_union,
+    env_name,
+    layers_python_path,
+)
 from pennflow.workflow.definition import Processor, ProcessorType, TargetType, Workflow
+from pennflow.workflow.pennsieve_env import RUN_VARIABLES, SESSION_TOKEN
 
 FAN_IN_CONTAINER = "fan-in"
 FAN_IN_MEMORY_MIB = 128  # the union is hard links: a small soft reservation is plenty
@@ -38,6 +47,8 @@ BUILTIN_MODULE = "pennflow.node.builtins"
 SLOT_TAG = "pennflow:slot"
 PROCESSOR_TAG = "pennflow:processor"
 HASH_CHARS = 16
+RUN_ID_PARAMETER = "run-id"
+TOKEN_PARAMETER = "session-token"
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,22 @@ class TaskSettings:
     region: str
     layers_access_point_id: str | None = None
     family_prefix: str = "pf-"
+    # Pennsieve's node-wide variables (PENNSIEVE_API_HOST, ..., DEPLOYMENT_MODE) for every processor.
+    pennsieve_environment: Mapping[str, str] = field(default_factory=dict)
+    # Each slot's run id and SESSION_TOKEN are SSM parameters under this prefix, written at lease
+    # (pennflow.node.session_tokens); task definitions name them in ``secrets``.
+    slot_parameter_prefix: str | None = None
+    session_tokens: bool = False  # the node has Pennsieve credentials to mint tokens from
+
+    def slot_parameter(self, slot_id: str, leaf: str) -> str:
+        return f"{self.slot_parameter_prefix}{slot_id}/{leaf}"
+
+    def slot_parameter_arn(self, slot_id: str, leaf: str) -> str:
+        """The full ARN (a name with '/' needs one); partition and account are the execution role's."""
+        role = aws_arns.parse(self.execution_role_arn)
+        name = self.slot_parameter(slot_id, leaf).lstrip("/")
+        return aws_arns.build("ssm", self.region, role.account, f"parameter/{name}", partition=role.partition)
+
     # Built-ins only: where their credentials and results live (a secret's ARN, never its value).
     builtin_environment: Mapping[str, str] = field(default_factory=dict)
 
@@ -78,7 +105,11 @@ def registration(
     extra_layers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The ``RegisterTaskDefinition`` request (without family and tags) for a processor in a slot:
-    the slot's access point at /mnt/run and the slot's own task role."""
+    the slot's access point at /mnt/run and the slot's own task role.
+
+    A processor that gets a token reads ``SESSION_TOKEN`` from its slot's parameter through
+    ``secrets``: ECS resolves it when the task starts, so the token is in no override or state.
+    """
     layers = list(dict.fromkeys([*extra_layers, *processor.layers]))
     volumes = [_efs_volume(RUN_VOLUME, settings.file_system_id, access_point_id)]
     mounts = [{"sourceVolume": RUN_VOLUME, "containerPath": str(RUN_MOUNT), "readOnly": False}]
@@ -101,7 +132,7 @@ def registration(
         )
 
     builtin = processor.is_builtin
-    fan_in = len(processor.dependencies) > 1 and processor.scatter is None
+    fan_in = builds_union(processor) and processor.scatter is None
     main = {
         "name": CONTAINER_NAME,
         "image": settings.builtin_image if builtin else processor.image or "",
@@ -115,6 +146,11 @@ def registration(
         raise ValueError(
             f"processor {processor.id!r}: no image (resolve its sourceUrl@tag to an image first)"
         )
+    main["environment"] += [
+        {"name": k, "value": v} for k, v in sorted(settings.pennsieve_environment.items())
+    ]
+    if slot_id and settings.slot_parameter_prefix:
+        main["secrets"] = _slot_secrets(processor, settings, slot_id)
     if builtin:
         main["command"] = builtin_command(processor)
         main["environment"] += [
@@ -249,6 +285,17 @@ class TaskDefinitions:
             **request,
         )
         return response["taskDefinition"]["taskDefinitionArn"]
+
+
+def _slot_secrets(processor: Processor, settings: TaskSettings, slot_id: str) -> list[dict[str, str]]:
+    """The run's Pennsieve names and token, read from the slot's parameters when the task starts."""
+    run_id = settings.slot_parameter_arn(slot_id, RUN_ID_PARAMETER)
+    secrets = [{"name": name, "valueFrom": run_id} for name in RUN_VARIABLES]
+    if settings.session_tokens and processor.gets_token:
+        secrets.append(
+            {"name": SESSION_TOKEN, "valueFrom": settings.slot_parameter_arn(slot_id, TOKEN_PARAMETER)}
+        )
+    return secrets
 
 
 def _efs_volume(name: str, file_system_id: str, access_point_id: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pennflow.pennsieve.credentials import PennsieveCredentials, resolve_credent
 from pennflow.pennsieve.errors import AuthenticationError, NotFound, PennsieveError, PermissionDenied
 from pennflow.pennsieve.models import (
     CognitoConfig,
+    CreatedAsset,
     Dataset,
     DownloadManifest,
     DownloadUrl,
@@ -235,6 +236,38 @@ class PennsieveClient:
             if not page.continuation_token or not page.files:
                 return upload_ids
             token = page.continuation_token
+
+    # -- viewer assets (api2) ---------------------------------------------------------------------
+
+    def create_viewer_asset(
+        self,
+        dataset_id: str,
+        *,
+        name: str,
+        asset_type: str,
+        properties: dict[str, Any],
+        package_ids: Sequence[str],
+    ) -> CreatedAsset:
+        """A viewer asset on packages, with S3 credentials for its files (not repeatable: new asset)."""
+        subject = f"viewer asset {name!r} in dataset {dataset_id}"
+        body = {
+            "name": name,
+            "asset_type": asset_type,
+            "properties": properties,
+            "package_ids": list(package_ids),
+        }
+        data = self._call(
+            "POST", self._api2("/packages/assets"), subject,
+            params={"dataset_id": dataset_id}, json=body, idempotent=False,
+        )  # fmt: skip
+        return _parse(CreatedAsset, data, subject)
+
+    def set_viewer_asset_status(self, dataset_id: str, asset_id: str, status: str) -> None:
+        subject = f"viewer asset {asset_id}"
+        self._call(
+            "PATCH", self._api2(f"/packages/assets/{asset_id}"), subject,
+            params={"dataset_id": dataset_id}, json={"status": status},
+        )  # fmt: skip
 
     # -- plumbing --------------------------------------------------------------------------------
 

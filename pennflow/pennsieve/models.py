@@ -238,3 +238,37 @@ class ManifestStatusPage(BaseModel):
     files: list[str] | None = None
     continuation_token: str | None = None
     verified: bool = False
+
+
+# -- viewer assets (api2 /packages/assets: what Pennsieve's asset data target calls) -------------
+
+
+class ViewerAsset(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str
+    dataset_id: str
+    name: str
+    asset_type: str
+    status: str
+
+
+class AssetUploadCredentials(BaseModel):
+    """Temporary AWS credentials scoped to ``bucket``/``key_prefix``/* (snake_case on the wire)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    access_key_id: str
+    secret_access_key: SecretStr
+    session_token: SecretStr
+    expiration: str | None = None
+    bucket: str
+    region: str
+    key_prefix: str
+
+
+class CreatedAsset(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    asset: ViewerAsset
+    upload_credentials: AssetUploadCredentials

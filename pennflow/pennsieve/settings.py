@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-DEFAULT_API_HOST = "https://api.pennsieve.io"
-DEFAULT_API2_HOST = "https://api2.pennsieve.io"
+from pennflow.workflow.pennsieve_env import DEFAULT_API2_HOST, DEFAULT_API_HOST, hosts_from_env
+
+__all__ = ["DEFAULT_API2_HOST", "DEFAULT_API_HOST", "HttpSettings", "PennsieveHosts"]
 
 
 class PennsieveHosts(BaseModel):
@@ -28,11 +28,8 @@ class PennsieveHosts(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PennsieveHosts:
-        env = os.environ if env is None else env
-        return cls(
-            api=env.get("PENNSIEVE_API_HOST") or DEFAULT_API_HOST,
-            api2=env.get("PENNSIEVE_API2_HOST") or DEFAULT_API2_HOST,
-        )
+        api, api2 = hosts_from_env(env)
+        return cls(api=api, api2=api2)
 
 
 class HttpSettings(BaseModel):

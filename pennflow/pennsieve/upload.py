@@ -19,7 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pennflow.pennsieve.checksums import s3_sha256
 from pennflow.pennsieve.errors import PennsieveError, UploadFailed
-from pennflow.pennsieve.models import FinalizeFile, StorageCredentials, UploadFileEntry
+from pennflow.pennsieve.models import (
+    AssetUploadCredentials,
+    FinalizeFile,
+    StorageCredentials,
+    UploadFileEntry,
+)
 
 if TYPE_CHECKING:
     from pennflow.pennsieve.client import PennsieveClient
@@ -95,7 +100,7 @@ def upload_files(
         if response.failed_files:
             raise UploadFailed({name: "not registered" for name in response.failed_files})
     credentials = client.storage_credentials(dataset_id, manifest_id)
-    s3 = _s3_client(credentials)
+    s3 = scoped_s3_client(credentials)
 
     def put(upload_id: str) -> FinalizeFile:
         return put_file(s3, credentials, entries[upload_id][0].path, upload_id, settings)
@@ -157,7 +162,8 @@ def wait_until_finalized(
         sleep(settings.poll_interval)
 
 
-def _s3_client(credentials: StorageCredentials) -> Any:
+def scoped_s3_client(credentials: StorageCredentials | AssetUploadCredentials) -> Any:
+    """An S3 client with the temporary credentials Pennsieve issued for one upload."""
     import boto3
 
     return boto3.client(

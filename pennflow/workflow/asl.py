@@ -362,12 +362,16 @@ class _Compiler:
         env = [{"Name": name, "Value": value} for name, value in static.items()]
         env.append({"Name": "RUN_ID", "Value.$": "$.run.id"})
         env.append({"Name": "DATASET_ID", "Value.$": "$.run.datasetId"})
+        # Pennsieve's names for the run (INTEGRATION_ID, ...) and its token come from the slot's
+        # parameters through the task definition, costing the state machine nothing per state.
+        if self.workflow.organization_id:
+            env.append({"Name": "ORGANIZATION_ID", "Value": self.workflow.organization_id})
         if batch:
             env.append({"Name": "INPUT_DIR", "Value.$": "$.batch.inputDir"})
             env.append({"Name": "BATCH_INDEX", "Value.$": "States.Format('{}', $.batch.index)"})
         for param in sorted(processor.default_params):
             env.append({"Name": param, "Value.$": f"$.run.params.{key}.{param}"})
-        _check_override_size(processor.id, env)
+        _check_override_size(processor.id, env, processor.default_params)
         return env
 
     def _scatter_states(self, processor: Processor) -> list[State]:
@@ -442,10 +446,32 @@ def _finalize_state(name: str, outcome: str, resource: str, failure: bool = Fals
     return State(name, "Task", Resource=resource, Parameters=parameters, ResultPath=None).retry(LAMBDA_RETRY)
 
 
-def _check_override_size(processor_id: str, env: list[dict[str, str]]) -> None:
-    size = sum(
-        len(e["Name"]) + len(e.get("Value", "")) + DYNAMIC_VALUE_BUDGET * ("Value.$" in e) for e in env
-    )
+def override_problems(workflow: Workflow, params: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """The ECS override check with a run's actual param values (POST /runs), not the defaults."""
+    problems = []
+    compiler = _Compiler(workflow, CompileOptions())
+    for processor in workflow.processors:
+        if processor.type is ProcessorType.DATA_SOURCE:
+            continue
+        values = {**processor.default_params, **params.get(processor.id, {})}
+        try:
+            _check_override_size(
+                processor.id, compiler._environment(processor, bool(processor.scatter)), values
+            )
+        except CompileError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _check_override_size(processor_id: str, env: list[dict[str, str]], params: Mapping[str, str]) -> None:
+    """Each param counts its own value (a long param is long at RunTask); other run values a budget."""
+
+    def value_size(e: Mapping[str, str]) -> int:
+        if "Value.$" not in e:
+            return len(e.get("Value", ""))
+        return len(params[e["Name"]]) if e["Name"] in params else DYNAMIC_VALUE_BUDGET
+
+    size = sum(len(e["Name"]) + value_size(e) for e in env)
     if size > ECS_OVERRIDE_LIMIT:
         raise CompileError(
             f"processor {processor_id!r}: its environment needs about {size} characters of ECS overrides, "

@@ -12,13 +12,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
 
-from pennflow.workflow.definition import Processor, Workflow
+from pennflow.workflow.definition import Processor, ProcessorType, TargetType, Workflow
+from pennflow.workflow.limits import is_name
 
 # Mount points inside an ECS task: the run's own access point and the layers it requested.
 RUN_MOUNT = PurePosixPath("/mnt/run")
 LAYERS_MOUNT = PurePosixPath("/mnt/layers")
-# A python-env layer is installed with `pip install --target <layer>/python` (as in Lambda layers).
+# A python-env layer keeps its packages in Pennsieve's layout, <layer>/lib/python3.<minor>/site-packages
+# (what pennflow's builder writes), or in the Lambda-layer layout <layer>/python (what pennflow wrote
+# before). PYTHONPATH names both, for every minor version a processor may run, so layers built either
+# way are interchangeable; the path is fixed (no look into the layer), the same locally and on ECS.
 LAYER_PYTHON_SUBDIR = "python"
+SITE_PACKAGES_MINORS = tuple(range(14, 8, -1))  # Python 3.14 ... 3.9
+
+
+def layer_site_dirs(layer_dir: PurePath) -> list[PurePath]:
+    return [layer_dir / LAYER_PYTHON_SUBDIR] + [
+        layer_dir / "lib" / f"python3.{minor}" / "site-packages" for minor in SITE_PACKAGES_MINORS
+    ]
 
 
 def env_name(name: str) -> str:
@@ -54,10 +65,17 @@ class RunLayout:
     def input_dir(self, processor: Processor) -> PurePath | None:
         deps = processor.dependencies
         if not deps:
-            return None
+            # A processor with no dependencies starts with an empty INPUT_DIR; a data source has none.
+            return self.union_dir(processor.id) if builds_union(processor) else None
         if len(deps) == 1:
             return self.output_dir(deps[0])
         return self.union_dir(processor.id)
+
+
+def builds_union(processor: Processor) -> bool:
+    """Whether INPUT_DIR is built before the processor starts: a fan-in union, or empty for a root."""
+    deps = processor.dependencies
+    return len(deps) > 1 or (not deps and processor.type is ProcessorType.PROCESSOR)
 
 
 def static_environment(
@@ -81,14 +99,14 @@ def static_environment(
 
 
 def python_path(processor: Processor, layers_root: PurePath, inherited: str | None = None) -> str | None:
-    """Each requested layer's ``python/`` folder (present in python-env layers), then any inherited path."""
+    """Each requested layer's package folders (either layout, see ``layer_site_dirs``), then any inherited path."""
     return layers_python_path(processor.layers, layers_root, inherited)
 
 
 def layers_python_path(
     layers: Sequence[str], layers_root: PurePath, inherited: str | None = None
 ) -> str | None:
-    parts = [str(layers_root / layer / LAYER_PYTHON_SUBDIR) for layer in layers]
+    parts = [str(path) for layer in layers for path in layer_site_dirs(layers_root / layer)]
     if inherited:
         parts.append(inherited)
     return os.pathsep.join(parts) if parts else None
@@ -115,6 +133,27 @@ def run_parameters(
     if unknown:
         raise UnknownParameter(unknown)
     return params
+
+
+def run_param_problems(workflow: Workflow, params: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """Params a run must supply itself, checked before anything runs (never after processors ran).
+
+    A persistent-layer target whose definition leaves ``layerName`` empty takes it from the run,
+    as Pennsieve's layer-populate workflows do.
+    """
+    problems = []
+    for processor in workflow.processors:
+        if processor.target_type is not TargetType.PERSISTENT_LAYER:
+            continue
+        name = params.get(processor.id, {}).get("layerName", "")
+        if not name:
+            problems.append(
+                f"processor {processor.id!r}: layerName: none given; pass it with the run "
+                f"(layerName=NAME or {processor.id}.layerName=NAME)"
+            )
+        elif not is_name(name):
+            problems.append(f"processor {processor.id!r}: layerName: {name!r} is not a valid layer name")
+    return problems
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, str]:

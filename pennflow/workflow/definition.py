@@ -1,16 +1,15 @@
 """Workflow definitions (DESIGN §2): pydantic models, JSON/YAML loading, every fault listed.
 
-A Pennsieve workflow-definition JSON is accepted unchanged; pennflow's own fields (image, command,
-cpu, memory, layers, retry, timeoutSeconds, scatter) are optional additions.
+A Pennsieve workflow-definition JSON is accepted unchanged (``pennsieve_shapes`` reads the shapes its
+web app and API write); pennflow's own fields (image, command, cpu, memory, layers, retry,
+timeoutSeconds, scatter, pennsieveToken) are optional additions. Every field is in ``fields.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
-import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -20,28 +19,38 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from pennflow.workflow.graph import find_cycle
+from pennflow.workflow.limits import (
+    FARGATE_MEMORY,
+    MAX_DISPLAY_NAME,
+    MAX_NAME,
+    NAME_RE,
+    PARAM_RE,
+    is_name,
+    is_param_name,
+)
+from pennflow.workflow.loading import TextProblem, check_shape, parse_text, read_definition_text
+from pennflow.workflow.pennsieve_shapes import normalize
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-MAX_NAME = 64
+__all__ = ["FARGATE_MEMORY", "MAX_NAME", "NAME_RE", "PARAM_RE"]
+
 DEFAULT_TIMEOUT_SECONDS = 86_400
 
-# Environment names the processor contract sets itself (DESIGN §3); a param may not shadow them.
+# Environment names the processor contract sets itself (DESIGN §3), Pennsieve's among them; a param
+# may not shadow them. BATCH_INDEX is set per batch; PYTHONPATH carries the layers' packages.
 RESERVED_PARAMS = frozenset(
     {"INPUT_DIR", "OUTPUT_DIR", "RUN_ID", "PROCESSOR_ID", "WORKFLOW_NAME", "DATASET_ID", "LAYERS_DIR"}
+    | {"BATCH_INDEX", "PYTHONPATH", "INTEGRATION_ID", "SESSION_TOKEN", "REFRESH_TOKEN", "CALLBACK_TOKEN"}
+    | {"PENNSIEVE_API_HOST", "PENNSIEVE_API_HOST2", "ENVIRONMENT", "REGION", "DEPLOYMENT_MODE"}
+    | {"ORGANIZATION_ID", "EXECUTION_RUN_ID", "PENNSIEVE_API_KEY", "PENNSIEVE_API_SECRET"}
 )
 RESERVED_PARAM_PREFIXES = ("INPUT_DIR_", "LAYER_", "PENNFLOW_", "AWS_", "ECS_")
-
-# Valid Fargate cpu -> memory (MiB) combinations.
-FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
-    256: (512, 1024, 2048),
-    512: tuple(range(1024, 4097, 1024)),
-    1024: tuple(range(2048, 8193, 1024)),
-    2048: tuple(range(4096, 16385, 1024)),
-    4096: tuple(range(8192, 30721, 1024)),
-    8192: tuple(range(16384, 61441, 4096)),
-    16384: tuple(range(32768, 122881, 8192)),
-}
+# A container image reference: [registry[:port]/]path[:tag][@sha256:digest], as Docker parses it.
+IMAGE_RE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@sha256:[a-f0-9]{64})?$"
+)
+MAX_IMAGE = 255
 
 
 class ProcessorType(StrEnum):
@@ -89,6 +98,7 @@ class Scatter(_Model):
 
 class Processor(_Model):
     id: str = Field(max_length=MAX_NAME, pattern=NAME_RE.pattern)
+    label: str | None = Field(None, max_length=MAX_DISPLAY_NAME)  # the id as given, when one was derived
     type: ProcessorType = ProcessorType.PROCESSOR
     source_url: str | None = None
     tag: str | None = None
@@ -104,6 +114,18 @@ class Processor(_Model):
     timeout_seconds: int = Field(DEFAULT_TIMEOUT_SECONDS, ge=1, le=31_536_000)
     scatter: Scatter | None = None
     target_type: TargetType | None = None
+    pennsieve_token: bool | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.id
+
+    @property
+    def gets_token(self) -> bool:
+        """Processors get a SESSION_TOKEN unless they say ``pennsieveToken: false``; built-ins never."""
+        if self.is_builtin:
+            return False
+        return self.pennsieve_token is not False
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -116,10 +138,17 @@ class Processor(_Model):
 
 class Workflow(_Model):
     name: str = Field(max_length=MAX_NAME, pattern=NAME_RE.pattern)
+    display_name: str | None = Field(None, max_length=MAX_DISPLAY_NAME)  # the name as given, if derived
     summary: str | None = None
     description: str | None = None
     organization_id: str | None = None
     processors: list[Processor]
+    # What validate tells the author about fields read liberally or ignored; not part of the hash.
+    notes: tuple[str, ...] = Field(default=(), exclude=True)
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name
 
     def processor(self, processor_id: str) -> Processor:
         for processor in self.processors:
@@ -160,13 +189,9 @@ class DefinitionError(Exception):
 def load_definition(path: str | Path) -> Workflow:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DefinitionError(
-            [Fault(None, "file", f"cannot read {path}: {exc.strerror}")], str(path)
-        ) from None
-    except UnicodeDecodeError:
-        raise DefinitionError([Fault(None, "file", "not UTF-8 text")], str(path)) from None
+        text = read_definition_text(path)
+    except TextProblem as exc:
+        raise DefinitionError([Fault(None, "file", str(exc))], str(path)) from None
     fmt = "json" if path.suffix.lower() == ".json" else "yaml"
     return parse_definition(text, fmt, source=str(path))
 
@@ -179,37 +204,10 @@ def parse_definition(
 
 
 def _parse_text(text: str, fmt: str, source: str) -> Any:
-    # Both parsers recurse once per level of nesting; no definition nests more than a handful.
-    too_deep = Fault(
-        None,
-        "file",
-        f"nested too deeply to read (about {sys.getrecursionlimit():,} levels of lists and mappings)",
-    )
-    if fmt == "json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            fault = Fault(None, "file", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
-            raise DefinitionError([fault], source) from None
-        except RecursionError:
-            raise DefinitionError([too_deep], source) from None
-    import yaml  # only YAML files pay for the parser (Lambdas receive JSON)
-
-    fast_loader = getattr(yaml, "CSafeLoader", None)  # libyaml, when PyYAML was built with it
     try:
-        if fast_loader is not None:
-            with contextlib.suppress(yaml.YAMLError):
-                return yaml.load(text, Loader=fast_loader)
-            # A faulty file is parsed again by the pure-Python loader: its messages name the culprit.
-        return yaml.load(text, Loader=yaml.SafeLoader)
-    except RecursionError:
-        raise DefinitionError([too_deep], source) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        fault = Fault(None, "file", f"invalid YAML{where}: {problem}")
-    raise DefinitionError([fault], source)
+        return parse_text(text, "json" if fmt == "json" else "yaml")
+    except TextProblem as exc:
+        raise DefinitionError([Fault(None, "file", str(exc))], source) from None
 
 
 def validate_definition(data: Any, source: str = "definition") -> Workflow:
@@ -218,7 +216,13 @@ def validate_definition(data: Any, source: str = "definition") -> Workflow:
         raise DefinitionError(
             [Fault(None, "file", "the top level must be a mapping with 'processors'")], source
         )
-    faults: list[Fault] = []
+    try:
+        check_shape(data)
+    except TextProblem as exc:
+        raise DefinitionError([Fault(None, "file", str(exc))], source) from None
+    shaped = normalize(data)
+    data = shaped.data
+    faults: list[Fault] = [Fault(p, f, m) for p, f, m in shaped.faults]
     raw_processors = data.get("processors")
     if not isinstance(raw_processors, list):
         faults.append(Fault(None, "processors", "required: a list of processors"))
@@ -226,7 +230,7 @@ def validate_definition(data: Any, source: str = "definition") -> Workflow:
     elif not raw_processors:
         faults.append(Fault(None, "processors", "the workflow has no processors"))
 
-    header = {k: v for k, v in data.items() if k != "processors"}
+    header = {k: v for k, v in data.items() if k in _Header.model_fields or k in _HEADER_ALIASES}
     try:
         _Header.model_validate(header)
     except ValidationError as exc:
@@ -246,7 +250,7 @@ def validate_definition(data: Any, source: str = "definition") -> Workflow:
     faults.extend(_graph_faults(raw_processors))
     if faults:
         raise DefinitionError(_dedupe(faults), source)
-    return Workflow.model_validate({**data, "processors": processors})
+    return Workflow.model_validate({**data, "processors": processors, "notes": tuple(shaped.notes)})
 
 
 def _validate_processor(raw: dict, label: str) -> tuple[Processor | None, list[Fault]]:
@@ -282,9 +286,13 @@ def _validate_processor(raw: dict, label: str) -> tuple[Processor | None, list[F
 
 class _Header(_Model):
     name: str = Field(max_length=MAX_NAME, pattern=NAME_RE.pattern)
+    display_name: str | None = Field(None, max_length=MAX_DISPLAY_NAME)
     summary: str | None = None
     description: str | None = None
     organization_id: str | None = None
+
+
+_HEADER_ALIASES = frozenset(info.alias or name for name, info in _Header.model_fields.items())
 
 
 def _label(raw: Any, index: int) -> str:
@@ -317,20 +325,18 @@ def _processor_faults(p: Processor) -> list[Fault]:
     faults: list[Fault] = []
     if p.type is ProcessorType.DATA_SOURCE and p.depends_on:
         faults.append(Fault(p.id, "dependsOn", "a data source has no dependencies; remove dependsOn"))
+    if p.compute_type is ComputeType.GPU:
+        faults.append(Fault(p.id, "computeType", "'gpu' is not supported: Fargate tasks have no GPUs"))
+    if p.image is not None and (len(p.image) > MAX_IMAGE or not IMAGE_RE.fullmatch(p.image)):
+        faults.append(Fault(p.id, "image", f"{p.image!r} is not a container image reference"))
     if p.type is ProcessorType.PROCESSOR and not (p.image or p.source_url or p.command):
         faults.append(Fault(p.id, "image", "a processor needs an image, a sourceUrl (with tag) or a command"))
-    if p.source_url and not p.tag and not p.image:
-        faults.append(Fault(p.id, "tag", "a sourceUrl needs a tag naming the version to run"))
     if p.type is ProcessorType.DATA_TARGET:
         if p.target_type is None:
             faults.append(Fault(p.id, "targetType", f"required for a data target: one of {_targets()}"))
         elif p.target_type is TargetType.PERSISTENT_LAYER:
-            layer = p.default_params.get("layerName")
-            if not layer:
-                faults.append(
-                    Fault(p.id, "defaultParams.layerName", "required for a persistent-layer target")
-                )
-            elif not NAME_RE.match(layer):
+            layer = p.default_params.get("layerName")  # absent: the run supplies it (Pennsieve does)
+            if layer and not is_name(layer):
                 faults.append(Fault(p.id, "defaultParams.layerName", f"{layer!r} is not a valid layer name"))
     if p.cpu not in FARGATE_MEMORY:
         faults.append(
@@ -347,7 +353,7 @@ def _processor_faults(p: Processor) -> list[Fault]:
         )
     faults.extend(_param_name_faults(p.id, p.type, p.default_params))
     for layer in p.layers:
-        if not NAME_RE.match(layer):
+        if not is_name(layer):
             faults.append(Fault(p.id, "layers", f"{layer!r} is not a valid layer name"))
     if p.scatter and p.type is not ProcessorType.PROCESSOR:
         faults.append(Fault(p.id, "scatter", "only processors can scatter"))
@@ -359,7 +365,7 @@ def _param_name_faults(pid: str, kind: Any, params: Any) -> list[Fault]:
     for key in params if isinstance(params, dict) else ():
         if key == "layerName" and kind in (ProcessorType.DATA_TARGET, ProcessorType.DATA_TARGET.value):
             continue
-        if not isinstance(key, str) or not PARAM_RE.match(key):
+        if not is_param_name(key):
             faults.append(Fault(pid, f"defaultParams.{key}", "not a valid environment variable name"))
         elif key in RESERVED_PARAMS or key.startswith(RESERVED_PARAM_PREFIXES):
             faults.append(Fault(pid, f"defaultParams.{key}", "reserved by the processor contract"))
@@ -387,8 +393,10 @@ def _graph_faults(raw_processors: list[Any]) -> list[Fault]:
         deps = raw.get("dependsOn")
         nodes[pid] = [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
         kinds[pid] = raw.get("type", ProcessorType.PROCESSOR.value)
-        if kinds[pid] != ProcessorType.DATA_SOURCE.value and not deps:
-            faults.append(Fault(pid, "dependsOn", "required: list the processors this one depends on"))
+        # A processor with no dependencies starts with an empty INPUT_DIR (Pennsieve's layer-populate
+        # workflows do); a data target with none would have nothing to publish.
+        if kinds[pid] == ProcessorType.DATA_TARGET.value and not deps:
+            faults.append(Fault(pid, "dependsOn", "required: list the processors whose output it publishes"))
     for pid, deps in nodes.items():
         seen: set[str] = set()
         for dep in deps:

@@ -13,10 +13,14 @@ whose results go to S3, each item a child execution with its own history. What s
 the workflow (the definition, the run's execution input, the parent history) is estimated here
 from the compiled definition, and a workflow that cannot fit is refused with a message naming the
 limit it would cross.
+
+The definition format's own names and sizes (shared by the models and the Pennsieve-shape reader)
+are here too, with the nesting limit the loader and the node's API both enforce.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -52,6 +56,40 @@ _DISTRIBUTED_MAP_EVENTS = 4  # MapStateStarted, MapRunStarted, MapRunSucceeded, 
 _EXECUTION_EVENTS = 2  # ExecutionStarted, ExecutionSucceeded/Failed
 _DEFAULT_MAX_ATTEMPTS = 3  # ASL's default for a Retrier without MaxAttempts
 ECS_API_ERROR = "ECS.AmazonECSException"
+
+
+MAX_JSON_DEPTH = 32  # levels of nested arrays/objects in a definition file or an API body
+
+# ------------------------------------------------------------------ the definition format
+
+# Anchored for pydantic (whose regex engine's ``$`` is the end of the text); Python code must use
+# ``fullmatch``, since ``re.match`` with ``$`` accepts a final newline ("FOO\n").
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_NAME = 64
+MAX_DISPLAY_NAME = 255
+
+# Valid Fargate cpu -> memory (MiB) combinations.
+FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4097, 1024)),
+    1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)),
+    4096: tuple(range(8192, 30721, 1024)),
+    8192: tuple(range(16384, 61441, 4096)),
+    16384: tuple(range(32768, 122881, 8192)),
+}
+# Lambda memory sizes (MB) and the memory at which Lambda gives one full vCPU.
+LAMBDA_MEMORY = (128, 10_240)
+LAMBDA_MB_PER_VCPU = 1769
+
+
+def is_name(text: object) -> bool:
+    return isinstance(text, str) and len(text) <= MAX_NAME and NAME_RE.fullmatch(text) is not None
+
+
+def is_param_name(text: object) -> bool:
+    return isinstance(text, str) and PARAM_RE.fullmatch(text) is not None
 
 
 def mib(size: int) -> str:

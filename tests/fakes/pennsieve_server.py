@@ -384,6 +384,7 @@ class FakePennsieve:
         self.packages: dict[str, FakePackage] = {}
         self.files: dict[int, FakeFile] = {}
         self.manifests: dict[str, dict[str, Any]] = {}
+        self.assets: dict[str, dict[str, Any]] = {}  # viewer assets by id (api2 /packages/assets)
         self.expired_tokens: set[str] = set()
         self._seen_tokens: set[str] = set()
         self._valid_tokens: set[str] = set()
@@ -575,6 +576,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
 
     # routing
 
@@ -835,6 +839,46 @@ class _Handler(BaseHTTPRequestHandler):
             "region": self.fake.cognito.region,
         }
 
+    # viewer assets: as Pennsieve's packages service answers its asset data target
+
+    def post_viewer_asset(self, body: Any, *_groups: str) -> Any:
+        """Create a viewer asset on packages of a dataset; answer with S3 credentials for its prefix."""
+        dataset = self._dataset(self._param("dataset_id") or "")
+        body = body if isinstance(body, dict) else {}
+        for key, kind in (("name", str), ("asset_type", str), ("properties", dict), ("package_ids", list)):
+            if not isinstance(body.get(key), kind) or (kind is str and not body[key]):
+                raise _HttpError(400, f"{key} is required ({kind.__name__})")
+        for package_id in body["package_ids"]:
+            package = self.fake.find_package(package_id)
+            if package is None or package.dataset is not dataset:
+                raise _HttpError(404, f"package {package_id} not found in dataset {dataset.node_id}")
+        asset_id = str(uuid.uuid4())
+        asset = {"id": asset_id, "dataset_id": dataset.node_id, "name": body["name"],
+                 "asset_type": body["asset_type"], "status": "pending", "properties": body["properties"],
+                 "package_ids": list(body["package_ids"])}  # fmt: skip
+        self.fake.assets[asset_id] = asset
+        credentials = {
+            "access_key_id": "ASIAFAKEASSETKEY0001",
+            "secret_access_key": "fake-asset-secret",
+            "session_token": "fake-asset-session",
+            "expiration": "2099-01-01T00:00:00Z",
+            "bucket": self.fake.upload_bucket,
+            "region": self.fake.cognito.region,
+            "key_prefix": f"assets/{dataset.node_id}/{asset_id}",
+        }
+        public = {k: asset[k] for k in ("id", "dataset_id", "name", "asset_type", "status")}
+        return {"asset": public, "upload_credentials": credentials}
+
+    def patch_viewer_asset(self, body: Any, asset_id: str) -> Any:
+        asset = self.fake.assets.get(asset_id)
+        if asset is None or asset["dataset_id"] != self._param("dataset_id"):
+            raise _HttpError(404, f"asset {asset_id} not found")
+        status = (body or {}).get("status")
+        if status not in ("pending", "ready", "failed"):
+            raise _HttpError(400, "status must be pending, ready or failed")
+        asset["status"] = status
+        return {k: asset[k] for k in ("id", "dataset_id", "name", "asset_type", "status")}
+
     def post_finalize(self, body: Any, *_groups: str) -> Any:
         from botocore.exceptions import ClientError
 
@@ -898,4 +942,6 @@ _ROUTES = [
     ("POST", re.compile(r"/api2/upload/manifest/storage-credentials"), _Handler.post_storage_credentials),
     ("POST", re.compile(r"/api2/upload/manifest/files/finalize"), _Handler.post_finalize),
     ("GET", re.compile(r"/api2/upload/manifest/status"), _Handler.get_manifest_status),
+    ("POST", re.compile(r"/api2/packages/assets"), _Handler.post_viewer_asset),
+    ("PATCH", re.compile(rf"/api2/packages/assets/{_ID}"), _Handler.patch_viewer_asset),
 ]

@@ -102,9 +102,10 @@ def test_shared_task_grants_fit_an_iam_managed_policy_at_the_most_slots(node):
     assert len(json.dumps(document, separators=(",", ":"))) < 6144
 
 
-def test_execution_role_only_pulls_images_and_writes_logs(node):
+def test_execution_role_only_pulls_images_writes_logs_and_reads_slot_parameters(node):
     actions = node.role_actions(node.stack.compute.execution_role)
     assert actions == {
+        "ssm:GetParameters",  # each slot's run id and SESSION_TOKEN, into the container (secrets)
         "ecr:GetAuthorizationToken",
         "ecr:BatchCheckLayerAvailability",
         "ecr:GetDownloadUrlForLayer",

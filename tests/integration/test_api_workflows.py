@@ -74,7 +74,7 @@ def test_a_pennsieve_definition_is_accepted_unchanged(api: Api) -> None:
 def test_every_fault_of_an_invalid_definition_is_listed_with_processor_and_field(api: Api) -> None:
     definition = tiny()
     definition["processors"][1].update(cpu=3, defaultParams={"WINDOW": 30}, dependsOn=["ghost"])
-    definition["processors"].append({"id": "Bad_Id", "dependsOn": ["work"], "image": "x"})
+    definition["processors"].append({"id": "Bad_Id", "dependsOn": ["work"], "image": "x", "defaultParam": {}})
 
     reply = api("POST", "/workflows", body=definition)
 
@@ -85,7 +85,7 @@ def test_every_fault_of_an_invalid_definition_is_listed_with_processor_and_field
         ("work", "cpu"),
         ("work", "defaultParams.WINDOW"),
         ("work", "dependsOn"),
-        ("Bad_Id", "id"),
+        ("bad-id", "defaultParam"),  # the id made resource-safe; the typo named
     } <= faults
     assert ("body", "processors.work.cpu") in reply.fields()
     assert sfn().list_state_machines()["stateMachines"] == []

@@ -128,10 +128,10 @@ def test_invalid_run_input_exits_2_before_anything_runs(home, input_dir, tmp_pat
 
 
 def test_an_invalid_definition_exits_2_listing_its_faults(home, input_dir, tmp_path) -> None:
-    bad = definition(tmp_path, "  - id: orphan\n    command: [python, x.py]\n")
+    bad = definition(tmp_path, "  - id: orphan\n    command: [python, x.py]\n    dependOn: [src]\n")
     result = cli("run", bad, "--input", input_dir)
     assert result.exit_code == 2
-    assert "processor 'orphan', field 'dependsOn'" in result.stderr
+    assert "processor 'orphan', field 'dependOn': unknown field; did you mean dependsOn?" in result.stderr
 
 
 def _finished_runs(

@@ -199,7 +199,8 @@ def test_build_installs_requirements_and_lists_packages(layers: LocalLayers, hom
     assert [(p.name, p.version) for p in record.packages] == [("tinypkg", "1.2.3")]
     assert record.python_version and record.python_version.count(".") == 2
     assert record.file_count >= 4 and record.size_bytes > 0
-    installed = home.layer_dir("sci") / "python" / "tinypkg" / "__init__.py"
+    minor = ".".join(record.python_version.split(".")[:2])  # Pennsieve's layout, built by pennflow
+    installed = home.layer_dir("sci") / "lib" / f"python{minor}" / "site-packages" / "tinypkg" / "__init__.py"
     assert installed.read_text() == "VERSION = '1.2.3'\n"
 
 

@@ -538,6 +538,19 @@ def populate(home: PennflowHome, name: str, files: dict[str, str]) -> LayerRecor
         return layers.populate_from(name, source)
 
 
+@pytest.mark.parametrize(
+    "site",
+    ["python", f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"],
+    ids=["pennflow-layout", "pennsieve-layout"],
+)
+def test_python_env_layers_of_either_layout_are_importable(home, input_dir, site) -> None:
+    populate(home, "py-lib", {f"{site}/greeting.py": 'MESSAGE = "hello from a layer"\n'})
+    record = run(SOURCE + "  - {id: greet, command: [python, use_layer.py], dependsOn: [src], layers: [py-lib]}\n",
+                 home, input_dir)  # fmt: skip
+    assert record.status is Status.SUCCEEDED
+    assert (output(home, record, "greet") / "greeting.txt").read_text() == "hello from a layer"
+
+
 def test_layers_give_folders_and_importable_python_packages(home, input_dir) -> None:
     py_lib = populate(home, "py-lib", {"python/greeting.py": 'MESSAGE = "hello from a layer"\n'})
     atlas = populate(home, "atlas", {"regions.csv": "a,b\n"})
@@ -697,7 +710,10 @@ def test_with_a_container_runtime_an_image_runs_in_docker_with_container_paths(
     assert env["INPUT_DIR"] == f"{RUN_MOUNT}/src/output"
     assert env["OUTPUT_DIR"] == f"{RUN_MOUNT}/boxed/output"
     assert env["LAYER_SCI_DIR"] == f"{LAYERS_MOUNT}/sci"
-    assert env["PYTHONPATH"] == f"{LAYERS_MOUNT}/sci/python"
+    assert env["PYTHONPATH"].split(os.pathsep)[:2] == [
+        f"{LAYERS_MOUNT}/sci/python",
+        f"{LAYERS_MOUNT}/sci/lib/python3.14/site-packages",
+    ]
     assert f"type=bind,source={home.run_dir(record.run_id)},target={RUN_MOUNT}" in argv
     pinned = home.layers_dir / ".versions" / "sci" / "1"  # the version the run pinned, never the symlink
     assert f"type=bind,source={pinned},target={LAYERS_MOUNT}/sci,readonly" in argv

@@ -173,6 +173,7 @@ def test_without_publish_a_pennsieve_dataset_target_uploads_nothing(
     assert result.exit_code == 0, result.output
     run, steps = finished(result)
     assert steps["results"]["status"] == Status.SUCCEEDED.value and copied(home, run).is_file()
+    # Without --dataset or --publish the run does not log in for tokens either: no call at all.
     assert pennsieve.requests == []
 
 
@@ -194,7 +195,7 @@ def test_without_publish_a_pennsieve_dataset_target_uploads_nothing(
         (
             "Pennsieve Package Asset",
             {},
-            "processor 'results': Pennsieve Package Asset targets are not supported",
+            "processor 'results': --publish with a Pennsieve Package Asset target needs Pennsieve credentials",
         ),
     ],
 )

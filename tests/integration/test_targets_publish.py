@@ -14,7 +14,6 @@ import pytest
 from pennflow import aws
 from pennflow.data.targets import (
     TargetError,
-    UnsupportedTarget,
     local_target_plan,
     publish,
     publish_to_dataset,
@@ -150,11 +149,7 @@ def test_an_empty_input_publishes_nothing(pennsieve, pennsieve_client, bucket, t
     assert pennsieve.manifests == {}
 
 
-def test_package_asset_and_unknown_targets_are_refused_precisely(tmp_path):
-    with pytest.raises(
-        UnsupportedTarget, match="Pennsieve Package Asset targets are not supported: attaching a viewer asset"
-    ):
-        publish("Pennsieve Package Asset", tmp_path, run_id="r", params={"ASSET_TYPE": "PNG"})
+def test_unknown_targets_are_refused_precisely(tmp_path):
     with pytest.raises(TargetError, match="unknown target type 'ftp'"):
         publish("ftp", tmp_path, run_id="r", params={})
     with pytest.raises(TargetError, match="RESULTS_BUCKET is not set"):

@@ -18,6 +18,7 @@ from pennflow.workflow.asl import (
     compile_to_json,
     compile_workflow,
     execution_input,
+    override_problems,
 )
 from pennflow.workflow.dag import Dag, decompose, simulate
 from pennflow.workflow.definition import load_definition, validate_definition
@@ -176,7 +177,7 @@ def test_gate_rejects_a_broken_definition():
 
 
 def test_override_limit_is_checked_at_compile_time():
-    params = {f"P{i}": "v" * 100 for i in range(60)}
+    params = {f"P{i}": "v" * 150 for i in range(60)}
     data = {
         "name": "big",
         "processors": [
@@ -186,6 +187,28 @@ def test_override_limit_is_checked_at_compile_time():
     }
     with pytest.raises(CompileError, match="'a'.*8192"):
         compile_workflow(validate_definition(data))
+
+
+def test_each_param_counts_its_own_length_not_a_fixed_budget():
+    """Three 4,096-character params are over ECS's 8,192 limit at compile time, and so are long run values."""
+
+    def workflow(value: str):
+        return validate_definition(
+            {
+                "name": "long",
+                "processors": [
+                    {"id": "a", "image": "i", "defaultParams": {f"P{i}": value for i in range(3)}},
+                ],
+            }
+        )
+
+    with pytest.raises(CompileError, match="'a'"):
+        compile_workflow(workflow("v" * 4096))
+    short = workflow("v")
+    compile_workflow(short)
+    assert override_problems(short, {"a": {"P0": "v"}}) == []
+    problems = override_problems(short, {"a": {f"P{i}": "v" * 4096 for i in range(3)}})
+    assert len(problems) == 1 and "8192" in problems[0]
 
 
 def test_execution_input_shape_and_missing_pieces():

@@ -15,7 +15,19 @@ from pennflow.cli.definitions import load
 from pennflow.cli.output import LazyConsole, colour_enabled, echo
 
 EXAMPLE = Path(__file__).parents[2] / "workflows" / "eeg-quality.yaml"
-COMMANDS = ("validate", "compile", "graph", "run", "runs", "status", "logs", "cancel", "submit", "layers")
+COMMANDS = (
+    "validate",
+    "compile",
+    "graph",
+    "run",
+    "runs",
+    "status",
+    "logs",
+    "cancel",
+    "submit",
+    "schema",
+    "layers",
+)
 
 
 def raw_help(*args: str) -> str:

@@ -108,11 +108,12 @@ def test_layers_get_a_folder_variable_and_their_python_folder_on_pythonpath() ->
     env = _env("band-power", inherited_pythonpath="/opt/lib")
     assert env["LAYER_SCI_STACK_DIR"] == "/mnt/layers/sci-stack"
     assert env["LAYER_ATLAS_DIR"] == "/mnt/layers/atlas"
-    assert env["PYTHONPATH"].split(":") == [
-        "/mnt/layers/sci-stack/python",
-        "/mnt/layers/atlas/python",
-        "/opt/lib",
-    ]
+    parts = env["PYTHONPATH"].split(":")
+    assert parts[-1] == "/opt/lib"
+    for layer in ("sci-stack", "atlas"):  # both layouts: pennflow's older one and Pennsieve's
+        assert f"/mnt/layers/{layer}/python" in parts
+        assert f"/mnt/layers/{layer}/lib/python3.12/site-packages" in parts
+    assert parts.index("/mnt/layers/sci-stack/python") < parts.index("/mnt/layers/atlas/python")
     assert "LAYER_SCI_STACK_DIR" not in _env("convert")  # only the layers a processor asked for
 
 

@@ -82,13 +82,48 @@ def test_hash_changes_with_content():
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ({"id": "Bad_Id", "image": "i", "dependsOn": ["src"]}, ("Bad_Id", "id", "lower-case")),
-        ({"id": "x" * 65, "image": "i", "dependsOn": ["src"]}, ("x" * 65, "id", "at most 64")),
+        ({"id": "Bad_Id", "image": "i", "dependsOn": ["src"]}, None),  # derived: bad-id
+        ({"id": "x" * 65, "image": "i", "dependsOn": ["src"]}, None),  # derived, cut, with a hash
+        ({"id": 7, "image": "i", "dependsOn": ["src"]}, ("#3", "id", "valid string")),
         ({"id": "step", "image": "i", "dependsOn": ["src"]}, ("step", "id", "duplicate id")),
         ({"id": "a", "image": "i", "dependsOn": ["a"]}, ("a", "dependsOn", "cannot depend on itself")),
         ({"id": "a", "image": "i", "dependsOn": ["ghost"]}, ("a", "dependsOn", "unknown processor 'ghost'")),
-        ({"id": "a", "image": "i"}, ("a", "dependsOn", "required")),
-        ({"id": "a", "image": "i", "dependsOn": []}, ("a", "dependsOn", "required")),
+        ({"id": "a", "image": "i"}, None),  # a root processor: empty INPUT_DIR
+        ({"id": "a", "image": "i", "dependsOn": []}, None),
+        ({"id": "t", "type": "data-target", "targetType": "s3"}, ("t", "dependsOn", "required")),
+        (
+            {"id": "a", "image": "i", "dependsOn": ["src"], "defaultParam": {"K": "v"}},
+            ("a", "defaultParam", "unknown field; did you mean defaultParams?"),
+        ),
+        ({"id": "a", "image": "i", "dependOn": ["src"]}, ("a", "dependOn", "did you mean dependsOn?")),
+        ({"id": "a", "image": "i", "layer": ["x"]}, ("a", "layer", "did you mean layers?")),
+        (
+            {"id": "a", "image": "i", "retry": {"maxAttemps": 3}},
+            ("a", "retry.maxAttemps", "did you mean maxAttempts?"),
+        ),
+        (
+            {"id": "a", "image": "i", "dependsOn": [{"sourceUrl": "https://nowhere"}]},
+            ("a", "dependsOn", "no processor has sourceUrl"),
+        ),
+        ({"id": "a", "image": "i", "computeType": "gpu"}, ("a", "computeType", "no GPUs")),
+        ({"id": "a", "image": "Not An Image!"}, ("a", "image", "not a container image reference")),
+        (
+            {"id": "a", "image": "i", "defaultParams": {"FOO\n": "x"}},
+            ("a", "defaultParams.FOO\n", "not a valid environment variable name"),
+        ),
+        (
+            {"id": "a", "image": "i", "defaultParams": {"BATCH_INDEX": "1"}},
+            ("a", "defaultParams.BATCH_INDEX", "reserved"),
+        ),
+        (
+            {"id": "a", "image": "i", "defaultParams": {"PYTHONPATH": "/x"}},
+            ("a", "defaultParams.PYTHONPATH", "reserved"),
+        ),
+        (
+            {"id": "a", "image": "i", "defaultParams": {"SESSION_TOKEN": "x"}},
+            ("a", "defaultParams.SESSION_TOKEN", "reserved"),
+        ),
+        ({"id": "a", "image": "i", "memory": "lots"}, ("a", "memory", "valid integer")),
         (
             {"id": "s2", "type": "data-source", "dependsOn": ["src"]},
             ("s2", "dependsOn", "data source has no"),
@@ -103,7 +138,17 @@ def test_hash_changes_with_content():
         ),
         (
             {"id": "t", "type": "data-target", "targetType": "persistent-layer", "dependsOn": ["step"]},
-            ("t", "defaultParams.layerName", "required for a persistent-layer"),
+            None,  # the run supplies layerName
+        ),
+        (
+            {
+                "id": "t",
+                "type": "data-target",
+                "targetType": "persistent-layer",
+                "dependsOn": ["step"],
+                "defaultParams": {"layerName": "lay\n"},
+            },
+            ("t", "defaultParams.layerName", "not a valid layer name"),
         ),
         (
             {"id": "a", "image": "i", "dependsOn": ["src"], "defaultParams": {"N": 3}},
@@ -126,7 +171,7 @@ def test_hash_changes_with_content():
             ("a", "memory", "not valid with cpu 256"),
         ),
         ({"id": "a", "dependsOn": ["src"]}, ("a", "image", "needs an image, a sourceUrl")),
-        ({"id": "a", "sourceUrl": "https://x", "dependsOn": ["src"]}, ("a", "tag", "needs a tag")),
+        ({"id": "a", "sourceUrl": "https://x", "dependsOn": ["src"]}, None),  # latest version runs
         (
             {"id": "a", "image": "i", "dependsOn": ["src"], "layers": ["Bad"]},
             ("a", "layers", "not a valid layer"),
@@ -178,7 +223,7 @@ def test_cycle_is_reported_with_its_path():
 def test_every_fault_is_listed_not_just_the_first():
     faults = faults_of(
         """
-        name: Bad Name
+        name: [not, a, name]
         processors:
           - id: a
             image: i
@@ -191,7 +236,7 @@ def test_every_fault_is_listed_not_just_the_first():
           - id: t
             type: data-target
             targetType: persistent-layer
-            dependsOn: [a]
+            dependOn: [a]
         """
     )
     fields = {(p, f) for p, f, _ in faults}
@@ -202,7 +247,8 @@ def test_every_fault_is_listed_not_just_the_first():
         ("a", "defaultParams.INPUT_DIR"),
         ("a", "memory"),
         ("a", "id"),
-        ("t", "defaultParams.layerName"),
+        ("t", "dependOn"),
+        ("t", "dependsOn"),
     } <= fields
 
 

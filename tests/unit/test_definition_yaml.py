@@ -18,12 +18,13 @@ needs_libyaml = pytest.mark.skipif(not hasattr(yaml, "CSafeLoader"), reason="PyY
 
 @pytest.fixture
 def loaders_used(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The loader classes that yaml.load is given, in order."""
+    """The loaders yaml.load is given, in order: libyaml's (CSafeLoader) or the pure-Python one
+    (SafeLoader), whichever the loader given derives from (pennflow.workflow.loading adds limits)."""
     used: list[str] = []
     real_load = yaml.load
 
     def spy(stream, Loader):  # noqa: N803 (yaml's own argument name)
-        used.append(Loader.__name__)
+        used.append(next(c.__name__ for c in Loader.__mro__ if c.__name__ in ("CSafeLoader", "SafeLoader")))
         return real_load(stream, Loader=Loader)
 
     monkeypatch.setattr(yaml, "load", spy)
