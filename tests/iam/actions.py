@@ -400,6 +400,14 @@ def _logs_group_action(call: Call, _: Lookup) -> list[Request]:
     return [_request(f"logs:{call.operation}", _log_group(call, call.params["logGroupName"]))]
 
 
+@maps("ssm", "PutParameter", "GetParameter", "DeleteParameter")
+def _ssm_parameter(call: Call, _: Lookup) -> list[Request]:
+    # A parameter's ARN drops the name's leading '/': parameter/<node>/slot-00/run-id. With the AWS
+    # managed key (aws/ssm) a SecureString needs no KMS grant of the caller's own.
+    name = call.params["Name"].lstrip("/")
+    return [_request(f"ssm:{call.operation}", call.arn("ssm", f"parameter/{name}"))]
+
+
 @maps("secretsmanager", "GetSecretValue", "DescribeSecret")
 def _secret(call: Call, _: Lookup) -> list[Request]:
     secret = call.params["SecretId"]
