@@ -240,11 +240,13 @@ def runs_(
 ):
     """List local runs, newest first."""
     from pennflow.engine.home import PennflowHome
+    from pennflow.engine.orphans import settled_runs
     from pennflow.engine.progress import runs_table
 
     store = _open_store(PennflowHome.resolve())
     try:
         page = store.list_runs(workflow=workflow, status=status, limit=limit, cursor=cursor)
+        page = type(page)(settled_runs(store, page.runs), page.cursor)  # runs whose engine is gone end
     except ValueError as exc:
         raise fail(f"--cursor: {exc}") from None
     finally:
@@ -369,8 +371,12 @@ def cancel(run_id: str = RunArg):
 
     store = _open_store(PennflowHome.resolve())
     try:
-        _run_or_exit(store, run_id)
+        _run_or_exit(store, run_id, settle=False)
         if store.update_run(run_id, Status.CANCELING):
+            ended = _run_or_exit(store, run_id)
+            if ended.status.is_terminal:  # its engine was gone: nothing else would end it
+                out.print(f"run {run_id} {ended.status.value} at once: {ended.reason}", highlight=False)
+                return
             out.print(f"cancel requested: run {run_id} stops within a second or so", highlight=False)
             return
         current = store.get_run(run_id)
@@ -401,11 +407,13 @@ def _open_store(home):
         raise fail(f"cannot open the run store {home.db_path}: {exc}") from None
 
 
-def _run_or_exit(store, run_id: str):
+def _run_or_exit(store, run_id: str, settle: bool = True):
+    from pennflow.engine.orphans import settled
+
     record = store.get_run(run_id)
     if record is None:
         raise fail(f"no run {run_id!r} here (see `pennflow runs`)")
-    return record
+    return settled(store, record) if settle else record  # a run whose engine is gone ends first
 
 
 def _run_json(record, steps) -> dict:

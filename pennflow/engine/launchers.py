@@ -156,6 +156,19 @@ def _csv_field(value: str) -> str:
 # ------------------------------------------------------------------ running
 
 
+def remove_container(name: str) -> None:
+    """``docker rm --force``: killing the docker client does not stop its container."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            ["docker", "rm", "--force", name],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+
+
 @dataclass(eq=False)
 class RunningProcess:
     """One started attempt. ``stopped_by`` says why pennflow terminated it, if it did."""
@@ -221,15 +234,7 @@ class RunningProcess:
     def _kill(self) -> None:
         self._signal(signal.SIGKILL)
         if self.spec.container_name:
-            # Killing the docker client does not stop its container.
-            subprocess.run(
-                ["docker", "rm", "--force", self.spec.container_name],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=60,
-                check=False,
-            )
+            remove_container(self.spec.container_name)
 
     def _signal(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already

@@ -106,7 +106,7 @@ class ProcessLauncher:
                 message = f"cannot start {spec.argv[0]!r}: {exc.strerror or exc}"
                 log.write(f"{message}\n".encode())
                 return Attempt(False, message, retryable=False)
-            with self.ctx.stop.tracking(process):
+            with self.ctx.stop.tracking(process), self.ctx.lease.tracking(process):
                 code = process.wait()
         if process.stopped_by == STOPPED:
             return Attempt(False, canceled=True)

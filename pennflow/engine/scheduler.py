@@ -47,22 +47,29 @@ class LocalRun:
             dataset_id=plan.inputs.dataset_id,
             package_ids=list(plan.inputs.package_ids),
         )
-        ctx.records.create(run, [p.id for p in ctx.workflow.processors])
-        ctx.run_dir.mkdir(parents=True, exist_ok=True)
-        ctx.records.mark_started(run)
-        threading.Thread(
-            target=watch_for_cancel,
-            args=(self.cancel_event, self._finished, ctx.records, self._on_cancel),
-            name="pennflow-cancel-watch",
-            daemon=True,
-        ).start()
+        ctx.lease.start()  # before the run is stored: a stored run always has its lease
+        ended = False
         try:
-            self._schedule()
+            ctx.records.create(run, [p.id for p in ctx.workflow.processors])
+            ctx.run_dir.mkdir(parents=True, exist_ok=True)
+            ctx.records.mark_started(run)
+            threading.Thread(
+                target=watch_for_cancel,
+                args=(self.cancel_event, self._finished, ctx.records, self._on_cancel),
+                name="pennflow-cancel-watch",
+                daemon=True,
+            ).start()
+            try:
+                self._schedule()
+            finally:
+                self._finished.set()
+                ctx.views.remove_all()
+                self.data_steps.close()
+            final = ctx.records.finish(self._failure, ctx.stop.canceled)
+            ended = True
+            return final
         finally:
-            self._finished.set()
-            ctx.views.remove_all()
-            self.data_steps.close()
-        return ctx.records.finish(self._failure, ctx.stop.canceled)
+            ctx.lease.close(ended)
 
     def _on_cancel(self, reason: str) -> None:
         self._events.put(("cancel", reason))
