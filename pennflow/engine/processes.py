@@ -13,6 +13,7 @@ import signal
 from pathlib import Path, PurePath
 
 from pennflow.engine.cancel import STOPPED
+from pennflow.engine.container_errors import container_failure
 from pennflow.engine.launchers import (
     LaunchSpec,
     RunningProcess,
@@ -114,7 +115,12 @@ class ProcessLauncher:
             return Attempt(False, f"timed out after {processor.timeout_seconds}s")
         if code == 0:
             return Attempt(True, exit_code=0)
-        return Attempt(False, _failure_reason(code, log_path, attempt_start), exit_code=code)
+        tail = _attempt_tail(log_path, attempt_start)
+        if spec.container_name and processor.image:
+            docker = container_failure(code, tail, processor.image)
+            if docker is not None:
+                return Attempt(False, docker.reason, exit_code=code, retryable=docker.retryable)
+        return Attempt(False, _failure_reason(code, tail), exit_code=code)
 
 
 def _cannot_launch_message(processor: Processor, have_runtime: bool) -> str:
@@ -131,7 +137,7 @@ def _cannot_launch_message(processor: Processor, have_runtime: bool) -> str:
     return "the processor has no 'command' to run locally"
 
 
-def _failure_reason(code: int, log_path: Path, attempt_start: int) -> str:
+def _failure_reason(code: int, tail: list[str]) -> str:
     if code < 0:
         try:
             what = f"killed by signal {signal.Signals(-code).name}"
@@ -139,18 +145,16 @@ def _failure_reason(code: int, log_path: Path, attempt_start: int) -> str:
             what = f"killed by signal {-code}"
     else:
         what = f"exit code {code}"
-    last = _last_log_line(log_path, attempt_start)
-    return f"{what}: {last}" if last else what
+    return f"{what}: {tail[-1][:LAST_LINE_CHARS]}" if tail else what
 
 
-def _last_log_line(log_path: Path, attempt_start: int) -> str | None:
-    """The attempt's last non-empty output line, usually the error message."""
+def _attempt_tail(log_path: Path, attempt_start: int) -> list[str]:
+    """The attempt's last non-empty output lines (the last is usually the error message)."""
     try:
         with open(log_path, "rb") as log:
             size = log.seek(0, os.SEEK_END)
             log.seek(max(attempt_start, size - 4096))
             tail = log.read().decode("utf-8", errors="replace")
     except OSError:
-        return None
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    return lines[-1][:LAST_LINE_CHARS] if lines else None
+        return []
+    return [line.strip() for line in tail.splitlines() if line.strip()]

@@ -148,7 +148,7 @@ class PlainProgress:
     def __init__(self, console: Console, workflow: Workflow):
         self._console = console
         self._attempts = max_attempts(workflow)
-        self._seen: dict[str, tuple[Status, int]] = {}
+        self._seen: dict[str, tuple[Status, int, str | None]] = {}
         self._lock = threading.Lock()
 
     def run_started(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
@@ -158,7 +158,7 @@ class PlainProgress:
 
     def step_updated(self, step: StepRecord) -> None:
         with self._lock:
-            key = (step.status, step.attempts)
+            key = (step.status, step.attempts, step.reason)
             if self._seen.get(step.processor_id) == key:
                 return
             self._seen[step.processor_id] = key
@@ -177,7 +177,7 @@ class PlainProgress:
             line += f" (attempt {step.attempts}/{self._attempts.get(step.processor_id, 1)})"
         elif step.duration_seconds is not None:
             line += f" in {format_seconds(step.duration_seconds)}"
-        if step.reason and step.status is not Status.STARTED:
+        if step.reason:  # while STARTED, why the attempt before this retry failed
             line += f": {step.reason}"
         return line
 

@@ -60,20 +60,25 @@ class StepRunner:
             return self._scatter(processor)
         return self._attempts(processor, lambda n: self._process(processor, n))
 
-    def _attempts(self, processor: Processor, attempt_once: Callable[[int], Attempt]) -> Outcome:
-        """1 + retry.maxAttempts attempts, waiting interval * backoff^(n-1) before retry n."""
+    def _attempts(
+        self, processor: Processor, attempt_once: Callable[[int], Attempt], batch: int | None = None
+    ) -> Outcome:
+        """1 + retry.maxAttempts attempts, waiting interval * backoff^(n-1) before retry n; a retry
+        says why the attempt before it failed (in the step's reason and its log)."""
         retry = processor.retry
         stop = self.ctx.stop
         total = 1 + (retry.max_attempts if retry else 0)
+        retrying_after: str | None = None
         for number in range(1, total + 1):
             if number > 1 and retry is not None:
                 delay = retry.interval_seconds * retry.backoff_rate ** (number - 2)
+                self.ctx.logs.append(processor.id, f"==== {retrying_after}; attempt {number} in {delay:g}s\n")
                 if stop.wait(delay):
                     break
             with self._slots:
                 if stop.is_set():
                     break
-                self.ctx.records.note_attempt(processor.id, number)
+                self.ctx.records.note_attempt(processor.id, number, retrying_after)
                 result = attempt_once(number)
             if result.ok:
                 return Outcome(Status.SUCCEEDED, result.reason, result.exit_code)
@@ -81,6 +86,9 @@ class StepRunner:
                 break
             if not result.retryable or number == total:
                 return Outcome(Status.FAILED, result.reason, result.exit_code)
+            where = f"batch {batch} " if batch is not None else ""
+            why = result.reason or f"exit code {result.exit_code}"
+            retrying_after = f"retrying: {where}attempt {number} failed: {why}"
         return Outcome(Status.CANCELED, stop.reason)
 
     def _process(self, processor: Processor, attempt: int) -> Attempt:
@@ -102,7 +110,7 @@ class StepRunner:
         """One process per batch of input files, all writing the processor's OUTPUT_DIR."""
         assert processor.scatter is not None
         pid = processor.id
-        self.ctx.records.note_attempt(pid, 0)
+        self.ctx.records.note_attempt(pid, 1)  # STARTED; its batches' retries raise the count
         try:
             self.ctx.prepare_union(processor)
         except FanInClash as exc:
@@ -117,7 +125,7 @@ class StepRunner:
             return Outcome(Status.SUCCEEDED, "no input files: no batches ran")
 
         def run_batch(index: int) -> Outcome:
-            outcome = self._attempts(processor, lambda n: self._process_batch(processor, index, n))
+            outcome = self._attempts(processor, lambda n: self._process_batch(processor, index, n), index)
             if outcome.status is Status.FAILED:  # stop the other batches now
                 self.ctx.stop.halt(f"canceled: processor {pid!r} failed", failed=pid)
             return outcome
