@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -156,6 +158,16 @@ def _csv_field(value: str) -> str:
 # ------------------------------------------------------------------ running
 
 
+def _pidfd(pid: int) -> int | None:
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        return pidfd_open(pid)
+    except OSError:  # an old kernel
+        return None
+
+
 def remove_container(name: str) -> None:
     """``docker rm --force``: killing the docker client does not stop its container."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -180,6 +192,8 @@ class RunningProcess:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _kill_timer: threading.Timer | None = None
     _deadline: threading.Timer | None = None
+    _deadline_at: float = 0.0
+    _pidfd: int | None = None  # readable once the process exits (Linux): waits with a timeout, no thread
 
     @classmethod
     def start(
@@ -197,9 +211,12 @@ class RunningProcess:
         )
         running = cls(spec, popen, grace_seconds)
         if timeout_seconds is not None:
-            running._deadline = threading.Timer(timeout_seconds, running.terminate, args=("timeout",))
-            running._deadline.daemon = True
-            running._deadline.start()
+            running._deadline_at = time.monotonic() + timeout_seconds
+            running._pidfd = _pidfd(popen.pid)
+            if running._pidfd is None:  # no pidfd here: a timer thread per attempt instead
+                running._deadline = threading.Timer(timeout_seconds, running.terminate, args=("timeout",))
+                running._deadline.daemon = True
+                running._deadline.start()
         return running
 
     @property
@@ -209,8 +226,17 @@ class RunningProcess:
     def wait(self) -> int:
         """Block until the process exits (no polling), then end whatever it left in its group.
 
-        As when a container's main process exits, nothing the processor started outlives it.
+        The timeout needs no thread: the waiting thread blocks on the process's pidfd until the
+        deadline. As when a container's main process exits, nothing the processor started outlives it.
         """
+        if self._pidfd is not None:
+            try:
+                remaining = self._deadline_at - time.monotonic()
+                if not select.select([self._pidfd], [], [], max(remaining, 0))[0]:
+                    self.terminate("timeout")
+            finally:
+                os.close(self._pidfd)
+                self._pidfd = None
         code = self.popen.wait()
         if self._deadline is not None:
             self._deadline.cancel()

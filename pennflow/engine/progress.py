@@ -4,6 +4,7 @@ and the tables of ``pennflow runs`` and ``pennflow status``."""
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -107,6 +108,37 @@ def runs_table(runs: Sequence[RunRecord]) -> Table:
     return table
 
 
+LIVE_CHROME_ROWS = 6  # the title, the header, the rule, the caption and a line to spare
+MIN_LIVE_ROWS = 5
+# Which processors a screen too small for all of them shows first.
+_RELEVANCE = (
+    Status.STARTED,
+    Status.CANCELING,
+    Status.FAILED,
+    Status.NOT_STARTED,
+    Status.CANCELED,
+    Status.SUCCEEDED,
+)
+
+
+def most_relevant(steps: Sequence[StepRecord], rows: int) -> list[StepRecord]:
+    """Up to ``rows`` steps, running ones first, then failed, waiting, ended; in definition order."""
+    by_status: dict[Status, list[int]] = {status: [] for status in _RELEVANCE}
+    for index, step in enumerate(steps):
+        by_status[step.status].append(index)
+    chosen: list[int] = []
+    for status in _RELEVANCE:
+        chosen += by_status[status][: rows - len(chosen)]
+        if len(chosen) >= rows:
+            break
+    return [steps[index] for index in sorted(chosen)]
+
+
+def status_counts(steps: Sequence[StepRecord]) -> str:
+    counts = Counter(step.status for step in steps)
+    return ", ".join(f"{counts[status]} {status.value}" for status in Status if counts[status])
+
+
 class LiveProgress:
     """A table of processors refreshed in place while the run goes (for a terminal)."""
 
@@ -139,7 +171,15 @@ class LiveProgress:
     def _render(self) -> Table:
         with self._lock:
             steps = list(self._steps.values())
-        return steps_table(steps, attempts_of=self._attempts, title=self._title)
+        # A terminal shows a screenful: render only that many rows (a 5,000-processor table redrawn
+        # four times a second would cost the run more than its processes do).
+        room = max(self._console.size.height - LIVE_CHROME_ROWS, MIN_LIVE_ROWS)
+        shown = steps if len(steps) <= room else most_relevant(steps, room - 1)
+        table = steps_table(shown, attempts_of=self._attempts, title=self._title)
+        if len(shown) < len(steps):
+            table.caption = f"{len(steps) - len(shown)} more; all: {status_counts(steps)}"
+            table.caption_justify = "left"
+        return table
 
 
 class PlainProgress:

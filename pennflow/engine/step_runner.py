@@ -31,12 +31,32 @@ class StepRunner:
         self.data_steps = data_steps
         self.launcher = ProcessLauncher(ctx)
         self._slots = threading.BoundedSemaphore(ctx.plan.max_parallel)
+        # Batches of every scattered processor share one pool of max_parallel threads (their
+        # processors wait in the scheduler's workers, so batches never wait on each other).
+        self._batches: ThreadPoolExecutor | None = None
+        self._batches_lock = threading.Lock()
+
+    def close(self) -> None:
+        """After the last processor ended: the batch threads go."""
+        if self._batches is not None:
+            self._batches.shutdown(wait=True)
+
+    def _batch_pool(self) -> ThreadPoolExecutor:
+        with self._batches_lock:
+            if self._batches is None:
+                self._batches = ThreadPoolExecutor(
+                    self.ctx.plan.max_parallel, thread_name_prefix="pennflow-batch"
+                )
+            return self._batches
 
     def run_processor(self, pid: str, on_done: Callable[[str, Outcome], None]) -> None:
         """A worker thread: run one processor to its outcome, and always tell ``on_done``."""
         outcome = Outcome(Status.FAILED, "pennflow stopped unexpectedly")
         try:
-            outcome = self._outcome(self.ctx.plan.processors[pid])
+            if self.ctx.stop.is_set():  # the run stopped while this one waited for a worker
+                outcome = Outcome(Status.CANCELED, self.ctx.stop.reason)
+            else:
+                outcome = self._outcome(self.ctx.plan.processors[pid])
         except Exception as exc:  # pennflow's own fault (a bug, a full disk): fail visibly, keep the run sane
             outcome = Outcome(Status.FAILED, f"pennflow could not run it: {exc}")
             with contextlib.suppress(OSError):
@@ -130,8 +150,8 @@ class StepRunner:
                 self.ctx.stop.halt(f"canceled: processor {pid!r} failed", failed=pid)
             return outcome
 
-        with ThreadPoolExecutor(min(len(batches), self.ctx.plan.max_parallel)) as pool:
-            outcomes = list(pool.map(run_batch, range(len(batches))))
+        pool = self._batch_pool()
+        outcomes = [future.result() for future in [pool.submit(run_batch, i) for i in range(len(batches))]]
         for index, outcome in enumerate(outcomes):
             if outcome.status is Status.FAILED:
                 return Outcome(Status.FAILED, f"batch {index}: {outcome.reason}", outcome.exit_code)
