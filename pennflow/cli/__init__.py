@@ -164,7 +164,7 @@ def run(
     """Run a workflow on this machine: exit 0 when it succeeded, 1 when it failed or was canceled."""
     from pennflow.engine.home import PennflowHome
     from pennflow.engine.local import InvalidRunInput, result_dirs, run_workflow
-    from pennflow.engine.progress import format_seconds, make_progress, steps_table
+    from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress, steps_table
     from pennflow.workflow.runs import Status
 
     workflow = load_or_exit(file)
@@ -208,7 +208,7 @@ def run(
     if as_json:
         _print_json({**_run_json(record, steps), "results": results})
         raise typer.Exit(code)
-    out.print(steps_table(steps, title=f"{record.workflow}  {record.run_id}"))
+    out.print(steps_table(steps, title=f"{record.workflow}  {record.run_id}", rows=RUN_SUMMARY_ROWS))
     duration = format_seconds(_seconds(record.started_at, record.finished_at))
     if code == EXIT_OK:
         out.print(f"[green]SUCCEEDED[/] run {record.run_id} in {duration}", highlight=False)
