@@ -20,6 +20,9 @@ def main(argv: list[str]) -> int:
     said = sys.stdin.buffer.read()  # until the engine closes the pipe, or dies
     if said:  # the engine writes only once its run ended as it should
         return 0
+    import site
+
+    site.main()  # started with -S: the store needs the installed packages now
     from pennflow.engine.orphans import end_orphaned
     from pennflow.stores.sqlite import SqliteRunStore
 
