@@ -88,13 +88,15 @@ def subprocess_spec(
     cwd: Path,
     *,
     wrap: Callable[[Sequence[str]], list[str]] | None = None,
+    inherited: Mapping[str, str] | None = None,
 ) -> LaunchSpec:
     """The processor's ``command`` on top of this environment, with the engine's Python first on PATH.
 
     ``python`` then means the interpreter pennflow runs in (and its installed packages). ``wrap``
-    turns the command into the one that starts it (the layers sandbox).
+    turns the command into the one that starts it (the layers sandbox). ``inherited`` is
+    ``inherited_environment()`` taken once (a run takes it once, not once per attempt).
     """
-    env = {**inherited_environment(), **contract_env}
+    env = {**(inherited if inherited is not None else inherited_environment()), **contract_env}
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH") or os.defpath])
     argv = list(command)
     if wrap is None:

@@ -20,6 +20,7 @@ from pennflow.engine.launchers import (
     caller_user,
     docker_command,
     docker_spec,
+    inherited_environment,
     missing_executable,
     subprocess_spec,
 )
@@ -39,6 +40,7 @@ class CannotLaunch(Exception):
 class ProcessLauncher:
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
+        self._inherited = inherited_environment()  # the run's processors all start from the same
 
     def spec(self, processor: Processor, batch: int | None = None) -> LaunchSpec:
         """What to execute; raises CannotLaunch when this machine cannot run the processor."""
@@ -48,7 +50,9 @@ class ProcessLauncher:
             raise CannotLaunch(_cannot_launch_message(processor, self.ctx.use_docker))
         view = self.ctx.views.of(processor)
         env = self._environment(processor, self.ctx.layout, view.root, batch, os.environ.get("PYTHONPATH"))
-        spec = subprocess_spec(processor.command, env, self.ctx.definition_dir, wrap=view.wrap)
+        spec = subprocess_spec(
+            processor.command, env, self.ctx.definition_dir, wrap=view.wrap, inherited=self._inherited
+        )
         if spec.wrapped is not None and missing_executable(processor.command[0], spec.env, spec.cwd):
             # Started through the sandbox, a typo would only show as the wrapper's exit code 127.
             raise CannotLaunch(f"cannot start {processor.command[0]!r}: no such executable")

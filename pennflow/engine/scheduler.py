@@ -88,33 +88,37 @@ class LocalRun:
         self._outstanding = 0
         # At most max_parallel workers: a ready processor waits in the pool's queue, not in a thread
         # of its own (a 5,000-wide fan-out opens max_parallel threads, not 5,000).
-        with ThreadPoolExecutor(
-            max_workers=self.ctx.plan.max_parallel, thread_name_prefix="pennflow"
-        ) as workers:
-            self._workers = workers
-            with self._lock:
-                first = self._take_ready()
-            for pid in first:
-                workers.submit(self._work, pid)
-            try:
-                while first:  # nothing ready at all: nothing to wait for
-                    try:
-                        event = self._events.get()
-                    except KeyboardInterrupt:  # used as a library without a signal handler: cancel cleanly
-                        stop.cancel(CANCELED_BY_USER)
-                        continue
-                    if event[0] == "cancel":
-                        stop.cancel(event[1])
-                    elif event[0] == "broken":
-                        raise event[1]
-                    else:  # "finished": no processor runs or waits any more
-                        break
-            except BaseException:  # the scheduler itself broke (e.g. the store): leave no process behind
-                stop.halt("canceled: pennflow stopped on an error")
-                raise
-        self.steps.close()
+        try:
+            with ThreadPoolExecutor(self.ctx.plan.max_parallel, thread_name_prefix="pennflow") as workers:
+                self._workers = workers
+                with self._lock:
+                    first = self._take_ready()
+                for pid in first:
+                    workers.submit(self._work, pid)
+                try:
+                    self._wait_for_the_end(bool(first))
+                except BaseException:  # the scheduler itself broke (e.g. the store): leave no process behind
+                    stop.halt("canceled: pennflow stopped on an error")
+                    raise
+        finally:
+            self.steps.close()
         for pid in self._ready.never_taken():  # never started: the run stopped first
             self.ctx.records.set_step(pid, Status.CANCELED, finished_at=utcnow(), reason=stop.reason)
+
+    def _wait_for_the_end(self, started: bool) -> None:
+        stop = self.ctx.stop
+        while started:  # nothing ready at all: nothing to wait for
+            try:
+                event = self._events.get()
+            except KeyboardInterrupt:  # used as a library without a signal handler: cancel cleanly
+                stop.cancel(CANCELED_BY_USER)
+                continue
+            if event[0] == "cancel":
+                stop.cancel(event[1])
+            elif event[0] == "broken":
+                raise event[1]
+            else:  # "finished": no processor runs or waits any more
+                return
 
     def _take_ready(self) -> list[str]:
         """Under the lock: what may start now, counted as outstanding."""

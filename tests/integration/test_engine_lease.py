@@ -152,6 +152,18 @@ def test_a_command_reading_a_run_whose_engine_and_supervisor_are_gone_ends_it(ho
     assert layer_refs(home) == {}
 
 
+def test_a_layer_pinned_by_a_run_whose_engine_is_gone_can_be_deleted(home, tmp_path) -> None:
+    engine, pids, lease = start_engine(home, tmp_path)
+    assert lease.supervisor_pid is not None
+    kill_9(lease.supervisor_pid)
+    kill_9(engine)
+
+    deleted = cli("layers", "delete", LAYER)  # not "in use by active run(s)": that run is over
+    assert deleted.exit_code == 0, deleted.output
+    assert stored_run(home).status is Status.FAILED
+    wait_until(lambda: not any(alive(pid) for pid in pids), "the orphans' death", timeout=5)
+
+
 def test_cancel_of_a_run_whose_engine_is_gone_ends_it_at_once(home, tmp_path) -> None:
     engine, pids, lease = start_engine(home, tmp_path)
     assert lease.supervisor_pid is not None
