@@ -64,11 +64,11 @@ LIVE_CHROME_ROWS = 6  # the title, the header, the rule, the caption and a line 
 MIN_LIVE_ROWS = 5
 # A redraw costs rich about half a millisecond a row, holding the GIL the workers need: the live
 # table shows at most this many rows, twice a second (about 2% of one core).
-MAX_LIVE_ROWS = 20
+MAX_LIVE_ROWS = 15
 LIVE_REFRESH_PER_SECOND = 2
 # The table that ends `pennflow run`: a large run's processors are counted, not all listed (rich
 # renders a row in about half a millisecond; the JSON and `pennflow status` have them all).
-RUN_SUMMARY_ROWS = 40
+RUN_SUMMARY_ROWS = 20
 # Which processors a screen too small for all of them shows first.
 _RELEVANCE = (
     Status.STARTED,
