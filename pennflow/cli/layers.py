@@ -228,10 +228,12 @@ def _build(layers, name: str) -> None:
 
 def _run_is_active(run_id: str) -> bool:
     from pennflow.engine.home import PennflowHome
+    from pennflow.engine.orphans import settled
     from pennflow.stores.sqlite import SqliteRunStore
 
     with SqliteRunStore(PennflowHome.resolve().db_path) as store:
         run = store.get_run(run_id)
+        run = settled(store, run) if run is not None else None  # its engine gone: the run ends now
     return run is not None and not run.status.is_terminal
 
 

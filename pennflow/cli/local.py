@@ -80,7 +80,7 @@ def run(
 
     from pennflow.engine.home import PennflowHome
     from pennflow.engine.local import InvalidRunInput, result_dirs, run_workflow
-    from pennflow.engine.progress import format_seconds, make_progress, steps_table
+    from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress, steps_table
 
     workflow = load_or_exit(file)
     overrides = _parse_params(param)
@@ -123,7 +123,7 @@ def run(
     if as_json:
         print_json({**_run_json(record, steps), "results": results})
         raise typer.Exit(code)
-    out.print(steps_table(steps, title=f"{record.workflow}  {record.run_id}"))
+    out.print(steps_table(steps, title=f"{record.workflow}  {record.run_id}", rows=RUN_SUMMARY_ROWS))
     duration = format_seconds(_seconds(record.started_at, record.finished_at))
     if code == EXIT_OK:
         out.print(f"[green]SUCCEEDED[/] run {record.run_id} in {duration}", highlight=False)
@@ -154,11 +154,13 @@ def runs_(
 ):
     """List local runs, newest first."""
     from pennflow.engine.home import PennflowHome
+    from pennflow.engine.orphans import settled_runs
     from pennflow.engine.progress import runs_table
 
     store = _open_store(PennflowHome.resolve())
     try:
         page = store.list_runs(workflow=workflow, status=status, limit=limit, cursor=cursor)
+        page = type(page)(settled_runs(store, page.runs), page.cursor)  # runs whose engine is gone end
     except ValueError as exc:
         raise fail(f"--cursor: {exc}") from None
     finally:
@@ -280,8 +282,12 @@ def cancel(run_id: str = RunArg):
 
     store = _open_store(PennflowHome.resolve())
     try:
-        _run_or_exit(store, run_id)
+        _run_or_exit(store, run_id, settle=False)
         if store.update_run(run_id, Status.CANCELING):
+            ended = _run_or_exit(store, run_id)
+            if ended.status.is_terminal:  # its engine was gone: nothing else would end it
+                echo(f"run {run_id} {ended.status.value} at once: {ended.reason}")
+                return
             echo(f"cancel requested: run {run_id} stops within a second or so")
             return
         current = store.get_run(run_id)
@@ -314,11 +320,13 @@ def _open_store(home):
         raise fail(f"cannot open the run store {home.db_path}: {exc}") from None
 
 
-def _run_or_exit(store, run_id: str):
+def _run_or_exit(store, run_id: str, settle: bool = True):
+    from pennflow.engine.orphans import settled
+
     record = store.get_run(run_id)
     if record is None:
         raise fail(f"no run {run_id!r} here (see `pennflow runs`)")
-    return record
+    return settled(store, record) if settle else record  # a run whose engine is gone ends first
 
 
 def _run_json(record, steps) -> dict:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -89,13 +91,15 @@ def subprocess_spec(
     cwd: Path,
     *,
     wrap: Callable[[Sequence[str]], list[str]] | None = None,
+    inherited: Mapping[str, str] | None = None,
 ) -> LaunchSpec:
     """The processor's ``command`` on top of this environment, with the engine's Python first on PATH.
 
     ``python`` then means the interpreter pennflow runs in (and its installed packages). ``wrap``
-    turns the command into the one that starts it (the layers sandbox).
+    turns the command into the one that starts it (the layers sandbox). ``inherited`` is
+    ``inherited_environment()`` taken once (a run takes it once, not once per attempt).
     """
-    env = {**inherited_environment(), **contract_env}
+    env = {**(inherited if inherited is not None else inherited_environment()), **contract_env}
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH") or os.defpath])
     argv = list(command)
     if wrap is None:
@@ -162,6 +166,29 @@ def _csv_field(value: str) -> str:
 # ------------------------------------------------------------------ running
 
 
+def _pidfd(pid: int) -> int | None:
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        return pidfd_open(pid)
+    except OSError:  # an old kernel
+        return None
+
+
+def remove_container(name: str) -> None:
+    """``docker rm --force``: killing the docker client does not stop its container."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            ["docker", "rm", "--force", name],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+
+
 @dataclass(eq=False)
 class RunningProcess:
     """One started attempt. ``stopped_by`` says why pennflow terminated it, if it did."""
@@ -173,6 +200,8 @@ class RunningProcess:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _kill_timer: threading.Timer | None = None
     _deadline: threading.Timer | None = None
+    _deadline_at: float = 0.0
+    _pidfd: int | None = None  # readable once the process exits (Linux): waits with a timeout, no thread
 
     @classmethod
     def start(
@@ -190,9 +219,12 @@ class RunningProcess:
         )
         running = cls(spec, popen, grace_seconds)
         if timeout_seconds is not None:
-            running._deadline = threading.Timer(timeout_seconds, running.terminate, args=("timeout",))
-            running._deadline.daemon = True
-            running._deadline.start()
+            running._deadline_at = time.monotonic() + timeout_seconds
+            running._pidfd = _pidfd(popen.pid)
+            if running._pidfd is None:  # no pidfd here: a timer thread per attempt instead
+                running._deadline = threading.Timer(timeout_seconds, running.terminate, args=("timeout",))
+                running._deadline.daemon = True
+                running._deadline.start()
         return running
 
     @property
@@ -202,8 +234,17 @@ class RunningProcess:
     def wait(self) -> int:
         """Block until the process exits (no polling), then end whatever it left in its group.
 
-        As when a container's main process exits, nothing the processor started outlives it.
+        The timeout needs no thread: the waiting thread blocks on the process's pidfd until the
+        deadline. As when a container's main process exits, nothing the processor started outlives it.
         """
+        if self._pidfd is not None:
+            try:
+                remaining = self._deadline_at - time.monotonic()
+                if not select.select([self._pidfd], [], [], max(remaining, 0))[0]:
+                    self.terminate("timeout")
+            finally:
+                os.close(self._pidfd)
+                self._pidfd = None
         code = self.popen.wait()
         if self._deadline is not None:
             self._deadline.cancel()
@@ -227,15 +268,7 @@ class RunningProcess:
     def _kill(self) -> None:
         self._signal(signal.SIGKILL)
         if self.spec.container_name:
-            # Killing the docker client does not stop its container.
-            subprocess.run(
-                ["docker", "rm", "--force", self.spec.container_name],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=60,
-                check=False,
-            )
+            remove_container(self.spec.container_name)
 
     def _signal(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already

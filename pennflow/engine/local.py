@@ -27,6 +27,7 @@ from pathlib import Path
 from pennflow.engine.cancel import CANCELED_BY_STORE, CANCELED_BY_USER, STORE_POLL_SECONDS
 from pennflow.engine.home import PennflowHome
 from pennflow.engine.launchers import container_runtime_available
+from pennflow.engine.lease import keeper_for
 from pennflow.engine.outcomes import NO_OUTPUT, StepLogs
 from pennflow.engine.records import Reporter, RunRecords, SilentReporter
 from pennflow.engine.run_checks import InvalidRunInput, RunInputs
@@ -119,6 +120,7 @@ def run_workflow(
             records=records,
             use_docker=container_runtime_available() if docker is None else docker,
             kill_grace=kill_grace,
+            lease=keeper_for(store, run_id),
         )
         return LocalRun(ctx, cancel_event or threading.Event()).run()
     finally:

@@ -15,12 +15,14 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 from pennflow.engine.cancel import STOPPED
+from pennflow.engine.container_errors import container_failure
 from pennflow.engine.launchers import (
     LaunchSpec,
     RunningProcess,
     caller_user,
     docker_command,
     docker_spec,
+    inherited_environment,
     missing_executable,
     subprocess_spec,
 )
@@ -52,6 +54,7 @@ class ProcessLauncher:
             pennsieve, connect=wants_pennsieve(ctx.workflow, uses_pennsieve)
         )
         self._launch_notes: dict[str, str] = {}
+        self._inherited = inherited_environment()  # read once: every processor starts from it
 
     def spec(self, processor: Processor, batch: int | None = None) -> LaunchSpec:
         """What to execute; raises CannotLaunch when this machine cannot run the processor."""
@@ -61,7 +64,9 @@ class ProcessLauncher:
             raise CannotLaunch(_cannot_launch_message(processor, self.ctx.use_docker))
         view = self.ctx.views.of(processor)
         env = self._environment(processor, self.ctx.layout, view.root, batch, os.environ.get("PYTHONPATH"))
-        spec = subprocess_spec(processor.command, env, self.ctx.definition_dir, wrap=view.wrap)
+        spec = subprocess_spec(
+            processor.command, env, self.ctx.definition_dir, wrap=view.wrap, inherited=self._inherited
+        )
         if spec.wrapped is not None and missing_executable(processor.command[0], spec.env, spec.cwd):
             # Started through the sandbox, a typo would only show as the wrapper's exit code 127.
             raise CannotLaunch(f"cannot start {processor.command[0]!r}: no such executable")
@@ -130,7 +135,7 @@ class ProcessLauncher:
                 message = f"cannot start {spec.argv[0]!r}: {exc.strerror or exc}"
                 log.write(f"{message}\n".encode())
                 return Attempt(False, message, retryable=False)
-            with self.ctx.stop.tracking(process):
+            with self.ctx.stop.tracking(process), self.ctx.lease.tracking(process):
                 code = process.wait()
         if process.stopped_by == STOPPED:
             return Attempt(False, canceled=True)
@@ -138,7 +143,12 @@ class ProcessLauncher:
             return Attempt(False, f"timed out after {processor.timeout_seconds}s")
         if code == 0:
             return Attempt(True, exit_code=0)
-        return Attempt(False, _failure_reason(code, log_path, attempt_start), exit_code=code)
+        tail = _attempt_tail(log_path, attempt_start)
+        if spec.container_name and processor.image:
+            docker = container_failure(code, tail, processor.image)
+            if docker is not None:
+                return Attempt(False, docker.reason, exit_code=code, retryable=docker.retryable)
+        return Attempt(False, _failure_reason(code, tail), exit_code=code)
 
 
 def _cannot_launch_message(processor: Processor, have_runtime: bool) -> str:
@@ -155,7 +165,7 @@ def _cannot_launch_message(processor: Processor, have_runtime: bool) -> str:
     return "the processor has no 'command' to run locally"
 
 
-def _failure_reason(code: int, log_path: Path, attempt_start: int) -> str:
+def _failure_reason(code: int, tail: list[str]) -> str:
     if code < 0:
         try:
             what = f"killed by signal {signal.Signals(-code).name}"
@@ -163,18 +173,16 @@ def _failure_reason(code: int, log_path: Path, attempt_start: int) -> str:
             what = f"killed by signal {-code}"
     else:
         what = f"exit code {code}"
-    last = _last_log_line(log_path, attempt_start)
-    return f"{what}: {last}" if last else what
+    return f"{what}: {tail[-1][:LAST_LINE_CHARS]}" if tail else what
 
 
-def _last_log_line(log_path: Path, attempt_start: int) -> str | None:
-    """The attempt's last non-empty output line, usually the error message."""
+def _attempt_tail(log_path: Path, attempt_start: int) -> list[str]:
+    """The attempt's last non-empty output lines (the last is usually the error message)."""
     try:
         with open(log_path, "rb") as log:
             size = log.seek(0, os.SEEK_END)
             log.seek(max(attempt_start, size - 4096))
             tail = log.read().decode("utf-8", errors="replace")
     except OSError:
-        return None
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    return lines[-1][:LAST_LINE_CHARS] if lines else None
+        return []
+    return [line.strip() for line in tail.splitlines() if line.strip()]

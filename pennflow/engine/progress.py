@@ -4,6 +4,7 @@ and the tables of ``pennflow runs`` and ``pennflow status``."""
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -59,13 +60,62 @@ def max_attempts(workflow: Workflow) -> dict[str, int]:
     return {p.id: 1 + (p.retry.max_attempts if p.retry else 0) for p in workflow.processors}
 
 
+LIVE_CHROME_ROWS = 6  # the title, the header, the rule, the caption and a line to spare
+MIN_LIVE_ROWS = 5
+# A redraw costs rich about half a millisecond a row, holding the GIL the workers need: the live
+# table shows at most this many rows, twice a second (about 2% of one core).
+MAX_LIVE_ROWS = 15
+LIVE_REFRESH_PER_SECOND = 2
+# The table that ends `pennflow run`: a large run's processors are counted, not all listed (rich
+# renders a row in about half a millisecond; the JSON and `pennflow status` have them all).
+RUN_SUMMARY_ROWS = 20
+# Which processors a screen too small for all of them shows first.
+_RELEVANCE = (
+    Status.STARTED,
+    Status.CANCELING,
+    Status.FAILED,
+    Status.NOT_STARTED,
+    Status.CANCELED,
+    Status.SUCCEEDED,
+)
+
+
+def most_relevant(steps: Sequence[StepRecord], rows: int) -> list[StepRecord]:
+    """Up to ``rows`` steps, running ones first, then failed, waiting, ended; in definition order."""
+    by_status: dict[Status, list[int]] = {status: [] for status in _RELEVANCE}
+    for index, step in enumerate(steps):
+        by_status[step.status].append(index)
+    chosen: list[int] = []
+    for status in _RELEVANCE:
+        chosen += by_status[status][: rows - len(chosen)]
+        if len(chosen) >= rows:
+            break
+    return [steps[index] for index in sorted(chosen)]
+
+
+def status_counts(steps: Sequence[StepRecord]) -> str:
+    counts = Counter(step.status for step in steps)
+    return ", ".join(f"{counts[status]} {status.value}" for status in Status if counts[status])
+
+
 def steps_table(
-    steps: Sequence[StepRecord], *, attempts_of: dict[str, int] | None = None, title: str | None = None
+    steps: Sequence[StepRecord],
+    *,
+    attempts_of: dict[str, int] | None = None,
+    title: str | None = None,
+    rows: int | None = None,
 ) -> Table:
-    """One row per processor: status, attempts, exit code, start, duration, reason."""
+    """One row per processor: status, attempts, exit code, start, duration, reason; at most ``rows``
+    (the running and failed first) and a caption counting the rest by status."""
+    everything = steps
+    if rows is not None and len(steps) > rows:
+        steps = most_relevant(steps, max(rows - 1, 1))
     table = Table(
         title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
     )
+    if len(steps) < len(everything):
+        table.caption = f"{len(everything) - len(steps)} more; all: {status_counts(everything)}"
+        table.caption_justify = "left"
     table.add_column("processor", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("tries", justify="right", no_wrap=True)
@@ -116,7 +166,12 @@ class LiveProgress:
         self._steps: dict[str, StepRecord] = {}
         self._lock = threading.Lock()
         self._title = workflow.name
-        self._live = Live(console=console, get_renderable=self._render, refresh_per_second=4, transient=True)
+        self._live = Live(
+            console=console,
+            get_renderable=self._render,
+            refresh_per_second=LIVE_REFRESH_PER_SECOND,
+            transient=True,
+        )
 
     def run_started(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
         with self._lock:
@@ -139,7 +194,10 @@ class LiveProgress:
     def _render(self) -> Table:
         with self._lock:
             steps = list(self._steps.values())
-        return steps_table(steps, attempts_of=self._attempts, title=self._title)
+        # Only what fits (a 5,000-processor table redrawn twice a second would cost the run more
+        # than its processes do): the running and failed first, the rest counted.
+        room = min(max(self._console.size.height - LIVE_CHROME_ROWS, MIN_LIVE_ROWS), MAX_LIVE_ROWS)
+        return steps_table(steps, attempts_of=self._attempts, title=self._title, rows=room)
 
 
 class PlainProgress:
@@ -148,7 +206,7 @@ class PlainProgress:
     def __init__(self, console: Console, workflow: Workflow):
         self._console = console
         self._attempts = max_attempts(workflow)
-        self._seen: dict[str, tuple[Status, int]] = {}
+        self._seen: dict[str, tuple[Status, int, str | None]] = {}
         self._lock = threading.Lock()
 
     def run_started(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
@@ -158,11 +216,13 @@ class PlainProgress:
 
     def step_updated(self, step: StepRecord) -> None:
         with self._lock:
-            key = (step.status, step.attempts)
+            key = (step.status, step.attempts, step.reason)
             if self._seen.get(step.processor_id) == key:
                 return
             self._seen[step.processor_id] = key
-            self._console.print(self._line(step), highlight=False, markup=False)
+            # Plain text needs none of rich's rendering, which would cost a large run dearly.
+            self._console.file.write(self._line(step) + "\n")
+            self._console.file.flush()
 
     def run_finished(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
         pass
@@ -177,7 +237,7 @@ class PlainProgress:
             line += f" (attempt {step.attempts}/{self._attempts.get(step.processor_id, 1)})"
         elif step.duration_seconds is not None:
             line += f" in {format_seconds(step.duration_seconds)}"
-        if step.reason and step.status is not Status.STARTED:
+        if step.reason:  # while STARTED, why the attempt before this retry failed
             line += f": {step.reason}"
         return line
 

@@ -66,15 +66,22 @@ class RunRecords:
             self.reporter.step_updated(record)
             return True
 
-    def note_attempt(self, pid: str, attempt: int) -> None:
-        """The first attempt starts the processor; later ones (or batches) raise its attempt count."""
+    def note_attempt(self, pid: str, attempt: int, retrying_after: str | None = None) -> None:
+        """The first attempt (numbered 1) starts the processor; later ones (or batches) raise its
+        attempt count; a retry's reason says why the attempt before it failed."""
         with self._lock:  # batches of one processor report concurrently
             step = self._steps[pid]
             if step.status is Status.NOT_STARTED:
                 log_path = str(self.logs.path(pid))
                 self.set_step(pid, Status.STARTED, started_at=utcnow(), attempts=attempt, log_path=log_path)
-            elif attempt > step.attempts:
-                self.set_step(pid, attempts=attempt)
+                return
+            fields: dict[str, Any] = {}
+            if attempt > step.attempts:
+                fields["attempts"] = attempt
+            if retrying_after is not None:
+                fields["reason"] = retrying_after
+            if fields:
+                self.set_step(pid, **fields)
 
     def running(self) -> list[str]:
         """The processors whose step is STARTED now."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pennflow.engine.cancel import RunStop
 from pennflow.engine.home import PennflowHome
+from pennflow.engine.lease import EngineLeaseKeeper, NoLease
 from pennflow.engine.outcomes import StepLogs
 from pennflow.engine.records import RunRecords
 from pennflow.engine.run_layers import LayerViews
@@ -30,6 +31,7 @@ class RunContext:
     views: LayerViews
     run_dir: Path
     layout: RunLayout
+    lease: EngineLeaseKeeper | NoLease  # lists each attempt's process group while it runs
 
     @classmethod
     def create(
@@ -42,6 +44,7 @@ class RunContext:
         records: RunRecords,
         use_docker: bool,
         kill_grace: float,
+        lease: EngineLeaseKeeper | NoLease | None = None,
     ) -> RunContext:
         run_dir = home.run_dir(run_id)
         layout = RunLayout(run_dir)
@@ -58,6 +61,7 @@ class RunContext:
             views=LayerViews(plan.layers, layout),
             run_dir=run_dir,
             layout=layout,
+            lease=lease or NoLease(),
         )
 
     @property

@@ -108,8 +108,10 @@ class LayerViews:
             return view
 
     def remove_all(self) -> None:
-        """The views point at versions the run is about to release."""
+        """The views point at versions the run is about to release (an empty one without an fstab
+        points nowhere: it stays, as the processor's folder does)."""
         with self._lock:
             for view in self._views.values():
-                with contextlib.suppress(OSError):
-                    view.remove()
+                if view.mounts or view.mode is SandboxMode.NAMESPACE:
+                    with contextlib.suppress(OSError):
+                        view.remove()

@@ -31,12 +31,32 @@ class StepRunner:
         self.data_steps = data_steps
         self.launcher = ProcessLauncher(ctx, pennsieve=data_steps.pennsieve)
         self._slots = threading.BoundedSemaphore(ctx.plan.max_parallel)
+        # Batches of every scattered processor share one pool of max_parallel threads (their
+        # processors wait in the scheduler's workers, so batches never wait on each other).
+        self._batches: ThreadPoolExecutor | None = None
+        self._batches_lock = threading.Lock()
+
+    def close(self) -> None:
+        """After the last processor ended: the batch threads go."""
+        if self._batches is not None:
+            self._batches.shutdown(wait=True)
+
+    def _batch_pool(self) -> ThreadPoolExecutor:
+        with self._batches_lock:
+            if self._batches is None:
+                self._batches = ThreadPoolExecutor(
+                    self.ctx.plan.max_parallel, thread_name_prefix="pennflow-batch"
+                )
+            return self._batches
 
     def run_processor(self, pid: str, on_done: Callable[[str, Outcome], None]) -> None:
         """A worker thread: run one processor to its outcome, and always tell ``on_done``."""
         outcome = Outcome(Status.FAILED, "pennflow stopped unexpectedly")
         try:
-            outcome = self._outcome(self.ctx.plan.processors[pid])
+            if self.ctx.stop.is_set():  # the run stopped while this one waited for a worker
+                outcome = Outcome(Status.CANCELED, self.ctx.stop.reason)
+            else:
+                outcome = self._outcome(self.ctx.plan.processors[pid])
         except Exception as exc:  # pennflow's own fault (a bug, a full disk): fail visibly, keep the run sane
             outcome = Outcome(Status.FAILED, f"pennflow could not run it: {exc}")
             with contextlib.suppress(OSError):
@@ -60,20 +80,25 @@ class StepRunner:
             return self._scatter(processor)
         return self._attempts(processor, lambda n: self._process(processor, n))
 
-    def _attempts(self, processor: Processor, attempt_once: Callable[[int], Attempt]) -> Outcome:
-        """1 + retry.maxAttempts attempts, waiting interval * backoff^(n-1) before retry n."""
+    def _attempts(
+        self, processor: Processor, attempt_once: Callable[[int], Attempt], batch: int | None = None
+    ) -> Outcome:
+        """1 + retry.maxAttempts attempts, waiting interval * backoff^(n-1) before retry n; a retry
+        says why the attempt before it failed (in the step's reason and its log)."""
         retry = processor.retry
         stop = self.ctx.stop
         total = 1 + (retry.max_attempts if retry else 0)
+        retrying_after: str | None = None
         for number in range(1, total + 1):
             if number > 1 and retry is not None:
                 delay = retry.interval_seconds * retry.backoff_rate ** (number - 2)
+                self.ctx.logs.append(processor.id, f"==== {retrying_after}; attempt {number} in {delay:g}s\n")
                 if stop.wait(delay):
                     break
             with self._slots:
                 if stop.is_set():
                     break
-                self.ctx.records.note_attempt(processor.id, number)
+                self.ctx.records.note_attempt(processor.id, number, retrying_after)
                 result = attempt_once(number)
             if result.ok:
                 return Outcome(Status.SUCCEEDED, result.reason, result.exit_code)
@@ -81,6 +106,9 @@ class StepRunner:
                 break
             if not result.retryable or number == total:
                 return Outcome(Status.FAILED, result.reason, result.exit_code)
+            where = f"batch {batch} " if batch is not None else ""
+            why = result.reason or f"exit code {result.exit_code}"
+            retrying_after = f"retrying: {where}attempt {number} failed: {why}"
         return Outcome(Status.CANCELED, stop.reason)
 
     def _process(self, processor: Processor, attempt: int) -> Attempt:
@@ -102,7 +130,7 @@ class StepRunner:
         """One process per batch of input files, all writing the processor's OUTPUT_DIR."""
         assert processor.scatter is not None
         pid = processor.id
-        self.ctx.records.note_attempt(pid, 0)
+        self.ctx.records.note_attempt(pid, 1)  # STARTED; its batches' retries raise the count
         try:
             self.ctx.prepare_union(processor)
         except FanInClash as exc:
@@ -117,13 +145,13 @@ class StepRunner:
             return Outcome(Status.SUCCEEDED, "no input files: no batches ran")
 
         def run_batch(index: int) -> Outcome:
-            outcome = self._attempts(processor, lambda n: self._process_batch(processor, index, n))
+            outcome = self._attempts(processor, lambda n: self._process_batch(processor, index, n), index)
             if outcome.status is Status.FAILED:  # stop the other batches now
                 self.ctx.stop.halt(f"canceled: processor {pid!r} failed", failed=pid)
             return outcome
 
-        with ThreadPoolExecutor(min(len(batches), self.ctx.plan.max_parallel)) as pool:
-            outcomes = list(pool.map(run_batch, range(len(batches))))
+        pool = self._batch_pool()
+        outcomes = [future.result() for future in [pool.submit(run_batch, i) for i in range(len(batches))]]
         for index, outcome in enumerate(outcomes):
             if outcome.status is Status.FAILED:
                 return Outcome(Status.FAILED, f"batch {index}: {outcome.reason}", outcome.exit_code)

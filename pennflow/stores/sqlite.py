@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from pennflow.stores.base import Page, StoreConflict
+from pennflow.stores.leases import LEASE_SCHEMA, RunLeases
 from pennflow.workflow.runs import RunRecord, Status, StepRecord, allowed_predecessors
 
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -86,7 +87,8 @@ class SqliteRunStore:
         self.path = Path(path)
         # One connection guarded by a lock: the engine writes from several threads, rarely at once.
         self._lock = threading.Lock()
-        self._conn = connect(self.path, _SCHEMA)
+        self._conn = connect(self.path, _SCHEMA + LEASE_SCHEMA)
+        self.leases = RunLeases(self._conn, self._lock)  # local engines' leases (stores/leases.py)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,275 @@
+"""``pennflow run`` against doit, luigi and snakemake on the same DAGs of ``/bin/true``, with a
+shell-script floor: per-step overhead side by side, in one run.
+
+Each workload (a chain of 30, a fan-out of 30, a random DAG of 200) is written once per tool, as
+that tool's users would write it, every step running ``/bin/true`` and nothing else (pennflow gets a
+data source in front, which copies one small file: every workflow starts with one). Every tool runs
+one step at a time (doit ``-n 1``, luigi ``--workers 1``, snakemake ``--cores 1``, pennflow
+``--max-parallel 1``), from its own command line in a fresh folder, so start-up is included; the
+floor is ``sh`` running ``/bin/true`` once per step in topological order.
+
+* ``wall ms``: the median wall time of the whole command;
+* ``per step``: (wall - floor) / steps, the tool's cost per step, start-up spread over the steps;
+* ``marginal``: the same less the tool's start-up (its wall time for a one-step workflow);
+* ``vs doit``: ``per step`` and ``marginal`` over doit's (1.0 = as fast as doit; lower is faster).
+
+Tools not installed are skipped with a note (``pip install -e '.[bench]'`` installs all three).
+
+Run: python benchmarks/engines.py [--repeat N] [--tools pennflow,doit,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+TRUE = shutil.which("true", path="/bin:/usr/bin") or "/bin/true"
+BIN = Path(sys.executable).parent
+TOOLS = ("floor", "pennflow", "doit", "luigi", "snakemake")
+GOAL = "pennflow's per-step overhead at most doit's on every workload"
+
+Dag = dict[str, list[str]]  # step -> the steps it depends on, in topological order
+
+
+# ------------------------------------------------------------------ workloads
+
+
+def chain(n: int) -> Dag:
+    return {f"s{i:03d}": ([f"s{i - 1:03d}"] if i else []) for i in range(n)}
+
+
+def fan_out(n: int) -> Dag:
+    return {f"s{i:03d}": [] for i in range(n)}
+
+
+def random_dag(n: int, seed: int = 7) -> Dag:
+    """Each step depends on 0-3 earlier ones (about one in ten on none): a fixed, reproducible shape."""
+    rng = random.Random(seed)
+    dag: Dag = {}
+    for i in range(n):
+        earlier = list(dag)
+        width = 0 if not earlier or rng.random() < 0.1 else rng.randint(1, min(3, len(earlier)))
+        dag[f"s{i:03d}"] = sorted(rng.sample(earlier, width))
+    return dag
+
+
+# ------------------------------------------------------------------ one tool each
+
+
+def floor_command(dag: Dag, folder: Path) -> list[str]:
+    script = folder / "steps.sh"
+    script.write_text("set -e\n" + "".join(f"{TRUE}\n" for _ in dag))
+    return ["sh", str(script)]
+
+
+def pennflow_command(dag: Dag, folder: Path) -> list[str]:
+    processors: list[dict] = [{"id": "src", "type": "data-source"}]
+    for step, deps in dag.items():
+        processors.append({"id": step, "command": [TRUE], "dependsOn": deps or ["src"]})
+    (folder / "flow.json").write_text(json.dumps({"name": "bench", "processors": processors}))
+    (folder / "input").mkdir()
+    (folder / "input" / "sample.txt").write_text("x\n")
+    return [
+        str(BIN / "pennflow"),
+        "run",
+        "flow.json",
+        "--input",
+        "input",
+        "--max-parallel",
+        "1",
+        "--no-containers",
+    ]
+
+
+def doit_command(dag: Dag, folder: Path) -> list[str]:
+    lines = ["def task_bench():"]
+    for step, deps in dag.items():
+        task_dep = [f"bench:{dep}" for dep in deps]
+        lines.append(f"    yield {{'name': {step!r}, 'actions': [[{TRUE!r}]], 'task_dep': {task_dep!r}}}")
+    (folder / "dodo.py").write_text("\n".join(lines) + "\n")
+    return [str(BIN / "doit"), "-n", "1", "--db-file", str(folder / ".doit.db")]
+
+
+def luigi_command(dag: Dag, folder: Path) -> list[str]:
+    lines = [
+        "import subprocess",
+        "import luigi",
+        f"DONE = {str(folder / 'done')!r}",
+        "",
+        "class Step(luigi.Task):",
+        "    name = luigi.Parameter()",
+        "    deps = luigi.ListParameter(default=[])",
+        "",
+        "    def requires(self):",
+        "        return [Step(name=d, deps=DAG[d]) for d in self.deps]",
+        "",
+        "    def output(self):",
+        "        return luigi.LocalTarget(f'{DONE}/{self.name}')",
+        "",
+        "    def run(self):",
+        f"        subprocess.run([{TRUE!r}], check=True)",
+        "        with self.output().open('w') as out:",
+        "            out.write('')",
+        "",
+        "class All(luigi.WrapperTask):",
+        "    def requires(self):",
+        "        return [Step(name=s, deps=DAG[s]) for s in DAG]",
+        "",
+        f"DAG = {dag!r}",
+    ]
+    (folder / "bench_flow.py").write_text("\n".join(lines) + "\n")
+    return [
+        str(BIN / "luigi"),
+        "--module",
+        "bench_flow",
+        "All",
+        "--local-scheduler",
+        "--workers",
+        "1",
+        "--no-lock",
+        "--log-level",
+        "WARNING",
+    ]
+
+
+def snakemake_command(dag: Dag, folder: Path) -> list[str]:
+    rules = ["rule all:", f"    input: {[f'done/{s}' for s in dag]!r}", ""]
+    for step, deps in dag.items():
+        rules += [
+            f"rule {step}:",
+            f"    input: {[f'done/{d}' for d in deps]!r}",
+            f"    output: touch('done/{step}')",
+            f"    shell: '{TRUE}'",
+            "",
+        ]
+    (folder / "Snakefile").write_text("\n".join(rules))
+    return [str(BIN / "snakemake"), "--cores", "1", "--quiet", "all"]
+
+
+COMMANDS: dict[str, Callable[[Dag, Path], list[str]]] = {
+    "floor": floor_command,
+    "pennflow": pennflow_command,
+    "doit": doit_command,
+    "luigi": luigi_command,
+    "snakemake": snakemake_command,
+}
+
+
+def installed(tool: str) -> bool:
+    return tool == "floor" or (BIN / tool).is_file()
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(tool: str, dag: Dag, scratch: Path) -> tuple[float, float]:
+    """One run of ``tool`` on ``dag`` in a fresh folder (nothing cached, nothing up to date): its
+    wall time, and the CPU time of the tool and of every process it waited for."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=scratch))
+    command = COMMANDS[tool](dag, folder)
+    env = {**os.environ, "PENNFLOW_HOME": str(folder / "home"), "PYTHONDONTWRITEBYTECODE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), env.get("PYTHONPATH")]))
+    cpu, start = children_cpu(), time.perf_counter()
+    done = subprocess.run(
+        command, cwd=folder, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False
+    )
+    wall, cpu = time.perf_counter() - start, children_cpu() - cpu
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).decode(errors="replace")[-2000:]
+        raise RuntimeError(f"{tool} failed (exit {done.returncode}):\n{tail}")
+    shutil.rmtree(folder, ignore_errors=True)
+    return wall, cpu
+
+
+def medians(tool: str, dag: Dag, scratch: Path, repeat: int) -> tuple[float, float]:
+    runs = [measure(tool, dag, scratch) for _ in range(repeat)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per tool and workload (median shown)")
+    parser.add_argument(
+        "--tools", default=",".join(TOOLS[1:]), help="comma-separated, of: " + ", ".join(TOOLS[1:])
+    )
+    args = parser.parse_args()
+    wanted = ["floor", *[t for t in args.tools.split(",") if t and t != "floor"]]
+    tools = [t for t in wanted if installed(t)]
+    for tool in sorted(set(wanted) - set(tools)):
+        print(f"note: {tool} is not installed here (pip install -e '.[bench]'): skipped")
+    workloads = [
+        ("chain of 30", chain(30)),
+        ("fan-out of 30", fan_out(30)),
+        ("random DAG of 200", random_dag(200)),
+    ]
+    met = {"wall": True, "cpu": True}
+    with tempfile.TemporaryDirectory(prefix="pennflow-engines-") as tmp:
+        scratch = Path(tmp)
+        for tool in tools:  # warm the page cache and bytecode of each tool once
+            measure(tool, chain(1), scratch)
+        startup = {tool: medians(tool, chain(1), scratch, args.repeat) for tool in tools}
+        print(f"== {', '.join(tools[1:])} vs a shell floor: median of {args.repeat}, one step at a time ==")
+        print(
+            "start-up, a one-step workflow (wall / cpu ms): "
+            + ", ".join(f"{t} {startup[t][0] * 1000:.0f} / {startup[t][1] * 1000:.0f}" for t in tools)
+        )
+        print(
+            f"{'workload':18} {'tool':10} {'wall ms':>8} {'cpu ms':>7} {'wall/step':>9} {'cpu/step':>8}"
+            f" {'step cpu':>8}   {'vs doit: wall/step, cpu/step, step cpu':>38}"
+        )
+        for label, dag in workloads:
+            n = len(dag)
+            runs: dict[str, list[tuple[float, float]]] = {tool: [] for tool in tools}
+            for _ in range(args.repeat):  # the tools alternate: a busy spell hits them all alike
+                for tool in tools:
+                    runs[tool].append(measure(tool, dag, scratch))
+            wall = {t: statistics.median(r[0] for r in runs[t]) for t in tools}
+            cpu = {t: statistics.median(r[1] for r in runs[t]) for t in tools}
+            wall_step = {t: (wall[t] - wall["floor"]) / n * 1000 for t in tools}
+            cpu_step = {t: (cpu[t] - cpu["floor"]) / n * 1000 for t in tools}
+            # What one more step costs: start-up (a one-step run) left out, on both sides.
+            floor_more = cpu["floor"] - startup["floor"][1]
+            step_cpu = {t: (cpu[t] - startup[t][1] - floor_more) / max(n - 1, 1) * 1000 for t in tools}
+            for tool in tools:
+                figures = (
+                    ""
+                    if tool == "floor"
+                    else f"{wall_step[tool]:9.2f} {cpu_step[tool]:8.2f} {step_cpu[tool]:8.2f}"
+                )
+                versus = ""
+                if "doit" in tools and tool not in ("floor", "doit"):
+                    versus = ", ".join(
+                        f"{mine[tool] / mine['doit']:.2f}" for mine in (wall_step, cpu_step, step_cpu)
+                    )
+                print(
+                    f"{label:18} {tool:10} {wall[tool] * 1000:8.0f} {cpu[tool] * 1000:7.0f} {figures:>27}   {versus:>38}"
+                )
+            if "doit" in tools and "pennflow" in tools:
+                met["wall"] = met["wall"] and wall_step["pennflow"] <= wall_step["doit"]
+                met["cpu"] = met["cpu"] and step_cpu["pennflow"] <= step_cpu["doit"]
+            sys.stdout.flush()
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load} (other work on the machine skews wall times)"
+    )
+    if "doit" in tools and "pennflow" in tools:
+        print(
+            f"goal {GOAL} (step cpu): {'met' if met['cpu'] else 'NOT met'}; by wall/step: {'met' if met['wall'] else 'NOT met'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
