@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import boto3
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -102,7 +102,27 @@ def node(shared_api: Api) -> Iterator[Api]:
         api_support.forget_ports(module)
 
 
-@schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-def test_generated_requests_get_documented_answers_and_never_a_5xx(node: Api, case) -> None:
-    case.call_and_validate(checks=CHECKS)
+# One pytest item per operation, each with its own id: schemathesis' own parametrize gives all its
+# items one node id, and pytest-xdist then runs only one of them.
+OPERATIONS = [result.ok() for result in schema.get_all_operations()]
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
+def test_generated_requests_get_documented_answers_and_never_a_5xx(node: Api, operation) -> None:
+    @given(case=operation.as_strategy())
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+    def fuzz(case) -> None:
+        case.call_and_validate(checks=CHECKS)
+
+    fuzz()
+
+
+def test_every_operation_of_the_document_is_fuzzed() -> None:
+    paths = handler_document()["paths"]
+    documented = {
+        f"{method.upper()} {path}"
+        for path, item in paths.items()
+        for method in item
+        if method != "parameters"
+    }
+    assert {op.label for op in OPERATIONS} == documented
