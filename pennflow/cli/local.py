@@ -14,7 +14,16 @@ from pathlib import Path
 import typer
 
 from pennflow.cli.definitions import FileArg, load_or_exit
-from pennflow.cli.output import EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED, LazyConsole, echo, fail, print_json
+from pennflow.cli.output import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    LazyConsole,
+    echo,
+    fail,
+    parse_params,
+    print_json,
+)
 from pennflow.cli.remote import NodeUrlOption, StackOption
 from pennflow.node.address import ENV_NODE_URL
 from pennflow.workflow.status import Status
@@ -83,7 +92,7 @@ def run(
     from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress, steps_table
 
     workflow = load_or_exit(file)
-    overrides = _parse_params(param)
+    overrides = parse_params(param)
     home = PennflowHome.resolve()
     store = _open_store(home)
     cancel_event = threading.Event()
@@ -298,15 +307,6 @@ def cancel(run_id: str = RunArg):
         return
     state = current.status.value if current else "gone"
     raise fail(f"run {run_id} has already ended ({state}): nothing to cancel", EXIT_RUN_FAILED)
-
-
-def _parse_params(items: list[str]) -> dict[str, str]:
-    from pennflow.workflow.contract import parse_overrides
-
-    try:
-        return parse_overrides(items)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
 
 
 def _open_store(home):

@@ -51,6 +51,16 @@ def fail(message: str, code: int = EXIT_INVALID) -> typer.Exit:
     return typer.Exit(code)
 
 
+def parse_params(items: list[str]) -> dict[str, str]:
+    """``--param KEY=VALUE`` / ``PROCESSOR.KEY=VALUE`` overrides, or exit 2 naming the bad one."""
+    from pennflow.workflow.contract import parse_overrides
+
+    try:
+        return parse_overrides(items)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
 def print_json(data: Any, *, ensure_ascii: bool = True) -> None:
     """Indented JSON on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=ensure_ascii) + "\n")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from pennflow.cli.output import EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED
+from pennflow.cli.output import EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED, parse_params
 from pennflow.node.address import DEFAULT_STACK, ENV_NODE_URL, URL_OUTPUT
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def submit_command(
     from pennflow.node.client import NodeClient, RemoteError, node_url
     from pennflow.workflow.definition import DefinitionError
 
-    overrides = _parse_params(param)
+    overrides = parse_params(param)
     if packages and not dataset:
         _exit_with(["--package: needs --dataset"], EXIT_INVALID)
     try:
@@ -126,15 +126,6 @@ def format_run(run: Mapping[str, Any]) -> str:
             f"  {step.get('processorId', '?'):<24} {step.get('status', '?'):<12} attempts {step.get('attempts', 0)}{extra}"
         )
     return "\n".join(lines)
-
-
-def _parse_params(items: Sequence[str]) -> dict[str, str]:
-    from pennflow.workflow.contract import parse_overrides
-
-    try:
-        return parse_overrides(items)
-    except ValueError as exc:
-        _exit_with([str(exc)], EXIT_INVALID)
 
 
 def _echo(text: str) -> None:

@@ -136,10 +136,11 @@ def test_a_scattered_processor_gets_its_batches_listed_in_the_run_folder(iam_nod
     for i in range(3):
         (inputs / f"rec-{i}.edf").write_bytes(b"x")
 
-    event = {"runId": run_id, "processorId": "work", "inputDir": "/mnt/run/source/output", "batchSize": 2}
+    processor = "work"
+    event = {"runId": run_id, "processorId": processor, "inputDir": "/mnt/run/source/output", "batchSize": 2}
     answer = iam_node.invoke("list_batches", event)
 
-    assert answer["count"] == 2 and answer["key"].startswith(f"runs/{run_id}/work/")
+    assert answer["count"] == 2 and answer["key"].startswith(f"runs/{run_id}/{processor}/")
     boto3.client("s3", region_name=REGION).head_object(Bucket=answer["bucket"], Key=answer["key"])
     role = iam_node.role("list_batches")
     assert iam_node.recorder.actions[role] == {"dynamodb:BatchGetItem", "s3:PutObject"}
