@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from pennflow.cli.output import EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED, parse_params
+from pennflow.cli.output import EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED, echo, fail, parse_params
 from pennflow.node.address import DEFAULT_STACK, ENV_NODE_URL, URL_OUTPUT
 
 if TYPE_CHECKING:
@@ -55,28 +54,26 @@ def submit_command(
 
     overrides = parse_params(param)
     if packages and not dataset:
-        _exit_with(["--package: needs --dataset"], EXIT_INVALID)
+        raise fail("--package: needs --dataset", EXIT_INVALID)
     try:
         client = NodeClient(node_url(node, stack=stack))
         accepted = client.submit(file, dataset, overrides, packages=packages, layers=layer, dry_run=dry_run)
     except DefinitionError as exc:
-        _exit_with(
-            [
-                f"invalid definition {exc.source}: {len(exc.faults)} fault(s)",
-                *(f"  - {f}" for f in exc.faults),
-            ],
-            EXIT_INVALID,
-        )
+        lines = [
+            f"invalid definition {exc.source}: {len(exc.faults)} fault(s)",
+            *(f"  - {f}" for f in exc.faults),
+        ]
+        raise fail("\n".join(lines), EXIT_INVALID) from None
     except RemoteError as exc:
-        _exit_with(exc.lines(), EXIT_INVALID if exc.is_client_error else EXIT_RUN_FAILED)
+        raise fail("\n".join(exc.lines()), EXIT_INVALID if exc.is_client_error else EXIT_RUN_FAILED) from None
     if as_json and not watch:
-        _echo(json.dumps(accepted, indent=2))
+        echo(json.dumps(accepted, indent=2))
         return
     if dry_run:
-        _echo(accepted.get("plan", ""))
+        echo(accepted.get("plan", ""))
         return
-    _echo(f"run {accepted['runId']} accepted ({accepted['workflow']})")
-    _echo(f"execution: {accepted['consoleUrl']}")
+    echo(f"run {accepted['runId']} accepted ({accepted['workflow']})")
+    echo(f"execution: {accepted['consoleUrl']}")
     if watch:
         raise typer.Exit(_follow(client, accepted["runId"], interval, as_json))
 
@@ -100,8 +97,8 @@ def remote_status_command(
             raise typer.Exit(_follow(client, run_id, interval, as_json))
         run = client.get_run(run_id)
     except RemoteError as exc:
-        _exit_with(exc.lines(), EXIT_INVALID if exc.is_client_error else EXIT_RUN_FAILED)
-    _echo(json.dumps(run, indent=2) if as_json else format_run(run))
+        raise fail("\n".join(exc.lines()), EXIT_INVALID if exc.is_client_error else EXIT_RUN_FAILED) from None
+    echo(json.dumps(run, indent=2) if as_json else format_run(run))
 
 
 def _follow(client: NodeClient, run_id: str, interval: float, as_json: bool) -> int:
@@ -110,9 +107,9 @@ def _follow(client: NodeClient, run_id: str, interval: float, as_json: bool) -> 
     try:
         run: dict[str, Any] = {}
         for run in client.watch(run_id, interval):
-            _echo(json.dumps(run) if as_json else format_run(run))
+            echo(json.dumps(run) if as_json else format_run(run))
     except RemoteError as exc:
-        _exit_with(exc.lines(), EXIT_INVALID if exc.is_client_error else EXIT_RUN_FAILED)
+        raise fail("\n".join(exc.lines()), EXIT_INVALID if exc.is_client_error else EXIT_RUN_FAILED) from None
     return EXIT_OK if run.get("status") == "SUCCEEDED" else EXIT_RUN_FAILED
 
 
@@ -126,12 +123,3 @@ def format_run(run: Mapping[str, Any]) -> str:
             f"  {step.get('processorId', '?'):<24} {step.get('status', '?'):<12} attempts {step.get('attempts', 0)}{extra}"
         )
     return "\n".join(lines)
-
-
-def _echo(text: str) -> None:
-    sys.stdout.write(text + "\n")
-
-
-def _exit_with(lines: Sequence[str], code: int) -> NoReturn:
-    sys.stderr.write("error: " + "\n".join(lines) + "\n")
-    raise typer.Exit(code)
