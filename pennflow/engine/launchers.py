@@ -1,5 +1,5 @@
 """Starting and stopping one processor attempt on this machine: a container when docker runs, else a
-subprocess of the processor's ``command``.
+subprocess of the processor's ``command`` (in the sandbox, ``engine.sandbox``).
 
 Each attempt gets its own process group (``start_new_session``), so a cancel or a timeout stops the
 whole tree the processor started: SIGTERM first, SIGKILL after a grace period. When the main process
@@ -14,7 +14,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import BinaryIO
 
+from pennflow.engine.environment import command_environment
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT
 
 DOCKER_INFO_TIMEOUT_SECONDS = 10
@@ -64,27 +64,6 @@ class LaunchSpec:
         return self.wrapped if self.wrapped is not None else self.argv
 
 
-# Credentials the engine itself may hold: a processor never gets them (DESIGN §3).
-WITHHELD_VARIABLES = frozenset(
-    {
-        "PENNSIEVE_API_KEY",
-        "PENNSIEVE_API_SECRET",
-        "PENNSIEVE_API_TOKEN",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        # the contract sets these itself, for the processors that get them
-        "SESSION_TOKEN",
-        "REFRESH_TOKEN",
-    }
-)
-
-
-def inherited_environment() -> dict[str, str]:
-    """This process's environment less the credentials a processor must not see."""
-    return {k: v for k, v in os.environ.items() if k not in WITHHELD_VARIABLES}
-
-
 def subprocess_spec(
     command: Sequence[str],
     contract_env: Mapping[str, str],
@@ -93,14 +72,10 @@ def subprocess_spec(
     wrap: Callable[[Sequence[str]], list[str]] | None = None,
     inherited: Mapping[str, str] | None = None,
 ) -> LaunchSpec:
-    """The processor's ``command`` on top of this environment, with the engine's Python first on PATH.
-
-    ``python`` then means the interpreter pennflow runs in (and its installed packages). ``wrap``
-    turns the command into the one that starts it (the layers sandbox). ``inherited`` is
-    ``inherited_environment()`` taken once (a run takes it once, not once per attempt).
-    """
-    env = {**(inherited if inherited is not None else inherited_environment()), **contract_env}
-    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH") or os.defpath])
+    """The processor's ``command`` with its environment (``engine.environment``: the contract on top
+    of the inherited allow-list, PATH the system's). ``wrap`` turns the command into the one that
+    starts it (the sandbox). ``inherited`` is ``inherited_environment()`` taken once per run."""
+    env = command_environment(contract_env, inherited)
     argv = list(command)
     if wrap is None:
         return LaunchSpec(argv, env, cwd)

@@ -1,5 +1,5 @@
 """One attempt of a processor as a process: what to launch (a container when docker runs and the
-processor has an image, else its ``command`` in the layers sandbox), and how the process ended.
+processor has an image, else its ``command`` in the sandbox, ``engine.sandbox``), and how it ended.
 
 The attempt's output goes to the processor's log; a failure's reason is the exit code (or the
 signal) and the attempt's last output line, usually the error message.
@@ -7,22 +7,23 @@ signal) and the attempt's last output line, usually the error message.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 from pennflow.engine.cancel import STOPPED
 from pennflow.engine.container_errors import container_failure
+from pennflow.engine.environment import inherited_environment, processor_path
 from pennflow.engine.launchers import (
     LaunchSpec,
     RunningProcess,
     caller_user,
     docker_command,
     docker_spec,
-    inherited_environment,
     missing_executable,
     subprocess_spec,
 )
@@ -30,6 +31,8 @@ from pennflow.engine.outcomes import Attempt, attempt_header
 from pennflow.engine.pennsieve_session import LocalPennsieveSession, wants_pennsieve
 from pennflow.engine.run_checks import needs_pennsieve
 from pennflow.engine.run_context import RunContext
+from pennflow.engine.sandbox import SandboxView, command_files, detect, wrap_command
+from pennflow.layers.sandbox import LayersView
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, processor_environment
 from pennflow.workflow.definition import Processor
 
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 TIMEOUT = "timeout"  # RunningProcess.stopped_by when the processor ran past its timeoutSeconds
 LAST_LINE_CHARS = 200
 SECRET_VARIABLES = ("SESSION_TOKEN",)  # given to a container by name, never on its command line
+
+logger = logging.getLogger(__name__)
 
 
 class CannotLaunch(Exception):
@@ -55,6 +60,12 @@ class ProcessLauncher:
         )
         self._launch_notes: dict[str, str] = {}
         self._inherited = inherited_environment()  # read once: every processor starts from it
+        self._sandbox = detect()
+        if not self._sandbox.available and any(self._runs_command(p) for p in ctx.workflow.processors):
+            logger.warning(self._sandbox.notice)  # the run's one line: what is not enforced here
+
+    def _runs_command(self, processor: Processor) -> bool:
+        return bool(processor.command) and not (self.ctx.use_docker and processor.image)
 
     def spec(self, processor: Processor, batch: int | None = None) -> LaunchSpec:
         """What to execute; raises CannotLaunch when this machine cannot run the processor."""
@@ -63,18 +74,39 @@ class ProcessLauncher:
         if not processor.command:
             raise CannotLaunch(_cannot_launch_message(processor, self.ctx.use_docker))
         view = self.ctx.views.of(processor)
-        env = self._environment(processor, self.ctx.layout, view.root, batch, os.environ.get("PYTHONPATH"))
-        spec = subprocess_spec(
-            processor.command, env, self.ctx.definition_dir, wrap=view.wrap, inherited=self._inherited
-        )
+        env = self._environment(processor, self.ctx.layout, view.root, batch)
+        cwd = self.ctx.definition_dir.absolute()
+        wrap = view.wrap
+        if self._sandbox.bwrap is not None:
+            bwrap = self._sandbox.bwrap
+
+            def wrap(argv: Sequence[str]) -> list[str]:
+                seen = self._sandbox_view(argv, cwd, Path(env["OUTPUT_DIR"]), view, processor_path())
+                return wrap_command(argv, bwrap, seen)
+
+        spec = subprocess_spec(processor.command, env, cwd, wrap=wrap, inherited=self._inherited)
         if spec.wrapped is not None and missing_executable(processor.command[0], spec.env, spec.cwd):
             # Started through the sandbox, a typo would only show as the wrapper's exit code 127.
             raise CannotLaunch(f"cannot start {processor.command[0]!r}: no such executable")
         return spec
 
+    def _sandbox_view(
+        self, argv: Sequence[str], cwd: Path, output: Path, layers: LayersView, path: str
+    ) -> SandboxView:
+        """Its run read-only, its OUTPUT_DIR read-write, its layers; the homes covered."""
+        return SandboxView(
+            cwd=cwd,
+            hidden=[self.ctx.home.root],
+            scratch=[Path(os.environ["HOME"])] if os.environ.get("HOME") else [],
+            readable=[self.ctx.run_dir, cwd, *command_files(argv, cwd, path)],
+            writable=[output],
+            layers_dir=layers.root,
+            layers={mount.name: Path(mount.path) for mount in layers.mounts},
+        )
+
     def _container_spec(self, processor: Processor, batch: int | None) -> LaunchSpec:
         assert processor.image is not None
-        env = self._environment(processor, RunLayout(RUN_MOUNT), LAYERS_MOUNT, batch, None)
+        env = self._environment(processor, RunLayout(RUN_MOUNT), LAYERS_MOUNT, batch)
         # Passed by name (the value in docker's own environment), so it is on no command line or log.
         secrets = {key: env.pop(key) for key in SECRET_VARIABLES if key in env}
         name = f"pennflow-{self.ctx.run_id}-{processor.id}" + (f"-{batch}" if batch is not None else "")
@@ -95,7 +127,6 @@ class ProcessLauncher:
         layout: RunLayout,
         layers_root: PurePath,
         batch: int | None,
-        inherited_pythonpath: str | None,
     ) -> dict[str, str]:
         env = processor_environment(
             self.ctx.workflow,
@@ -105,7 +136,6 @@ class ProcessLauncher:
             layers_root=layers_root,
             params=self.ctx.plan.params[processor.id],
             dataset_id=self.ctx.plan.inputs.dataset_id,
-            inherited_pythonpath=inherited_pythonpath,
         )
         pennsieve, note = self._pennsieve_session.environment(self.ctx.workflow, self.ctx.run_id, processor)
         env.update(pennsieve)

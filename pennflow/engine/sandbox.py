@@ -1,0 +1,171 @@
+"""Local enforcement of "a processor sees its own run and nothing of the user's" (DESIGN §3).
+
+A local ``command`` processor starts inside bubblewrap (``bwrap``), which gives it a private view of
+this machine, as an ECS task's container would:
+
+- the system read-only (``--ro-bind / /``), so it finds its programs and libraries;
+- the user's home, pennflow's home (other runs, the layers store, the run database) and ``/tmp``
+  covered by empty folders: no ``~/.pennsieve``, ``~/.aws`` or other run is in sight; HOME and
+  ``/tmp`` stay writable but private and are gone when the processor ends;
+- its own run's folder read-only and its OUTPUT_DIR read-write, the only place its writes persist;
+- its LAYERS_DIR holding just its layers, read-only;
+- read-only too: the folder its command runs from, and the files and interpreter the command names
+  (a venv or a script under the covered home stays usable);
+- its own user, PID and IPC namespaces with no capabilities, so it cannot undo any of it, see the
+  engine's processes, or read their environment.
+
+The sandboxed processor stays in the attempt's process group, so a cancel or a timeout signals it
+directly; bwrap itself ignores SIGTERM (the processor gets the grace period, not bwrap's death) and
+``--die-with-parent`` kills the sandbox if the engine is killed (``kill -9``), on top of the lease.
+
+Where bwrap is missing or cannot make namespaces (or ``PENNFLOW_SANDBOX=off``), processors run
+unsandboxed, the run says so in one line (``Sandbox.notice``), and only the layers sandbox
+(``pennflow.layers.sandbox``) and the environment allow-list still hold.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+SANDBOX_ENV = "PENNFLOW_SANDBOX"  # "off": run processors unsandboxed even where bwrap works
+PROBE_TIMEOUT_SECONDS = 10
+PRIVATE_TMP = Path("/tmp")
+
+# bwrap ignores SIGTERM (dispositions set to "ignore" survive exec), its child restores the default
+# before the processor starts: the processor, not bwrap, decides what a SIGTERM means.
+_IGNORE_TERM = ["env", "--ignore-signal=TERM"]
+_DEFAULT_TERM = ["env", "--default-signal=TERM"]
+_NAMESPACES = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How this machine isolates a local command processor: ``bwrap`` set, or ``why_not``."""
+
+    bwrap: str | None
+    why_not: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.bwrap is not None
+
+    @property
+    def notice(self) -> str:
+        """The run's one line when processors run unsandboxed."""
+        return (
+            f"processors run without a sandbox ({self.why_not}): they can read other runs, your home "
+            "(~/.pennsieve, ~/.aws) and write outside their run; see README 'What a local run enforces'"
+        )
+
+
+@dataclass(frozen=True)
+class SandboxView:
+    """What one attempt may see, by absolute path on this machine (the same inside the sandbox)."""
+
+    cwd: Path
+    hidden: Sequence[Path]  # covered by an empty read-only folder (pennflow's home)
+    readable: Sequence[Path]  # shown read-only (the run folder, the command's own files)
+    writable: Sequence[Path]  # shown read-write (OUTPUT_DIR)
+    layers_dir: Path | None = None  # LAYERS_DIR: holds only ``layers``, read-only
+    layers: Mapping[str, Path] | None = None  # layer name -> the pinned version's folder
+    scratch: Sequence[Path] = ()  # covered by an empty writable folder, gone at the end (HOME; /tmp always)
+
+
+def detect(environ: Mapping[str, str] | None = None) -> Sandbox:
+    """The sandbox of this process's runs (``PENNFLOW_SANDBOX=off`` turns it off)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(SANDBOX_ENV, "").strip().lower() in {"off", "0", "false", "no"}:
+        return Sandbox(None, f"{SANDBOX_ENV}=off")
+    return _probe()
+
+
+@cache
+def _probe() -> Sandbox:
+    """bwrap found and able to start a process in new namespaces here (probed once per process)."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return Sandbox(None, "bwrap not found: install bubblewrap")
+    if shutil.which("env") is None:
+        return Sandbox(None, "env not found")
+    argv = wrap_command(["true"], bwrap, SandboxView(cwd=Path("/"), hidden=(), readable=(), writable=()))
+    try:
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT_SECONDS, check=False
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Sandbox(None, f"bwrap cannot start: {exc}")
+    if done.returncode != 0:
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no namespaces"])[-1]
+        return Sandbox(None, f"bwrap cannot make namespaces here: {last}")
+    return Sandbox(bwrap)
+
+
+def wrap_command(argv: Sequence[str], bwrap: str, view: SandboxView) -> list[str]:
+    """The command that runs ``argv`` in ``view`` (bwrap applies its options in this order)."""
+    options = ["--die-with-parent", *_NAMESPACES, "--cap-drop", "ALL"]
+    options += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    # Scratch first, then pennflow's home inside it (if it is), so the home still ends up read-only.
+    hidden = _outermost(view.hidden)
+    for folder in [*_outermost([PRIVATE_TMP, *view.scratch]), *hidden]:
+        options += ["--tmpfs", str(folder)]
+    for folder in _existing(view.readable):
+        options += ["--ro-bind", str(folder), str(folder)]
+    for folder in _existing(view.writable):
+        options += ["--bind", str(folder), str(folder)]
+    if view.layers_dir is not None:
+        options += ["--tmpfs", str(view.layers_dir)]
+        for name, source in sorted((view.layers or {}).items()):
+            options += ["--ro-bind", str(source), str(view.layers_dir / name)]
+        options += ["--remount-ro", str(view.layers_dir)]
+    for folder in hidden:  # pennflow's home stays unwritable; HOME and /tmp are private scratch
+        options += ["--remount-ro", str(folder)]
+    options += ["--chdir", str(view.cwd)]
+    return [*_IGNORE_TERM, bwrap, *options, "--", *_DEFAULT_TERM, *argv]
+
+
+def command_files(argv: Sequence[str], cwd: Path, path: str) -> list[Path]:
+    """The folders a command needs to see that it names itself: its program's environment
+    (``<env>/bin/python`` -> ``<env>``, found on ``path`` as exec finds it) and each existing path
+    argument's folder, both as written and with symlinks resolved (a venv's python links to its
+    base interpreter, which may live under the covered home)."""
+    folders: list[Path] = []
+    for index, arg in enumerate(argv):
+        if index == 0 and os.sep not in arg:
+            found = shutil.which(arg, path=path)
+            if found is None:
+                continue
+            arg = found
+        elif os.sep not in arg:
+            continue
+        given = Path(cwd, arg)
+        if not given.exists():
+            continue
+        for candidate in dict.fromkeys([given.absolute(), given.resolve()]):
+            folder = candidate if candidate.is_dir() else candidate.parent
+            if index == 0 and folder.name == "bin":
+                folder = folder.parent
+            folders.append(folder)
+    return folders
+
+
+def _outermost(folders: Iterable[Path]) -> list[Path]:
+    """Existing absolute folders, dropping any inside another (covering the outer hides both)."""
+    chosen: list[Path] = []
+    for folder in sorted({Path(f) for f in folders}, key=lambda p: len(p.parts)):
+        if folder == Path("/") or not folder.is_absolute() or not folder.is_dir():
+            continue
+        if not any(folder.is_relative_to(outer) for outer in chosen):
+            chosen.append(folder)
+    return chosen
+
+
+def _existing(folders: Iterable[Path]) -> list[Path]:
+    """Existing folders, outer ones first (a bind inside another must come after it), once each."""
+    unique = {Path(f) for f in folders if Path(f).exists()}
+    return sorted(unique, key=lambda p: len(p.parts))
