@@ -110,14 +110,15 @@ def wrap_command(argv: Sequence[str], bwrap: str, view: SandboxView) -> list[str
     """The command that runs ``argv`` in ``view`` (bwrap applies its options in this order)."""
     options = ["--die-with-parent", *_NAMESPACES, "--cap-drop", "ALL"]
     options += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    # Scratch first, then pennflow's home inside it (if it is), so the home still ends up read-only.
+    # Outer folders first, so a deeper one wins: the run inside a covered pennflow home is shown, a
+    # covered home inside a shown folder (the definition's) stays covered. At equal depth covering
+    # comes last: a definition folder that is HOME itself does not show HOME.
     hidden = _outermost(view.hidden)
-    for folder in [*_outermost([PRIVATE_TMP, *view.scratch]), *hidden]:
-        options += ["--tmpfs", str(folder)]
-    for folder in _existing(view.readable):
-        options += ["--ro-bind", str(folder), str(folder)]
-    for folder in _existing(view.writable):
-        options += ["--bind", str(folder), str(folder)]
+    steps = [(folder, 0, "--ro-bind") for folder in _existing(view.readable)]
+    steps += [(folder, 1, "--tmpfs") for folder in [*_outermost([PRIVATE_TMP, *view.scratch]), *hidden]]
+    steps += [(folder, 2, "--bind") for folder in _existing(view.writable)]
+    for folder, _, option in sorted(steps, key=lambda step: (len(step[0].parts), step[1])):
+        options += [option, str(folder)] if option == "--tmpfs" else [option, str(folder), str(folder)]
     if view.layers_dir is not None:
         options += ["--tmpfs", str(view.layers_dir)]
         for name, source in sorted((view.layers or {}).items()):
@@ -166,6 +167,5 @@ def _outermost(folders: Iterable[Path]) -> list[Path]:
 
 
 def _existing(folders: Iterable[Path]) -> list[Path]:
-    """Existing folders, outer ones first (a bind inside another must come after it), once each."""
-    unique = {Path(f) for f in folders if Path(f).exists()}
-    return sorted(unique, key=lambda p: len(p.parts))
+    """Existing folders, once each."""
+    return sorted({Path(f) for f in folders if Path(f).exists()})

@@ -93,6 +93,7 @@ def test_run_json_is_the_final_record_for_scripts(home, input_dir, tmp_path) -> 
     assert data["results"] == [str(home.run_dir(data["run"]["run_id"]) / "results" / "output")]
 
 
+@pytest.mark.usefixtures("no_sandbox")  # its processor keeps notes outside its run
 def test_a_failed_run_exits_1_naming_the_processor_and_its_logs(home, input_dir, tmp_path) -> None:
     body = BROKEN.replace("%COUNT%", str(tmp_path / "count"))
     result = cli("run", definition(tmp_path, body), "--input", input_dir)
@@ -171,6 +172,7 @@ def test_runs_on_a_fresh_home_says_there_are_none(home) -> None:
     assert json.loads(cli("runs", "--json").stdout) == {"runs": [], "cursor": None}
 
 
+@pytest.mark.usefixtures("no_sandbox")  # its processor keeps notes outside its run
 def test_status_shows_every_processor(home, input_dir, tmp_path) -> None:
     body = BROKEN.replace("%COUNT%", str(tmp_path / "count")) + GOOD.replace("[src]", "[broken]")
     [run_id] = _finished_runs(tmp_path, input_dir, 1, body)
@@ -193,6 +195,7 @@ def test_status_shows_every_processor(home, input_dir, tmp_path) -> None:
         assert line in " ".join(table.stdout.split())
 
 
+@pytest.mark.usefixtures("no_sandbox")  # its processor keeps notes outside its run
 def test_logs_prints_one_processor_or_all_of_them(home, input_dir, tmp_path) -> None:
     [run_id] = _finished_runs(tmp_path, input_dir, 1, BROKEN.replace("%COUNT%", str(tmp_path / "count")))
     one = cli("logs", run_id, "broken")
@@ -258,6 +261,7 @@ def _assert_stopped(home: PennflowHome, process: subprocess.Popen, pids: list[in
     return stdout + stderr
 
 
+@pytest.mark.usefixtures("no_sandbox")  # its processor keeps notes outside its run
 def test_ctrl_c_cancels_the_run_cleanly(home, input_dir, tmp_path) -> None:
     process, pids = _start_cli_run(home, tmp_path, input_dir)
     process.send_signal(signal.SIGINT)
@@ -265,6 +269,7 @@ def test_ctrl_c_cancels_the_run_cleanly(home, input_dir, tmp_path) -> None:
     assert "canceling the run" in printed and "CANCELED run" in printed
 
 
+@pytest.mark.usefixtures("no_sandbox")  # its processor keeps notes outside its run
 def test_pennflow_cancel_from_another_terminal_stops_the_run(home, input_dir, tmp_path) -> None:
     process, pids = _start_cli_run(home, tmp_path, input_dir)
     [run] = SqliteRunStore(home.db_path).list_runs().runs

@@ -44,7 +44,9 @@ processors:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PennflowHome:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_sandbox: None) -> PennflowHome:
+    # Unsandboxed: the processor writes its pids outside its run (test_processor_sandbox kills a
+    # sandboxed one).
     monkeypatch.setenv("PENNFLOW_HOME", str(tmp_path / "home"))
     home = PennflowHome(tmp_path / "home")
     (tmp_path / "layer").mkdir()

@@ -76,6 +76,7 @@ def test_a_scattered_processor_counts_attempts_from_1(home, input_dir) -> None:
     assert step(home, record, "spread").attempts == 1
 
 
+@pytest.mark.usefixtures("no_sandbox")  # its processor keeps notes outside its run
 def test_a_retry_says_why_the_attempt_before_it_failed(home, input_dir, tmp_path) -> None:
     record, printed = run(
         f"""  - id: flaky
@@ -102,6 +103,7 @@ def test_a_retry_says_why_the_attempt_before_it_failed(home, input_dir, tmp_path
     assert "==== retrying: attempt 1 failed: exit code 3: boom on attempt 1; attempt 2 in 1s" in log
 
 
+@pytest.mark.usefixtures("no_sandbox")  # its processor keeps notes outside its run
 def test_a_retried_batch_names_its_batch(home, input_dir, tmp_path) -> None:
     record, printed = run(
         f"""  - id: spread

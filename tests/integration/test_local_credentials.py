@@ -16,7 +16,8 @@ def test_pennsieve_and_aws_secrets_are_withheld_from_processors(tmp_path, monkey
         "PENNSIEVE_API_KEY": "key-123",
         "PENNSIEVE_API_SECRET": "secret-456",
         "AWS_SECRET_ACCESS_KEY": "aws-789",
-        "LAB_SETTING": "kept",
+        "LAB_SETTING": "not passed",
+        "LANG": "C.UTF-8",
     }.items():
         monkeypatch.setenv(name, value)
     (tmp_path / "input").mkdir()
@@ -39,5 +40,6 @@ def test_pennsieve_and_aws_secrets_are_withheld_from_processors(tmp_path, monkey
     text = env_file.read_text()
     for secret in ("key-123", "secret-456", "aws-789"):
         assert secret not in text
-    assert seen["LAB_SETTING"] == "kept", "the rest of the user's environment still reaches processors"
+    # Only an allow-list of this machine's variables reaches processors; settings are params.
+    assert "LAB_SETTING" not in seen and seen["LANG"] == "C.UTF-8"
     assert seen["PROCESSOR_ID"] == "dump"

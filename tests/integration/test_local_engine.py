@@ -23,15 +23,8 @@ from pennflow.workflow.definition import parse_definition
 from pennflow.workflow.runs import RunRecord, Status, StepRecord
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "processors"
-# Processors that leave a note outside their run (a counter across attempts, their pids for the test
-# to check) run unsandboxed: the sandbox refuses such writes, and its own tests cover it.
 unsandboxed = pytest.mark.usefixtures("no_sandbox")
 INPUT_FILES = ("a.txt", "b.txt", "sub/c.txt")
-
-
-@pytest.fixture
-def no_sandbox(monkeypatch) -> None:
-    monkeypatch.setenv("PENNFLOW_SANDBOX", "off")
 
 
 @pytest.fixture
