@@ -113,9 +113,9 @@ def wrap_command(argv: Sequence[str], bwrap: str, view: SandboxView) -> list[str
     # Outer folders first, so a deeper one wins: the run inside a covered pennflow home is shown, a
     # covered home inside a shown folder (the definition's) stays covered. At equal depth covering
     # comes last: a definition folder that is HOME itself does not show HOME.
-    hidden = _outermost(view.hidden)
+    hidden = _coverable(view.hidden)
     steps = [(folder, 0, "--ro-bind") for folder in _existing(view.readable)]
-    steps += [(folder, 1, "--tmpfs") for folder in [*_outermost([PRIVATE_TMP, *view.scratch]), *hidden]]
+    steps += [(folder, 1, "--tmpfs") for folder in [*_coverable([PRIVATE_TMP, *view.scratch]), *hidden]]
     steps += [(folder, 2, "--bind") for folder in _existing(view.writable)]
     for folder, _, option in sorted(steps, key=lambda step: (len(step[0].parts), step[1])):
         options += [option, str(folder)] if option == "--tmpfs" else [option, str(folder), str(folder)]
@@ -147,7 +147,7 @@ def command_files(argv: Sequence[str], cwd: Path, path: str) -> list[Path]:
         given = Path(cwd, arg)
         if not given.exists():
             continue
-        for candidate in dict.fromkeys([given.absolute(), given.resolve()]):
+        for candidate in dict.fromkeys([Path(os.path.normpath(given.absolute())), given.resolve()]):
             folder = candidate if candidate.is_dir() else candidate.parent
             if index == 0 and folder.name == "bin":
                 folder = folder.parent
@@ -155,15 +155,12 @@ def command_files(argv: Sequence[str], cwd: Path, path: str) -> list[Path]:
     return folders
 
 
-def _outermost(folders: Iterable[Path]) -> list[Path]:
-    """Existing absolute folders, dropping any inside another (covering the outer hides both)."""
-    chosen: list[Path] = []
-    for folder in sorted({Path(f) for f in folders}, key=lambda p: len(p.parts)):
-        if folder == Path("/") or not folder.is_absolute() or not folder.is_dir():
-            continue
-        if not any(folder.is_relative_to(outer) for outer in chosen):
-            chosen.append(folder)
-    return chosen
+def _coverable(folders: Iterable[Path]) -> list[Path]:
+    """Existing absolute folders other than ``/``, once each. One inside another is covered too:
+    a folder shown between them (the definition's) must not show it again."""
+    return sorted(
+        {Path(f) for f in folders if Path(f).is_absolute() and Path(f) != Path("/") and Path(f).is_dir()}
+    )
 
 
 def _existing(folders: Iterable[Path]) -> list[Path]:
