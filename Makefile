@@ -6,7 +6,7 @@ PENNFLOW_HOME ?= $(CURDIR)/.pennflow
 export PENNFLOW_HOME
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: setup demo test lint bench synth deploy lambda-deps clean
+.PHONY: setup demo test lint bench synth deploy lambda-deps clean sandbox-tool
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,9 +24,19 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
-setup: $(VENV)/.dev node_modules/.package-lock.json
+# The local processor sandbox is bubblewrap (Debian/Ubuntu package `bubblewrap`). Installed when
+# missing and apt-get can (as root, or through sudo without a password); otherwise processors run
+# unsandboxed and each run says so.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+sandbox-tool:
+	@command -v bwrap >/dev/null || { command -v apt-get >/dev/null && \
+		{ $(SUDO) apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+		  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq bubblewrap >/dev/null; }; }; } || \
+		echo "bubblewrap not installed: local processors will run unsandboxed (install the bubblewrap package)"
 
-demo: $(VENV)/.demo
+setup: $(VENV)/.dev node_modules/.package-lock.json sandbox-tool
+
+demo: $(VENV)/.demo sandbox-tool
 	$(BIN)/python processors/make_example_dataset.py demo-data/recordings
 	$(BIN)/pennflow run workflows/eeg-quality.yaml --input demo-data/recordings
 
