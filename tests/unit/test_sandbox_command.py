@@ -1,4 +1,5 @@
-"""The bwrap command of one attempt: what it covers, shows and in which order (a deeper folder wins)."""
+"""The bwrap command of one attempt: what it covers, shows and in which order (a deeper folder wins);
+and a container's: only its run and its layers."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+from pennflow.engine.launchers import docker_command
 from pennflow.engine.sandbox import SANDBOX_ENV, SandboxView, command_files, detect, wrap_command
+from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT
 
 
 def mounts(argv: list[str]) -> list[tuple[str, ...]]:
@@ -88,3 +91,26 @@ def test_off_turns_the_sandbox_off() -> None:
     sandbox = detect({SANDBOX_ENV: "off"})
     assert not sandbox.available and sandbox.why_not == f"{SANDBOX_ENV}=off"
     assert sandbox.notice.startswith(f"processors run without a sandbox ({SANDBOX_ENV}=off): ")
+
+
+def test_a_container_mounts_only_its_run_and_its_layers_and_gets_only_the_contract(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    run_dir, layer = tmp_path / "runs" / "r-1", tmp_path / "layers" / ".versions" / "atlas" / "2"
+    argv = docker_command(
+        "img:1",
+        {"OUTPUT_DIR": "/mnt/run/p/output"},
+        run_dir=run_dir,
+        layers={"atlas": layer},
+        user="1000:1000",
+        name="pennflow-r-1-p",
+        secret_names=["SESSION_TOKEN"],
+    )
+    values = lambda flag: [argv[i + 1] for i, arg in enumerate(argv) if arg == flag]  # noqa: E731
+    assert values("--mount") == [
+        f"type=bind,source={run_dir},target={RUN_MOUNT}",
+        f"type=bind,source={layer},target={LAYERS_MOUNT}/atlas,readonly",
+    ]
+    assert values("--env") == ["OUTPUT_DIR=/mnt/run/p/output", "SESSION_TOKEN"]  # the token by name only
+    assert not any(arg.startswith(("-v", "--volume", "--env-file", "--privileged")) for arg in argv)
