@@ -57,6 +57,8 @@ class LaunchSpec:
     cwd: Path | None = None
     container_name: str | None = None  # set for containers, so a kill reaches the container too
     wrapped: list[str] | None = None  # the processor's own command when argv runs it in a sandbox
+    # bwrap reports a processor killed by signal N as exit code 128 + N, as a shell would
+    signal_as_exit: bool = False
 
     @property
     def command(self) -> list[str]:

@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
@@ -85,6 +86,8 @@ class ProcessLauncher:
                 return wrap_command(argv, bwrap, seen)
 
         spec = subprocess_spec(processor.command, env, cwd, wrap=wrap, inherited=self._inherited)
+        if self._sandbox.bwrap is not None:
+            spec = replace(spec, signal_as_exit=True)
         if spec.wrapped is not None and missing_executable(processor.command[0], spec.env, spec.cwd):
             # Started through the sandbox, a typo would only show as the wrapper's exit code 127.
             raise CannotLaunch(f"cannot start {processor.command[0]!r}: no such executable")
@@ -167,6 +170,8 @@ class ProcessLauncher:
                 return Attempt(False, message, retryable=False)
             with self.ctx.stop.tracking(process), self.ctx.lease.tracking(process):
                 code = process.wait()
+        if spec.signal_as_exit:
+            code = _signal_exit(code)
         if process.stopped_by == STOPPED:
             return Attempt(False, canceled=True)
         if process.stopped_by == TIMEOUT:
@@ -193,6 +198,13 @@ def _cannot_launch_message(processor: Processor, have_runtime: bool) -> str:
             "processor registry; to run locally give the processor an 'image' or a 'command'"
         )
     return "the processor has no 'command' to run locally"
+
+
+def _signal_exit(code: int) -> int:
+    """128 + N from the sandbox -> -N, as the processor's own death by signal N reads unsandboxed."""
+    if code > 128 and code - 128 in {sig.value for sig in signal.Signals}:
+        return -(code - 128)
+    return code
 
 
 def _failure_reason(code: int, tail: list[str]) -> str:

@@ -310,3 +310,18 @@ READ_CREDENTIALS = (
     "creds = Path(os.environ['USER_HOME'], '.aws', 'credentials').read_text(); "
     "Path(os.environ['OUTPUT_DIR'], 'seen.json').write_text(json.dumps({'credentials': creds, 'env': dict(os.environ)}))"
 )
+
+
+def test_a_sandboxed_processor_killed_by_a_signal_says_so_as_unsandboxed(
+    user_home, home, scripts, tmp_path
+) -> None:
+    crash = "import os, signal; print('about to crash', flush=True); os.kill(os.getpid(), signal.SIGSEGV)"
+    record = run(
+        flow(f"{{id: crash, command: [python, -c, {json.dumps(crash)}], dependsOn: [src]}}"),
+        home,
+        scripts,
+        tmp_path / "input",
+    )
+    assert record.status is Status.FAILED
+    assert record.reason == "processor 'crash' failed: killed by signal SIGSEGV: about to crash"
+    assert record.exit_code == -signal.SIGSEGV
