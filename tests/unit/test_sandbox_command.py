@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from pennflow.engine import sandbox
 from pennflow.engine.launchers import docker_command
 from pennflow.engine.sandbox import SANDBOX_ENV, SandboxView, command_files, detect, wrap_command
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT
@@ -114,3 +115,21 @@ def test_a_container_mounts_only_its_run_and_its_layers_and_gets_only_the_contra
     ]
     assert values("--env") == ["OUTPUT_DIR=/mnt/run/p/output", "SESSION_TOKEN"]  # the token by name only
     assert not any(arg.startswith(("-v", "--volume", "--env-file", "--privileged")) for arg in argv)
+
+
+def test_without_bwrap_or_namespaces_the_notice_says_why(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name, **_: None)
+    missing = sandbox._probe.__wrapped__()
+    assert (missing.available, missing.why_not) == (False, "bwrap not found: install bubblewrap")
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(
+        sandbox.shutil, "which", lambda name, **_: str(fake) if name == "bwrap" else "/usr/bin/env"
+    )
+    refused = sandbox._probe.__wrapped__()
+    assert not refused.available
+    assert (
+        refused.why_not == "bwrap cannot make namespaces here: bwrap: setting up uid map: Permission denied"
+    )
+    assert "\n" not in refused.notice
