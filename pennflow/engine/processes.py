@@ -79,11 +79,11 @@ class ProcessLauncher:
         cwd = self.ctx.definition_dir.absolute()
         wrap = view.wrap
         if self._sandbox.bwrap is not None:
-            bwrap = self._sandbox.bwrap
+            bwrap, tool = self._sandbox.bwrap, self._sandbox.env
 
             def wrap(argv: Sequence[str]) -> list[str]:
                 seen = self._sandbox_view(argv, cwd, Path(env["OUTPUT_DIR"]), view, processor_path())
-                return wrap_command(argv, bwrap, seen)
+                return wrap_command(argv, bwrap, seen, env=tool)
 
         spec = subprocess_spec(processor.command, env, cwd, wrap=wrap, inherited=self._inherited)
         if self._sandbox.bwrap is not None:

@@ -39,8 +39,8 @@ PRIVATE_TMP = Path("/tmp")
 
 # bwrap ignores SIGTERM (dispositions set to "ignore" survive exec), its child restores the default
 # before the processor starts: the processor, not bwrap, decides what a SIGTERM means.
-_IGNORE_TERM = ["env", "--ignore-signal=TERM"]
-_DEFAULT_TERM = ["env", "--default-signal=TERM"]
+_IGNORE_TERM = "--ignore-signal=TERM"
+_DEFAULT_TERM = "--default-signal=TERM"
 _NAMESPACES = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
 
 
@@ -50,6 +50,7 @@ class Sandbox:
 
     bwrap: str | None
     why_not: str | None = None
+    env: str = "env"  # coreutils' env, by its path: the processor's PATH may not hold it
 
     @property
     def available(self) -> bool:
@@ -88,12 +89,13 @@ def detect(environ: Mapping[str, str] | None = None) -> Sandbox:
 @cache
 def _probe() -> Sandbox:
     """bwrap found and able to start a process in new namespaces here (probed once per process)."""
-    bwrap = shutil.which("bwrap")
+    bwrap, env = shutil.which("bwrap"), shutil.which("env")
     if bwrap is None:
         return Sandbox(None, "bwrap not found: install bubblewrap")
-    if shutil.which("env") is None:
+    if env is None:
         return Sandbox(None, "env not found")
-    argv = wrap_command(["true"], bwrap, SandboxView(cwd=Path("/"), hidden=(), readable=(), writable=()))
+    view = SandboxView(cwd=Path("/"), hidden=(), readable=(), writable=())
+    argv = wrap_command(["true"], bwrap, view, env=env)
     try:
         done = subprocess.run(
             argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT_SECONDS, check=False
@@ -103,10 +105,10 @@ def _probe() -> Sandbox:
     if done.returncode != 0:
         last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no namespaces"])[-1]
         return Sandbox(None, f"bwrap cannot make namespaces here: {last}")
-    return Sandbox(bwrap)
+    return Sandbox(bwrap, env=env)
 
 
-def wrap_command(argv: Sequence[str], bwrap: str, view: SandboxView) -> list[str]:
+def wrap_command(argv: Sequence[str], bwrap: str, view: SandboxView, env: str = "env") -> list[str]:
     """The command that runs ``argv`` in ``view`` (bwrap applies its options in this order)."""
     options = ["--die-with-parent", *_NAMESPACES, "--cap-drop", "ALL"]
     options += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
@@ -127,7 +129,7 @@ def wrap_command(argv: Sequence[str], bwrap: str, view: SandboxView) -> list[str
     for folder in hidden:  # pennflow's home stays unwritable; HOME and /tmp are private scratch
         options += ["--remount-ro", str(folder)]
     options += ["--chdir", str(view.cwd)]
-    return [*_IGNORE_TERM, bwrap, *options, "--", *_DEFAULT_TERM, *argv]
+    return [env, _IGNORE_TERM, bwrap, *options, "--", env, _DEFAULT_TERM, *argv]
 
 
 def command_files(argv: Sequence[str], cwd: Path, path: str) -> list[Path]:
