@@ -89,7 +89,7 @@ def main() -> int:
     repeat, n = (3, 10) if args.quick else (args.repeat, 30)
 
     view = SandboxView(cwd=Path("/"), hidden=[], readable=[], writable=[])
-    boxed_argv = wrap_command([TRUE], sandbox.bwrap, view, env=sandbox.env)
+    boxed_argv = wrap_command([TRUE], sandbox.bwrap, view)
     bare, boxed = [], []
     for _ in range(repeat * 5):
         bare.append(spawn_seconds([TRUE]))

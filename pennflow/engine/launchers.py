@@ -57,8 +57,9 @@ class LaunchSpec:
     cwd: Path | None = None
     container_name: str | None = None  # set for containers, so a kill reaches the container too
     wrapped: list[str] | None = None  # the processor's own command when argv runs it in a sandbox
-    # bwrap reports a processor killed by signal N as exit code 128 + N, as a shell would
-    signal_as_exit: bool = False
+    # argv[0] is bwrap: it reports a processor killed by signal N as exit code 128 + N, and must not
+    # get the SIGTERM meant for the processor (it would die of it, and the sandbox with it, at once)
+    in_bwrap: bool = False
 
     @property
     def command(self) -> list[str]:
@@ -248,5 +249,30 @@ class RunningProcess:
             remove_container(self.spec.container_name)
 
     def _signal(self, sig: signal.Signals) -> None:
+        if sig == signal.SIGTERM and self.spec.in_bwrap:
+            # The processor and what it started get SIGTERM, bwrap none; what starts meanwhile gets
+            # the SIGKILL at the end of the grace period, or when the processor exits.
+            for pid in group_members(self.popen.pid):
+                if pid != self.popen.pid:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, sig)
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
             os.killpg(self.popen.pid, sig)
+
+
+def group_members(pgid: int) -> list[int]:
+    """The pids of process group ``pgid`` on this machine (from /proc; empty where there is none)."""
+    members = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except OSError:  # exited meanwhile
+                continue
+            if int(fields[2]) == pgid:  # state, ppid, pgrp
+                members.append(int(entry.name))
+    return members

@@ -79,15 +79,15 @@ class ProcessLauncher:
         cwd = self.ctx.definition_dir.absolute()
         wrap = view.wrap
         if self._sandbox.bwrap is not None:
-            bwrap, tool = self._sandbox.bwrap, self._sandbox.env
+            bwrap = self._sandbox.bwrap
 
             def wrap(argv: Sequence[str]) -> list[str]:
                 seen = self._sandbox_view(argv, cwd, Path(env["OUTPUT_DIR"]), view, processor_path())
-                return wrap_command(argv, bwrap, seen, env=tool)
+                return wrap_command(argv, bwrap, seen)
 
         spec = subprocess_spec(processor.command, env, cwd, wrap=wrap, inherited=self._inherited)
         if self._sandbox.bwrap is not None:
-            spec = replace(spec, signal_as_exit=True)
+            spec = replace(spec, in_bwrap=True)
         if spec.wrapped is not None and missing_executable(processor.command[0], spec.env, spec.cwd):
             # Started through the sandbox, a typo would only show as the wrapper's exit code 127.
             raise CannotLaunch(f"cannot start {processor.command[0]!r}: no such executable")
@@ -170,7 +170,7 @@ class ProcessLauncher:
                 return Attempt(False, message, retryable=False)
             with self.ctx.stop.tracking(process), self.ctx.lease.tracking(process):
                 code = process.wait()
-        if spec.signal_as_exit:
+        if spec.in_bwrap:
             code = _signal_exit(code)
         if process.stopped_by == STOPPED:
             return Attempt(False, canceled=True)

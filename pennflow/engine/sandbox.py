@@ -14,9 +14,10 @@ this machine, as an ECS task's container would:
 - its own user, PID and IPC namespaces with no capabilities, so it cannot undo any of it, see the
   engine's processes, or read their environment.
 
-The sandboxed processor stays in the attempt's process group, so a cancel or a timeout signals it
-directly; bwrap itself ignores SIGTERM (the processor gets the grace period, not bwrap's death) and
-``--die-with-parent`` kills the sandbox if the engine is killed (``kill -9``), on top of the lease.
+The sandboxed processor stays in the attempt's process group (no ``--new-session``): a cancel or a
+timeout sends SIGTERM to the group's members but bwrap (whose death would take the processor with it
+at once, without its grace period; ``RunningProcess``), SIGKILL to all; ``--die-with-parent`` kills the
+sandbox if the engine is killed (``kill -9``), on top of the lease.
 
 Where bwrap is missing or cannot make namespaces (or ``PENNFLOW_SANDBOX=off``), processors run
 unsandboxed, the run says so in one line (``Sandbox.notice``), and only the layers sandbox
@@ -37,10 +38,6 @@ SANDBOX_ENV = "PENNFLOW_SANDBOX"  # "off": run processors unsandboxed even where
 PROBE_TIMEOUT_SECONDS = 10
 PRIVATE_TMP = Path("/tmp")
 
-# bwrap ignores SIGTERM (dispositions set to "ignore" survive exec), its child restores the default
-# before the processor starts: the processor, not bwrap, decides what a SIGTERM means.
-_IGNORE_TERM = "--ignore-signal=TERM"
-_DEFAULT_TERM = "--default-signal=TERM"
 _NAMESPACES = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
 
 
@@ -50,7 +47,6 @@ class Sandbox:
 
     bwrap: str | None
     why_not: str | None = None
-    env: str = "env"  # coreutils' env, by its path: the processor's PATH may not hold it
 
     @property
     def available(self) -> bool:
@@ -89,13 +85,10 @@ def detect(environ: Mapping[str, str] | None = None) -> Sandbox:
 @cache
 def _probe() -> Sandbox:
     """bwrap found and able to start a process in new namespaces here (probed once per process)."""
-    bwrap, env = shutil.which("bwrap"), shutil.which("env")
+    bwrap = shutil.which("bwrap")
     if bwrap is None:
         return Sandbox(None, "bwrap not found: install bubblewrap")
-    if env is None:
-        return Sandbox(None, "env not found")
-    view = SandboxView(cwd=Path("/"), hidden=(), readable=(), writable=())
-    argv = wrap_command(["true"], bwrap, view, env=env)
+    argv = wrap_command(["true"], bwrap, SandboxView(cwd=Path("/"), hidden=(), readable=(), writable=()))
     try:
         done = subprocess.run(
             argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT_SECONDS, check=False
@@ -105,10 +98,10 @@ def _probe() -> Sandbox:
     if done.returncode != 0:
         last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no namespaces"])[-1]
         return Sandbox(None, f"bwrap cannot make namespaces here: {last}")
-    return Sandbox(bwrap, env=env)
+    return Sandbox(bwrap)
 
 
-def wrap_command(argv: Sequence[str], bwrap: str, view: SandboxView, env: str = "env") -> list[str]:
+def wrap_command(argv: Sequence[str], bwrap: str, view: SandboxView) -> list[str]:
     """The command that runs ``argv`` in ``view`` (bwrap applies its options in this order)."""
     options = ["--die-with-parent", *_NAMESPACES, "--cap-drop", "ALL"]
     options += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
@@ -129,7 +122,7 @@ def wrap_command(argv: Sequence[str], bwrap: str, view: SandboxView, env: str = 
     for folder in hidden:  # pennflow's home stays unwritable; HOME and /tmp are private scratch
         options += ["--remount-ro", str(folder)]
     options += ["--chdir", str(view.cwd)]
-    return [env, _IGNORE_TERM, bwrap, *options, "--", env, _DEFAULT_TERM, *argv]
+    return [bwrap, *options, "--", *argv]
 
 
 def command_files(argv: Sequence[str], cwd: Path, path: str) -> list[Path]:

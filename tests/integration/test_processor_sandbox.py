@@ -325,3 +325,13 @@ def test_a_sandboxed_processor_killed_by_a_signal_says_so_as_unsandboxed(
     assert record.status is Status.FAILED
     assert record.reason == "processor 'crash' failed: killed by signal SIGSEGV: about to crash"
     assert record.exit_code == -signal.SIGSEGV
+
+
+def test_a_timeout_stops_a_sandboxed_processor_with_sigterm_not_the_grace_kill(
+    user_home, home, scripts, tmp_path
+) -> None:
+    step = "{id: slow, command: [sleep, '60'], dependsOn: [src], timeoutSeconds: 1}"
+    started = time.monotonic()
+    record = run(flow(step), home, scripts, tmp_path / "input", kill_grace=30)
+    assert time.monotonic() - started < 10  # SIGTERM ended it; the SIGKILL would have come after 30 s
+    assert (record.status, record.reason) == (Status.FAILED, "processor 'slow' failed: timed out after 1s")
