@@ -12,7 +12,8 @@ this machine, as an ECS task's container would:
 - read-only too: the folder its command runs from, and the files and interpreter the command names
   (a venv or a script under the covered home stays usable);
 - its own user, PID and IPC namespaces with no capabilities, so it cannot undo any of it, see the
-  engine's processes, or read their environment.
+  engine's processes, or read their environment. The network is the machine's (processors call
+  Pennsieve), as on ECS.
 
 The sandboxed processor stays in the attempt's process group (no ``--new-session``): a cancel or a
 timeout sends SIGTERM to the group's members but bwrap (whose death would take the processor with it
@@ -38,7 +39,9 @@ SANDBOX_ENV = "PENNFLOW_SANDBOX"  # "off": run processors unsandboxed even where
 PROBE_TIMEOUT_SECONDS = 10
 PRIVATE_TMP = Path("/tmp")
 
-_NAMESPACES = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+# Its own users (no capabilities over anything outside), processes (the engine's environment out of
+# reach) and SysV IPC (other runs' shared memory).
+_NAMESPACES = ["--unshare-user", "--unshare-pid", "--unshare-ipc"]
 
 
 @dataclass(frozen=True)
@@ -106,17 +109,19 @@ def wrap_command(argv: Sequence[str], bwrap: str, view: SandboxView) -> list[str
     options = ["--die-with-parent", *_NAMESPACES, "--cap-drop", "ALL"]
     options += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     # Outer folders first, so a deeper one wins: the run inside a covered pennflow home is shown, a
-    # covered home inside a shown folder (the definition's) stays covered. At equal depth covering
-    # comes last: a definition folder that is HOME itself does not show HOME.
+    # covered home inside a shown folder (the definition's) stays covered. A folder to show is bound
+    # only inside a covered one (elsewhere `/` shows it already; each mount costs start-up time).
     hidden = _coverable(view.hidden)
-    steps = [(folder, 0, "--ro-bind") for folder in _existing(view.readable)]
-    steps += [(folder, 1, "--tmpfs") for folder in [*_coverable([PRIVATE_TMP, *view.scratch]), *hidden]]
+    covered = [*_coverable([PRIVATE_TMP, *view.scratch]), *hidden]
+    shown = [f for f in _existing(view.readable) if any(f != c and f.is_relative_to(c) for c in covered)]
+    steps = [(folder, 0, "--ro-bind") for folder in shown]
+    steps += [(folder, 1, "--tmpfs") for folder in covered]
     steps += [(folder, 2, "--bind") for folder in _existing(view.writable)]
     for folder, _, option in sorted(steps, key=lambda step: (len(step[0].parts), step[1])):
         options += [option, str(folder)] if option == "--tmpfs" else [option, str(folder), str(folder)]
-    if view.layers_dir is not None:
+    if view.layers_dir is not None and view.layers:
         options += ["--tmpfs", str(view.layers_dir)]
-        for name, source in sorted((view.layers or {}).items()):
+        for name, source in sorted(view.layers.items()):
             options += ["--ro-bind", str(source), str(view.layers_dir / name)]
         options += ["--remount-ro", str(view.layers_dir)]
     for folder in hidden:  # pennflow's home stays unwritable; HOME and /tmp are private scratch
