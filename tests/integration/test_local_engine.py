@@ -727,8 +727,11 @@ def test_with_a_container_runtime_an_image_runs_in_docker_with_container_paths(
     assert f"type=bind,source={pinned},target={LAYERS_MOUNT}/sci,readonly" in argv
 
 
-def test_a_subprocess_gets_the_engine_python_first_on_path(tmp_path) -> None:
+def test_a_subprocess_gets_the_systems_path_not_the_engines_venv(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("PENNFLOW_PROCESSOR_PATH")  # what these tests set to reach this venv's python
+    monkeypatch.setenv("VIRTUAL_ENV", str(Path(sys.executable).parent.parent))
     spec = subprocess_spec(["python", "x.py"], {"OUTPUT_DIR": "/o"}, tmp_path)
     assert spec.env["OUTPUT_DIR"] == "/o"
-    assert spec.env["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+    assert spec.env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert "VIRTUAL_ENV" not in spec.env and "PYTHONPATH" not in spec.env
     assert (spec.argv, spec.cwd) == (["python", "x.py"], tmp_path)
