@@ -77,26 +77,29 @@ class ProcessLauncher:
         view = self.ctx.views.of(processor)
         env = self._environment(processor, self.ctx.layout, view.root, batch)
         cwd = self.ctx.definition_dir.absolute()
-        wrap = view.wrap
-        if self._sandbox.bwrap is not None:
-            bwrap = self._sandbox.bwrap
-
-            def wrap(argv: Sequence[str]) -> list[str]:
-                seen = self._sandbox_view(argv, cwd, Path(env["OUTPUT_DIR"]), view, processor_path())
-                return wrap_command(argv, bwrap, seen)
-
-        spec = subprocess_spec(processor.command, env, cwd, wrap=wrap, inherited=self._inherited)
-        if self._sandbox.bwrap is not None:
+        bwrap = self._sandbox.bwrap
+        if bwrap is None:  # the layers sandbox alone
+            spec = subprocess_spec(processor.command, env, cwd, wrap=view.wrap, inherited=self._inherited)
+        else:
+            wrap = self._in_bwrap(bwrap, cwd, Path(env["OUTPUT_DIR"]), view)
+            spec = subprocess_spec(processor.command, env, cwd, wrap=wrap, inherited=self._inherited)
             spec = replace(spec, in_bwrap=True)
         if spec.wrapped is not None and missing_executable(processor.command[0], spec.env, spec.cwd):
             # Started through the sandbox, a typo would only show as the wrapper's exit code 127.
             raise CannotLaunch(f"cannot start {processor.command[0]!r}: no such executable")
         return spec
 
-    def _sandbox_view(
-        self, argv: Sequence[str], cwd: Path, output: Path, layers: LayersView, path: str
-    ) -> SandboxView:
+    def _in_bwrap(
+        self, bwrap: str, cwd: Path, output: Path, layers: LayersView
+    ) -> Callable[[Sequence[str]], list[str]]:
+        def wrap(argv: Sequence[str]) -> list[str]:
+            return wrap_command(argv, bwrap, self._sandbox_view(argv, cwd, output, layers))
+
+        return wrap
+
+    def _sandbox_view(self, argv: Sequence[str], cwd: Path, output: Path, layers: LayersView) -> SandboxView:
         """Its run read-only, its OUTPUT_DIR read-write, its layers; the homes covered."""
+        path = processor_path()  # the PATH its command is found on (subprocess_spec's)
         return SandboxView(
             cwd=cwd,
             hidden=[self.ctx.home.root],
