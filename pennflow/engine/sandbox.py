@@ -15,10 +15,11 @@ this machine, as an ECS task's container would:
   engine's processes, or read their environment. The network is the machine's (processors call
   Pennsieve), as on ECS.
 
-The sandboxed processor stays in the attempt's process group (no ``--new-session``): a cancel or a
-timeout sends SIGTERM to the group's members but bwrap (whose death would take the processor with it
-at once, without its grace period; ``RunningProcess``), SIGKILL to all; ``--die-with-parent`` kills the
-sandbox if the engine is killed (``kill -9``), on top of the lease.
+The sandboxed processor stays in the attempt's process group (no ``--new-session``, which guards a
+terminal: the attempt's own session has none). A cancel or a timeout sends SIGTERM to the group's
+members but bwrap (whose death would take the processor with it at once, without its grace period;
+``RunningProcess``), then SIGKILL to all; ``--die-with-parent`` kills the sandbox if the engine is
+killed (``kill -9``), on top of the lease.
 
 Where bwrap is missing or cannot make namespaces (or ``PENNFLOW_SANDBOX=off``), processors run
 unsandboxed, the run says so in one line (``Sandbox.notice``), and only the layers sandbox
