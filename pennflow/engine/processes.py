@@ -56,6 +56,10 @@ class ProcessLauncher:
         self._launch_notes: dict[str, str] = {}
         self._inherited = inherited_environment()  # read once: every processor starts from it
 
+    def runs_in_sandbox(self, processor: Processor) -> bool:
+        """Whether ``spec`` runs the processor's ``command`` here (with its layers view), not a container."""
+        return not (self.ctx.use_docker and processor.image) and bool(processor.command)
+
     def spec(self, processor: Processor, batch: int | None = None) -> LaunchSpec:
         """What to execute; raises CannotLaunch when this machine cannot run the processor."""
         if self.ctx.use_docker and processor.image:
