@@ -8,10 +8,15 @@ one step at a time (doit ``-n 1``, luigi ``--workers 1``, snakemake ``--cores 1`
 ``--max-parallel 1``), from its own command line in a fresh folder, so start-up is included; the
 floor is ``sh`` running ``/bin/true`` once per step in topological order.
 
-* ``wall ms``: the median wall time of the whole command;
-* ``per step``: (wall - floor) / steps, the tool's cost per step, start-up spread over the steps;
-* ``marginal``: the same less the tool's start-up (its wall time for a one-step workflow);
-* ``vs doit``: ``per step`` and ``marginal`` over doit's (1.0 = as fast as doit; lower is faster).
+* ``wall ms``, ``cpu ms``: the whole command's wall time, and the CPU time of the tool and every
+  process it waited for (medians);
+* ``wall/step``, ``cpu/step``: over the floor, divided by the steps (start-up spread over them);
+* ``step cpu``: what one more step costs in CPU, start-up (a one-step run) left out on both sides;
+* ``vs doit``: the three over doit's (1.0 = as fast as doit; lower is faster).
+
+``pennflow-tmpfs`` is the same ``pennflow run`` with ``PENNFLOW_HOME`` in ``/dev/shm``: pennflow
+creates a few folders and a log per processor (the run's record on disk), the other tools none, and
+the last line says what creating a folder costs on each. The goal is judged on ``pennflow``.
 
 Tools not installed are skipped with a note (``pip install -e '.[bench]'`` installs all three).
 
@@ -36,7 +41,8 @@ from pathlib import Path
 
 TRUE = shutil.which("true", path="/bin:/usr/bin") or "/bin/true"
 BIN = Path(sys.executable).parent
-TOOLS = ("floor", "pennflow", "doit", "luigi", "snakemake")
+TOOLS = ("floor", "pennflow", "pennflow-tmpfs", "doit", "luigi", "snakemake")
+TMPFS = Path("/dev/shm")  # pennflow-tmpfs: the same run with PENNFLOW_HOME in memory, where there is one
 GOAL = "pennflow's per-step overhead at most doit's on every workload"
 
 Dag = dict[str, list[str]]  # step -> the steps it depends on, in topological order
@@ -160,6 +166,7 @@ def snakemake_command(dag: Dag, folder: Path) -> list[str]:
 COMMANDS: dict[str, Callable[[Dag, Path], list[str]]] = {
     "floor": floor_command,
     "pennflow": pennflow_command,
+    "pennflow-tmpfs": pennflow_command,
     "doit": doit_command,
     "luigi": luigi_command,
     "snakemake": snakemake_command,
@@ -167,6 +174,8 @@ COMMANDS: dict[str, Callable[[Dag, Path], list[str]]] = {
 
 
 def installed(tool: str) -> bool:
+    if tool == "pennflow-tmpfs":
+        return TMPFS.is_dir() and os.access(TMPFS, os.W_OK) and installed("pennflow")
     return tool == "floor" or (BIN / tool).is_file()
 
 
@@ -185,7 +194,8 @@ def measure(tool: str, dag: Dag, scratch: Path, warm_up: bool = False) -> tuple[
     """
     folder = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=scratch))
     command = COMMANDS[tool](dag, folder)
-    env = {**os.environ, "PENNFLOW_HOME": str(folder / "home"), "PYTHONDONTWRITEBYTECODE": "1"}
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=TMPFS)) if tool == "pennflow-tmpfs" else folder / "home"
+    env = {**os.environ, "PENNFLOW_HOME": str(home), "PYTHONDONTWRITEBYTECODE": "1"}
     if warm_up:
         del env["PYTHONDONTWRITEBYTECODE"]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), env.get("PYTHONPATH")]))
@@ -198,7 +208,19 @@ def measure(tool: str, dag: Dag, scratch: Path, warm_up: bool = False) -> tuple[
         tail = (done.stdout + done.stderr).decode(errors="replace")[-2000:]
         raise RuntimeError(f"{tool} failed (exit {done.returncode}):\n{tail}")
     shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
     return wall, cpu
+
+
+def creation_ms(folder: Path, count: int = 200) -> float:
+    """What creating one folder costs here (pennflow creates a few per processor; the others none)."""
+    root = Path(tempfile.mkdtemp(prefix="mkdir-", dir=folder))
+    start = time.perf_counter()
+    for index in range(count):
+        (root / str(index)).mkdir()
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(root, ignore_errors=True)
+    return elapsed / count * 1000
 
 
 def medians(tool: str, dag: Dag, scratch: Path, repeat: int) -> tuple[float, float]:
@@ -234,7 +256,7 @@ def main() -> None:
             + ", ".join(f"{t} {startup[t][0] * 1000:.0f} / {startup[t][1] * 1000:.0f}" for t in tools)
         )
         print(
-            f"{'workload':18} {'tool':10} {'wall ms':>8} {'cpu ms':>7} {'wall/step':>9} {'cpu/step':>8}"
+            f"{'workload':18} {'tool':14} {'wall ms':>8} {'cpu ms':>7} {'wall/step':>9} {'cpu/step':>8}"
             f" {'step cpu':>8}   {'vs doit: wall/step, cpu/step, step cpu':>38}"
         )
         for label, dag in workloads:
@@ -262,12 +284,16 @@ def main() -> None:
                         f"{mine[tool] / mine['doit']:.2f}" for mine in (wall_step, cpu_step, step_cpu)
                     )
                 print(
-                    f"{label:18} {tool:10} {wall[tool] * 1000:8.0f} {cpu[tool] * 1000:7.0f} {figures:>27}   {versus:>38}"
+                    f"{label:18} {tool:14} {wall[tool] * 1000:8.0f} {cpu[tool] * 1000:7.0f} {figures:>27}   {versus:>38}"
                 )
             if "doit" in tools and "pennflow" in tools:
                 met["wall"] = met["wall"] and wall_step["pennflow"] <= wall_step["doit"]
                 met["cpu"] = met["cpu"] and step_cpu["pennflow"] <= step_cpu["doit"]
             sys.stdout.flush()
+        disks = f"creating a folder: {creation_ms(scratch):.3f} ms where the tools run"
+        if "pennflow-tmpfs" in tools:
+            disks += f", {creation_ms(TMPFS):.3f} ms in {TMPFS} (pennflow-tmpfs's PENNFLOW_HOME)"
+        print(disks)
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(
         f"machine: {os.cpu_count()} cores, load average {load} (other work on the machine skews wall times)"
