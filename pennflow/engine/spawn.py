@@ -13,11 +13,18 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+# Python ignores these; Popen's restore_signals gives the child the defaults back (a processor in a
+# shell pipeline ends on SIGPIPE, as it would from a terminal). Ignored signals survive exec.
+RESTORED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name)
+)
 
 
 class Child(Protocol):
@@ -70,7 +77,10 @@ def _posix_spawn(argv: Sequence[str], env: Mapping[str, str], log: BinaryIO) -> 
     # close-on-exec) must not reach the processor either. Closed after the log is in place: the
     # log may have reused the number of one closed since.
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited_descriptors() if fd != out]
-    return SpawnedChild(os.posix_spawn(program, list(argv), dict(env), file_actions=actions, setsid=True))
+    pid = os.posix_spawn(
+        program, list(argv), dict(env), file_actions=actions, setsid=True, setsigdef=RESTORED_SIGNALS
+    )
+    return SpawnedChild(pid)
 
 
 def _executable(program: str, env: Mapping[str, str]) -> str:

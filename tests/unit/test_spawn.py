@@ -56,6 +56,15 @@ def test_the_fast_path_is_posix_spawn_only_in_the_engines_folder(tmp_path, where
     assert isinstance(child, expected)
 
 
+def test_the_signals_python_ignores_are_back_to_their_defaults_in_the_child(tmp_path, where) -> None:
+    """As Popen's restore_signals: a processor in a shell pipeline ends on SIGPIPE. (grep, not
+    python, reads its own status: Python ignores SIGPIPE itself when it starts.)"""
+    child = start(tmp_path, ["grep", "SigIgn", "/proc/self/status"], where)
+    assert child.wait() == 0
+    ignored = int((tmp_path / "attempt.log").read_text().split()[-1], 16)
+    assert [sig for sig in (signal.SIGPIPE, signal.SIGXFSZ) if ignored & (1 << (sig - 1))] == []
+
+
 def test_a_signal_is_a_negative_exit_code_as_with_popen(tmp_path, where) -> None:
     child = start(
         tmp_path, ["python", "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"], where
