@@ -8,10 +8,17 @@ one step at a time (doit ``-n 1``, luigi ``--workers 1``, snakemake ``--cores 1`
 ``--max-parallel 1``), from its own command line in a fresh folder, so start-up is included; the
 floor is ``sh`` running ``/bin/true`` once per step in topological order.
 
-* ``wall ms``: the median wall time of the whole command;
-* ``per step``: (wall - floor) / steps, the tool's cost per step, start-up spread over the steps;
-* ``marginal``: the same less the tool's start-up (its wall time for a one-step workflow);
-* ``vs doit``: ``per step`` and ``marginal`` over doit's (1.0 = as fast as doit; lower is faster).
+* ``wall ms``, ``cpu ms``: the whole command's wall time, and the CPU time of the tool and every
+  process it waited for (medians);
+* ``wall/step``, ``cpu/step``: over the floor, divided by the steps (start-up spread over them);
+* ``step cpu``: what one more step costs in CPU, start-up (a one-step run) left out on both sides,
+  from the least CPU time of the repeats (contention only adds to it; medians of separate runs
+  differ by more than 30 steps cost);
+* ``vs doit``: the three over doit's (1.0 = as fast as doit; lower is faster).
+
+``pennflow-tmpfs`` is the same ``pennflow run`` with ``PENNFLOW_HOME`` in ``/dev/shm``: pennflow
+creates a few folders and a log per processor (the run's record on disk), the other tools none, and
+the last line says what creating a folder costs on each. The goal is judged on ``pennflow``.
 
 Tools not installed are skipped with a note (``pip install -e '.[bench]'`` installs all three).
 
@@ -36,7 +43,8 @@ from pathlib import Path
 
 TRUE = shutil.which("true", path="/bin:/usr/bin") or "/bin/true"
 BIN = Path(sys.executable).parent
-TOOLS = ("floor", "pennflow", "doit", "luigi", "snakemake")
+TOOLS = ("floor", "pennflow", "pennflow-tmpfs", "doit", "luigi", "snakemake")
+TMPFS = Path("/dev/shm")  # pennflow-tmpfs: the same run with PENNFLOW_HOME in memory, where there is one
 GOAL = "pennflow's per-step overhead at most doit's on every workload"
 
 Dag = dict[str, list[str]]  # step -> the steps it depends on, in topological order
@@ -160,6 +168,7 @@ def snakemake_command(dag: Dag, folder: Path) -> list[str]:
 COMMANDS: dict[str, Callable[[Dag, Path], list[str]]] = {
     "floor": floor_command,
     "pennflow": pennflow_command,
+    "pennflow-tmpfs": pennflow_command,
     "doit": doit_command,
     "luigi": luigi_command,
     "snakemake": snakemake_command,
@@ -167,6 +176,8 @@ COMMANDS: dict[str, Callable[[Dag, Path], list[str]]] = {
 
 
 def installed(tool: str) -> bool:
+    if tool == "pennflow-tmpfs":
+        return TMPFS.is_dir() and os.access(TMPFS, os.W_OK) and installed("pennflow")
     return tool == "floor" or (BIN / tool).is_file()
 
 
@@ -175,12 +186,20 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(tool: str, dag: Dag, scratch: Path) -> tuple[float, float]:
+def measure(tool: str, dag: Dag, scratch: Path, warm_up: bool = False) -> tuple[float, float]:
     """One run of ``tool`` on ``dag`` in a fresh folder (nothing cached, nothing up to date): its
-    wall time, and the CPU time of the tool and of every process it waited for."""
+    wall time, and the CPU time of the tool and of every process it waited for.
+
+    A warm-up run may write bytecode: the other tools' modules were compiled when pip installed
+    them, and pennflow's (an editable install in a checkout) should be too, or every measured run
+    would compile them again. Measured runs write none (the workflow files are fresh each time).
+    """
     folder = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=scratch))
     command = COMMANDS[tool](dag, folder)
-    env = {**os.environ, "PENNFLOW_HOME": str(folder / "home"), "PYTHONDONTWRITEBYTECODE": "1"}
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=TMPFS)) if tool == "pennflow-tmpfs" else folder / "home"
+    env = {**os.environ, "PENNFLOW_HOME": str(home), "PYTHONDONTWRITEBYTECODE": "1"}
+    if warm_up:
+        del env["PYTHONDONTWRITEBYTECODE"]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), env.get("PYTHONPATH")]))
     cpu, start = children_cpu(), time.perf_counter()
     done = subprocess.run(
@@ -191,12 +210,26 @@ def measure(tool: str, dag: Dag, scratch: Path) -> tuple[float, float]:
         tail = (done.stdout + done.stderr).decode(errors="replace")[-2000:]
         raise RuntimeError(f"{tool} failed (exit {done.returncode}):\n{tail}")
     shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
     return wall, cpu
 
 
-def medians(tool: str, dag: Dag, scratch: Path, repeat: int) -> tuple[float, float]:
+def creation_ms(folder: Path, count: int = 200) -> float:
+    """What creating one folder costs here (pennflow creates a few per processor; the others none)."""
+    root = Path(tempfile.mkdtemp(prefix="mkdir-", dir=folder))
+    start = time.perf_counter()
+    for index in range(count):
+        (root / str(index)).mkdir()
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(root, ignore_errors=True)
+    return elapsed / count * 1000
+
+
+def medians(tool: str, dag: Dag, scratch: Path, repeat: int) -> tuple[float, float, float]:
+    """Median wall and CPU time, and the least CPU time (other work on the machine only adds to it)."""
     runs = [measure(tool, dag, scratch) for _ in range(repeat)]
-    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+    cpus = [r[1] for r in runs]
+    return statistics.median(r[0] for r in runs), statistics.median(cpus), min(cpus)
 
 
 def main() -> None:
@@ -219,7 +252,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pennflow-engines-") as tmp:
         scratch = Path(tmp)
         for tool in tools:  # warm the page cache and bytecode of each tool once
-            measure(tool, chain(1), scratch)
+            measure(tool, chain(1), scratch, warm_up=True)
         startup = {tool: medians(tool, chain(1), scratch, args.repeat) for tool in tools}
         print(f"== {', '.join(tools[1:])} vs a shell floor: median of {args.repeat}, one step at a time ==")
         print(
@@ -227,7 +260,7 @@ def main() -> None:
             + ", ".join(f"{t} {startup[t][0] * 1000:.0f} / {startup[t][1] * 1000:.0f}" for t in tools)
         )
         print(
-            f"{'workload':18} {'tool':10} {'wall ms':>8} {'cpu ms':>7} {'wall/step':>9} {'cpu/step':>8}"
+            f"{'workload':18} {'tool':14} {'wall ms':>8} {'cpu ms':>7} {'wall/step':>9} {'cpu/step':>8}"
             f" {'step cpu':>8}   {'vs doit: wall/step, cpu/step, step cpu':>38}"
         )
         for label, dag in workloads:
@@ -241,8 +274,11 @@ def main() -> None:
             wall_step = {t: (wall[t] - wall["floor"]) / n * 1000 for t in tools}
             cpu_step = {t: (cpu[t] - cpu["floor"]) / n * 1000 for t in tools}
             # What one more step costs: start-up (a one-step run) left out, on both sides.
-            floor_more = cpu["floor"] - startup["floor"][1]
-            step_cpu = {t: (cpu[t] - startup[t][1] - floor_more) / max(n - 1, 1) * 1000 for t in tools}
+            # Least CPU on both sides: the medians of two separate sets of runs differ by more than a
+            # 30-step workload's steps cost on a busy machine; contention only ever adds CPU time.
+            least = {t: min(r[1] for r in runs[t]) for t in tools}
+            floor_more = least["floor"] - startup["floor"][2]
+            step_cpu = {t: (least[t] - startup[t][2] - floor_more) / max(n - 1, 1) * 1000 for t in tools}
             for tool in tools:
                 figures = (
                     ""
@@ -255,12 +291,16 @@ def main() -> None:
                         f"{mine[tool] / mine['doit']:.2f}" for mine in (wall_step, cpu_step, step_cpu)
                     )
                 print(
-                    f"{label:18} {tool:10} {wall[tool] * 1000:8.0f} {cpu[tool] * 1000:7.0f} {figures:>27}   {versus:>38}"
+                    f"{label:18} {tool:14} {wall[tool] * 1000:8.0f} {cpu[tool] * 1000:7.0f} {figures:>27}   {versus:>38}"
                 )
             if "doit" in tools and "pennflow" in tools:
                 met["wall"] = met["wall"] and wall_step["pennflow"] <= wall_step["doit"]
                 met["cpu"] = met["cpu"] and step_cpu["pennflow"] <= step_cpu["doit"]
             sys.stdout.flush()
+        disks = f"creating a folder: {creation_ms(scratch):.3f} ms where the tools run"
+        if "pennflow-tmpfs" in tools:
+            disks += f", {creation_ms(TMPFS):.3f} ms in {TMPFS} (pennflow-tmpfs's PENNFLOW_HOME)"
+        print(disks)
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(
         f"machine: {os.cpu_count()} cores, load average {load} (other work on the machine skews wall times)"

@@ -5,7 +5,8 @@ wide run opens, and what the terminal output costs.
   process is started, everything else is real: store, records, folders, logs): ms per processor,
   and the 5,000 figure over the 1,000 one (1.0 = linear; a scan of the waiting set would give ~5).
 * threads: the most threads alive at any change of any step, for a 5,000-wide fan-out with
-  ``max_parallel`` 2 (sampled in the reporter, so every change is seen).
+  ``max_parallel`` 2 and 8 (sampled in the reporter, so every change is seen): the workers grow
+  with ``max_parallel``, nothing grows with the width.
 * output: a 400-wide fan-out of ``/bin/true`` with ``max_parallel`` 2, with no reporter, the plain
   lines (not a terminal) and the live table (a 40-line terminal), each ending with the table
   ``pennflow run`` prints: wall and CPU time (the engine's and its processes'), medians side by
@@ -187,19 +188,25 @@ def main() -> None:
                 per[n] = run_seconds(workflow(shape, n), scratch, 2) / n * 1000
             print(f"{shape:8} {per[1000]:8.2f} {per[5000]:8.2f} {per[5000] / per[1000]:6.2f}")
 
-        before = threading.active_count()
-        peak = PeakThreads()
-        run_workflow(
-            workflow("fan-out", 5000),
-            definition_dir=scratch,
-            input_dir=scratch / "input",
-            max_parallel=2,
-            home=PennflowHome(scratch / "threads-home"),
-            reporter=peak,
-            docker=False,
-        )
+        peaks = {}
+        for max_parallel in (2, 8):
+            before = threading.active_count()
+            peak = PeakThreads()
+            run_workflow(
+                workflow("fan-out", 5000),
+                definition_dir=scratch,
+                input_dir=scratch / "input",
+                max_parallel=max_parallel,
+                home=PennflowHome(scratch / f"threads-home-{max_parallel}"),
+                reporter=peak,
+                docker=False,
+            )
+            peaks[max_parallel] = peak.peak - before
         print(
-            f"== threads: 5,000-wide fan-out, max_parallel 2: at most {peak.peak - before} besides the caller's =="
+            "== threads: 5,000-wide fan-out: at most "
+            + ", ".join(f"{n} at max_parallel {mp}" for mp, n in peaks.items())
+            + " besides the caller's (the workers, and a fixed few: the cancel watcher, the lease"
+            " heartbeat, the folder threads) =="
         )
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"machine: {os.cpu_count()} cores, load average {load}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pennflow.engine.environment import command_environment
+from pennflow.engine.spawn import Child, start_child
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT
 
 DOCKER_INFO_TIMEOUT_SECONDS = 10
@@ -172,7 +173,7 @@ class RunningProcess:
     """One started attempt. ``stopped_by`` says why pennflow terminated it, if it did."""
 
     spec: LaunchSpec
-    popen: subprocess.Popen
+    popen: Child
     grace_seconds: float
     stopped_by: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -186,15 +187,7 @@ class RunningProcess:
         cls, spec: LaunchSpec, log: BinaryIO, *, timeout_seconds: float | None, grace_seconds: float
     ) -> RunningProcess:
         """Start the process with stdout and stderr appended to ``log``; raises OSError if it cannot."""
-        popen = subprocess.Popen(
-            spec.argv,
-            cwd=spec.cwd,
-            env=spec.env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        popen = start_child(spec.argv, spec.env, spec.cwd, log)
         running = cls(spec, popen, grace_seconds)
         if timeout_seconds is not None:
             running._deadline_at = time.monotonic() + timeout_seconds

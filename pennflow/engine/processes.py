@@ -68,6 +68,10 @@ class ProcessLauncher:
     def _runs_command(self, processor: Processor) -> bool:
         return bool(processor.command) and not (self.ctx.use_docker and processor.image)
 
+    def runs_in_sandbox(self, processor: Processor) -> bool:
+        """Whether ``spec`` runs the processor's ``command`` here (with its layers view), not a container."""
+        return not (self.ctx.use_docker and processor.image) and bool(processor.command)
+
     def spec(self, processor: Processor, batch: int | None = None) -> LaunchSpec:
         """What to execute; raises CannotLaunch when this machine cannot run the processor."""
         if self.ctx.use_docker and processor.image:

@@ -89,6 +89,7 @@ class LocalRun:
         # At most max_parallel workers: a ready processor waits in the pool's queue, not in a thread
         # of its own (a 5,000-wide fan-out opens max_parallel threads, not 5,000).
         try:
+            self.steps.lay_out_ahead(self.dag.topological_order())
             with ThreadPoolExecutor(self.ctx.plan.max_parallel, thread_name_prefix="pennflow") as workers:
                 self._workers = workers
                 with self._lock:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pennflow.engine.data_steps import DataSteps
+from pennflow.engine.folders import FoldersAhead
 from pennflow.engine.outcomes import NO_OUTPUT, Attempt, Outcome
 from pennflow.engine.processes import CannotLaunch, ProcessLauncher
 from pennflow.engine.run_context import RunContext, fresh_dir, has_files
@@ -35,9 +36,30 @@ class StepRunner:
         # processors wait in the scheduler's workers, so batches never wait on each other).
         self._batches: ThreadPoolExecutor | None = None
         self._batches_lock = threading.Lock()
+        self._folders: FoldersAhead | None = None
+
+    def lay_out_ahead(self, order: list[str]) -> None:
+        """Lay out the folders of the processors that run as one process each, in ``order`` (the
+        order they are likely to start), while the run goes (``folders``)."""
+        processors = self.ctx.plan.processors
+        chosen = [
+            processors[pid]
+            for pid in order
+            if processors[pid].type is ProcessorType.PROCESSOR and processors[pid].scatter is None
+        ]
+        self._folders = FoldersAhead(chosen, self._lay_out, halted=self.ctx.stop.is_set)
+        self._folders.start()
+
+    def _lay_out(self, processor: Processor) -> None:
+        """What a processor's first attempt needs before its spec: an empty OUTPUT_DIR, its layers view."""
+        fresh_dir(self.ctx.output_dir(processor.id))
+        if self.launcher.runs_in_sandbox(processor):
+            self.ctx.views.of(processor)
 
     def close(self) -> None:
-        """After the last processor ended: the batch threads go."""
+        """After the last processor ended: the folder and batch threads go."""
+        if self._folders is not None:
+            self._folders.stop()
         if self._batches is not None:
             self._batches.shutdown(wait=True)
 
@@ -113,7 +135,9 @@ class StepRunner:
 
     def _process(self, processor: Processor, attempt: int) -> Attempt:
         output = self.ctx.output_dir(processor.id)
-        fresh_dir(output)  # OUTPUT_DIR is empty at the start of every attempt
+        laid_out = attempt == 1 and self._folders is not None and self._folders.ensure(processor)
+        if not laid_out:
+            fresh_dir(output)  # OUTPUT_DIR is empty at the start of every attempt
         try:
             if attempt == 1:
                 self.ctx.prepare_union(processor)
