@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from pennflow.engine.outcomes import Outcome, StepLogs
-from pennflow.stores.base import RunStore
+from pennflow.stores.base import RunStore, StoreConflict
 from pennflow.workflow.runs import RunRecord, Status, StepRecord, utcnow
 
 
@@ -39,8 +39,10 @@ class SilentReporter:
 class RunRecords:
     """One run's record and its steps', as stored; the reporter sees each change once it is stored."""
 
-    def __init__(self, store: RunStore, reporter: Reporter, logs: StepLogs):
+    def __init__(self, store: RunStore, reporter: Reporter, logs: StepLogs, resumed: RunRecord | None = None):
         self.store = store
+        # A resume (``pennflow.engine.resume``): the run exists, and is reopened instead of created.
+        self.resumed = resumed
         self.reporter = reporter
         self.logs = logs
         self.run_id = logs.run_id
@@ -50,7 +52,13 @@ class RunRecords:
     def create(self, run: RunRecord, processor_ids: Sequence[str]) -> None:
         """Store the run and one NOT_STARTED step per processor."""
         steps = [StepRecord(run_id=self.run_id, processor_id=pid) for pid in processor_ids]
-        self.store.create_run(run, steps)
+        if self.resumed is None:
+            self.store.create_run(run, steps)
+        else:
+            kept = ("created_at", "attempt", "history", "content_key", "origin")
+            run = run.model_copy(update={name: getattr(self.resumed, name) for name in kept})
+            if not self.store.reopen_run(run, steps, attempt=self.resumed.attempt - 1):  # type: ignore[attr-defined]
+                raise StoreConflict(f"run {self.run_id!r} changed while it was being resumed: try again")
         self._steps = {step.processor_id: step for step in steps}
 
     def mark_started(self, run: RunRecord) -> None:
