@@ -11,8 +11,8 @@ The key is one sha256 over canonical JSON of:
   command with the content of every file the command names in the definition's folder (a fixed
   ``copy.py`` is a changed processor);
 - its layers with their pinned versions and checksums;
-- each dependency's step key and output content (``folder_hash``): a changed upstream changes every
-  key downstream of it, an upstream that re-ran and wrote the same bytes changes none;
+- each dependency's step key and output content (``folder_hash``): everything downstream of a
+  changed processor runs again, and so does everything downstream of an output that changed;
 - for a processor without dependencies, the run's input (the ``--input`` folder's content, or the
   dataset and packages).
 

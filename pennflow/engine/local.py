@@ -37,7 +37,7 @@ from pennflow.engine.records import Reporter, RunRecords, SilentReporter
 from pennflow.engine.run_checks import InvalidRunInput, RunInputs
 from pennflow.engine.run_context import RunContext
 from pennflow.engine.run_layers import VIEW_DIR
-from pennflow.engine.run_plan import plan_run
+from pennflow.engine.run_plan import RunPlan, plan_run
 from pennflow.engine.run_spec import RunSpec, save_spec
 from pennflow.engine.scheduler import LocalRun
 from pennflow.engine.step_reuse import StepReuse
@@ -46,7 +46,7 @@ from pennflow.stores.base import RunStore
 from pennflow.workflow.contract import RunLayout
 from pennflow.workflow.dag import Dag
 from pennflow.workflow.definition import ProcessorType, TargetType, Workflow
-from pennflow.workflow.runs import RunRecord, StepRecord, new_run_id
+from pennflow.workflow.runs import RunRecord, Status, StepRecord, new_run_id
 
 __all__ = [
     "CANCELED_BY_STORE",
@@ -152,8 +152,8 @@ def execute_run(
             store = SqliteRunStore(home.db_path)
         if plan.layers.mounts and not enforced(plan.layers.mode):
             logger.warning(NOT_WRITE_PROTECTED)
-        save_spec(home, run_id, spec)
-        records = RunRecords(store, options.reporter or SilentReporter(), StepLogs(home, run_id), resumed)
+        logs = StepLogs(home, run_id)
+        records = RunRecords(store, options.reporter or SilentReporter(), logs, reopened=resumed is not None)
         use_docker = container_runtime_available() if spec.docker is None else spec.docker
         definition_dir = Path(spec.definition_dir)
         run_input = {"input": spec.input_dir, "dataset": spec.dataset_id, "packages": spec.package_ids}
@@ -176,13 +176,37 @@ def execute_run(
             lease=keeper_for(store, run_id),
             reuse=reuse,
         )
-        return LocalRun(ctx, options.cancel_event or threading.Event()).run()
+        local_run = LocalRun(ctx, options.cancel_event or threading.Event())
+        if resumed is not None:  # the last step before the engine takes it: nothing can fail between
+            records.reopen(_next_attempt(resumed, plan), [p.id for p in workflow.processors])
+        save_spec(home, run_id, spec)
+        return local_run.run()
     finally:
         try:
             plan.layers.close(run_id)
         finally:
             if own_store and store is not None:
                 store.close()  # type: ignore[attr-defined]
+
+
+def _next_attempt(resumed: RunRecord, plan: RunPlan) -> RunRecord:
+    """The resumed run's record as its next attempt starts: what it runs now, its outcome cleared."""
+    return resumed.model_copy(
+        update={
+            "workflow": plan.workflow.name,
+            "definition_hash": plan.workflow.definition_hash(),
+            "status": Status.NOT_STARTED,
+            "params": plan.params,
+            "layers": [mount.run_entry() for mount in plan.layers.mounts.values()],
+            "dataset_id": plan.inputs.dataset_id,
+            "package_ids": list(plan.inputs.package_ids),
+            "started_at": None,
+            "finished_at": None,
+            "failed_processor": None,
+            "exit_code": None,
+            "reason": None,
+        }
+    )
 
 
 def result_dirs(workflow: Workflow, run_dir: Path) -> list[Path]:

@@ -39,10 +39,10 @@ class SilentReporter:
 class RunRecords:
     """One run's record and its steps', as stored; the reporter sees each change once it is stored."""
 
-    def __init__(self, store: RunStore, reporter: Reporter, logs: StepLogs, resumed: RunRecord | None = None):
+    def __init__(self, store: RunStore, reporter: Reporter, logs: StepLogs, reopened: bool = False):
         self.store = store
-        # A resume (``pennflow.engine.resume``): the run exists, and is reopened instead of created.
-        self.resumed = resumed
+        # A resume (``pennflow.engine.resume``): the run and its NOT_STARTED steps are stored already.
+        self.reopened = reopened
         self.reporter = reporter
         self.logs = logs
         self.run_id = logs.run_id
@@ -52,14 +52,16 @@ class RunRecords:
     def create(self, run: RunRecord, processor_ids: Sequence[str]) -> None:
         """Store the run and one NOT_STARTED step per processor."""
         steps = [StepRecord(run_id=self.run_id, processor_id=pid) for pid in processor_ids]
-        if self.resumed is None:
+        if not self.reopened:
             self.store.create_run(run, steps)
-        else:
-            kept = ("created_at", "attempt", "history", "content_key", "origin")
-            run = run.model_copy(update={name: getattr(self.resumed, name) for name in kept})
-            if not self.store.reopen_run(run, steps, attempt=self.resumed.attempt - 1):  # type: ignore[attr-defined]
-                raise StoreConflict(f"run {self.run_id!r} changed while it was being resumed: try again")
         self._steps = {step.processor_id: step for step in steps}
+
+    def reopen(self, run: RunRecord, processor_ids: Sequence[str]) -> None:
+        """A resume: the run becomes ``run`` (its next attempt) with one NOT_STARTED step per processor,
+        if it is still the ended attempt ``run.attempt - 1``; StoreConflict when it is not."""
+        steps = [StepRecord(run_id=self.run_id, processor_id=pid) for pid in processor_ids]
+        if not self.store.reopen_run(run, steps, attempt=run.attempt - 1):  # type: ignore[attr-defined]
+            raise StoreConflict(f"run {self.run_id!r} was resumed or changed by someone else meanwhile")
 
     def mark_started(self, run: RunRecord) -> None:
         self.store.update_run(self.run_id, Status.STARTED, started_at=utcnow())

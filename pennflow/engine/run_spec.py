@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pennflow.engine.home import PennflowHome
+from pennflow.workflow.definition import Workflow
 
 SPEC_NAME = "run-spec.json"
 
@@ -30,6 +31,10 @@ class RunSpec(BaseModel):
     max_parallel: int | None = None
     docker: bool | None = None
     publish: bool = False
+
+    def workflow(self) -> Workflow:
+        """The definition as run (validated when the run started); ValidationError when it no longer loads."""
+        return Workflow.model_validate(self.definition)
 
 
 def spec_path(home: PennflowHome, run_id: str) -> Path:
@@ -49,7 +54,5 @@ def load_spec(home: PennflowHome, run_id: str) -> RunSpec | None:
     path = spec_path(home, run_id)
     try:
         return RunSpec.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, ValidationError):
+    except (OSError, ValueError, ValidationError):  # missing or unreadable: nothing to resume from
         return None
