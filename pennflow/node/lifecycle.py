@@ -197,6 +197,8 @@ class NodeConfig:
     log_bucket: str
     results_bucket: str
     retention_days: int = 90
+    # A FAILED or CANCELED run keeps its slot this long, to be resumed (pennflow.node.redrive); 0: never.
+    failed_run_retention_days: int = 0
 
     def execution_node(self) -> dict[str, Any]:
         node: dict[str, Any] = {

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS runs (
     content_key TEXT,
     origin TEXT NOT NULL,
     attempt INTEGER NOT NULL DEFAULT 1,
-    history TEXT NOT NULL DEFAULT '[]'
+    history TEXT NOT NULL DEFAULT '[]',
+    resume_until TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_us DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_content_key ON runs (content_key, created_us DESC)
@@ -74,7 +75,11 @@ CREATE TABLE IF NOT EXISTS steps (
 # Columns added after the first release: a store made before them gets them on open (ALTER TABLE
 # ADD COLUMN keeps every row; the defaults are what the old rows meant).
 _ADDED_COLUMNS = {
-    "runs": {"attempt": "INTEGER NOT NULL DEFAULT 1", "history": "TEXT NOT NULL DEFAULT '[]'"},
+    "runs": {
+        "attempt": "INTEGER NOT NULL DEFAULT 1",
+        "history": "TEXT NOT NULL DEFAULT '[]'",
+        "resume_until": "TEXT",
+    },
     "steps": {"step_key": "TEXT", "output_hash": "TEXT", "reused": "INTEGER NOT NULL DEFAULT 0"},
 }
 

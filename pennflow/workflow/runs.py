@@ -119,6 +119,8 @@ class RunRecord(_Record):
     origin: str = "local"
     attempt: int = 1  # raised by each resume
     history: list[RunAttempt] = Field(default_factory=list)  # the earlier attempts, oldest first
+    # On a node: until when a FAILED or CANCELED run keeps its slot (files and execution) to be resumed.
+    resume_until: datetime | None = None
 
 
 class StepRecord(_Record):
