@@ -18,9 +18,11 @@ from pennflow.node.finalize import finalize_run
 from pennflow.node.lifecycle import RunNotFound, prepare_run
 from pennflow.node.redrive import ResumeRefused, release_expired, resume_run
 from pennflow.node.slots import RETAINED_MARKER
+from pennflow.node.tracking import handle_event
 from pennflow.workflow.runs import Status, utcnow
 from tests.integration import aws_fixtures
 from tests.integration.aws_fixtures import EEG, REGION, MotoNode, build_moto_node, workflow_from
+from tests.integration.test_lifecycle_tracking import execution_event
 
 mocked_aws = aws_fixtures.mocked_aws
 RETENTION_DAYS = 7
@@ -214,3 +216,28 @@ def test_a_waiting_run_takes_the_oldest_kept_slot_early(mocked_aws, tmp_path) ->
 
     assert node.node.slots.held_by(waiting.run_id) is not None  # the queue was served
     assert node.store.get_run(kept).resume_until is None
+
+
+def test_the_execution_s_end_event_after_finalize_leaves_the_kept_slot_alone(moto_node) -> None:
+    run_id = failed_run(moto_node)
+    answer = handle_event(execution_event(run_id, "FAILED"), moto_node.node)
+    assert "already FAILED" in answer
+    assert moto_node.node.slots.held_by(run_id) is not None
+    assert not (moto_node.runs_mount / run_id).exists()
+
+
+def test_a_late_end_event_of_the_attempt_before_a_redrive_is_ignored(moto_node) -> None:
+    run_id = failed_run(moto_node)
+    arn = moto_node.store.get_run(run_id).execution_arn
+    sfn = StubbedSfn(moto_node)
+    sfn.describe(arn)
+    sfn.redrive(arn, f"{run_id}-attempt-2")
+    with sfn.stubber:
+        resume_run(run_id, moto_node.node)
+
+    late = handle_event(execution_event(run_id, "FAILED", redriveCount=0), moto_node.node)
+    running = handle_event(execution_event(run_id, "RUNNING", redriveCount=1), moto_node.node)
+
+    assert late.startswith("ignored: ") and "an earlier attempt's end" in late
+    assert "execution running" in running
+    assert moto_node.store.get_run(run_id).status is Status.STARTED
