@@ -342,3 +342,14 @@ def test_the_command_refuses_a_succeeded_run_with_exit_2(tmp_path, home, input_d
     result = cli("resume", run_id)
     assert result.exit_code == 2
     assert f"run {run_id} SUCCEEDED: there is nothing to resume" in result.output
+
+
+def test_status_lists_the_attempts_of_a_resumed_run(tmp_path, home, input_dir) -> None:
+    first = start(chain(tmp_path, fail="two"), home, input_dir)
+    resume(home, first.run_id, overrides={"two.FAIL": "no"})
+
+    shown = cli("status", first.run_id)
+
+    assert shown.exit_code == 0, shown.output
+    assert "attempt 1: FAILED: processor 'two' failed: exit code 3" in shown.output
+    assert "attempt 2 (now): reused one" in shown.output
