@@ -23,6 +23,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.logging import correlation_paths
 
 from lambdas.observability import logger, metrics, tracer
+from pennflow.api import resume as resume_logic
 from pennflow.api import runs as run_logic
 from pennflow.api import workflows as workflow_logic
 from pennflow.api.errors import (
@@ -63,6 +64,7 @@ from pennflow.api.ports import (
     S3Manifests,
 )
 from pennflow.api.requests import json_body, preflight, refuse_oversized_definition
+from pennflow.api.resume import ResumeFunction, RunResumed, RunResumer
 from pennflow.node.registry import WorkflowRegistry
 from pennflow.stores.base import RunStore
 from pennflow.triggers.api import router as triggers_router
@@ -121,6 +123,11 @@ def run_canceller() -> RunCanceller:
 
 
 @cache
+def run_resumer() -> RunResumer:
+    return ResumeFunction(settings().resume_function_name)
+
+
+@cache
 def idempotency() -> IdempotentRunStarts:
     return IdempotentRunStarts(settings().idempotency_table)
 
@@ -158,6 +165,7 @@ Registry = Annotated[WorkflowRegistry, Depends(workflow_registry)]
 Launcher = Annotated[RunLauncher, Depends(run_launcher)]
 Canceller = Annotated[RunCanceller, Depends(run_canceller)]
 Idempotency = Annotated[IdempotentRunStarts, Depends(idempotency)]
+Resumer = Annotated[RunResumer, Depends(run_resumer)]
 Planning = Annotated[RunPlanning, Depends(run_planning)]
 # Pennsieve refused the node's key access to the dataset (openapi_docs has no 403 of its own).
 FORBIDDEN = {
@@ -330,6 +338,20 @@ def post_rerun(
 ) -> Response[RunAccepted]:
     accepted = run_logic.rerun(run_id, store=store, registry=registry, launcher=launcher, planning=planning)
     return _json(202, accepted)
+
+
+@app.post(
+    "/runs/<run_id>/resume",
+    operation_id="resumeRun",
+    summary="Continue a FAILED or CANCELED run (Step Functions redrive): SUCCEEDED processors are not run again",
+    tags=["runs"],
+    responses={
+        **_ok(RunResumed, "Run resumed", 202),
+        **_errors(404, 409, 422, 503),
+    },
+)
+def post_resume(run_id: RunId, store: Store, resumer: Resumer) -> Response[RunResumed]:
+    return _json(202, resume_logic.resume_run(run_id, store=store, resumer=resumer))
 
 
 # ------------------------------------------------------------------ errors

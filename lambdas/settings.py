@@ -56,6 +56,7 @@ class ApiSettings(_EnvSettings):
     state_machine_log_group_arn: str | None = Field(None, alias="STATE_MACHINE_LOG_GROUP_ARN")
     prepare_function_name: str = Field(alias="PREPARE_FUNCTION_NAME", min_length=1)
     cancel_function_name: str = Field(alias="CANCEL_FUNCTION_NAME", min_length=1)
+    resume_function_name: str | None = Field(None, alias="RESUME_FUNCTION_NAME")  # POST /runs/{id}/resume
     # Keying a run: its files listed with the node's Pennsieve secret, its manifest written to the
     # results bucket, its layers' versions read from the layers table. Without one, no content key.
     pennsieve_secret_arn: str | None = Field(None, alias="PENNSIEVE_SECRET_ARN")
@@ -91,6 +92,8 @@ class NodeSettings(_EnvSettings):
     list_batches_function: str | None = Field(None, alias="LIST_BATCHES_FUNCTION_ARN")
     download_function: str | None = Field(None, alias="DOWNLOAD_FUNCTION_ARN")
     retention_days: int = Field(90, alias="RUN_RETENTION_DAYS", ge=1, le=3650)
+    # A FAILED or CANCELED run keeps its slot this long, to be resumed (pennflow.node.redrive); 0: never.
+    failed_run_retention_days: int = Field(0, alias="FAILED_RUN_RETENTION_DAYS", ge=0, le=14)
     pennsieve_secret_arn: str | None = Field(None, alias="PENNSIEVE_SECRET_ARN")
     layer_jobs_function_name: str | None = Field(None, alias="LAYER_JOBS_FUNCTION_NAME")
     # Resumes a preparation that did not fit in one invocation (pennflow.node.resume).
@@ -203,6 +206,7 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         log_bucket=settings.log_bucket,
         results_bucket=settings.results_bucket,
         retention_days=settings.retention_days,
+        failed_run_retention_days=settings.failed_run_retention_days,
     )
     extra: dict[str, Any] = {"listener": listener} if listener is not None else {}
     if task_settings.slot_parameter_prefix:

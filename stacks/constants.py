@@ -90,10 +90,11 @@ def slot_role_name(node_name: str, region: str, slot: str, kind: str) -> str:
 
 # Lambda functions: handler module per name (lambdas/<name>.py, function `handler`). `download` runs
 # the data sources' Distributed Map batches (the compiler names it in every data-source state).
-LAMBDA_NAMES = ("api", "prepare", "status", "finalize", "cancel", "list_batches", "download")
-# These four all may start queued runs when a slot frees (pennflow.node.lifecycle), so they share one
-# role: the runs manager, the only principal allowed root on the file system.
-RUNS_MANAGER_LAMBDAS = ("prepare", "status", "finalize", "cancel")
+LAMBDA_NAMES = ("api", "prepare", "status", "finalize", "cancel", "resume", "list_batches", "download")
+# These all may start queued runs when a slot frees (pennflow.node.lifecycle), so they share one
+# role: the runs manager, the only principal allowed root on the file system. `resume` redrives a
+# run (pennflow.node.redrive) and, on a schedule, frees the slots kept for resumes.
+RUNS_MANAGER_LAMBDAS = ("prepare", "status", "finalize", "cancel", "resume")
 LAMBDA_CODE_ROOT_ITEMS = ("pennflow", "lambdas")  # the only folders the asset carries
 LAMBDA_ASSET_EXCLUDES = (
     "*",
@@ -116,6 +117,7 @@ LAMBDA_TIMEOUT_SECONDS = {
     "status": 30,
     "finalize": 300,
     "cancel": 60,
+    "resume": 60,
     "list_batches": 120,
     "download": 900,  # one batch of a dataset, planned by bytes
     "webhook": 29,
@@ -130,8 +132,10 @@ EFS_LAMBDAS = (*RUNS_MANAGER_LAMBDAS, "list_batches", "download")
 RESERVED_CONCURRENCY = {"status": 10, "prepare": 5, "cancel": 2}
 # Invoked asynchronously (EventBridge, or the API's fire-and-forget start and cancel): these get the DLQ,
 # so an invocation that fails every retry is kept, not lost.
-ASYNC_LAMBDAS = ("status", "prepare", "cancel", "trigger_events", "layer_jobs")
+ASYNC_LAMBDAS = ("status", "prepare", "cancel", "resume", "trigger_events", "layer_jobs")
 ASYNC_RETRY_ATTEMPTS = 2
+REDRIVE_DAYS = 14  # Step Functions redrives an execution up to 14 days after it ended
+RELEASE_KEPT_SLOTS_EVERY = 15  # minutes between runs of the kept-slot cleanup (pennflow.node.redrive)
 EVENT_MAX_AGE_HOURS = 6
 
 # Powertools for AWS Lambda (Python) v3 public layer. AWS publishes the layer ARN of every release as
@@ -240,6 +244,8 @@ ENV = {
     "deployment_mode": "DEPLOYMENT_MODE",
     "prepare_function": "PREPARE_FUNCTION_NAME",
     "cancel_function": "CANCEL_FUNCTION_NAME",
+    "resume_function": "RESUME_FUNCTION_NAME",
+    "failed_run_retention_days": "FAILED_RUN_RETENTION_DAYS",
     "finalize_function": "FINALIZE_FUNCTION_ARN",  # an ARN or a name: the node passes names
     "list_batches_function": "LIST_BATCHES_FUNCTION_ARN",
     "download_function": "DOWNLOAD_FUNCTION_ARN",

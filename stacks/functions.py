@@ -279,6 +279,7 @@ class NodeFunctions(Construct):
             "pennsieve_secret": self._compute.pennsieve_secret.secret_arn,  # lists a run's input files
             "prepare_function": self.name_of("prepare"),
             "cancel_function": self.name_of("cancel"),
+            "resume_function": self.name_of("resume"),
             "layer_price_standard": str(s.layer_storage_prices.standard),
             "layer_price_ia": str(s.layer_storage_prices.infrequent_access),
             "layer_ia_after_days": str(
@@ -310,6 +311,7 @@ class NodeFunctions(Construct):
             "runs_mount": C.LAMBDA_RUNS_MOUNT,
             "run_slots": str(s.run_slots),
             "run_retention_days": str(s.retention_days.run_files),
+            "failed_run_retention_days": str(s.failed_run_retention_days),
             "subnets": ",".join(network.private_subnet_ids),
             "task_security_group": network.task_security_group.security_group_id,
             "task_family_prefix": C.task_family_prefix(s.node_name),
@@ -379,7 +381,7 @@ class NodeFunctions(Construct):
         self.allow(
             self.roles["api"],
             ["lambda:InvokeFunction"],
-            [self.functions[t].function_arn for t in ("prepare", "cancel")],
+            [self.functions[t].function_arn for t in ("prepare", "cancel", "resume")],
         )
         self.allow_wildcard(
             self.roles["api"],
@@ -550,11 +552,17 @@ class NodeFunctions(Construct):
         self.allow_wildcard(
             self.roles["runs_manager"],
             iam.PolicyStatement(
-                actions=["states:StopExecution", "states:DescribeExecution", "states:GetExecutionHistory"],
+                actions=[
+                    "states:StopExecution",
+                    "states:DescribeExecution",
+                    "states:GetExecutionHistory",
+                    "states:RedriveExecution",
+                ],
                 resources=[self.states_arn("execution", "*:*")],
             ),
-            "Cancel stops a run's execution, and finalize reads its history to name the failed state; the "
-            "execution is named by the run id at runtime; the ARN pattern keeps it to the node's name prefix.",
+            "Cancel stops a run's execution, finalize reads its history to name the failed state, and a resume "
+            "redrives it; the execution is named by the run id at runtime; the ARN pattern keeps it to the "
+            "node's name prefix.",
         )
 
     def _allow_run_objects(

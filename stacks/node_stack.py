@@ -17,6 +17,7 @@ from stacks.layers import NodeLayers
 from stacks.monitoring import NodeMonitoring
 from stacks.network import NodeNetwork
 from stacks.orchestration import CompiledWorkflow, NodeOrchestration
+from stacks.resume import NodeResume
 from stacks.settings import NodeSettings
 from stacks.storage import NodeStorage
 from stacks.triggers import NodeTriggers
@@ -91,6 +92,12 @@ class NodeStack(Stack):
             settings=settings,
             cluster=self.compute.cluster,
             status=self.functions["status"],
+            dead_letter_queue=self.functions.dead_letter_queue,
+        )
+        self.resume = NodeResume(
+            self,
+            "Resume",
+            resume=self.functions["resume"],
             dead_letter_queue=self.functions.dead_letter_queue,
         )
         # The one secret the owner fills in after deploy (README, "Deploying a compute node").

@@ -128,6 +128,10 @@ class NodeSettings(_Model):
     retention_days: RetentionDays = RetentionDays()
     workflows_folder: Annotated[str, Field(min_length=1)] = C.DEFAULT_WORKFLOWS_FOLDER
     run_slots: Annotated[int, Field(ge=1, le=C.MAX_RUN_SLOTS)] = 10
+    # A FAILED or CANCELED run keeps its slot (files, execution) this many days so that it can be
+    # resumed (POST /runs/{id}/resume: Step Functions redrive, possible for 14 days); 0 frees it at once.
+    # A run waiting for a slot takes the oldest kept one early (pennflow.node.redrive).
+    failed_run_retention_days: Annotated[int, Field(ge=0, le=C.REDRIVE_DAYS)] = 7
     layer_storage_prices: LayerStoragePrices = LayerStoragePrices()
     # Image of the built-in data sources/targets and the fan-in helper (processors/builtin).
     builtin_image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)] = (

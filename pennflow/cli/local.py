@@ -249,6 +249,12 @@ def _show_status(record, steps, as_json: bool) -> None:
     out.print(header, highlight=False, soft_wrap=True)
     if record.reason:
         out.print(record.reason, highlight=False, markup=False, soft_wrap=True)
+    for earlier in record.history:  # a resumed run (`pennflow resume`): the attempts before this one
+        ended = f": {earlier.reason}" if earlier.reason else ""
+        out.print(f"attempt {earlier.attempt}: {earlier.status.value}{ended}", highlight=False, markup=False)
+    if record.history:
+        reused = ", ".join(step.processor_id for step in steps if step.reused) or "nothing"
+        out.print(f"attempt {record.attempt} (now): reused {reused}", highlight=False, markup=False)
     out.print(steps_table(steps))
 
 

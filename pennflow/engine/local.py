@@ -13,15 +13,19 @@ This module is the engine's public face (``run_workflow``, ``result_dirs``, ``In
   ``publish``, or populate a persistent layer);
 - ``cancel``: stopping the run on a final failure or a cancel (``cancel_event``, or the run's
   status turning CANCELING in the store, e.g. from ``pennflow cancel`` in another terminal);
-- ``records``: the run's and steps' records, in the store and to the reporter.
+- ``records``: the run's and steps' records, in the store and to the reporter;
+- ``run_spec``, ``step_reuse``, ``resume``: what a run was started with, each step's key and output
+  hash, and ``pennflow resume`` (a failed or canceled run continued, its unchanged steps reused).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pennflow.engine.cancel import CANCELED_BY_STORE, CANCELED_BY_USER, STORE_POLL_SECONDS
@@ -33,14 +37,16 @@ from pennflow.engine.records import Reporter, RunRecords, SilentReporter
 from pennflow.engine.run_checks import InvalidRunInput, RunInputs
 from pennflow.engine.run_context import RunContext
 from pennflow.engine.run_layers import VIEW_DIR
-from pennflow.engine.run_plan import plan_run
+from pennflow.engine.run_plan import RunPlan, plan_run
+from pennflow.engine.run_spec import RunSpec, save_spec
 from pennflow.engine.scheduler import LocalRun
+from pennflow.engine.step_reuse import StepReuse
 from pennflow.layers.sandbox import enforced
 from pennflow.stores.base import RunStore
 from pennflow.workflow.contract import RunLayout
 from pennflow.workflow.dag import Dag
 from pennflow.workflow.definition import ProcessorType, TargetType, Workflow
-from pennflow.workflow.runs import RunRecord, new_run_id
+from pennflow.workflow.runs import RunRecord, Status, StepRecord, new_run_id
 
 __all__ = [
     "CANCELED_BY_STORE",
@@ -94,15 +100,50 @@ def run_workflow(
     Pennsieve hosts and credentials come from the environment (``PennsieveClient()``).
     """
     home = home if isinstance(home, PennflowHome) else PennflowHome.resolve(home)
-    run_id = new_run_id()
-    inputs = RunInputs(
-        input_dir=Path(input_dir).absolute() if input_dir is not None else None,
+    spec = RunSpec(
+        definition=json.loads(workflow.canonical_json()),
+        definition_dir=str(Path(definition_dir).absolute()),
+        input_dir=str(Path(input_dir).absolute()) if input_dir is not None else None,
         dataset_id=dataset_id,
-        package_ids=tuple(dict.fromkeys(package_ids)),
+        package_ids=list(dict.fromkeys(package_ids)),
+        overrides=dict(params or {}),
+        run_layers=list(dict.fromkeys(layers)),
+        max_parallel=max_parallel,
+        docker=docker,
         publish=publish,
+    )
+    options = RunOptions(store, reporter, cancel_event, kill_grace)
+    return execute_run(workflow, spec, home, new_run_id(), options)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    store: RunStore | None = None
+    reporter: Reporter | None = None
+    cancel_event: threading.Event | None = None
+    kill_grace: float = DEFAULT_KILL_GRACE_SECONDS
+
+
+def execute_run(
+    workflow: Workflow,
+    spec: RunSpec,
+    home: PennflowHome,
+    run_id: str,
+    options: RunOptions,
+    resumed: RunRecord | None = None,
+    previous: Mapping[str, StepRecord] | None = None,
+) -> RunRecord:
+    """Plan and run ``workflow`` as run ``run_id``: a new run, or (``resumed``, the run's record for
+    its next attempt) a resume that may reuse the ``previous`` attempt's steps (``engine.resume``)."""
+    inputs = RunInputs(
+        input_dir=Path(spec.input_dir) if spec.input_dir is not None else None,
+        dataset_id=spec.dataset_id,
+        package_ids=tuple(spec.package_ids),
+        publish=spec.publish,
         results_bucket=os.environ.get(RESULTS_BUCKET_ENV) or None,
     )
-    plan = plan_run(workflow, home, run_id, inputs, params, layers, max_parallel)
+    plan = plan_run(workflow, home, run_id, inputs, spec.overrides, spec.run_layers, spec.max_parallel)
+    store = options.store
     own_store = store is None
     try:
         if store is None:
@@ -111,24 +152,61 @@ def run_workflow(
             store = SqliteRunStore(home.db_path)
         if plan.layers.mounts and not enforced(plan.layers.mode):
             logger.warning(NOT_WRITE_PROTECTED)
-        records = RunRecords(store, reporter or SilentReporter(), StepLogs(home, run_id))
+        logs = StepLogs(home, run_id)
+        records = RunRecords(store, options.reporter or SilentReporter(), logs, reopened=resumed is not None)
+        use_docker = container_runtime_available() if spec.docker is None else spec.docker
+        definition_dir = Path(spec.definition_dir)
+        run_input = {"input": spec.input_dir, "dataset": spec.dataset_id, "packages": spec.package_ids}
+        reuse = StepReuse(
+            plan,
+            definition_dir=definition_dir,
+            use_docker=use_docker,
+            run_input=run_input,
+            previous=previous,
+            previous_attempt=resumed.attempt - 1 if resumed is not None else None,
+        )
         ctx = RunContext.create(
             plan,
             run_id=run_id,
             home=home,
-            definition_dir=Path(definition_dir),
+            definition_dir=definition_dir,
             records=records,
-            use_docker=container_runtime_available() if docker is None else docker,
-            kill_grace=kill_grace,
+            use_docker=use_docker,
+            kill_grace=options.kill_grace,
             lease=keeper_for(store, run_id),
+            reuse=reuse,
         )
-        return LocalRun(ctx, cancel_event or threading.Event()).run()
+        local_run = LocalRun(ctx, options.cancel_event or threading.Event())
+        if resumed is not None:  # the last step before the engine takes it: nothing can fail between
+            records.reopen(_next_attempt(resumed, plan), [p.id for p in workflow.processors])
+        save_spec(home, run_id, spec)
+        return local_run.run()
     finally:
         try:
             plan.layers.close(run_id)
         finally:
             if own_store and store is not None:
                 store.close()  # type: ignore[attr-defined]
+
+
+def _next_attempt(resumed: RunRecord, plan: RunPlan) -> RunRecord:
+    """The resumed run's record as its next attempt starts: what it runs now, its outcome cleared."""
+    return resumed.model_copy(
+        update={
+            "workflow": plan.workflow.name,
+            "definition_hash": plan.workflow.definition_hash(),
+            "status": Status.NOT_STARTED,
+            "params": plan.params,
+            "layers": [mount.run_entry() for mount in plan.layers.mounts.values()],
+            "dataset_id": plan.inputs.dataset_id,
+            "package_ids": list(plan.inputs.package_ids),
+            "started_at": None,
+            "finished_at": None,
+            "failed_processor": None,
+            "exit_code": None,
+            "reason": None,
+        }
+    )
 
 
 def result_dirs(workflow: Workflow, run_dir: Path) -> list[Path]:

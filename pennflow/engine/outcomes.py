@@ -30,6 +30,7 @@ class Outcome:
     status: Status
     reason: str | None = None
     exit_code: int | None = None
+    reused: bool = False  # SUCCEEDED with the output of an earlier attempt of the run, not run again
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from pennflow.engine.outcomes import Outcome, StepLogs
-from pennflow.stores.base import RunStore
+from pennflow.stores.base import RunStore, StoreConflict
 from pennflow.workflow.runs import RunRecord, Status, StepRecord, utcnow
 
 
@@ -39,8 +39,10 @@ class SilentReporter:
 class RunRecords:
     """One run's record and its steps', as stored; the reporter sees each change once it is stored."""
 
-    def __init__(self, store: RunStore, reporter: Reporter, logs: StepLogs):
+    def __init__(self, store: RunStore, reporter: Reporter, logs: StepLogs, reopened: bool = False):
         self.store = store
+        # A resume (``pennflow.engine.resume``): the run and its NOT_STARTED steps are stored already.
+        self.reopened = reopened
         self.reporter = reporter
         self.logs = logs
         self.run_id = logs.run_id
@@ -50,8 +52,16 @@ class RunRecords:
     def create(self, run: RunRecord, processor_ids: Sequence[str]) -> None:
         """Store the run and one NOT_STARTED step per processor."""
         steps = [StepRecord(run_id=self.run_id, processor_id=pid) for pid in processor_ids]
-        self.store.create_run(run, steps)
+        if not self.reopened:
+            self.store.create_run(run, steps)
         self._steps = {step.processor_id: step for step in steps}
+
+    def reopen(self, run: RunRecord, processor_ids: Sequence[str]) -> None:
+        """A resume: the run becomes ``run`` (its next attempt) with one NOT_STARTED step per processor,
+        if it is still the ended attempt ``run.attempt - 1``; StoreConflict when it is not."""
+        steps = [StepRecord(run_id=self.run_id, processor_id=pid) for pid in processor_ids]
+        if not self.store.reopen_run(run, steps, attempt=run.attempt - 1):  # type: ignore[attr-defined]
+            raise StoreConflict(f"run {self.run_id!r} was resumed or changed by someone else meanwhile")
 
     def mark_started(self, run: RunRecord) -> None:
         self.store.update_run(self.run_id, Status.STARTED, started_at=utcnow())

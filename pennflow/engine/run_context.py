@@ -13,6 +13,7 @@ from pennflow.engine.outcomes import StepLogs
 from pennflow.engine.records import RunRecords
 from pennflow.engine.run_layers import LayerViews
 from pennflow.engine.run_plan import RunPlan
+from pennflow.engine.step_reuse import StepReuse
 from pennflow.workflow.contract import RunLayout, build_union, builds_union
 from pennflow.workflow.definition import Processor, Workflow
 
@@ -32,6 +33,7 @@ class RunContext:
     run_dir: Path
     layout: RunLayout
     lease: EngineLeaseKeeper | NoLease  # lists each attempt's process group while it runs
+    reuse: StepReuse | None = None  # step keys and output hashes; a resume's reusable steps
 
     @classmethod
     def create(
@@ -45,6 +47,7 @@ class RunContext:
         use_docker: bool,
         kill_grace: float,
         lease: EngineLeaseKeeper | NoLease | None = None,
+        reuse: StepReuse | None = None,
     ) -> RunContext:
         run_dir = home.run_dir(run_id)
         layout = RunLayout(run_dir)
@@ -62,6 +65,7 @@ class RunContext:
             run_dir=run_dir,
             layout=layout,
             lease=lease or NoLease(),
+            reuse=reuse,
         )
 
     @property

@@ -78,7 +78,8 @@ class StepRunner:
             if self.ctx.stop.is_set():  # the run stopped while this one waited for a worker
                 outcome = Outcome(Status.CANCELED, self.ctx.stop.reason)
             else:
-                outcome = self._outcome(self.ctx.plan.processors[pid])
+                processor = self.ctx.plan.processors[pid]
+                outcome = self._reused(processor) or self._outcome(processor)
         except Exception as exc:  # pennflow's own fault (a bug, a full disk): fail visibly, keep the run sane
             outcome = Outcome(Status.FAILED, f"pennflow could not run it: {exc}")
             with contextlib.suppress(OSError):
@@ -87,11 +88,24 @@ class StepRunner:
             fields: dict[str, Any] = {"finished_at": utcnow(), "reason": outcome.reason}
             if outcome.exit_code is not None:
                 fields["exit_code"] = outcome.exit_code
+            if outcome.status is Status.SUCCEEDED and self.ctx.reuse is not None:
+                processor = self.ctx.plan.processors[pid]
+                fields.update(self.ctx.reuse.succeeded(processor, self.ctx.output_dir(pid)))
             self.ctx.records.set_step(pid, outcome.status, **fields)
             if outcome.status is Status.FAILED:
                 self.ctx.stop.halt(f"canceled: processor {pid!r} failed", failed=pid)
         finally:
             on_done(pid, outcome)
+
+    def _reused(self, processor: Processor) -> Outcome | None:
+        """A resume: the earlier attempt's output, when the step is unchanged (``StepReuse``)."""
+        reuse = self.ctx.reuse
+        if reuse is None or reuse.reusable(processor, self.ctx.output_dir(processor.id)) is None:
+            return None
+        reason = f"reused: unchanged since attempt {reuse.previous_attempt} of the run"
+        self.ctx.records.set_step(processor.id, Status.STARTED, started_at=utcnow(), reused=True)
+        self.ctx.logs.append(processor.id, f"==== {reason}: not run again\n")
+        return Outcome(Status.SUCCEEDED, reason, reused=True)
 
     def _outcome(self, processor: Processor) -> Outcome:
         if processor.type is ProcessorType.DATA_SOURCE:

@@ -27,6 +27,7 @@ from typing import Any
 
 from pennflow.aws import error_code
 from pennflow.node.lifecycle import Node, RunNotFound, layer_names, release_when_idle
+from pennflow.node.redrive import keep_for_resume
 from pennflow.node.taskdefs import FAN_IN_CONTAINER
 from pennflow.workflow.asl import CONTAINER_NAME
 from pennflow.workflow.definition import Workflow
@@ -108,11 +109,14 @@ def finalize_run(
         Body=json.dumps(record, indent=2, sort_keys=True).encode(),
         ContentType="application/json",
     )
-    if workflow is not None:
+    # A run that can be resumed keeps its slot and layer pins (pennflow.node.redrive: the setting
+    # failedRunRetentionDays); the slot cleanup lets go of them.
+    kept = slot is not None and keep_for_resume(run, node, now)
+    if workflow is not None and not kept:
         node.layers.unpin(layer_names(run, workflow), run_id)
     # A succeeded execution waited for every task to stop (runTask.sync); other ends may leave
     # tasks stopping, and the slot waits for them.
-    released = release_when_idle(run_id, node, slot, tasks_all_stopped=outcome == "SUCCEEDED")
+    released = not kept and release_when_idle(run_id, node, slot, tasks_all_stopped=outcome == "SUCCEEDED")
     if released:
         _purge(node)
     summary = RunSummary(

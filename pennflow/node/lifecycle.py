@@ -31,7 +31,7 @@ from pennflow.stores.dynamodb import DynamoRunStore
 from pennflow.workflow import asl
 from pennflow.workflow.contract import run_parameters
 from pennflow.workflow.definition import ProcessorType, Workflow
-from pennflow.workflow.runs import RunRecord, Status, utcnow
+from pennflow.workflow.runs import RESUMABLE, RunRecord, Status, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,8 @@ class NodeConfig:
     log_bucket: str
     results_bucket: str
     retention_days: int = 90
+    # A FAILED or CANCELED run keeps its slot this long, to be resumed (pennflow.node.redrive); 0: never.
+    failed_run_retention_days: int = 0
 
     def execution_node(self) -> dict[str, Any]:
         node: dict[str, Any] = {
@@ -480,6 +482,9 @@ def release_when_idle(
     slot = slot or node.slots.held_by(run_id)
     if slot is None:
         return True
+    if kept_for_resume(node.store.get_run(run_id)):  # pennflow.node.redrive frees it when its time is up
+        log.info("run %s keeps %s to be resumed", run_id, slot.slot_id)
+        return False
     if not tasks_all_stopped and live_tasks(node, slot):
         log.info("run %s keeps %s until its tasks have stopped", run_id, slot.slot_id)
         return False
@@ -488,6 +493,11 @@ def release_when_idle(
         log.info("run %s released %s", run_id, slot.slot_id)
         _serve_queue(node)
     return True
+
+
+def kept_for_resume(run: RunRecord | None) -> bool:
+    """A FAILED or CANCELED run whose slot is kept to be resumed (``pennflow.node.redrive``)."""
+    return run is not None and run.status in RESUMABLE and run.resume_until is not None
 
 
 def _serve_queue(node: Node) -> None:

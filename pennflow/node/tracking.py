@@ -50,6 +50,7 @@ class ExecutionDetail(_Model):
     status: str
     error: str | None = None
     cause: str | None = None
+    redrive_count: int | None = Field(None, alias="redriveCount")  # how many redrives came before
 
 
 class KeyValue(_Model):
@@ -129,6 +130,9 @@ def _execution_changed(detail: ExecutionDetail, node: Node) -> str:
         )
     if detail.status not in EXECUTION_ENDS:
         return _ignored(f"execution status {detail.status!r} of run {run.run_id} needs nothing")
+    if detail.redrive_count is not None and detail.redrive_count < run.attempt - 1:
+        # The end of an attempt the run was resumed from (pennflow.node.redrive), delivered late.
+        return _ignored(f"run {run.run_id} is at attempt {run.attempt}: an earlier attempt's end")
     if run.status.is_terminal:
         released = release_when_idle(run.run_id, node)
         return f"run {run.run_id}: already {run.status.value}" + (

@@ -21,6 +21,7 @@ import base64
 import heapq
 import json
 from collections.abc import Collection, Iterator, Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -29,7 +30,7 @@ from pydantic import BaseModel, TypeAdapter
 from pennflow.aws import LazyClient, error_code
 from pennflow.aws.items import deserialize, from_attribute, serialize, to_attribute
 from pennflow.stores.base import Page, StoreConflict
-from pennflow.workflow.runs import RunRecord, Status, StepRecord, allowed_predecessors
+from pennflow.workflow.runs import RunAttempt, RunRecord, Status, StepRecord, allowed_predecessors
 
 PK = "run_id"
 SK = "sk"
@@ -166,6 +167,67 @@ class DynamoRunStore:
         if not values or any(name in (PK, WORKFLOW_ATTR, CREATED_ATTR, STATUS_ATTR) for name in values):
             raise ValueError("give the fields to set (not the status, keys or index attributes)")
         return self._update(_key(run_id, RUN_SK), None, values, only_in=statuses)
+
+    def reopen_run(self, run_id: str, *, attempt: int, history: Sequence[RunAttempt], now: datetime) -> bool:
+        """A resume on the node: the run, still FAILED or CANCELED at ``attempt``, becomes STARTED as
+        the next attempt (its outcome cleared, ``history`` kept); its steps that did not succeed are
+        NOT_STARTED again, the others marked reused. False when the run was not so, or no longer kept
+        for resume at ``now`` (another resume, or the slot cleanup, came first)."""
+        names = {"#pk": PK, "#status": STATUS_ATTR, "#attempt": "attempt"}
+        cleared = ("finished_at", "reason", "failed_processor", "exit_code", "resume_until")
+        names.update({f"#c{i}": name for i, name in enumerate(cleared)})
+        first = " OR attribute_not_exists(#attempt)" if attempt == 1 else ""  # runs from before attempts
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(run_id, RUN_SK),
+                UpdateExpression="SET #status = :started, #attempt = :next, history = :history, "
+                "started_at = :now REMOVE " + ", ".join(f"#c{i}" for i in range(len(cleared))),
+                # Kept for resume until later than now: the slot cleanup removes resume_until first.
+                ConditionExpression=f"attribute_exists(#pk) AND #status IN (:failed, :canceled) "
+                f"AND (#attempt = :attempt{first}) AND #c4 > :now",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=serialize(
+                    {
+                        ":started": Status.STARTED.value,
+                        ":next": attempt + 1,
+                        ":attempt": attempt,
+                        ":history": to_attribute([a.model_dump() for a in history]),
+                        ":now": to_attribute(now),
+                        ":failed": Status.FAILED.value,
+                        ":canceled": Status.CANCELED.value,
+                    }
+                ),
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        for step in self.list_steps(run_id):
+            key = _key(run_id, STEP_PREFIX + step.processor_id)
+            if step.status is Status.SUCCEEDED:
+                self.client.update_item(
+                    TableName=self.table_name,
+                    Key=key,
+                    UpdateExpression="SET reused = :yes",
+                    ExpressionAttributeValues={":yes": {"BOOL": True}},
+                )
+                continue
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=key,
+                UpdateExpression="SET #status = :not_started, reused = :no REMOVE finished_at, exit_code, reason",
+                ConditionExpression="#status <> :succeeded",
+                ExpressionAttributeNames={"#status": STATUS_ATTR},
+                ExpressionAttributeValues=serialize(
+                    {
+                        ":not_started": Status.NOT_STARTED.value,
+                        ":succeeded": Status.SUCCEEDED.value,
+                        ":no": False,
+                    }
+                ),
+            )
+        return True
 
     # ---------------------------------------------------------------- steps
 

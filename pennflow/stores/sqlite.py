@@ -21,10 +21,10 @@ from pydantic import BaseModel, TypeAdapter
 
 from pennflow.stores.base import Page, StoreConflict
 from pennflow.stores.leases import LEASE_SCHEMA, RunLeases
-from pennflow.workflow.runs import RunRecord, Status, StepRecord, allowed_predecessors
+from pennflow.workflow.runs import RESUMABLE, RunRecord, Status, StepRecord, allowed_predecessors
 
 BUSY_TIMEOUT_SECONDS = 10.0
-JSON_FIELDS = frozenset({"params", "layers", "package_ids"})
+JSON_FIELDS = frozenset({"params", "layers", "package_ids", "history"})
 # What identifies a run or a step never changes.
 IMMUTABLE_FIELDS = frozenset({"run_id", "processor_id", "workflow", "definition_hash", "created_at"})
 
@@ -47,7 +47,10 @@ CREATE TABLE IF NOT EXISTS runs (
     reason TEXT,
     execution_arn TEXT,
     content_key TEXT,
-    origin TEXT NOT NULL
+    origin TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    history TEXT NOT NULL DEFAULT '[]',
+    resume_until TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_us DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_content_key ON runs (content_key, created_us DESC)
@@ -63,9 +66,34 @@ CREATE TABLE IF NOT EXISTS steps (
     finished_at TEXT,
     reason TEXT,
     log_path TEXT,
+    step_key TEXT,
+    output_hash TEXT,
+    reused INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, processor_id)
 );
 """
+# Columns added after the first release: a store made before them gets them on open (ALTER TABLE
+# ADD COLUMN keeps every row; the defaults are what the old rows meant).
+_ADDED_COLUMNS = {
+    "runs": {
+        "attempt": "INTEGER NOT NULL DEFAULT 1",
+        "history": "TEXT NOT NULL DEFAULT '[]'",
+        "resume_until": "TEXT",
+    },
+    "steps": {"step_key": "TEXT", "output_hash": "TEXT", "reused": "INTEGER NOT NULL DEFAULT 0"},
+}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, declaration in columns.items():
+            if name not in present:
+                try:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
 
 def connect(path: Path, schema: str) -> sqlite3.Connection:
@@ -88,6 +116,7 @@ class SqliteRunStore:
         # One connection guarded by a lock: the engine writes from several threads, rarely at once.
         self._lock = threading.Lock()
         self._conn = connect(self.path, _SCHEMA + LEASE_SCHEMA)
+        _migrate(self._conn)
         self.leases = RunLeases(self._conn, self._lock)  # local engines' leases (stores/leases.py)
 
     def close(self) -> None:
@@ -169,6 +198,36 @@ class SqliteRunStore:
 
     def update_run(self, run_id: str, status: Status | None = None, **fields: Any) -> bool:
         return self._update("runs", RunRecord, {"run_id": run_id}, status, fields)
+
+    def reopen_run(self, run: RunRecord, steps: Sequence[StepRecord], *, attempt: int) -> bool:
+        """A resume: replace the run's record and steps with ``run`` and ``steps``, only while the stored
+        run is still ended without success (``RESUMABLE``) at attempt ``attempt`` (so two resumes of
+        one run, or a resume racing anything else, reopen it once). False when it was not."""
+        run_row = _row(run)
+        keys = ("run_id", "created_at")  # the run keeps its id and creation time
+        assignments = ", ".join(f"{name} = :{name}" for name in run_row if name not in keys)
+        statuses = {f"resumable_{i}": status.value for i, status in enumerate(sorted(RESUMABLE))}
+        step_rows = [{**_row(step), "position": index} for index, step in enumerate(steps)]
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                cursor = self._conn.execute(
+                    f"UPDATE runs SET {assignments} WHERE run_id = :run_id AND attempt = :expected_attempt "
+                    f"AND status IN ({', '.join(':' + name for name in statuses)})",
+                    {**run_row, **statuses, "expected_attempt": attempt},
+                )
+                if cursor.rowcount == 0:
+                    self._conn.execute("ROLLBACK")
+                    return False
+                self._conn.execute("DELETE FROM steps WHERE run_id = ?", (run.run_id,))
+                if step_rows:
+                    self._conn.executemany(_insert("steps", step_rows[0]), step_rows)
+                self._conn.execute("COMMIT")
+                return True
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     # ---------------------------------------------------------------- steps
 

@@ -30,6 +30,16 @@ def can_transition(old: Status, new: Status) -> bool:
     return new in _NEXT[old]
 
 
+# A resume (``pennflow resume``, ``POST /runs/{id}/resume``) reopens an ended run that did not succeed.
+# It is not a status transition: only the resume itself makes it, conditional on the run's status and
+# attempt number, so a late event can still never move a run backwards.
+RESUMABLE: frozenset[Status] = frozenset({Status.FAILED, Status.CANCELED})
+
+
+def can_resume(old: Status) -> bool:
+    return old in RESUMABLE
+
+
 def allowed_predecessors(new: Status) -> frozenset[Status]:
     """The statuses from which ``new`` may be written (the condition of a conditional write)."""
     return frozenset(old for old, nexts in _NEXT.items() if new in nexts)
@@ -64,6 +74,31 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class StepSummary(_Record):
+    """How one processor ended in an earlier attempt of the run."""
+
+    processor_id: str
+    status: Status
+    attempts: int = 0
+    exit_code: int | None = None
+    reason: str | None = None
+    reused: bool = False
+
+
+class RunAttempt(_Record):
+    """An earlier attempt of a resumed run, as it ended."""
+
+    attempt: int
+    status: Status
+    definition_hash: str
+    params: dict[str, dict[str, str]] = Field(default_factory=dict)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    failed_processor: str | None = None
+    reason: str | None = None
+    steps: list[StepSummary] = Field(default_factory=list)
+
+
 class RunRecord(_Record):
     run_id: str
     workflow: str
@@ -82,6 +117,10 @@ class RunRecord(_Record):
     execution_arn: str | None = None
     content_key: str | None = None
     origin: str = "local"
+    attempt: int = 1  # raised by each resume
+    history: list[RunAttempt] = Field(default_factory=list)  # the earlier attempts, oldest first
+    # On a node: until when a FAILED or CANCELED run keeps its slot (files and execution) to be resumed.
+    resume_until: datetime | None = None
 
 
 class StepRecord(_Record):
@@ -94,6 +133,11 @@ class StepRecord(_Record):
     finished_at: datetime | None = None
     reason: str | None = None
     log_path: str | None = None
+    # Recorded when the step succeeds: what it computed (``pennflow.data.step_keys``) and the content
+    # of what it wrote, so that a resume can reuse it.
+    step_key: str | None = None
+    output_hash: str | None = None
+    reused: bool = False  # this attempt of the run reused the output of an earlier one
 
     @property
     def duration_seconds(self) -> float | None:

@@ -7,6 +7,7 @@ def rules(node) -> dict[str, dict]:
     return {
         r["Properties"]["EventPattern"]["source"][0]: r["Properties"]
         for r in node.resources("AWS::Events::Rule").values()
+        if "EventPattern" in r["Properties"]  # not the schedules (test_resume_schedule.py)
     }
 
 

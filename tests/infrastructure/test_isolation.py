@@ -105,7 +105,7 @@ def event_prefixes(node: SynthesizedNode) -> set[str]:
                 walk(item)
 
     for rule in node.resources("AWS::Events::Rule").values():
-        walk(rule["Properties"]["EventPattern"])
+        walk(rule["Properties"].get("EventPattern", {}))  # a schedule has none
     return found
 
 

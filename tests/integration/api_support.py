@@ -253,6 +253,7 @@ def forget_ports(module: Any) -> None:
         module.workflow_registry,
         module.run_launcher,
         module.run_canceller,
+        module.run_resumer,
         module.idempotency,
         module.run_planning,
         triggers_api.trigger_store,

@@ -41,6 +41,7 @@ def test_every_route_is_documented_with_its_error_shape(document: dict) -> None:
         ("GET", "/runs/{run_id}"),
         ("POST", "/runs/{run_id}/cancel"),
         ("POST", "/runs/{run_id}/rerun"),
+        ("POST", "/runs/{run_id}/resume"),
         ("GET", "/layers"),
         ("POST", "/layers"),
         ("GET", "/layers/{name}"),

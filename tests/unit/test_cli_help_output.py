@@ -24,6 +24,7 @@ COMMANDS = (
     "status",
     "logs",
     "cancel",
+    "resume",
     "submit",
     "schema",
     "layers",

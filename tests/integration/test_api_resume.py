@@ -1,0 +1,169 @@
+"""POST /runs/{id}/resume through the API Lambda (moto tables), the resume function's handler on a
+moto node, and the synchronous hand-over between them (checked against the Lambda service model)."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+
+from pennflow.api.errors import Unavailable
+from pennflow.api.resume import ResumeFunction
+from pennflow.workflow.runs import Status
+from tests.integration import api_support, aws_fixtures
+from tests.integration.api_support import Api, tiny
+from tests.integration.aws_fixtures import REGION, MotoNode
+from tests.integration.test_node_redrive import RETENTION_DAYS, StubbedSfn, failed_run, keeping
+
+api = api_support.api
+mocked_aws = api_support.mocked_aws
+
+
+@dataclass
+class FakeResumer:
+    answer: dict[str, Any]
+    run_ids: list[str] = field(default_factory=list)
+
+    def resume(self, run_id: str) -> dict[str, Any]:
+        self.run_ids.append(run_id)
+        return self.answer
+
+
+def with_resumer(answer: dict[str, Any]) -> FakeResumer:
+    from lambdas import api as module
+
+    resumer = FakeResumer(answer)
+    module.app.dependency_overrides[module.run_resumer] = lambda: resumer
+    return resumer
+
+
+def started(api: Api) -> str:
+    api.register(tiny())
+    reply = api.start()
+    assert reply.status == 202, reply.body
+    return reply.body["runId"]
+
+
+def test_resume_answers_202_with_the_attempt_and_the_reused_processors(api: Api) -> None:
+    run_id = started(api)
+    resumer = with_resumer({"runId": run_id, "status": "STARTED", "attempt": 2, "reused": ["source"]})
+
+    reply = api("POST", f"/runs/{run_id}/resume", body={})
+
+    assert reply.status == 202, reply.body
+    assert reply.body == {"runId": run_id, "status": "STARTED", "attempt": 2, "reused": ["source"]}
+    assert resumer.run_ids == [run_id]
+
+
+def test_a_refused_resume_is_409_with_the_node_s_reason(api: Api) -> None:
+    run_id = started(api)
+    with_resumer({"runId": run_id, "refused": f"run {run_id} SUCCEEDED: there is nothing to resume"})
+
+    reply = api("POST", f"/runs/{run_id}/resume", body={})
+
+    assert reply.status == 409
+    assert reply.error["message"] == f"run {run_id} SUCCEEDED: there is nothing to resume"
+
+
+def test_an_unknown_run_is_404_and_never_reaches_the_node(api: Api) -> None:
+    resumer = with_resumer({"status": "STARTED", "attempt": 2})
+    reply = api("POST", "/runs/r-none-00000000/resume", body={})
+    assert reply.status == 404 and reply.fields() == {("path", "run_id")}
+    assert resumer.run_ids == []
+
+
+def test_a_node_without_the_resume_function_is_503(api: Api) -> None:
+    run_id = started(api)
+    reply = api("POST", f"/runs/{run_id}/resume", body={})  # RESUME_FUNCTION_NAME is not set
+    assert reply.status == 503
+    assert "no resume function" in reply.error["message"]
+
+
+# ------------------------------------------------------------------ the hand-over to the node
+
+
+def stubbed_lambda(payload: dict[str, Any], function_error: str | None = None):
+    client = boto3.client("lambda", region_name=REGION)
+    stubber = Stubber(client)
+    body = json.dumps(payload).encode()
+    response: dict[str, Any] = {"StatusCode": 200, "Payload": StreamingBody(io.BytesIO(body), len(body))}
+    if function_error:
+        response["FunctionError"] = function_error
+    stubber.add_response(
+        "invoke",
+        response,
+        {
+            "FunctionName": "pennflow-resume",
+            "InvocationType": "RequestResponse",
+            "Payload": b'{"runId": "r-1"}',
+        },
+    )
+    return client, stubber
+
+
+def test_the_resume_function_is_invoked_synchronously_with_the_run_id(mocked_aws) -> None:
+    client, stubber = stubbed_lambda({"runId": "r-1", "status": "STARTED", "attempt": 2, "reused": []})
+    with stubber:
+        assert ResumeFunction("pennflow-resume", client).resume("r-1")["attempt"] == 2
+
+
+def test_a_resume_function_that_failed_is_unavailable(mocked_aws) -> None:
+    client, stubber = stubbed_lambda({"errorMessage": "boom"}, function_error="Unhandled")
+    with stubber, pytest.raises(Unavailable, match="resume function failed"):
+        ResumeFunction("pennflow-resume", client).resume("r-1")
+
+
+# ------------------------------------------------------------------ the resume function's handler
+
+
+@pytest.fixture
+def moto_node(mocked_aws, tmp_path, monkeypatch) -> MotoNode:
+    from lambdas import resume as handler_module
+
+    node = keeping(aws_fixtures.build_moto_node(tmp_path / "runs"))
+    monkeypatch.setattr(handler_module, "node_for", lambda context: node.node)
+    return node
+
+
+def test_the_handler_resumes_a_kept_run_and_refuses_it_the_second_time(moto_node) -> None:
+    from lambdas.resume import handler
+
+    run_id = failed_run(moto_node)
+    arn = moto_node.store.get_run(run_id).execution_arn
+    sfn = StubbedSfn(moto_node)
+    sfn.describe(arn)
+    sfn.redrive(arn, f"{run_id}-attempt-2")
+    with sfn.stubber:
+        first = handler({"runId": run_id}, api_support.LambdaContext())
+        second = handler({"runId": run_id}, api_support.LambdaContext())
+
+    assert first == {"runId": run_id, "status": "STARTED", "attempt": 2, "reused": ["recordings", "convert"]}
+    assert "is STARTED: only a FAILED or CANCELED run can be resumed" in second["refused"]
+    assert handler({"runId": "r-nope"}, api_support.LambdaContext())["notFound"]
+    assert handler({}, api_support.LambdaContext())["error"] == "malformed resume event"
+
+
+def test_the_scheduled_event_frees_expired_kept_slots(moto_node, monkeypatch) -> None:
+    from datetime import timedelta
+
+    from lambdas import resume as handler_module
+    from pennflow.node import redrive
+    from pennflow.workflow.runs import utcnow
+
+    run_id = failed_run(moto_node)
+    later = utcnow() + timedelta(days=RETENTION_DAYS + 1)
+    monkeypatch.setattr(
+        handler_module, "release_expired", lambda node: redrive.release_expired(node, now=later)
+    )
+
+    answer = handler_module.handler({"action": "releaseExpired"}, api_support.LambdaContext())
+
+    assert answer == {"released": [run_id]}
+    assert moto_node.store.get_run(run_id).status is Status.FAILED
+    assert moto_node.node.slots.held_by(run_id) is None
