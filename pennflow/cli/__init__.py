@@ -5,7 +5,7 @@ status, logs, cancel), ``remote`` (submit, status of a deployed node's run), ``l
 ``schema``. Each command
 imports what it uses when it runs, so that ``pennflow validate`` never pays for the engine, rich or
 AWS. Help is click's plain formatter (``rich_markup_mode=None``): typer's rich help would import rich
-for every ``--help``.
+for every ``--help``. Shell completion is typer's own (``--install-completion``, ``--show-completion``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,35 @@ import typer
 from pennflow.cli import definitions, local, remote, schema
 from pennflow.cli.layers import layers_app
 from pennflow.cli.output import CommandGroup
+from pennflow.cli.startup import defer_pydantic_plugin_search
 
 app = typer.Typer(
     name="pennflow",
     help="Analysis workflows for Pennsieve datasets: validate, compile, run locally, deploy.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     cls=CommandGroup,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"pennflow {version('pennflow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    pass  # the options above only; each command is its own
+
 
 app.command()(definitions.validate)
 app.command("compile")(definitions.compile_)
@@ -42,6 +61,7 @@ app.command("schema")(schema.schema_command)
 
 
 def main() -> None:
+    defer_pydantic_plugin_search()
     try:
         app()
     finally:

@@ -166,7 +166,8 @@ def runs_(
     from pennflow.engine.orphans import settled_runs
     from pennflow.engine.progress import runs_table
 
-    store = _open_store(PennflowHome.resolve())
+    home = PennflowHome.resolve()
+    store = _open_store(home)
     try:
         page = store.list_runs(workflow=workflow, status=status, limit=limit, cursor=cursor)
         page = type(page)(settled_runs(store, page.runs), page.cursor)  # runs whose engine is gone end
@@ -178,7 +179,7 @@ def runs_(
         print_json({"runs": [r.model_dump(mode="json") for r in page.runs], "cursor": page.cursor})
         return
     if not page.runs:
-        echo("no runs" + (" match" if workflow or status or cursor else " yet"))
+        echo("no runs" + (" match" if workflow or status or cursor else " yet") + f" in {_home_named(home)}")
         return
     out.print(runs_table(page.runs))
     if page.cursor:
@@ -325,8 +326,15 @@ def _run_or_exit(store, run_id: str, settle: bool = True):
 
     record = store.get_run(run_id)
     if record is None:
-        raise fail(f"no run {run_id!r} here (see `pennflow runs`)")
+        from pennflow.engine.home import PennflowHome
+
+        raise fail(f"no run {run_id!r} in {_home_named(PennflowHome.resolve())} (see `pennflow runs`)")
     return settled(store, record) if settle else record  # a run whose engine is gone ends first
+
+
+def _home_named(home) -> str:
+    """Where the local runs were looked for, so that a wrong or unset PENNFLOW_HOME shows."""
+    return f"PENNFLOW_HOME {home.root}"
 
 
 def _run_json(record, steps) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import IO, Any
 
@@ -69,7 +70,14 @@ def print_json(data: Any, *, ensure_ascii: bool = True) -> None:
 
 class CommandGroup(TyperGroup):
     """Click's plain help, listing each command with its whole summary (click cuts it to the line);
-    a group given no command prints its help on stdout (click would use stderr) and exits 2."""
+    a group given no command prints its help on stdout (click would use stderr) and exits 2; a
+    repeatable option shows the type of one value (``--param <str>``, not ``<list[str]>``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            for param in command.params:
+                _one_value_metavar(param)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if not args and self.no_args_is_help and not ctx.resilient_parsing:
@@ -86,6 +94,15 @@ class CommandGroup(TyperGroup):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def _one_value_metavar(param: Any) -> None:
+    descriptor = getattr(param, "type_descriptor", None)  # typer's parameters have one
+    if param.metavar is None and descriptor is not None and descriptor.is_list and not descriptor.is_choice:
+        param.metavar = _LIST_TYPE.sub(r"\1", param.display_type(None))
+
+
+_LIST_TYPE = re.compile(r"list\[(.*)\]")
 
 
 def _console_property(name: str) -> property:

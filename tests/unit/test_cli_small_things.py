@@ -1,0 +1,85 @@
+"""What users notice first: ``--version``, shell completion, help without typer's type jargon."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import click
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from pennflow.cli import app
+
+ROOT = Path(__file__).parents[2]
+ENTRY = "import sys; sys.argv[0] = 'pennflow'; from pennflow.cli import main; main()"
+
+
+def every_command(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [prefix]
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += every_command(command, (*prefix, name))
+        else:
+            found.append((*prefix, name))
+    return found
+
+
+COMMANDS = every_command(get_command(app))  # type: ignore[arg-type]
+
+
+def test_version_prints_the_installed_version_and_exits_0() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout == f"pennflow {version('pennflow')}\n"
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=[" ".join(c) or "pennflow" for c in COMMANDS])
+def test_help_names_value_types_plainly(args: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.stdout
+    assert "list[" not in result.stdout  # a repeatable option shows the type of one value
+
+
+def test_a_repeatable_option_shows_one_value() -> None:
+    text = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "100"}).stdout
+    assert "--param <str>" in text and "--package <str>" in text and "--layer <str>" in text
+
+
+def test_the_root_help_offers_version_and_completion() -> None:
+    text = CliRunner().invoke(app, ["--help"]).stdout
+    for option in ("--version", "--install-completion", "--show-completion"):
+        assert option in text, option
+
+
+def complete(words: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """What the shell's completion function asks a real ``pennflow`` process."""
+    return subprocess.run(
+        [sys.executable, "-c", ENTRY],
+        cwd=ROOT,
+        env={**os.environ, **env, "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_bash_completion_completes_commands_and_options() -> None:
+    done = complete("pennflow va", {"_PENNFLOW_COMPLETE": "complete_bash"})
+    assert (done.returncode, done.stdout.split()) == (0, ["validate"])
+    done = complete("pennflow run --max", {"_PENNFLOW_COMPLETE": "complete_bash"})
+    assert done.stdout.split() == ["--max-parallel"]
+    done = complete("pennflow layers cr", {"_PENNFLOW_COMPLETE": "complete_bash"})
+    assert done.stdout.split() == ["create"]
+
+
+def test_show_completion_prints_the_script_the_shell_sources() -> None:
+    result = CliRunner().invoke(app, ["--show-completion", "bash"])
+    assert result.exit_code == 0
+    assert "_pennflow_completion()" in result.stdout and "_PENNFLOW_COMPLETE=complete_bash" in result.stdout
