@@ -23,6 +23,7 @@ from pennflow.cli.output import (
     fail,
     parse_params,
     print_json,
+    print_steps,
 )
 from pennflow.cli.remote import NodeUrlOption, StackOption
 from pennflow.node.address import ENV_NODE_URL
@@ -89,7 +90,7 @@ def run(
 
     from pennflow.engine.home import PennflowHome
     from pennflow.engine.local import InvalidRunInput, result_dirs, run_workflow
-    from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress, steps_table
+    from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress
 
     workflow = load_or_exit(file)
     overrides = parse_params(param)
@@ -132,7 +133,7 @@ def run(
     if as_json:
         print_json({**_run_json(record, steps), "results": results})
         raise typer.Exit(code)
-    out.print(steps_table(steps, title=f"{record.workflow}  {record.run_id}", rows=RUN_SUMMARY_ROWS))
+    print_steps(out, steps, title=f"{record.workflow}  {record.run_id}", rows=RUN_SUMMARY_ROWS)
     duration = format_seconds(_seconds(record.started_at, record.finished_at))
     if code == EXIT_OK:
         out.print(f"[green]SUCCEEDED[/] run {record.run_id} in {duration}", highlight=False)
@@ -236,7 +237,7 @@ def status(
 def _show_status(record, steps, as_json: bool) -> None:
     from rich.text import Text
 
-    from pennflow.engine.progress import format_seconds, format_time, status_text, steps_table
+    from pennflow.engine.progress import format_seconds, format_time, status_text
 
     if as_json:
         print_json(_run_json(record, steps))
@@ -250,7 +251,7 @@ def _show_status(record, steps, as_json: bool) -> None:
     out.print(header, highlight=False, soft_wrap=True)
     if record.reason:
         out.print(record.reason, highlight=False, markup=False, soft_wrap=True)
-    out.print(steps_table(steps))
+    print_steps(out, steps)
 
 
 def logs(

@@ -96,6 +96,19 @@ class CommandGroup(TyperGroup):
                 formatter.write_dl(rows)
 
 
+def print_steps(console: Any, steps: Any, **options: Any) -> None:
+    """The steps table (``engine.progress.steps_table`` options) fitted to the console's width: a
+    reason that does not fit its column is printed under the table, whole on its own line, so that a
+    path in it is never cut or broken (the terminal wraps it, copying it gives it back intact)."""
+    from pennflow.engine.progress import fitted_steps_table
+
+    console = console.unwrap() if isinstance(console, LazyConsole) else console
+    table, reasons = fitted_steps_table(console, steps, **options)
+    console.print(table)
+    for line in reasons:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
 def _one_value_metavar(param: Any) -> None:
     descriptor = getattr(param, "type_descriptor", None)  # typer's parameters have one
     if param.metavar is None and descriptor is not None and descriptor.is_list and not descriptor.is_choice:
