@@ -96,6 +96,22 @@ class CommandGroup(TyperGroup):
                 formatter.write_dl(rows)
 
 
+def compact_table(
+    columns: list[tuple[str, str]], *, wraps: tuple[str, ...] = (), title: str | None = None
+) -> Any:
+    """A borderless table as ``pennflow runs`` prints it, for 80 columns: ``columns`` are (header,
+    justify); only the columns named in ``wraps`` (names, free text) wrap, the others are never cut."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
+    for header, justify in columns:
+        table.add_column(header, justify=justify, no_wrap=header not in wraps, overflow="fold")
+    return table
+
+
 def print_steps(console: Any, steps: Any, **options: Any) -> None:
     """The steps table (``engine.progress.steps_table`` options) fitted to the console's width: a
     reason that does not fit its column is printed under the table, whole on its own line, so that a

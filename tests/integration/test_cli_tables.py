@@ -144,3 +144,21 @@ def test_the_live_table_cuts_nothing_but_a_reason_at_the_edge() -> None:
 def plain(line: str) -> str:
     """A rendered line without its ANSI styles."""
     return Text.from_ansi(line).plain
+
+
+def test_layers_list_fits_80_columns_and_cuts_no_column_but_the_name(tmp_path, monkeypatch) -> None:
+    from pennflow.cli import layers
+
+    monkeypatch.setenv("PENNFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(layers.out, "width", 80)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "atlas.nii").write_text("x" * 2000)
+    name = "reference-atlas-for-the-eeg-montages"
+    populated = CliRunner().invoke(app, ["layers", "populate", name, "--from", str(tmp_path / "data")])
+    assert populated.exit_code == 0, populated.output
+    text = CliRunner().invoke(app, ["layers", "list"]).stdout
+    assert all(len(line) <= 80 for line in text.splitlines())
+    row = next(line for line in text.splitlines() if "READY" in line)
+    assert row.split()[1:7] == ["data", "READY", "1", "2.0", "kB", "Standard"]
+    assert "…" not in text
+    assert name in "".join(line.split()[0] for line in text.splitlines()[4:] if line.strip())  # folded, whole
