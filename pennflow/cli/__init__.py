@@ -32,9 +32,12 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
-        typer.echo(f"pennflow {version('pennflow')}")
+        try:
+            typer.echo(f"pennflow {version('pennflow')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("pennflow (not installed: `make demo` or `pip install -e .` records its version)")
         raise typer.Exit()
 
 

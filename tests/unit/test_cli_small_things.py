@@ -83,3 +83,19 @@ def test_show_completion_prints_the_script_the_shell_sources() -> None:
     result = CliRunner().invoke(app, ["--show-completion", "bash"])
     assert result.exit_code == 0
     assert "_pennflow_completion()" in result.stdout and "_PENNFLOW_COMPLETE=complete_bash" in result.stdout
+
+
+def test_install_completion_writes_the_script_and_sources_it_from_bashrc(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ENTRY, "--install-completion", "bash"],
+        cwd=ROOT,
+        env={**os.environ, "HOME": str(tmp_path), "SHELL": "/bin/bash"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    script = tmp_path / ".bash_completions" / "pennflow.sh"
+    assert "_PENNFLOW_COMPLETE=complete_bash" in script.read_text()
+    assert f"source '{script}'" in (tmp_path / ".bashrc").read_text()
