@@ -17,7 +17,7 @@ import typer
 from pennflow.cli import definitions, local, remote, schema
 from pennflow.cli.layers import layers_app
 from pennflow.cli.output import CommandGroup
-from pennflow.cli.startup import defer_pydantic_plugin_search
+from pennflow.cli.startup import defer_pydantic_plugin_search, pause_gc_during_startup
 
 app = typer.Typer(
     name="pennflow",
@@ -65,9 +65,11 @@ app.command("schema")(schema.schema_command)
 
 def main() -> None:
     defer_pydantic_plugin_search()
+    resume_gc = pause_gc_during_startup()
     try:
         app()
     finally:
+        resume_gc.cancel()
         # The command is done. At exit the collector would walk every object typer and pydantic
         # built (about a third of `pennflow validate`'s time); frozen, they are left to the OS.
         gc.freeze()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -99,3 +100,21 @@ def test_install_completion_writes_the_script_and_sources_it_from_bashrc(tmp_pat
     script = tmp_path / ".bash_completions" / "pennflow.sh"
     assert "_PENNFLOW_COMPLETE=complete_bash" in script.read_text()
     assert f"source '{script}'" in (tmp_path / ".bashrc").read_text()
+
+
+def test_the_collector_is_off_during_start_up_and_back_for_a_command_that_goes_on() -> None:
+    from pennflow.cli.startup import pause_gc_during_startup
+
+    assert gc.isenabled()
+    try:
+        resume = pause_gc_during_startup(0.05)
+        assert not gc.isenabled()
+        resume.join(timeout=10)
+        assert gc.isenabled() and gc.get_freeze_count() > 0  # start-up objects frozen out of its way
+        cancelled = pause_gc_during_startup(60)
+        cancelled.cancel()  # a short command ends first: main cancels the timer
+        cancelled.join(timeout=10)
+        assert not gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()
