@@ -5,6 +5,8 @@ round so that other work on the machine skews them alike:
 
 * ``python -c pass``: the bare interpreter.
 * ``python -c "import pydantic, yaml"``: what reading and validating a definition must import.
+* one pydantic model: ``yaml`` and a one-field ``BaseModel`` built and validated, the floor of any
+  command that validates with pydantic (``import pydantic`` is lazy: the baseline builds nothing).
 * ``pennflow --help``, ``validate``, ``compile`` of the example workflow, ``layers --help``: the
   console script's entry point (``pennflow.cli:main``) run by the same interpreter.
 
@@ -33,6 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = "workflows/eeg-quality.yaml"
 GOAL = 2.0  # validate, compile and --help: at most 2x `import pydantic, yaml`
 BARE, BASELINE = "python -c pass", 'python -c "import pydantic, yaml"'
+ONE_MODEL = "one pydantic model (the floor)"
+ONE_MODEL_CODE = (
+    "import yaml\nfrom pydantic import BaseModel, Field\n"
+    "class One(BaseModel):\n    x: int = Field(1, ge=0)\nOne(x=2)\n"
+)
 GOAL_CASES = ("pennflow --help", f"pennflow validate {EXAMPLE}", f"pennflow compile {EXAMPLE}")
 ENTRY = "import sys; from pennflow.cli import main; sys.argv[0] = 'pennflow'; main()"
 ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
@@ -48,6 +55,7 @@ def cases() -> dict[str, list[str]]:
     return {
         BARE: [python, "-c", "pass"],
         BASELINE: [python, "-c", "import pydantic, yaml"],
+        ONE_MODEL: [python, "-c", ONE_MODEL_CODE],
         "pennflow --help": pennflow("--help"),
         f"pennflow validate {EXAMPLE}": pennflow("validate", EXAMPLE),
         f"pennflow compile {EXAMPLE}": pennflow("compile", EXAMPLE),

@@ -5,7 +5,7 @@ status, logs, cancel), ``resume``, ``remote`` (submit, status of a deployed node
 ``schema``. Each command
 imports what it uses when it runs, so that ``pennflow validate`` never pays for the engine, rich or
 AWS. Help is click's plain formatter (``rich_markup_mode=None``): typer's rich help would import rich
-for every ``--help``.
+for every ``--help``. Shell completion is typer's own (``--install-completion``, ``--show-completion``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,38 @@ import typer
 from pennflow.cli import definitions, local, remote, resume, schema
 from pennflow.cli.layers import layers_app
 from pennflow.cli.output import CommandGroup
+from pennflow.cli.startup import defer_pydantic_plugin_search, pause_gc_during_startup
 
 app = typer.Typer(
     name="pennflow",
     help="Analysis workflows for Pennsieve datasets: validate, compile, run locally, deploy.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     cls=CommandGroup,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"pennflow {version('pennflow')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("pennflow (not installed: `make demo` or `pip install -e .` records its version)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    pass  # the options above only; each command is its own
+
 
 app.command()(definitions.validate)
 app.command("compile")(definitions.compile_)
@@ -43,9 +65,12 @@ app.command("schema")(schema.schema_command)
 
 
 def main() -> None:
+    defer_pydantic_plugin_search()
+    resume_gc = pause_gc_during_startup()
     try:
         app()
     finally:
+        resume_gc.cancel()
         # The command is done. At exit the collector would walk every object typer and pydantic
         # built (about a third of `pennflow validate`'s time); frozen, they are left to the OS.
         gc.freeze()

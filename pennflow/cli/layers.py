@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from pennflow.cli.output import EXIT_INVALID, EXIT_RUN_FAILED, CommandGroup, LazyConsole, echo
+from pennflow.cli.output import EXIT_INVALID, EXIT_RUN_FAILED, CommandGroup, LazyConsole, compact_table, echo
 
 if TYPE_CHECKING:  # the layers service, its models and rich are imported by the commands using them
     from datetime import datetime
@@ -69,7 +69,6 @@ def _error(exc: BaseException | str) -> None:
 def list_layers(as_json: bool = JsonOpt):
     """Every layer with its status, size, storage tier and estimated monthly cost."""
     from rich import filesize
-    from rich.table import Table
 
     prices = _prices()
     with _layers() as layers:
@@ -80,13 +79,14 @@ def list_layers(as_json: bool = JsonOpt):
     if not records:
         out.print("no layers yet: `pennflow layers create NAME --type data|python-env`")
         return
-    table = Table(title="Layers", title_justify="left")
-    for column, justify in (
-        ("Name", "left"), ("Type", "left"), ("Status", "left"), ("Version", "right"), ("Size", "right"),
-        ("Files", "right"), ("Tier", "left"), ("Monthly cost", "right"), ("Last access", "left"),
-        ("In use", "right"),
-    ):  # fmt: skip
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table = compact_table(  # files: see `layers show`; the name gets the room left on 80 columns
+        [
+            ("layer", "left"), ("type", "left"), ("status", "left"), ("ver", "right"), ("size", "right"),
+            ("tier", "left"), ("$/month", "right"), ("last used", "left"), ("runs", "right"),
+        ],
+        wraps=("layer",),
+        title="Layers",
+    )  # fmt: skip
     for record in records:
         row = _summary(record, prices)
         table.add_row(
@@ -95,10 +95,9 @@ def list_layers(as_json: bool = JsonOpt):
             _status(record.status),
             str(record.version or "-"),
             filesize.decimal(record.size_bytes),
-            f"{record.file_count:,}",
             row["storageClass"],
             f"${row['monthlyCostUsd']:.2f}",
-            _when(record.last_accessed_at),
+            _when(record.last_accessed_at, short=True),
             str(len(record.refs) or ""),
         )
     out.print(table)
@@ -274,5 +273,5 @@ def _status(status: LayerStatus) -> str:
     return f"[{colour}]{status.value}[/]"
 
 
-def _when(moment: datetime | None) -> str:
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M") if moment else "never"
+def _when(moment: datetime | None, short: bool = False) -> str:
+    return moment.astimezone().strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M") if moment else "never"

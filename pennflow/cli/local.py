@@ -23,6 +23,7 @@ from pennflow.cli.output import (
     fail,
     parse_params,
     print_json,
+    print_steps,
 )
 from pennflow.cli.remote import NodeUrlOption, StackOption
 from pennflow.node.address import ENV_NODE_URL
@@ -89,7 +90,7 @@ def run(
 
     from pennflow.engine.home import PennflowHome
     from pennflow.engine.local import InvalidRunInput, result_dirs, run_workflow
-    from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress, steps_table
+    from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress
 
     workflow = load_or_exit(file)
     overrides = parse_params(param)
@@ -132,7 +133,7 @@ def run(
     if as_json:
         print_json({**_run_json(record, steps), "results": results})
         raise typer.Exit(code)
-    out.print(steps_table(steps, title=f"{record.workflow}  {record.run_id}", rows=RUN_SUMMARY_ROWS))
+    print_steps(out, steps, title=f"{record.workflow}  {record.run_id}", rows=RUN_SUMMARY_ROWS)
     duration = format_seconds(_seconds(record.started_at, record.finished_at))
     if code == EXIT_OK:
         out.print(f"[green]SUCCEEDED[/] run {record.run_id} in {duration}", highlight=False)
@@ -166,7 +167,8 @@ def runs_(
     from pennflow.engine.orphans import settled_runs
     from pennflow.engine.progress import runs_table
 
-    store = _open_store(PennflowHome.resolve())
+    home = PennflowHome.resolve()
+    store = _open_store(home)
     try:
         page = store.list_runs(workflow=workflow, status=status, limit=limit, cursor=cursor)
         page = type(page)(settled_runs(store, page.runs), page.cursor)  # runs whose engine is gone end
@@ -178,7 +180,7 @@ def runs_(
         print_json({"runs": [r.model_dump(mode="json") for r in page.runs], "cursor": page.cursor})
         return
     if not page.runs:
-        echo("no runs" + (" match" if workflow or status or cursor else " yet"))
+        echo("no runs" + (" match" if workflow or status or cursor else " yet") + f" in {_home_named(home)}")
         return
     out.print(runs_table(page.runs))
     if page.cursor:
@@ -235,7 +237,7 @@ def status(
 def _show_status(record, steps, as_json: bool) -> None:
     from rich.text import Text
 
-    from pennflow.engine.progress import format_seconds, format_time, status_text, steps_table
+    from pennflow.engine.progress import format_seconds, format_time, status_text
 
     if as_json:
         print_json(_run_json(record, steps))
@@ -255,7 +257,7 @@ def _show_status(record, steps, as_json: bool) -> None:
     if record.history:
         reused = ", ".join(step.processor_id for step in steps if step.reused) or "nothing"
         out.print(f"attempt {record.attempt} (now): reused {reused}", highlight=False, markup=False)
-    out.print(steps_table(steps))
+    print_steps(out, steps)
 
 
 def logs(
@@ -331,8 +333,15 @@ def _run_or_exit(store, run_id: str, settle: bool = True):
 
     record = store.get_run(run_id)
     if record is None:
-        raise fail(f"no run {run_id!r} here (see `pennflow runs`)")
+        from pennflow.engine.home import PennflowHome
+
+        raise fail(f"no run {run_id!r} in {_home_named(PennflowHome.resolve())} (see `pennflow runs`)")
     return settled(store, record) if settle else record  # a run whose engine is gone ends first
+
+
+def _home_named(home) -> str:
+    """Where the local runs were looked for, so that a wrong or unset PENNFLOW_HOME shows."""
+    return f"PENNFLOW_HOME {home.root}"
 
 
 def _run_json(record, steps) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import IO, Any
 
@@ -69,7 +70,14 @@ def print_json(data: Any, *, ensure_ascii: bool = True) -> None:
 
 class CommandGroup(TyperGroup):
     """Click's plain help, listing each command with its whole summary (click cuts it to the line);
-    a group given no command prints its help on stdout (click would use stderr) and exits 2."""
+    a group given no command prints its help on stdout (click would use stderr) and exits 2; a
+    repeatable option shows the type of one value (``--param <str>``, not ``<list[str]>``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            for param in command.params:
+                _one_value_metavar(param)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if not args and self.no_args_is_help and not ctx.resilient_parsing:
@@ -86,6 +94,44 @@ class CommandGroup(TyperGroup):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def compact_table(
+    columns: list[tuple[str, str]], *, wraps: tuple[str, ...] = (), title: str | None = None
+) -> Any:
+    """A borderless table as ``pennflow runs`` prints it, for 80 columns: ``columns`` are (header,
+    justify); only the columns named in ``wraps`` (names, free text) wrap, the others are never cut."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
+    for header, justify in columns:
+        table.add_column(header, justify=justify, no_wrap=header not in wraps, overflow="fold")
+    return table
+
+
+def print_steps(console: Any, steps: Any, **options: Any) -> None:
+    """The steps table (``engine.progress.steps_table`` options) fitted to the console's width: a
+    reason that does not fit its column is printed under the table, whole on its own line, so that a
+    path in it is never cut or broken (the terminal wraps it, copying it gives it back intact)."""
+    from pennflow.engine.progress import fitted_steps_table
+
+    console = console.unwrap() if isinstance(console, LazyConsole) else console
+    table, reasons = fitted_steps_table(console, steps, **options)
+    console.print(table)
+    for line in reasons:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def _one_value_metavar(param: Any) -> None:
+    descriptor = getattr(param, "type_descriptor", None)  # typer's parameters have one
+    if param.metavar is None and descriptor is not None and descriptor.is_list and not descriptor.is_choice:
+        param.metavar = _LIST_TYPE.sub(r"\1", param.display_type(None))
+
+
+_LIST_TYPE = re.compile(r"list\[(.*)\]")
 
 
 def _console_property(name: str) -> property:

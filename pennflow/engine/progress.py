@@ -7,10 +7,12 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -98,52 +100,90 @@ def status_counts(steps: Sequence[StepRecord]) -> str:
     return ", ".join(f"{counts[status]} {status.value}" for status in Status if counts[status])
 
 
+# A reason column narrower than this reads badly: the reasons go under the table instead.
+MIN_REASON_WIDTH = 30
+
+
 def steps_table(
     steps: Sequence[StepRecord],
     *,
     attempts_of: dict[str, int] | None = None,
     title: str | None = None,
     rows: int | None = None,
+    reasons: bool = True,
 ) -> Table:
-    """One row per processor: status, attempts, exit code, start, duration, reason; at most ``rows``
-    (the running and failed first) and a caption counting the rest by status."""
-    everything = steps
-    if rows is not None and len(steps) > rows:
-        steps = most_relevant(steps, max(rows - 1, 1))
+    """One row per processor: status, attempts, exit code, start, duration and (unless ``reasons`` is
+    False) reason; at most ``rows`` (the running and failed first) and a caption counting the rest by
+    status. Only the processor and reason columns wrap: the others are never cut."""
+    everything, steps = steps, _shown(steps, rows)
     table = Table(
         title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
     )
     if len(steps) < len(everything):
         table.caption = f"{len(everything) - len(steps)} more; all: {status_counts(everything)}"
         table.caption_justify = "left"
-    table.add_column("processor", no_wrap=True)
+    table.add_column("processor", overflow="fold")
     table.add_column("status", no_wrap=True)
     table.add_column("tries", justify="right", no_wrap=True)
     table.add_column("exit", justify="right", no_wrap=True)
     table.add_column("started", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
-    table.add_column("reason", overflow="fold")
+    if reasons:
+        table.add_column("reason", overflow="fold")
     now = utcnow()
     for step in steps:
-        attempts = str(step.attempts)
-        if attempts_of and step.processor_id in attempts_of and step.status is Status.STARTED:
-            attempts += f"/{attempts_of[step.processor_id]}"
-        table.add_row(
+        cells = [
             step.processor_id,
             status_text(step.status),
-            attempts,
+            attempts_cell(step, attempts_of),
             "-" if step.exit_code is None else str(step.exit_code),
             format_time(step.started_at, clock_only=True),
             format_seconds(elapsed(step.started_at, step.finished_at, now)),
-            Text(step.reason or ""),
-        )
+        ]
+        table.add_row(*cells, *([Text(step.reason or "")] if reasons else []))
     return table
+
+
+def attempts_cell(step: StepRecord, attempts_of: dict[str, int] | None = None) -> str:
+    """``-`` before the first attempt; then the attempt count (``n/total`` while running)."""
+    if step.attempts < 1:
+        return "-"
+    attempts = str(step.attempts)
+    if attempts_of and step.processor_id in attempts_of and step.status is Status.STARTED:
+        attempts += f"/{attempts_of[step.processor_id]}"
+    return attempts
+
+
+def fitted_steps_table(
+    console: Console, steps: Sequence[StepRecord], **options: Any
+) -> tuple[Table, list[str]]:
+    """The steps table for ``console``'s width, and the reasons that did not go in it.
+
+    The reasons stay in the table while its reason column has room for them (at least
+    ``MIN_REASON_WIDTH``, and for the longest word: a path is never cut); otherwise the table has no
+    reason column and each reason is a line ``processor: reason`` for the caller to print under it.
+    """
+    table = steps_table(steps, reasons=False, **options)
+    with_reason = [step for step in _shown(steps, options.get("rows")) if step.reason]
+    if not with_reason:
+        return table, []
+    room = console.width - Measurement.get(console, console.options, table).maximum - 1
+    longest_word = max(len(word) for step in with_reason for word in (step.reason or "").split())
+    if room >= max(MIN_REASON_WIDTH, longest_word):
+        return steps_table(steps, **options), []
+    return table, [f"{step.processor_id}: {step.reason}" for step in with_reason]
+
+
+def _shown(steps: Sequence[StepRecord], rows: int | None) -> Sequence[StepRecord]:
+    """The steps a table of at most ``rows`` rows lists (one row is left for the count of the rest)."""
+    return steps if rows is None or len(steps) <= rows else most_relevant(steps, max(rows - 1, 1))
 
 
 def runs_table(runs: Sequence[RunRecord]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for name in ("run", "workflow", "status", "created", "duration", "failed"):
-        table.add_column(name, no_wrap=name != "failed")
+        wraps = name in ("workflow", "failed")  # names may be long; ids, statuses and times are not cut
+        table.add_column(name, no_wrap=not wraps, overflow="fold" if wraps else "ellipsis")
     now = utcnow()
     for run in runs:
         table.add_row(
@@ -191,13 +231,18 @@ class LiveProgress:
         """Give the terminal back (idempotent; also after a run that ended in an error)."""
         self._live.stop()
 
-    def _render(self) -> Table:
+    def _render(self) -> Table | Group:
         with self._lock:
             steps = list(self._steps.values())
         # Only what fits (a 5,000-processor table redrawn twice a second would cost the run more
         # than its processes do): the running and failed first, the rest counted.
         room = min(max(self._console.size.height - LIVE_CHROME_ROWS, MIN_LIVE_ROWS), MAX_LIVE_ROWS)
-        return steps_table(steps, attempts_of=self._attempts, title=self._title, rows=room)
+        table, reasons = fitted_steps_table(
+            self._console, steps, attempts_of=self._attempts, title=self._title, rows=room
+        )
+        # Under a live table a reason is cut at the edge (the final table prints it whole).
+        reasons = reasons[: max(room - table.row_count, 1)]
+        return Group(table, *(Text(line, no_wrap=True, overflow="ellipsis") for line in reasons))
 
 
 class PlainProgress:

@@ -103,3 +103,45 @@ def test_a_local_run_without_dataset_or_publish_imports_no_pennsieve_client_or_a
     )
     assert loaded == []
     assert (tmp_path / "home").is_dir()  # the run did happen
+
+
+@pytest.mark.parametrize(
+    "args", [("validate", str(EXAMPLE)), ("compile", str(EXAMPLE))], ids=["validate", "compile"]
+)
+def test_definition_commands_skip_pydantics_plugin_search(args) -> None:
+    # pydantic's plugin loader imports importlib.metadata even with plugins off; the CLI defers it.
+    assert loaded_modules(*args, watched=("importlib.metadata",)) == []
+
+
+HANDOVER = """
+import os, sys
+from pennflow.cli.startup import PLUGIN_LOADER, defer_pydantic_plugin_search
+from pydantic import BaseModel
+defer_pydantic_plugin_search()
+stand_in = sys.modules[PLUGIN_LOADER]
+os.environ["PYDANTIC_DISABLE_PLUGINS"] = "1"
+class Off(BaseModel):
+    x: int
+assert Off(x=1).x == 1 and sys.modules[PLUGIN_LOADER] is stand_in
+assert "importlib.metadata" not in sys.modules
+del os.environ["PYDANTIC_DISABLE_PLUGINS"]
+class On(BaseModel):
+    y: int
+assert On(y=2).y == 2
+real = sys.modules[PLUGIN_LOADER]
+assert real is not stand_in and real._plugins is not None  # pydantic's own loader searched
+print("handed over")
+"""
+
+
+def test_the_plugin_loader_stand_in_hands_over_to_pydantics_own_when_plugins_are_on() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", HANDOVER],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, "handed over\n"), done.stderr

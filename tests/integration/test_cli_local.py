@@ -168,7 +168,7 @@ def test_runs_lists_newest_first_with_filters_and_pages(home, input_dir, tmp_pat
 
 def test_runs_on_a_fresh_home_says_there_are_none(home) -> None:
     result = cli("runs")
-    assert result.exit_code == 0 and "no runs yet" in result.stdout
+    assert result.exit_code == 0 and result.stdout == f"no runs yet in PENNFLOW_HOME {home.root}\n"
     assert json.loads(cli("runs", "--json").stdout) == {"runs": [], "cursor": None}
 
 
@@ -191,7 +191,7 @@ def test_status_shows_every_processor(home, input_dir, tmp_path) -> None:
     table = cli("status", run_id)
     assert table.exit_code == 0
     assert f"run {run_id}: flow FAILED" in table.stdout
-    for line in ("src SUCCEEDED 1", "broken FAILED 1 3", "mark CANCELED 0 -"):
+    for line in ("src SUCCEEDED 1", "broken FAILED 1 3", "mark CANCELED - -"):  # never started: no try
         assert line in " ".join(table.stdout.split())
 
 
@@ -213,7 +213,7 @@ def test_logs_prints_one_processor_or_all_of_them(home, input_dir, tmp_path) -> 
 def test_an_unknown_run_id_exits_2(home, command) -> None:
     result = cli(command, "r-nope")
     assert result.exit_code == 2
-    assert "no run 'r-nope' here" in result.stderr
+    assert f"no run 'r-nope' in PENNFLOW_HOME {home.root} (see `pennflow runs`)" in result.stderr
 
 
 def test_canceling_a_finished_run_changes_nothing(home, input_dir, tmp_path) -> None:

@@ -236,7 +236,7 @@ def test_cli_create_populate_list_show_delete(home, tmp_path, monkeypatch: pytes
     assert listing[0]["name"] == "genome" and listing[0]["status"] == "READY"
     assert listing[0]["storageClass"] == "Standard" and listing[0]["fileCount"] == 1
     table = _cli("list").stdout
-    for heading in ("Status", "Size", "Files", "Tier", "Monthly cost", "Last access"):
+    for heading in ("layer", "status", "size", "tier", "$/month", "last used", "runs"):
         assert heading in table
     shown = json.loads(_cli("show", "genome", "--json").stdout)
     assert shown["sizeBytes"] == 400 and shown["path"].endswith("genome")
