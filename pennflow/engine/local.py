@@ -84,6 +84,7 @@ def run_workflow(
     package_ids: Sequence[str] = (),
     publish: bool = False,
     kill_grace: float = DEFAULT_KILL_GRACE_SECONDS,
+    rerun_of: str | None = None,
 ) -> RunRecord:
     """Run ``workflow`` to the end and return its final record.
 
@@ -92,6 +93,8 @@ def run_workflow(
     ``publish``). ``layers`` are given to every processor, on top of the ones each asks for.
     ``docker=None`` uses containers when ``docker info`` succeeds; True/False forces the choice.
     Pennsieve hosts and credentials come from the environment (``PennsieveClient()``).
+    What the run was given is kept in its folder, so that ``pennflow rerun`` can repeat it
+    (``engine.rerun``); ``rerun_of`` names the run a rerun repeats.
     """
     home = home if isinstance(home, PennflowHome) else PennflowHome.resolve(home)
     run_id = new_run_id()
@@ -103,6 +106,9 @@ def run_workflow(
         results_bucket=os.environ.get(RESULTS_BUCKET_ENV) or None,
     )
     plan = plan_run(workflow, home, run_id, inputs, params, layers, max_parallel)
+    from pennflow.engine.rerun import save_request
+
+    save_request(home.run_dir(run_id), workflow, definition_dir, inputs, params, layers)
     own_store = store is None
     try:
         if store is None:
@@ -121,6 +127,7 @@ def run_workflow(
             use_docker=container_runtime_available() if docker is None else docker,
             kill_grace=kill_grace,
             lease=keeper_for(store, run_id),
+            rerun_of=rerun_of,
         )
         return LocalRun(ctx, cancel_event or threading.Event()).run()
     finally:

@@ -32,6 +32,7 @@ class RunContext:
     run_dir: Path
     layout: RunLayout
     lease: EngineLeaseKeeper | NoLease  # lists each attempt's process group while it runs
+    rerun_of: str | None = None  # the run this one repeats (recorded on the run)
 
     @classmethod
     def create(
@@ -45,6 +46,7 @@ class RunContext:
         use_docker: bool,
         kill_grace: float,
         lease: EngineLeaseKeeper | NoLease | None = None,
+        rerun_of: str | None = None,
     ) -> RunContext:
         run_dir = home.run_dir(run_id)
         layout = RunLayout(run_dir)
@@ -62,6 +64,7 @@ class RunContext:
             run_dir=run_dir,
             layout=layout,
             lease=lease or NoLease(),
+            rerun_of=rerun_of,
         )
 
     @property

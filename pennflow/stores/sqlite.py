@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS runs (
     reason TEXT,
     execution_arn TEXT,
     content_key TEXT,
-    origin TEXT NOT NULL
+    origin TEXT NOT NULL,
+    rerun_of TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_us DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_content_key ON runs (content_key, created_us DESC)
@@ -77,7 +78,22 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; fsync at checkpoints
     conn.execute("PRAGMA foreign_keys=ON")
     conn.executescript(schema)
+    _add_missing_columns(conn)
     return conn
+
+
+# Columns added after a store's first release: a store made before them gains them on open.
+ADDED_COLUMNS = {"runs": {"rerun_of": "TEXT"}}
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, columns in ADDED_COLUMNS.items():
+        present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if not present:  # not this store's table (the leases file has no runs)
+            continue
+        for name, kind in columns.items():
+            if name not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 class SqliteRunStore:

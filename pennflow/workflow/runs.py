@@ -82,6 +82,7 @@ class RunRecord(_Record):
     execution_arn: str | None = None
     content_key: str | None = None
     origin: str = "local"
+    rerun_of: str | None = None  # the run this one repeats (`pennflow rerun`, POST /runs/{id}/rerun)
 
 
 class StepRecord(_Record):
