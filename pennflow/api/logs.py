@@ -119,9 +119,9 @@ class RunLogSource:
     @property
     def _s3_client(self) -> Any:
         if self._s3 is None:
-            from pennflow.aws import client
+            from pennflow.aws import s3_presigner
 
-            self._s3 = client("s3")
+            self._s3 = s3_presigner()
         return self._s3
 
     @property
@@ -212,7 +212,8 @@ def _live_events(
     skip, last, last_ids = set(cursor.skip), cursor.last, list(cursor.last_ids)
     events = []
     for event in answer.get("events", []):
-        moment, event_id = event["timestamp"], event.get("eventId", "")
+        # Stream and id: an id is unique in a stream (CloudWatch's are unique in the group).
+        moment, event_id = event["timestamp"], f"{event.get('logStreamName', '')}:{event.get('eventId', '')}"
         if moment == cursor.start and event_id in skip:
             continue
         if moment > last:

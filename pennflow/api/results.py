@@ -75,9 +75,9 @@ class ResultBucket:
     @property
     def client(self) -> Any:
         if self._s3 is None:
-            from pennflow.aws import client
+            from pennflow.aws import s3_presigner
 
-            self._s3 = client("s3")
+            self._s3 = s3_presigner()
         return self._s3
 
 
@@ -88,13 +88,13 @@ def run_results(
     bucket: ResultBucket,
     cursor: str | None = None,
     expires: int = URL_EXPIRY_SECONDS,
-    page_size: int = PAGE_SIZE,
+    page_size: int | None = None,
 ) -> RunResults:
     run = store.get_run(run_id)
     if run is None:
         raise NotFound(f"no run {run_id!r}", fields=[field_error("run_id", "no such run", "path")])
     prefix = f"{RESULTS_PREFIX}/{run_id}/"
-    answer = bucket.page(prefix, cursor, page_size)
+    answer = bucket.page(prefix, cursor, page_size or PAGE_SIZE)
     objects = []
     for item in answer.get("Contents", []):
         path = item["Key"][len(prefix) :]
