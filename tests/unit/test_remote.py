@@ -263,19 +263,49 @@ def test_watch_yields_each_change_until_the_run_ends(node) -> None:
 
 def test_the_node_url_comes_from_the_flag_the_environment_or_the_stack(monkeypatch) -> None:
     monkeypatch.setenv(remote.ENV_NODE_URL, "https://env.example/v1")
+    monkeypatch.delenv(remote.ENV_NODE, raising=False)
     assert remote.node_url("https://flag.example/v1") == "https://flag.example/v1"
     assert remote.node_url() == "https://env.example/v1"
-    monkeypatch.delenv(remote.ENV_NODE_URL)
     template = {
         "Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
         "Outputs": {"ApiUrl": {"Value": "https://abc.execute-api.eu-west-1.amazonaws.com/v1/"}},
     }
+    lab = {
+        **template,
+        "Outputs": {"ApiUrl": {"Value": "https://lab.execute-api.eu-west-1.amazonaws.com/v1/"}},
+    }
     with mock_aws():
         aws = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
-        aws.client("cloudformation").create_stack(StackName="PennflowNode", TemplateBody=json.dumps(template))
+        cloudformation = aws.client("cloudformation")
+        cloudformation.create_stack(StackName="pennflow-node", TemplateBody=json.dumps(template))
+        cloudformation.create_stack(StackName="lab-node", TemplateBody=json.dumps(lab))
+        # --node NAME names the stack as the CDK app does (<nodeName>-node), before $PENNFLOW_NODE_URL
+        assert (
+            remote.node_url(node="lab", session=aws) == "https://lab.execute-api.eu-west-1.amazonaws.com/v1/"
+        )
+        monkeypatch.delenv(remote.ENV_NODE_URL)
         assert remote.node_url(session=aws) == "https://abc.execute-api.eu-west-1.amazonaws.com/v1/"
-        with pytest.raises(RemoteError, match="cannot read stack 'Elsewhere'.*--node-url"):
-            remote.node_url(stack="Elsewhere", session=aws)
+        monkeypatch.setenv(remote.ENV_NODE, "lab")
+        assert remote.node_url(session=aws).startswith("https://lab.")
+        with pytest.raises(
+            RemoteError, match="no node stack 'elsewhere-node' in eu-west-1: give --node NAME"
+        ):
+            remote.node_url(node="elsewhere", session=aws)
+
+
+def test_no_region_or_no_credentials_name_what_to_set(monkeypatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
+                 "AWS_DEFAULT_REGION", remote.ENV_NODE_URL):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(RemoteError, match="no AWS region: set AWS_REGION .* give --node NAME"):
+        remote.node_url(session=boto3.Session())
+    with pytest.raises(RemoteError, match="no AWS credentials found: set AWS_PROFILE"):
+        remote.node_url(session=boto3.Session(region_name=REGION))
+    with pytest.raises(RemoteError, match="no AWS region: set AWS_REGION"):
+        _ = NodeClient("http://127.0.0.1:9/v1", boto3.Session()).region
 
 
 # ------------------------------------------------------------------ the commands
