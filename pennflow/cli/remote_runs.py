@@ -77,7 +77,7 @@ def remote_logs(
     processor: str | None,
     follow: bool,
     interval: float,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> None:
     """Archived logs (downloaded and unzipped) once the run ended, else live events; --follow polls
     with the page's nextToken until the run has ended and every event was printed."""
@@ -93,7 +93,7 @@ def remote_logs(
             token = page.get("nextToken")
             if not follow or token is None:
                 break
-            sleep(interval)
+            (sleep or time.sleep)(interval)
             page = client.logs(run_id, processor, token)
     if follow:
         raise typer.Exit(_exit_for(page["status"]))
