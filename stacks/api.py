@@ -14,7 +14,7 @@ from constructs import Construct
 
 from stacks import constants as C
 from stacks.log_groups import node_log_group
-from stacks.nag import acknowledge
+from stacks.nag import acknowledge, acknowledge_wildcards
 from stacks.settings import NodeSettings
 
 if TYPE_CHECKING:
@@ -178,25 +178,30 @@ def allow_run_reads(
     }
     for key, value in environment.items():
         function.add_environment(C.ENV[key], value)
-    for bucket, prefix in ((log_bucket, C.LOG_ARCHIVE_KEYS), (results_bucket, f"{C.RESULTS_PREFIX}*")):
-        functions.allow(role, ["s3:ListBucket"], [bucket.bucket_arn], StringLike={"s3:prefix": [prefix]})
-    functions.allow_wildcard(
-        role,
+    # A policy of its own, so its findings are acknowledged with its own reasons.
+    listing = [
         iam.PolicyStatement(
-            actions=["s3:GetObject"],
-            resources=[
-                log_bucket.arn_for_objects(C.LOG_ARCHIVE_KEYS),
-                results_bucket.arn_for_objects(f"{C.RESULTS_PREFIX}*"),
-            ],
-        ),
+            actions=["s3:ListBucket"],
+            resources=[bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [keys]}},
+        )
+        for bucket, keys in ((log_bucket, C.LOG_ARCHIVE_KEYS), (results_bucket, f"{C.RESULTS_PREFIX}*"))
+    ]
+    reads = iam.PolicyStatement(
+        actions=["s3:GetObject"],
+        resources=[
+            log_bucket.arn_for_objects(C.LOG_ARCHIVE_KEYS),
+            results_bucket.arn_for_objects(f"{C.RESULTS_PREFIX}*"),
+        ],
+    )
+    # Live logs of a running run: its tasks' streams, within the node's processor log group only.
+    events = iam.PolicyStatement(
+        actions=["logs:FilterLogEvents", "logs:GetLogEvents"], resources=[log_group.log_group_arn]
+    )
+    policy = iam.Policy(functions, "ApiRunReads", roles=[role], statements=[*listing, reads, events])
+    acknowledge_wildcards(
+        policy,
+        reads,
         "A run's archived logs (runs/<run_id>/logs/...) and results (runs/<run_id>/...) are keyed by a run id "
         "known only at runtime; the prefixes keep the API to runs' objects, read-only.",
-    )
-    functions.allow_wildcard(
-        role,
-        iam.PolicyStatement(
-            actions=["logs:FilterLogEvents", "logs:GetLogEvents"], resources=[log_group.log_group_arn]
-        ),
-        "Live logs of a running run: its tasks' streams are named <processor>/<container>/<task id> at runtime, "
-        "within the node's processor log group only (its ARN ends with :* for the streams).",
     )
