@@ -23,6 +23,7 @@ from botocore.credentials import Credentials
 from moto import mock_aws
 from typer.testing import CliRunner
 
+from pennflow.cli import local as local_commands
 from pennflow.cli import remote as remote_commands
 from pennflow.node import client as remote
 from pennflow.node.client import NodeClient, RemoteError
@@ -383,3 +384,40 @@ def test_cancel_and_rerun_send_an_empty_json_object(node) -> None:
         ("/v1/runs/r-1/cancel", b"{}", True),
         ("/v1/runs/r-1/rerun", b"{}", True),
     ]
+
+
+# ------------------------------------------------------------------ the shared helper
+
+
+def test_server_failures_exit_1_and_every_other_refusal_exit_2(node, signed_env) -> None:
+    fake, url = node
+    fake.answer(
+        "GET", "/runs", (500, {"error": {"code": "internal", "message": "internal error; quote req-1"}})
+    )
+    fake.answer(
+        "POST", "/runs/r-1/cancel", (409, {"error": {"code": "conflict", "message": "already ended"}})
+    )
+    app = typer.Typer()
+    app.command("runs")(local_commands.runs_)
+    app.command("cancel")(local_commands.cancel)
+    runner = CliRunner()
+
+    broken = runner.invoke(app, ["runs", "--node-url", url])
+    refused = runner.invoke(app, ["cancel", "r-1", "--node-url", url])
+    unreachable = runner.invoke(app, ["runs", "--node-url", "http://127.0.0.1:9/v1"])
+
+    assert broken.exit_code == 1 and "error: internal error; quote req-1" in broken.output
+    assert refused.exit_code == 2 and "error: already ended" in refused.output
+    assert (
+        unreachable.exit_code == 2
+        and "error: cannot reach the node at http://127.0.0.1:9/v1" in unreachable.output
+    )
+    assert "Traceback" not in broken.output + refused.output + unreachable.output
+
+
+def test_downloads_never_land_outside_the_folder(tmp_path: Path) -> None:
+    from pennflow.cli.remote_runs import safe_destination
+
+    assert safe_destination(tmp_path, "report/summary.csv") == tmp_path / "report" / "summary.csv"
+    for hostile in ("../escape.txt", "a/../../b", "/etc/passwd", ""):
+        assert safe_destination(tmp_path, hostile) is None, hostile
