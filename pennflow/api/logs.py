@@ -22,9 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from pennflow.api.errors import BadRequest, NotFound, field_error
 from pennflow.api.models import _View
-from pennflow.node.taskdefs import FAN_IN_CONTAINER
 from pennflow.stores.base import RunStore
-from pennflow.workflow.asl import CONTAINER_NAME
 from pennflow.workflow.runs import Status
 
 LOG_PREFIX = "runs/{run_id}/logs/"
@@ -189,6 +187,9 @@ def run_logs(
 
 def _streams(tasks: Mapping[str, list[str]], processor: str | None) -> dict[str, str]:
     """stream name -> processor id, for the tasks the run recorded (the newest streams when too many)."""
+    from pennflow.node.taskdefs import FAN_IN_CONTAINER  # imported here: a cold start needs neither
+    from pennflow.workflow.asl import CONTAINER_NAME
+
     streams = {}
     for processor_id, task_arns in tasks.items():
         if processor is not None and processor_id != processor:

@@ -15,7 +15,6 @@ from pydantic import Field
 
 from pennflow.api.errors import BadRequest, NotFound, field_error
 from pennflow.api.models import _View
-from pennflow.data.targets import RESULTS_PREFIX
 from pennflow.stores.base import RunStore
 from pennflow.workflow.runs import Status
 
@@ -93,6 +92,8 @@ def run_results(
     run = store.get_run(run_id)
     if run is None:
         raise NotFound(f"no run {run_id!r}", fields=[field_error("run_id", "no such run", "path")])
+    from pennflow.data.targets import RESULTS_PREFIX  # imported here: a cold start needs no data plane
+
     prefix = f"{RESULTS_PREFIX}/{run_id}/"
     answer = bucket.page(prefix, cursor, page_size or PAGE_SIZE)
     objects = []
