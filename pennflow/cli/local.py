@@ -262,6 +262,7 @@ def _show_status(record, steps, as_json: bool) -> None:
         f"run {record.run_id}: {record.workflow} ",
         status_text(record.status),
         f", created {format_time(record.created_at)}, duration {duration}",
+        f", a rerun of {record.rerun_of}" if record.rerun_of else "",
     )
     out.print(header, highlight=False, soft_wrap=True)
     if record.reason:
@@ -326,6 +327,9 @@ def rerun(
         None, "--containers/--no-containers", help="As for `pennflow run`.", show_default=False
     ),
     as_json: bool = typer.Option(False, "--json", help="No progress; print the final run as JSON."),
+    watch: bool = typer.Option(
+        False, "--watch", help="With --remote: follow the new run until it ends (exit 1 unless it succeeded)."
+    ),
     remote: bool = RemoteOption,
     node: str | None = NodeOption,
     node_url: str | None = NodeUrlOption,
@@ -340,7 +344,7 @@ def rerun(
     if target.chosen:
         from pennflow.cli.remote_runs import remote_rerun
 
-        return remote_rerun(target, run_id, as_json)
+        return remote_rerun(target, run_id, as_json, watch)
     from pennflow.engine.home import PennflowHome
     from pennflow.engine.rerun import RerunRefused, load_request, rerun_arguments
 

@@ -140,7 +140,7 @@ def submit_command(
     echo(f"run {accepted['runId']} accepted ({accepted['workflow']})")
     echo(f"execution: {accepted['consoleUrl']}")
     if watch:
-        raise typer.Exit(_follow(client, accepted["runId"], interval, as_json))
+        raise typer.Exit(follow_run(client, accepted["runId"], interval, as_json))
 
 
 def remote_status_command(
@@ -162,12 +162,13 @@ def show_remote_status(target: NodeTarget, run_id: str, watch: bool, interval: f
     with remote_errors():
         client = connect(target)
         if watch:
-            raise typer.Exit(_follow(client, run_id, interval, as_json))
+            raise typer.Exit(follow_run(client, run_id, interval, as_json))
         run = client.get_run(run_id)
     echo(json.dumps(run, indent=2) if as_json else format_run(run))
 
 
-def _follow(client: NodeClient, run_id: str, interval: float, as_json: bool) -> int:
+def follow_run(client: NodeClient, run_id: str, interval: float, as_json: bool) -> int:
+    """Print the run each time it changes until it ends; exit 0 if it SUCCEEDED, else 1."""
     with remote_errors():
         run: dict[str, Any] = {}
         for run in client.watch(run_id, interval):

@@ -22,7 +22,7 @@ from pennflow.cli.remote import NodeTarget, call_node, connect, remote_errors
 if TYPE_CHECKING:
     from pennflow.node.client import NodeClient
 
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED")
+WATCH_SECONDS = 10.0  # as `status --remote --watch`
 
 
 def remote_runs(
@@ -58,14 +58,20 @@ def remote_cancel(target: NodeTarget, run_id: str) -> None:
     echo(f"cancel requested: run {accepted.get('runId', run_id)} on the node is {accepted.get('status')}")
 
 
-def remote_rerun(target: NodeTarget, run_id: str, as_json: bool) -> None:
-    accepted = call_node(target, lambda client: client.rerun(run_id))
-    if as_json:
+def remote_rerun(target: NodeTarget, run_id: str, as_json: bool, watch: bool = False) -> None:
+    from pennflow.cli.remote import follow_run
+
+    with remote_errors():
+        client = connect(target)
+        accepted = client.rerun(run_id)
+    if as_json and not watch:
         print_json(accepted)
         return
     echo(f"run {accepted['runId']} accepted ({accepted.get('workflow')}), a rerun of {run_id}")
     if accepted.get("consoleUrl"):
         echo(f"execution: {accepted['consoleUrl']}")
+    if watch:
+        raise typer.Exit(follow_run(client, accepted["runId"], WATCH_SECONDS, as_json))
 
 
 # ------------------------------------------------------------------ logs
@@ -88,6 +94,8 @@ def remote_logs(
             _print_archives(client, page["archives"], many=processor is None)
             raise typer.Exit(_exit_for(page["status"]) if follow else EXIT_OK)
         printer = _EventPrinter(many=processor is None)
+        if not follow and not page["events"]:
+            echo(f"no log events yet for run {run_id} ({page['status']}); --follow waits for them", err=True)
         while True:
             printer.print(page["events"])
             token = page.get("nextToken")

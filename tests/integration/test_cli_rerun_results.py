@@ -73,6 +73,8 @@ def test_rerun_repeats_the_inputs_and_params_and_records_rerun_of(home, flow, tm
     assert stored.rerun_of == original.run_id and stored.status is Status.SUCCEEDED
     assert (home.run_dir(rerun["run_id"]) / "talk" / "output" / "out.txt").read_text() == "again"
     assert SqliteRunStore(home.db_path).get_run(original.run_id).rerun_of is None
+    shown = cli("status", rerun["run_id"])
+    assert shown.exit_code == 0 and f"a rerun of {original.run_id}" in shown.stdout
 
 
 def test_rerun_refuses_a_run_without_its_record_or_an_unknown_run(home, flow, tmp_path) -> None:

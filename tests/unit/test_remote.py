@@ -421,3 +421,30 @@ def test_downloads_never_land_outside_the_folder(tmp_path: Path) -> None:
     assert safe_destination(tmp_path, "report/summary.csv") == tmp_path / "report" / "summary.csv"
     for hostile in ("../escape.txt", "a/../../b", "/etc/passwd", ""):
         assert safe_destination(tmp_path, hostile) is None, hostile
+
+
+def test_rerun_remote_watch_follows_the_new_run_to_its_end(node, signed_env) -> None:
+    fake, url = node
+    accepted = {
+        "runId": "r-2",
+        "workflow": "tiny",
+        "status": "NOT_STARTED",
+        "consoleUrl": "c",
+        "rerunOf": "r-1",
+    }
+    fake.answer("POST", "/runs/r-1/rerun", (202, accepted))
+    fake.answer(
+        "GET", "/runs/r-2", (200, {"runId": "r-2", "workflow": "tiny", "status": "FAILED", "steps": []})
+    )
+    from pennflow.cli import app
+
+    result = CliRunner().invoke(app, ["rerun", "r-1", "--node-url", url, "--watch"])
+
+    assert result.exit_code == 1, result.output  # the new run failed
+    assert (
+        "run r-2 accepted (tiny), a rerun of r-1" in result.output and "run r-2: tiny FAILED" in result.output
+    )
+    assert [(r["method"], r["path"]) for r in fake.requests] == [
+        ("POST", "/v1/runs/r-1/rerun"),
+        ("GET", "/v1/runs/r-2"),
+    ]
