@@ -85,8 +85,8 @@ def remote_logs(
     interval: float,
     sleep: Callable[[float], None] | None = None,
 ) -> None:
-    """Archived logs (downloaded and unzipped) once the run ended, else live events; --follow polls
-    with the page's nextToken until the run has ended and every event was printed."""
+    """Archived logs (downloaded and unzipped) once the run ended, else live events, page after page
+    until caught up; --follow then polls every ``interval`` until the run has ended and all was read."""
     with remote_errors():
         client = connect(target)
         page = client.logs(run_id, processor)
@@ -99,9 +99,10 @@ def remote_logs(
         while True:
             printer.print(page["events"])
             token = page.get("nextToken")
-            if not follow or token is None:
-                break
-            (sleep or time.sleep)(interval)
+            if token is None or not (follow or page["events"]):
+                break  # the run ended and all was read; or, without --follow, caught up
+            if not page["events"]:  # caught up: wait for more
+                (sleep or time.sleep)(interval)
             page = client.logs(run_id, processor, token)
     if follow:
         raise typer.Exit(_exit_for(page["status"]))

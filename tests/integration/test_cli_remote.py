@@ -252,3 +252,24 @@ def test_layers_commands_reach_the_nodes_layer_routes(node, monkeypatch) -> None
     assert refused.exit_code == 2 and "layer 'refs' is BUILDING" in refused.output  # the API's own 409
     assert started == ["populate refs 1 N:dataset:1"]
     assert [(r["method"], urlsplit(r["path"]).path) for r in seen][-1] == ("DELETE", "/v1/layers/refs")
+
+
+def test_logs_without_follow_read_page_after_page_until_caught_up(node, monkeypatch) -> None:
+    from pennflow.api import logs as log_logic
+
+    api, url, seen = node
+    monkeypatch.setattr(log_logic, "MAX_EVENTS", 2)  # CloudWatch pages of two events
+    run_id = api.start().body["runId"]
+    api.store.update_run(run_id, Status.STARTED)
+    api.store.record_task(run_id, "work", "arn:aws:ecs:us-east-1:123456789012:task/pennflow/t1")
+    logs = boto3.client("logs", region_name=REGION)
+    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName="work/processor/t1")
+    start = int(time.time() * 1000)
+    events = [{"timestamp": start + i, "message": f"event {i}"} for i in range(5)]
+    logs.put_log_events(logGroupName=LOG_GROUP, logStreamName="work/processor/t1", logEvents=events)
+
+    result = cli("logs", run_id, "work", "--node-url", url)
+
+    assert result.exit_code == 0, result.output
+    assert [line.split(" ", 1)[1] for line in result.stdout.splitlines()] == [f"event {i}" for i in range(5)]
+    assert sum(1 for r in seen if "/logs" in r["path"]) == 4  # 2 + 2 + 1, then an empty page: caught up
