@@ -166,3 +166,14 @@ def test_a_store_made_before_rerun_of_gains_the_column(tmp_path) -> None:
         old = store.get_run("r-old")
 
     assert old is not None and old.rerun_of is None and old.status is Status.SUCCEEDED
+
+
+def test_the_local_forms_load_no_aws_sdk_http_client_or_node_client(home, flow, tmp_path) -> None:
+    from tests.integration.test_cli_imports import loaded_modules
+
+    assert cli("run", flow, "--input", tmp_path / "input", "--no-containers").exit_code == 0
+    run_id = only_run(home).run_id
+    watched = ("boto3", "botocore", "requests", "pennflow.node.client", "pennflow.cli.remote_runs")
+    env = {"PENNFLOW_HOME": str(home.root)}
+    for args in (("logs", run_id), ("results", run_id), ("runs",), ("status", run_id), ("rerun", "--help")):
+        assert loaded_modules(*args, watched=watched, env=env) == [], args
