@@ -177,7 +177,8 @@ def follow_run(client: NodeClient, run_id: str, interval: float, as_json: bool) 
 
 
 def format_run(run: Mapping[str, Any]) -> str:
-    lines = [f"run {run.get('runId')}: {run.get('workflow')} {run.get('status')}"]
+    rerun = f", a rerun of {run['rerunOf']}" if run.get("rerunOf") else ""
+    lines = [f"run {run.get('runId')}: {run.get('workflow')} {run.get('status')}{rerun}"]
     if run.get("reason"):
         lines.append(f"  {run['reason']}")
     for step in run.get("steps", []):

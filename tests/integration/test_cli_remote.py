@@ -113,6 +113,7 @@ def test_runs_status_cancel_and_rerun_go_to_the_node_signed(node) -> None:
     assert again.exit_code == 0, again.output
     rerun = json.loads(again.stdout)
     assert rerun["rerunOf"] == run_id and api.store.get_run(rerun["runId"]).rerun_of == run_id
+    assert f"a rerun of {run_id}" in cli("status", rerun["runId"], "--node-url", url).stdout
     assert seen and all(request["valid"] for request in seen)
 
 
