@@ -23,12 +23,15 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.logging import correlation_paths
 
 from lambdas.observability import logger, metrics, tracer
+from pennflow.api import logs as log_logic
+from pennflow.api import results as result_logic
 from pennflow.api import resume as resume_logic
 from pennflow.api import runs as run_logic
 from pennflow.api import workflows as workflow_logic
 from pennflow.api.errors import (
     ApiError,
     NotFound,
+    Unavailable,
     UnsupportedMediaType,
     from_validation_errors,
     too_complex,
@@ -150,6 +153,21 @@ def run_planning() -> RunPlanning:
     )
 
 
+@cache
+def run_log_source() -> log_logic.RunLogSource:
+    s = settings()
+    if not (s.log_bucket and s.processor_log_group):
+        raise Unavailable("this node's API has no log bucket or log group set (redeploy the node)")
+    return log_logic.RunLogSource(s.log_bucket, s.processor_log_group)
+
+
+@cache
+def result_bucket() -> result_logic.ResultBucket:
+    if not settings().results_bucket:
+        raise Unavailable("this node's API has no results bucket set (redeploy the node)")
+    return result_logic.ResultBucket(settings().results_bucket)
+
+
 def pennsieve_client(secret_arn: str) -> Any:
     """A Pennsieve client with the node's secret only, and timeouts that fit API Gateway's 29 s."""
     from pennflow.pennsieve import HttpSettings, PennsieveClient, PennsieveHosts
@@ -167,6 +185,8 @@ Canceller = Annotated[RunCanceller, Depends(run_canceller)]
 Idempotency = Annotated[IdempotentRunStarts, Depends(idempotency)]
 Resumer = Annotated[RunResumer, Depends(run_resumer)]
 Planning = Annotated[RunPlanning, Depends(run_planning)]
+LogSource = Annotated[log_logic.RunLogSource, Depends(run_log_source)]
+Results = Annotated[result_logic.ResultBucket, Depends(result_bucket)]
 # Pennsieve refused the node's key access to the dataset (openapi_docs has no 403 of its own).
 FORBIDDEN = {
     403: {
@@ -352,6 +372,54 @@ def post_rerun(
 )
 def post_resume(run_id: RunId, store: Store, resumer: Resumer) -> Response[RunResumed]:
     return _json(202, resume_logic.resume_run(run_id, store=store, resumer=resumer))
+
+
+@app.get(
+    "/runs/<run_id>/logs",
+    operation_id="getRunLogs",
+    summary="A run's logs: archived objects once it ended, else live events",
+    description="After finalize archived the run's logs, lists the archives (gzip, one line per event) with "
+    "presigned GET URLs (expiresInSeconds). Before that, one page of live CloudWatch Logs events of the run's "
+    "processors, oldest first; pass nextToken back for newer ones (null once the run ended and all were read).",
+    tags=["runs"],
+    responses={**_ok(log_logic.RunLogs), **_errors(400, 404, 422, 503)},
+)
+def get_run_logs(
+    run_id: RunId,
+    store: Store,
+    source: LogSource,
+    processor: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="Only this processor's logs.")
+    ] = None,
+    next_token: Annotated[
+        str | None,
+        Query(
+            alias="nextToken", min_length=1, max_length=log_logic.MAX_TOKEN, description="From the last page."
+        ),
+    ] = None,
+) -> log_logic.RunLogs:
+    return log_logic.run_logs(
+        run_id, store=store, tasks=store, source=source, processor=processor, next_token=next_token
+    )
+
+
+@app.get(
+    "/runs/<run_id>/results",
+    operation_id="getRunResults",
+    summary="A run's result objects, with presigned GET URLs",
+    description="What the run left under runs/<run_id>/ in the node's results bucket (its s3 targets' files "
+    "and run.json), without the node's working objects; each with a presigned GET URL valid for "
+    "expiresInSeconds. Pages with cursor.",
+    tags=["runs"],
+    responses={**_ok(result_logic.RunResults), **_errors(400, 404, 422, 503)},
+)
+def get_run_results(
+    run_id: RunId,
+    store: Store,
+    bucket: Results,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=MAX_CURSOR)] = None,
+) -> result_logic.RunResults:
+    return result_logic.run_results(run_id, store=store, bucket=bucket, cursor=cursor)
 
 
 # ------------------------------------------------------------------ errors

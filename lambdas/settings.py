@@ -62,6 +62,9 @@ class ApiSettings(_EnvSettings):
     pennsieve_secret_arn: str | None = Field(None, alias="PENNSIEVE_SECRET_ARN")
     results_bucket: str | None = Field(None, alias="RESULTS_BUCKET")
     layers_table: str | None = Field(None, alias="LAYERS_TABLE")
+    # A run's logs (archived, else live) and results, read by GET /runs/{id}/logs and /results.
+    log_bucket: str | None = Field(None, alias="LOG_ARCHIVE_BUCKET")
+    processor_log_group: str | None = Field(None, alias="PROCESSOR_LOG_GROUP")
 
 
 class NodeSettings(_EnvSettings):

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aws_cdk import CfnOutput
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks import constants as C
 from stacks.log_groups import node_log_group
-from stacks.nag import acknowledge
+from stacks.nag import acknowledge, acknowledge_wildcards
 from stacks.settings import NodeSettings
+
+if TYPE_CHECKING:
+    from stacks.functions import NodeFunctions
 
 BODY_METHODS = ("POST", "PUT")
 OTHER_METHODS = ("GET", "DELETE")
@@ -156,3 +163,45 @@ class NodeApi(Construct):
                 "API Gateway has one logging role per account and region, shared by every REST API there; the "
                 "AWS-managed push-to-CloudWatch policy is the documented one and a narrower one would break others.",
             )
+
+
+def allow_run_reads(
+    functions: NodeFunctions, *, log_bucket: s3.IBucket, results_bucket: s3.IBucket, log_group: logs.ILogGroup
+) -> None:
+    """GET /runs/{id}/logs and /runs/{id}/results: the API reads a run's archived logs and results, and
+    its live events, and signs short-lived GET URLs for them (a presigned URL carries the signer's
+    permissions, so the API role must itself be allowed the GetObject it hands out)."""
+    role, function = functions.roles["api"], functions["api"]
+    environment = {
+        "log_bucket": log_bucket.bucket_name,
+        "processor_log_group": log_group.log_group_name,
+    }
+    for key, value in environment.items():
+        function.add_environment(C.ENV[key], value)
+    # A policy of its own, so its findings are acknowledged with its own reasons.
+    listing = [
+        iam.PolicyStatement(
+            actions=["s3:ListBucket"],
+            resources=[bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [keys]}},
+        )
+        for bucket, keys in ((log_bucket, C.LOG_ARCHIVE_KEYS), (results_bucket, f"{C.RESULTS_PREFIX}*"))
+    ]
+    reads = iam.PolicyStatement(
+        actions=["s3:GetObject"],
+        resources=[
+            log_bucket.arn_for_objects(C.LOG_ARCHIVE_KEYS),
+            results_bucket.arn_for_objects(f"{C.RESULTS_PREFIX}*"),
+        ],
+    )
+    # Live logs of a running run: its tasks' streams, within the node's processor log group only.
+    events = iam.PolicyStatement(
+        actions=["logs:FilterLogEvents", "logs:GetLogEvents"], resources=[log_group.log_group_arn]
+    )
+    policy = iam.Policy(functions, "ApiRunReads", roles=[role], statements=[*listing, reads, events])
+    acknowledge_wildcards(
+        policy,
+        reads,
+        "A run's archived logs (runs/<run_id>/logs/...) and results (runs/<run_id>/...) are keyed by a run id "
+        "known only at runtime; the prefixes keep the API to runs' objects, read-only.",
+    )

@@ -199,6 +199,7 @@ WEBHOOK_PATH = "webhook"  # POST /webhook: public, HMAC-signed
 # S3 layout.
 RESULTS_PREFIX = "runs/"
 RUN_MANIFEST_KEYS = f"{RESULTS_PREFIX}*/manifest.json"  # pennflow.data.datasource.manifest_key
+LOG_ARCHIVE_KEYS = f"{RESULTS_PREFIX}*/logs/*"  # pennflow.node.finalize.archive_logs
 ACCESS_LOGS_PREFIX = "access-logs/"
 ACCESS_LOG_RETENTION_DAYS = 90
 INFREQUENT_ACCESS_AFTER_DAYS = 30  # S3's minimum for STANDARD_IA

@@ -9,7 +9,7 @@ from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
 from stacks import constants as C
-from stacks.api import NodeApi
+from stacks.api import NodeApi, allow_run_reads
 from stacks.compute import NodeCompute
 from stacks.events import NodeEvents
 from stacks.functions import NodeFunctions
@@ -85,6 +85,12 @@ class NodeStack(Stack):
         self.triggers = NodeTriggers(self, "Triggers", functions=self.functions, storage=self.storage)
         self.api = NodeApi(
             self, "Api", settings=settings, handler=self.functions["api"], webhook=self.triggers.webhook
+        )
+        allow_run_reads(
+            self.functions,
+            log_bucket=self.storage.log_bucket,
+            results_bucket=self.storage.results_bucket,
+            log_group=self.compute.processor_log_group,
         )
         self.events = NodeEvents(
             self,

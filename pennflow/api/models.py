@@ -253,6 +253,7 @@ class RunView(RunSummary):
     execution_arn: str | None = None
     console_url: str | None = None
     origin: str
+    rerun_of: str | None = Field(None, description="The run this one repeats, for a rerun.")
     steps: list[StepView]
 
 

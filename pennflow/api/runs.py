@@ -227,6 +227,7 @@ def get_run(run_id: str, *, store: RunStore) -> RunView:
         execution_arn=run.execution_arn,
         console_url=console_url(run.execution_arn) if run.execution_arn else None,
         origin=run.origin,
+        rerun_of=run.rerun_of,
         steps=steps,
     )
 
@@ -364,6 +365,7 @@ def _create_and_launch(
         execution_arn=arn,
         content_key=keyed.content_key,
         origin=ORIGIN,
+        rerun_of=rerun_of,
     )
     steps = [StepRecord(run_id=run_id, processor_id=p.id) for p in workflow.processors]
     try:

@@ -29,6 +29,22 @@ def client(service: str, region: str | None = None) -> Any:
         return _clients[key]
 
 
+def s3_presigner() -> Any:
+    """An S3 client whose presigned URLs are SigV4 (botocore would still sign them with SigV2 in some
+    regions, which S3 refuses in the newer ones), cached like the others."""
+    key = ("s3", "presign-sigv4")
+    with _lock:
+        if key not in _clients:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                signature_version="s3v4", retries={"mode": "adaptive", "max_attempts": MAX_ATTEMPTS}
+            )
+            _clients[key] = boto3.session.Session().client("s3", config=config)
+        return _clients[key]
+
+
 class LazyClient:
     """A class attribute: the instance's own ``_client`` when one was injected (tests), else the
     shared cached client of ``service``, created on first use."""

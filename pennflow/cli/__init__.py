@@ -1,8 +1,8 @@
 """The ``pennflow`` command (typer). Exit codes: 0 ok, 1 run failed, 2 invalid input.
 
 One module per command group: ``definitions`` (validate, compile, graph), ``local`` (run, runs,
-status, logs, cancel), ``resume``, ``remote`` (submit, status of a deployed node's run), ``layers``,
-``schema``. Each command
+status, logs, cancel, rerun), ``resume``, ``results``, ``remote`` (submit, and the helper every
+``--remote`` form calls), ``layers``, ``schema``. Each command
 imports what it uses when it runs, so that ``pennflow validate`` never pays for the engine, rich or
 AWS. Help is click's plain formatter (``rich_markup_mode=None``): typer's rich help would import rich
 for every ``--help``. Shell completion is typer's own (``--install-completion``, ``--show-completion``).
@@ -14,7 +14,7 @@ import gc
 
 import typer
 
-from pennflow.cli import definitions, local, remote, resume, schema
+from pennflow.cli import definitions, local, remote, results, resume, schema
 from pennflow.cli.layers import layers_app
 from pennflow.cli.output import CommandGroup
 from pennflow.cli.startup import defer_pydantic_plugin_search, pause_gc_during_startup
@@ -59,6 +59,8 @@ app.command()(local.status)
 app.command()(local.logs)
 app.command()(local.cancel)
 app.command("resume")(resume.resume_command)
+app.command()(local.rerun)
+app.command("results")(results.results)
 app.add_typer(layers_app, name="layers")
 app.command("submit")(remote.submit_command)
 app.command("schema")(schema.schema_command)

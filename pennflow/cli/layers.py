@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from pennflow.cli.output import EXIT_INVALID, EXIT_RUN_FAILED, CommandGroup, LazyConsole, compact_table, echo
+from pennflow.cli.remote import NodeOption, NodeTarget, NodeUrlOption, RemoteOption, StackOption
 
 if TYPE_CHECKING:  # the layers service, its models and rich are imported by the commands using them
     from datetime import datetime
@@ -66,8 +67,19 @@ def _error(exc: BaseException | str) -> None:
 
 
 @layers_app.command("list")
-def list_layers(as_json: bool = JsonOpt):
+def list_layers(
+    as_json: bool = JsonOpt,
+    remote: bool = RemoteOption,
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
+):
     """Every layer with its status, size, storage tier and estimated monthly cost."""
+    target = NodeTarget(remote, node, node_url, stack)
+    if target.chosen:
+        from pennflow.cli import remote_layers
+
+        return remote_layers.list_layers(target, as_json)
     from rich import filesize
 
     prices = _prices()
@@ -110,10 +122,13 @@ def create(
     requirements: Path | None = typer.Option(None, "--requirements", help="requirements.txt (python-env)."),
     description: str = typer.Option("", "--description", help="What the layer holds."),
     build: bool = typer.Option(True, "--build/--no-build", help="Build a python-env layer right away."),
+    remote: bool = RemoteOption,
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
 ):
-    """Create a layer; a python-env layer is built from its requirements at once."""
-    from pennflow.layers.models import LayerType
-
+    """Create a layer; a python-env layer is built from its requirements at once (on the node, in the
+    background: see `layers show NAME --remote`)."""
     text = None
     if requirements is not None:
         try:
@@ -121,6 +136,13 @@ def create(
         except (OSError, UnicodeDecodeError) as exc:
             _error(f"--requirements: cannot read {requirements}: {getattr(exc, 'strerror', None) or exc}")
             raise typer.Exit(EXIT_INVALID) from None
+    target = NodeTarget(remote, node, node_url, stack)
+    if target.chosen:
+        from pennflow.cli import remote_layers
+
+        return remote_layers.create(target, name, layer_type, text, description)
+    from pennflow.layers.models import LayerType
+
     with _layers() as layers:
         record = layers.create(name, layer_type, description=description, requirements=text)
         out.print(
@@ -131,8 +153,19 @@ def create(
 
 
 @layers_app.command("build")
-def build_layer(name: str = NameArg):
+def build_layer(
+    name: str = NameArg,
+    remote: bool = RemoteOption,
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
+):
     """Build a python-env layer again from its requirements (a new version)."""
+    target = NodeTarget(remote, node, node_url, stack)
+    if target.chosen:
+        from pennflow.cli import remote_layers
+
+        return remote_layers.build(target, name)
     with _layers() as layers:
         _build(layers, name)
 
@@ -140,9 +173,30 @@ def build_layer(name: str = NameArg):
 @layers_app.command()
 def populate(
     name: str = NameArg,
-    source: Path = typer.Option(..., "--from", help="Folder to copy into the layer.", show_default=False),
+    source: Path | None = typer.Option(
+        None, "--from", help="Folder to copy into the layer (here).", show_default=False
+    ),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Pennsieve dataset to fill it from (with --remote).", show_default=False
+    ),
+    packages: list[str] = typer.Option(
+        [], "--package", help="Only this package of --dataset (repeatable).", show_default=False
+    ),
+    remote: bool = RemoteOption,
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
 ):
-    """Fill a data layer from a folder as a new version (created if it does not exist)."""
+    """Fill a data layer as a new version: from a folder here (created if it does not exist), or on the
+    node from a Pennsieve dataset (--remote --dataset ID)."""
+    target = NodeTarget(remote, node, node_url, stack)
+    if target.chosen:
+        from pennflow.cli import remote_layers
+
+        return remote_layers.populate(target, name, dataset, packages, source)
+    if source is None:
+        _error("--from: give the folder to copy into the layer (--dataset is for --remote)")
+        raise typer.Exit(EXIT_INVALID)
     from rich import filesize
 
     with _layers() as layers:
@@ -155,8 +209,20 @@ def populate(
 
 
 @layers_app.command()
-def show(name: str = NameArg, as_json: bool = JsonOpt):
+def show(
+    name: str = NameArg,
+    as_json: bool = JsonOpt,
+    remote: bool = RemoteOption,
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
+):
     """One layer in detail, with the packages of an environment."""
+    target = NodeTarget(remote, node, node_url, stack)
+    if target.chosen:
+        from pennflow.cli import remote_layers
+
+        return remote_layers.show(target, name, as_json)
     from rich import filesize
     from rich.table import Table
 
@@ -203,8 +269,19 @@ def show(name: str = NameArg, as_json: bool = JsonOpt):
 
 
 @layers_app.command()
-def delete(name: str = NameArg):
+def delete(
+    name: str = NameArg,
+    remote: bool = RemoteOption,
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
+):
     """Delete a layer and its files (refused while an active run uses it)."""
+    target = NodeTarget(remote, node, node_url, stack)
+    if target.chosen:
+        from pennflow.cli import remote_layers
+
+        return remote_layers.delete(target, name)
     with _layers() as layers:
         layers.delete(name, is_active=_run_is_active)
     out.print(f"deleted layer {name}", highlight=False)

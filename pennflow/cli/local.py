@@ -1,6 +1,8 @@
-"""``pennflow run | runs | status | logs | cancel``: runs on this machine, in the local run store.
+"""``pennflow run | runs | status | logs | cancel | rerun``: runs on this machine, in the local run store.
 
-The engine, the store and rich are imported by the command that uses them, not by this module.
+The engine, the store and rich are imported by the command that uses them, not by this module. With
+``--remote`` (or ``--node``/``--node-url``) each command hands over to its remote form in
+``cli.remote_runs`` before opening anything here.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pennflow.cli.output import (
     print_json,
     print_steps,
 )
-from pennflow.cli.remote import NodeUrlOption, StackOption
+from pennflow.cli.remote import NodeOption, NodeTarget, NodeUrlOption, RemoteOption, StackOption
 from pennflow.node.address import ENV_NODE_URL
 from pennflow.workflow.status import Status
 
@@ -86,14 +88,31 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="No progress; print the final run as JSON."),
 ):
     """Run a workflow on this machine: exit 0 when it succeeded, 1 when it failed or was canceled."""
+    workflow = load_or_exit(file)
+    overrides = parse_params(param)
+    _execute(
+        workflow,
+        as_json,
+        definition_dir=file.resolve().parent,
+        input_dir=input_dir,
+        params=overrides,
+        layers=layer,
+        max_parallel=max_parallel,
+        docker=containers,
+        dataset_id=dataset,
+        package_ids=packages,
+        publish=publish,
+    )
+
+
+def _execute(workflow, as_json: bool, **arguments) -> None:
+    """Run ``workflow`` with ``run_workflow``'s ``arguments``, showing progress, then the summary; exit."""
     import sqlite3
 
     from pennflow.engine.home import PennflowHome
     from pennflow.engine.local import InvalidRunInput, result_dirs, run_workflow
     from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress
 
-    workflow = load_or_exit(file)
-    overrides = parse_params(param)
     home = PennflowHome.resolve()
     store = _open_store(home)
     cancel_event = threading.Event()
@@ -101,20 +120,7 @@ def run(
     try:
         with _cancel_on_signals(cancel_event):
             record = run_workflow(
-                workflow,
-                definition_dir=file.resolve().parent,
-                input_dir=input_dir,
-                params=overrides,
-                layers=layer,
-                max_parallel=max_parallel,
-                home=home,
-                store=store,
-                reporter=reporter,
-                cancel_event=cancel_event,
-                docker=containers,
-                dataset_id=dataset,
-                package_ids=packages,
-                publish=publish,
+                workflow, home=home, store=store, reporter=reporter, cancel_event=cancel_event, **arguments
             )
         steps = store.list_steps(record.run_id)
     except InvalidRunInput as exc:
@@ -161,8 +167,17 @@ def runs_(
         None, "--cursor", help="Next page: the cursor a --json page gave.", show_default=False
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable, with the next page's cursor."),
+    remote: bool = RemoteOption,
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
 ):
-    """List local runs, newest first."""
+    """List runs, newest first (local ones; the deployed node's with --remote)."""
+    target = NodeTarget(remote, node, node_url, stack)
+    if target.chosen:
+        from pennflow.cli.remote_runs import remote_runs
+
+        return remote_runs(target, workflow, status, limit, cursor, as_json)
     from pennflow.engine.home import PennflowHome
     from pennflow.engine.orphans import settled_runs
     from pennflow.engine.progress import runs_table
@@ -199,27 +214,29 @@ def status(
         False, "--watch", help="Follow the run until it ends (exit 1 unless it succeeded)."
     ),
     interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between polls with --watch."),
-    remote: bool = typer.Option(False, "--remote", help="Ask the deployed node (SigV4-signed)."),
-    node: str | None = NodeUrlOption,
-    stack: str = StackOption,
+    remote: bool = RemoteOption,
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
 ):
     """A run and each of its processors: status, attempts, exit code, start, duration, reason.
 
-    Runs started here are read from the local store; with --remote or --node-url (or when the run is
-    not local and PENNFLOW_NODE_URL is set) the deployed node is asked.
+    Runs started here are read from the local store; with --remote, --node or --node-url (or when the
+    run is not local and PENNFLOW_NODE_URL is set) the deployed node is asked.
     """
     import os
     import time
 
-    from pennflow.cli.remote import remote_status_command
+    from pennflow.cli.remote import show_remote_status
     from pennflow.engine.home import PennflowHome
 
+    target = NodeTarget(remote, node, node_url, stack)
     store = _open_store(PennflowHome.resolve())
     try:
-        local = None if (remote or node) else store.get_run(run_id)
-        if local is None and (remote or node or os.environ.get(ENV_NODE_URL)):
+        local = None if target.chosen else store.get_run(run_id)
+        if local is None and (target.chosen or os.environ.get(ENV_NODE_URL)):
             store.close()
-            remote_status_command(run_id, watch, max(interval, 1.0), node, stack, as_json)
+            show_remote_status(target, run_id, watch, max(interval, 1.0), as_json)
             return
         record = _run_or_exit(store, run_id)
         while True:
@@ -247,6 +264,7 @@ def _show_status(record, steps, as_json: bool) -> None:
         f"run {record.run_id}: {record.workflow} ",
         status_text(record.status),
         f", created {format_time(record.created_at)}, duration {duration}",
+        f", a rerun of {record.rerun_of}" if record.rerun_of else "",
     )
     out.print(header, highlight=False, soft_wrap=True)
     if record.reason:
@@ -263,23 +281,34 @@ def _show_status(record, steps, as_json: bool) -> None:
 def logs(
     run_id: str = RunArg,
     processor: str | None = typer.Argument(None, help="Only this processor's log.", show_default=False),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines until the run ends."),
+    interval: float = typer.Option(
+        1.0, "--interval", min=0.1, help="Seconds between polls with --follow (at least 2 with --remote)."
+    ),
+    remote: bool = RemoteOption,
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
 ):
     """Print the log of each processor of a run (every attempt, each after a header line)."""
+    target = NodeTarget(remote, node, node_url, stack)
+    if target.chosen:
+        from pennflow.cli.remote_runs import remote_logs
+
+        return remote_logs(target, run_id, processor, follow, max(interval, 2.0))
     from pennflow.engine.home import PennflowHome
 
     home = PennflowHome.resolve()
     store = _open_store(home)
     try:
         _run_or_exit(store, run_id)
-        steps = store.list_steps(run_id)
+        steps = _chosen_steps(store.list_steps(run_id), run_id, processor)
+        if follow:
+            from pennflow.cli.follow import follow_local_logs
+
+            return follow_local_logs(store, home, run_id, steps, interval)
     finally:
         store.close()
-    if processor is not None:
-        chosen = [step for step in steps if step.processor_id == processor]
-        if not chosen:
-            names = ", ".join(step.processor_id for step in steps)
-            raise fail(f"run {run_id} has no processor {processor!r} (processors: {names})")
-        steps = chosen
     for step in steps:
         if len(steps) > 1:
             sys.stdout.write(f"==> {step.processor_id} ({step.status.value}) <==\n")
@@ -293,8 +322,85 @@ def logs(
     sys.stdout.flush()
 
 
-def cancel(run_id: str = RunArg):
+def rerun(
+    run_id: str = RunArg,
+    max_parallel: int | None = typer.Option(
+        None,
+        "--max-parallel",
+        min=1,
+        help="Most processes at once (default: the CPU count).",
+        show_default=False,
+    ),
+    containers: bool | None = typer.Option(
+        None, "--containers/--no-containers", help="As for `pennflow run`.", show_default=False
+    ),
+    as_json: bool = typer.Option(False, "--json", help="No progress; print the final run as JSON."),
+    watch: bool = typer.Option(
+        False, "--watch", help="With --remote: follow the new run until it ends (exit 1 unless it succeeded)."
+    ),
+    remote: bool = RemoteOption,
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
+):
+    """Start a new run of a run's workflow with the same inputs, params and layers (recorded rerun_of).
+
+    Here it runs to the end like `pennflow run` (exit 0 succeeded, 1 failed); on the node (--remote) it
+    is accepted and runs there (follow it with `pennflow status NEW_RUN --remote --watch`).
+    """
+    target = NodeTarget(remote, node, node_url, stack)
+    if target.chosen:
+        from pennflow.cli.remote_runs import remote_rerun
+
+        return remote_rerun(target, run_id, as_json, watch)
+    from pennflow.engine.home import PennflowHome
+    from pennflow.engine.rerun import RerunRefused, load_request, rerun_arguments
+
+    home = PennflowHome.resolve()
+    store = _open_store(home)
+    try:
+        original = _run_or_exit(store, run_id)
+    finally:
+        store.close()
+    try:
+        request, workflow = load_request(home, run_id, original.definition_hash)
+    except RerunRefused as exc:
+        raise fail(str(exc)) from None
+    if not as_json:
+        echo(f"rerun of {run_id} ({workflow.name})")
+    _execute(
+        workflow,
+        as_json,
+        **rerun_arguments(request),
+        max_parallel=max_parallel,
+        docker=containers,
+        rerun_of=run_id,
+    )
+
+
+def _chosen_steps(steps, run_id: str, processor: str | None):
+    if processor is None:
+        return steps
+    chosen = [step for step in steps if step.processor_id == processor]
+    if not chosen:
+        names = ", ".join(step.processor_id for step in steps)
+        raise fail(f"run {run_id} has no processor {processor!r} (processors: {names})")
+    return chosen
+
+
+def cancel(
+    run_id: str = RunArg,
+    remote: bool = RemoteOption,
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
+):
     """Ask a running run to stop: its engine terminates the processors and ends it CANCELED."""
+    target = NodeTarget(remote, node, node_url, stack)
+    if target.chosen:
+        from pennflow.cli.remote_runs import remote_cancel
+
+        return remote_cancel(target, run_id)
     from pennflow.engine.home import PennflowHome
 
     store = _open_store(PennflowHome.resolve())

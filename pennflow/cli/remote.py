@@ -1,27 +1,91 @@
-"""The CLI's commands that talk to a deployed node: ``submit`` and ``status --remote``."""
+"""The CLI's commands that talk to a deployed node, and the one helper every remote form goes through.
+
+``submit`` and ``status --remote`` live here; the remote forms of ``runs``, ``logs``, ``cancel``,
+``rerun`` and ``results`` are in ``remote_runs``, of ``layers`` in ``remote_layers``. Each takes the
+same options (``--remote``, ``--node NAME``, ``--node-url URL``, ``--stack``), gathered in a
+:class:`NodeTarget`, and calls the node through :func:`call_node`: the node is resolved, the request
+signed, and any failure (no credentials, no region, no such node, unreachable, refused) is one line
+on stderr and exit 2 (1 when the node itself failed), never a traceback.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from pennflow.cli.output import EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED, echo, fail, parse_params
-from pennflow.node.address import DEFAULT_STACK, ENV_NODE_URL, URL_OUTPUT
+from pennflow.node.address import DEFAULT_NODE, ENV_NODE, ENV_NODE_URL, URL_OUTPUT
 
 if TYPE_CHECKING:
     from pennflow.node.client import NodeClient
 
+T = TypeVar("T")
+
+RemoteOption = typer.Option(
+    False, "--remote", help="Ask the deployed node (SigV4-signed) instead of this machine."
+)
+NodeOption = typer.Option(
+    None,
+    "--node",
+    help=f"The deployed node's name (its nodeName; default ${ENV_NODE}, then {DEFAULT_NODE}): its stack's "
+    f"{URL_OUTPUT} is the API. Implies --remote.",
+    show_default=False,
+)
 NodeUrlOption = typer.Option(
     None,
     "--node-url",
-    help=f"The node's API URL (default: ${ENV_NODE_URL}, then the stack's {URL_OUTPUT}).",
+    help=f"The node's API URL (default: ${ENV_NODE_URL}, then the node's stack). Implies --remote.",
     show_default=False,
 )
-StackOption = typer.Option(DEFAULT_STACK, "--stack", help="The node's CloudFormation stack.")
+StackOption = typer.Option(
+    None, "--stack", help="The node's CloudFormation stack (default: <node>-node).", show_default=False
+)
+
+
+@dataclass(frozen=True)
+class NodeTarget:
+    """Which node a command asks: ``--remote``, ``--node``, ``--node-url``, ``--stack`` as given."""
+
+    remote: bool = False
+    node: str | None = None
+    url: str | None = None
+    stack: str | None = None
+
+    @property
+    def chosen(self) -> bool:
+        return self.remote or bool(self.node or self.url or self.stack)
+
+
+@contextlib.contextmanager
+def remote_errors() -> Iterator[None]:
+    """A RemoteError becomes its message on stderr: exit 2 for the caller's fault, 1 for the node's."""
+    from pennflow.node.client import RemoteError
+
+    try:
+        yield
+    except RemoteError as exc:
+        status = exc.status
+        code = EXIT_RUN_FAILED if status is not None and status >= 500 else EXIT_INVALID
+        raise fail("\n".join(exc.lines()), code) from None
+
+
+def connect(target: NodeTarget) -> NodeClient:
+    """The client of the node ``target`` names (inside :func:`remote_errors`)."""
+    from pennflow.node.client import NodeClient, node_url
+
+    return NodeClient(node_url(target.url, node=target.node, stack=target.stack))
+
+
+def call_node(target: NodeTarget, call: Callable[[NodeClient], T]) -> T:
+    """Resolve the node, make the signed call, and turn any failure into one line and an exit code."""
+    with remote_errors():
+        return call(connect(target))
 
 
 def submit_command(
@@ -44,28 +108,29 @@ def submit_command(
         False, "--watch", help="Follow the run until it ends (exit 1 unless it succeeded)."
     ),
     interval: float = typer.Option(10.0, "--interval", min=1.0, help="Seconds between polls with --watch."),
-    node: str | None = NodeUrlOption,
-    stack: str = StackOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable."),
+    node: str | None = NodeOption,
 ) -> None:
     """Register a workflow on the deployed node and start a run of it."""
-    from pennflow.node.client import NodeClient, RemoteError, node_url
     from pennflow.workflow.definition import DefinitionError
 
     overrides = parse_params(param)
     if packages and not dataset:
         raise fail("--package: needs --dataset", EXIT_INVALID)
     try:
-        client = NodeClient(node_url(node, stack=stack))
-        accepted = client.submit(file, dataset, overrides, packages=packages, layers=layer, dry_run=dry_run)
+        with remote_errors():
+            client = connect(NodeTarget(True, node, node_url, stack))
+            accepted = client.submit(
+                file, dataset, overrides, packages=packages, layers=layer, dry_run=dry_run
+            )
     except DefinitionError as exc:
         lines = [
             f"invalid definition {exc.source}: {len(exc.faults)} fault(s)",
             *(f"  - {f}" for f in exc.faults),
         ]
         raise fail("\n".join(lines), EXIT_INVALID) from None
-    except RemoteError as exc:
-        raise fail("\n".join(exc.lines()), EXIT_INVALID if exc.is_client_error else EXIT_RUN_FAILED) from None
     if as_json and not watch:
         echo(json.dumps(accepted, indent=2))
         return
@@ -75,7 +140,7 @@ def submit_command(
     echo(f"run {accepted['runId']} accepted ({accepted['workflow']})")
     echo(f"execution: {accepted['consoleUrl']}")
     if watch:
-        raise typer.Exit(_follow(client, accepted["runId"], interval, as_json))
+        raise typer.Exit(follow_run(client, accepted["runId"], interval, as_json))
 
 
 def remote_status_command(
@@ -84,37 +149,36 @@ def remote_status_command(
         False, "--watch", help="Follow the run until it ends (exit 1 unless it succeeded)."
     ),
     interval: float = typer.Option(10.0, "--interval", min=1.0, help="Seconds between polls with --watch."),
-    node: str | None = NodeUrlOption,
-    stack: str = StackOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable."),
+    node: str | None = NodeOption,
 ) -> None:
     """A run on the deployed node and each of its processors; --watch follows it to the end."""
-    from pennflow.node.client import NodeClient, RemoteError, node_url
+    show_remote_status(NodeTarget(True, node, node_url, stack), run_id, watch, interval, as_json)
 
-    try:
-        client = NodeClient(node_url(node, stack=stack))
+
+def show_remote_status(target: NodeTarget, run_id: str, watch: bool, interval: float, as_json: bool) -> None:
+    with remote_errors():
+        client = connect(target)
         if watch:
-            raise typer.Exit(_follow(client, run_id, interval, as_json))
+            raise typer.Exit(follow_run(client, run_id, interval, as_json))
         run = client.get_run(run_id)
-    except RemoteError as exc:
-        raise fail("\n".join(exc.lines()), EXIT_INVALID if exc.is_client_error else EXIT_RUN_FAILED) from None
     echo(json.dumps(run, indent=2) if as_json else format_run(run))
 
 
-def _follow(client: NodeClient, run_id: str, interval: float, as_json: bool) -> int:
-    from pennflow.node.client import RemoteError
-
-    try:
+def follow_run(client: NodeClient, run_id: str, interval: float, as_json: bool) -> int:
+    """Print the run each time it changes until it ends; exit 0 if it SUCCEEDED, else 1."""
+    with remote_errors():
         run: dict[str, Any] = {}
         for run in client.watch(run_id, interval):
             echo(json.dumps(run) if as_json else format_run(run))
-    except RemoteError as exc:
-        raise fail("\n".join(exc.lines()), EXIT_INVALID if exc.is_client_error else EXIT_RUN_FAILED) from None
     return EXIT_OK if run.get("status") == "SUCCEEDED" else EXIT_RUN_FAILED
 
 
 def format_run(run: Mapping[str, Any]) -> str:
-    lines = [f"run {run.get('runId')}: {run.get('workflow')} {run.get('status')}"]
+    rerun = f", a rerun of {run['rerunOf']}" if run.get("rerunOf") else ""
+    lines = [f"run {run.get('runId')}: {run.get('workflow')} {run.get('status')}{rerun}"]
     if run.get("reason"):
         lines.append(f"  {run['reason']}")
     for step in run.get("steps", []):

@@ -90,6 +90,7 @@ def run_workflow(
     package_ids: Sequence[str] = (),
     publish: bool = False,
     kill_grace: float = DEFAULT_KILL_GRACE_SECONDS,
+    rerun_of: str | None = None,
 ) -> RunRecord:
     """Run ``workflow`` to the end and return its final record.
 
@@ -98,6 +99,8 @@ def run_workflow(
     ``publish``). ``layers`` are given to every processor, on top of the ones each asks for.
     ``docker=None`` uses containers when ``docker info`` succeeds; True/False forces the choice.
     Pennsieve hosts and credentials come from the environment (``PennsieveClient()``).
+    What the run was given is kept in its folder (``engine.run_spec``), so that ``pennflow rerun``
+    and ``pennflow resume`` can start it again; ``rerun_of`` names the run a rerun repeats.
     """
     home = home if isinstance(home, PennflowHome) else PennflowHome.resolve(home)
     spec = RunSpec(
@@ -112,7 +115,7 @@ def run_workflow(
         docker=docker,
         publish=publish,
     )
-    options = RunOptions(store, reporter, cancel_event, kill_grace)
+    options = RunOptions(store, reporter, cancel_event, kill_grace, rerun_of)
     return execute_run(workflow, spec, home, new_run_id(), options)
 
 
@@ -122,6 +125,7 @@ class RunOptions:
     reporter: Reporter | None = None
     cancel_event: threading.Event | None = None
     kill_grace: float = DEFAULT_KILL_GRACE_SECONDS
+    rerun_of: str | None = None  # the run a rerun repeats (recorded on the run)
 
 
 def execute_run(
@@ -175,6 +179,7 @@ def execute_run(
             kill_grace=options.kill_grace,
             lease=keeper_for(store, run_id),
             reuse=reuse,
+            rerun_of=resumed.rerun_of if resumed is not None else options.rerun_of,
         )
         local_run = LocalRun(ctx, options.cancel_event or threading.Event())
         if resumed is not None:  # the last step before the engine takes it: nothing can fail between

@@ -34,6 +34,7 @@ class RunContext:
     layout: RunLayout
     lease: EngineLeaseKeeper | NoLease  # lists each attempt's process group while it runs
     reuse: StepReuse | None = None  # step keys and output hashes; a resume's reusable steps
+    rerun_of: str | None = None  # the run this one repeats (recorded on the run)
 
     @classmethod
     def create(
@@ -48,6 +49,7 @@ class RunContext:
         kill_grace: float,
         lease: EngineLeaseKeeper | NoLease | None = None,
         reuse: StepReuse | None = None,
+        rerun_of: str | None = None,
     ) -> RunContext:
         run_dir = home.run_dir(run_id)
         layout = RunLayout(run_dir)
@@ -66,6 +68,7 @@ class RunContext:
             layout=layout,
             lease=lease or NoLease(),
             reuse=reuse,
+            rerun_of=rerun_of,
         )
 
     @property

@@ -52,6 +52,7 @@ class LocalRun:
             layers=[mount.run_entry() for mount in plan.layers.mounts.values()],
             dataset_id=plan.inputs.dataset_id,
             package_ids=list(plan.inputs.package_ids),
+            rerun_of=ctx.rerun_of,
         )
         ctx.lease.start()  # before the run is stored: a stored run always has its lease
         ended = False

@@ -1,6 +1,6 @@
 """The CLI against a deployed compute node: SigV4-signed requests to its REST API (IAM auth).
 
-    client = NodeClient(node_url())          # --node-url, $PENNFLOW_NODE_URL, or the stack's ApiUrl
+    client = NodeClient(node_url())          # --node-url, --node NAME, $PENNFLOW_NODE_URL, or the stack's ApiUrl
     accepted = client.submit("workflow.yaml", dataset="N:dataset:...", params={"WINDOW": "30"})
     for run in client.watch(accepted["runId"]):
         ...
@@ -23,11 +23,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from pennflow.node.address import DEFAULT_STACK, ENV_NODE_URL, URL_OUTPUT
+from pennflow.node.address import DEFAULT_NODE, ENV_NODE, ENV_NODE_URL, URL_OUTPUT, stack_name
 
 SERVICE = "execute-api"
 TIMEOUT_SECONDS = 30
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELED"})
+DOWNLOAD_CHUNK = 1 << 20
+NO_REGION = "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or a region in your AWS profile"
+NO_CREDENTIALS = (
+    "no AWS credentials found: set AWS_PROFILE (a profile from aws configure or SSO), "
+    "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+)
 _REGION_IN_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
 
@@ -142,6 +148,64 @@ class NodeClient:
     def rerun(self, run_id: str) -> dict[str, Any]:
         return self.request("POST", f"/runs/{quote(run_id, safe='')}/rerun", body={})
 
+    def logs(
+        self, run_id: str, processor: str | None = None, next_token: str | None = None
+    ) -> dict[str, Any]:
+        """One page of a run's logs: archived objects (presigned URLs) or live events with a nextToken."""
+        query = {"processor": processor, "nextToken": next_token}
+        return self.request(
+            "GET", f"/runs/{quote(run_id, safe='')}/logs", query={k: v for k, v in query.items() if v}
+        )
+
+    def results(self, run_id: str, cursor: str | None = None) -> dict[str, Any]:
+        """One page of a run's result objects, each with a short-lived presigned GET URL."""
+        query = {"cursor": cursor} if cursor else None
+        return self.request("GET", f"/runs/{quote(run_id, safe='')}/results", query=query)
+
+    def list_layers(self) -> dict[str, Any]:
+        return self.request("GET", "/layers")
+
+    def get_layer(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/layers/{quote(name, safe='')}")
+
+    def create_layer(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/layers", body=body)
+
+    def build_layer(self, name: str) -> dict[str, Any]:
+        return self.request("POST", f"/layers/{quote(name, safe='')}/build", body={})
+
+    def populate_layer(self, name: str, dataset: str, packages: Sequence[str] = ()) -> dict[str, Any]:
+        body: dict[str, Any] = {"datasetId": dataset}
+        if packages:
+            body["packageIds"] = list(packages)
+        return self.request("POST", f"/layers/{quote(name, safe='')}/populate", body=body)
+
+    def delete_layer(self, name: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/layers/{quote(name, safe='')}")
+
+    def download(self, url: str, destination: Path) -> int:
+        """Fetch a presigned URL (no signing: the URL carries its own) to ``destination``; bytes written."""
+        import requests
+
+        partial = destination.with_name(destination.name + ".part")
+        try:
+            with (self._http or requests).get(url, stream=True, timeout=TIMEOUT_SECONDS) as response:
+                if response.status_code >= 400:
+                    raise RemoteError(
+                        f"download of {destination.name} refused: HTTP {response.status_code} "
+                        "(the link may have expired: run the command again)",
+                        status=response.status_code,
+                    )
+                written = 0
+                with open(partial, "wb") as out:
+                    for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                        out.write(chunk)
+                        written += len(chunk)
+        except requests.RequestException as exc:
+            raise RemoteError(f"cannot download {destination.name}: {exc}") from None
+        partial.replace(destination)
+        return written
+
     def watch(
         self,
         run_id: str,
@@ -219,15 +283,13 @@ class NodeClient:
     def region(self) -> str:
         region = self._region or region_from_url(self.url) or self.session.region_name
         if not region:
-            raise RemoteError("no AWS region: the node URL names none; set AWS_REGION or a profile region")
+            raise RemoteError(NO_REGION)
         return region
 
     def _credentials(self) -> Any:
         credentials = self.session.get_credentials()
         if credentials is None:
-            raise RemoteError(
-                "no AWS credentials found: configure a profile (aws configure) or AWS_ACCESS_KEY_ID"
-            )
+            raise RemoteError(NO_CREDENTIALS)
         return credentials.get_frozen_credentials()
 
 
@@ -236,30 +298,43 @@ def region_from_url(url: str) -> str | None:
     return match.group(1) if match else None
 
 
-def node_url(explicit: str | None = None, *, stack: str = DEFAULT_STACK, session: Any = None) -> str:
-    """``--node-url``, else ``$PENNFLOW_NODE_URL``, else the ``ApiUrl`` output of the node's stack."""
+def node_url(
+    explicit: str | None = None,
+    *,
+    node: str | None = None,
+    stack: str | None = None,
+    session: Any = None,
+) -> str:
+    """``--node-url``; else the ``ApiUrl`` output of ``--stack`` or of ``--node NAME``'s stack; else
+    ``$PENNFLOW_NODE_URL``; else the stack of ``$PENNFLOW_NODE`` (default ``pennflow``)."""
     if explicit:
         return explicit
-    if os.environ.get(ENV_NODE_URL):
+    if not (node or stack) and os.environ.get(ENV_NODE_URL):
         return os.environ[ENV_NODE_URL]
+    name = node or os.environ.get(ENV_NODE) or DEFAULT_NODE
+    stack = stack or stack_name(name)
+    hint = f"give --node NAME (the nodeName it was deployed with) or --node-url, or set {ENV_NODE_URL}"
     if session is None:
         import boto3
 
         session = boto3.Session()
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
     try:
         stacks = session.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+    except NoRegionError:
+        raise RemoteError(f"{NO_REGION} (to find node stack {stack!r}); or {hint}") from None
+    except NoCredentialsError:
+        raise RemoteError(NO_CREDENTIALS) from None
     except ClientError as exc:
-        raise RemoteError(
-            f"cannot read stack {stack!r}: {exc.response['Error'].get('Message', exc)}; "
-            f"give --node-url or set {ENV_NODE_URL}"
-        ) from None
+        message = exc.response["Error"].get("Message", str(exc))
+        if "does not exist" in message:
+            where = f" in {session.region_name}" if session.region_name else ""
+            raise RemoteError(f"no node stack {stack!r}{where}: {hint}") from None
+        raise RemoteError(f"cannot read stack {stack!r}: {message}; {hint}") from None
     except BotoCoreError as exc:
-        raise RemoteError(
-            f"cannot read stack {stack!r}: {exc}; give --node-url or set {ENV_NODE_URL}"
-        ) from None
+        raise RemoteError(f"cannot read stack {stack!r}: {exc}; {hint}") from None
     for output in stacks[0].get("Outputs", []) if stacks else []:
         if output.get("OutputKey") == URL_OUTPUT:
             return output["OutputValue"]
-    raise RemoteError(f"stack {stack!r} has no {URL_OUTPUT} output; give --node-url or set {ENV_NODE_URL}")
+    raise RemoteError(f"stack {stack!r} has no {URL_OUTPUT} output: is it a pennflow node? {hint}")

@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS runs (
     origin TEXT NOT NULL,
     attempt INTEGER NOT NULL DEFAULT 1,
     history TEXT NOT NULL DEFAULT '[]',
-    resume_until TEXT
+    resume_until TEXT,
+    rerun_of TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_us DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_content_key ON runs (content_key, created_us DESC)
@@ -79,6 +80,7 @@ _ADDED_COLUMNS = {
         "attempt": "INTEGER NOT NULL DEFAULT 1",
         "history": "TEXT NOT NULL DEFAULT '[]'",
         "resume_until": "TEXT",
+        "rerun_of": "TEXT",
     },
     "steps": {"step_key": "TEXT", "output_hash": "TEXT", "reused": "INTEGER NOT NULL DEFAULT 0"},
 }
@@ -87,6 +89,8 @@ _ADDED_COLUMNS = {
 def _migrate(conn: sqlite3.Connection) -> None:
     for table, columns in _ADDED_COLUMNS.items():
         present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if not present:  # not this store's table (the leases file has no runs)
+            continue
         for name, declaration in columns.items():
             if name not in present:
                 try:
@@ -105,6 +109,7 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; fsync at checkpoints
     conn.execute("PRAGMA foreign_keys=ON")
     conn.executescript(schema)
+    _migrate(conn)
     return conn
 
 
@@ -116,7 +121,6 @@ class SqliteRunStore:
         # One connection guarded by a lock: the engine writes from several threads, rarely at once.
         self._lock = threading.Lock()
         self._conn = connect(self.path, _SCHEMA + LEASE_SCHEMA)
-        _migrate(self._conn)
         self.leases = RunLeases(self._conn, self._lock)  # local engines' leases (stores/leases.py)
 
     def close(self) -> None:

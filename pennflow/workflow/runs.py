@@ -121,6 +121,7 @@ class RunRecord(_Record):
     history: list[RunAttempt] = Field(default_factory=list)  # the earlier attempts, oldest first
     # On a node: until when a FAILED or CANCELED run keeps its slot (files and execution) to be resumed.
     resume_until: datetime | None = None
+    rerun_of: str | None = None  # the run this one repeats (`pennflow rerun`, POST /runs/{id}/rerun)
 
 
 class StepRecord(_Record):

@@ -268,3 +268,36 @@ def test_the_runs_manager_hands_a_preparation_on_to_prepare_only(node):
     for name in C.RUNS_MANAGER_LAMBDAS:
         variables = function_properties(node, name)["Environment"]["Variables"]
         assert variables["PREPARE_FUNCTION_NAME"] == "pennflow_prepare"
+
+
+def test_api_reads_run_logs_and_results_only_under_runs_prefixes(node):
+    """GET /runs/{id}/logs and /results: read-only, on the node's own buckets and processor log group."""
+    storage, compute = node.stack.storage, node.stack.compute
+    statements = node.role_statements(node.stack.functions.roles["api"])
+    logs_bucket, results = node.logical_id(storage.log_bucket), node.logical_id(storage.results_bucket)
+
+    def objects(bucket: str, keys: str) -> dict:
+        return {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, keys]]}
+
+    (get,) = [s for s in statements if "s3:GetObject" in as_list(s["Action"])]
+    assert as_list(get["Action"]) == ["s3:GetObject"]
+    assert as_list(get["Resource"]) == [objects(logs_bucket, "/runs/*/logs/*"), objects(results, "/runs/*")]
+    listings = {
+        s["Resource"]["Fn::GetAtt"][0]: s["Condition"]
+        for s in statements
+        if as_list(s["Action"]) == ["s3:ListBucket"]
+    }
+    assert listings == {
+        logs_bucket: {"StringLike": {"s3:prefix": ["runs/*/logs/*"]}},
+        results: {"StringLike": {"s3:prefix": ["runs/*"]}},
+    }
+    (events,) = [s for s in statements if "logs:FilterLogEvents" in as_list(s["Action"])]
+    assert sorted(as_list(events["Action"])) == ["logs:FilterLogEvents", "logs:GetLogEvents"]
+    assert events["Resource"] == {"Fn::GetAtt": [node.logical_id(compute.processor_log_group), "Arn"]}
+    assert not any(
+        a.startswith("s3:") and a not in ("s3:GetObject", "s3:ListBucket", "s3:PutObject")
+        for a in node.role_actions(node.stack.functions.roles["api"])
+    )
+    variables = function_properties(node, "api")["Environment"]["Variables"]
+    assert variables["LOG_ARCHIVE_BUCKET"] == {"Ref": logs_bucket}
+    assert variables["PROCESSOR_LOG_GROUP"] == {"Ref": node.logical_id(compute.processor_log_group)}

@@ -256,6 +256,8 @@ def forget_ports(module: Any) -> None:
         module.run_resumer,
         module.idempotency,
         module.run_planning,
+        module.run_log_source,
+        module.result_bucket,
         triggers_api.trigger_store,
         triggers_api.workflow_lookup,
         layers_api.layer_registry,

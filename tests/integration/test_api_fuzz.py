@@ -89,10 +89,16 @@ def node(shared_api: Api) -> Iterator[Api]:
     )
     for request in table_definitions("pennflow-triggers", "pennflow-trigger-state"):
         dynamodb.create_table(**request)
+    for bucket in ("pennflow-log-archive", "pennflow-results"):  # a run's logs and results
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=bucket)
+    boto3.client("logs", region_name=REGION).create_log_group(logGroupName="pennflow-processors")
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv(layers_api.ENV_TABLE, "pennflow-layers")
         monkeypatch.setenv("TRIGGERS_TABLE", "pennflow-triggers")
         monkeypatch.setenv("TRIGGER_STATE_TABLE", "pennflow-trigger-state")
+        monkeypatch.setenv("LOG_ARCHIVE_BUCKET", "pennflow-log-archive")
+        monkeypatch.setenv("RESULTS_BUCKET", "pennflow-results")
+        monkeypatch.setenv("PROCESSOR_LOG_GROUP", "pennflow-processors")
         api_support.forget_ports(module)
         module.app.dependency_overrides[layers_api.layer_jobs] = LayerJobs
         shared_api.register(tiny())

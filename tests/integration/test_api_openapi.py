@@ -42,6 +42,8 @@ def test_every_route_is_documented_with_its_error_shape(document: dict) -> None:
         ("POST", "/runs/{run_id}/cancel"),
         ("POST", "/runs/{run_id}/rerun"),
         ("POST", "/runs/{run_id}/resume"),
+        ("GET", "/runs/{run_id}/logs"),
+        ("GET", "/runs/{run_id}/results"),
         ("GET", "/layers"),
         ("POST", "/layers"),
         ("GET", "/layers/{name}"),
@@ -125,6 +127,9 @@ def test_an_internal_failure_is_documented_on_every_route(
     monkeypatch.setenv("LAYERS_TABLE", "pennflow-layers-gone")
     monkeypatch.setenv("TRIGGERS_TABLE", "pennflow-triggers-gone")
     monkeypatch.setenv("TRIGGER_STATE_TABLE", "pennflow-trigger-state-gone")
+    monkeypatch.setenv("LOG_ARCHIVE_BUCKET", "pennflow-logs-gone")
+    monkeypatch.setenv("PROCESSOR_LOG_GROUP", "pennflow-processors-gone")
+    monkeypatch.setenv("RESULTS_BUCKET", "pennflow-results-gone")
     dynamodb = boto3.client("dynamodb", region_name=REGION)
     for table in dynamodb.list_tables()["TableNames"]:
         dynamodb.delete_table(TableName=table)

@@ -23,6 +23,7 @@ from botocore.credentials import Credentials
 from moto import mock_aws
 from typer.testing import CliRunner
 
+from pennflow.cli import local as local_commands
 from pennflow.cli import remote as remote_commands
 from pennflow.node import client as remote
 from pennflow.node.client import NodeClient, RemoteError
@@ -263,19 +264,49 @@ def test_watch_yields_each_change_until_the_run_ends(node) -> None:
 
 def test_the_node_url_comes_from_the_flag_the_environment_or_the_stack(monkeypatch) -> None:
     monkeypatch.setenv(remote.ENV_NODE_URL, "https://env.example/v1")
+    monkeypatch.delenv(remote.ENV_NODE, raising=False)
     assert remote.node_url("https://flag.example/v1") == "https://flag.example/v1"
     assert remote.node_url() == "https://env.example/v1"
-    monkeypatch.delenv(remote.ENV_NODE_URL)
     template = {
         "Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
         "Outputs": {"ApiUrl": {"Value": "https://abc.execute-api.eu-west-1.amazonaws.com/v1/"}},
     }
+    lab = {
+        **template,
+        "Outputs": {"ApiUrl": {"Value": "https://lab.execute-api.eu-west-1.amazonaws.com/v1/"}},
+    }
     with mock_aws():
         aws = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
-        aws.client("cloudformation").create_stack(StackName="PennflowNode", TemplateBody=json.dumps(template))
+        cloudformation = aws.client("cloudformation")
+        cloudformation.create_stack(StackName="pennflow-node", TemplateBody=json.dumps(template))
+        cloudformation.create_stack(StackName="lab-node", TemplateBody=json.dumps(lab))
+        # --node NAME names the stack as the CDK app does (<nodeName>-node), before $PENNFLOW_NODE_URL
+        assert (
+            remote.node_url(node="lab", session=aws) == "https://lab.execute-api.eu-west-1.amazonaws.com/v1/"
+        )
+        monkeypatch.delenv(remote.ENV_NODE_URL)
         assert remote.node_url(session=aws) == "https://abc.execute-api.eu-west-1.amazonaws.com/v1/"
-        with pytest.raises(RemoteError, match="cannot read stack 'Elsewhere'.*--node-url"):
-            remote.node_url(stack="Elsewhere", session=aws)
+        monkeypatch.setenv(remote.ENV_NODE, "lab")
+        assert remote.node_url(session=aws).startswith("https://lab.")
+        with pytest.raises(
+            RemoteError, match="no node stack 'elsewhere-node' in eu-west-1: give --node NAME"
+        ):
+            remote.node_url(node="elsewhere", session=aws)
+
+
+def test_no_region_or_no_credentials_name_what_to_set(monkeypatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
+                 "AWS_DEFAULT_REGION", remote.ENV_NODE_URL):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(RemoteError, match="no AWS region: set AWS_REGION .* give --node NAME"):
+        remote.node_url(session=boto3.Session())
+    with pytest.raises(RemoteError, match="no AWS credentials found: set AWS_PROFILE"):
+        remote.node_url(session=boto3.Session(region_name=REGION))
+    with pytest.raises(RemoteError, match="no AWS region: set AWS_REGION"):
+        _ = NodeClient("http://127.0.0.1:9/v1", boto3.Session()).region
 
 
 # ------------------------------------------------------------------ the commands
@@ -352,4 +383,68 @@ def test_cancel_and_rerun_send_an_empty_json_object(node) -> None:
     assert [(r["path"], r["body"], r["valid"]) for r in fake.requests] == [
         ("/v1/runs/r-1/cancel", b"{}", True),
         ("/v1/runs/r-1/rerun", b"{}", True),
+    ]
+
+
+# ------------------------------------------------------------------ the shared helper
+
+
+def test_server_failures_exit_1_and_every_other_refusal_exit_2(node, signed_env) -> None:
+    fake, url = node
+    fake.answer(
+        "GET", "/runs", (500, {"error": {"code": "internal", "message": "internal error; quote req-1"}})
+    )
+    fake.answer(
+        "POST", "/runs/r-1/cancel", (409, {"error": {"code": "conflict", "message": "already ended"}})
+    )
+    app = typer.Typer()
+    app.command("runs")(local_commands.runs_)
+    app.command("cancel")(local_commands.cancel)
+    runner = CliRunner()
+
+    broken = runner.invoke(app, ["runs", "--node-url", url])
+    refused = runner.invoke(app, ["cancel", "r-1", "--node-url", url])
+    unreachable = runner.invoke(app, ["runs", "--node-url", "http://127.0.0.1:9/v1"])
+
+    assert broken.exit_code == 1 and "error: internal error; quote req-1" in broken.output
+    assert refused.exit_code == 2 and "error: already ended" in refused.output
+    assert (
+        unreachable.exit_code == 2
+        and "error: cannot reach the node at http://127.0.0.1:9/v1" in unreachable.output
+    )
+    assert "Traceback" not in broken.output + refused.output + unreachable.output
+
+
+def test_downloads_never_land_outside_the_folder(tmp_path: Path) -> None:
+    from pennflow.cli.remote_runs import safe_destination
+
+    assert safe_destination(tmp_path, "report/summary.csv") == tmp_path / "report" / "summary.csv"
+    for hostile in ("../escape.txt", "a/../../b", "/etc/passwd", ""):
+        assert safe_destination(tmp_path, hostile) is None, hostile
+
+
+def test_rerun_remote_watch_follows_the_new_run_to_its_end(node, signed_env) -> None:
+    fake, url = node
+    accepted = {
+        "runId": "r-2",
+        "workflow": "tiny",
+        "status": "NOT_STARTED",
+        "consoleUrl": "c",
+        "rerunOf": "r-1",
+    }
+    fake.answer("POST", "/runs/r-1/rerun", (202, accepted))
+    fake.answer(
+        "GET", "/runs/r-2", (200, {"runId": "r-2", "workflow": "tiny", "status": "FAILED", "steps": []})
+    )
+    from pennflow.cli import app
+
+    result = CliRunner().invoke(app, ["rerun", "r-1", "--node-url", url, "--watch"])
+
+    assert result.exit_code == 1, result.output  # the new run failed
+    assert (
+        "run r-2 accepted (tiny), a rerun of r-1" in result.output and "run r-2: tiny FAILED" in result.output
+    )
+    assert [(r["method"], r["path"]) for r in fake.requests] == [
+        ("POST", "/v1/runs/r-1/rerun"),
+        ("GET", "/v1/runs/r-2"),
     ]
