@@ -59,6 +59,11 @@ class StepReuse:
                 )
             return self._keys[processor.id]
 
+    def kept_outputs(self) -> frozenset[str]:
+        """The processors whose OUTPUT_DIR an earlier attempt left SUCCEEDED: a resume may reuse them,
+        so nothing may empty them before ``reusable`` has looked."""
+        return frozenset(pid for pid, step in self.previous.items() if step.status is Status.SUCCEEDED)
+
     def reusable(self, processor: Processor, output_dir: Path) -> StepRecord | None:
         """The earlier step whose output this one may keep, or None when it must run."""
         if processor.type is ProcessorType.DATA_SOURCE:

@@ -42,10 +42,13 @@ class StepRunner:
         """Lay out the folders of the processors that run as one process each, in ``order`` (the
         order they are likely to start), while the run goes (``folders``)."""
         processors = self.ctx.plan.processors
+        kept = self.ctx.reuse.kept_outputs() if self.ctx.reuse is not None else frozenset()
         chosen = [
             processors[pid]
             for pid in order
-            if processors[pid].type is ProcessorType.PROCESSOR and processors[pid].scatter is None
+            if processors[pid].type is ProcessorType.PROCESSOR
+            and processors[pid].scatter is None
+            and pid not in kept  # a resume may reuse that OUTPUT_DIR: emptying it ahead would lose it
         ]
         self._folders = FoldersAhead(chosen, self._lay_out, halted=self.ctx.stop.is_set)
         self._folders.start()

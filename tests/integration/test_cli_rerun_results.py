@@ -80,13 +80,13 @@ def test_rerun_repeats_the_inputs_and_params_and_records_rerun_of(home, flow, tm
 def test_rerun_refuses_a_run_without_its_record_or_an_unknown_run(home, flow, tmp_path) -> None:
     assert cli("run", flow, "--input", tmp_path / "input", "--no-containers").exit_code == 0
     original = only_run(home)
-    (home.run_dir(original.run_id) / "request.json").unlink()
+    (home.run_dir(original.run_id) / "run-spec.json").unlink()
 
     missing = cli("rerun", original.run_id)
     unknown = cli("rerun", "no-such-run")
 
-    assert missing.exit_code == 2 and "kept no record of what it was given" in missing.output
-    assert unknown.exit_code == 2 and "no run 'no-such-run' here" in unknown.output
+    assert missing.exit_code == 2 and "kept no readable record of what it was given" in missing.output
+    assert unknown.exit_code == 2 and "no run 'no-such-run' in PENNFLOW_HOME" in unknown.output
     assert "Traceback" not in missing.output + unknown.output
 
 

@@ -21,6 +21,10 @@ from pennflow.stores.sqlite import SqliteRunStore
 from pennflow.workflow.definition import load_definition
 from pennflow.workflow.runs import RunRecord, Status, StepRecord
 
+# The processors count their starts in a file outside their runs (what a resume must not re-run),
+# which the sandbox refuses.
+pytestmark = pytest.mark.usefixtures("no_sandbox")
+
 # Each step appends its id to $COUNTER when it runs, then passes its input on with a line of its own;
 # a step fails (exit 3) while its FAIL param is "yes", or while its script's file says so.
 STEP = """\
