@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from pennflow.workflow.cost import PriceOverrides
 from stacks import constants as C
 
 # CloudWatch Logs accepts only these retention periods (days).
@@ -129,6 +130,8 @@ class NodeSettings(_Model):
     workflows_folder: Annotated[str, Field(min_length=1)] = C.DEFAULT_WORKFLOWS_FOLDER
     run_slots: Annotated[int, Field(ge=1, le=C.MAX_RUN_SLOTS)] = 10
     layer_storage_prices: LayerStoragePrices = LayerStoragePrices()
+    # Prices for run costs (pennflow.workflow.cost): the region's dated list prices unless set here.
+    cost_prices: PriceOverrides = PriceOverrides()
     # Image of the built-in data sources/targets and the fan-in helper (processors/builtin).
     builtin_image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)] = (
         "ghcr.io/pennflow/builtin:0.1.0"
