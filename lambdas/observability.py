@@ -30,7 +30,8 @@ metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 
 class MetricsListener:
-    """The lifecycle's listener: RunsStarted, RunsSucceeded, RunsFailed, RunDuration, ProcessorDuration."""
+    """The lifecycle's listener: RunsStarted, RunsSucceeded, RunsFailed, RunDuration, ProcessorDuration,
+    RunCost (USD)."""
 
     def run_started(self, run_id: str, workflow: str) -> None:
         metrics.add_metric(name="RunsStarted", unit=MetricUnit.Count, value=1)
@@ -43,6 +44,17 @@ class MetricsListener:
             metrics.add_metric(name="RunsFailed", unit=MetricUnit.Count, value=1)
         if summary.duration_seconds is not None:
             metrics.add_metric(name="RunDuration", unit=MetricUnit.Seconds, value=summary.duration_seconds)
+        cost = getattr(summary, "cost", None)
+        if cost is not None:
+            # USD per run, by node (the service dimension) and workflow: the dashboard's cost per workflow per day.
+            with single_metric(
+                name="RunCost",
+                unit=MetricUnit.NoUnit,
+                value=float(cost.get("totalUsd", 0.0)),
+                namespace=NAMESPACE,
+                default_dimensions={"service": SERVICE},
+            ) as metric:
+                metric.add_dimension(name="workflow", value=summary.workflow)
         for processor_id, seconds in summary.processor_seconds.items():
             # Its own metric set: the processor dimension must not spread to the run metrics.
             with single_metric(

@@ -103,6 +103,8 @@ class NodeSettings(_EnvSettings):
     organization_id: str = Field("", alias="PENNSIEVE_ORGANIZATION_ID")
     # Where each slot's run id and SESSION_TOKEN are written at lease time (SSM parameters).
     slot_parameter_prefix: str | None = Field(None, alias="SLOT_PARAMETER_PREFIX")
+    # cdk.json's costPrices (pennflow.workflow.cost.PriceOverrides as JSON); checked at synth.
+    cost_prices: str = Field("{}", alias="COST_PRICES")
 
 
 def _describe(exc: ValidationError) -> str:
@@ -203,6 +205,8 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         log_bucket=settings.log_bucket,
         results_bucket=settings.results_bucket,
         retention_days=settings.retention_days,
+        region=settings.region,
+        cost_prices=settings.cost_prices,
     )
     extra: dict[str, Any] = {"listener": listener} if listener is not None else {}
     if task_settings.slot_parameter_prefix:

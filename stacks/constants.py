@@ -257,4 +257,5 @@ ENV = {
     "layer_build_task": "LAYER_BUILD_TASK_DEFINITION",
     "layer_populate_task": "LAYER_POPULATE_TASK_DEFINITION",
     "layer_clean_task": "LAYER_CLEAN_TASK_DEFINITION",
+    "cost_prices": "COST_PRICES",  # JSON: the cdk.json costPrices overrides (pennflow.workflow.cost)
 }

@@ -197,6 +197,9 @@ class NodeConfig:
     log_bucket: str
     results_bucket: str
     retention_days: int = 90
+    # Run costs (pennflow.node.run_cost): the node's region and its costPrices overrides (JSON).
+    region: str = ""
+    cost_prices: str = "{}"
 
     def execution_node(self) -> dict[str, Any]:
         node: dict[str, Any] = {

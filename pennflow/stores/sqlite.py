@@ -24,7 +24,7 @@ from pennflow.stores.leases import LEASE_SCHEMA, RunLeases
 from pennflow.workflow.runs import RunRecord, Status, StepRecord, allowed_predecessors
 
 BUSY_TIMEOUT_SECONDS = 10.0
-JSON_FIELDS = frozenset({"params", "layers", "package_ids"})
+JSON_FIELDS = frozenset({"params", "layers", "package_ids", "cost", "resource_use"})
 # What identifies a run or a step never changes.
 IMMUTABLE_FIELDS = frozenset({"run_id", "processor_id", "workflow", "definition_hash", "created_at"})
 
@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS runs (
     reason TEXT,
     execution_arn TEXT,
     content_key TEXT,
-    origin TEXT NOT NULL
+    origin TEXT NOT NULL,
+    cost TEXT NOT NULL DEFAULT 'null'
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_us DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_content_key ON runs (content_key, created_us DESC)
@@ -63,9 +64,15 @@ CREATE TABLE IF NOT EXISTS steps (
     finished_at TEXT,
     reason TEXT,
     log_path TEXT,
+    resource_use TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (run_id, processor_id)
 );
 """
+# Columns added after the first release: a store made before them gains them on open.
+_ADDED_COLUMNS = (
+    ("runs", "cost", "TEXT NOT NULL DEFAULT 'null'"),
+    ("steps", "resource_use", "TEXT NOT NULL DEFAULT '[]'"),
+)
 
 
 def connect(path: Path, schema: str) -> sqlite3.Connection:
@@ -80,6 +87,17 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     return conn
 
 
+def _add_columns(conn: sqlite3.Connection) -> None:
+    for table, column, declaration in _ADDED_COLUMNS:
+        existing = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in existing:
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
+
+
 class SqliteRunStore:
     """A :class:`~pennflow.stores.base.RunStore` on one SQLite file; thread-safe."""
 
@@ -88,6 +106,7 @@ class SqliteRunStore:
         # One connection guarded by a lock: the engine writes from several threads, rarely at once.
         self._lock = threading.Lock()
         self._conn = connect(self.path, _SCHEMA + LEASE_SCHEMA)
+        _add_columns(self._conn)
         self.leases = RunLeases(self._conn, self._lock)  # local engines' leases (stores/leases.py)
 
     def close(self) -> None:

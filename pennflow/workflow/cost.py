@@ -195,6 +195,7 @@ class RunCost(BaseModel):
     estimate: bool = False
     lines: list[CostLine] = Field(default_factory=list)
     total_usd: float = 0.0
+    notes: list[str] = Field(default_factory=list)  # what the figure leaves out or had to assume
 
     def by_processor(self) -> dict[str, float]:
         totals: dict[str, float] = {}
@@ -210,7 +211,9 @@ class RunCost(BaseModel):
         return totals
 
 
-def run_cost(usage: RunUsage, table: PriceTable, *, estimate: bool = False) -> RunCost:
+def run_cost(
+    usage: RunUsage, table: PriceTable, *, estimate: bool = False, notes: Iterable[str] = ()
+) -> RunCost:
     p = table.prices
     lines: list[CostLine] = []
     for processor_id, tasks in _by_processor(usage.tasks).items():
@@ -276,6 +279,10 @@ def run_cost(usage: RunUsage, table: PriceTable, *, estimate: bool = False) -> R
         estimate=estimate,
         lines=lines,
         total_usd=round(sum(line.usd for line in lines), 9),
+        notes=[
+            *notes,
+            *([] if table.listed else [f"no list prices for {table.region}: {DEFAULT_REGION}'s used"]),
+        ],
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -82,6 +83,8 @@ class RunRecord(_Record):
     execution_arn: str | None = None
     content_key: str | None = None
     origin: str = "local"
+    # The itemised cost (pennflow.workflow.cost.RunCost, camelCase): measured on a node, estimated locally.
+    cost: dict[str, Any] | None = None
 
 
 class StepRecord(_Record):
@@ -94,6 +97,8 @@ class StepRecord(_Record):
     finished_at: datetime | None = None
     reason: str | None = None
     log_path: str | None = None
+    # One entry per attempt (pennflow.engine.resource_use.AttemptUse, camelCase): CPU time, peak memory.
+    resource_use: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def duration_seconds(self) -> float | None:

@@ -128,3 +128,11 @@ def test_amounts_are_readable():
     assert format_usd(0) == "$0.00"
     assert format_usd(0.000123) == "$0.00012"
     assert format_usd(12.345) == "$12.35"
+
+
+def test_the_function_sizes_priced_are_the_stack_s():
+    from pennflow.workflow import cost
+    from stacks import constants
+
+    assert constants.LAMBDA_MEMORY_OVERRIDES_MB["download"] == cost.DOWNLOAD_FUNCTION_MB
+    assert constants.LAMBDA_MEMORY_MB == cost.LIFECYCLE_FUNCTION_MB
