@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, StringConstraints
 from pydantic.alias_generators import to_camel
 
+from pennflow.workflow.cost import RunCost
 from pennflow.workflow.definition import MAX_NAME, NAME_RE
 from pennflow.workflow.runs import RunRecord, Status, StepRecord
 
@@ -254,6 +255,9 @@ class RunView(RunSummary):
     console_url: str | None = None
     origin: str
     steps: list[StepView]
+    cost: RunCost | None = Field(
+        None, description="What the run cost, itemised at the node's prices; null until it has ended."
+    )
 
 
 class RunList(_View):

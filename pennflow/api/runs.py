@@ -228,6 +228,7 @@ def get_run(run_id: str, *, store: RunStore) -> RunView:
         console_url=console_url(run.execution_arn) if run.execution_arn else None,
         origin=run.origin,
         steps=steps,
+        cost=run.cost,
     )
 
 

@@ -352,6 +352,8 @@ def format_usd(amount: float) -> str:
         return "$0.00"
     if abs(amount) < 0.01:
         return f"${amount:.5f}"
+    if abs(amount) < 1:
+        return f"${amount:.4f}"
     return f"${amount:,.2f}"
 
 
@@ -416,3 +418,34 @@ def estimated_transitions(workflow: Workflow) -> int:
         2 if p.type is ProcessorType.DATA_SOURCE or p.scatter else 1 for p in workflow.processors
     )
     return 3 + per_processor + parallels(plan)
+
+
+# ------------------------------------------------------------------ text
+
+
+ITEM_NAMES = {
+    "fargate-vcpu": "Fargate vCPU",
+    "fargate-memory": "Fargate memory",
+    "lambda-duration": "Lambda duration",
+    "lambda-requests": "Lambda requests",
+    "state-transitions": "Step Functions",
+    "nat-processed": "NAT gateway",
+    "efs-storage": "EFS storage",
+}
+
+
+def summary_lines(cost: Mapping[str, object] | RunCost | None, *, indent: str = "  ") -> list[str]:
+    """The cost as a person reads it in a terminal: the total, then each kind of charge."""
+    if cost is None:
+        return []
+    parsed = cost if isinstance(cost, RunCost) else RunCost.model_validate(cost)
+    label = "estimated cost on a node" if parsed.estimate else "cost"
+    prices = f"{parsed.region} list prices of {parsed.prices_as_of}"
+    if parsed.overridden:
+        prices += f", {len(parsed.overridden)} overridden"
+    lines = [f"{label}: {format_usd(parsed.total_usd)} ({prices})"]
+    parts = [f"{ITEM_NAMES.get(item, item)} {format_usd(usd)}" for item, usd in parsed.by_item().items()]
+    if parts:
+        lines.append(indent + ", ".join(parts))
+    lines += [indent + note for note in parsed.notes]
+    return lines

@@ -127,6 +127,7 @@ def test_transitions_of_the_example():
 def test_amounts_are_readable():
     assert format_usd(0) == "$0.00"
     assert format_usd(0.000123) == "$0.00012"
+    assert format_usd(0.04048) == "$0.0405"
     assert format_usd(12.345) == "$12.35"
 
 
