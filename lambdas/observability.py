@@ -18,6 +18,7 @@ from pydantic import ValidationError
 # dashboard (stacks/monitoring.py) read its own metrics, by the `service` dimension.
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "pennflow"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "pennflow"
+RUN_COST = "RunCost"  # stacks.constants.RUN_COST_METRIC: USD per run, by node (service) and workflow
 
 # Most status events and cancels emit no metric; Powertools would warn about each of those flushes.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
@@ -48,7 +49,7 @@ class MetricsListener:
         if cost is not None:
             # USD per run, by node (the service dimension) and workflow: the dashboard's cost per workflow per day.
             with single_metric(
-                name="RunCost",
+                name=RUN_COST,
                 unit=MetricUnit.NoUnit,
                 value=float(cost.get("totalUsd", 0.0)),
                 namespace=NAMESPACE,

@@ -174,6 +174,7 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         pennsieve_environment=_pennsieve_environment(settings),
         slot_parameter_prefix=settings.slot_parameter_prefix,
         session_tokens=bool(settings.pennsieve_secret_arn),
+        node_name=settings.node_name,
         builtin_environment={
             name: value
             for name, value in {

@@ -142,6 +142,9 @@ POWERTOOLS_VERSION = "3.37.0"
 POWERTOOLS_LAYER_PARAMETER = f"/aws/service/powertools/python/arm64/{PYTHON_RUNTIME}/{POWERTOOLS_VERSION}"
 
 METRICS_NAMESPACE = "pennflow"
+RUN_COST_METRIC = (
+    "RunCost"  # USD per run, dimensions service (the node) and workflow (lambdas/observability.py)
+)
 CUSTOM_METRICS = ("RunsStarted", "RunsSucceeded", "RunsFailed", "RunDuration", "ProcessorDuration")
 # What lambdas/trigger_fire.py, webhook.py, layer_jobs.py and download.py count (the dashboard graphs each).
 TRIGGER_METRICS = ("TriggeredRuns", "WebhookRejected")

@@ -126,6 +126,18 @@ class NodeMonitoring(Construct):
                 left=[self._efs(file_system, m) for m in ("MeteredIOBytes", "TotalIOBytes")],
                 right=[self._efs(file_system, "PercentIOLimit", statistic="Maximum")],
             ),
+            cloudwatch.GraphWidget(
+                title="Run cost (USD) per workflow per day",
+                width=WIDTH,
+                left=[
+                    cloudwatch.MathExpression(
+                        expression=f"SEARCH('{{{C.METRICS_NAMESPACE},service,workflow}} "
+                        f'MetricName="{C.RUN_COST_METRIC}" service="{self._service}"\', \'Sum\', 86400)',
+                        label="",
+                        period=Duration.days(1),
+                    )
+                ],
+            ),
             cloudwatch.AlarmStatusWidget(title="Alarms", width=WIDTH, alarms=self.alarms),
         )
 

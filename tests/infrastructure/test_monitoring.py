@@ -19,6 +19,7 @@ def test_dashboard_shows_runs_durations_functions_dlq_and_efs(node):
     assert "ApproximateNumberOfMessagesVisible" in body
     assert "PercentIOLimit" in body and "MeteredIOBytes" in body
     assert "processor" in body  # ProcessorDuration by processor (SEARCH expression)
+    assert C.RUN_COST_METRIC in body and "workflow" in body and "86400" in body  # cost per workflow per day
 
 
 def test_alarms_cover_failed_runs_function_errors_and_dead_letters(node):

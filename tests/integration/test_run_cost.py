@@ -245,3 +245,12 @@ def test_a_missing_history_is_noted_not_fatal() -> None:
             type("N", (), {"sfn": sfn})(), "arn:aws:states:us-east-1:1:execution:x:y", notes
         )
     assert found.transitions == 0 and "ExecutionDoesNotExist" in notes[0]
+
+
+def test_the_task_definitions_a_run_registers_carry_the_node_s_cost_tag(started) -> None:
+    node, run_id = started
+    slot = node.node.slots.held_by(run_id)
+    ecs = boto3.client("ecs", region_name=REGION)
+    arn = slot.run_task_definitions["bandpower"]
+    tags = {t["key"]: t["value"] for t in ecs.list_tags_for_resource(resourceArn=arn)["tags"]}
+    assert tags["pennflow:node"] == "pennflow" and tags["pennflow:processor"] == "bandpower"
