@@ -115,7 +115,7 @@ def run(
                 package_ids=packages,
                 publish=publish,
             )
-        steps = store.list_steps(record.run_id)
+        record, steps = _with_estimate(store, workflow, record, home)
     except InvalidRunInput as exc:
         echo("error:", style="bold red", rest=" the run cannot start:", err=True)
         for problem in exc.problems:
@@ -132,7 +132,12 @@ def run(
     if as_json:
         print_json({**_run_json(record, steps), "results": results})
         raise typer.Exit(code)
-    out.print(steps_table(steps, title=f"{record.workflow}  {record.run_id}", rows=RUN_SUMMARY_ROWS))
+    out.print(
+        steps_table(
+            steps, title=f"{record.workflow}  {record.run_id}", rows=RUN_SUMMARY_ROWS, resource_use=True
+        )
+    )
+    _print_cost(record)
     duration = format_seconds(_seconds(record.started_at, record.finished_at))
     if code == EXIT_OK:
         out.print(f"[green]SUCCEEDED[/] run {record.run_id} in {duration}", highlight=False)
@@ -249,7 +254,26 @@ def _show_status(record, steps, as_json: bool) -> None:
     out.print(header, highlight=False, soft_wrap=True)
     if record.reason:
         out.print(record.reason, highlight=False, markup=False, soft_wrap=True)
-    out.print(steps_table(steps))
+    out.print(steps_table(steps, resource_use=True))
+    _print_cost(record)
+
+
+def _with_estimate(store, workflow, record, home):
+    """Keep, in the run's record, what the run would cost on a node (labelled an estimate)."""
+    from pennflow.engine.resource_use import estimate_on_node
+
+    steps = store.list_steps(record.run_id)
+    estimate = estimate_on_node(workflow, steps, home.run_dir(record.run_id))
+    cost = estimate.model_dump(mode="json", by_alias=True)
+    store.update_run(record.run_id, cost=cost)
+    return record.model_copy(update={"cost": cost}), steps
+
+
+def _print_cost(record) -> None:
+    from pennflow.workflow.cost import summary_lines
+
+    for line in summary_lines(record.cost, indent="  "):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def logs(

@@ -23,6 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import BinaryIO
 
+from pennflow.engine.resource_use import reap
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT
 
 DOCKER_INFO_TIMEOUT_SECONDS = 10
@@ -245,7 +246,7 @@ class RunningProcess:
             finally:
                 os.close(self._pidfd)
                 self._pidfd = None
-        code = self.popen.wait()
+        code = reap(self.popen)  # wait4: keeps the attempt's rusage (engine/resource_use.py)
         if self._deadline is not None:
             self._deadline.cancel()
         with self._lock:

@@ -28,6 +28,7 @@ from pennflow.engine.launchers import (
 )
 from pennflow.engine.outcomes import Attempt, attempt_header
 from pennflow.engine.pennsieve_session import LocalPennsieveSession, wants_pennsieve
+from pennflow.engine.resource_use import wait_and_record
 from pennflow.engine.run_checks import needs_pennsieve
 from pennflow.engine.run_context import RunContext
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, processor_environment
@@ -136,7 +137,7 @@ class ProcessLauncher:
                 log.write(f"{message}\n".encode())
                 return Attempt(False, message, retryable=False)
             with self.ctx.stop.tracking(process), self.ctx.lease.tracking(process):
-                code = process.wait()
+                code = wait_and_record(process, self.ctx.records, processor.id, attempt, batch)
         if process.stopped_by == STOPPED:
             return Attempt(False, canceled=True)
         if process.stopped_by == TIMEOUT:

@@ -104,6 +104,7 @@ def steps_table(
     attempts_of: dict[str, int] | None = None,
     title: str | None = None,
     rows: int | None = None,
+    resource_use: bool = False,
 ) -> Table:
     """One row per processor: status, attempts, exit code, start, duration, reason; at most ``rows``
     (the running and failed first) and a caption counting the rest by status."""
@@ -122,12 +123,16 @@ def steps_table(
     table.add_column("exit", justify="right", no_wrap=True)
     table.add_column("started", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
+    if resource_use:  # CPU time (user + system) and peak memory of the attempts' processes
+        table.add_column("cpu", justify="right", no_wrap=True)
+        table.add_column("peak mem", justify="right", no_wrap=True)
     table.add_column("reason", overflow="fold")
     now = utcnow()
     for step in steps:
         attempts = str(step.attempts)
         if attempts_of and step.processor_id in attempts_of and step.status is Status.STARTED:
             attempts += f"/{attempts_of[step.processor_id]}"
+        use = _use_cells(step) if resource_use else []
         table.add_row(
             step.processor_id,
             status_text(step.status),
@@ -135,6 +140,7 @@ def steps_table(
             "-" if step.exit_code is None else str(step.exit_code),
             format_time(step.started_at, clock_only=True),
             format_seconds(elapsed(step.started_at, step.finished_at, now)),
+            *use,
             Text(step.reason or ""),
         )
     return table
@@ -244,3 +250,10 @@ class PlainProgress:
 
 def make_progress(console: Console, workflow: Workflow) -> LiveProgress | PlainProgress:
     return LiveProgress(console, workflow) if console.is_terminal else PlainProgress(console, workflow)
+
+
+def _use_cells(step: StepRecord) -> list[str]:
+    from pennflow.engine.resource_use import format_bytes, step_use
+
+    cpu, peak = step_use(step)
+    return ["-" if cpu is None else format_seconds(cpu), format_bytes(peak)]
