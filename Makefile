@@ -29,6 +29,7 @@ setup: $(VENV)/.dev node_modules/.package-lock.json
 demo: $(VENV)/.demo
 	$(BIN)/python processors/make_example_dataset.py demo-data/recordings
 	$(BIN)/pennflow run workflows/eeg-quality.yaml --input demo-data/recordings
+	$(BIN)/pennflow report last -o demo-data/report.html
 
 lint: setup
 	$(BIN)/ruff check .

@@ -2,7 +2,7 @@
 
 One module per command group: ``definitions`` (validate, compile, graph), ``local`` (run, runs,
 status, logs, cancel), ``remote`` (submit, status of a deployed node's run), ``layers``,
-``schema``. Each command
+``schema``, ``report`` (a run's HTML report). Each command
 imports what it uses when it runs, so that ``pennflow validate`` never pays for the engine, rich or
 AWS. Help is click's plain formatter (``rich_markup_mode=None``): typer's rich help would import rich
 for every ``--help``.
@@ -14,7 +14,7 @@ import gc
 
 import typer
 
-from pennflow.cli import definitions, local, remote, schema
+from pennflow.cli import definitions, local, remote, report, schema
 from pennflow.cli.layers import layers_app
 from pennflow.cli.output import CommandGroup
 
@@ -39,6 +39,7 @@ app.command()(local.cancel)
 app.add_typer(layers_app, name="layers")
 app.command("submit")(remote.submit_command)
 app.command("schema")(schema.schema_command)
+app.command("report")(report.report_command)
 
 
 def main() -> None:

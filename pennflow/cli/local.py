@@ -259,11 +259,15 @@ def _show_status(record, steps, as_json: bool) -> None:
 
 
 def _with_estimate(store, workflow, record, home):
-    """Keep, in the run's record, what the run would cost on a node (labelled an estimate)."""
+    """Keep, in the run's record, what the run would cost on a node (labelled an estimate), and the
+    definition beside its files (what `pennflow report` draws)."""
     from pennflow.engine.resource_use import estimate_on_node
+    from pennflow.report.data import keep_definition
 
     steps = store.list_steps(record.run_id)
-    estimate = estimate_on_node(workflow, steps, home.run_dir(record.run_id))
+    run_dir = home.run_dir(record.run_id)
+    keep_definition(workflow, run_dir)
+    estimate = estimate_on_node(workflow, steps, run_dir)
     cost = estimate.model_dump(mode="json", by_alias=True)
     store.update_run(record.run_id, cost=cost)
     return record.model_copy(update={"cost": cost}), steps
