@@ -27,8 +27,11 @@ def report_command(
     node: str | None = NodeUrlOption,
     stack: str = StackOption,
 ) -> None:
-    """Write a run's report: its DAG coloured by status, a timeline of every attempt, durations, exit
-    codes, CPU, peak memory and cost per processor, failures with log tails, provenance and cost."""
+    """Write a run's report: one HTML file to open anywhere or send to a colleague.
+
+    Its DAG coloured by status, a timeline of every attempt, durations, exit codes, CPU, peak memory
+    and cost per processor, failures with log tails, provenance and the cost breakdown.
+    """
     from pennflow.report.render import render_html
 
     report = _remote_report(run_id, node, stack) if (remote or node) else _local_report(run_id)

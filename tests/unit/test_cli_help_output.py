@@ -26,6 +26,7 @@ COMMANDS = (
     "cancel",
     "submit",
     "schema",
+    "report",
     "layers",
 )
 
