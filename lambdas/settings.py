@@ -61,6 +61,10 @@ class ApiSettings(_EnvSettings):
     pennsieve_secret_arn: str | None = Field(None, alias="PENNSIEVE_SECRET_ARN")
     results_bucket: str | None = Field(None, alias="RESULTS_BUCKET")
     layers_table: str | None = Field(None, alias="LAYERS_TABLE")
+    # A run's estimate (pennflow.api.run_budget): the node's prices, and the per-run ceiling if set.
+    region: str | None = Field(None, alias="AWS_REGION")
+    cost_prices: str = Field("{}", alias="COST_PRICES")
+    run_cost_ceiling: float | None = Field(None, alias="RUN_COST_CEILING_USD", gt=0)
 
 
 class NodeSettings(_EnvSettings):
@@ -105,6 +109,7 @@ class NodeSettings(_EnvSettings):
     slot_parameter_prefix: str | None = Field(None, alias="SLOT_PARAMETER_PREFIX")
     # cdk.json's costPrices (pennflow.workflow.cost.PriceOverrides as JSON); checked at synth.
     cost_prices: str = Field("{}", alias="COST_PRICES")
+    notify_topic_arn: str | None = Field(None, alias="NOTIFY_TOPIC_ARN")  # run ends (stacks/notifications.py)
 
 
 def _describe(exc: ValidationError) -> str:
@@ -208,6 +213,7 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         retention_days=settings.retention_days,
         region=settings.region,
         cost_prices=settings.cost_prices,
+        notify_topic_arn=settings.notify_topic_arn,
     )
     extra: dict[str, Any] = {"listener": listener} if listener is not None else {}
     if task_settings.slot_parameter_prefix:

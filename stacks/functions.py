@@ -286,6 +286,8 @@ class NodeFunctions(Construct):
                 C.EFS_IA_AFTER_DAYS
             ),  # the file system's lifecycle, for cost estimates
         }
+        if s.run_cost_ceiling is not None:
+            values["run_cost_ceiling"] = str(s.run_cost_ceiling)
         return {**{C.ENV[key]: value for key, value in values.items()}, **self._state_machine_environment}
 
     def node_environment(self) -> dict[str, str]:

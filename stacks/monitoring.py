@@ -144,9 +144,13 @@ class NodeMonitoring(Construct):
     def _topic(self, settings: NodeSettings) -> sns.Topic:
         # CloudWatch can publish to an encrypted topic only with a customer key that allows it to.
         key = kms.Key(self, "AlarmTopicKey", description="pennflow alarm topic", enable_key_rotation=True)
+        # CloudWatch alarms, and AWS Budgets when the node has a monthly budget (stacks/notifications.py).
+        publishers = [iam.ServicePrincipal("cloudwatch.amazonaws.com")]
+        if settings.monthly_budget is not None:
+            publishers.append(iam.ServicePrincipal("budgets.amazonaws.com"))
         key.add_to_resource_policy(
             iam.PolicyStatement(
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                principals=publishers,
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],
                 conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},

@@ -202,6 +202,11 @@ class RunPlan(_View):
     processors: list[ProcessorPlan]
     warnings: list[str]
     plan: str = Field(description="The compiled structure and any ordering the compiler added.")
+    cost_estimate: RunCost | None = Field(
+        None,
+        description="The most the run can cost: every processor to its timeout on every attempt, the "
+        "dataset through the NAT and on EFS; a start is refused (422) above the node's runCostCeiling.",
+    )
 
 
 class StepView(_View):

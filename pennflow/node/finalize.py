@@ -28,6 +28,7 @@ from typing import Any
 from pennflow.aws import error_code
 from pennflow.node.lifecycle import Node, RunNotFound, layer_names, release_when_idle
 from pennflow.node.run_cost import record_run_cost
+from pennflow.node.run_end import publish_run_end
 from pennflow.node.taskdefs import FAN_IN_CONTAINER
 from pennflow.workflow.asl import CONTAINER_NAME
 from pennflow.workflow.definition import Workflow
@@ -131,8 +132,9 @@ def finalize_run(
         slot_released=released,
         cost=run.cost,
     )
-    if ended_now:  # measured once, whatever retries follow
+    if ended_now:  # measured and told once, whatever retries follow
         node.listener.run_finished(summary)
+        publish_run_end(node, run)
     return summary
 
 
