@@ -54,7 +54,9 @@ def test_a_dry_run_shows_the_worst_case_estimate(node: Api) -> None:
     assert estimate["totalUsd"] == pytest.approx(WORST_CASE, rel=1e-3)  # + a few transitions and the finalize
 
 
-def test_a_run_over_the_ceiling_is_refused_naming_the_estimate_and_the_ceiling(node: Api, monkeypatch) -> None:
+def test_a_run_over_the_ceiling_is_refused_naming_the_estimate_and_the_ceiling(
+    node: Api, monkeypatch
+) -> None:
     _with_ceiling(monkeypatch, "0.5")
     reply = node.start()
     assert reply.status == 422, reply.body
