@@ -83,6 +83,13 @@ def run(
         show_default=False,
     ),
     as_json: bool = typer.Option(False, "--json", help="No progress; print the final run as JSON."),
+    notify: str | None = typer.Option(
+        None,
+        "--notify",
+        help="A shell command run when the run ends, given the run's end as JSON on stdin (the fields a "
+        "node's notifications carry).",
+        show_default=False,
+    ),
 ):
     """Run a workflow on this machine: exit 0 when it succeeded, 1 when it failed or was canceled."""
     import sqlite3
@@ -129,6 +136,8 @@ def run(
         store.close()
     results = [str(path) for path in result_dirs(workflow, home.run_dir(record.run_id))]
     code = EXIT_OK if record.status is Status.SUCCEEDED else EXIT_RUN_FAILED
+    if notify:
+        _notify(notify, record)
     if as_json:
         print_json({**_run_json(record, steps), "results": results})
         raise typer.Exit(code)
@@ -271,6 +280,22 @@ def _with_estimate(store, workflow, record, home):
     cost = estimate.model_dump(mode="json", by_alias=True)
     store.update_run(record.run_id, cost=cost)
     return record.model_copy(update={"cost": cost}), steps
+
+
+def _notify(command: str, record) -> None:
+    """Run the --notify command with the run's end on stdin; its failure is said, never the run's."""
+    import subprocess
+
+    from pennflow.workflow.run_end import RunEnded
+
+    body = RunEnded.of(record).model_dump_json(by_alias=True)
+    try:
+        done = subprocess.run(command, shell=True, input=body, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        echo(f"warning: the --notify command did not finish: {exc}", err=True)
+        return
+    if done.returncode != 0:
+        echo(f"warning: the --notify command exited {done.returncode}", err=True)
 
 
 def _print_cost(record) -> None:
