@@ -5,6 +5,10 @@ from __future__ import annotations
 from pennflow.report.data import from_remote
 from pennflow.report.render import render_html
 from pennflow.workflow.definition import parse_definition
+from tests.unit import test_remote
+
+node = test_remote.node  # a fake node on loopback that checks each SigV4 signature
+signed_env = test_remote.signed_env
 
 DEFINITION = """
 name: tiny
@@ -72,3 +76,35 @@ def test_a_changed_definition_is_not_drawn_as_the_run_s():
     report = from_remote(_run("another-hash"), {"definition": workflow.model_dump(by_alias=True)})
     assert not report.definition_known
     assert 'class="edge"' not in render_html(report)
+
+
+def test_report_remote_asks_the_node_for_the_run_and_its_definition(node, signed_env, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from pennflow.cli import app
+
+    fake, url = node
+    workflow = parse_definition(DEFINITION)
+    fake.answer("GET", "/runs/r-1", (200, _run(workflow.definition_hash())))
+    fake.answer(
+        "GET", "/workflows/tiny", (200, {"name": "tiny", "definition": workflow.model_dump(by_alias=True)})
+    )
+    page = tmp_path / "r-1.html"
+    result = CliRunner().invoke(app, ["report", "r-1", "--node-url", url, "-o", str(page)])
+    assert result.exit_code == 0, result.output
+    assert [r["path"] for r in fake.requests] == ["/v1/runs/r-1", "/v1/workflows/tiny"]
+    assert all(r["valid"] for r in fake.requests)  # SigV4-signed like every remote command
+    html = page.read_text()
+    assert 'data-processor="work" data-status="FAILED"' in html and 'class="edge"' in html
+
+
+def test_report_remote_of_an_unknown_run_is_exit_2(node, signed_env, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from pennflow.cli import app
+
+    fake, url = node
+    fake.answer("GET", "/runs/r-9", (404, {"error": {"code": "not_found", "message": "no run 'r-9'"}}))
+    result = CliRunner().invoke(app, ["report", "r-9", "--node-url", url, "-o", str(tmp_path / "x.html")])
+    assert result.exit_code == 2 and "no run 'r-9'" in result.output
+    assert not (tmp_path / "x.html").exists()
