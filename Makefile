@@ -39,6 +39,7 @@ setup: $(VENV)/.dev node_modules/.package-lock.json sandbox-tool
 demo: $(VENV)/.demo sandbox-tool
 	$(BIN)/python processors/make_example_dataset.py demo-data/recordings
 	$(BIN)/pennflow run workflows/eeg-quality.yaml --input demo-data/recordings
+	$(BIN)/pennflow report last -o demo-data/report.html
 
 lint: setup
 	$(BIN)/ruff check .

@@ -68,9 +68,11 @@ from pennflow.api.ports import (
 )
 from pennflow.api.requests import json_body, preflight, refuse_oversized_definition
 from pennflow.api.resume import ResumeFunction, RunResumed, RunResumer
+from pennflow.api.run_budget import RunBudget
 from pennflow.node.registry import WorkflowRegistry
 from pennflow.stores.base import RunStore
 from pennflow.triggers.api import router as triggers_router
+from pennflow.workflow.cost import PriceOverrides
 from pennflow.workflow.runs import Status
 
 TITLE = "pennflow compute node"
@@ -150,6 +152,11 @@ def run_planning() -> RunPlanning:
         else None,
         layers=layers,
         manifests=S3Manifests(s.results_bucket) if s.results_bucket else None,
+        budget=RunBudget(
+            region=s.region,
+            prices=PriceOverrides.model_validate_json(s.cost_prices),
+            ceiling_usd=s.run_cost_ceiling,
+        ),
     )
 
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 # dashboard (stacks/monitoring.py) read its own metrics, by the `service` dimension.
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "pennflow"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "pennflow"
+RUN_COST = "RunCost"  # stacks.constants.RUN_COST_METRIC: USD per run, by node (service) and workflow
 
 # Most status events and cancels emit no metric; Powertools would warn about each of those flushes.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
@@ -30,7 +31,8 @@ metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 
 class MetricsListener:
-    """The lifecycle's listener: RunsStarted, RunsSucceeded, RunsFailed, RunDuration, ProcessorDuration."""
+    """The lifecycle's listener: RunsStarted, RunsSucceeded, RunsFailed, RunDuration, ProcessorDuration,
+    RunCost (USD)."""
 
     def run_started(self, run_id: str, workflow: str) -> None:
         metrics.add_metric(name="RunsStarted", unit=MetricUnit.Count, value=1)
@@ -43,6 +45,17 @@ class MetricsListener:
             metrics.add_metric(name="RunsFailed", unit=MetricUnit.Count, value=1)
         if summary.duration_seconds is not None:
             metrics.add_metric(name="RunDuration", unit=MetricUnit.Seconds, value=summary.duration_seconds)
+        cost = getattr(summary, "cost", None)
+        if cost is not None:
+            # USD per run, by node (the service dimension) and workflow: the dashboard's cost per workflow per day.
+            with single_metric(
+                name=RUN_COST,
+                unit=MetricUnit.NoUnit,
+                value=float(cost.get("totalUsd", 0.0)),
+                namespace=NAMESPACE,
+                default_dimensions={"service": SERVICE},
+            ) as metric:
+                metric.add_dimension(name="workflow", value=summary.workflow)
         for processor_id, seconds in summary.processor_seconds.items():
             # Its own metric set: the processor dimension must not spread to the run metrics.
             with single_metric(

@@ -65,6 +65,10 @@ class ApiSettings(_EnvSettings):
     # A run's logs (archived, else live) and results, read by GET /runs/{id}/logs and /results.
     log_bucket: str | None = Field(None, alias="LOG_ARCHIVE_BUCKET")
     processor_log_group: str | None = Field(None, alias="PROCESSOR_LOG_GROUP")
+    # A run's estimate (pennflow.api.run_budget): the node's prices, and the per-run ceiling if set.
+    region: str | None = Field(None, alias="AWS_REGION")
+    cost_prices: str = Field("{}", alias="COST_PRICES")
+    run_cost_ceiling: float | None = Field(None, alias="RUN_COST_CEILING_USD", gt=0)
 
 
 class NodeSettings(_EnvSettings):
@@ -109,6 +113,9 @@ class NodeSettings(_EnvSettings):
     organization_id: str = Field("", alias="PENNSIEVE_ORGANIZATION_ID")
     # Where each slot's run id and SESSION_TOKEN are written at lease time (SSM parameters).
     slot_parameter_prefix: str | None = Field(None, alias="SLOT_PARAMETER_PREFIX")
+    # cdk.json's costPrices (pennflow.workflow.cost.PriceOverrides as JSON); checked at synth.
+    cost_prices: str = Field("{}", alias="COST_PRICES")
+    notify_topic_arn: str | None = Field(None, alias="NOTIFY_TOPIC_ARN")  # run ends (stacks/notifications.py)
 
 
 def _describe(exc: ValidationError) -> str:
@@ -178,6 +185,7 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         pennsieve_environment=_pennsieve_environment(settings),
         slot_parameter_prefix=settings.slot_parameter_prefix,
         session_tokens=bool(settings.pennsieve_secret_arn),
+        node_name=settings.node_name,
         builtin_environment={
             name: value
             for name, value in {
@@ -210,6 +218,9 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         results_bucket=settings.results_bucket,
         retention_days=settings.retention_days,
         failed_run_retention_days=settings.failed_run_retention_days,
+        region=settings.region,
+        cost_prices=settings.cost_prices,
+        notify_topic_arn=settings.notify_topic_arn,
     )
     extra: dict[str, Any] = {"listener": listener} if listener is not None else {}
     if task_settings.slot_parameter_prefix:

@@ -124,6 +124,7 @@ LAMBDA_TIMEOUT_SECONDS = {
     "trigger_events": 60,
     "trigger_fire": 120,
     "layer_jobs": 60,  # starts a task or publishes a version; the long work runs in ECS
+    "notify": 60,  # three webhook attempts of at most 10 s each, with their backoff
 }
 LAMBDA_MEMORY_OVERRIDES_MB = {"download": 1024}
 # Functions attached to the VPC because they mount the runs access point (all but the API).
@@ -132,7 +133,7 @@ EFS_LAMBDAS = (*RUNS_MANAGER_LAMBDAS, "list_batches", "download")
 RESERVED_CONCURRENCY = {"status": 10, "prepare": 5, "cancel": 2}
 # Invoked asynchronously (EventBridge, or the API's fire-and-forget start and cancel): these get the DLQ,
 # so an invocation that fails every retry is kept, not lost.
-ASYNC_LAMBDAS = ("status", "prepare", "cancel", "resume", "trigger_events", "layer_jobs")
+ASYNC_LAMBDAS = ("status", "prepare", "cancel", "resume", "trigger_events", "layer_jobs", "notify")
 ASYNC_RETRY_ATTEMPTS = 2
 REDRIVE_DAYS = 14  # Step Functions redrives an execution up to 14 days after it ended
 RELEASE_KEPT_SLOTS_EVERY = 15  # minutes between runs of the kept-slot cleanup (pennflow.node.redrive)
@@ -146,6 +147,9 @@ POWERTOOLS_VERSION = "3.37.0"
 POWERTOOLS_LAYER_PARAMETER = f"/aws/service/powertools/python/arm64/{PYTHON_RUNTIME}/{POWERTOOLS_VERSION}"
 
 METRICS_NAMESPACE = "pennflow"
+RUN_COST_METRIC = (
+    "RunCost"  # USD per run, dimensions service (the node) and workflow (lambdas/observability.py)
+)
 CUSTOM_METRICS = ("RunsStarted", "RunsSucceeded", "RunsFailed", "RunDuration", "ProcessorDuration")
 # What lambdas/trigger_fire.py, webhook.py, layer_jobs.py and download.py count (the dashboard graphs each).
 TRIGGER_METRICS = ("TriggeredRuns", "WebhookRejected")
@@ -264,4 +268,8 @@ ENV = {
     "layer_build_task": "LAYER_BUILD_TASK_DEFINITION",
     "layer_populate_task": "LAYER_POPULATE_TASK_DEFINITION",
     "layer_clean_task": "LAYER_CLEAN_TASK_DEFINITION",
+    "cost_prices": "COST_PRICES",
+    "notify_topic": "NOTIFY_TOPIC_ARN",  # run ends (stacks/notifications.py, pennflow.node.run_end)
+    "notify_webhook_secret": "WEBHOOK_URL_SECRET_ARN",
+    "run_cost_ceiling": "RUN_COST_CEILING_USD",  # JSON: the cdk.json costPrices overrides (pennflow.workflow.cost)
 }

@@ -280,12 +280,15 @@ class NodeFunctions(Construct):
             "prepare_function": self.name_of("prepare"),
             "cancel_function": self.name_of("cancel"),
             "resume_function": self.name_of("resume"),
+            "cost_prices": s.cost_prices.model_dump_json(by_alias=True, exclude_none=True),
             "layer_price_standard": str(s.layer_storage_prices.standard),
             "layer_price_ia": str(s.layer_storage_prices.infrequent_access),
             "layer_ia_after_days": str(
                 C.EFS_IA_AFTER_DAYS
             ),  # the file system's lifecycle, for cost estimates
         }
+        if s.run_cost_ceiling is not None:
+            values["run_cost_ceiling"] = str(s.run_cost_ceiling)
         return {**{C.ENV[key]: value for key, value in values.items()}, **self._state_machine_environment}
 
     def node_environment(self) -> dict[str, str]:
@@ -317,6 +320,7 @@ class NodeFunctions(Construct):
             "task_family_prefix": C.task_family_prefix(s.node_name),
             "pennsieve_secret": compute.pennsieve_secret.secret_arn,
             "slot_parameter_prefix": C.slot_parameter_prefix(s.node_name),
+            "cost_prices": s.cost_prices.model_dump_json(by_alias=True, exclude_none=True),
             # Pennsieve's DEPLOYMENT_MODE: private subnets with a NAT are "secure", without "compliant"
             "deployment_mode": "secure" if s.nat_gateways else "compliant",
             "pennsieve_api_host": s.pennsieve_api_host,

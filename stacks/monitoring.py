@@ -126,15 +126,31 @@ class NodeMonitoring(Construct):
                 left=[self._efs(file_system, m) for m in ("MeteredIOBytes", "TotalIOBytes")],
                 right=[self._efs(file_system, "PercentIOLimit", statistic="Maximum")],
             ),
+            cloudwatch.GraphWidget(
+                title="Run cost (USD) per workflow per day",
+                width=WIDTH,
+                left=[
+                    cloudwatch.MathExpression(
+                        expression=f"SEARCH('{{{C.METRICS_NAMESPACE},service,workflow}} "
+                        f'MetricName="{C.RUN_COST_METRIC}" service="{self._service}"\', \'Sum\', 86400)',
+                        label="",
+                        period=Duration.days(1),
+                    )
+                ],
+            ),
             cloudwatch.AlarmStatusWidget(title="Alarms", width=WIDTH, alarms=self.alarms),
         )
 
     def _topic(self, settings: NodeSettings) -> sns.Topic:
         # CloudWatch can publish to an encrypted topic only with a customer key that allows it to.
         key = kms.Key(self, "AlarmTopicKey", description="pennflow alarm topic", enable_key_rotation=True)
+        # CloudWatch alarms, and AWS Budgets when the node has a monthly budget (stacks/notifications.py).
+        publishers = [iam.ServicePrincipal("cloudwatch.amazonaws.com")]
+        if settings.monthly_budget is not None:
+            publishers.append(iam.ServicePrincipal("budgets.amazonaws.com"))
         key.add_to_resource_policy(
             iam.PolicyStatement(
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                principals=publishers,
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],
                 conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},

@@ -16,6 +16,7 @@ from stacks.functions import NodeFunctions
 from stacks.layers import NodeLayers
 from stacks.monitoring import NodeMonitoring
 from stacks.network import NodeNetwork
+from stacks.notifications import NodeNotifications
 from stacks.orchestration import CompiledWorkflow, NodeOrchestration
 from stacks.resume import NodeResume
 from stacks.settings import NodeSettings
@@ -114,6 +115,9 @@ class NodeStack(Stack):
             description="Put the node's Pennsieve API key and secret here (aws secretsmanager put-secret-value)",
         )
         secret_output.override_logical_id("PennsieveSecretArn")
+        self.notifications = NodeNotifications(
+            self, "Notifications", settings=settings, functions=self.functions
+        )
         self.monitoring = NodeMonitoring(
             self,
             "Monitoring",
@@ -123,3 +127,4 @@ class NodeStack(Stack):
             dead_letter_queue=self.functions.dead_letter_queue,
             file_system=self.storage.file_system,
         )
+        self.notifications.add_monthly_budget(settings, self.monitoring.topic)

@@ -14,12 +14,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import ArnFormat, Aws, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Aws, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from pennflow.workflow.cost_tags import WORKFLOW_TAG
 from pennflow.workflow.definition import MAX_NAME, Workflow
 from stacks import constants as C
 from stacks.compute import NodeCompute
@@ -283,6 +284,8 @@ class NodeOrchestration(Construct):
             ),
             tracing_enabled=True,
         )
+        # Cost allocation: the node's tag comes from the stack; executions have no tags of their own.
+        Tags.of(state_machine).add(WORKFLOW_TAG, workflow.registered_name)
         return state_machine
 
     def _version(

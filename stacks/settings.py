@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from pennflow.workflow.cost import PriceOverrides
 from stacks import constants as C
 
 # CloudWatch Logs accepts only these retention periods (days).
@@ -125,6 +126,10 @@ class NodeSettings(_Model):
     # false sends that traffic through the NAT instead (needs natGateways 1).
     interface_endpoints: bool = True
     alarm_email: Annotated[str | None, Field(pattern=EMAIL_RE)] = None
+    # Who hears each run's end by e-mail (alarmEmail when unset); notifyWebhook adds a webhook (its URL
+    # goes in the secret the stack creates) that receives Slack-compatible JSON.
+    notify_email: Annotated[str | None, Field(pattern=EMAIL_RE)] = None
+    notify_webhook: bool = False
     retention_days: RetentionDays = RetentionDays()
     workflows_folder: Annotated[str, Field(min_length=1)] = C.DEFAULT_WORKFLOWS_FOLDER
     run_slots: Annotated[int, Field(ge=1, le=C.MAX_RUN_SLOTS)] = 10
@@ -133,6 +138,12 @@ class NodeSettings(_Model):
     # A run waiting for a slot takes the oldest kept one early (pennflow.node.redrive).
     failed_run_retention_days: Annotated[int, Field(ge=0, le=C.REDRIVE_DAYS)] = 7
     layer_storage_prices: LayerStoragePrices = LayerStoragePrices()
+    # Prices for run costs (pennflow.workflow.cost): the region's dated list prices unless set here.
+    cost_prices: PriceOverrides = PriceOverrides()
+    # USD. monthlyBudget: an AWS Budgets budget on the node's cost-allocation tag, alerting the alarms topic
+    # at 80% actual and 100% forecast. runCostCeiling: the API refuses a run whose estimate is above it.
+    monthly_budget: Annotated[float | None, Field(gt=0)] = None
+    run_cost_ceiling: Annotated[float | None, Field(gt=0)] = None
     # Image of the built-in data sources/targets and the fan-in helper (processors/builtin).
     builtin_image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)] = (
         "ghcr.io/pennflow/builtin:0.1.0"

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, StringConstraints
 from pydantic.alias_generators import to_camel
 
+from pennflow.workflow.cost import RunCost
 from pennflow.workflow.definition import MAX_NAME, NAME_RE
 from pennflow.workflow.runs import RunRecord, Status, StepRecord
 
@@ -201,6 +202,11 @@ class RunPlan(_View):
     processors: list[ProcessorPlan]
     warnings: list[str]
     plan: str = Field(description="The compiled structure and any ordering the compiler added.")
+    cost_estimate: RunCost | None = Field(
+        None,
+        description="The most the run can cost: every processor to its timeout on every attempt, the "
+        "dataset through the NAT and on EFS; a start is refused (422) above the node's runCostCeiling.",
+    )
 
 
 class StepView(_View):
@@ -255,6 +261,9 @@ class RunView(RunSummary):
     origin: str
     rerun_of: str | None = Field(None, description="The run this one repeats, for a rerun.")
     steps: list[StepView]
+    cost: RunCost | None = Field(
+        None, description="What the run cost, itemised at the node's prices; null until it has ended."
+    )
 
 
 class RunList(_View):

@@ -82,6 +82,7 @@ class RunPlanning:
     layers: LayerLookup | None = None
     manifests: ManifestWriter | None = None
     resolve_image: Callable[[str], ResolvedImage] | None = None  # default: ecr_image_digest
+    budget: Any = None  # pennflow.api.run_budget.RunBudget: the dry run's estimate, the per-run ceiling
 
 
 def ecr_image_digest(reference: str) -> ResolvedImage:

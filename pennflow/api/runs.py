@@ -36,6 +36,7 @@ from pennflow.api.models import (
     StepView,
 )
 from pennflow.api.ports import ManifestWriter, RunCanceller, RunLauncher, RunPlanning, ecr_image_digest
+from pennflow.api.run_budget import RunBudget
 from pennflow.aws import arns
 from pennflow.node.registry import WorkflowRecord, WorkflowRegistry
 from pennflow.stores.base import RunStore
@@ -96,8 +97,13 @@ def start_run(
     )
     wants_original = keyed.content_key and (request.dry_run or not request.force)
     original = find_duplicate(store, keyed.content_key) if wants_original else None
+    budget = planning.budget or RunBudget()
+    estimate = budget.estimate(workflow, keyed.plan.inputs.total_bytes if keyed.plan.inputs else 0)
     if request.dry_run:
-        return _dry_run(record, workflow, request, params, keyed, original)
+        return _dry_run(record, workflow, request, params, keyed, original).model_copy(
+            update={"cost_estimate": estimate}
+        )
+    budget.check(estimate)
     if original is not None:
         return _duplicate(original, keyed)
 
@@ -229,6 +235,7 @@ def get_run(run_id: str, *, store: RunStore) -> RunView:
         origin=run.origin,
         rerun_of=run.rerun_of,
         steps=steps,
+        cost=run.cost,
     )
 
 
@@ -258,10 +265,7 @@ def cancel_run(run_id: str, *, store: RunStore, canceller: RunCanceller) -> Canc
 # ------------------------------------------------------------------ helpers
 
 
-def console_url(arn: str) -> str:
-    parsed = arns.parse(arn)
-    host = arns.console_host(parsed.region, parsed.partition)
-    return f"https://{host}/states/home?region={parsed.region}#/v2/executions/details/{arn}"
+console_url = arns.execution_console_url  # one home: pennflow.aws.arns (run-end notifications use it too)
 
 
 def _existing_run(store: RunStore, run_id: str) -> RunRecord:

@@ -55,3 +55,10 @@ def build(service: str, region: str, account: str, resource: str, *, partition: 
 
 def console_host(region: str, partition: str) -> str:
     return CONSOLE_HOSTS.get(partition, CONSOLE_HOSTS["aws"]).format(region=region)
+
+
+def execution_console_url(arn: str) -> str:
+    """The Step Functions console page of an execution, in its own region and partition."""
+    parsed = parse(arn)
+    host = console_host(parsed.region, parsed.partition)
+    return f"https://{host}/states/home?region={parsed.region}#/v2/executions/details/{arn}"

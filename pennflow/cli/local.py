@@ -86,6 +86,13 @@ def run(
         show_default=False,
     ),
     as_json: bool = typer.Option(False, "--json", help="No progress; print the final run as JSON."),
+    notify: str | None = typer.Option(
+        None,
+        "--notify",
+        help="A shell command run when the run ends, given the run's end as JSON on stdin (the fields a "
+        "node's notifications carry).",
+        show_default=False,
+    ),
 ):
     """Run a workflow on this machine: exit 0 when it succeeded, 1 when it failed or was canceled."""
     workflow = load_or_exit(file)
@@ -102,10 +109,11 @@ def run(
         dataset_id=dataset,
         package_ids=packages,
         publish=publish,
+        notify=notify,
     )
 
 
-def _execute(workflow, as_json: bool, **arguments) -> None:
+def _execute(workflow, as_json: bool, notify: str | None = None, **arguments) -> None:
     """Run ``workflow`` with ``run_workflow``'s ``arguments``, showing progress, then the summary; exit."""
     import sqlite3
 
@@ -122,7 +130,7 @@ def _execute(workflow, as_json: bool, **arguments) -> None:
             record = run_workflow(
                 workflow, home=home, store=store, reporter=reporter, cancel_event=cancel_event, **arguments
             )
-        steps = store.list_steps(record.run_id)
+        record, steps = _with_estimate(store, workflow, record, home)
     except InvalidRunInput as exc:
         echo("error:", style="bold red", rest=" the run cannot start:", err=True)
         for problem in exc.problems:
@@ -136,10 +144,15 @@ def _execute(workflow, as_json: bool, **arguments) -> None:
         store.close()
     results = [str(path) for path in result_dirs(workflow, home.run_dir(record.run_id))]
     code = EXIT_OK if record.status is Status.SUCCEEDED else EXIT_RUN_FAILED
+    if notify:
+        _notify(notify, record)
     if as_json:
         print_json({**_run_json(record, steps), "results": results})
         raise typer.Exit(code)
-    print_steps(out, steps, title=f"{record.workflow}  {record.run_id}", rows=RUN_SUMMARY_ROWS)
+    print_steps(
+        out, steps, title=f"{record.workflow}  {record.run_id}", rows=RUN_SUMMARY_ROWS, resource_use=True
+    )
+    _print_cost(record)
     duration = format_seconds(_seconds(record.started_at, record.finished_at))
     if code == EXIT_OK:
         out.print(f"[green]SUCCEEDED[/] run {record.run_id} in {duration}", highlight=False)
@@ -275,7 +288,46 @@ def _show_status(record, steps, as_json: bool) -> None:
     if record.history:
         reused = ", ".join(step.processor_id for step in steps if step.reused) or "nothing"
         out.print(f"attempt {record.attempt} (now): reused {reused}", highlight=False, markup=False)
-    print_steps(out, steps)
+    print_steps(out, steps, resource_use=True)
+    _print_cost(record)
+
+
+def _with_estimate(store, workflow, record, home):
+    """Keep, in the run's record, what the run would cost on a node (labelled an estimate), and the
+    definition beside its files (what `pennflow report` draws)."""
+    from pennflow.engine.resource_use import estimate_on_node
+    from pennflow.report.data import keep_definition
+
+    steps = store.list_steps(record.run_id)
+    run_dir = home.run_dir(record.run_id)
+    keep_definition(workflow, run_dir)
+    estimate = estimate_on_node(workflow, steps, run_dir)
+    cost = estimate.model_dump(mode="json", by_alias=True)
+    store.update_run(record.run_id, cost=cost)
+    return record.model_copy(update={"cost": cost}), steps
+
+
+def _notify(command: str, record) -> None:
+    """Run the --notify command with the run's end on stdin; its failure is said, never the run's."""
+    import subprocess
+
+    from pennflow.workflow.run_end import RunEnded
+
+    body = RunEnded.of(record).model_dump_json(by_alias=True)
+    try:
+        done = subprocess.run(command, shell=True, input=body, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        echo(f"warning: the --notify command did not finish: {exc}", err=True)
+        return
+    if done.returncode != 0:
+        echo(f"warning: the --notify command exited {done.returncode}", err=True)
+
+
+def _print_cost(record) -> None:
+    from pennflow.workflow.cost import summary_lines
+
+    for line in summary_lines(record.cost, indent="  "):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def logs(

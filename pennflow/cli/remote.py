@@ -186,4 +186,6 @@ def format_run(run: Mapping[str, Any]) -> str:
         lines.append(
             f"  {step.get('processorId', '?'):<24} {step.get('status', '?'):<12} attempts {step.get('attempts', 0)}{extra}"
         )
-    return "\n".join(lines)
+    from pennflow.workflow.cost import summary_lines
+
+    return "\n".join([*lines, *summary_lines(run.get("cost"))])

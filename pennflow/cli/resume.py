@@ -74,9 +74,10 @@ def _resume_local(
 
     from pennflow.cli.definitions import load_or_exit
     from pennflow.cli.local import _cancel_on_signals, _open_store, _run_json
+    from pennflow.cli.output import print_steps
     from pennflow.engine.home import PennflowHome
     from pennflow.engine.local import InvalidRunInput, result_dirs
-    from pennflow.engine.progress import RUN_SUMMARY_ROWS, make_progress, steps_table
+    from pennflow.engine.progress import RUN_SUMMARY_ROWS, make_progress
     from pennflow.engine.resume import ResumeRefused, resumable_run, resume_run
     from pennflow.engine.run_spec import load_spec
     from pennflow.stores.base import StoreConflict
@@ -126,7 +127,7 @@ def _resume_local(
         print_json({**_run_json(record, steps), "reused": reused, "results": results})
         raise typer.Exit(code)
     title = f"{record.workflow}  {record.run_id}  attempt {record.attempt}"
-    out.print(steps_table(steps, title=title, rows=RUN_SUMMARY_ROWS))
+    print_steps(out, steps, title=title, rows=RUN_SUMMARY_ROWS, resource_use=True)
     for earlier in record.history:
         ended = f": {earlier.reason}" if earlier.reason else ""
         echo(f"attempt {earlier.attempt}: {earlier.status.value}{ended}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pennflow.engine.environment import command_environment
+from pennflow.engine.resource_use import reap
 from pennflow.engine.spawn import Child, start_child
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT
 
@@ -216,14 +217,14 @@ class RunningProcess:
             finally:
                 os.close(self._pidfd)
                 self._pidfd = None
-        code = self.popen.wait()
+        code = reap(self.popen)  # wait4: keeps the attempt's rusage (engine/resource_use.py)
         if self._deadline is not None:
             self._deadline.cancel()
         with self._lock:
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
         self._signal(signal.SIGKILL)
-        return code
+        return signal_exit(code) if self.spec.in_bwrap else code
 
     def terminate(self, why: str) -> None:
         """SIGTERM to the whole process group now, SIGKILL after the grace period. Idempotent."""
@@ -269,3 +270,10 @@ def group_members(pgid: int) -> list[int]:
             if int(fields[2]) == pgid:  # state, ppid, pgrp
                 members.append(int(entry.name))
     return members
+
+
+def signal_exit(code: int) -> int:
+    """128 + N from the sandbox -> -N, as the processor's own death by signal N reads unsandboxed."""
+    if code > 128 and code - 128 in {sig.value for sig in signal.Signals}:
+        return -(code - 128)
+    return code

@@ -30,6 +30,7 @@ from pennflow.engine.launchers import (
 )
 from pennflow.engine.outcomes import Attempt, attempt_header
 from pennflow.engine.pennsieve_session import LocalPennsieveSession, wants_pennsieve
+from pennflow.engine.resource_use import wait_and_record
 from pennflow.engine.run_checks import needs_pennsieve
 from pennflow.engine.run_context import RunContext
 from pennflow.engine.sandbox import SandboxView, command_files, detect, wrap_command
@@ -176,9 +177,7 @@ class ProcessLauncher:
                 log.write(f"{message}\n".encode())
                 return Attempt(False, message, retryable=False)
             with self.ctx.stop.tracking(process), self.ctx.lease.tracking(process):
-                code = process.wait()
-        if spec.in_bwrap:
-            code = _signal_exit(code)
+                code = wait_and_record(process, self.ctx.records, processor.id, attempt, batch)
         if process.stopped_by == STOPPED:
             return Attempt(False, canceled=True)
         if process.stopped_by == TIMEOUT:
@@ -205,13 +204,6 @@ def _cannot_launch_message(processor: Processor, have_runtime: bool) -> str:
             "processor registry; to run locally give the processor an 'image' or a 'command'"
         )
     return "the processor has no 'command' to run locally"
-
-
-def _signal_exit(code: int) -> int:
-    """128 + N from the sandbox -> -N, as the processor's own death by signal N reads unsandboxed."""
-    if code > 128 and code - 128 in {sig.value for sig in signal.Signals}:
-        return -(code - 128)
-    return code
 
 
 def _failure_reason(code: int, tail: list[str]) -> str:

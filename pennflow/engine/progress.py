@@ -111,6 +111,7 @@ def steps_table(
     title: str | None = None,
     rows: int | None = None,
     reasons: bool = True,
+    resource_use: bool = False,
 ) -> Table:
     """One row per processor: status, attempts, exit code, start, duration and (unless ``reasons`` is
     False) reason; at most ``rows`` (the running and failed first) and a caption counting the rest by
@@ -128,6 +129,9 @@ def steps_table(
     table.add_column("exit", justify="right", no_wrap=True)
     table.add_column("started", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
+    if resource_use:  # CPU time (user + system) and peak memory of the attempts' processes
+        table.add_column("cpu", justify="right", no_wrap=True)
+        table.add_column("peak mem", justify="right", no_wrap=True)
     if reasons:
         table.add_column("reason", overflow="fold")
     now = utcnow()
@@ -139,6 +143,7 @@ def steps_table(
             "-" if step.exit_code is None else str(step.exit_code),
             format_time(step.started_at, clock_only=True),
             format_seconds(elapsed(step.started_at, step.finished_at, now)),
+            *(_use_cells(step) if resource_use else []),
         ]
         table.add_row(*cells, *([Text(step.reason or "")] if reasons else []))
     return table
@@ -289,3 +294,10 @@ class PlainProgress:
 
 def make_progress(console: Console, workflow: Workflow) -> LiveProgress | PlainProgress:
     return LiveProgress(console, workflow) if console.is_terminal else PlainProgress(console, workflow)
+
+
+def _use_cells(step: StepRecord) -> list[str]:
+    from pennflow.engine.resource_use import format_bytes, step_use
+
+    cpu, peak = step_use(step)
+    return ["-" if cpu is None else format_seconds(cpu), format_bytes(peak)]

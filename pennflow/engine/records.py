@@ -93,6 +93,11 @@ class RunRecords:
             if fields:
                 self.set_step(pid, **fields)
 
+    def add_resource_use(self, pid: str, use: dict[str, Any]) -> None:
+        """One attempt's CPU time and peak memory (engine/resource_use.py), after the ones before it."""
+        with self._lock:  # batches of one processor end concurrently
+            self.set_step(pid, resource_use=[*self._steps[pid].resource_use, use])
+
     def running(self) -> list[str]:
         """The processors whose step is STARTED now."""
         return [pid for pid, step in list(self._steps.items()) if step.status is Status.STARTED]

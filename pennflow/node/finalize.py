@@ -28,6 +28,8 @@ from typing import Any
 from pennflow.aws import error_code
 from pennflow.node.lifecycle import Node, RunNotFound, layer_names, release_when_idle
 from pennflow.node.redrive import keep_for_resume
+from pennflow.node.run_cost import record_run_cost
+from pennflow.node.run_end import publish_run_end
 from pennflow.node.taskdefs import FAN_IN_CONTAINER
 from pennflow.workflow.asl import CONTAINER_NAME
 from pennflow.workflow.definition import Workflow
@@ -60,6 +62,7 @@ class RunSummary:
     failed: FailedProcessor | None = None
     log_keys: list[str] = field(default_factory=list)
     slot_released: bool = False
+    cost: dict[str, Any] | None = None  # the itemised cost (pennflow.workflow.cost.RunCost, camelCase)
 
 
 def finalize_run(
@@ -101,6 +104,7 @@ def finalize_run(
         log_path = f"s3://{node.config.log_bucket}/runs/{run_id}/logs/{processor_id}/"
         node.store.update_step(run_id, processor_id, log_path=log_path)
     steps = node.store.list_steps(run_id)
+    run = record_run_cost(node, run, steps, workflow, now=now)
     slot = node.slots.held_by(run_id)
     record = provenance(run, steps, workflow, outcome, failed, log_keys, slot)
     node.s3.put_object(
@@ -130,9 +134,11 @@ def finalize_run(
         failed=failed,
         log_keys=log_keys,
         slot_released=released,
+        cost=run.cost,
     )
-    if ended_now:  # measured once, whatever retries follow
+    if ended_now:  # measured and told once, whatever retries follow
         node.listener.run_finished(summary)
+        publish_run_end(node, run)
     return summary
 
 
@@ -392,6 +398,7 @@ def provenance(
         "finishedAt": _iso(run.finished_at),
         "durationSeconds": _seconds(run.started_at, run.finished_at),
         "layers": run.layers,
+        "cost": run.cost,
         "failure": None
         if failed is None
         else {"processor": failed.processor_id, "exitCode": failed.exit_code, "reason": failed.reason},

@@ -199,6 +199,10 @@ class NodeConfig:
     retention_days: int = 90
     # A FAILED or CANCELED run keeps its slot this long, to be resumed (pennflow.node.redrive); 0: never.
     failed_run_retention_days: int = 0
+    # Run costs (pennflow.node.run_cost): the node's region and its costPrices overrides (JSON).
+    region: str = ""
+    cost_prices: str = "{}"
+    notify_topic_arn: str | None = None  # run ends are published here (pennflow.node.run_end)
 
     def execution_node(self) -> dict[str, Any]:
         node: dict[str, Any] = {
@@ -236,6 +240,7 @@ class Node:
     sfn_client: Any = None
     logs_client: Any = None
     s3_client: Any = None
+    sns_client: Any = None
 
     @property
     def ecs(self) -> Any:

@@ -36,6 +36,7 @@ from pennflow.workflow.contract import (
     env_name,
     layers_python_path,
 )
+from pennflow.workflow.cost_tags import NODE_TAG
 from pennflow.workflow.definition import Processor, ProcessorType, TargetType, Workflow
 from pennflow.workflow.pennsieve_env import RUN_VARIABLES, SESSION_TOKEN
 
@@ -71,6 +72,7 @@ class TaskSettings:
     # (pennflow.node.session_tokens); task definitions name them in ``secrets``.
     slot_parameter_prefix: str | None = None
     session_tokens: bool = False  # the node has Pennsieve credentials to mint tokens from
+    node_name: str | None = None  # its pennflow:node cost tag, propagated to every task (cost_tags)
 
     def slot_parameter(self, slot_id: str, leaf: str) -> str:
         return f"{self.slot_parameter_prefix}{slot_id}/{leaf}"
@@ -281,7 +283,11 @@ class TaskDefinitions:
     def _register(self, fam: str, request: dict[str, Any], slot: Slot, processor_id: str) -> str:
         response = self.ecs.register_task_definition(
             family=fam,
-            tags=[{"key": SLOT_TAG, "value": slot.slot_id}, {"key": PROCESSOR_TAG, "value": processor_id}],
+            tags=[
+                {"key": SLOT_TAG, "value": slot.slot_id},
+                {"key": PROCESSOR_TAG, "value": processor_id},
+                *([{"key": NODE_TAG, "value": self.settings.node_name}] if self.settings.node_name else []),
+            ],
             **request,
         )
         return response["taskDefinition"]["taskDefinitionArn"]

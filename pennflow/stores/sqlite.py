@@ -24,7 +24,7 @@ from pennflow.stores.leases import LEASE_SCHEMA, RunLeases
 from pennflow.workflow.runs import RESUMABLE, RunRecord, Status, StepRecord, allowed_predecessors
 
 BUSY_TIMEOUT_SECONDS = 10.0
-JSON_FIELDS = frozenset({"params", "layers", "package_ids", "history"})
+JSON_FIELDS = frozenset({"params", "layers", "package_ids", "history", "cost", "resource_use"})
 # What identifies a run or a step never changes.
 IMMUTABLE_FIELDS = frozenset({"run_id", "processor_id", "workflow", "definition_hash", "created_at"})
 
@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS runs (
     attempt INTEGER NOT NULL DEFAULT 1,
     history TEXT NOT NULL DEFAULT '[]',
     resume_until TEXT,
-    rerun_of TEXT
+    rerun_of TEXT,
+    cost TEXT NOT NULL DEFAULT 'null'
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_us DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_content_key ON runs (content_key, created_us DESC)
@@ -70,6 +71,7 @@ CREATE TABLE IF NOT EXISTS steps (
     step_key TEXT,
     output_hash TEXT,
     reused INTEGER NOT NULL DEFAULT 0,
+    resource_use TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (run_id, processor_id)
 );
 """
@@ -81,8 +83,14 @@ _ADDED_COLUMNS = {
         "history": "TEXT NOT NULL DEFAULT '[]'",
         "resume_until": "TEXT",
         "rerun_of": "TEXT",
+        "cost": "TEXT NOT NULL DEFAULT 'null'",
     },
-    "steps": {"step_key": "TEXT", "output_hash": "TEXT", "reused": "INTEGER NOT NULL DEFAULT 0"},
+    "steps": {
+        "step_key": "TEXT",
+        "output_hash": "TEXT",
+        "reused": "INTEGER NOT NULL DEFAULT 0",
+        "resource_use": "TEXT NOT NULL DEFAULT '[]'",
+    },
 }
 
 

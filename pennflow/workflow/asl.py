@@ -17,6 +17,7 @@ from typing import Any
 
 from pennflow.workflow import limits
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, state_key, static_environment
+from pennflow.workflow.cost_tags import RUN_TAGS_PATH, run_task_tags
 from pennflow.workflow.dag import Dag, Parallel, Plan, Step, decompose, plan_depth
 from pennflow.workflow.definition import Processor, ProcessorType, Workflow
 
@@ -331,6 +332,7 @@ class _Compiler:
             "TaskDefinition.$": f"$.run.taskDefinitions.{key}",
             "NetworkConfiguration.$": "$.node.network",
             "PropagateTags": "TASK_DEFINITION",
+            "Tags.$": RUN_TAGS_PATH,
             "Overrides": {
                 "ContainerOverrides": [
                     {"Name": CONTAINER_NAME, "Environment": self._environment(processor, batch)}
@@ -520,6 +522,7 @@ def execution_input(
             "datasetId": dataset_id or "",
             **({"manifest": dict(manifest)} if manifest else {}),
             "taskDefinitions": {state_key(pid): arn for pid, arn in sorted(task_definitions.items())},
+            "tags": run_task_tags(workflow.name, run_id),
             "params": {
                 state_key(p.id): {
                     k: params.get(p.id, {}).get(k, v) for k, v in sorted(p.default_params.items())

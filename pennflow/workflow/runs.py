@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -122,6 +123,8 @@ class RunRecord(_Record):
     # On a node: until when a FAILED or CANCELED run keeps its slot (files and execution) to be resumed.
     resume_until: datetime | None = None
     rerun_of: str | None = None  # the run this one repeats (`pennflow rerun`, POST /runs/{id}/rerun)
+    # The itemised cost (pennflow.workflow.cost.RunCost, camelCase): measured on a node, estimated locally.
+    cost: dict[str, Any] | None = None
 
 
 class StepRecord(_Record):
@@ -139,6 +142,8 @@ class StepRecord(_Record):
     step_key: str | None = None
     output_hash: str | None = None
     reused: bool = False  # this attempt of the run reused the output of an earlier one
+    # One entry per attempt (pennflow.engine.resource_use.AttemptUse, camelCase): CPU time, peak memory.
+    resource_use: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def duration_seconds(self) -> float | None:

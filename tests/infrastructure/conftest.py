@@ -36,6 +36,12 @@ VARIANT_CONTEXT = {
         "runSlots": 3,
         "reserveConcurrency": False,
         "retentionDays": {"runFiles": 14, "logs": 7},
+        # Run ends to a webhook and another e-mail, a monthly budget and a per-run cost ceiling.
+        "notifyEmail": "runs@example.org",
+        "notifyWebhook": True,
+        "monthlyBudget": 300,
+        "runCostCeiling": 10,
+        "costPrices": {"natGbProcessed": 0.048},
     }
 }
 

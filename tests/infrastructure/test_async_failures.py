@@ -101,6 +101,16 @@ def targeted_by_rules(template: dict[str, Any]) -> set[str]:
     return found
 
 
+def subscribed_to_topics(template: dict[str, Any]) -> set[str]:
+    """Logical ids of the functions SNS topics deliver to (asynchronously; run ends to the webhook)."""
+    found = set()
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::SNS::Subscription" and resource["Properties"]["Protocol"] == "lambda":
+            assert "RedrivePolicy" in resource["Properties"], resource  # what SNS cannot hand over is kept
+            found.add(resource["Properties"]["Endpoint"]["Fn::GetAtt"][0])
+    return found
+
+
 # Services that invoke a function asynchronously (API Gateway and SQS pollers invoke synchronously).
 ASYNC_INVOKERS = {"events.amazonaws.com", "s3.amazonaws.com", "sns.amazonaws.com", "scheduler.amazonaws.com"}
 
@@ -124,7 +134,9 @@ def test_every_asynchronously_invoked_function_has_an_encrypted_alarmed_dlq(
     by_name = functions_by(template, "FunctionName")
     from_api = invoked_by_the_api(template, monkeypatch)
     assert from_api <= set(by_name), (from_api, sorted(by_name))
-    asynchronous = {by_name[name] for name in from_api} | targeted_by_rules(template)
+    asynchronous = (
+        {by_name[name] for name in from_api} | targeted_by_rules(template) | subscribed_to_topics(template)
+    )
     by_services = invoked_by_services(template)  # EventBridge's at least; S3, SNS or a schedule's too
     assert by_services and by_services <= asynchronous
     assert {by_name[n] for n in by_name if n.endswith(("_cancel", "_prepare", "_status", "_layer-jobs"))} <= (

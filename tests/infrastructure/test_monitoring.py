@@ -19,6 +19,7 @@ def test_dashboard_shows_runs_durations_functions_dlq_and_efs(node):
     assert "ApproximateNumberOfMessagesVisible" in body
     assert "PercentIOLimit" in body and "MeteredIOBytes" in body
     assert "processor" in body  # ProcessorDuration by processor (SEARCH expression)
+    assert C.RUN_COST_METRIC in body and "workflow" in body and "86400" in body  # cost per workflow per day
 
 
 def test_alarms_cover_failed_runs_function_errors_and_dead_letters(node):
@@ -53,15 +54,25 @@ def test_topic_is_encrypted_with_a_rotating_key_cloudwatch_may_use(node):
 
 
 def test_topic_accepts_only_tls_publishers(node):
-    (policy,) = node.resources("AWS::SNS::TopicPolicy").values()
-    assert any(
-        s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
-        for s in policy["Properties"]["PolicyDocument"]["Statement"]
-    )
+    topics = {node.logical_id(node.stack.monitoring.topic), node.logical_id(node.stack.notifications.topic)}
+    policies = [p for p in node.resources("AWS::SNS::TopicPolicy").values()]
+    assert {
+        t["Ref"] for p in policies for t in p["Properties"]["Topics"]
+    } == topics  # the alarms' and run ends'
+    for policy in policies:
+        assert any(
+            s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+            for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        )
 
 
 def test_email_subscription_only_when_configured(node, variant):
     assert node.resources("AWS::SNS::Subscription") == {}
-    (subscription,) = variant.resources("AWS::SNS::Subscription").values()
+    alarms = {"Ref": variant.logical_id(variant.stack.monitoring.topic)}
+    (subscription,) = [
+        s
+        for s in variant.resources("AWS::SNS::Subscription").values()
+        if s["Properties"]["TopicArn"] == alarms
+    ]
     assert subscription["Properties"]["Protocol"] == "email"
     assert subscription["Properties"]["Endpoint"] == "ops@example.org"

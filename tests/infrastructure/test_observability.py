@@ -26,7 +26,9 @@ from lambdas.observability import MetricsListener, metrics
 listener = MetricsListener()
 listener.run_started("r-1", "wf")
 for status in ("SUCCEEDED", "FAILED"):
-    listener.run_finished(SimpleNamespace(status=status, duration_seconds=3.0, processor_seconds={"p": 1.0}))
+    listener.run_finished(SimpleNamespace(
+        status=status, workflow="wf", duration_seconds=3.0, processor_seconds={"p": 1.0}, cost={"totalUsd": 0.01}
+    ))
 for name in json.loads(sys.argv[1]):
     metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
 metrics.flush_metrics()
@@ -163,7 +165,14 @@ def test_every_metric_emitted_is_read_with_its_exact_namespace_and_dimensions(va
 
     metrics = emitted(dict(settings), handler_metric_names())
     by_name = {metric for _, metric, _ in metrics}
-    assert {"RunsStarted", "RunsSucceeded", "RunsFailed", "RunDuration", "ProcessorDuration"} <= by_name
+    assert {
+        "RunsStarted",
+        "RunsSucceeded",
+        "RunsFailed",
+        "RunDuration",
+        "ProcessorDuration",
+        "RunCost",
+    } <= by_name
     assert all(("service", "lab") in dimensions for _, _, dimensions in metrics), metrics
 
     alarms = read_by_alarms(template)

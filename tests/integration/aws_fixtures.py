@@ -301,6 +301,7 @@ def build_moto_node(runs_mount: Path, *, slots: int = 3, layers: dict[str, str] 
         region=REGION,
         layers_access_point_id="fsap-layers",
         builtin_environment={"PENNSIEVE_SECRET_ARN": PENNSIEVE_SECRET, "RESULTS_BUCKET": RESULTS_BUCKET},
+        node_name="pennflow",
     )
     config = NodeConfig(
         cluster_arn=cluster_arn,

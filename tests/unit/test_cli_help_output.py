@@ -29,6 +29,7 @@ COMMANDS = (
     "results",
     "submit",
     "schema",
+    "report",
     "layers",
 )
 

@@ -1,0 +1,164 @@
+"""What each local attempt used, from the kernel's account of the process, and what the run would
+cost on a compute node.
+
+An attempt's process is reaped with ``os.wait4``, whose rusage is that process's (and the children it
+waited for): CPU time (user + system) and peak resident memory. ``resource.getrusage(RUSAGE_CHILDREN)``
+deltas would mix attempts that run at once and cannot give one attempt's peak. A container's process
+is the ``docker run`` client, whose usage is not the container's: only its wall time is recorded.
+
+The estimate prices each attempt's wall time at the processor's cpu/memory settings with the node's
+formula (``pennflow.workflow.cost``): a figure to expect, labelled an estimate, not a bill.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+from pennflow.workflow import cost as C
+from pennflow.workflow.contract import RunLayout
+from pennflow.workflow.definition import ProcessorType, Workflow
+from pennflow.workflow.runs import StepRecord
+
+# Linux reports ru_maxrss in KiB, macOS in bytes.
+MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
+
+_usage: weakref.WeakKeyDictionary[subprocess.Popen, Any] = weakref.WeakKeyDictionary()
+_usage_lock = threading.Lock()
+
+
+class AttemptUse(BaseModel):
+    """One attempt (or one batch's attempt) as the step records keep it (camelCase)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    attempt: int
+    batch: int | None = None
+    seconds: float
+    cpu_seconds: float | None = None  # user + system
+    peak_rss_bytes: int | None = None
+    exit_code: int | None = None
+
+
+def reap(popen: subprocess.Popen) -> int:
+    """``popen.wait()``, but the child is reaped with ``wait4`` so its rusage is kept for
+    :func:`usage_of`. Popen's own wait then returns the code set here."""
+    if popen.returncode is not None:
+        return popen.returncode
+    try:
+        _pid, status, usage = os.wait4(popen.pid, 0)
+    except ChildProcessError:  # reaped elsewhere already: Popen knows its code
+        return popen.wait()
+    popen.returncode = os.waitstatus_to_exitcode(status)
+    with _usage_lock:
+        _usage[popen] = usage
+    return popen.returncode
+
+
+def usage_of(popen: subprocess.Popen) -> tuple[float | None, int | None]:
+    """(CPU seconds, peak RSS bytes) of a process :func:`reap` ended; (None, None) otherwise."""
+    with _usage_lock:
+        usage = _usage.pop(popen, None)
+    if usage is None:
+        return None, None
+    return usage.ru_utime + usage.ru_stime, int(usage.ru_maxrss) * MAXRSS_UNIT
+
+
+def wait_and_record(process: Any, records: Any, processor_id: str, attempt: int, batch: int | None) -> int:
+    """Wait for the attempt's process (its own wait: timeout, process group) and record its use."""
+    started = time.monotonic()
+    code = process.wait()
+    seconds = time.monotonic() - started
+    cpu, peak = usage_of(process.popen)
+    if getattr(process.spec, "container_name", None):
+        cpu, peak = None, None  # the docker client's usage, not the container's
+    use = AttemptUse(
+        attempt=attempt,
+        batch=batch,
+        seconds=round(seconds, 3),
+        cpu_seconds=cpu,
+        peak_rss_bytes=peak,
+        exit_code=code,
+    )
+    records.add_resource_use(processor_id, use.model_dump(by_alias=True))
+    return code
+
+
+# ------------------------------------------------------------------ the estimate
+
+
+def attempt_seconds(steps: Sequence[StepRecord]) -> dict[str, list[float]]:
+    """Each processor's attempts' wall times; a step with no recorded use (a built-in data step)
+    counts its span once."""
+    seconds: dict[str, list[float]] = {}
+    for step in steps:
+        uses = [AttemptUse.model_validate(u) for u in step.resource_use]
+        if uses:
+            seconds[step.processor_id] = [u.seconds for u in uses]
+        elif step.duration_seconds is not None:
+            seconds[step.processor_id] = [step.duration_seconds]
+    return seconds
+
+
+def estimate_on_node(
+    workflow: Workflow,
+    steps: Sequence[StepRecord],
+    run_dir: Path,
+    *,
+    region: str | None = None,
+    overrides: C.PriceOverrides | None = None,
+) -> C.RunCost:
+    """What this local run would cost on a node at list prices: its attempts' times at the
+    processors' cpu/memory, and its data sources' files through the NAT and on EFS."""
+    layout = RunLayout(run_dir)
+    dataset_bytes = sum(
+        _size(Path(layout.output_dir(p.id)))
+        for p in workflow.processors
+        if p.type is ProcessorType.DATA_SOURCE
+    )
+    return C.estimate_workflow(
+        workflow,
+        C.price_table(region, overrides),
+        seconds=attempt_seconds(steps),
+        dataset_bytes=dataset_bytes,
+    )
+
+
+def _size(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def format_bytes(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def step_use(step: StepRecord) -> tuple[float | None, int | None]:
+    """The step's CPU seconds (summed over attempts) and peak RSS (the largest), None when unknown."""
+    uses = [AttemptUse.model_validate(u) for u in step.resource_use]
+    cpus = [u.cpu_seconds for u in uses if u.cpu_seconds is not None]
+    peaks = [u.peak_rss_bytes for u in uses if u.peak_rss_bytes is not None]
+    return (sum(cpus) if cpus else None), (max(peaks) if peaks else None)
