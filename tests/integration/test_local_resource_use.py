@@ -15,6 +15,9 @@ from pennflow.workflow.cost import LIST_PRICES
 from pennflow.workflow.definition import parse_definition
 from pennflow.workflow.runs import Status
 
+# The flaky processor marks its first try beside its OUTPUT_DIR, which the sandbox keeps read-only.
+pytestmark = pytest.mark.usefixtures("no_sandbox")
+
 # Busy for ~0.6 s of CPU while holding ~200 MiB, then a sibling that fails on its first attempt.
 BURN = (
     "import time, os\n"
