@@ -74,12 +74,60 @@ def usage_of(popen: subprocess.Popen) -> tuple[float | None, int | None]:
     return usage.ru_utime + usage.ru_stime, int(usage.ru_maxrss) * MAXRSS_UNIT
 
 
+class _PeakSampler:
+    """The process's own high-water RSS (``VmHWM`` of its post-exec memory), read every
+    ``SAMPLE_SECONDS`` while it runs. Needed because the kernel's ru_maxrss also counts the memory
+    the process had before exec: with vfork that is the engine's, so a small processor would show
+    the engine's footprint."""
+
+    def __init__(self, pid: int):
+        self.path = f"/proc/{pid}/status"
+        self.peak: int | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._read()
+            if self._done.wait(SAMPLE_SECONDS):
+                return
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, encoding="ascii", errors="replace") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        kib = int(line.split()[1])
+                        self.peak = max(self.peak or 0, kib * 1024)
+                        return
+        except (OSError, ValueError, IndexError):
+            return  # exited (a zombie has no memory) or no /proc here
+
+    def stop(self) -> int | None:
+        self._done.set()
+        self._thread.join(timeout=1)
+        return self.peak
+
+
+SAMPLE_SECONDS = 0.2
+
+
 def wait_and_record(process: Any, records: Any, processor_id: str, attempt: int, batch: int | None) -> int:
     """Wait for the attempt's process (its own wait: timeout, process group) and record its use."""
+    import resource
+
     started = time.monotonic()
+    sampler = _PeakSampler(process.pid)
     code = process.wait()
     seconds = time.monotonic() - started
+    sampled = sampler.stop()
     cpu, peak = usage_of(process.popen)
+    engine_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * MAXRSS_UNIT
+    if peak is not None and peak <= engine_peak:
+        # Not above what the process inherited before exec: its own peak is the sampled one (the
+        # last < SAMPLE_SECONDS of growth may be missed), unknown when no sample was taken.
+        peak = sampled
     if getattr(process.spec, "container_name", None):
         cpu, peak = None, None  # the docker client's usage, not the container's
     use = AttemptUse(

@@ -307,6 +307,14 @@ def _efs_delete_access_point(call: Call, lookup: Lookup) -> list[Request]:
     return [_request("elasticfilesystem:DeleteAccessPoint", _access_point(call, access_point), **tags)]
 
 
+# --- SNS -----------------------------------------------------------------------------------------------
+
+
+@maps("sns", "Publish")
+def _sns_publish(call: Call, _: Lookup) -> list[Request]:
+    return [_request("sns:Publish", call.params["TopicArn"])]
+
+
 # --- Step Functions (IAM prefix states) ---------------------------------------------------------------
 
 

@@ -55,7 +55,12 @@ processors:
 def finished(tmp_path: Path):
     home = PennflowHome(tmp_path / "home")
     workflow = parse_definition(definition())
+    # The engine holding 300 MiB: what a child inherits before exec must not count as its own peak.
+    ballast = bytearray(300 * 1024 * 1024)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
     record = run_workflow(workflow, definition_dir=tmp_path, input_dir=None, home=home, docker=False)
+    del ballast
     with SqliteRunStore(home.db_path) as store:
         steps = {s.processor_id: s for s in store.list_steps(record.run_id)}
     return home, workflow, record, steps
@@ -74,10 +79,12 @@ def test_each_attempt_records_its_cpu_time_and_peak_memory(finished) -> None:
         2,
         0,
     )
-    assert first["peakRssBytes"] < burn["peakRssBytes"]
+    assert burn["peakRssBytes"] < 280 * 1024 * 1024  # its own, not the engine's 300 MiB
+    assert first["peakRssBytes"] is None or first["peakRssBytes"] < 100 * 1024 * 1024
     cpu, peak = step_use(steps["flaky"])
     assert cpu == pytest.approx(first["cpuSeconds"] + second["cpuSeconds"])
-    assert peak == max(first["peakRssBytes"], second["peakRssBytes"])
+    known = [u["peakRssBytes"] for u in (first, second) if u["peakRssBytes"] is not None]
+    assert peak == (max(known) if known else None)
 
 
 def test_the_estimate_prices_every_attempt_at_the_processor_s_settings(finished) -> None:
