@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from pennflow.engine.environment import command_environment
 from pennflow.engine.resource_use import reap
-from pennflow.engine.spawn import Child, start_child
+from pennflow.engine.spawn import Child, group_members, start_child
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT
 
 DOCKER_INFO_TIMEOUT_SECONDS = 10
@@ -253,23 +253,6 @@ class RunningProcess:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
             os.killpg(self.popen.pid, sig)
-
-
-def group_members(pgid: int) -> list[int]:
-    """The pids of process group ``pgid`` on this machine (from /proc; empty where there is none)."""
-    members = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                    fields = stat.read().rsplit(b")", 1)[1].split()
-            except OSError:  # exited meanwhile
-                continue
-            if int(fields[2]) == pgid:  # state, ppid, pgrp
-                members.append(int(entry.name))
-    return members
 
 
 def signal_exit(code: int) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from pennflow.engine.spawn import group_members
 from pennflow.workflow import cost as C
 from pennflow.workflow.contract import RunLayout
 from pennflow.workflow.definition import ProcessorType, Workflow
@@ -75,32 +76,42 @@ def usage_of(popen: subprocess.Popen) -> tuple[float | None, int | None]:
 
 
 class _PeakSampler:
-    """The process's own high-water RSS (``VmHWM`` of its post-exec memory), read every
-    ``SAMPLE_SECONDS`` while it runs. Needed because the kernel's ru_maxrss also counts the memory
-    the process had before exec: with vfork that is the engine's, so a small processor would show
-    the engine's footprint."""
+    """What the attempt's process group uses, read from /proc every ``SAMPLE_SECONDS`` while it runs:
+    the highest ``VmHWM`` (each process's own high-water RSS, after exec) and the sum of each member's
+    last-seen CPU time. Needed twice: the kernel's ru_maxrss also counts the memory the process had
+    before exec (with vfork, the engine's), and a sandboxed processor's rusage never reaches the engine
+    (bwrap's pid namespace ends with its init unreaped), so there the samples are all there is. The
+    last < ``SAMPLE_SECONDS`` of a process's life may be missed."""
 
-    def __init__(self, pid: int):
-        self.path = f"/proc/{pid}/status"
+    def __init__(self, pgid: int):
+        self.pgid = pgid
         self.peak: int | None = None
+        self._cpu: dict[int, float] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    @property
+    def cpu_seconds(self) -> float | None:
+        return round(sum(self._cpu.values()), 3) if self._cpu else None
+
     def _run(self) -> None:
         while True:
-            self._read()
+            for pid in group_members(self.pgid) or [self.pgid]:
+                self._read(pid)
             if self._done.wait(SAMPLE_SECONDS):
                 return
 
-    def _read(self) -> None:
+    def _read(self, pid: int) -> None:
         try:
-            with open(self.path, encoding="ascii", errors="replace") as status:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
                 for line in status:
                     if line.startswith("VmHWM:"):
-                        kib = int(line.split()[1])
-                        self.peak = max(self.peak or 0, kib * 1024)
-                        return
+                        self.peak = max(self.peak or 0, int(line.split()[1]) * 1024)
+                        break
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+            self._cpu[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
         except (OSError, ValueError, IndexError):
             return  # exited (a zombie has no memory) or no /proc here
 
@@ -110,6 +121,7 @@ class _PeakSampler:
         return self.peak
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 SAMPLE_SECONDS = 0.2
 
 
@@ -128,6 +140,8 @@ def wait_and_record(process: Any, records: Any, processor_id: str, attempt: int,
         # Not above what the process inherited before exec: its own peak is the sampled one (the
         # last < SAMPLE_SECONDS of growth may be missed), unknown when no sample was taken.
         peak = sampled
+    if getattr(process.spec, "in_bwrap", False):
+        cpu, peak = sampler.cpu_seconds, sampled  # the sandbox's init takes the rusage with it
     if getattr(process.spec, "container_name", None):
         cpu, peak = None, None  # the docker client's usage, not the container's
     use = AttemptUse(

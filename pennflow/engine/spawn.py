@@ -10,6 +10,7 @@ for the kill of its whole tree), reads /dev/null and writes stdout and stderr to
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -110,3 +111,20 @@ def _inherited_descriptors() -> tuple[int, ...]:
         except OSError:  # the listing's own descriptor, closed by now
             continue
     return tuple(inherited)
+
+
+def group_members(pgid: int) -> list[int]:
+    """The pids of process group ``pgid`` on this machine (from /proc; empty where there is none)."""
+    members = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except OSError:  # exited meanwhile
+                continue
+            if int(fields[2]) == pgid:  # state, ppid, pgrp
+                members.append(int(entry.name))
+    return members
