@@ -39,7 +39,12 @@ from pennflow.api.ports import ManifestWriter, RunCanceller, RunLauncher, RunPla
 from pennflow.aws import arns
 from pennflow.node.registry import WorkflowRecord, WorkflowRegistry
 from pennflow.stores.base import RunStore
-from pennflow.workflow.contract import UnknownParameter, run_param_problems, run_parameters
+from pennflow.workflow.contract import (
+    UnknownParameter,
+    run_param_problems,
+    run_parameters,
+    typed_param_problems,
+)
 from pennflow.workflow.definition import Workflow
 from pennflow.workflow.runs import RunRecord, Status, StepRecord, new_run_id, utcnow
 
@@ -276,6 +281,12 @@ def _resolve_params(workflow: Workflow, overrides: Mapping[str, str]) -> dict[st
     except UnknownParameter as exc:
         fields = [field_error(f"params.{key}", "no processor declares this param") for key in exc.keys]
         raise BadRequest(str(exc), fields=fields, code="unknown_param") from None
+    typed = typed_param_problems(workflow, params)
+    if typed:
+        fields = [
+            field_error(f"params.{problem.processor}.{problem.name}", problem.message) for problem in typed
+        ]
+        raise BadRequest("; ".join(map(str, typed)), fields=fields, code="invalid_param")
     problems = run_param_problems(workflow, params)
     if problems:
         fields = [field_error("params.layerName", problem) for problem in problems]

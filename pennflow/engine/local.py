@@ -35,6 +35,7 @@ from pennflow.engine.run_context import RunContext
 from pennflow.engine.run_layers import VIEW_DIR
 from pennflow.engine.run_plan import plan_run
 from pennflow.engine.scheduler import LocalRun
+from pennflow.engine.source_processors import resolve_sources
 from pennflow.layers.sandbox import enforced
 from pennflow.stores.base import RunStore
 from pennflow.workflow.contract import RunLayout
@@ -102,6 +103,8 @@ def run_workflow(
         publish=publish,
         results_bucket=os.environ.get(RESULTS_BUCKET_ENV) or None,
     )
+    use_docker = container_runtime_available() if docker is None else docker
+    workflow, venv_launches = resolve_sources(workflow, home, Path(definition_dir), use_docker)
     plan = plan_run(workflow, home, run_id, inputs, params, layers, max_parallel)
     own_store = store is None
     try:
@@ -118,9 +121,10 @@ def run_workflow(
             home=home,
             definition_dir=Path(definition_dir),
             records=records,
-            use_docker=container_runtime_available() if docker is None else docker,
+            use_docker=use_docker,
             kill_grace=kill_grace,
             lease=keeper_for(store, run_id),
+            venv_launches=venv_launches,
         )
         return LocalRun(ctx, cancel_event or threading.Event()).run()
     finally:

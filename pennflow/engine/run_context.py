@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pennflow.engine.cancel import RunStop
@@ -13,6 +14,7 @@ from pennflow.engine.outcomes import StepLogs
 from pennflow.engine.records import RunRecords
 from pennflow.engine.run_layers import LayerViews
 from pennflow.engine.run_plan import RunPlan
+from pennflow.processors.local import VenvLaunch
 from pennflow.workflow.contract import RunLayout, build_union, builds_union
 from pennflow.workflow.definition import Processor, Workflow
 
@@ -32,6 +34,8 @@ class RunContext:
     run_dir: Path
     layout: RunLayout
     lease: EngineLeaseKeeper | NoLease  # lists each attempt's process group while it runs
+    # sourceUrl processors that run from a virtual environment (no container runtime): source_processors
+    venv_launches: Mapping[str, VenvLaunch] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -45,6 +49,7 @@ class RunContext:
         use_docker: bool,
         kill_grace: float,
         lease: EngineLeaseKeeper | NoLease | None = None,
+        venv_launches: Mapping[str, VenvLaunch] | None = None,
     ) -> RunContext:
         run_dir = home.run_dir(run_id)
         layout = RunLayout(run_dir)
@@ -62,6 +67,7 @@ class RunContext:
             run_dir=run_dir,
             layout=layout,
             lease=lease or NoLease(),
+            venv_launches=venv_launches or {},
         )
 
     @property

@@ -143,11 +143,25 @@ PROCESSOR_FIELDS = (
     ),
     FieldSpec(
         "paramSchema",
-        {"type": "array"},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": STRING,
+                    "type": {"enum": ["string", "number", "integer", "boolean"]},
+                    "description": STRING,
+                    "default": {"type": ["string", "number", "integer", "boolean"]},
+                    "required": {"type": "boolean"},
+                    "enum": {"type": "array"},
+                },
+                "required": ["name"],
+            },
+        },
         "[]",
         "Pennsieve",
-        "the application's param descriptions",
-        note="ignored (documentation of the application's params; defaultParams are what run)",
+        "typed params ({name, type, description, default}): a run's values are checked against their "
+        "types before anything starts, and defaults apply; values still reach the processor as strings",
     ),
     FieldSpec(
         "runtimeConfig",

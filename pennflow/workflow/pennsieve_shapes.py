@@ -26,7 +26,7 @@ from pennflow.workflow.limits import (
 )
 
 # Pennsieve-only keys that carry nothing for the canonical model once read.
-_DROPPED = ("position", "paramSchema", "interactive", "sessionType", "runtimeConfig", "resolvedParams")
+_DROPPED = ("position", "interactive", "sessionType", "runtimeConfig", "resolvedParams")
 
 
 @dataclass
