@@ -95,7 +95,12 @@ PROCESSOR_FIELDS = (
         "data-source and data-target run built-ins; processor runs the image",
     ),
     FieldSpec(
-        "sourceUrl", STRING, "-", "Pennsieve", "the processor's repository, resolved with tag to an image"
+        "sourceUrl",
+        STRING,
+        "-",
+        "Pennsieve",
+        "the processor's repository (any URL git accepts, or a path), built at tag: locally by "
+        "`pennflow run` (see below), on a node by its processor registry",
     ),
     FieldSpec("tag", STRING, "-", "Pennsieve", "the version of sourceUrl to run"),
     FieldSpec(
