@@ -62,6 +62,8 @@ from pennflow.api.ports import (
     RunPlanning,
     S3Manifests,
 )
+from pennflow.api.processors import configured_processors
+from pennflow.api.processors import router as processors_router
 from pennflow.api.requests import json_body, preflight, refuse_oversized_definition
 from pennflow.node.registry import WorkflowRegistry
 from pennflow.stores.base import RunStore
@@ -159,6 +161,7 @@ Launcher = Annotated[RunLauncher, Depends(run_launcher)]
 Canceller = Annotated[RunCanceller, Depends(run_canceller)]
 Idempotency = Annotated[IdempotentRunStarts, Depends(idempotency)]
 Planning = Annotated[RunPlanning, Depends(run_planning)]
+Processors = Annotated[Any, Depends(configured_processors)]  # None on a node without a processor registry
 # Pennsieve refused the node's key access to the dataset (openapi_docs has no 403 of its own).
 FORBIDDEN = {
     403: {
@@ -192,9 +195,10 @@ def post_workflow(
         Body(description="A workflow definition: Pennsieve's workflow JSON, or pennflow's superset of it."),
     ],
     registry: Registry,
+    processors: Processors,
 ) -> Response[WorkflowView]:
     refuse_oversized_definition(definition)
-    view, created = workflow_logic.register_workflow(definition, registry=registry)
+    view, created = workflow_logic.register_workflow(definition, registry=registry, processors=processors)
     return _json(201 if created else 200, view)
 
 
@@ -247,6 +251,7 @@ def post_run(
     launcher: Launcher,
     starts: Idempotency,
     planning: Planning,
+    processors: Processors,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -268,6 +273,7 @@ def post_run(
         launcher=launcher,
         planning=planning,
         once=once if idempotency_key else None,
+        processors=processors,
     )
     return _json(202 if isinstance(answer, RunAccepted) else 200, answer)
 
@@ -409,6 +415,7 @@ def _body_fields() -> tuple[str, ...]:
 
 # Layers and trigger rules: their routes, models and ports live with them.
 app.include_router(layers_router, prefix="/layers")
+app.include_router(processors_router, prefix="/processors")
 app.include_router(triggers_router, prefix="/triggers")
 
 

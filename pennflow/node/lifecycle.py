@@ -27,6 +27,7 @@ from pennflow.node.resume import Continuation, NoContinuation, PreparationPaused
 from pennflow.node.session_tokens import NoRunParameters, RunParameterWriter
 from pennflow.node.slots import Slot, SlotFolders, SlotPool
 from pennflow.node.taskdefs import TaskDefinitions
+from pennflow.processors.registry import with_pinned_images
 from pennflow.stores.dynamodb import DynamoRunStore
 from pennflow.workflow import asl
 from pennflow.workflow.contract import run_parameters
@@ -320,7 +321,7 @@ def _start_queued(run_id: str, node: Node, slots: list[Slot]) -> StartResult | N
         reason = f"definition {run.definition_hash[:12]} of workflow {run.workflow!r} is not registered on this node"
         _fail(node, run_id, reason)
         return StartResult(run_id, "failed", reason)
-    workflow = version.workflow()
+    workflow = with_pinned_images(version.workflow(), run.images)  # sourceUrl processors, by digest
     try:
         access_points = node.layers.pin(layer_names(run, workflow), run_id)
     except LayersMissing as exc:

@@ -16,10 +16,9 @@ from pathlib import Path
 
 from pennflow.processors.checkout import Checkout, CheckoutCache, CheckoutError, SourceRef, key_of
 from pennflow.processors.dockerfile import DOCKERFILE_NAME, LocalRecipe, NotPlain, interpret
-from pennflow.processors.manifest import AppManifest, ManifestError, read_manifest
+from pennflow.processors.manifest import AppManifest, ManifestError, apply_manifest, read_manifest
 from pennflow.processors.venv import Interpreter, PathMap, StagingError, environment, interpreter_for, stage
 from pennflow.workflow.definition import Processor
-from pennflow.workflow.typed_params import merge_specs
 
 BUILD_TIMEOUT_SECONDS = 3600
 IMAGE_REPOSITORY = "pennflow-source"
@@ -50,28 +49,6 @@ class LocalSource:
     manifest: AppManifest
     venv: VenvLaunch | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def with_manifest(processor: Processor, manifest: AppManifest) -> Processor:
-    """The manifest's typed params (the definition's own declarations win) and resources, where the
-    definition sets none; refuses a computeType the manifest does not allow."""
-    allowed = manifest.runtime.compute_types
-    update: dict[str, object] = {
-        "param_schema": list(merge_specs(manifest.parameters, processor.param_schema))
-    }
-    if "compute_type" not in processor.model_fields_set:
-        update["compute_type"] = allowed[0]
-    elif processor.compute_type not in allowed:
-        raise SourceProblem(
-            processor.id,
-            f"computeType {processor.compute_type.value!r} is not one app.yml allows "
-            f"({', '.join(kind.value for kind in allowed)})",
-        )
-    for key in ("cpu", "memory"):
-        value = getattr(manifest.resources, key)
-        if value is not None and key not in processor.model_fields_set:
-            update[key] = value
-    return processor.model_copy(update=update)
 
 
 def source_of(processor: Processor, definition_dir: Path) -> SourceRef:
@@ -105,7 +82,10 @@ def resolve(processor: Processor, *, definition_dir: Path, cache_root: Path, use
         manifest = read_manifest(checkout.path)
     except ManifestError as exc:
         raise SourceProblem(processor.id, f"{source}: {exc}") from None
-    resolved = with_manifest(processor, manifest)
+    try:
+        resolved = apply_manifest(processor, manifest)
+    except ValueError as exc:
+        raise SourceProblem(processor.id, str(exc)) from None
     dockerfile = checkout.path / DOCKERFILE_NAME
     if not dockerfile.is_file():
         raise SourceProblem(processor.id, f"{source} has no {DOCKERFILE_NAME} at its root")

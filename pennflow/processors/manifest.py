@@ -30,8 +30,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pennflow.workflow.definition import ComputeType
-from pennflow.workflow.typed_params import ParamSpec
+from pennflow.workflow.definition import ComputeType, Processor
+from pennflow.workflow.typed_params import ParamSpec, merge_specs
 
 MANIFEST_NAME = "app.yml"
 MAX_MANIFEST_BYTES = 256 * 1024
@@ -136,6 +136,25 @@ def read_manifest(checkout: Path) -> AppManifest:
     if not path.is_file():
         return AppManifest()
     return parse_manifest(path.read_text(encoding="utf-8", errors="replace"), MANIFEST_NAME)
+
+
+def apply_manifest(processor: Processor, manifest: AppManifest) -> Processor:
+    """The processor with the manifest's typed params (the definition's own declarations win) and its
+    resources where the definition sets none; ValueError for a computeType the manifest does not allow."""
+    allowed = manifest.runtime.compute_types
+    update: dict[str, Any] = {"param_schema": list(merge_specs(manifest.parameters, processor.param_schema))}
+    if "compute_type" not in processor.model_fields_set:
+        update["compute_type"] = allowed[0]
+    elif processor.compute_type not in allowed:
+        raise ValueError(
+            f"computeType {processor.compute_type.value!r} is not one app.yml allows "
+            f"({', '.join(kind.value for kind in allowed)})"
+        )
+    for key in ("cpu", "memory"):
+        value = getattr(manifest.resources, key)
+        if value is not None and key not in processor.model_fields_set:
+            update[key] = value
+    return processor.model_copy(update=update)
 
 
 def _fault(err: Any) -> str:

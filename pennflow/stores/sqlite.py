@@ -24,7 +24,7 @@ from pennflow.stores.leases import LEASE_SCHEMA, RunLeases
 from pennflow.workflow.runs import RunRecord, Status, StepRecord, allowed_predecessors
 
 BUSY_TIMEOUT_SECONDS = 10.0
-JSON_FIELDS = frozenset({"params", "layers", "package_ids"})
+JSON_FIELDS = frozenset({"params", "layers", "package_ids", "images"})
 # What identifies a run or a step never changes.
 IMMUTABLE_FIELDS = frozenset({"run_id", "processor_id", "workflow", "definition_hash", "created_at"})
 
@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS runs (
     reason TEXT,
     execution_arn TEXT,
     content_key TEXT,
-    origin TEXT NOT NULL
+    origin TEXT NOT NULL,
+    images TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_us DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_content_key ON runs (content_key, created_us DESC)
@@ -80,6 +81,17 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     return conn
 
 
+# Columns added after a store file may have been made: (table, column, definition).
+_ADDED_COLUMNS = (("runs", "images", "TEXT NOT NULL DEFAULT '{}'"),)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, definition in _ADDED_COLUMNS:
+        have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
 class SqliteRunStore:
     """A :class:`~pennflow.stores.base.RunStore` on one SQLite file; thread-safe."""
 
@@ -88,6 +100,7 @@ class SqliteRunStore:
         # One connection guarded by a lock: the engine writes from several threads, rarely at once.
         self._lock = threading.Lock()
         self._conn = connect(self.path, _SCHEMA + LEASE_SCHEMA)
+        _add_missing_columns(self._conn)
         self.leases = RunLeases(self._conn, self._lock)  # local engines' leases (stores/leases.py)
 
     def close(self) -> None:

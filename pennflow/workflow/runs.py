@@ -82,6 +82,8 @@ class RunRecord(_Record):
     execution_arn: str | None = None
     content_key: str | None = None
     origin: str = "local"
+    # processor id -> the image it ran, pinned by digest (a sourceUrl@tag built by the node's registry)
+    images: dict[str, str] = Field(default_factory=dict)
 
 
 class StepRecord(_Record):
