@@ -9,8 +9,6 @@ import os
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
-
 from lambdas.observability import logger, metrics, tracer
 from pennflow.node.processor_builds import BuildOutputs, NodeProcessors, finish_build
 
@@ -35,6 +33,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     record = finish_build(event.get("detail") or {}, registry=processors.registry, outputs=outputs)
     if record is None:
         return {"outcome": "ignored"}
-    metrics.add_metric(name=f"ProcessorBuilds{record.status.value.title()}", unit=MetricUnit.Count, value=1)
     logger.info("processor build finished", extra={"processor": record.id, "status": record.status.value})
     return {"outcome": record.status.value, "processor": record.id, "digest": record.image_digest}

@@ -122,6 +122,7 @@ LAMBDA_TIMEOUT_SECONDS = {
     "trigger_events": 60,
     "trigger_fire": 120,
     "layer_jobs": 60,  # starts a task or publishes a version; the long work runs in ECS
+    "processor_builds": 60,  # one build's outcome: a digest, app.yml from S3, a log tail
 }
 LAMBDA_MEMORY_OVERRIDES_MB = {"download": 1024}
 # Functions attached to the VPC because they mount the runs access point (all but the API).
@@ -130,7 +131,7 @@ EFS_LAMBDAS = (*RUNS_MANAGER_LAMBDAS, "list_batches", "download")
 RESERVED_CONCURRENCY = {"status": 10, "prepare": 5, "cancel": 2}
 # Invoked asynchronously (EventBridge, or the API's fire-and-forget start and cancel): these get the DLQ,
 # so an invocation that fails every retry is kept, not lost.
-ASYNC_LAMBDAS = ("status", "prepare", "cancel", "trigger_events", "layer_jobs")
+ASYNC_LAMBDAS = ("status", "prepare", "cancel", "trigger_events", "layer_jobs", "processor_builds")
 ASYNC_RETRY_ATTEMPTS = 2
 EVENT_MAX_AGE_HOURS = 6
 

@@ -17,6 +17,7 @@ from stacks.layers import NodeLayers
 from stacks.monitoring import NodeMonitoring
 from stacks.network import NodeNetwork
 from stacks.orchestration import CompiledWorkflow, NodeOrchestration
+from stacks.processors import NodeProcessors
 from stacks.settings import NodeSettings
 from stacks.storage import NodeStorage
 from stacks.triggers import NodeTriggers
@@ -79,6 +80,9 @@ class NodeStack(Stack):
             storage=self.storage,
             compute=self.compute,
             functions=self.functions,
+        )
+        self.processors = NodeProcessors(
+            self, "Processors", settings=settings, storage=self.storage, functions=self.functions
         )
         self.storage.guard_clients(runs_manager=self.functions.roles["runs_manager"])
         self.triggers = NodeTriggers(self, "Triggers", functions=self.functions, storage=self.storage)

@@ -1,7 +1,7 @@
 """The ``pennflow`` command (typer). Exit codes: 0 ok, 1 run failed, 2 invalid input.
 
 One module per command group: ``definitions`` (validate, compile, graph), ``local`` (run, runs,
-status, logs, cancel), ``remote`` (submit, status of a deployed node's run), ``layers``,
+status, logs, cancel), ``remote`` (submit, status of a deployed node's run), ``layers``, ``processors``,
 ``schema``. Each command
 imports what it uses when it runs, so that ``pennflow validate`` never pays for the engine, rich or
 AWS. Help is click's plain formatter (``rich_markup_mode=None``): typer's rich help would import rich
@@ -17,6 +17,7 @@ import typer
 from pennflow.cli import definitions, local, remote, schema
 from pennflow.cli.layers import layers_app
 from pennflow.cli.output import CommandGroup
+from pennflow.cli.processors import processors_app
 
 app = typer.Typer(
     name="pennflow",
@@ -37,6 +38,7 @@ app.command()(local.status)
 app.command()(local.logs)
 app.command()(local.cancel)
 app.add_typer(layers_app, name="layers")
+app.add_typer(processors_app, name="processors")
 app.command("submit")(remote.submit_command)
 app.command("schema")(schema.schema_command)
 

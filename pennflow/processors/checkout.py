@@ -10,6 +10,7 @@ https, ssh, ``file://`` and a local path. Git never prompts (``GIT_TERMINAL_PROM
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 
 GIT_TIMEOUT_SECONDS = 600
 COMMIT_LENGTH = 40
+INDEX = "source.json"
 
 
 class CheckoutError(RuntimeError):
@@ -78,11 +80,42 @@ class CheckoutCache:
             commit, offline = seen.read_text().strip(), True
         path = url_dir / commit
         if commit and path.is_dir():
+            if not offline:
+                self._index(source, commit)
             return Checkout(source, commit, path, offline)
         commit = self._clone(source, url_dir)
         seen.parent.mkdir(parents=True, exist_ok=True)
         seen.write_text(commit + "\n")
+        self._index(source, commit)
         return Checkout(source, commit, url_dir / commit)
+
+    def _index(self, source: SourceRef, commit: str) -> None:
+        """``source.json``: the URL and each tag's commit, for listing (the folder names are hashes)."""
+        path = self.url_dir(source.url) / INDEX
+        index = self._read_index(path) or {"url": source.url, "tags": {}}
+        index["tags"][source.tag] = commit
+        path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+    @staticmethod
+    def _read_index(path: Path) -> dict | None:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("tags"), dict) else None
+
+    def cached(self) -> list[Checkout]:
+        """Every checkout in the cache, by URL then tag."""
+        found = []
+        for index_path in sorted((self.root / "sources").glob(f"*/{INDEX}")):
+            index = self._read_index(index_path)
+            if index is None:
+                continue
+            for tag, commit in sorted(index["tags"].items()):
+                path = index_path.parent / commit
+                if path.is_dir():
+                    found.append(Checkout(SourceRef(index["url"], tag), commit, path))
+        return sorted(found, key=lambda c: (c.source.url, c.source.tag))
 
     def _clone(self, source: SourceRef, url_dir: Path) -> str:
         url_dir.mkdir(parents=True, exist_ok=True)

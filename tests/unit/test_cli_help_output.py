@@ -27,6 +27,7 @@ COMMANDS = (
     "submit",
     "schema",
     "layers",
+    "processors",
 )
 
 
