@@ -28,7 +28,7 @@ from typing import Any
 from pennflow.aws import error_code
 from pennflow.node.lifecycle import Node, RunNotFound, layer_names, release_when_idle
 from pennflow.node.taskdefs import FAN_IN_CONTAINER
-from pennflow.processors.registry import with_pinned_images
+from pennflow.processors.registry import pinned_workflow
 from pennflow.workflow.asl import CONTAINER_NAME
 from pennflow.workflow.definition import Workflow
 from pennflow.workflow.runs import RunRecord, Status, StepRecord, utcnow
@@ -73,7 +73,7 @@ def finalize_run(
     now = now or utcnow()
     steps = node.store.list_steps(run_id)
     version = node.workflows.get_version(run.workflow, run.definition_hash)
-    workflow = with_pinned_images(version.workflow(), run.images) if version else None
+    workflow = pinned_workflow(version.workflow(), run.images, node.processors) if version else None
     ended_now = False
     if not run.status.is_terminal:  # a repeated call finds the run settled and only finishes the rest
         final = final_status(run.status, outcome)

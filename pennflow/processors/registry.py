@@ -11,6 +11,7 @@ the exact image, whatever the tag does later.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -171,3 +172,25 @@ def with_pinned_images(workflow: Workflow, images: Mapping[str, str]) -> Workflo
         p.model_copy(update={"image": images[p.id]}) if p.id in images else p for p in workflow.processors
     ]
     return workflow.model_copy(update={"processors": processors})
+
+
+def pinned_workflow(
+    workflow: Workflow, images: Mapping[str, str], lookup: ProcessorLookup | None
+) -> Workflow:
+    """The workflow as the run pinned it: each image by digest and, when the registry still holds the
+    record that built that digest, its manifest's resources and typed params (the run's task sizes)."""
+    pinned = with_pinned_images(workflow, images)
+    if lookup is None or not images:
+        return pinned
+    processors = []
+    for processor in pinned.processors:
+        record = None
+        if processor.id in images and processor.source_url:
+            url = processor.source_url
+            record = lookup.find(SourceRef(url, processor.tag)) if processor.tag else lookup.newest_ready(url)
+        if record is not None and record.pinned_image == images[processor.id]:
+            # A computeType the manifest refuses was refused when the run was accepted.
+            with contextlib.suppress(ValueError):
+                processor = apply_manifest(processor, record.app_manifest())
+        processors.append(processor)
+    return pinned.model_copy(update={"processors": processors})

@@ -194,3 +194,56 @@ def test_a_workflow_registers_its_processors_and_runs_wait_for_ready(api, node):
     plan = api.start("thumbs", dryRun=True).body
     work = next(p for p in plan["processors"] if p["id"] == "work")
     assert work["image"]["digest"] == DIGEST  # and in the content key
+
+
+def test_the_node_starts_a_pinned_run_with_the_digest_and_the_manifests_resources(mocked_aws, tmp_path):
+    """prepare registers task definitions with the image by digest and app.yml's cpu/memory."""
+    import json
+
+    from pennflow.node.lifecycle import prepare_run
+    from pennflow.node.processor_builds import DynamoProcessorRegistry
+    from pennflow.processors.manifest import parse_manifest
+    from tests.integration import aws_fixtures
+
+    moto_node = aws_fixtures.build_moto_node(tmp_path / "runs")
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb.create_table(
+        TableName="pennflow-processors",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "processor_key", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "processor_key", "KeyType": "HASH"}],
+    )
+    registry = DynamoProcessorRegistry("pennflow-processors")
+    uri = "123456789012.dkr.ecr.us-east-1.amazonaws.com/pennflow_processors"
+    record = ProcessorRecord.new(SourceRef(URL, TAG)).model_copy(
+        update={
+            "status": ProcessorStatus.READY,
+            "build_id": "b:1",
+            "image_uri": uri,
+            "image_digest": DIGEST,
+            "manifest": parse_manifest(APP_YML).document(),
+        }
+    )
+    registry.put(record)
+    moto_node.node.processors = registry
+    workflow = aws_fixtures.workflow_from(f"""
+name: thumbs
+processors:
+  - id: work
+    sourceUrl: {URL}
+    tag: {TAG}
+""")
+    moto_node.register(workflow)
+    run = moto_node.create_run(workflow, images={"work": f"{uri}@{DIGEST}"})
+    result = prepare_run(run.run_id, moto_node.node)
+    assert result.outcome == "started", result.detail
+    execution = boto3.client("stepfunctions", region_name=REGION).describe_execution(
+        executionArn=result.execution_arn
+    )
+    (arn,) = json.loads(execution["input"])["run"]["taskDefinitions"].values()
+    task = boto3.client("ecs", region_name=REGION).describe_task_definition(taskDefinition=arn)[
+        "taskDefinition"
+    ]
+    main = next(c for c in task["containerDefinitions"] if c["image"].startswith(uri))
+    assert main["image"] == f"{uri}@{DIGEST}"
+    assert (task["cpu"], task["memory"]) == ("2048", "4096")  # app.yml's resources
