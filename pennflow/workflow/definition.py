@@ -35,6 +35,7 @@ from pennflow.workflow.typed_params import ParamSpec
 __all__ = ["FARGATE_MEMORY", "MAX_NAME", "NAME_RE", "PARAM_RE"]
 
 DEFAULT_TIMEOUT_SECONDS = 86_400
+LAMBDA_TIMEOUT_SECONDS = 900  # Lambda's hard limit for one invocation
 
 # Environment names the processor contract sets itself (DESIGN §3), Pennsieve's among them; a param
 # may not shadow them. BATCH_INDEX is set per batch; PYTHONPATH carries the layers' packages.
@@ -327,6 +328,19 @@ def _processor_faults(p: Processor) -> list[Fault]:
     faults: list[Fault] = []
     if p.type is ProcessorType.DATA_SOURCE and p.depends_on:
         faults.append(Fault(p.id, "dependsOn", "a data source has no dependencies; remove dependsOn"))
+    if (
+        p.compute_type is ComputeType.LAMBDA
+        and "timeout_seconds" in p.model_fields_set
+        and p.timeout_seconds > LAMBDA_TIMEOUT_SECONDS
+    ):
+        faults.append(
+            Fault(
+                p.id,
+                "timeoutSeconds",
+                f"{p.timeout_seconds} is over Lambda's {LAMBDA_TIMEOUT_SECONDS} seconds (15 minutes): a lambda "
+                "processor must finish within it; use computeType standard for longer work",
+            )
+        )
     if p.compute_type is ComputeType.GPU:
         faults.append(Fault(p.id, "computeType", "'gpu' is not supported: Fargate tasks have no GPUs"))
     if p.image is not None and (len(p.image) > MAX_IMAGE or not IMAGE_RE.fullmatch(p.image)):

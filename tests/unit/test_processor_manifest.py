@@ -182,3 +182,17 @@ def test_source_references():
     for bad in ("https://github.com/org/repo", "git@github.com:org/repo.git", "x@"):
         with pytest.raises(ValueError, match="is not URL@TAG"):
             parse_source(bad)
+
+
+def test_a_lambda_processor_longer_than_lambdas_15_minutes_is_refused_at_validate():
+    text = """
+name: w
+processors:
+  - id: quick
+    image: example/quick:1
+    computeType: lambda
+    timeoutSeconds: {timeout}
+"""
+    assert parse_definition(text.format(timeout=900)).processor("quick").timeout_seconds == 900
+    with pytest.raises(DefinitionError, match=r"timeoutSeconds': 901 is over Lambda's 900 seconds"):
+        parse_definition(text.format(timeout=901))
