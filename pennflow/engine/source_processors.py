@@ -53,6 +53,13 @@ def resolve_sources(
     return workflow.model_copy(update={"processors": processors}), launches
 
 
+def source_pins(workflow: Workflow, launches: Mapping[str, VenvLaunch]) -> dict[str, str]:
+    """What each sourceUrl processor ran as, for the run's record: its built image, or its venv."""
+    pins = {p.id: p.image for p in workflow.processors if p.source_url and p.image}
+    pins.update({pid: launch.pin for pid, launch in launches.items()})
+    return pins
+
+
 def venv_spec(
     launch: VenvLaunch, contract_env: Mapping[str, str], inherited: Mapping[str, str]
 ) -> LaunchSpec:

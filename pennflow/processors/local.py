@@ -40,6 +40,7 @@ class VenvLaunch:
     argv: list[str]
     interpreter: Interpreter
     base: str
+    pin: str  # what ran, for the run's record: venv:<url>@<commit>
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ def _venv_launch(
         raise SourceProblem(processor.id, f"{checkout.source}: {exc}") from None
     env = {key: paths.text(value) for key, value in recipe.env.items()}
     argv = [paths.text(arg) for arg in recipe.command(processor.command)]
-    return VenvLaunch(venv, paths.path(recipe.workdir), env, argv, python, recipe.base)
+    pin = f"venv:{checkout.source.url}@{checkout.commit}"
+    return VenvLaunch(venv, paths.path(recipe.workdir), env, argv, python, recipe.base, pin)
 
 
 def image_tag(checkout: Checkout) -> str:

@@ -133,6 +133,7 @@ def test_a_plain_dockerfile_runs_from_its_files_in_a_venv(tmp_path, home, caplog
     assert out["helper"] == "from the checkout"  # PYTHONPATH=/app/src, rewritten to the staged files
     assert out["cwd"].endswith("/app")  # WORKDIR
     assert out["prefix"].startswith(str(home.root / "processors" / "venvs"))
+    assert record.images == {"thumbs": f"venv:file://{repo}@{git(repo, 'rev-parse', 'v1').strip()}"}
     notes = [r.getMessage() for r in caplog.records if "not the image" in r.getMessage()]
     assert len(notes) == 1 and "python:3.12-slim" in notes[0]
 
@@ -145,7 +146,7 @@ def test_a_local_path_works_and_the_checkout_and_venv_are_reused(tmp_path, home)
     assert result(home, first.run_id)["prefix"] == result(home, second.run_id)["prefix"]
     sources = list((home.root / "processors" / "sources").iterdir())
     assert len(sources) == 1  # one URL (the path and its relative spelling are the same folder)
-    commits = [p for p in sources[0].iterdir() if p.name != "tags"]
+    commits = [p for p in sources[0].iterdir() if p.is_dir() and p.name != "tags"]
     assert [p.name for p in commits] == [git(repo, "rev-parse", "v1").strip()]
 
 
@@ -211,3 +212,59 @@ def test_without_a_daemon_the_default_falls_through_to_the_venv(tmp_path, home):
     record = run_workflow(parse_definition(definition(str(repo))), definition_dir=tmp_path, home=home)
     assert record.status is Status.SUCCEEDED, record.error
     assert result(home, record.run_id)["size"] == "256"
+
+
+FAKE_DOCKER = r'''#!{python}
+"""A docker CLI with a daemon: records each call; `build` makes the tag exist; `run` plays the image."""
+import json, os, sys
+from pathlib import Path
+state = Path(os.environ["FAKE_DOCKER_STATE"])
+args = sys.argv[1:]
+with open(state / "calls.jsonl", "a") as log:
+    log.write(json.dumps(args) + "\n")
+if args[:2] == ["image", "inspect"]:
+    sys.exit(0 if (state / "built").exists() else 1)
+if args[:1] == ["build"]:
+    (state / "built").write_text(args[args.index("--tag") + 1])
+    sys.exit(0)
+if args[:1] == ["run"]:
+    mounts = [args[i + 1] for i, a in enumerate(args) if a == "--mount"]
+    run_dir = next(m for m in mounts if "target=/mnt/run" in m).split("source=")[1].split(",")[0]
+    env = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--env" and "=" in args[i + 1])
+    out = Path(env["OUTPUT_DIR"].replace("/mnt/run", run_dir, 1))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps({"image": args[-1], "size": env.get("THUMBNAIL_SIZE")}))
+    sys.exit(0)
+sys.exit(0)
+'''
+
+
+def test_with_a_container_runtime_the_dockerfile_is_built_once_and_its_image_runs(
+    tmp_path, home, monkeypatch
+):
+    import sys
+
+    bin_dir, state = tmp_path / "bin", tmp_path / "docker-state"
+    bin_dir.mkdir()
+    state.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(FAKE_DOCKER.replace("{python}", sys.executable))
+    docker.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_STATE", str(state))
+    # Not a plain Dockerfile: with a runtime, it does not have to be.
+    repo = plain_repo(
+        tmp_path / "repo", Dockerfile=PLAIN_DOCKERFILE.replace("ARG VERSION=1", "RUN apt-get update")
+    )
+    text = definition(str(repo))
+    for _ in range(2):
+        record = run_workflow(parse_definition(text), definition_dir=tmp_path, home=home, docker=True)
+        assert record.status is Status.SUCCEEDED, record.error
+    calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
+    builds = [call for call in calls if call[0] == "build"]
+    assert len(builds) == 1  # the second run found the image of that commit
+    tag = (state / "built").read_text()
+    commit = git(repo, "rev-parse", "v1").strip()
+    assert tag.startswith("pennflow-source/") and tag.endswith(f":{commit[:12]}")
+    assert result(home, record.run_id) == {"image": tag, "size": "256"}
+    assert record.images == {"thumbs": tag}
