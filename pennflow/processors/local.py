@@ -115,7 +115,7 @@ def _venv_launch(
 ) -> VenvLaunch:
     try:
         paths: PathMap = stage(recipe, checkout.path, cache_root / "roots", checkout.commit)
-        python = interpreter_for(recipe.python_version)
+        python = interpreter_for(recipe.python_version, cache_root / "interpreters.json")
         venv = environment(recipe, paths, cache_root / "venvs", checkout.commit, python)
     except StagingError as exc:
         raise SourceProblem(processor.id, f"{checkout.source}: {exc}") from None

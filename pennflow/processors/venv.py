@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -62,13 +63,38 @@ class Interpreter:
     version: str  # "3.11"
 
 
-def interpreter_for(wanted: str | None) -> Interpreter:
-    """``python3.X`` of the image's tag when this machine has one that runs, else pennflow's own."""
+def interpreter_for(wanted: str | None, known: Path | None = None) -> Interpreter:
+    """``python3.X`` of the image's tag when this machine has one that runs, else pennflow's own.
+
+    ``known`` remembers each probe (by path and mtime): asking an interpreter (or a pyenv shim that
+    has none) its version costs a few hundred milliseconds on every run otherwise."""
     if wanted and wanted != _version_of(sys.executable):
         candidate = shutil.which(f"python{wanted}")
-        if candidate and _version_of(candidate) == wanted:
+        if candidate and _remembered_version(candidate, known) == wanted:
             return Interpreter(candidate, wanted)
     return Interpreter(sys.executable, _version_of(sys.executable) or "")
+
+
+def _remembered_version(executable: str, known: Path | None) -> str | None:
+    if known is None:
+        return _version_of(executable)
+    try:
+        stamp = str(os.stat(executable).st_mtime_ns)
+    except OSError:
+        return None
+    try:
+        probes = json.loads(known.read_text())
+    except (OSError, ValueError):
+        probes = {}
+    hit = probes.get(executable) if isinstance(probes, dict) else None
+    if isinstance(hit, dict) and hit.get("mtime") == stamp:
+        return hit.get("version")
+    version = _version_of(executable)
+    probes = probes if isinstance(probes, dict) else {}
+    probes[executable] = {"mtime": stamp, "version": version}
+    known.parent.mkdir(parents=True, exist_ok=True)
+    known.write_text(json.dumps(probes))
+    return version
 
 
 def _version_of(executable: str) -> str | None:
