@@ -21,6 +21,7 @@ from pydantic.alias_generators import to_camel
 from pennflow.workflow.graph import find_cycle
 from pennflow.workflow.limits import (
     FARGATE_MEMORY,
+    LAMBDA_TIMEOUT_SECONDS,
     MAX_DISPLAY_NAME,
     MAX_NAME,
     NAME_RE,
@@ -35,7 +36,6 @@ from pennflow.workflow.typed_params import ParamSpec
 __all__ = ["FARGATE_MEMORY", "MAX_NAME", "NAME_RE", "PARAM_RE"]
 
 DEFAULT_TIMEOUT_SECONDS = 86_400
-LAMBDA_TIMEOUT_SECONDS = 900  # Lambda's hard limit for one invocation
 
 # Environment names the processor contract sets itself (DESIGN §3), Pennsieve's among them; a param
 # may not shadow them. BATCH_INDEX is set per batch; PYTHONPATH carries the layers' packages.
@@ -328,11 +328,7 @@ def _processor_faults(p: Processor) -> list[Fault]:
     faults: list[Fault] = []
     if p.type is ProcessorType.DATA_SOURCE and p.depends_on:
         faults.append(Fault(p.id, "dependsOn", "a data source has no dependencies; remove dependsOn"))
-    if (
-        p.compute_type is ComputeType.LAMBDA
-        and "timeout_seconds" in p.model_fields_set
-        and p.timeout_seconds > LAMBDA_TIMEOUT_SECONDS
-    ):
+    if p.compute_type is ComputeType.LAMBDA and p.timeout_seconds > LAMBDA_TIMEOUT_SECONDS:
         faults.append(
             Fault(
                 p.id,

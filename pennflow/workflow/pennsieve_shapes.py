@@ -21,6 +21,7 @@ from pennflow.workflow.limits import (
     FARGATE_MEMORY,
     LAMBDA_MB_PER_VCPU,
     LAMBDA_MEMORY,
+    LAMBDA_TIMEOUT_SECONDS,
     MAX_NAME,
     is_name,
 )
@@ -199,6 +200,7 @@ def _resources(entry: dict[str, Any], label: str, result: Normalized, notes: dic
                 entry[key] = _number(entry[key])
     if entry.get("computeType") == "lambda":
         _lambda_resources(entry, label, result, notes)
+        entry.setdefault("timeoutSeconds", LAMBDA_TIMEOUT_SECONDS)  # what Lambda allows, not a day
 
 
 def _lambda_resources(
