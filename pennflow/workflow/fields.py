@@ -109,8 +109,8 @@ PROCESSOR_FIELDS = (
         "standard",
         "Pennsieve",
         "standard runs on Fargate; lambda runs on Fargate too, its memory (Lambda MB) mapped to "
-        "the smallest Fargate pair that fits, and a timeoutSeconds over 900 (Lambda's 15 minutes) is "
-        "refused; null means standard; gpu is refused (no GPUs)",
+        "the smallest Fargate pair that fits, its timeoutSeconds 900 by default and refused over 900 "
+        "(Lambda's 15 minutes); null means standard; gpu is refused (no GPUs)",
     ),
     FieldSpec(
         "dependsOn",
