@@ -66,6 +66,8 @@ from pennflow.api.ports import (
     RunPlanning,
     S3Manifests,
 )
+from pennflow.api.processors import configured_processors
+from pennflow.api.processors import router as processors_router
 from pennflow.api.requests import json_body, preflight, refuse_oversized_definition
 from pennflow.api.resume import ResumeFunction, RunResumed, RunResumer
 from pennflow.api.run_budget import RunBudget
@@ -194,6 +196,7 @@ Resumer = Annotated[RunResumer, Depends(run_resumer)]
 Planning = Annotated[RunPlanning, Depends(run_planning)]
 LogSource = Annotated[log_logic.RunLogSource, Depends(run_log_source)]
 Results = Annotated[result_logic.ResultBucket, Depends(result_bucket)]
+Processors = Annotated[Any, Depends(configured_processors)]  # None on a node without a processor registry
 # Pennsieve refused the node's key access to the dataset (openapi_docs has no 403 of its own).
 FORBIDDEN = {
     403: {
@@ -227,9 +230,10 @@ def post_workflow(
         Body(description="A workflow definition: Pennsieve's workflow JSON, or pennflow's superset of it."),
     ],
     registry: Registry,
+    processors: Processors,
 ) -> Response[WorkflowView]:
     refuse_oversized_definition(definition)
-    view, created = workflow_logic.register_workflow(definition, registry=registry)
+    view, created = workflow_logic.register_workflow(definition, registry=registry, processors=processors)
     return _json(201 if created else 200, view)
 
 
@@ -282,6 +286,7 @@ def post_run(
     launcher: Launcher,
     starts: Idempotency,
     planning: Planning,
+    processors: Processors,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -303,6 +308,7 @@ def post_run(
         launcher=launcher,
         planning=planning,
         once=once if idempotency_key else None,
+        processors=processors,
     )
     return _json(202 if isinstance(answer, RunAccepted) else 200, answer)
 
@@ -506,6 +512,7 @@ def _body_fields() -> tuple[str, ...]:
 
 # Layers and trigger rules: their routes, models and ports live with them.
 app.include_router(layers_router, prefix="/layers")
+app.include_router(processors_router, prefix="/processors")
 app.include_router(triggers_router, prefix="/triggers")
 
 

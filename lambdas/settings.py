@@ -78,6 +78,8 @@ class NodeSettings(_EnvSettings):
     workflows_table: str = Field(alias="WORKFLOWS_TABLE", min_length=1)
     slots_table: str = Field(alias="SLOTS_TABLE", min_length=1)
     layers_table: str | None = Field(None, alias="LAYERS_TABLE")
+    # sourceUrl processors' manifests (cpu, memory) for the images a run pinned (stacks/processors.py)
+    processors_table: str | None = Field(None, alias="PROCESSORS_TABLE")
     results_bucket: str = Field(alias="RESULTS_BUCKET", min_length=1)
     log_bucket: str = Field(alias="LOG_ARCHIVE_BUCKET", min_length=1)
     cluster_arn: str = Field(alias="CLUSTER_ARN", min_length=1)
@@ -227,6 +229,10 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         from pennflow.node.session_tokens import SlotRunParameters
 
         extra["run_parameters"] = SlotRunParameters(task_settings)
+    if settings.processors_table:
+        from pennflow.node.processor_builds import DynamoProcessorRegistry
+
+        extra["processors"] = DynamoProcessorRegistry(settings.processors_table)
     return Node(
         config=config,
         store=DynamoRunStore(settings.runs_table),

@@ -125,6 +125,7 @@ LAMBDA_TIMEOUT_SECONDS = {
     "trigger_fire": 120,
     "layer_jobs": 60,  # starts a task or publishes a version; the long work runs in ECS
     "notify": 60,  # three webhook attempts of at most 10 s each, with their backoff
+    "processor_builds": 60,  # one build's outcome: a digest, app.yml from S3, a log tail
 }
 LAMBDA_MEMORY_OVERRIDES_MB = {"download": 1024}
 # Functions attached to the VPC because they mount the runs access point (all but the API).
@@ -133,7 +134,16 @@ EFS_LAMBDAS = (*RUNS_MANAGER_LAMBDAS, "list_batches", "download")
 RESERVED_CONCURRENCY = {"status": 10, "prepare": 5, "cancel": 2}
 # Invoked asynchronously (EventBridge, or the API's fire-and-forget start and cancel): these get the DLQ,
 # so an invocation that fails every retry is kept, not lost.
-ASYNC_LAMBDAS = ("status", "prepare", "cancel", "resume", "trigger_events", "layer_jobs", "notify")
+ASYNC_LAMBDAS = (
+    "status",
+    "prepare",
+    "cancel",
+    "resume",
+    "trigger_events",
+    "layer_jobs",
+    "notify",
+    "processor_builds",
+)
 ASYNC_RETRY_ATTEMPTS = 2
 REDRIVE_DAYS = 14  # Step Functions redrives an execution up to 14 days after it ended
 RELEASE_KEPT_SLOTS_EVERY = 15  # minutes between runs of the kept-slot cleanup (pennflow.node.redrive)

@@ -455,6 +455,7 @@ class NodeFunctions(Construct):
         self.allow_table(role, storage.slots_table, READ + WRITE + SCAN)
         self.allow_table(role, storage.layers_table, READ + WRITE)
         self.allow_table(role, storage.workflows_table, READ)
+        self.allow_table(role, storage.processors_table, ["dynamodb:GetItem"])  # pinned images' manifests
         self.allow(role, ["elasticfilesystem:DescribeAccessPoints"], [storage.file_system.file_system_arn])
         self.allow(role, ["secretsmanager:GetSecretValue"], [compute.pennsieve_secret.secret_arn])
         self.allow_wildcard(

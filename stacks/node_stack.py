@@ -18,6 +18,7 @@ from stacks.monitoring import NodeMonitoring
 from stacks.network import NodeNetwork
 from stacks.notifications import NodeNotifications
 from stacks.orchestration import CompiledWorkflow, NodeOrchestration
+from stacks.processors import NodeProcessors
 from stacks.resume import NodeResume
 from stacks.settings import NodeSettings
 from stacks.storage import NodeStorage
@@ -81,6 +82,9 @@ class NodeStack(Stack):
             storage=self.storage,
             compute=self.compute,
             functions=self.functions,
+        )
+        self.processors = NodeProcessors(
+            self, "Processors", settings=settings, storage=self.storage, functions=self.functions
         )
         self.storage.guard_clients(runs_manager=self.functions.roles["runs_manager"])
         self.triggers = NodeTriggers(self, "Triggers", functions=self.functions, storage=self.storage)

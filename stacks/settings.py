@@ -110,6 +110,14 @@ class LayerStoragePrices(_Model):
     infrequent_access: Annotated[float, Field(ge=0)] = 0.016
 
 
+class ProcessorBuilds(_Model):
+    """The CodeBuild project that builds processors registered from source (sourceUrl@tag)."""
+
+    # CodeBuild's Linux sizes: small 3 GB / 2 vCPU, medium 7 GB / 4 vCPU, large 15 GB / 8 vCPU.
+    compute_type: Literal["small", "medium", "large"] = "medium"
+    timeout_minutes: Annotated[int, Field(ge=5, le=480)] = 60
+
+
 class NodeSettings(_Model):
     # Never the separator C.NODE_SEPARATOR ("_"), so one node's name prefix can never begin another's.
     node_name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$", max_length=C.NODE_NAME_MAX)] = (
@@ -144,6 +152,7 @@ class NodeSettings(_Model):
     # at 80% actual and 100% forecast. runCostCeiling: the API refuses a run whose estimate is above it.
     monthly_budget: Annotated[float | None, Field(gt=0)] = None
     run_cost_ceiling: Annotated[float | None, Field(gt=0)] = None
+    processor_builds: ProcessorBuilds = ProcessorBuilds()
     # Image of the built-in data sources/targets and the fan-in helper (processors/builtin).
     builtin_image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)] = (
         "ghcr.io/pennflow/builtin:0.1.0"

@@ -40,7 +40,12 @@ from pennflow.api.run_budget import RunBudget
 from pennflow.aws import arns
 from pennflow.node.registry import WorkflowRecord, WorkflowRegistry
 from pennflow.stores.base import RunStore
-from pennflow.workflow.contract import UnknownParameter, run_param_problems, run_parameters
+from pennflow.workflow.contract import (
+    UnknownParameter,
+    run_param_problems,
+    run_parameters,
+    typed_param_problems,
+)
 from pennflow.workflow.definition import Workflow
 from pennflow.workflow.runs import RunRecord, Status, StepRecord, new_run_id, utcnow
 
@@ -74,6 +79,7 @@ def start_run(
     launcher: RunLauncher,
     planning: RunPlanning | None = None,
     once: Once | None = None,
+    processors: Any | None = None,
 ) -> RunAccepted | RunPlan | RunDuplicate:
     from pennflow.data.content_key import find_duplicate
 
@@ -83,7 +89,7 @@ def start_run(
             f"no workflow named {request.workflow!r}: register it with POST /workflows",
             fields=[field_error("workflow", "not registered")],
         )
-    workflow = record.workflow()
+    workflow, images = _pinned(record.workflow(), processors)
     params = _resolve_params(workflow, request.params)
     layers = [{"name": name} for name in request.layers]
     planning = planning or RunPlanning()
@@ -119,6 +125,7 @@ def start_run(
             layers=layers,
             keyed=keyed,
             manifests=planning.manifests,
+            images=images,
         )
 
     return once(create) if once else create()
@@ -132,8 +139,11 @@ def rerun(
     launcher: RunLauncher,
     planning: RunPlanning | None = None,
 ) -> RunAccepted:
-    """A new run of the same definition (by hash), dataset, resolved params and layers, keyed anew
-    (the dataset's files as they are now) and started even when a succeeded run has that key."""
+    """A new run of the same definition (by hash), dataset, resolved params, layers and images (its
+    sourceUrl processors' digests), keyed anew (the dataset's files as they are now) and started even
+    when a succeeded run has that key."""
+    from pennflow.processors.registry import with_pinned_images
+
     original = _existing_run(store, run_id)
     record = registry.get_version(original.workflow, original.definition_hash)
     if record is None:
@@ -141,7 +151,7 @@ def rerun(
             f"run {run_id!r} used definition {original.definition_hash[:12]} of workflow "
             f"{original.workflow!r}, which is no longer registered"
         )
-    workflow = record.workflow()
+    workflow = with_pinned_images(record.workflow(), original.images)
     planning = planning or RunPlanning()
     keyed = key_run(
         workflow,
@@ -163,6 +173,7 @@ def rerun(
         keyed=keyed,
         manifests=planning.manifests,
         rerun_of=run_id,
+        images=original.images,
     )
 
 
@@ -275,12 +286,27 @@ def _existing_run(store: RunStore, run_id: str) -> RunRecord:
     return run
 
 
+def _pinned(workflow: Workflow, processors: Any | None) -> tuple[Workflow, dict[str, str]]:
+    """SourceUrl processors by digest (409 naming any not READY); a workflow without any as it is."""
+    if not any(p.source_url and not p.image for p in workflow.processors):
+        return workflow, {}
+    from pennflow.api.processors import pin_run_images
+
+    return pin_run_images(workflow, processors)
+
+
 def _resolve_params(workflow: Workflow, overrides: Mapping[str, str]) -> dict[str, dict[str, str]]:
     try:
         params = run_parameters(workflow, overrides)
     except UnknownParameter as exc:
         fields = [field_error(f"params.{key}", "no processor declares this param") for key in exc.keys]
         raise BadRequest(str(exc), fields=fields, code="unknown_param") from None
+    typed = typed_param_problems(workflow, params)
+    if typed:
+        fields = [
+            field_error(f"params.{problem.processor}.{problem.name}", problem.message) for problem in typed
+        ]
+        raise BadRequest("; ".join(map(str, typed)), fields=fields, code="invalid_param")
     problems = run_param_problems(workflow, params)
     if problems:
         fields = [field_error("params.layerName", problem) for problem in problems]
@@ -355,6 +381,7 @@ def _create_and_launch(
     keyed: KeyedRun,
     manifests: ManifestWriter | None,
     rerun_of: str | None = None,
+    images: Mapping[str, str] | None = None,
 ) -> RunAccepted:
     run_id = new_run_id()
     arn = record.execution_arn(run_id)
@@ -370,6 +397,7 @@ def _create_and_launch(
         content_key=keyed.content_key,
         origin=ORIGIN,
         rerun_of=rerun_of,
+        images=dict(images or {}),
     )
     steps = [StepRecord(run_id=run_id, processor_id=p.id) for p in workflow.processors]
     try:

@@ -15,14 +15,23 @@ from pennflow.node.registry import (
 from pennflow.workflow.definition import DefinitionError, validate_definition
 
 
-def register_workflow(body: Any, *, registry: WorkflowRegistry) -> tuple[WorkflowView, bool]:
-    """Returns the registered workflow and whether it is new (201) rather than updated (200)."""
+def register_workflow(
+    body: Any, *, registry: WorkflowRegistry, processors: Any | None = None
+) -> tuple[WorkflowView, bool]:
+    """Returns the registered workflow and whether it is new (201) rather than updated (200).
+
+    Its sourceUrl processors are registered too (``processors``: the node's processor registry), so
+    their builds start now and the first run finds them READY or says they are still building."""
     from pennflow.workflow.asl import CompileError
 
     try:
         workflow = validate_definition(body, source="request body")
     except DefinitionError as exc:
         raise invalid_definition(exc.faults) from None
+    if processors is not None or any(p.source_url and not p.image for p in workflow.processors):
+        from pennflow.api.processors import register_sources
+
+        register_sources(workflow, processors)
     try:
         record, created = registry.register(workflow)
     except CompileError as exc:

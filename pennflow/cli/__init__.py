@@ -2,7 +2,7 @@
 
 One module per command group: ``definitions`` (validate, compile, graph), ``local`` (run, runs,
 status, logs, cancel, rerun), ``resume``, ``results``, ``remote`` (submit, and the helper every
-``--remote`` form calls), ``layers``, ``schema``, ``report`` (a run's HTML report). Each command
+``--remote`` form calls), ``layers``, ``processors``, ``schema``, ``report`` (a run's HTML report). Each command
 imports what it uses when it runs, so that ``pennflow validate`` never pays for the engine, rich or
 AWS. Help is click's plain formatter (``rich_markup_mode=None``): typer's rich help would import rich
 for every ``--help``. Shell completion is typer's own (``--install-completion``, ``--show-completion``).
@@ -17,6 +17,7 @@ import typer
 from pennflow.cli import definitions, local, remote, report, results, resume, schema
 from pennflow.cli.layers import layers_app
 from pennflow.cli.output import CommandGroup
+from pennflow.cli.processors import processors_app
 from pennflow.cli.startup import defer_pydantic_plugin_search, pause_gc_during_startup
 
 app = typer.Typer(
@@ -62,6 +63,7 @@ app.command("resume")(resume.resume_command)
 app.command()(local.rerun)
 app.command("results")(results.results)
 app.add_typer(layers_app, name="layers")
+app.add_typer(processors_app, name="processors")
 app.command("submit")(remote.submit_command)
 app.command("schema")(schema.schema_command)
 app.command("report")(report.report_command)

@@ -40,6 +40,7 @@ from pennflow.engine.run_layers import VIEW_DIR
 from pennflow.engine.run_plan import RunPlan, plan_run
 from pennflow.engine.run_spec import RunSpec, save_spec
 from pennflow.engine.scheduler import LocalRun
+from pennflow.engine.source_processors import resolve_sources
 from pennflow.engine.step_reuse import StepReuse
 from pennflow.layers.sandbox import enforced
 from pennflow.stores.base import RunStore
@@ -146,6 +147,8 @@ def execute_run(
         publish=spec.publish,
         results_bucket=os.environ.get(RESULTS_BUCKET_ENV) or None,
     )
+    use_docker = container_runtime_available() if spec.docker is None else spec.docker
+    workflow, venv_launches = resolve_sources(workflow, home, Path(spec.definition_dir), use_docker)
     plan = plan_run(workflow, home, run_id, inputs, spec.overrides, spec.run_layers, spec.max_parallel)
     store = options.store
     own_store = store is None
@@ -158,7 +161,6 @@ def execute_run(
             logger.warning(NOT_WRITE_PROTECTED)
         logs = StepLogs(home, run_id)
         records = RunRecords(store, options.reporter or SilentReporter(), logs, reopened=resumed is not None)
-        use_docker = container_runtime_available() if spec.docker is None else spec.docker
         definition_dir = Path(spec.definition_dir)
         run_input = {"input": spec.input_dir, "dataset": spec.dataset_id, "packages": spec.package_ids}
         reuse = StepReuse(
@@ -180,6 +182,7 @@ def execute_run(
             lease=keeper_for(store, run_id),
             reuse=reuse,
             rerun_of=resumed.rerun_of if resumed is not None else options.rerun_of,
+            venv_launches=venv_launches,
         )
         local_run = LocalRun(ctx, options.cancel_event or threading.Event())
         if resumed is not None:  # the last step before the engine takes it: nothing can fail between

@@ -34,6 +34,7 @@ from pennflow.engine.resource_use import wait_and_record
 from pennflow.engine.run_checks import needs_pennsieve
 from pennflow.engine.run_context import RunContext
 from pennflow.engine.sandbox import SandboxView, command_files, detect, wrap_command
+from pennflow.engine.source_processors import venv_spec
 from pennflow.layers.sandbox import LayersView
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, processor_environment
 from pennflow.workflow.definition import Processor
@@ -77,6 +78,11 @@ class ProcessLauncher:
         """What to execute; raises CannotLaunch when this machine cannot run the processor."""
         if self.ctx.use_docker and processor.image:
             return self._container_spec(processor, batch)
+        launch = self.ctx.venv_launches.get(processor.id)
+        if launch is not None:  # a sourceUrl processor without a container runtime
+            view = self.ctx.views.of(processor)
+            env = self._environment(processor, self.ctx.layout, view.root, batch, None)
+            return venv_spec(launch, env, self._inherited)
         if not processor.command:
             raise CannotLaunch(_cannot_launch_message(processor, self.ctx.use_docker))
         view = self.ctx.views.of(processor)

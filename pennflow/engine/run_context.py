@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pennflow.engine.cancel import RunStop
@@ -14,6 +15,7 @@ from pennflow.engine.records import RunRecords
 from pennflow.engine.run_layers import LayerViews
 from pennflow.engine.run_plan import RunPlan
 from pennflow.engine.step_reuse import StepReuse
+from pennflow.processors.local import VenvLaunch
 from pennflow.workflow.contract import RunLayout, build_union, builds_union
 from pennflow.workflow.definition import Processor, Workflow
 
@@ -35,6 +37,8 @@ class RunContext:
     lease: EngineLeaseKeeper | NoLease  # lists each attempt's process group while it runs
     reuse: StepReuse | None = None  # step keys and output hashes; a resume's reusable steps
     rerun_of: str | None = None  # the run this one repeats (recorded on the run)
+    # sourceUrl processors that run from a virtual environment (no container runtime): source_processors
+    venv_launches: Mapping[str, VenvLaunch] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -50,6 +54,7 @@ class RunContext:
         lease: EngineLeaseKeeper | NoLease | None = None,
         reuse: StepReuse | None = None,
         rerun_of: str | None = None,
+        venv_launches: Mapping[str, VenvLaunch] | None = None,
     ) -> RunContext:
         run_dir = home.run_dir(run_id)
         layout = RunLayout(run_dir)
@@ -69,6 +74,7 @@ class RunContext:
             lease=lease or NoLease(),
             reuse=reuse,
             rerun_of=rerun_of,
+            venv_launches=venv_launches or {},
         )
 
     @property

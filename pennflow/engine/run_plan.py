@@ -17,7 +17,7 @@ from pennflow.engine.run_checks import (
     target_layer_problems,
 )
 from pennflow.engine.run_layers import RunLayers, mount_layers, requested_layers
-from pennflow.workflow.contract import UnknownParameter, run_parameters
+from pennflow.workflow.contract import UnknownParameter, run_parameters, typed_param_problems
 from pennflow.workflow.definition import Processor, Workflow
 
 
@@ -47,6 +47,7 @@ def plan_run(
         params = run_parameters(workflow, overrides)
     except UnknownParameter as exc:
         problems.append(f"--param: {exc}")
+    problems += [f"--param: {problem}" for problem in typed_param_problems(workflow, params)]
     run_layers = tuple(dict.fromkeys(run_layers))
     processors = {
         p.id: p.model_copy(update={"layers": list(dict.fromkeys([*run_layers, *p.layers]))})

@@ -23,6 +23,7 @@ from pennflow.engine.data_steps import DataSteps
 from pennflow.engine.outcomes import Outcome
 from pennflow.engine.ready_set import ReadySet
 from pennflow.engine.run_context import RunContext
+from pennflow.engine.source_processors import source_pins
 from pennflow.engine.step_runner import StepRunner
 from pennflow.workflow.dag import Dag
 from pennflow.workflow.runs import RunRecord, Status, utcnow
@@ -53,6 +54,7 @@ class LocalRun:
             dataset_id=plan.inputs.dataset_id,
             package_ids=list(plan.inputs.package_ids),
             rerun_of=ctx.rerun_of,
+            images=source_pins(ctx.workflow, ctx.venv_launches),
         )
         ctx.lease.start()  # before the run is stored: a stored run always has its lease
         ended = False

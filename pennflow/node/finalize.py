@@ -31,6 +31,7 @@ from pennflow.node.redrive import keep_for_resume
 from pennflow.node.run_cost import record_run_cost
 from pennflow.node.run_end import publish_run_end
 from pennflow.node.taskdefs import FAN_IN_CONTAINER
+from pennflow.processors.registry import pinned_workflow
 from pennflow.workflow.asl import CONTAINER_NAME
 from pennflow.workflow.definition import Workflow
 from pennflow.workflow.runs import RunRecord, Status, StepRecord, utcnow
@@ -76,7 +77,7 @@ def finalize_run(
     now = now or utcnow()
     steps = node.store.list_steps(run_id)
     version = node.workflows.get_version(run.workflow, run.definition_hash)
-    workflow = version.workflow() if version else None
+    workflow = pinned_workflow(version.workflow(), run.images, node.processors) if version else None
     ended_now = False
     if not run.status.is_terminal:  # a repeated call finds the run settled and only finishes the rest
         final = final_status(run.status, outcome)

@@ -27,6 +27,7 @@ from pennflow.node.resume import Continuation, NoContinuation, PreparationPaused
 from pennflow.node.session_tokens import NoRunParameters, RunParameterWriter
 from pennflow.node.slots import Slot, SlotFolders, SlotPool
 from pennflow.node.taskdefs import TaskDefinitions
+from pennflow.processors.registry import pinned_workflow
 from pennflow.stores.dynamodb import DynamoRunStore
 from pennflow.workflow import asl
 from pennflow.workflow.contract import run_parameters
@@ -236,6 +237,8 @@ class Node:
     continuation: Continuation = field(default_factory=NoContinuation)
     # Each slot's run id and SESSION_TOKEN, written at lease time (pennflow.node.session_tokens).
     run_parameters: RunParameterWriter = field(default_factory=NoRunParameters)
+    # The processor registry (find): the manifests of the sourceUrl images a run pinned.
+    processors: Any = None
     ecs_client: Any = None
     sfn_client: Any = None
     logs_client: Any = None
@@ -327,7 +330,7 @@ def _start_queued(run_id: str, node: Node, slots: list[Slot]) -> StartResult | N
         reason = f"definition {run.definition_hash[:12]} of workflow {run.workflow!r} is not registered on this node"
         _fail(node, run_id, reason)
         return StartResult(run_id, "failed", reason)
-    workflow = version.workflow()
+    workflow = pinned_workflow(version.workflow(), run.images, node.processors)  # sourceUrl processors
     try:
         access_points = node.layers.pin(layer_names(run, workflow), run_id)
     except LayersMissing as exc:

@@ -24,7 +24,7 @@ from pennflow.stores.leases import LEASE_SCHEMA, RunLeases
 from pennflow.workflow.runs import RESUMABLE, RunRecord, Status, StepRecord, allowed_predecessors
 
 BUSY_TIMEOUT_SECONDS = 10.0
-JSON_FIELDS = frozenset({"params", "layers", "package_ids", "history", "cost", "resource_use"})
+JSON_FIELDS = frozenset({"params", "layers", "package_ids", "history", "cost", "resource_use", "images"})
 # What identifies a run or a step never changes.
 IMMUTABLE_FIELDS = frozenset({"run_id", "processor_id", "workflow", "definition_hash", "created_at"})
 
@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS runs (
     history TEXT NOT NULL DEFAULT '[]',
     resume_until TEXT,
     rerun_of TEXT,
-    cost TEXT NOT NULL DEFAULT 'null'
+    cost TEXT NOT NULL DEFAULT 'null',
+    images TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_us DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_content_key ON runs (content_key, created_us DESC)
@@ -84,6 +85,7 @@ _ADDED_COLUMNS = {
         "resume_until": "TEXT",
         "rerun_of": "TEXT",
         "cost": "TEXT NOT NULL DEFAULT 'null'",
+        "images": "TEXT NOT NULL DEFAULT '{}'",
     },
     "steps": {
         "step_key": "TEXT",

@@ -14,6 +14,7 @@ from pathlib import Path, PurePath, PurePosixPath
 
 from pennflow.workflow.definition import Processor, ProcessorType, TargetType, Workflow
 from pennflow.workflow.limits import is_name
+from pennflow.workflow.typed_params import ParamProblem, declared_defaults, param_value_problems
 
 # Mount points inside an ECS task: the run's own access point and the layers it requested.
 RUN_MOUNT = PurePosixPath("/mnt/run")
@@ -121,11 +122,17 @@ def run_parameters(
     Overrides may be ``KEY`` (every processor declaring it) or ``processor.KEY``.
     """
     overrides = dict(overrides or {})
-    params = {p.id: dict(p.default_params) for p in workflow.processors}
+    # Typed params' defaults apply, and a typed param without one may still be given by the run.
+    params = {p.id: declared_defaults(p.param_schema, p.default_params) for p in workflow.processors}
+    typed = {p.id: {spec.name for spec in p.param_schema} for p in workflow.processors}
     unknown = []
     for raw_key, value in overrides.items():
         target, _, key = raw_key.rpartition(".")
-        hits = [pid for pid, declared in params.items() if key in declared and (not target or pid == target)]
+        hits = [
+            pid
+            for pid, declared in params.items()
+            if (key in declared or key in typed[pid]) and (not target or pid == target)
+        ]
         if not hits:
             unknown.append(raw_key)
         for pid in hits:
@@ -133,6 +140,14 @@ def run_parameters(
     if unknown:
         raise UnknownParameter(unknown)
     return params
+
+
+def typed_param_problems(workflow: Workflow, params: Mapping[str, Mapping[str, str]]) -> list[ParamProblem]:
+    """Every typed param's value checked against its type (``typed_params``), for every processor."""
+    problems: list[ParamProblem] = []
+    for processor in workflow.processors:
+        problems += param_value_problems(processor.id, processor.param_schema, params.get(processor.id, {}))
+    return problems
 
 
 def run_param_problems(workflow: Workflow, params: Mapping[str, Mapping[str, str]]) -> list[str]:

@@ -21,6 +21,7 @@ from pydantic.alias_generators import to_camel
 from pennflow.workflow.graph import find_cycle
 from pennflow.workflow.limits import (
     FARGATE_MEMORY,
+    LAMBDA_TIMEOUT_SECONDS,
     MAX_DISPLAY_NAME,
     MAX_NAME,
     NAME_RE,
@@ -30,6 +31,7 @@ from pennflow.workflow.limits import (
 )
 from pennflow.workflow.loading import TextProblem, check_shape, parse_text, read_definition_text
 from pennflow.workflow.pennsieve_shapes import normalize
+from pennflow.workflow.typed_params import ParamSpec
 
 __all__ = ["FARGATE_MEMORY", "MAX_NAME", "NAME_RE", "PARAM_RE"]
 
@@ -107,6 +109,7 @@ class Processor(_Model):
     compute_type: ComputeType = ComputeType.STANDARD
     depends_on: list[str] | None = None
     default_params: dict[str, str] = Field(default_factory=dict)
+    param_schema: list[ParamSpec] = Field(default_factory=list)  # typed params (Pennsieve's paramSchema)
     cpu: int = 1024
     memory: int = 2048
     layers: list[str] = Field(default_factory=list)
@@ -325,6 +328,15 @@ def _processor_faults(p: Processor) -> list[Fault]:
     faults: list[Fault] = []
     if p.type is ProcessorType.DATA_SOURCE and p.depends_on:
         faults.append(Fault(p.id, "dependsOn", "a data source has no dependencies; remove dependsOn"))
+    if p.compute_type is ComputeType.LAMBDA and p.timeout_seconds > LAMBDA_TIMEOUT_SECONDS:
+        faults.append(
+            Fault(
+                p.id,
+                "timeoutSeconds",
+                f"{p.timeout_seconds} is over Lambda's {LAMBDA_TIMEOUT_SECONDS} seconds (15 minutes): a lambda "
+                "processor must finish within it; use computeType standard for longer work",
+            )
+        )
     if p.compute_type is ComputeType.GPU:
         faults.append(Fault(p.id, "computeType", "'gpu' is not supported: Fargate tasks have no GPUs"))
     if p.image is not None and (len(p.image) > MAX_IMAGE or not IMAGE_RE.fullmatch(p.image)):
@@ -352,6 +364,7 @@ def _processor_faults(p: Processor) -> list[Fault]:
             )
         )
     faults.extend(_param_name_faults(p.id, p.type, p.default_params))
+    faults.extend(_param_schema_faults(p))
     for layer in p.layers:
         if not is_name(layer):
             faults.append(Fault(p.id, "layers", f"{layer!r} is not a valid layer name"))
@@ -369,6 +382,20 @@ def _param_name_faults(pid: str, kind: Any, params: Any) -> list[Fault]:
             faults.append(Fault(pid, f"defaultParams.{key}", "not a valid environment variable name"))
         elif key in RESERVED_PARAMS or key.startswith(RESERVED_PARAM_PREFIXES):
             faults.append(Fault(pid, f"defaultParams.{key}", "reserved by the processor contract"))
+    return faults
+
+
+def _param_schema_faults(p: Processor) -> list[Fault]:
+    """A declared param may not shadow the contract, and its default must be valid for its type."""
+    faults = _param_name_faults(p.id, p.type, {spec.name: "" for spec in p.param_schema})
+    faults = [
+        Fault(f.processor, f.field.replace("defaultParams.", "paramSchema.", 1), f.message) for f in faults
+    ]
+    for spec in p.param_schema:
+        for value, where in ((spec.default, "default"), (p.default_params.get(spec.name), "defaultParams")):
+            why = spec.problem(value) if value is not None else None
+            if why:
+                faults.append(Fault(p.id, f"paramSchema.{spec.name}", f"{where}: {why} ({spec.type.value})"))
     return faults
 
 

@@ -95,7 +95,12 @@ PROCESSOR_FIELDS = (
         "data-source and data-target run built-ins; processor runs the image",
     ),
     FieldSpec(
-        "sourceUrl", STRING, "-", "Pennsieve", "the processor's repository, resolved with tag to an image"
+        "sourceUrl",
+        STRING,
+        "-",
+        "Pennsieve",
+        "the processor's repository (any URL git accepts, or a path), built at tag: locally by "
+        "`pennflow run` (see below), on a node by its processor registry",
     ),
     FieldSpec("tag", STRING, "-", "Pennsieve", "the version of sourceUrl to run"),
     FieldSpec(
@@ -104,7 +109,8 @@ PROCESSOR_FIELDS = (
         "standard",
         "Pennsieve",
         "standard runs on Fargate; lambda runs on Fargate too, its memory (Lambda MB) mapped to "
-        "the smallest Fargate pair that fits; null means standard; gpu is refused (no GPUs)",
+        "the smallest Fargate pair that fits, its timeoutSeconds 900 by default and refused over 900 "
+        "(Lambda's 15 minutes); null means standard; gpu is refused (no GPUs)",
     ),
     FieldSpec(
         "dependsOn",
@@ -143,11 +149,25 @@ PROCESSOR_FIELDS = (
     ),
     FieldSpec(
         "paramSchema",
-        {"type": "array"},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": STRING,
+                    "type": {"enum": ["string", "number", "integer", "boolean"]},
+                    "description": STRING,
+                    "default": {"type": ["string", "number", "integer", "boolean"]},
+                    "required": {"type": "boolean"},
+                    "enum": {"type": "array"},
+                },
+                "required": ["name"],
+            },
+        },
         "[]",
         "Pennsieve",
-        "the application's param descriptions",
-        note="ignored (documentation of the application's params; defaultParams are what run)",
+        "typed params ({name, type, description, default}): a run's values are checked against their "
+        "types before anything starts, and defaults apply; values still reach the processor as strings",
     ),
     FieldSpec(
         "runtimeConfig",

@@ -82,6 +82,7 @@ FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
 # Lambda memory sizes (MB) and the memory at which Lambda gives one full vCPU.
 LAMBDA_MEMORY = (128, 10_240)
 LAMBDA_MB_PER_VCPU = 1769
+LAMBDA_TIMEOUT_SECONDS = 900  # one Lambda invocation's limit: a lambda processor's timeout and its default
 
 
 def is_name(text: object) -> bool:

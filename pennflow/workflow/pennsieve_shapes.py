@@ -21,12 +21,13 @@ from pennflow.workflow.limits import (
     FARGATE_MEMORY,
     LAMBDA_MB_PER_VCPU,
     LAMBDA_MEMORY,
+    LAMBDA_TIMEOUT_SECONDS,
     MAX_NAME,
     is_name,
 )
 
 # Pennsieve-only keys that carry nothing for the canonical model once read.
-_DROPPED = ("position", "paramSchema", "interactive", "sessionType", "runtimeConfig", "resolvedParams")
+_DROPPED = ("position", "interactive", "sessionType", "runtimeConfig", "resolvedParams")
 
 
 @dataclass
@@ -199,6 +200,7 @@ def _resources(entry: dict[str, Any], label: str, result: Normalized, notes: dic
                 entry[key] = _number(entry[key])
     if entry.get("computeType") == "lambda":
         _lambda_resources(entry, label, result, notes)
+        entry.setdefault("timeoutSeconds", LAMBDA_TIMEOUT_SECONDS)  # what Lambda allows, not a day
 
 
 def _lambda_resources(

@@ -125,6 +125,8 @@ class RunRecord(_Record):
     rerun_of: str | None = None  # the run this one repeats (`pennflow rerun`, POST /runs/{id}/rerun)
     # The itemised cost (pennflow.workflow.cost.RunCost, camelCase): measured on a node, estimated locally.
     cost: dict[str, Any] | None = None
+    # processor id -> the image it ran, pinned by digest (a sourceUrl@tag built by the node's registry)
+    images: dict[str, str] = Field(default_factory=dict)
 
 
 class StepRecord(_Record):

@@ -458,6 +458,20 @@ def _ecr_describe_images(call: Call, _: Lookup) -> list[Request]:
     return [_request("ecr:DescribeImages", repository)]
 
 
+# --- CodeBuild: project/<name>; a build id is "<project>:<uuid>" (the processor registry) ----------------
+
+
+@maps("codebuild", "StartBuild")
+def _codebuild_start(call: Call, _: Lookup) -> list[Request]:
+    return [_request("codebuild:StartBuild", call.arn("codebuild", f"project/{call.params['projectName']}"))]
+
+
+@maps("codebuild", "BatchGetBuilds")
+def _codebuild_builds(call: Call, _: Lookup) -> list[Request]:
+    projects = dict.fromkeys(build.rsplit(":", 1)[0] for build in call.params["ids"])
+    return [_request("codebuild:BatchGetBuilds", call.arn("codebuild", f"project/{p}")) for p in projects]
+
+
 @maps("sts", "GetCallerIdentity")
 def _caller_identity(call: Call, _: Lookup) -> list[Request]:
     return []  # needs no permission (STS API reference)

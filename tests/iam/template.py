@@ -67,6 +67,8 @@ NAME_PROPERTIES = {
     "AWS::ECS::TaskDefinition": "Family",
     "AWS::Events::Rule": "Name",
     "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
+    "AWS::ECR::Repository": "RepositoryName",
+    "AWS::CodeBuild::Project": "Name",
 }
 
 
@@ -122,6 +124,11 @@ def _refs_and_attributes(resource_type: str, name: str) -> dict[str, str]:
         }
     if resource_type == "AWS::KMS::Key":
         return {"Ref": name, "Arn": _arn("kms", f"key/{name}")}
+    if resource_type == "AWS::ECR::Repository":
+        uri = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{name}"
+        return {"Ref": name, "Arn": _arn("ecr", f"repository/{name}"), "RepositoryUri": uri}
+    if resource_type == "AWS::CodeBuild::Project":
+        return {"Ref": name, "Arn": _arn("codebuild", f"project/{name}")}
     if resource_type == "AWS::ApiGateway::RestApi":
         return {"Ref": name, "RootResourceId": f"{name}-root"}
     raise KeyError(f"the IAM tier does not know what Ref/GetAtt give for {resource_type}")

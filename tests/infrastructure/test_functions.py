@@ -132,7 +132,19 @@ def test_functions_that_start_queued_runs_share_the_runs_manager_role(node):
 
 def test_api_role_reaches_no_compute_and_no_file_system(node):
     services = {a.split(":")[0] for a in node.role_actions(node.stack.functions.roles["api"])}
-    assert services == {"dynamodb", "lambda", "states", "iam", "logs", "xray", "s3", "secretsmanager", "ecr"}
+    # codebuild: StartBuild of the node's processor-builds project only (test_processors_construct)
+    assert services == {
+        "dynamodb",
+        "lambda",
+        "states",
+        "iam",
+        "logs",
+        "xray",
+        "s3",
+        "secretsmanager",
+        "ecr",
+        "codebuild",
+    }
     statements = node.role_statements(node.stack.functions.roles["api"])
     (pass_role,) = [s for s in statements if s["Action"] == "iam:PassRole"]
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "states.amazonaws.com"}}
@@ -236,8 +248,15 @@ def test_environment_matches_the_function_settings(node):
         }
 
     trigger = required(TriggerSettings) | {"TRIGGER_FIRE_QUEUE_URL"}
+    registry = {
+        "PROCESSORS_TABLE",
+        "PROCESSOR_BUILD_PROJECT",
+        "PROCESSOR_MANIFEST_BUCKET",
+        "PROCESSOR_REPOSITORY_URI",
+    }
     expected = {
-        "api": required(ApiSettings) | {"TRIGGERS_TABLE", "TRIGGER_STATE_TABLE", "LAYERS_TABLE"},
+        "api": required(ApiSettings) | {"TRIGGERS_TABLE", "TRIGGER_STATE_TABLE", "LAYERS_TABLE"} | registry,
+        "processor_builds": registry,
         "download": required(DownloadFunctionSettings),
         "webhook": trigger | {"WEBHOOK_SECRET_ARN"},
         "trigger_events": trigger,

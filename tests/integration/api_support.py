@@ -21,6 +21,7 @@ from moto import mock_aws
 
 from pennflow import aws
 from pennflow.api import layers as layers_api
+from pennflow.api import processors as processors_api
 from pennflow.triggers import api as triggers_api
 from pennflow.triggers import wiring as triggers_wiring
 from tests.integration import aws_fixtures
@@ -50,6 +51,11 @@ ENVIRONMENT = {
     "POWERTOOLS_SERVICE_NAME": "pennflow-api",
     "POWERTOOLS_METRICS_NAMESPACE": "pennflow",
     "POWERTOOLS_TRACE_DISABLED": "true",
+    # The processor registry (stacks/processors.py): table, build project, app.yml bucket, ECR repository.
+    "PROCESSORS_TABLE": "pennflow-processors",
+    "PROCESSOR_BUILD_PROJECT": "pennflow-processor-builds",
+    "PROCESSOR_MANIFEST_BUCKET": "pennflow-results",
+    "PROCESSOR_REPOSITORY_URI": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/pennflow-processors",
 }
 
 
@@ -199,6 +205,54 @@ def create_workflows_table() -> None:
     )
 
 
+def create_processor_registry() -> None:
+    """The processor registry's table, bucket, ECR repository and CodeBuild project, on moto."""
+    boto3.client("dynamodb", region_name=REGION).create_table(
+        TableName=ENVIRONMENT["PROCESSORS_TABLE"],
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "processor_key", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "processor_key", "KeyType": "HASH"}],
+    )
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=ENVIRONMENT["PROCESSOR_MANIFEST_BUCKET"])
+    boto3.client("ecr", region_name=REGION).create_repository(
+        repositoryName="pennflow-processors",
+        imageTagMutability="IMMUTABLE",
+        imageScanningConfiguration={"scanOnPush": True},
+    )
+    role = boto3.client("iam", region_name=REGION).create_role(
+        RoleName="pennflow-processor-builds", AssumeRolePolicyDocument="{}"
+    )["Role"]["Arn"]
+    boto3.client("codebuild", region_name=REGION).create_project(
+        name=ENVIRONMENT["PROCESSOR_BUILD_PROJECT"],
+        source={"type": "NO_SOURCE", "location": "none", "buildspec": "version: 0.2"},
+        artifacts={"type": "NO_ARTIFACTS"},
+        environment={
+            "type": "LINUX_CONTAINER",
+            "image": "aws/codebuild/standard:7.0",
+            "computeType": "BUILD_GENERAL1_SMALL",
+            "privilegedMode": True,
+        },
+        serviceRole=role,
+    )
+
+
+def finish_builds(digest: str = "sha256:" + "cd" * 32) -> None:
+    """Every BUILDING processor READY, as the build-state event of a successful build makes it."""
+    from pennflow.processors.registry import ProcessorStatus
+
+    registry = processors_api.configured_processors().registry
+    for record in registry.list():
+        if record.status is ProcessorStatus.BUILDING:
+            uri = ENVIRONMENT["PROCESSOR_REPOSITORY_URI"]
+            registry.finish(
+                record.processor_key,
+                record.build_id,
+                status=ProcessorStatus.READY,
+                image_digest=digest,
+                image_uri=uri,
+            )
+
+
 def create_idempotency_table() -> None:
     boto3.client("dynamodb", region_name=REGION).create_table(
         TableName=IDEMPOTENCY_TABLE,
@@ -237,6 +291,7 @@ def _node(monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     create_runs_table()
     create_workflows_table()
     create_idempotency_table()
+    create_processor_registry()
     forget_ports(module)
     client = Api(launcher=Handoffs(), canceller=Handoffs())
     module.app.dependency_overrides[module.run_launcher] = lambda: client.launcher
@@ -263,6 +318,7 @@ def forget_ports(module: Any) -> None:
         layers_api.layer_registry,
         layers_api.layer_jobs,
         layers_api.layer_prices,
+        processors_api.configured_processors,
     ):
         factory.cache_clear()
     triggers_wiring.reset()

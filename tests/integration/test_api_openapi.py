@@ -54,6 +54,9 @@ def test_every_route_is_documented_with_its_error_shape(document: dict) -> None:
         ("GET", "/triggers"),
         ("GET", "/triggers/{rule_id}"),
         ("DELETE", "/triggers/{rule_id}"),
+        ("POST", "/processors"),
+        ("GET", "/processors"),
+        ("GET", "/processors/{processor_id}"),
     }
     for path, ops in document["paths"].items():
         for method, operation in ops.items():
@@ -91,7 +94,12 @@ def test_real_responses_conform_to_the_document(api: Api, document: dict) -> Non
 
 # ------------------------------------------------------------------ what every route may answer
 
-PATH_SAMPLES = {"name": "tiny", "run_id": "r-none-00000000", "rule_id": "trg-" + "0" * 32}
+PATH_SAMPLES = {
+    "name": "tiny",
+    "run_id": "r-none-00000000",
+    "rule_id": "trg-" + "0" * 32,
+    "processor_id": "thumbs-v1-00000000",
+}
 
 
 def operations(document: dict) -> list[tuple[str, str, str]]:
@@ -130,6 +138,14 @@ def test_an_internal_failure_is_documented_on_every_route(
     monkeypatch.setenv("LOG_ARCHIVE_BUCKET", "pennflow-logs-gone")
     monkeypatch.setenv("PROCESSOR_LOG_GROUP", "pennflow-processors-gone")
     monkeypatch.setenv("RESULTS_BUCKET", "pennflow-results-gone")
+    for name, value in {
+        "PROCESSORS_TABLE": "pennflow-processors-gone",
+        "PROCESSOR_BUILD_PROJECT": "pennflow-builds-gone",
+        "PROCESSOR_MANIFEST_BUCKET": "pennflow-results-gone",
+        "PROCESSOR_REPOSITORY_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/gone",
+    }.items():
+        monkeypatch.setenv(name, value)
+    api_support.processors_api.configured_processors.cache_clear()
     dynamodb = boto3.client("dynamodb", region_name=REGION)
     for table in dynamodb.list_tables()["TableNames"]:
         dynamodb.delete_table(TableName=table)
@@ -138,6 +154,7 @@ def test_an_internal_failure_is_documented_on_every_route(
         ("post", "/runs"): {"workflow": "tiny"},
         ("post", "/layers"): {"name": "sci", "type": "data"},
         ("post", "/layers/{name}/populate"): {"datasetId": "N:dataset:1"},
+        ("post", "/processors"): {"sourceUrl": "https://github.com/example/thumbs", "tag": "v1"},
         ("post", "/triggers"): {
             "datasetId": f"N:dataset:{'0' * 8}-{'0' * 4}-{'0' * 4}-{'0' * 4}-{'0' * 12}",
             "workflow": "tiny",

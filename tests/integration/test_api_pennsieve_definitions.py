@@ -63,6 +63,7 @@ def test_a_repeated_key_in_the_body_is_400_not_silently_dropped(api: Api) -> Non
 
 def test_a_run_of_a_layer_target_without_layer_name_must_pass_it(api: Api) -> None:
     name = api.register(json.loads((FIXTURES / "build-python-env.json").read_text())).body["name"]
+    api_support.finish_builds()  # its sourceUrl processors, registered with it, are built
 
     refused = api.start(name)
     assert refused.status == 400

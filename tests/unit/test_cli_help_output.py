@@ -31,6 +31,7 @@ COMMANDS = (
     "schema",
     "report",
     "layers",
+    "processors",
 )
 
 

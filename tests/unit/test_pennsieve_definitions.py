@@ -94,8 +94,10 @@ def test_the_api_shape_is_read():
     features = workflow.processor("features")
     assert (features.cpu, features.memory) == (2048, 4096)  # from runtimeConfig
     assert features.default_params == {"WINDOW": "10", "BANDS": "delta,theta,alpha"}  # defaults win
-    for field in ("uuid", "isActive", "visibility", "paramSchema"):
+    for field in ("uuid", "isActive", "visibility"):
         assert any(n.startswith(f"{field}: ignored") for n in workflow.notes), field
+    (window,) = features.param_schema  # paramSchema is read as typed params
+    assert (window.name, window.type.value, window.default) == ("WINDOW", "string", "30")
 
 
 def test_both_dag_and_processors_is_a_fault():
