@@ -22,7 +22,9 @@ from __future__ import annotations
 import graphlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
+
+from pennflow.workflow.path_cover import path_cover
 
 if TYPE_CHECKING:
     from pennflow.workflow.definition import Workflow
@@ -46,57 +48,147 @@ class Parallel:
     branches: tuple[Plan, ...]
 
 
-Plan = Union[Step, Series, Parallel]  # noqa: UP007 - used at runtime in isinstance-free recursion
+@dataclass(frozen=True)
+class Join:
+    """``node`` starts only when ``deps`` (steps on other paths of its block) have finished."""
+
+    node: str
+    deps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A block with no series or parallel split: each path (along the DAG's own edges) is one
+    branch of a Parallel, and a node with a dependency on another path waits at a join. Each node
+    starts when its dependencies end, so the block takes its critical path."""
+
+    paths: tuple[tuple[str, ...], ...]
+    joins: tuple[Join, ...]
+
+    def deps_within(self) -> dict[str, tuple[str, ...]]:
+        """Each node's dependencies inside the block: its path predecessor and its join's."""
+        waits = {join.node: join.deps for join in self.joins}
+        deps: dict[str, tuple[str, ...]] = {}
+        for path in self.paths:
+            for index, node in enumerate(path):
+                before = (path[index - 1],) if index else ()
+                deps[node] = before + waits.get(node, ())
+        return deps
+
+    def signals(self) -> dict[str, tuple[str, ...]]:
+        """Each node some join waits for -> the nodes waiting for it, in path order."""
+        waiting: dict[str, list[str]] = {}
+        for join in self.joins:
+            for dep in join.deps:
+                waiting.setdefault(dep, []).append(join.node)
+        return {node: tuple(nodes) for node, nodes in waiting.items()}
+
+
+Plan = Union[Step, Series, Parallel, Joined]  # noqa: UP007 - used at runtime in isinstance-free recursion
+
+
+def _children(plan: Plan) -> tuple[Plan, ...]:
+    if isinstance(plan, Series):
+        return plan.parts
+    if isinstance(plan, Parallel):
+        return plan.branches
+    return ()
+
+
+def _post_order(plan: Plan) -> list[Plan]:
+    """Every element of the plan, children before their parent; iterative, so any depth is fine."""
+    order: list[Plan] = []
+    pending = [plan]
+    while pending:
+        node = pending.pop()
+        order.append(node)
+        pending.extend(_children(node))
+    order.reverse()
+    return order
 
 
 def plan_steps(plan: Plan) -> list[str]:
-    if isinstance(plan, Step):
-        return [plan.id]
-    children = plan.parts if isinstance(plan, Series) else plan.branches
-    return [sid for child in children for sid in plan_steps(child)]
+    steps: list[str] = []
+    pending = [plan]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Step):
+            steps.append(node.id)
+        elif isinstance(node, Joined):
+            steps.extend(step for path in node.paths for step in path)
+        else:
+            pending.extend(reversed(_children(node)))
+    return steps
+
+
+def plan_joins(plan: Plan) -> list[Join]:
+    return [join for node in _post_order(plan) if isinstance(node, Joined) for join in node.joins]
 
 
 def plan_depth(plan: Plan) -> int:
-    """How many Parallel levels nest in the plan (0 for a step or a plain sequence); iterative, so a
-    plan of any shape is measured before anything recurses over it."""
+    """How many Parallel levels nest in the plan (0 for a step or a plain sequence; a joined block
+    is one Parallel of paths); iterative, so a plan of any shape is measured before anything
+    recurses over it."""
     deepest = 0
     pending: list[tuple[Plan, int]] = [(plan, 0)]
     while pending:
         node, depth = pending.pop()
-        if isinstance(node, Parallel):
+        if isinstance(node, Parallel | Joined):
             depth += 1
-            pending.extend((branch, depth) for branch in node.branches)
-        elif isinstance(node, Series):
-            pending.extend((part, depth) for part in node.parts)
+        pending.extend((child, depth) for child in _children(node))
         deepest = max(deepest, depth)
     return deepest
 
 
 def simulate(plan: Plan, durations: Mapping[str, float]) -> float:
-    """Makespan of the plan when each step takes its duration and Parallel waits for all branches."""
-    if isinstance(plan, Step):
-        return durations[plan.id]
-    if isinstance(plan, Series):
-        return sum(simulate(part, durations) for part in plan.parts)
-    return max(simulate(branch, durations) for branch in plan.branches)
+    """Makespan of the plan when each step takes its duration, Parallel waits for all branches and a
+    join releases its node when the last dependency ends (a join's own latency counted as zero)."""
+    times = plan_finish_times(plan, durations)
+    return max((end for _, end in times.values()), default=0.0)
 
 
 def plan_finish_times(plan: Plan, durations: Mapping[str, float], start: float = 0.0) -> dict[str, tuple]:
-    """(start, end) of every step when the plan runs; used to check dependency order."""
+    """(start, end) of every step when the plan runs; used to check dependency order.
+
+    Iterative (an explicit stack of frames), so a plan of any depth is timed."""
     times: dict[str, tuple] = {}
-    _finish(plan, durations, start, times)
+    # frame: [element, clock (a Series: now; a Parallel: its start), next child, latest child end]
+    stack: list[list[Any]] = [[plan, start, 0, start]]
+    while stack:
+        frame = stack[-1]
+        node = frame[0]
+        if isinstance(node, Step):
+            end = frame[1] + durations[node.id]
+            times[node.id] = (frame[1], end)
+        elif isinstance(node, Joined):
+            end = _joined_times(node, durations, frame[1], times)
+        else:
+            children = _children(node)
+            if frame[2] < len(children):
+                child = children[frame[2]]
+                frame[2] += 1
+                stack.append([child, frame[1], 0, frame[1]])
+                continue
+            end = frame[1] if isinstance(node, Series) else frame[3]
+        stack.pop()
+        if stack:
+            parent = stack[-1]
+            if isinstance(parent[0], Series):
+                parent[1] = end
+            else:
+                parent[3] = max(parent[3], end)
     return times
 
 
-def _finish(plan: Plan, durations: Mapping[str, float], start: float, times: dict) -> float:
-    if isinstance(plan, Step):
-        times[plan.id] = (start, start + durations[plan.id])
-        return start + durations[plan.id]
-    if isinstance(plan, Series):
-        for part in plan.parts:
-            start = _finish(part, durations, start, times)
-        return start
-    return max(_finish(branch, durations, start, times) for branch in plan.branches)
+def _joined_times(block: Joined, durations: Mapping[str, float], begin: float, times: dict) -> float:
+    """Each node of the block starts when its dependencies end (its join releases it then)."""
+    finish: dict[str, float] = {}
+    deps = block.deps_within()
+    for node in graphlib.TopologicalSorter(deps).static_order():
+        start = max((finish[d] for d in deps[node]), default=begin)
+        finish[node] = start + durations[node]
+        times[node] = (start, finish[node])
+    return max(finish.values(), default=begin)
 
 
 # ------------------------------------------------------------------ the graph
@@ -177,21 +269,40 @@ class AddedConstraint:
 class Decomposition:
     plan: Plan
     added: tuple[AddedConstraint, ...]
+    joins: tuple[Join, ...] = ()
 
     @property
     def is_series_parallel(self) -> bool:
-        return not self.added
+        return not self.added and not self.joins
 
 
-def decompose(dag: Dag) -> Decomposition:
-    return _Decomposer(dag).run()
+JOINS = "joins"  # the compiler's: a block with no clean cut runs as joined paths
+LEVEL_CUTS = "level-cuts"  # the previous compiler's: cut it between ASAP levels (kept to compare)
+
+
+def decompose(dag: Dag, strategy: str = JOINS) -> Decomposition:
+    if strategy not in (JOINS, LEVEL_CUTS):
+        raise ValueError(f"unknown strategy {strategy!r}: {JOINS} or {LEVEL_CUTS}")
+    return _Decomposer(dag, strategy).run()
+
+
+class _Pending:
+    """One element of the plan being built: filled in once its children are."""
+
+    __slots__ = ("children", "kind", "plan")
+
+    def __init__(self) -> None:
+        self.kind = ""
+        self.children: list[_Pending] = []
+        self.plan: Plan | None = None
 
 
 class _Decomposer:
-    """Bitset reachability makes each cut test a few integer operations, so 1,000 nodes stay fast."""
+    """Bitset reachability makes each cut test a few integer operations, so 5,000 nodes stay fast."""
 
-    def __init__(self, dag: Dag):
+    def __init__(self, dag: Dag, strategy: str = JOINS):
         self.dag = dag
+        self.strategy = strategy
         self.order = dag.topological_order()
         self.pos = {n: i for i, n in enumerate(self.order)}
         self.bit = {n: 1 << i for i, n in enumerate(self.order)}
@@ -209,39 +320,86 @@ class _Decomposer:
                 mask |= self.desc[succ] | self.bit[succ]
             self.desc[node] = mask
         self.added: list[AddedConstraint] = []
+        self.joins: list[Join] = []
 
     def run(self) -> Decomposition:
         if not self.order:
             return Decomposition(Series(()), ())
-        plan = self._block(self.order)
-        return Decomposition(plan, tuple(self.added))
+        plan = self._build(self.order)
+        return Decomposition(plan, tuple(self.added), tuple(self.joins))
+
+    def _build(self, nodes: list[str]) -> Plan:
+        """Split blocks depth-first with an explicit stack (no recursion, whatever the nesting),
+        then assemble the plan children first: each element is created after its parent."""
+        root = _Pending()
+        created = [root]
+        pending = [(root, nodes)]
+        while pending:
+            element, block = pending.pop()
+            kind, parts = self._split(block)
+            element.kind = kind
+            if kind == "done":
+                element.plan = parts
+                continue
+            element.children = [_Pending() for _ in parts]
+            created.extend(element.children)
+            # reversed, so the first part is split first: the same order as a recursive descent
+            pending.extend(reversed(list(zip(element.children, parts, strict=True))))
+        for element in reversed(created):
+            if element.kind == "parallel":
+                element.plan = _parallel([child.plan for child in element.children])
+            elif element.kind == "series":
+                element.plan = _series([child.plan for child in element.children])
+        assert root.plan is not None
+        return root.plan
+
+    def _split(self, nodes: list[str]) -> tuple[str, Any]:
+        """("done", plan) for a step or a joined block; ("parallel"|"series", [sub-blocks])."""
+        if len(nodes) == 1:
+            return "done", Step(nodes[0])
+        components = self._components(nodes)
+        if len(components) > 1:
+            return "parallel", components
+        cuts = self._series_cuts(nodes)
+        if cuts:
+            bounds = [0, *cuts, len(nodes)]
+            return "series", [nodes[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        if self.strategy == JOINS:
+            return "done", self._joined(nodes)
+        before, after = self._prime_cut(nodes)
+        return "series", [before, after]
+
+    def _joined(self, nodes: list[str]) -> Joined:
+        deps = self._reduced_deps(nodes)
+        paths = path_cover(nodes, deps)
+        joins = []
+        for path in paths:
+            for index, node in enumerate(path):
+                before = path[index - 1] if index else None
+                others = tuple(d for d in deps[node] if d != before)
+                if others:
+                    joins.append(Join(node, others))
+        self.joins.extend(joins)
+        return Joined(tuple(tuple(path) for path in paths), tuple(joins))
+
+    def _reduced_deps(self, nodes: list[str]) -> dict[str, tuple[str, ...]]:
+        """Each node's dependencies within the block less those another one already implies (the
+        transitive reduction): fewer edges to cover and fewer dependencies to join on."""
+        within = self._mask(nodes)
+        reduced = {}
+        for node in nodes:
+            inside = [d for d in self.dag.deps[node] if self.bit[d] & within]
+            implied = 0
+            for dep in inside:
+                implied |= self.anc[dep]
+            reduced[node] = tuple(d for d in inside if not self.bit[d] & implied)
+        return reduced
 
     def _mask(self, nodes: Sequence[str]) -> int:
         mask = 0
         for node in nodes:
             mask |= self.bit[node]
         return mask
-
-    def _block(self, nodes: list[str]) -> Plan:
-        """``nodes`` is a set in topological order. A prime block is cut in two and the part after
-        the cut decomposed in this same loop, so a long run of prime cuts does not nest calls."""
-        parts: list[Plan] = []
-        while True:
-            if len(nodes) == 1:
-                parts.append(Step(nodes[0]))
-                break
-            components = self._components(nodes)
-            if len(components) > 1:
-                parts.append(_parallel([self._block(c) for c in components]))
-                break
-            cuts = self._series_cuts(nodes)
-            if cuts:
-                bounds = [0, *cuts, len(nodes)]
-                parts.extend(self._block(nodes[a:b]) for a, b in zip(bounds, bounds[1:], strict=False))
-                break
-            before, nodes = self._prime_cut(nodes)
-            parts.append(self._block(before))
-        return _series(parts)
 
     def _components(self, nodes: list[str]) -> list[list[str]]:
         members = set(nodes)
