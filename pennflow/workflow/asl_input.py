@@ -17,10 +17,12 @@ def canonical(definition: Mapping[str, Any]) -> str:
 
 
 def needs_joins(workflow: Workflow) -> bool:
-    """Whether the compiled machine calls the node's join function (its DAG is not series-parallel)."""
-    from pennflow.workflow.asl import compile_with_plan  # the compiler imports this module
+    """Whether the compiled machine may call the node's join function (its DAG is not
+    series-parallel; one that falls back to level cuts does not call it, but the node passes the
+    function to every run anyway: this is asked only when it is missing)."""
+    from pennflow.workflow.dag import Dag, decompose
 
-    return bool(compile_with_plan(workflow)[1].joins)
+    return bool(decompose(Dag.from_workflow(workflow)).joins)
 
 
 def largest_payload_estimate(workflow: Workflow) -> int:
