@@ -197,6 +197,7 @@ class NodeConfig:
     log_bucket: str
     results_bucket: str
     retention_days: int = 90
+    join_function: str | None = None  # releases a node waiting on another path (pennflow.node.joins)
 
     def execution_node(self) -> dict[str, Any]:
         node: dict[str, Any] = {
@@ -209,6 +210,8 @@ class NodeConfig:
             node["listBatchesFunction"] = self.list_batches_function
         if self.download_function:
             node["downloadFunction"] = self.download_function
+        if self.join_function:
+            node["joinFunction"] = self.join_function
         return node
 
 
