@@ -150,6 +150,8 @@ class _Compiler:
         self.options = options
         self.layout = RunLayout(RUN_MOUNT)
         self.parallel_count = 0
+        # Workflow.processor() searches the list: a map keeps 5,000 lookups linear
+        self.processors = {processor.id: processor for processor in workflow.processors}
         self.decomposition = decomposition or decompose(Dag.from_workflow(workflow))
         problem = limits.plan_depth_problem(plan_depth(self.decomposition.plan))
         if problem:
@@ -186,7 +188,7 @@ class _Compiler:
     def _states(self, plan: Plan) -> list[State]:
         """The states for one element of a sequence (a step, or a Parallel of branches)."""
         if isinstance(plan, Step):
-            return self._step_states(self.workflow.processor(plan.id))
+            return self._step_states(self.processors[plan.id])
         if isinstance(plan, Parallel):
             self.parallel_count += 1
             name = f"Parallel {self.parallel_count}"  # numbered before the nested ones
@@ -203,7 +205,7 @@ class _Compiler:
         name = f"Paths {self.parallel_count}"
         waits = {join.node: join.deps for join in block.joins}
         signals = block.signals()
-        timeouts = wait_timeouts(block, self.workflow)
+        timeouts = wait_timeouts(block, self.processors)
         branches = []
         for path in block.paths:
             machine = Machine()
@@ -214,7 +216,7 @@ class _Compiler:
                     machine.add(wait_state(node, waits[node], timeouts[node], self.options, signal))
                 elif before in signals:
                     machine.add(done_state(before, signals[before], self.options))
-                for state in self._step_states(self.workflow.processor(node)):
+                for state in self._step_states(self.processors[node]):
                     machine.add(state)
             if path[-1] in signals:
                 machine.add(done_state(path[-1], signals[path[-1]], self.options))

@@ -20,11 +20,11 @@ longest its dependencies can take, every timeout and retry used, from the block'
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pennflow.workflow.asl_states import INFRA_RETRY, CompileOptions, State
 from pennflow.workflow.dag import Joined
-from pennflow.workflow.definition import Processor, ProcessorType, Workflow
+from pennflow.workflow.definition import Processor, ProcessorType
 
 WAIT_SUFFIX = " waits"
 DONE_SUFFIX = " done"
@@ -94,14 +94,14 @@ def done_state(node_id: str, waiters: Sequence[str], options: CompileOptions) ->
     return state.retry(JOIN_RETRY)
 
 
-def wait_timeouts(block: Joined, workflow: Workflow) -> dict[str, int]:
+def wait_timeouts(block: Joined, processors: Mapping[str, Processor]) -> dict[str, int]:
     """Each waiting node's backstop: the latest its dependencies can end, counted from the block's
     start with every attempt of each processor on the way taking its whole timeout."""
     deps = block.deps_within()
     latest: dict[str, int] = {}
     for node in graphlib.TopologicalSorter(deps).static_order():
         before = max((latest[d] for d in deps[node]), default=0)
-        latest[node] = min(UNBOUNDED_WAIT_SECONDS, before + worst_duration(workflow.processor(node)))
+        latest[node] = min(UNBOUNDED_WAIT_SECONDS, before + worst_duration(processors[node]))
     return {join.node: max(latest[d] for d in join.deps) + SIGNAL_SLACK_SECONDS for join in block.joins}
 
 

@@ -306,19 +306,20 @@ class _Decomposer:
         self.order = dag.topological_order()
         self.pos = {n: i for i, n in enumerate(self.order)}
         self.bit = {n: 1 << i for i, n in enumerate(self.order)}
-        self.level = dag.levels()
+        self.level = dag.levels() if strategy == LEVEL_CUTS else {}
         self.anc: dict[str, int] = {}
         for node in self.order:
             mask = 0
             for dep in dag.deps[node]:
                 mask |= self.anc[dep] | self.bit[dep]
             self.anc[node] = mask
-        self.desc: dict[str, int] = {}
-        for node in reversed(self.order):
-            mask = 0
-            for succ in dag.succs[node]:
-                mask |= self.desc[succ] | self.bit[succ]
-            self.desc[node] = mask
+        self.desc: dict[str, int] = {}  # only level cuts count the pairs a cut orders
+        if strategy == LEVEL_CUTS:
+            for node in reversed(self.order):
+                mask = 0
+                for succ in dag.succs[node]:
+                    mask |= self.desc[succ] | self.bit[succ]
+                self.desc[node] = mask
         self.added: list[AddedConstraint] = []
         self.joins: list[Join] = []
 
