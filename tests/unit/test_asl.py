@@ -281,3 +281,18 @@ def test_generated_dags_compile_to_valid_asl_in_dependency_order(cases):
         assert makespan <= simulate(dag.kahn_plan(), durations) + 1e-9
     for errors in validate_asl(compiled):
         assert not errors
+
+
+def test_series_parallel_workflows_compile_to_the_same_bytes_as_before_joins():
+    from tests.sp_golden import GOLDEN, compiled_hashes
+
+    assert compiled_hashes() == json.loads(GOLDEN.read_text())
+
+
+@settings(max_examples=60, deadline=None)
+@given(series_parallel_dags())
+def test_series_parallel_dags_compile_with_no_join_state(dag):
+    asl = compile_workflow(workflow_from_dag(dag))
+    assert "series-parallel" in asl["Comment"]
+    assert not [name for name in all_states(asl) if name.endswith((" waits", " done"))]
+    assert "joinFunction" not in json.dumps(asl)
