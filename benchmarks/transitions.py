@@ -155,7 +155,9 @@ def static_figures() -> tuple[list[str], bool]:
 # ------------------------------------------------------------------ moto check
 
 
-def moto_check(path: Path, download_batches: int, scatter_batches: int) -> list[str]:
+def moto_check(
+    path: Path, download_batches: int, scatter_batches: int, workflow: Workflow | None = None
+) -> list[str]:
     """Run a compiled workflow in moto's interpreter and compare its history with the count.
 
     The parent history holds no Distributed Map child execution (download batches and scatter
@@ -168,7 +170,7 @@ def moto_check(path: Path, download_batches: int, scatter_batches: int) -> list[
         from tests.harness.moto_sfn import MotoStepFunctions
     except ImportError as exc:  # moto is a test dependency
         return [f"skipped: {exc}"]
-    workflow = load_definition(path)
+    workflow = workflow or load_definition(path)
     definition = compile_workflow(workflow)
     manifest = [
         {"index": i, "items": [{"path": f"f{i}", "fileId": i, "size": 1}]} for i in range(download_batches)
@@ -209,8 +211,9 @@ def moto_check(path: Path, download_batches: int, scatter_batches: int) -> list[
     sources = sum(1 for p in workflow.processors if p.type.value == "data-source")
     in_children = sources * download_batches + len(scattered) * scatter_batches
     ok = entered == in_parent and child_states == in_children
+    label = path.relative_to(ROOT) if path.is_absolute() else path
     return [
-        f"{path.relative_to(ROOT)} ({download_batches} download batches, {scatter_batches} scatter batches):"
+        f"{label} ({download_batches} download batches, {scatter_batches} scatter batches):"
         f" execution {result.status}",
         f"  parent history *StateEntered {entered}, counted {in_parent}; distributed Map child states"
         f" run {child_states}, counted {in_children}: {'match' if ok else 'DIFFER'}",
@@ -226,6 +229,8 @@ def main() -> None:
     print("== the static count against moto's Step Functions interpreter ==")
     print("\n".join(moto_check(ROOT / "workflows" / "eeg-quality.yaml", 3, 0)))
     print("\n".join(moto_check(ROOT / "tests" / "fixtures" / "definitions" / "diamond.yaml", 3, 4)))
+    joined = generated("random-30", random_dag(30, seed=3))  # not series-parallel: joins
+    print("\n".join(moto_check(Path("random DAG, 30 nodes, with joins"), 3, 0, workflow=joined)))
 
 
 if __name__ == "__main__":

@@ -100,6 +100,7 @@ class NodeSettings(_EnvSettings):
     finalize_function: str = Field(alias="FINALIZE_FUNCTION_ARN", min_length=1)  # an ARN or a name
     list_batches_function: str | None = Field(None, alias="LIST_BATCHES_FUNCTION_ARN")
     download_function: str | None = Field(None, alias="DOWNLOAD_FUNCTION_ARN")
+    join_function: str | None = Field(None, alias="JOIN_FUNCTION_ARN")
     retention_days: int = Field(90, alias="RUN_RETENTION_DAYS", ge=1, le=3650)
     # A FAILED or CANCELED run keeps its slot this long, to be resumed (pennflow.node.redrive); 0: never.
     failed_run_retention_days: int = Field(0, alias="FAILED_RUN_RETENTION_DAYS", ge=0, le=14)
@@ -215,6 +216,7 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         finalize_function=settings.finalize_function,
         list_batches_function=settings.list_batches_function,
         download_function=settings.download_function,
+        join_function=settings.join_function,
         log_group=settings.processor_log_group,
         log_bucket=settings.log_bucket,
         results_bucket=settings.results_bucket,

@@ -126,6 +126,7 @@ LAMBDA_TIMEOUT_SECONDS = {
     "layer_jobs": 60,  # starts a task or publishes a version; the long work runs in ECS
     "notify": 60,  # three webhook attempts of at most 10 s each, with their backoff
     "processor_builds": 60,  # one build's outcome: a digest, app.yml from S3, a log tail
+    "join": 30,  # a few DynamoDB reads and writes and SendTaskSuccess calls (stacks/joins.py)
 }
 LAMBDA_MEMORY_OVERRIDES_MB = {"download": 1024}
 # Functions attached to the VPC because they mount the runs access point (all but the API).
@@ -264,6 +265,8 @@ ENV = {
     "finalize_function": "FINALIZE_FUNCTION_ARN",  # an ARN or a name: the node passes names
     "list_batches_function": "LIST_BATCHES_FUNCTION_ARN",
     "download_function": "DOWNLOAD_FUNCTION_ARN",
+    "join_function": "JOIN_FUNCTION_ARN",  # a name, like the others the node passes
+    "joins_table": "JOINS_TABLE",
     "layers_table": "LAYERS_TABLE",
     "builtin_image": "BUILTIN_IMAGE",
     "run_retention_days": "RUN_RETENTION_DAYS",

@@ -13,6 +13,7 @@ from stacks.api import NodeApi, allow_run_reads
 from stacks.compute import NodeCompute
 from stacks.events import NodeEvents
 from stacks.functions import NodeFunctions
+from stacks.joins import NodeJoins
 from stacks.layers import NodeLayers
 from stacks.monitoring import NodeMonitoring
 from stacks.network import NodeNetwork
@@ -64,6 +65,7 @@ class NodeStack(Stack):
             results_bucket=self.storage.results_bucket,
             workflows=workflows,
         )
+        self.joins = NodeJoins(self, "Joins", functions=self.functions, orchestration=self.orchestration)
         self.workflow_records = WorkflowRecords(
             self,
             "WorkflowRecords",

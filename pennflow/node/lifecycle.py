@@ -204,6 +204,7 @@ class NodeConfig:
     region: str = ""
     cost_prices: str = "{}"
     notify_topic_arn: str | None = None  # run ends are published here (pennflow.node.run_end)
+    join_function: str | None = None  # releases a node waiting on another path (pennflow.node.joins)
 
     def execution_node(self) -> dict[str, Any]:
         node: dict[str, Any] = {
@@ -216,6 +217,8 @@ class NodeConfig:
             node["listBatchesFunction"] = self.list_batches_function
         if self.download_function:
             node["downloadFunction"] = self.download_function
+        if self.join_function:
+            node["joinFunction"] = self.join_function
         return node
 
 

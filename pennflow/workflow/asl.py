@@ -1,155 +1,92 @@
 """Compiler: workflow definition -> Amazon States Language (a dict). Pure and deterministic.
 
 Shape (DESIGN §5): each DAG node is one state named by its id; processors and built-ins are
-``ecs:runTask.sync`` tasks (a ``Map`` named by the id when scattered); the series-parallel plan
-from :mod:`pennflow.workflow.dag` becomes nested ``Parallel`` states; every top-level state catches into
-one failure path that finalizes the run. Only ids and paths travel in the state: the execution
-input (see :func:`execution_input`) carries the node's cluster and network, the run's id, its
-task definitions and its resolved params.
+``ecs:runTask.sync`` tasks (a ``Map`` named by the id when scattered); the plan from
+:mod:`pennflow.workflow.dag` becomes nested ``Parallel`` states, a block that is not
+series-parallel one ``Parallel`` of paths with join states (:mod:`pennflow.workflow.asl_joins`);
+every top-level state catches into one failure path that finalizes the run. Only ids and paths
+travel in the state: the execution input (see :func:`execution_input`) carries the node's cluster,
+network and functions, the run's id, its task definitions and its resolved params.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pennflow.workflow import limits
+from pennflow.workflow.asl_input import canonical as _canonical
+from pennflow.workflow.asl_input import execution_input, largest_payload_estimate
+from pennflow.workflow.asl_joins import done_state, wait_state, wait_timeouts
+from pennflow.workflow.asl_states import (
+    CONTAINER_NAME,
+    DEFAULT_PARTITION,
+    DOWNLOAD_RETRY,
+    DYNAMIC_VALUE_BUDGET,
+    ECS_OVERRIDE_LIMIT,
+    ECS_RUN_TASK_SYNC,
+    FAILED,
+    FINALIZE_FAILED,
+    FINALIZE_OK,
+    INFRA_RETRY,
+    LAMBDA_INVOKE,
+    LAMBDA_RETRY,
+    MAX_STATE_NAME,
+    RUN_FAILED_CAUSE,
+    SUCCEEDED,
+    WORKFLOW_STATE,
+    CompileError,
+    CompileOptions,
+    Machine,
+    State,
+    integration_arn,
+)
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, state_key, static_environment
-from pennflow.workflow.cost_tags import RUN_TAGS_PATH, run_task_tags
-from pennflow.workflow.dag import Dag, Parallel, Plan, Step, decompose, plan_depth
+from pennflow.workflow.cost_tags import RUN_TAGS_PATH
+from pennflow.workflow.dag import (
+    LEVEL_CUTS,
+    Dag,
+    Decomposition,
+    Joined,
+    Parallel,
+    Plan,
+    Series,
+    Step,
+    decompose,
+    plan_depth,
+)
 from pennflow.workflow.definition import Processor, ProcessorType, Workflow
 
-DEFAULT_PARTITION = "aws"
-
-
-def integration_arn(action: str, partition: str = DEFAULT_PARTITION) -> str:
-    """A Step Functions service integration (``ecs:runTask.sync``) in the node's partition."""
-    return f"arn:{partition}:states:::{action}"
-
-
-ECS_RUN_TASK_SYNC = integration_arn("ecs:runTask.sync")  # the commercial partition's; see CompileOptions
-LAMBDA_INVOKE = integration_arn("lambda:invoke")
-CONTAINER_NAME = "processor"
-WORKFLOW_STATE = "Run workflow"
-FINALIZE_OK = "Finalize run"
-FINALIZE_FAILED = "Finalize failed run"
-SUCCEEDED = "Run succeeded"
-FAILED = "Run failed"
-RUN_FAILED_CAUSE = "A processor failed; the run record names it and its exit code (pennflow status RUN)."
-MAX_STATE_NAME = 80
-ECS_OVERRIDE_LIMIT = 8192
-# Room left in the ECS override for values only known at run time (run id, dataset id, params).
-DYNAMIC_VALUE_BUDGET = 256
-
-# Capacity and API hiccups are worth retrying whatever the processor's own policy says. Step Functions
-# uses the first retrier that matches and States.TaskFailed matches ECS errors too, so this one
-# comes first: otherwise a refused RunTask would use up the processor's own attempts instead.
-INFRA_RETRY = {
-    "ErrorEquals": [limits.ECS_API_ERROR],
-    "IntervalSeconds": 10,
-    "MaxAttempts": 5,
-    "BackoffRate": 2.0,
-    "JitterStrategy": "FULL",
-}
-LAMBDA_RETRY = {
-    "ErrorEquals": [
-        "Lambda.ServiceException",
-        "Lambda.AWSLambdaException",
-        "Lambda.SdkClientException",
-        "Lambda.TooManyRequestsException",
-    ],
-    "IntervalSeconds": 2,
-    "MaxAttempts": 6,
-    "BackoffRate": 2.0,
-    "JitterStrategy": "FULL",
-}
-
-
-# A download batch that failed part-way is retried: finished files are skipped on the next try.
-DOWNLOAD_RETRY = {
-    "ErrorEquals": ["States.TaskFailed"],
-    "IntervalSeconds": 5,
-    "MaxAttempts": 3,
-    "BackoffRate": 2.0,
-}
-
-
-class CompileError(ValueError):
-    """The workflow is valid but cannot be expressed within Step Functions/ECS limits."""
-
-
-@dataclass(frozen=True)
-class CompileOptions:
-    map_max_concurrency: int = 40
-    download_max_concurrency: int = 50
-    comment_prefix: str = "pennflow workflow"
-    # Integration ARNs name the partition (aws, aws-cn, aws-us-gov): the stack passes a placeholder
-    # its template substitutes, the node the partition of its own ARNs.
-    partition: str = DEFAULT_PARTITION
-
-    def resource(self, action: str) -> str:
-        return integration_arn(action, self.partition)
-
-
-# ------------------------------------------------------------------ builders
-
-
-class State:
-    """One ASL state; fluent setters keep the compiler free of nested dict literals."""
-
-    def __init__(self, name: str, kind: str, **fields: Any):
-        if len(name) > MAX_STATE_NAME:
-            raise CompileError(f"state name {name!r} is longer than {MAX_STATE_NAME} characters")
-        self.name = name
-        self.body: dict[str, Any] = {"Type": kind, **fields}
-
-    def next(self, name: str | None) -> State:
-        self.body.pop("End", None)
-        if name is None:
-            self.body["End"] = True
-        else:
-            self.body["Next"] = name
-        return self
-
-    def retry(self, *rules: Mapping[str, Any]) -> State:
-        if rules:
-            self.body["Retry"] = [dict(r) for r in rules]
-        return self
-
-    def catch_all(self, target: str) -> State:
-        self.body["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": target}]
-        return self
-
-
-class Machine:
-    """An ordered set of states: the whole state machine or one Parallel/Map branch."""
-
-    def __init__(self) -> None:
-        self.states: list[State] = []
-
-    def add(self, state: State) -> State:
-        self.states.append(state)
-        return state
-
-    def chain(self, end: str | None = None) -> None:
-        """Link the states in order; the last one goes to ``end`` (or ends the branch)."""
-        for state, following in zip(self.states, self.states[1:], strict=False):
-            state.next(following.name)
-        if self.states:
-            self.states[-1].next(end)
-
-    def render(self) -> dict[str, Any]:
-        return {"StartAt": self.states[0].name, "States": {s.name: s.body for s in self.states}}
-
-    def render_branch(self) -> dict[str, Any]:
-        """A Parallel branch or Map item processor: chained, and handing back ``{}`` (OutputPath null),
-        so that a Parallel's or Map's result is an array of empty objects, not of copies of its input
-        (a few dozen copies of a large run's input would pass the 256 KiB payload limit)."""
-        self.chain()
-        self.states[-1].body["OutputPath"] = None
-        return self.render()
+__all__ = [
+    "CONTAINER_NAME",
+    "DEFAULT_PARTITION",
+    "DOWNLOAD_RETRY",
+    "DYNAMIC_VALUE_BUDGET",
+    "ECS_OVERRIDE_LIMIT",
+    "ECS_RUN_TASK_SYNC",
+    "FAILED",
+    "FINALIZE_FAILED",
+    "FINALIZE_OK",
+    "INFRA_RETRY",
+    "LAMBDA_INVOKE",
+    "LAMBDA_RETRY",
+    "MAX_STATE_NAME",
+    "RUN_FAILED_CAUSE",
+    "SUCCEEDED",
+    "WORKFLOW_STATE",
+    "CompileError",
+    "CompileOptions",
+    "Machine",
+    "State",
+    "compile_to_json",
+    "compile_with_plan",
+    "compile_workflow",
+    "limit_problems",
+    "execution_input",
+    "integration_arn",
+    "largest_payload_estimate",
+    "override_problems",
+]
 
 
 # ------------------------------------------------------------------ compiler
@@ -158,12 +95,34 @@ class Machine:
 def compile_workflow(workflow: Workflow, options: CompileOptions | None = None) -> dict[str, Any]:
     """The ASL definition; raises :class:`CompileError` naming the Step Functions limit a workflow
     would cross (definition size, history length, payload size), see :mod:`pennflow.workflow.limits`."""
+    return compile_with_plan(workflow, options)[0]
+
+
+def compile_with_plan(
+    workflow: Workflow, options: CompileOptions | None = None
+) -> tuple[dict[str, Any], Decomposition]:
+    """The definition and the plan it was compiled from.
+
+    A block that is not series-parallel runs as joined paths (makespan = critical path). Joins cost
+    about a third more definition bytes and history events than the previous compiler's level
+    cuts, so a workflow whose joined form would cross a limit the level-cut form stays inside
+    compiles with level cuts (it runs, waiting for levels, rather than not at all); the plan says so."""
     problem = limits.processor_count_problem(len(workflow.processors))
     if problem:
         raise CompileError(problem)
-    definition = _Compiler(workflow, options or CompileOptions()).compile()
-    _check_limits(workflow, definition)
-    return definition
+    options = options or CompileOptions()
+    dag = Dag.from_workflow(workflow)
+    decomposition = decompose(dag)  # iterative: any depth
+    definition = _Compiler(workflow, options, decomposition).compile()
+    problems = limit_problems(workflow, definition)
+    if problems and decomposition.joins:
+        cut = decompose(dag, LEVEL_CUTS)
+        fallback = _Compiler(workflow, options, cut).compile()
+        if not limit_problems(workflow, fallback):
+            return fallback, cut
+    if problems:
+        raise CompileError("; ".join(problems))
+    return definition, decomposition
 
 
 def compile_to_json(workflow: Workflow, options: CompileOptions | None = None) -> str:
@@ -171,11 +130,8 @@ def compile_to_json(workflow: Workflow, options: CompileOptions | None = None) -
     return _canonical(compile_workflow(workflow, options))
 
 
-def _canonical(definition: Mapping[str, Any]) -> str:
-    return json.dumps(definition, separators=(",", ":"))
-
-
-def _check_limits(workflow: Workflow, definition: dict[str, Any]) -> None:
+def limit_problems(workflow: Workflow, definition: dict[str, Any]) -> list[str]:
+    """Each Step Functions limit the compiled definition could cross, as a sentence naming it."""
     problems = [limits.definition_size_problem(len(_canonical(definition).encode()))]
     try:
         parent, largest_child = limits.worst_case_history(definition)
@@ -184,43 +140,20 @@ def _check_limits(workflow: Workflow, definition: dict[str, Any]) -> None:
     problems.append(limits.history_problem(parent))
     problems.append(limits.history_problem(largest_child, "a Distributed Map item"))
     problems.append(limits.payload_problem(largest_payload_estimate(workflow)))
-    found = [problem for problem in problems if problem]
-    if found:
-        raise CompileError("; ".join(found))
-
-
-def largest_payload_estimate(workflow: Workflow) -> int:
-    """An upper bound, in bytes, of any state's payload in a run of ``workflow`` with its default
-    parameters: its execution input with each id and ARN at its budget, plus what states add
-    (scatter listings, a failure). Other parameter values are checked by :func:`execution_input`."""
-    processors = [p for p in workflow.processors if p.type is not ProcessorType.DATA_SOURCE]
-    skeleton = execution_input(
-        workflow,
-        run_id="",
-        task_definitions={p.id: "" for p in processors},
-        params={},
-        node=dict.fromkeys(("cluster", "finalizeFunction", "listBatchesFunction", "downloadFunction"), "")
-        | {"subnets": [], "securityGroups": []},
-        manifest={"bucket": "", "key": ""},
-        check_size=False,
-    )
-    scatters = sum(1 for p in workflow.processors if p.scatter)
-    return limits.largest_payload(len(_canonical(skeleton).encode()), len(processors), scatters)
+    return [problem for problem in problems if problem]
 
 
 class _Compiler:
-    def __init__(self, workflow: Workflow, options: CompileOptions):
+    def __init__(
+        self, workflow: Workflow, options: CompileOptions, decomposition: Decomposition | None = None
+    ):
         self.workflow = workflow
         self.options = options
         self.layout = RunLayout(RUN_MOUNT)
         self.parallel_count = 0
-        try:
-            self.decomposition = decompose(Dag.from_workflow(workflow))
-        except RecursionError:  # a graph whose plan would nest far past MAX_PLAN_DEPTH anyway
-            raise CompileError(
-                "the workflow's graph nests too deeply for the compiler to decompose (past Python's "
-                f"recursion limit; at most {limits.MAX_PLAN_DEPTH} Parallel levels are written): split it"
-            ) from None
+        # Workflow.processor() searches the list: a map keeps 5,000 lookups linear
+        self.processors = {processor.id: processor for processor in workflow.processors}
+        self.decomposition = decomposition or decompose(Dag.from_workflow(workflow))
         problem = limits.plan_depth_problem(plan_depth(self.decomposition.plan))
         if problem:
             raise CompileError(problem)
@@ -241,7 +174,12 @@ class _Compiler:
         top.add(_finalize_state(FINALIZE_FAILED, "FAILED", invoke, failure=True)).next(FAILED)
         # The processor's own error is in the history and the run record; the Fail state names the run's fate.
         top.add(State(FAILED, "Fail", Error="pennflow.RunFailed", Cause=RUN_FAILED_CAUSE))
-        kind = "series-parallel" if self.decomposition.is_series_parallel else "ordered (not series-parallel)"
+        if self.decomposition.is_series_parallel:
+            kind = "series-parallel"
+        elif self.decomposition.joins:
+            kind = "joined (not series-parallel)"
+        else:  # the level-cut form a workflow too large for joins falls back to
+            kind = "ordered (not series-parallel)"
         return {
             "Comment": f"{self.options.comment_prefix} {self.workflow.name} ({kind}); "
             f"definition {self.workflow.definition_hash()[:12]}",
@@ -251,13 +189,40 @@ class _Compiler:
     def _states(self, plan: Plan) -> list[State]:
         """The states for one element of a sequence (a step, or a Parallel of branches)."""
         if isinstance(plan, Step):
-            return self._step_states(self.workflow.processor(plan.id))
+            return self._step_states(self.processors[plan.id])
         if isinstance(plan, Parallel):
             self.parallel_count += 1
             name = f"Parallel {self.parallel_count}"  # numbered before the nested ones
             branches = [self._branch(b) for b in plan.branches]
             return [State(name, "Parallel", Branches=branches, ResultPath=None)]
+        if isinstance(plan, Joined):
+            return [self._joined(plan)]
         return [state for part in plan.parts for state in self._states(part)]
+
+    def _joined(self, block: Joined) -> State:
+        """One branch per path; a node waits before it runs for its dependencies on other paths and
+        signals after it ends when another path waits for it (see :mod:`pennflow.workflow.asl_joins`)."""
+        self.parallel_count += 1
+        name = f"Paths {self.parallel_count}"
+        waits = {join.node: join.deps for join in block.joins}
+        signals = block.signals()
+        timeouts = wait_timeouts(block, self.processors)
+        branches = []
+        for path in block.paths:
+            machine = Machine()
+            for index, node in enumerate(path):
+                before = path[index - 1] if index else None
+                if node in waits:
+                    signal = (before, signals[before]) if before in signals else None
+                    machine.add(wait_state(node, waits[node], timeouts[node], self.options, signal))
+                elif before in signals:
+                    machine.add(done_state(before, signals[before], self.options))
+                for state in self._step_states(self.processors[node]):
+                    machine.add(state)
+            if path[-1] in signals:
+                machine.add(done_state(path[-1], signals[path[-1]], self.options))
+            branches.append(machine.render_branch())
+        return State(name, "Parallel", Branches=branches, ResultPath=None)
 
     def _branch(self, plan: Plan) -> dict[str, Any]:
         machine = Machine()
@@ -451,7 +416,7 @@ def _finalize_state(name: str, outcome: str, resource: str, failure: bool = Fals
 def override_problems(workflow: Workflow, params: Mapping[str, Mapping[str, str]]) -> list[str]:
     """The ECS override check with a run's actual param values (POST /runs), not the defaults."""
     problems = []
-    compiler = _Compiler(workflow, CompileOptions())
+    compiler = _Compiler(workflow, CompileOptions(), Decomposition(Series(()), ()))  # no plan needed
     for processor in workflow.processors:
         if processor.type is ProcessorType.DATA_SOURCE:
             continue
@@ -479,75 +444,3 @@ def _check_override_size(processor_id: str, env: list[dict[str, str]], params: M
             f"processor {processor_id!r}: its environment needs about {size} characters of ECS overrides, "
             f"over the {ECS_OVERRIDE_LIMIT} limit (fewer params or layers)"
         )
-
-
-# ------------------------------------------------------------------ execution input
-
-
-def execution_input(
-    workflow: Workflow,
-    *,
-    run_id: str,
-    task_definitions: Mapping[str, str],
-    params: Mapping[str, Mapping[str, str]],
-    node: Mapping[str, Any],
-    dataset_id: str | None = None,
-    manifest: Mapping[str, str] | None = None,
-    check_size: bool = True,
-) -> dict[str, Any]:
-    """The input every compiled state machine expects; missing pieces fail here, not mid-run, and
-    so does an input over Step Functions' 256 KiB (long parameter values)."""
-    # data sources are a Distributed Map of download Lambdas: no task definition
-    missing = [
-        p.id
-        for p in workflow.processors
-        if p.type is not ProcessorType.DATA_SOURCE and p.id not in task_definitions
-    ]
-    if missing:
-        raise ValueError(f"no task definition for processor(s) {', '.join(missing)}")
-    needed = {"cluster", "subnets", "securityGroups", "finalizeFunction"}
-    if any(p.scatter for p in workflow.processors):
-        needed.add("listBatchesFunction")
-    has_source = any(p.type is ProcessorType.DATA_SOURCE for p in workflow.processors)
-    if has_source:
-        needed.add("downloadFunction")
-        if not manifest or not {"bucket", "key"} <= set(manifest):
-            raise ValueError("a workflow with a data source needs the run's manifest location {bucket, key}")
-    absent = sorted(needed - set(node))
-    if absent:
-        raise ValueError(f"node settings missing: {', '.join(absent)}")
-    payload = {
-        "run": {
-            "id": run_id,
-            "datasetId": dataset_id or "",
-            **({"manifest": dict(manifest)} if manifest else {}),
-            "taskDefinitions": {state_key(pid): arn for pid, arn in sorted(task_definitions.items())},
-            "tags": run_task_tags(workflow.name, run_id),
-            "params": {
-                state_key(p.id): {
-                    k: params.get(p.id, {}).get(k, v) for k, v in sorted(p.default_params.items())
-                }
-                for p in workflow.processors
-            },
-        },
-        "node": {
-            **node,
-            "network": {
-                "AwsvpcConfiguration": {
-                    "Subnets": list(node["subnets"]),
-                    "SecurityGroups": list(node["securityGroups"]),
-                    "AssignPublicIp": "DISABLED",
-                }
-            },
-        },
-    }
-    size = len(_canonical(payload).encode())
-    # the states add a failure and scatter listings to this input: leave them their budget
-    room = limits.PAYLOAD_LIMIT - limits.FAILURE_BUDGET
-    if check_size and size > room:
-        raise ValueError(
-            f"the run's execution input is {size:,} bytes; Step Functions allows 256 KiB "
-            f"({limits.PAYLOAD_LIMIT:,} bytes) per state, less {limits.FAILURE_BUDGET:,} kept for a failure: "
-            "shorten the parameter values"
-        )
-    return payload

@@ -1,20 +1,22 @@
-"""The workflow graph: checks, order, and the series-parallel plan the compiler emits.
+"""The workflow graph: checks, order, and the plan the compiler emits (:mod:`pennflow.workflow.plan`).
 
 Step Functions has no "start when these N states are done" join: a state machine is nested
 sequences (``Series``) and ``Parallel`` blocks. A DAG whose precedence is exactly such a nesting
 (series-parallel) compiles with no added waiting, so its makespan is the critical path for any
-processor durations. Any other DAG needs extra ordering constraints; we add as few as we can:
+processor durations. The decomposition, iterative (an explicit stack, no recursion):
 
 * split the graph into weakly connected components (-> Parallel);
 * otherwise cut it where every node before the cut already precedes every node after it
   (-> Series, no constraint added);
-* otherwise (a "prime" block) cut between ASAP levels (longest path from a source, computed once
-  over the whole DAG), choosing the level cut that adds the fewest new ordering pairs, and recurse.
+* otherwise (a "prime" block, not series-parallel) cover the block with disjoint paths along its
+  own edges (:mod:`pennflow.workflow.path_cover`) and join each node to its dependencies on other
+  paths (-> ``Joined``): every node starts when its dependencies end, so the block, and the
+  whole plan, takes exactly its critical path.
 
-Every added constraint orders a node before one of a strictly higher ASAP level, and Kahn levels
-(Pennsieve's previous engine: run level 0, then level 1, ...) order *every* such pair. So the
-plan's precedence is a subset of the Kahn-level precedence and its makespan is never longer, for
-any durations; usually it is shorter because most pairs stay unordered.
+The previous compiler's answer to a prime block is kept as the ``level-cuts`` strategy (for
+comparison, and for a workflow whose joins would not fit Step Functions' limits): cut between ASAP
+levels, choosing the cut that adds the fewest new ordering pairs. Every such constraint is one Kahn
+levels (Pennsieve's previous engine) also imposes, so that plan is never slower than Kahn levels.
 """
 
 from __future__ import annotations
@@ -22,81 +24,45 @@ from __future__ import annotations
 import graphlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any
+
+from pennflow.workflow.path_cover import path_cover
+from pennflow.workflow.plan import (
+    Join,
+    Joined,
+    Parallel,
+    Plan,
+    Series,
+    Step,
+    plan_depth,
+    plan_finish_times,
+    plan_joins,
+    plan_steps,
+    simulate,
+)
 
 if TYPE_CHECKING:
     from pennflow.workflow.definition import Workflow
 
-
-# ------------------------------------------------------------------ plan tree
-
-
-@dataclass(frozen=True)
-class Step:
-    id: str
-
-
-@dataclass(frozen=True)
-class Series:
-    parts: tuple[Plan, ...]
-
-
-@dataclass(frozen=True)
-class Parallel:
-    branches: tuple[Plan, ...]
-
-
-Plan = Union[Step, Series, Parallel]  # noqa: UP007 - used at runtime in isinstance-free recursion
-
-
-def plan_steps(plan: Plan) -> list[str]:
-    if isinstance(plan, Step):
-        return [plan.id]
-    children = plan.parts if isinstance(plan, Series) else plan.branches
-    return [sid for child in children for sid in plan_steps(child)]
-
-
-def plan_depth(plan: Plan) -> int:
-    """How many Parallel levels nest in the plan (0 for a step or a plain sequence); iterative, so a
-    plan of any shape is measured before anything recurses over it."""
-    deepest = 0
-    pending: list[tuple[Plan, int]] = [(plan, 0)]
-    while pending:
-        node, depth = pending.pop()
-        if isinstance(node, Parallel):
-            depth += 1
-            pending.extend((branch, depth) for branch in node.branches)
-        elif isinstance(node, Series):
-            pending.extend((part, depth) for part in node.parts)
-        deepest = max(deepest, depth)
-    return deepest
-
-
-def simulate(plan: Plan, durations: Mapping[str, float]) -> float:
-    """Makespan of the plan when each step takes its duration and Parallel waits for all branches."""
-    if isinstance(plan, Step):
-        return durations[plan.id]
-    if isinstance(plan, Series):
-        return sum(simulate(part, durations) for part in plan.parts)
-    return max(simulate(branch, durations) for branch in plan.branches)
-
-
-def plan_finish_times(plan: Plan, durations: Mapping[str, float], start: float = 0.0) -> dict[str, tuple]:
-    """(start, end) of every step when the plan runs; used to check dependency order."""
-    times: dict[str, tuple] = {}
-    _finish(plan, durations, start, times)
-    return times
-
-
-def _finish(plan: Plan, durations: Mapping[str, float], start: float, times: dict) -> float:
-    if isinstance(plan, Step):
-        times[plan.id] = (start, start + durations[plan.id])
-        return start + durations[plan.id]
-    if isinstance(plan, Series):
-        for part in plan.parts:
-            start = _finish(part, durations, start, times)
-        return start
-    return max(_finish(branch, durations, start, times) for branch in plan.branches)
+__all__ = [
+    "JOINS",
+    "LEVEL_CUTS",
+    "AddedConstraint",
+    "Dag",
+    "Decomposition",
+    "Join",
+    "Joined",
+    "Parallel",
+    "Plan",
+    "Series",
+    "Step",
+    "decompose",
+    "plan_depth",
+    "plan_finish_times",
+    "plan_joins",
+    "plan_steps",
+    "simulate",
+]
 
 
 # ------------------------------------------------------------------ the graph
@@ -177,71 +143,138 @@ class AddedConstraint:
 class Decomposition:
     plan: Plan
     added: tuple[AddedConstraint, ...]
+    joins: tuple[Join, ...] = ()
 
     @property
     def is_series_parallel(self) -> bool:
-        return not self.added
+        return not self.added and not self.joins
 
 
-def decompose(dag: Dag) -> Decomposition:
-    return _Decomposer(dag).run()
+JOINS = "joins"  # the compiler's: a block with no clean cut runs as joined paths
+LEVEL_CUTS = "level-cuts"  # the previous compiler's: cut it between ASAP levels (kept to compare)
+
+
+def decompose(dag: Dag, strategy: str = JOINS) -> Decomposition:
+    if strategy not in (JOINS, LEVEL_CUTS):
+        raise ValueError(f"unknown strategy {strategy!r}: {JOINS} or {LEVEL_CUTS}")
+    return _Decomposer(dag, strategy).run()
+
+
+class _Pending:
+    """One element of the plan being built: filled in once its children are."""
+
+    __slots__ = ("children", "kind", "plan")
+
+    def __init__(self) -> None:
+        self.kind = ""
+        self.children: list[_Pending] = []
+        self.plan: Plan | None = None
 
 
 class _Decomposer:
-    """Bitset reachability makes each cut test a few integer operations, so 1,000 nodes stay fast."""
+    """Bitset reachability makes each cut test a few integer operations, so 5,000 nodes stay fast."""
 
-    def __init__(self, dag: Dag):
+    def __init__(self, dag: Dag, strategy: str = JOINS):
         self.dag = dag
+        self.strategy = strategy
         self.order = dag.topological_order()
         self.pos = {n: i for i, n in enumerate(self.order)}
         self.bit = {n: 1 << i for i, n in enumerate(self.order)}
-        self.level = dag.levels()
+        self.level = dag.levels() if strategy == LEVEL_CUTS else {}
         self.anc: dict[str, int] = {}
         for node in self.order:
             mask = 0
             for dep in dag.deps[node]:
                 mask |= self.anc[dep] | self.bit[dep]
             self.anc[node] = mask
-        self.desc: dict[str, int] = {}
-        for node in reversed(self.order):
-            mask = 0
-            for succ in dag.succs[node]:
-                mask |= self.desc[succ] | self.bit[succ]
-            self.desc[node] = mask
+        self.desc: dict[str, int] = {}  # only level cuts count the pairs a cut orders
+        if strategy == LEVEL_CUTS:
+            for node in reversed(self.order):
+                mask = 0
+                for succ in dag.succs[node]:
+                    mask |= self.desc[succ] | self.bit[succ]
+                self.desc[node] = mask
         self.added: list[AddedConstraint] = []
+        self.joins: list[Join] = []
 
     def run(self) -> Decomposition:
         if not self.order:
             return Decomposition(Series(()), ())
-        plan = self._block(self.order)
-        return Decomposition(plan, tuple(self.added))
+        plan = self._build(self.order)
+        return Decomposition(plan, tuple(self.added), tuple(self.joins))
+
+    def _build(self, nodes: list[str]) -> Plan:
+        """Split blocks depth-first with an explicit stack (no recursion, whatever the nesting),
+        then assemble the plan children first: each element is created after its parent."""
+        root = _Pending()
+        created = [root]
+        pending = [(root, nodes)]
+        while pending:
+            element, block = pending.pop()
+            kind, parts = self._split(block)
+            element.kind = kind
+            if kind == "done":
+                element.plan = parts
+                continue
+            element.children = [_Pending() for _ in parts]
+            created.extend(element.children)
+            # reversed, so the first part is split first: the same order as a recursive descent
+            pending.extend(reversed(list(zip(element.children, parts, strict=True))))
+        for element in reversed(created):
+            if element.kind == "parallel":
+                element.plan = _parallel([child.plan for child in element.children])
+            elif element.kind == "series":
+                element.plan = _series([child.plan for child in element.children])
+        assert root.plan is not None
+        return root.plan
+
+    def _split(self, nodes: list[str]) -> tuple[str, Any]:
+        """("done", plan) for a step or a joined block; ("parallel"|"series", [sub-blocks])."""
+        if len(nodes) == 1:
+            return "done", Step(nodes[0])
+        components = self._components(nodes)
+        if len(components) > 1:
+            return "parallel", components
+        cuts = self._series_cuts(nodes)
+        if cuts:
+            bounds = [0, *cuts, len(nodes)]
+            return "series", [nodes[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        if self.strategy == JOINS:
+            return "done", self._joined(nodes)
+        before, after = self._prime_cut(nodes)
+        return "series", [before, after]
+
+    def _joined(self, nodes: list[str]) -> Joined:
+        deps = self._reduced_deps(nodes)
+        paths = path_cover(nodes, deps)
+        joins = []
+        for path in paths:
+            for index, node in enumerate(path):
+                before = path[index - 1] if index else None
+                others = tuple(d for d in deps[node] if d != before)
+                if others:
+                    joins.append(Join(node, others))
+        self.joins.extend(joins)
+        return Joined(tuple(tuple(path) for path in paths), tuple(joins))
+
+    def _reduced_deps(self, nodes: list[str]) -> dict[str, tuple[str, ...]]:
+        """Each node's dependencies within the block less those another one already implies (the
+        transitive reduction): fewer edges to cover and fewer dependencies to join on."""
+        within = self._mask(nodes)
+        reduced = {}
+        for node in nodes:
+            inside = [d for d in self.dag.deps[node] if self.bit[d] & within]
+            implied = 0
+            for dep in inside:
+                implied |= self.anc[dep]
+            reduced[node] = tuple(d for d in inside if not self.bit[d] & implied)
+        return reduced
 
     def _mask(self, nodes: Sequence[str]) -> int:
         mask = 0
         for node in nodes:
             mask |= self.bit[node]
         return mask
-
-    def _block(self, nodes: list[str]) -> Plan:
-        """``nodes`` is a set in topological order. A prime block is cut in two and the part after
-        the cut decomposed in this same loop, so a long run of prime cuts does not nest calls."""
-        parts: list[Plan] = []
-        while True:
-            if len(nodes) == 1:
-                parts.append(Step(nodes[0]))
-                break
-            components = self._components(nodes)
-            if len(components) > 1:
-                parts.append(_parallel([self._block(c) for c in components]))
-                break
-            cuts = self._series_cuts(nodes)
-            if cuts:
-                bounds = [0, *cuts, len(nodes)]
-                parts.extend(self._block(nodes[a:b]) for a, b in zip(bounds, bounds[1:], strict=False))
-                break
-            before, nodes = self._prime_cut(nodes)
-            parts.append(self._block(before))
-        return _series(parts)
 
     def _components(self, nodes: list[str]) -> list[list[str]]:
         members = set(nodes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pennflow.workflow.dag import Dag, Decomposition, Plan, Series, Step, decompose, simulate
+from pennflow.workflow.dag import Dag, Decomposition, Joined, Plan, Series, Step, decompose, simulate
 from pennflow.workflow.definition import ProcessorType, Workflow
 
 PENALTY_SAMPLES = 200
@@ -42,13 +42,25 @@ def predicted_penalty(dag: Dag, decomposition: Decomposition) -> Penalty:
 
 
 def explain(workflow: Workflow) -> str:
+    """The structure the workflow compiles to: its joins (each named, with why), or the level cuts a
+    workflow too large for joins falls back to, and the makespan it predicts."""
+    from pennflow.workflow.asl import CompileError, compile_with_plan
+
     dag = Dag.from_workflow(workflow)
-    decomposition = decompose(dag)
+    try:
+        decomposition = compile_with_plan(workflow)[1]
+    except CompileError:  # over a limit either way: explain the structure the compiler would use
+        decomposition = decompose(dag)
     lines = [f"workflow {workflow.name}: {len(dag.nodes)} nodes"]
     if decomposition.is_series_parallel:
-        lines.append("series-parallel: compiled with no added ordering; makespan = critical path")
+        lines.append("series-parallel: compiled with no join and no added ordering; makespan = critical path")
+    elif decomposition.joins:
+        lines += _joins(decomposition)
     else:
-        lines.append(f"not series-parallel: {len(decomposition.added)} ordering constraint(s) added")
+        lines.append(
+            f"not series-parallel, and too large for joins (their states would pass a Step Functions limit): "
+            f"{len(decomposition.added)} ordering constraint(s) added"
+        )
         for number, added in enumerate(decomposition.added, 1):
             lines.append(
                 f"  {number}. [{', '.join(added.before)}] finish before [{', '.join(added.after)}] start "
@@ -62,22 +74,68 @@ def explain(workflow: Workflow) -> str:
             "predicted makespan / critical path: "
             f"{penalty.unit:.3f} with equal durations; {penalty.mean_random:.3f} mean, "
             f"{penalty.worst_random:.3f} worst over {PENALTY_SAMPLES} random duration sets "
-            f"(Kahn levels: {penalty.kahn_mean_random:.3f} mean)"
+            f"(Kahn levels: {penalty.kahn_mean_random:.3f} mean; a join's own latency counted as zero)"
         )
     return "\n".join(lines)
 
 
+def _joins(decomposition: Decomposition) -> list[str]:
+    """Each join, the path it waits on and why: its dependency runs on another branch of a block
+    that has no series or parallel split (Step Functions has no state that waits for N others)."""
+    lines = [
+        f"not series-parallel: {len(decomposition.joins)} join(s), no added ordering; every node starts "
+        "when its dependencies end (makespan = critical path)"
+    ]
+    number = 0
+    for block_number, block in enumerate(_joined_blocks(decomposition.plan), 1):
+        path_of = {node: index for index, path in enumerate(block.paths, 1) for node in path}
+        lines.append(
+            f"  block {block_number}: {len(path_of)} nodes with no series or parallel split, run as "
+            f"{len(block.paths)} paths along their own edges"
+        )
+        for join in block.joins:
+            number += 1
+            others = ", ".join(f"{dep} (path {path_of[dep]})" for dep in join.deps)
+            lines.append(
+                f"  {number}. '{join.node} waits' on path {path_of[join.node]}: {join.node} depends on "
+                f"{others}, on another branch of the block"
+            )
+    return lines
+
+
+def _joined_blocks(plan: Plan) -> list[Joined]:
+    blocks, pending = [], [plan]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Joined):
+            blocks.append(node)
+        elif isinstance(node, Series):
+            pending.extend(reversed(node.parts))
+        elif not isinstance(node, Step):
+            pending.extend(reversed(node.branches))
+    return blocks
+
+
 def _tree(plan: Plan, indent: str) -> list[str]:
-    if isinstance(plan, Step):
-        return [f"{indent}{plan.id}"]
-    if isinstance(plan, Series):
-        lines = [f"{indent}sequence"]
-        for part in plan.parts:
-            lines.extend(_tree(part, indent + "  "))
-        return lines
-    lines = [f"{indent}parallel ({len(plan.branches)} branches)"]
-    for branch in plan.branches:
-        lines.extend(_tree(branch, indent + "  "))
+    """The plan as an indented outline; iterative, so a plan of any depth is printed."""
+    lines: list[str] = []
+    pending: list[tuple[Plan, str]] = [(plan, indent)]
+    while pending:
+        node, pad = pending.pop()
+        if isinstance(node, Step):
+            lines.append(f"{pad}{node.id}")
+        elif isinstance(node, Joined):
+            lines.append(f"{pad}joined paths ({len(node.paths)} branches, {len(node.joins)} joins)")
+            waits = {join.node for join in node.joins}
+            for index, path in enumerate(node.paths, 1):
+                steps = " -> ".join(f"[wait] {n}" if n in waits else n for n in path)
+                lines.append(f"{pad}  path {index}: {steps}")
+        elif isinstance(node, Series):
+            lines.append(f"{pad}sequence")
+            pending.extend((part, pad + "  ") for part in reversed(node.parts))
+        else:
+            lines.append(f"{pad}parallel ({len(node.branches)} branches)")
+            pending.extend((branch, pad + "  ") for branch in reversed(node.branches))
     return lines
 
 

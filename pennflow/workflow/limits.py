@@ -48,7 +48,8 @@ SCATTER_LISTING_BUDGET = 512  # what one scatter's listing adds to the state (it
 
 # History events per state on a successful attempt, and per failed attempt a Retry allows.
 _ENTER_EXIT = 2
-_TASK_EVENTS = {"sync": 4, "lambda": 3}  # Scheduled, Started, [Submitted,] Succeeded
+# Scheduled, Started, [Submitted,] Succeeded: a .sync task and a join's .waitForTaskToken submit
+_TASK_EVENTS = {"sync": 4, "lambda": 3}
 _FAILED_ATTEMPT_EVENTS = {"sync": 4, "lambda": 3}  # Scheduled, Started, [Submitted,] Failed
 _REFUSED_SUBMISSION_EVENTS = 3  # Scheduled, Started, Failed: an ECS API error before any task ran
 _PARALLEL_EVENTS = 2  # ParallelStateStarted, ParallelStateSucceeded (plus enter/exit)
@@ -195,7 +196,8 @@ def _state_events(state: Mapping[str, Any]) -> int:
         return _ENTER_EXIT + _DISTRIBUTED_MAP_EVENTS
     if kind != "Task":
         return _ENTER_EXIT
-    pattern = "sync" if str(state.get("Resource", "")).endswith(".sync") else "lambda"
+    resource = str(state.get("Resource", ""))
+    pattern = "sync" if resource.endswith((".sync", ".waitForTaskToken")) else "lambda"
     events = _ENTER_EXIT + _TASK_EVENTS[pattern]
     for rule in state.get("Retry", ()):
         attempts = rule.get("MaxAttempts", _DEFAULT_MAX_ATTEMPTS)

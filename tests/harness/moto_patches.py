@@ -470,6 +470,50 @@ def shared_interpreter_clients() -> Iterator[None]:
 # ECS RunTask hook (outcome scripting and call recording) -----------------------------------------
 
 
+# A slice short enough that a stopped execution's waiting task ends at once, long enough to cost nothing.
+CALLBACK_POLL_SECONDS = 0.02
+
+
+@contextlib.contextmanager
+def callback_waits_end_with_execution() -> Iterator[None]:
+    """End a `waitForTaskToken` wait when its execution stops, as on AWS.
+
+    `StateTaskServiceCallback._eval_wait_for_task_token` (state_task_service_callback.py) blocks
+    in `CallbackEndpoint.wait(timeout=TimeoutSeconds)` without looking at the execution: after
+    `StopExecution` the Parallel around a waiting branch waits for it, so the execution stays
+    RUNNING for the whole timeout (a join's is days). The patched wait takes the timeout in short
+    slices and, as moto's own heartbeat loop does, returns no outcome as soon as the environment
+    is no longer running (the stopped program goes no further). A wait with a heartbeat keeps that loop.
+    For a `lambda:invoke.waitForTaskToken` task moto passes the state's input where the timeout
+    belongs (its evaluation stack holds one value more than the callback code pops); the state's
+    own `TimeoutSeconds` is used then.
+    """
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_callback as callback_module,
+    )
+
+    cls = callback_module.StateTaskServiceCallback
+    original = cls._eval_wait_for_task_token
+
+    def wait_while_running(self, env, timeout_seconds, callback_endpoint, heartbeat_endpoint):
+        if heartbeat_endpoint is not None:
+            return original(self, env, timeout_seconds, callback_endpoint, heartbeat_endpoint)
+        if not isinstance(timeout_seconds, int | float):  # moto hands a Lambda wait its state input here
+            timeout_seconds = self.timeout.timeout_seconds
+        deadline = time.monotonic() + timeout_seconds
+        outcome = None
+        while outcome is None and env.is_running() and time.monotonic() < deadline:
+            outcome = callback_endpoint.wait(timeout=min(CALLBACK_POLL_SECONDS, deadline - time.monotonic()))
+            if outcome is None and callback_endpoint._notify_event.is_set():
+                break  # interrupted with no outcome: moto's own wait returns at once here too
+        if outcome is None and env.is_running():
+            return callback_module.CallbackOutcomeTimedOut(callback_id=callback_endpoint.callback_id)
+        return outcome
+
+    with mock.patch.object(cls, "_eval_wait_for_task_token", wait_while_running):
+        yield
+
+
 @contextlib.contextmanager
 def ecs_backend_serialised() -> Iterator[None]:
     """Serialise moto's ECS task calls, as the real service is consistent under concurrent callers.

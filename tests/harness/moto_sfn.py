@@ -16,6 +16,11 @@ batches of a Map each count their own retries.
 
 Every result carries `figures` (tests/harness/moto_measure.py): the largest state payload and the
 history length of the execution and of each Distributed Map child execution.
+
+Joins: the node's join function (`pennflow.node.joins`) runs as the `join` Lambda on a moto
+DynamoDB table and releases waiting states through moto's `SendTaskSuccess`; `aws.node` names it
+(`joinFunction`). A test wraps `aws.join_handler` (passing `lambdas={"join": wrapped}`) to drop,
+repeat or delay signals.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from tests.harness import moto_measure, moto_patches
 
 REGION = "us-east-1"
+JOINS_TABLE = "pennflow-test-joins"
+JOIN_FUNCTION = "join"
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 PROCESSOR_CONTAINER = "processor"
 HANG: Literal["hang"] = "hang"
@@ -61,6 +68,7 @@ OPTIONAL_PATCHES = (
     "ecs_errors_are_amazon_ecs_exceptions",
     "distributed_map_fails",
     "result_writer_reads_state_input",
+    "callback_waits_end_with_execution",
 )
 
 
@@ -243,6 +251,7 @@ class MotoStepFunctions:
             self.lambda_ = boto3.client("lambda", region_name=REGION)
             self._role_arn = self._create_role()
             self.node = self._create_node()
+            self.node["joinFunction"] = self._create_joins()
         except BaseException:
             self._stack.close()
             raise
@@ -306,6 +315,31 @@ class MotoStepFunctions:
         group = ec2.create_security_group(GroupName="pennflow-tasks", Description="tasks", VpcId=vpc_id)
         cluster = self.ecs.create_cluster(clusterName="pennflow-test")["cluster"]["clusterArn"]
         return {"cluster": cluster, "subnets": subnets, "securityGroups": [group["GroupId"]]}
+
+    def _create_joins(self) -> str:
+        from pennflow.node.joins import JoinStore
+
+        self.dynamodb = boto3.client("dynamodb", region_name=REGION)
+        self.dynamodb.create_table(
+            TableName=JOINS_TABLE,
+            KeySchema=[
+                {"AttributeName": "runId", "KeyType": "HASH"},
+                {"AttributeName": "item", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "runId", "AttributeType": "S"},
+                {"AttributeName": "item", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        self.join_store = JoinStore(JOINS_TABLE, dynamodb=self.dynamodb, sfn=self.sfn)
+        return self.register_lambda(JOIN_FUNCTION, self.join_handler)
+
+    def join_handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """The join Lambda: the node's own logic on the harness's table and Step Functions."""
+        from pennflow.node.joins import JoinRequest, handle
+
+        return handle(JoinRequest.model_validate(event), self.join_store).as_dict()
 
     def register_processor(self, processor_id: str, *, family: str | None = None) -> str:
         """A Fargate task definition for the processor; returns its ARN."""

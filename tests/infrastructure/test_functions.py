@@ -261,6 +261,7 @@ def test_environment_matches_the_function_settings(node):
         "webhook": trigger | {"WEBHOOK_SECRET_ARN"},
         "trigger_events": trigger,
         "trigger_fire": trigger | required(ApiSettings),
+        "join": {"JOINS_TABLE"},  # its table only (stacks/joins.py)
     }
     for name in node.stack.functions.functions:
         variables = set(function_properties(node, name)["Environment"]["Variables"])

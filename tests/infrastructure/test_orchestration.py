@@ -112,7 +112,7 @@ def test_role_manages_the_sync_managed_rule_and_invokes_only_its_lambdas(node):
     assert set(rule["Action"]) == {"events:PutTargets", "events:PutRule", "events:DescribeRule"}
     assert rule["Resource"]["Fn::Join"][1][-1] == ":rule/StepFunctionsGetEventsForECSTaskRule"
     (invoke,) = [s for s in statements if s["Action"] == "lambda:InvokeFunction"]
-    targets = {node.logical_id(functions[n]) for n in ("finalize", "list_batches", "download")}
+    targets = {node.logical_id(functions[n]) for n in ("finalize", "list_batches", "download", "join")}
     assert {r["Fn::GetAtt"][0] for r in invoke["Resource"]} == targets
 
 

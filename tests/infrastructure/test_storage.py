@@ -176,8 +176,8 @@ def test_data_buckets_send_access_logs_to_the_access_log_bucket(node):
 
 def test_tables_have_point_in_time_recovery_and_encryption(node):
     tables = node.resources("AWS::DynamoDB::GlobalTable")
-    # runs, workflows, processors, slots, idempotency, layers; trigger rules and trigger state
-    assert len(tables) == 8
+    # runs, workflows, processors, slots, idempotency, layers; trigger rules and trigger state; joins
+    assert len(tables) == 9
     for table in tables.values():
         properties = table["Properties"]
         assert properties["SSESpecification"]["SSEEnabled"] is True

@@ -20,9 +20,10 @@ from pennflow.workflow.asl import (
     execution_input,
     override_problems,
 )
-from pennflow.workflow.dag import Dag, decompose, simulate
+from pennflow.workflow.dag import Dag, simulate
 from pennflow.workflow.definition import load_definition, validate_definition
 from pennflow.workflow.limits import DEFINITION_LIMIT
+from tests.asl_run import run_asl
 from tests.dag_strategies import random_dags, random_durations, series_parallel_dags, workflow_from_dag
 from tests.gates.asl import assert_valid_asl, validate_asl
 
@@ -42,23 +43,6 @@ def all_states(machine: dict) -> dict[str, dict]:
         if "ItemProcessor" in state:
             found.update(all_states(state["ItemProcessor"]))
     return found
-
-
-def run_asl(machine: dict, durations: dict[str, float], start: float = 0.0, times=None) -> tuple[float, dict]:
-    """Execute the structure with durations: Task/Map named by a node take its duration, others none."""
-    times = {} if times is None else times
-    name = machine["StartAt"]
-    clock = start
-    while True:
-        state = machine["States"][name]
-        if state["Type"] == "Parallel":
-            clock = max(run_asl(branch, durations, clock, times)[0] for branch in state["Branches"])
-        elif name in durations:
-            times[name] = (clock, clock + durations[name])
-            clock += durations[name]
-        if state.get("End") or state["Type"] in ("Succeed", "Fail") or "Next" not in state:
-            return clock, times
-        name = state["Next"]
 
 
 def node_states(asl: dict, dag: Dag) -> dict[str, dict]:
@@ -292,9 +276,23 @@ def test_generated_dags_compile_to_valid_asl_in_dependency_order(cases):
         for node in dag.nodes:
             for dep in dag.deps[node]:
                 assert times[dep][1] <= times[node][0] + 1e-9
-        critical = dag.critical_path(durations)
-        if decompose(dag).is_series_parallel:
-            assert makespan == pytest.approx(critical)
+        # joins keep every edge and make nobody wait for more: exactly the critical path
+        assert makespan == pytest.approx(dag.critical_path(durations))
         assert makespan <= simulate(dag.kahn_plan(), durations) + 1e-9
     for errors in validate_asl(compiled):
         assert not errors
+
+
+def test_series_parallel_workflows_compile_to_the_same_bytes_as_before_joins():
+    from tests.sp_golden import GOLDEN, compiled_hashes
+
+    assert compiled_hashes() == json.loads(GOLDEN.read_text())
+
+
+@settings(max_examples=60, deadline=None)
+@given(series_parallel_dags())
+def test_series_parallel_dags_compile_with_no_join_state(dag):
+    asl = compile_workflow(workflow_from_dag(dag))
+    assert "series-parallel" in asl["Comment"]
+    assert not [name for name in all_states(asl) if name.endswith((" waits", " done"))]
+    assert "joinFunction" not in json.dumps(asl)
