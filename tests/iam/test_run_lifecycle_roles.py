@@ -104,6 +104,7 @@ def test_a_run_succeeds_through_status_events_and_finalize_then_a_queued_run_sta
 
 def test_a_failed_processor_fails_the_run_and_frees_its_slot(registered: IamNode, dataset):
     node = registered
+    node.extra_environment["FAILED_RUN_RETENTION_DAYS"] = "0"  # a node that keeps no slot for resumes
     run_id = start_run(node, "tiny", datasetId=dataset.node_id)
     execution = run_record(node, run_id).execution_arn
     task = run_processor_task(node, run_id, "work")
@@ -119,6 +120,7 @@ def test_a_failed_processor_fails_the_run_and_frees_its_slot(registered: IamNode
 
 def test_an_execution_that_failed_without_finalizing_is_finalized_by_status(registered: IamNode, dataset):
     node = registered
+    node.extra_environment["FAILED_RUN_RETENTION_DAYS"] = "0"  # a node that keeps no slot for resumes
     run_id = start_run(node, "tiny", datasetId=dataset.node_id)
     node.invoke("status", execution_event(run_record(node, run_id).execution_arn, "TIMED_OUT"))
 
