@@ -81,7 +81,7 @@ class ProcessLauncher:
         launch = self.ctx.venv_launches.get(processor.id)
         if launch is not None:  # a sourceUrl processor without a container runtime
             view = self.ctx.views.of(processor)
-            env = self._environment(processor, self.ctx.layout, view.root, batch, None)
+            env = self._environment(processor, self.ctx.layout, view.root, batch)
             return venv_spec(launch, env, self._inherited)
         if not processor.command:
             raise CannotLaunch(_cannot_launch_message(processor, self.ctx.use_docker))

@@ -28,7 +28,10 @@ def resolve_sources(
     workflow: Workflow, home: PennflowHome, definition_dir: Path, use_docker: bool
 ) -> tuple[Workflow, dict[str, VenvLaunch]]:
     """The workflow with each sourceUrl processor resolved, and the ones that run from a venv."""
-    sourced = [p for p in workflow.processors if p.source_url and not p.image and not p.is_builtin]
+    # An image or a command given beside the sourceUrl is how the definition asks to run it here.
+    sourced = [
+        p for p in workflow.processors if p.source_url and not p.image and not p.command and not p.is_builtin
+    ]
     if not sourced:
         return workflow, {}
     resolved: dict[str, LocalSource] = {}

@@ -33,7 +33,8 @@ class ParamSpec(BaseModel):
     """One declared param. Pennsieve's shape: ``{name, type, description, default}``; ``required`` and
     ``enum`` are optional additions. A default of any YAML scalar is kept as the string it runs as."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Built when first used, like the definition's models: importing the core builds no validator.
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     name: str = Field(pattern=PARAM_RE.pattern, max_length=255)
     type: ParamType = ParamType.STRING

@@ -125,7 +125,7 @@ def result(home: PennflowHome, run_id: str) -> dict:
 def test_a_plain_dockerfile_runs_from_its_files_in_a_venv(tmp_path, home, caplog):
     repo = plain_repo(tmp_path / "repo")
     record = run(definition(f"file://{repo}"), home, tmp_path, params={"THUMBNAIL_SIZE": "128"})
-    assert record.status is Status.SUCCEEDED, record.error
+    assert record.status is Status.SUCCEEDED, record.reason
     out = result(home, record.run_id)
     assert out["size"] == "128"  # the run's value over app.yml's default
     assert out["mode"] == "fast"  # app.yml's default applies
@@ -210,7 +210,7 @@ def test_a_compute_type_the_manifest_does_not_allow_is_refused(tmp_path, home):
 def test_without_a_daemon_the_default_falls_through_to_the_venv(tmp_path, home):
     repo = plain_repo(tmp_path / "repo")
     record = run_workflow(parse_definition(definition(str(repo))), definition_dir=tmp_path, home=home)
-    assert record.status is Status.SUCCEEDED, record.error
+    assert record.status is Status.SUCCEEDED, record.reason
     assert result(home, record.run_id)["size"] == "256"
 
 
@@ -259,7 +259,7 @@ def test_with_a_container_runtime_the_dockerfile_is_built_once_and_its_image_run
     text = definition(str(repo))
     for _ in range(2):
         record = run_workflow(parse_definition(text), definition_dir=tmp_path, home=home, docker=True)
-        assert record.status is Status.SUCCEEDED, record.error
+        assert record.status is Status.SUCCEEDED, record.reason
     calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
     builds = [call for call in calls if call[0] == "build"]
     assert len(builds) == 1  # the second run found the image of that commit
