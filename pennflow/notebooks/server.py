@@ -124,6 +124,7 @@ def run_session(home: PennflowHome, run_id: str) -> int:
         status, reason = _outcome(
             server.returncode, canceled, stopping["asked"] or files.stop_marker.exists()
         )
+        _clean_up(home, state)  # before the final status: whoever reads it finds scratch gone
         now = utcnow()
         store.update_step(
             run_id, WORKFLOW, status, finished_at=now, exit_code=server.returncode, reason=reason
@@ -132,11 +133,17 @@ def run_session(home: PennflowHome, run_id: str) -> int:
         ended = True
         return 0 if status is Status.SUCCEEDED else 1
     finally:
-        with contextlib.suppress(Exception), LocalLayers.open(home) as layers:
-            layers.release(list(state.layers), run_id)
-        shutil.rmtree(state.scratch, ignore_errors=True)
+        if not ended:
+            _clean_up(home, state)
         lease.close(ended)
         store.close()
+
+
+def _clean_up(home: PennflowHome, state: SessionState) -> None:
+    """Release the layers' pins and remove the session's scratch (its live installs with it)."""
+    with contextlib.suppress(Exception), LocalLayers.open(home) as layers:
+        layers.release(list(state.layers), state.run_id)
+    shutil.rmtree(state.scratch, ignore_errors=True)
 
 
 def _on_sigterm(server: subprocess.Popen) -> dict[str, bool]:

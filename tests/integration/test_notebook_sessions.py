@@ -1,0 +1,176 @@
+"""Notebook sessions against a real Jupyter server: code runs in a kernel over the kernel websocket.
+
+The layer holds a package only it has; the session imports it, cannot write to the layer or see
+pennflow's home, installs a local wheel live, and the next session no longer has that install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from tornado.websocket import websocket_connect
+
+from pennflow.engine.home import PennflowHome
+from pennflow.layers.service import LocalLayers
+from pennflow.notebooks.session import (
+    NotebookError,
+    SessionFiles,
+    SessionRequest,
+    SessionState,
+    start_session,
+    stop_session,
+)
+from pennflow.stores.sqlite import SqliteRunStore
+from pennflow.workflow.runs import Status
+from tests.integration.test_layers_local import make_wheel
+
+pytestmark = pytest.mark.xdist_group("notebook-sessions")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PennflowHome:
+    monkeypatch.setenv("PENNFLOW_HOME", str(tmp_path / "home"))
+    return PennflowHome.resolve()
+
+
+@pytest.fixture
+def sci_layer(home: PennflowHome, tmp_path: Path) -> str:
+    """A python-env layer built (offline) holding ``layerpkg``, which nothing else has."""
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels, "layerpkg", "2.5.0")
+    with LocalLayers.open(home) as layers:
+        layers.create(
+            "sci", "python-env", requirements=f"--no-index\n--find-links {wheels}\nlayerpkg==2.5.0\n"
+        )
+        layers.build("sci")
+    return "sci"
+
+
+def run_code(state: SessionState, code: str, timeout: float = 60) -> tuple[str, str | None]:
+    """Run ``code`` in a new kernel of the session's server: (its stdout, the error's name or None)."""
+    return asyncio.run(_run_code(state, code, timeout))
+
+
+async def _run_code(state: SessionState, code: str, timeout: float) -> tuple[str, str | None]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{state.port}/api/kernels",
+        data=b"{}",
+        method="POST",
+        headers={"Authorization": f"token {state.token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        kernel = json.loads(response.read())["id"]
+    socket = await websocket_connect(
+        f"ws://127.0.0.1:{state.port}/api/kernels/{kernel}/channels?token={state.token}"
+    )
+    msg_id = uuid.uuid4().hex
+    socket.write_message(
+        json.dumps(
+            {
+                "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": "t",
+                           "version": "5.3"},
+                "parent_header": {},
+                "metadata": {},
+                "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                            "allow_stdin": False, "stop_on_error": True},
+                "channel": "shell",
+            }
+        )
+    )  # fmt: skip
+    out, error = [], None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        raw = await asyncio.wait_for(socket.read_message(), max(0.1, deadline - loop.time()))
+        assert raw is not None, "the kernel websocket closed"
+        message = json.loads(raw)
+        if message.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind, content = message["msg_type"], message["content"]
+        if kind == "stream" and content["name"] == "stdout":
+            out.append(content["text"])
+        elif kind == "error":
+            error = content["ename"]
+        elif kind == "status" and content["execution_state"] == "idle":
+            socket.close()
+            return "".join(out), error
+
+
+def test_a_session_imports_from_its_layer_cannot_write_it_and_installs_live_for_itself_only(
+    home: PennflowHome, sci_layer: str, tmp_path: Path
+) -> None:
+    state = start_session(home, SessionRequest(layers=[sci_layer]))
+    files = SessionFiles.of(home, state.run_id)
+    try:
+        with SqliteRunStore(home.db_path) as store:
+            assert store.get_run(state.run_id).status is Status.STARTED
+
+        out, error = run_code(state, "import layerpkg; print(layerpkg.VERSION)")
+        assert (out.strip(), error) == ("2.5.0", None)
+
+        out, error = run_code(
+            state,
+            "import errno, os, layerpkg\n"
+            "for path in (os.path.join(os.environ['LAYERS_DIR'], 'sci', 'new.txt'), layerpkg.__file__):\n"
+            "    try:\n"
+            "        open(path, 'a').write('x')\n"
+            "        print('wrote', path)\n"
+            "    except OSError as exc:\n"
+            "        print('refused', errno.errorcode[exc.errno])\n"
+            f"print('home visible', os.path.exists({str(home.db_path)!r}))\n"
+            "open('notes.txt', 'w').write('kept')\n",
+        )
+        assert error is None, out
+        new_file, package_file, home_line = out.splitlines()
+        assert new_file in {"refused EROFS", "refused EACCES"}
+        assert package_file in {"refused EROFS", "refused EACCES"}
+        assert home_line == "home visible False"  # pennflow's home (other runs, the run database) is covered
+
+        wheel = make_wheel(tmp_path / "live", "livepkg", "0.1")
+        shutil.copy(wheel, files.work / wheel.name)  # the user's upload to the working area
+        out, error = run_code(
+            state,
+            "import subprocess, sys, importlib\n"
+            f"done = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-index', {wheel.name!r}],"
+            " capture_output=True, text=True)\n"
+            "print(done.returncode)\n"
+            "importlib.invalidate_caches()\n"
+            "import livepkg; print(livepkg.VERSION)\n",
+        )
+        assert (out.split(), error) == (["0", "0.1"], None)
+    finally:
+        final = stop_session(home, state.run_id)
+
+    assert final.status is Status.SUCCEEDED
+    assert (files.work / "notes.txt").read_text() == "kept"
+    assert not Path(state.scratch).exists()
+    with LocalLayers.open(home) as layers:
+        assert layers.get(sci_layer).refs == {}  # the session's pin on the layer is released
+
+    following = start_session(home, SessionRequest(layers=[sci_layer]))
+    try:
+        out, error = run_code(following, "import layerpkg\nimport livepkg\n")
+        assert error == "ModuleNotFoundError"
+    finally:
+        stop_session(home, following.run_id)
+
+
+def test_a_layer_built_for_another_python_is_refused_naming_both_versions(
+    home: PennflowHome, sci_layer: str
+) -> None:
+    with pytest.raises(NotebookError) as refused:
+        start_session(home, SessionRequest(layers=[sci_layer]), python_version="3.9.18")
+    with LocalLayers.open(home) as layers:
+        built = ".".join(layers.get(sci_layer).python_version.split(".")[:2])
+    assert str(refused.value) == (
+        f"layer 'sci' was built for Python {built}, the session runs Python 3.9: "
+        "build the layer again with Python 3.9"
+    )
+    with SqliteRunStore(home.db_path) as store:
+        assert store.list_runs().runs == []  # refused before any run exists
