@@ -32,7 +32,7 @@ from pennflow.stores.sqlite import SqliteRunStore
 from pennflow.workflow.contract import layers_python_path
 from pennflow.workflow.runs import Status, utcnow
 
-CHECK_SECONDS = 2.0  # how often a `pennflow cancel` of the session is looked for
+CHECK_SECONDS = 1.0  # how often a `pennflow cancel` of the session is looked for
 CULL_INTERVAL_SECONDS = 60
 KILL_GRACE_SECONDS = 10
 

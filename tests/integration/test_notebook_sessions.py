@@ -7,22 +7,30 @@ pennflow's home, installs a local wheel live, and the next session no longer has
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
+import signal
+import time
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 from tornado.websocket import websocket_connect
+from typer.testing import CliRunner
 
+from pennflow.cli import app
 from pennflow.engine.home import PennflowHome
+from pennflow.engine.orphans import settled
 from pennflow.layers.service import LocalLayers
 from pennflow.notebooks.session import (
     NotebookError,
     SessionFiles,
     SessionRequest,
     SessionState,
+    server_status,
     start_session,
     stop_session,
 )
@@ -174,3 +182,47 @@ def test_a_layer_built_for_another_python_is_refused_naming_both_versions(
     )
     with SqliteRunStore(home.db_path) as store:
         assert store.list_runs().runs == []  # refused before any run exists
+
+
+def _wait_for_end(home: PennflowHome, run_id: str, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    with SqliteRunStore(home.db_path) as store:
+        while time.monotonic() < deadline:
+            run = settled(store, store.get_run(run_id))
+            if run.status.is_terminal:
+                return run
+            time.sleep(0.2)
+    raise AssertionError(f"session {run_id} still {run.status.value} after {timeout} s")
+
+
+def test_pennflow_cancel_ends_a_session_canceled_with_its_files(home: PennflowHome) -> None:
+    state = start_session(home, SessionRequest())
+    run_code(state, "open('draft.ipynb', 'w').write('{}')")
+
+    canceled = CliRunner().invoke(app, ["cancel", state.run_id])
+    assert canceled.exit_code == 0, canceled.output
+
+    run = _wait_for_end(home, state.run_id)
+    assert (run.status, run.reason) == (Status.CANCELED, "canceled")
+    assert (SessionFiles.of(home, state.run_id).work / "draft.ipynb").read_text() == "{}"
+    assert server_status(state) is None  # the server is gone, not only the record
+
+
+def test_a_session_whose_process_is_killed_is_ended_by_the_next_reader(home: PennflowHome) -> None:
+    state = start_session(home, SessionRequest())
+    assert state.pid is not None
+    os.kill(state.pid, signal.SIGKILL)
+    _reap(state.pid)  # this test started it: reaped, it no longer looks alive
+
+    run = _wait_for_end(home, state.run_id)
+    assert run.status is Status.FAILED
+    assert run.reason.startswith("engine stopped")
+    deadline = time.monotonic() + 10  # bwrap's --die-with-parent takes the server down with it
+    while server_status(state) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert server_status(state) is None
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
