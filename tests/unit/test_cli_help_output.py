@@ -30,6 +30,7 @@ COMMANDS = (
     "submit",
     "schema",
     "layers",
+    "notebook",
 )
 
 
