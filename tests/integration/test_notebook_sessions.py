@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from pennflow.cli import app
 from pennflow.engine.home import PennflowHome
 from pennflow.engine.orphans import settled
+from pennflow.layers.sandbox import detect_mode, enforced
 from pennflow.layers.service import LocalLayers
 from pennflow.notebooks.session import (
     NotebookError,
@@ -226,3 +227,36 @@ def test_a_session_whose_process_is_killed_is_ended_by_the_next_reader(home: Pen
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def test_without_bwrap_the_layers_sandbox_still_mounts_the_layer_and_installs_stay_in_the_session(
+    home: PennflowHome, sci_layer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PENNFLOW_SANDBOX", "off")  # the session's process inherits it
+    state = start_session(home, SessionRequest(layers=[sci_layer]))
+    files = SessionFiles.of(home, state.run_id)
+    try:
+        wheel = make_wheel(tmp_path / "live", "livepkg", "0.2")
+        out, error = run_code(
+            state,
+            "import errno, os, subprocess, sys, importlib, layerpkg\n"
+            f"done = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-index', {str(wheel)!r}],"
+            " capture_output=True, text=True)\n"
+            "importlib.invalidate_caches()\n"
+            "import livepkg\n"
+            "print(layerpkg.VERSION, livepkg.VERSION, livepkg.__file__.startswith(os.environ['PIP_TARGET']))\n"
+            "try:\n"
+            "    open(os.path.join(os.environ['LAYERS_DIR'], 'sci', 'new.txt'), 'w')\n"
+            "    print('wrote')\n"
+            "except OSError as exc:\n"
+            "    print('refused', errno.errorcode[exc.errno])\n",
+        )
+        assert error is None, out
+        versions, write = out.splitlines()
+        assert versions == "2.5.0 0.2 True"
+        if enforced(detect_mode()):
+            assert write in {"refused EROFS", "refused EACCES"}
+    finally:
+        stop_session(home, state.run_id)
+    assert "without a sandbox" in files.log.read_text()  # the session says what is not enforced
+    assert not Path(state.scratch).exists()
