@@ -27,6 +27,10 @@ notebook_app = typer.Typer(
 @notebook_app.command("start")
 def start(
     layer: list[str] = typer.Option([], "--layer", help="A layer to mount read-only (repeatable)."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Pennsieve dataset to download into INPUT_DIR."
+    ),
+    package: list[str] = typer.Option([], "--package", help="Only these packages of --dataset (repeatable)."),
     idle_timeout: int = typer.Option(
         3600, "--idle-timeout", help="Stop the session after this many seconds without activity (>= 60)."
     ),
@@ -41,7 +45,14 @@ def start(
     from pennflow.notebooks.session import NotebookError, SessionFiles, SessionRequest, start_session
 
     try:
-        request = SessionRequest(layers=layer, idle_timeout_seconds=idle_timeout, cpu=cpu, memory_mib=memory)
+        request = SessionRequest(
+            layers=layer,
+            dataset_id=dataset,
+            package_ids=package,
+            idle_timeout_seconds=idle_timeout,
+            cpu=cpu,
+            memory_mib=memory,
+        )
     except ValidationError as exc:
         raise fail(_validation_message(exc)) from None
     home = PennflowHome.resolve()
@@ -77,10 +88,19 @@ def stop(run_id: str = typer.Argument(..., help="The session's run id.", show_de
 
 
 def _validation_message(exc) -> str:
-    names = {"layers": "--layer", "idle_timeout_seconds": "--idle-timeout", "memory_mib": "--memory"}
+    names = {
+        "layers": "--layer",
+        "dataset_id": "--dataset",
+        "package_ids": "--package",
+        "idle_timeout_seconds": "--idle-timeout",
+        "memory_mib": "--memory",
+    }
     parts = []
     for error in exc.errors():
         loc = [str(p) for p in error["loc"]]
+        if not loc:  # a rule across options says which ones itself
+            parts.append(error["msg"].removeprefix("Value error, "))
+            continue
         option = names.get(loc[0], f"--{loc[0]}") if loc else "value"
         parts.append(f"{option}: {error['msg']}" + (f" (got {error['input']!r})" if "input" in error else ""))
     return "; ".join(parts)

@@ -69,6 +69,7 @@ def session_environment(state: SessionState, files: SessionFiles) -> dict[str, s
         "HOME": str(scratch / "home"),
         "OUTPUT_DIR": str(files.work),
         "LAYERS_DIR": str(files.layers),
+        "INPUT_DIR": str(files.input),
         "PIP_TARGET": str(site),
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PYTHONPATH": os.pathsep.join([str(site), *([layers_path] if layers_path else [])]),
@@ -96,7 +97,7 @@ def sandboxed(argv: Sequence[str], state: SessionState, files: SessionFiles, hom
     view = SandboxView(
         cwd=cwd,
         hidden=[home.root],
-        readable=command_files(argv, cwd, os.environ.get("PATH", "")),
+        readable=[files.input, *command_files(argv, cwd, os.environ.get("PATH", ""))],
         writable=[files.work, Path(state.scratch)],
         layers_dir=files.layers,
         layers=layers,

@@ -4,6 +4,7 @@ A session is a run (workflow ``notebook``, one step ``notebook``): STARTED while
 in ``pennflow runs``/``status`` like any other. Its folders, under the run's folder:
 
     runs/<run>/notebook/work/         the working area: the server's root, the only place writes last
+    runs/<run>/notebook/input/        INPUT_DIR: the dataset (or packages) downloaded first, read-only
     runs/<run>/notebook/layers/       LAYERS_DIR: the requested layers, read-only
     runs/<run>/notebook/session.json  port, token, pid (owner-only: the token opens the server)
     runs/<run>/notebook/processor.log the server's log
@@ -22,6 +23,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,10 +32,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pennflow.engine.home import PennflowHome
 from pennflow.layers.models import LayerError, LayerName
@@ -41,6 +45,9 @@ from pennflow.layers.service import LocalLayers
 from pennflow.notebooks.environments import misfit_reason, session_python
 from pennflow.stores.sqlite import SqliteRunStore
 from pennflow.workflow.runs import RunRecord, Status, StepRecord, new_run_id, utcnow
+
+if TYPE_CHECKING:
+    from pennflow.pennsieve import PennsieveClient
 
 WORKFLOW = "notebook"  # the run's workflow name, and its one step's id
 DEFAULT_IDLE_SECONDS = 3600
@@ -59,10 +66,18 @@ class SessionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     layers: list[LayerName] = Field(default_factory=list)
+    dataset_id: str | None = Field(None, min_length=1)
+    package_ids: list[str] = Field(default_factory=list)
     idle_timeout_seconds: int = Field(DEFAULT_IDLE_SECONDS, ge=60, le=7 * 24 * 3600)
     # Recorded for the node's task size; a local session shares this machine.
     cpu: float | None = Field(None, gt=0, le=16)
     memory_mib: int | None = Field(None, ge=512, le=120 * 1024)
+
+    @model_validator(mode="after")
+    def _packages_need_a_dataset(self) -> SessionRequest:
+        if self.package_ids and self.dataset_id is None:
+            raise ValueError("--package: needs --dataset")
+        return self
 
 
 class SessionState(BaseModel):
@@ -100,6 +115,10 @@ class SessionFiles:
         return self.root / "layers"
 
     @property
+    def input(self) -> Path:
+        return self.root / "input"
+
+    @property
     def state(self) -> Path:
         return self.root / "session.json"
 
@@ -127,8 +146,10 @@ def start_session(
     python: str = sys.executable,
     python_version: str | None = None,
     timeout: float = START_TIMEOUT_SECONDS,
+    pennsieve: Callable[[], PennsieveClient] | None = None,
 ) -> SessionState:
-    """Pin the layers, record the run, start the session's process and wait until its server answers."""
+    """Pin the layers, record the run, download its data, start the session's process and wait until
+    its server answers. ``pennsieve`` makes the client for a download (the signed-in user's by default)."""
     python_version = python_version or session_python()
     run_id = new_run_id()
     layers = LocalLayers.open(home)
@@ -166,6 +187,8 @@ def start_session(
     )
     with SqliteRunStore(home.db_path) as store:
         store.create_run(run, [step])
+        if request.dataset_id is not None:
+            _download_input(store, state, files, request, pennsieve, home)
     files.write_state(state)
     with open(files.log, "ab") as log:
         process = subprocess.Popen(  # its own session: it outlives this command, as a server should
@@ -179,6 +202,37 @@ def start_session(
     files.write_state(state)
     _wait_until_serving(state, process, files, timeout)
     return state
+
+
+def _download_input(
+    store: SqliteRunStore,
+    state: SessionState,
+    files: SessionFiles,
+    request: SessionRequest,
+    pennsieve: Callable[[], PennsieveClient] | None,
+    home: PennflowHome,
+) -> None:
+    """The dataset (or its chosen packages) into INPUT_DIR before the server starts; a failure ends
+    the run FAILED with the layers released."""
+    from pennflow.data.datasource import download_dataset
+    from pennflow.pennsieve import PennsieveClient, PennsieveError
+
+    assert request.dataset_id is not None
+    try:
+        client = pennsieve() if pennsieve is not None else PennsieveClient()
+        try:
+            download_dataset(client, request.dataset_id, files.input, package_ids=request.package_ids)
+        finally:
+            client.close()
+    except (PennsieveError, OSError) as exc:
+        reason = f"cannot download {request.dataset_id}: {exc}"
+        now = utcnow()
+        store.update_step(state.run_id, WORKFLOW, Status.FAILED, finished_at=now, reason=reason)
+        store.update_run(state.run_id, Status.FAILED, finished_at=now, reason=reason)
+        with LocalLayers.open(home) as layers:
+            layers.release(list(state.layers), state.run_id)
+        shutil.rmtree(state.scratch, ignore_errors=True)
+        raise NotebookError(reason) from None
 
 
 def _check_layers(layers: LocalLayers, names: list[str], python_version: str) -> None:

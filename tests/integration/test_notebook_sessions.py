@@ -6,19 +6,14 @@ pennflow's home, installs a local wheel live, and the next session no longer has
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
 import time
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
-from tornado.websocket import websocket_connect
 from typer.testing import CliRunner
 
 from pennflow.cli import app
@@ -30,13 +25,13 @@ from pennflow.notebooks.session import (
     NotebookError,
     SessionFiles,
     SessionRequest,
-    SessionState,
     server_status,
     start_session,
     stop_session,
 )
 from pennflow.stores.sqlite import SqliteRunStore
 from pennflow.workflow.runs import Status
+from tests.integration.notebook_support import run_code
 from tests.integration.test_layers_local import make_wheel
 
 pytestmark = pytest.mark.xdist_group("notebook-sessions")
@@ -59,56 +54,6 @@ def sci_layer(home: PennflowHome, tmp_path: Path) -> str:
         )
         layers.build("sci")
     return "sci"
-
-
-def run_code(state: SessionState, code: str, timeout: float = 60) -> tuple[str, str | None]:
-    """Run ``code`` in a new kernel of the session's server: (its stdout, the error's name or None)."""
-    return asyncio.run(_run_code(state, code, timeout))
-
-
-async def _run_code(state: SessionState, code: str, timeout: float) -> tuple[str, str | None]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{state.port}/api/kernels",
-        data=b"{}",
-        method="POST",
-        headers={"Authorization": f"token {state.token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        kernel = json.loads(response.read())["id"]
-    socket = await websocket_connect(
-        f"ws://127.0.0.1:{state.port}/api/kernels/{kernel}/channels?token={state.token}"
-    )
-    msg_id = uuid.uuid4().hex
-    socket.write_message(
-        json.dumps(
-            {
-                "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": "t",
-                           "version": "5.3"},
-                "parent_header": {},
-                "metadata": {},
-                "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                            "allow_stdin": False, "stop_on_error": True},
-                "channel": "shell",
-            }
-        )
-    )  # fmt: skip
-    out, error = [], None
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        raw = await asyncio.wait_for(socket.read_message(), max(0.1, deadline - loop.time()))
-        assert raw is not None, "the kernel websocket closed"
-        message = json.loads(raw)
-        if message.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        kind, content = message["msg_type"], message["content"]
-        if kind == "stream" and content["name"] == "stdout":
-            out.append(content["text"])
-        elif kind == "error":
-            error = content["ename"]
-        elif kind == "status" and content["execution_state"] == "idle":
-            socket.close()
-            return "".join(out), error
 
 
 def test_a_session_imports_from_its_layer_cannot_write_it_and_installs_live_for_itself_only(

@@ -67,6 +67,8 @@ def test_start_refuses_bad_options_and_unknown_layers_with_exit_2(home: Pennflow
     short = runner.invoke(app, ["notebook", "start", "--idle-timeout", "5"])
     assert short.exit_code == 2
     assert "--idle-timeout: Input should be greater than or equal to 60 (got 5)" in short.output
+    orphan = runner.invoke(app, ["notebook", "start", "--package", "N:package:1"])
+    assert (orphan.exit_code, orphan.output.strip()) == (2, "error: --package: needs --dataset")
     missing = runner.invoke(app, ["notebook", "start", "--layer", "nope"])
     assert missing.exit_code == 2
     assert "no layer named 'nope'" in missing.output
