@@ -42,7 +42,13 @@ def start(
     from pydantic import ValidationError
 
     from pennflow.engine.home import PennflowHome
-    from pennflow.notebooks.session import NotebookError, SessionFiles, SessionRequest, start_session
+    from pennflow.notebooks.session import (
+        NotebookError,
+        SessionFailed,
+        SessionFiles,
+        SessionRequest,
+        start_session,
+    )
 
     try:
         request = SessionRequest(
@@ -59,8 +65,7 @@ def start(
     try:
         state = start_session(home, request)
     except NotebookError as exc:
-        started = "did not start" in str(exc) or "did not answer" in str(exc)
-        raise fail(str(exc), EXIT_RUN_FAILED if started else EXIT_INVALID) from None
+        raise fail(str(exc), EXIT_RUN_FAILED if isinstance(exc, SessionFailed) else EXIT_INVALID) from None
     files = SessionFiles.of(home, state.run_id)
     if as_json:
         print(json.dumps({"runId": state.run_id, "url": state.url, "workDir": str(files.work)}))
@@ -76,14 +81,13 @@ def start(
 def stop(run_id: str = typer.Argument(..., help="The session's run id.", show_default=False)):
     """Stop a session: kernels shut down, the working area's files are kept."""
     from pennflow.engine.home import PennflowHome
-    from pennflow.notebooks.session import NotebookError, SessionFiles, stop_session
+    from pennflow.notebooks.session import NotebookError, SessionFailed, SessionFiles, stop_session
 
     home = PennflowHome.resolve()
     try:
         run = stop_session(home, run_id)
     except NotebookError as exc:
-        timed_out = "did not stop" in str(exc)
-        raise fail(str(exc), EXIT_RUN_FAILED if timed_out else EXIT_INVALID) from None
+        raise fail(str(exc), EXIT_RUN_FAILED if isinstance(exc, SessionFailed) else EXIT_INVALID) from None
     echo(f"session {run_id} {run.status.value}: files kept in {SessionFiles.of(home, run_id).work}")
 
 

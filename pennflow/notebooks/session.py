@@ -57,7 +57,11 @@ POLL_SECONDS = 0.2
 
 
 class NotebookError(Exception):
-    """A refusal or failure a user reads as one message (``str(exc)``)."""
+    """A refusal a user reads as one message (``str(exc)``): the request can never work as given."""
+
+
+class SessionFailed(NotebookError):
+    """The session was tried and failed: its server or data did not come, or it did not stop."""
 
 
 class SessionRequest(BaseModel):
@@ -162,7 +166,6 @@ def start_session(
     finally:
         layers.close()
     files = SessionFiles.of(home, run_id)
-    files.work.mkdir(parents=True)
     now = utcnow()
     run = RunRecord(
         run_id=run_id,
@@ -186,18 +189,21 @@ def start_session(
         layers={m.name: m.path for m in mounts},
     )
     with SqliteRunStore(home.db_path) as store:
-        store.create_run(run, [step])
-        if request.dataset_id is not None:
-            _download_input(store, state, files, request, pennsieve, home)
-    files.write_state(state)
-    with open(files.log, "ab") as log:
-        process = subprocess.Popen(  # its own session: it outlives this command, as a server should
-            [python, "-m", "pennflow.notebooks.server", str(home.root), run_id],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        recorded = False
+        try:
+            files.work.mkdir(parents=True)
+            store.create_run(run, [step])
+            recorded = True
+            if request.dataset_id is not None:
+                _download_input(files, request, pennsieve)
+            files.write_state(state)
+            process = _spawn(home, run_id, python, files)
+        except BaseException as exc:  # nothing runs yet: this command ends what it began
+            reason = str(exc) if isinstance(exc, NotebookError) else f"the session could not start: {exc}"
+            _abandon(store, state, home, reason if recorded else None)
+            if isinstance(exc, Exception) and not isinstance(exc, NotebookError):
+                raise SessionFailed(reason) from None
+            raise
     state = state.model_copy(update={"pid": process.pid})
     files.write_state(state)
     _wait_until_serving(state, process, files, timeout)
@@ -205,15 +211,9 @@ def start_session(
 
 
 def _download_input(
-    store: SqliteRunStore,
-    state: SessionState,
-    files: SessionFiles,
-    request: SessionRequest,
-    pennsieve: Callable[[], PennsieveClient] | None,
-    home: PennflowHome,
+    files: SessionFiles, request: SessionRequest, pennsieve: Callable[[], PennsieveClient] | None
 ) -> None:
-    """The dataset (or its chosen packages) into INPUT_DIR before the server starts; a failure ends
-    the run FAILED with the layers released."""
+    """The dataset (or its chosen packages) into INPUT_DIR, before the server starts."""
     from pennflow.data.datasource import download_dataset
     from pennflow.pennsieve import PennsieveClient, PennsieveError
 
@@ -225,14 +225,29 @@ def _download_input(
         finally:
             client.close()
     except (PennsieveError, OSError) as exc:
-        reason = f"cannot download {request.dataset_id}: {exc}"
+        raise SessionFailed(f"cannot download {request.dataset_id}: {exc}") from None
+
+
+def _spawn(home: PennflowHome, run_id: str, python: str, files: SessionFiles) -> subprocess.Popen:
+    with open(files.log, "ab") as log:
+        return subprocess.Popen(  # its own session: it outlives this command, as a server should
+            [python, "-m", "pennflow.notebooks.server", str(home.root), run_id],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _abandon(store: SqliteRunStore, state: SessionState, home: PennflowHome, reason: str | None) -> None:
+    """A session that never started: its run FAILED (when recorded), its pins and scratch let go."""
+    if reason is not None:
         now = utcnow()
         store.update_step(state.run_id, WORKFLOW, Status.FAILED, finished_at=now, reason=reason)
         store.update_run(state.run_id, Status.FAILED, finished_at=now, reason=reason)
-        with LocalLayers.open(home) as layers:
-            layers.release(list(state.layers), state.run_id)
-        shutil.rmtree(state.scratch, ignore_errors=True)
-        raise NotebookError(reason) from None
+    with LocalLayers.open(home) as layers:
+        layers.release(list(state.layers), state.run_id)
+    shutil.rmtree(state.scratch, ignore_errors=True)
 
 
 def _check_layers(layers: LocalLayers, names: list[str], python_version: str) -> None:
@@ -254,13 +269,13 @@ def _wait_until_serving(state: SessionState, process: subprocess.Popen, files: S
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise NotebookError(f"the notebook server did not start:\n{_log_tail(files.log)}")
+            raise SessionFailed(f"the notebook server did not start:\n{_log_tail(files.log)}")
         if server_status(state) is not None:
             return
         time.sleep(POLL_SECONDS)
     process.terminate()  # the session's process ends the run, releases the layers, removes scratch
     process.wait(STOP_TIMEOUT_SECONDS)
-    raise NotebookError(f"the notebook server did not answer within {timeout:.0f} s:\n{_log_tail(files.log)}")
+    raise SessionFailed(f"the notebook server did not answer within {timeout:.0f} s:\n{_log_tail(files.log)}")
 
 
 def stop_session(home: PennflowHome, run_id: str, *, timeout: float = STOP_TIMEOUT_SECONDS) -> RunRecord:
@@ -288,7 +303,7 @@ def stop_session(home: PennflowHome, run_id: str, *, timeout: float = STOP_TIMEO
             time.sleep(POLL_SECONDS)
         if state.pid is not None:
             _signal(state.pid)  # the server did not shut down in time: its process ends it
-        raise NotebookError(f"session {run_id} did not stop within {timeout:.0f} s; see {files.log}")
+        raise SessionFailed(f"session {run_id} did not stop within {timeout:.0f} s; see {files.log}")
 
 
 def server_status(state: SessionState) -> dict | None:

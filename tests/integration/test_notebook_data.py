@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pennflow.engine.home import PennflowHome
-from pennflow.notebooks.session import NotebookError, SessionRequest, start_session, stop_session
+from pennflow.notebooks.session import SessionFailed, SessionRequest, start_session, stop_session
 from pennflow.stores.sqlite import SqliteRunStore
 from pennflow.workflow.runs import Status
 from tests.integration.notebook_support import run_code
@@ -61,7 +61,7 @@ def test_a_dataset_that_cannot_be_downloaded_fails_the_run_before_any_server(
     make_pennsieve_client,
     pennsieve_credentials,
 ) -> None:
-    with pytest.raises(NotebookError) as failed:
+    with pytest.raises(SessionFailed) as failed:
         start_session(
             home,
             SessionRequest(dataset_id="N:dataset:00000000-0000-0000-0000-000000000000"),

@@ -23,6 +23,7 @@ from pennflow.layers.sandbox import detect_mode, enforced
 from pennflow.layers.service import LocalLayers
 from pennflow.notebooks.session import (
     NotebookError,
+    SessionFailed,
     SessionFiles,
     SessionRequest,
     server_status,
@@ -205,3 +206,18 @@ def test_without_bwrap_the_layers_sandbox_still_mounts_the_layer_and_installs_st
         stop_session(home, state.run_id)
     assert "without a sandbox" in files.log.read_text()  # the session says what is not enforced
     assert not Path(state.scratch).exists()
+
+
+def test_a_session_that_cannot_start_fails_its_run_and_lets_go_of_its_layers(
+    home: PennflowHome, sci_layer: str, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "no-such-env" / "bin" / "python")
+    with pytest.raises(SessionFailed) as failed:
+        start_session(home, SessionRequest(layers=[sci_layer]), python=missing)
+    assert str(failed.value).startswith("the session could not start: ")
+    assert missing in str(failed.value)
+    with SqliteRunStore(home.db_path) as store:
+        (run,) = store.list_runs().runs
+    assert (run.status, run.reason) == (Status.FAILED, str(failed.value))
+    with LocalLayers.open(home) as layers:
+        assert layers.get(sci_layer).refs == {}
