@@ -121,7 +121,7 @@ def run_session(home: PennflowHome, run_id: str) -> int:
                 start_new_session=True,
             )  # fmt: skip
         stopping = _on_sigterm(server)
-        canceled = _wait(server, store, run_id, stopping)
+        canceled = _wait(server, store, run_id)
         status, reason = _outcome(
             server.returncode, canceled, stopping["asked"] or files.stop_marker.exists()
         )
@@ -160,7 +160,7 @@ def _on_sigterm(server: subprocess.Popen) -> dict[str, bool]:
     return stopping
 
 
-def _wait(server: subprocess.Popen, store: SqliteRunStore, run_id: str, stopping: dict[str, bool]) -> bool:
+def _wait(server: subprocess.Popen, store: SqliteRunStore, run_id: str) -> bool:
     """Wait for the server; True when ``pennflow cancel`` asked for the session to end."""
     canceled = False
     while True:
