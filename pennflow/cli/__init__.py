@@ -16,6 +16,7 @@ import typer
 
 from pennflow.cli import definitions, local, remote, report, results, resume, schema
 from pennflow.cli.layers import layers_app
+from pennflow.cli.notebook import notebook_app
 from pennflow.cli.output import CommandGroup
 from pennflow.cli.processors import processors_app
 from pennflow.cli.startup import defer_pydantic_plugin_search, pause_gc_during_startup
@@ -64,6 +65,7 @@ app.command()(local.rerun)
 app.command("results")(results.results)
 app.add_typer(layers_app, name="layers")
 app.add_typer(processors_app, name="processors")
+app.add_typer(notebook_app, name="notebook")
 app.command("submit")(remote.submit_command)
 app.command("schema")(schema.schema_command)
 app.command("report")(report.report_command)

@@ -69,6 +69,9 @@ def _error(exc: BaseException | str) -> None:
 @layers_app.command("list")
 def list_layers(
     as_json: bool = JsonOpt,
+    for_notebooks: bool = typer.Option(
+        False, "--for-notebooks", help="Only layers a notebook session can mount (same Python version)."
+    ),
     remote: bool = RemoteOption,
     node: str | None = NodeOption,
     node_url: str | None = NodeUrlOption,
@@ -85,6 +88,11 @@ def list_layers(
     prices = _prices()
     with _layers() as layers:
         records = layers.list()
+    if for_notebooks:
+        from pennflow.notebooks.environments import for_notebooks as fitting
+        from pennflow.notebooks.environments import session_python
+
+        records = fitting(records, session_python())
     if as_json:
         out.print_json(json.dumps([_summary(r, prices) for r in records]))
         return

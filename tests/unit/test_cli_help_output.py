@@ -32,6 +32,7 @@ COMMANDS = (
     "report",
     "layers",
     "processors",
+    "notebook",
 )
 
 

@@ -1,0 +1,351 @@
+"""Starting and stopping a local notebook session: a run whose one step is a Jupyter server.
+
+A session is a run (workflow ``notebook``, one step ``notebook``): STARTED while its server runs,
+in ``pennflow runs``/``status`` like any other. Its folders, under the run's folder:
+
+    runs/<run>/notebook/work/         the working area: the server's root, the only place writes last
+    runs/<run>/notebook/input/        INPUT_DIR: the dataset (or packages) downloaded first, read-only
+    runs/<run>/notebook/layers/       LAYERS_DIR: the requested layers, read-only
+    runs/<run>/notebook/session.json  port, token, pid (owner-only: the token opens the server)
+    runs/<run>/notebook/processor.log the server's log
+
+Everything else the session writes (``pip install``, HOME, Jupyter's runtime files) goes to a
+scratch folder made for the session and removed when it ends, so a live install lasts one session.
+
+A session ends SUCCEEDED when it is stopped (``pennflow notebook stop``, the idle timeout, or shut
+down from Jupyter): that is how a session is meant to end, and its files are its result. It ends
+CANCELED by ``pennflow cancel``, FAILED when the server exits on its own with an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pennflow.engine.home import PennflowHome
+from pennflow.layers.models import LayerError, LayerName
+from pennflow.layers.service import LocalLayers
+from pennflow.notebooks.environments import misfit_reason, session_python
+from pennflow.stores.sqlite import SqliteRunStore
+from pennflow.workflow.runs import RunRecord, Status, StepRecord, new_run_id, utcnow
+
+if TYPE_CHECKING:
+    from pennflow.pennsieve import PennsieveClient
+
+WORKFLOW = "notebook"  # the run's workflow name, and its one step's id
+DEFAULT_IDLE_SECONDS = 3600
+START_TIMEOUT_SECONDS = 60
+STOP_TIMEOUT_SECONDS = 30
+POLL_SECONDS = 0.2
+
+
+class NotebookError(Exception):
+    """A refusal a user reads as one message (``str(exc)``): the request can never work as given."""
+
+
+class SessionFailed(NotebookError):
+    """The session was tried and failed: its server or data did not come, or it did not stop."""
+
+
+class SessionRequest(BaseModel):
+    """What ``pennflow notebook start`` asks for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layers: list[LayerName] = Field(default_factory=list)
+    dataset_id: str | None = Field(None, min_length=1)
+    package_ids: list[str] = Field(default_factory=list)
+    idle_timeout_seconds: int = Field(DEFAULT_IDLE_SECONDS, ge=60, le=7 * 24 * 3600)
+    # Recorded for the node's task size; a local session shares this machine.
+    cpu: float | None = Field(None, gt=0, le=16)
+    memory_mib: int | None = Field(None, ge=512, le=120 * 1024)
+
+    @model_validator(mode="after")
+    def _packages_need_a_dataset(self) -> SessionRequest:
+        if self.package_ids and self.dataset_id is None:
+            raise ValueError("--package: needs --dataset")
+        return self
+
+
+class SessionState(BaseModel):
+    """What the session's process and ``notebook stop`` read (``session.json``)."""
+
+    run_id: str
+    request: SessionRequest
+    python: str  # the interpreter running the server and its kernels
+    python_version: str
+    port: int
+    token: str
+    scratch: str  # removed when the session ends
+    layers: dict[str, str]  # layer name -> the pinned version's folder
+    pid: int | None = None  # the session's process (``pennflow.notebooks.server``)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/?token={self.token}"
+
+
+@dataclass(frozen=True)
+class SessionFiles:
+    root: Path
+
+    @classmethod
+    def of(cls, home: PennflowHome, run_id: str) -> SessionFiles:
+        return cls(home.run_dir(run_id) / WORKFLOW)
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def layers(self) -> Path:
+        return self.root / "layers"
+
+    @property
+    def input(self) -> Path:
+        return self.root / "input"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "session.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "processor.log"
+
+    @property
+    def stop_marker(self) -> Path:
+        return self.root / "stop-requested"
+
+    def read_state(self) -> SessionState:
+        return SessionState.model_validate_json(self.state.read_text())
+
+    def write_state(self, state: SessionState) -> None:
+        fd = os.open(self.state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(state.model_dump_json(indent=2))
+
+
+def start_session(
+    home: PennflowHome,
+    request: SessionRequest,
+    *,
+    python: str = sys.executable,
+    python_version: str | None = None,
+    timeout: float = START_TIMEOUT_SECONDS,
+    pennsieve: Callable[[], PennsieveClient] | None = None,
+) -> SessionState:
+    """Pin the layers, record the run, download its data, start the session's process and wait until
+    its server answers. ``pennsieve`` makes the client for a download (the signed-in user's by default)."""
+    python_version = python_version or session_python()
+    run_id = new_run_id()
+    layers = LocalLayers.open(home)
+    try:
+        _check_layers(layers, request.layers, python_version)
+        try:
+            mounts = layers.mount(request.layers, run_id)
+        except LayerError as exc:
+            raise NotebookError(str(exc)) from None
+    finally:
+        layers.close()
+    files = SessionFiles.of(home, run_id)
+    now = utcnow()
+    run = RunRecord(
+        run_id=run_id,
+        workflow=WORKFLOW,
+        definition_hash=WORKFLOW,
+        status=Status.STARTED,
+        layers=[m.run_entry() for m in mounts],
+        started_at=now,
+    )
+    step = StepRecord(
+        run_id=run_id, processor_id=WORKFLOW, status=Status.STARTED, started_at=now, log_path=str(files.log)
+    )
+    state = SessionState(
+        run_id=run_id,
+        request=request,
+        python=python,
+        python_version=python_version,
+        port=free_port(),
+        token=secrets.token_urlsafe(32),
+        scratch=tempfile.mkdtemp(prefix=f"pennflow-notebook-{run_id}-"),
+        layers={m.name: m.path for m in mounts},
+    )
+    with SqliteRunStore(home.db_path) as store:
+        recorded = False
+        try:
+            files.work.mkdir(parents=True)
+            store.create_run(run, [step])
+            recorded = True
+            if request.dataset_id is not None:
+                _download_input(files, request, pennsieve)
+            files.write_state(state)
+            process = _spawn(home, run_id, python, files)
+        except BaseException as exc:  # nothing runs yet: this command ends what it began
+            reason = str(exc) if isinstance(exc, NotebookError) else f"the session could not start: {exc}"
+            _abandon(store, state, home, reason if recorded else None)
+            if isinstance(exc, Exception) and not isinstance(exc, NotebookError):
+                raise SessionFailed(reason) from None
+            raise
+    state = state.model_copy(update={"pid": process.pid})
+    files.write_state(state)
+    _wait_until_serving(state, process, files, timeout)
+    return state
+
+
+def _download_input(
+    files: SessionFiles, request: SessionRequest, pennsieve: Callable[[], PennsieveClient] | None
+) -> None:
+    """The dataset (or its chosen packages) into INPUT_DIR, before the server starts."""
+    from pennflow.data.datasource import download_dataset
+    from pennflow.pennsieve import PennsieveClient, PennsieveError
+
+    assert request.dataset_id is not None
+    try:
+        client = pennsieve() if pennsieve is not None else PennsieveClient()
+        try:
+            download_dataset(client, request.dataset_id, files.input, package_ids=request.package_ids)
+        finally:
+            client.close()
+    except (PennsieveError, OSError) as exc:
+        raise SessionFailed(f"cannot download {request.dataset_id}: {exc}") from None
+
+
+def _spawn(home: PennflowHome, run_id: str, python: str, files: SessionFiles) -> subprocess.Popen:
+    with open(files.log, "ab") as log:
+        return subprocess.Popen(  # its own session: it outlives this command, as a server should
+            [python, "-m", "pennflow.notebooks.server", str(home.root), run_id],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _abandon(store: SqliteRunStore, state: SessionState, home: PennflowHome, reason: str | None) -> None:
+    """A session that never started: its run FAILED (when recorded), its pins and scratch let go."""
+    if reason is not None:
+        now = utcnow()
+        store.update_step(state.run_id, WORKFLOW, Status.FAILED, finished_at=now, reason=reason)
+        store.update_run(state.run_id, Status.FAILED, finished_at=now, reason=reason)
+    with LocalLayers.open(home) as layers:
+        layers.release(list(state.layers), state.run_id)
+    shutil.rmtree(state.scratch, ignore_errors=True)
+
+
+def _check_layers(layers: LocalLayers, names: list[str], python_version: str) -> None:
+    problems = []
+    for name in dict.fromkeys(names):
+        try:
+            record = layers.get(name)
+        except LayerError as exc:
+            problems.append(str(exc))
+            continue
+        reason = misfit_reason(record, python_version)
+        if reason:
+            problems.append(reason)
+    if problems:
+        raise NotebookError("; ".join(problems))
+
+
+def _wait_until_serving(state: SessionState, process: subprocess.Popen, files: SessionFiles, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SessionFailed(f"the notebook server did not start:\n{_log_tail(files.log)}")
+        if server_status(state) is not None:
+            return
+        time.sleep(POLL_SECONDS)
+    process.terminate()  # the session's process ends the run, releases the layers, removes scratch
+    process.wait(STOP_TIMEOUT_SECONDS)
+    raise SessionFailed(f"the notebook server did not answer within {timeout:.0f} s:\n{_log_tail(files.log)}")
+
+
+def stop_session(home: PennflowHome, run_id: str, *, timeout: float = STOP_TIMEOUT_SECONDS) -> RunRecord:
+    """Shut the server down (kernels first, files kept); the run's final record."""
+    files = SessionFiles.of(home, run_id)
+    with SqliteRunStore(home.db_path) as store:
+        run = store.get_run(run_id)
+        if run is None:
+            raise NotebookError(f"no run {run_id!r}; see `pennflow runs`")
+        if run.workflow != WORKFLOW or not files.state.is_file():
+            raise NotebookError(
+                f"run {run_id!r} is not a notebook session; stop a run with `pennflow cancel`"
+            )
+        if run.status.is_terminal:
+            raise NotebookError(f"session {run_id} has ended already: {run.status.value}")
+        state = files.read_state()
+        files.stop_marker.touch()
+        if not _request_shutdown(state) and state.pid is not None:
+            _signal(state.pid)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = store.get_run(run_id) or run
+            if run.status.is_terminal:
+                return run
+            time.sleep(POLL_SECONDS)
+        if state.pid is not None:
+            _signal(state.pid)  # the server did not shut down in time: its process ends it
+        raise SessionFailed(f"session {run_id} did not stop within {timeout:.0f} s; see {files.log}")
+
+
+def server_status(state: SessionState) -> dict | None:
+    """The server's ``/api/status``, or None while it does not answer."""
+    try:
+        with urllib.request.urlopen(_request(state, "/api/status"), timeout=2) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _request_shutdown(state: SessionState) -> bool:
+    try:
+        with urllib.request.urlopen(_request(state, "/api/shutdown", method="POST"), timeout=5):
+            return True
+    except (OSError, urllib.error.HTTPError):
+        return False
+
+
+def _request(state: SessionState, path: str, method: str = "GET") -> urllib.request.Request:
+    return urllib.request.Request(
+        f"http://127.0.0.1:{state.port}{path}",
+        method=method,
+        headers={"Authorization": f"token {state.token}"},
+    )
+
+
+def _signal(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+
+
+def free_port() -> int:
+    """A loopback port free now (the server binds it a moment later with no retries)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _log_tail(log: Path, lines: int = 20) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.strip().splitlines()[-lines:]) or "(empty log)"
