@@ -7,7 +7,8 @@
 - Step Functions: state transitions are the ``...StateEntered`` events of the execution history,
   paginated, and of every child execution of its Distributed Map runs (data sources, scatters).
 - Lambda: the download, batch-listing and finalize invocations the histories show, with their
-  measured durations; prepare and the status tracker are counted as requests (their durations are
+  measured durations, and each join call (a wait or a done signal: one call each, its duration an
+  estimate, ``JOIN_CALL_SECONDS``); prepare and the status tracker are counted as requests (their durations are
   not in any history).
 - NAT: the bytes of the run's download manifest (the data source fetches them from Pennsieve).
 - EFS: the bytes in the run's slot folder for the span of the run.
@@ -26,6 +27,7 @@ from typing import Any
 from pennflow.aws import error_code
 from pennflow.node.lifecycle import Node
 from pennflow.workflow import cost as C
+from pennflow.workflow.asl_joins import DONE_SUFFIX, WAIT_SUFFIX
 from pennflow.workflow.definition import Workflow
 from pennflow.workflow.runs import RunRecord, StepRecord
 
@@ -38,6 +40,10 @@ STATUS_EVENTS_PER_TASK = (
 MAX_CHILD_HISTORIES = 500  # beyond this, the rest of a map run's children are counted as its mean
 MISSING = ("ExecutionDoesNotExist", "InvalidArn", "AccessDeniedException", "ResourceNotFound")
 
+
+# A join call does a few DynamoDB reads and writes and at most a few SendTaskSuccess calls: an estimate
+# (its execution history shows only the wait it belongs to), priced at the function's memory.
+JOIN_CALL_SECONDS = 0.1
 
 def record_run_cost(
     node: Node, run: RunRecord, steps: list[StepRecord], workflow: Workflow | None, *, now: datetime
@@ -233,8 +239,10 @@ def _count(events: list[dict[str, Any]], found: _History) -> None:
         elif kind in ("TaskSucceeded", "TaskFailed", "TaskTimedOut"):
             begin = started.pop(event.get("previousEventId", -1), None)
             if begin is not None:
+                function = _function_of(_state_of(event, by_id))
                 seconds = (event["timestamp"] - begin).total_seconds()
-                found.add_lambda(_function_of(_state_of(event, by_id)), seconds)
+                # A join's wait spans the dependencies' run, not the function's: it is billed one call.
+                found.add_lambda(function, JOIN_CALL_SECONDS if function == "join" else seconds)
 
 
 def _state_of(event: Mapping[str, Any], by_id: Mapping[int, Any]) -> str:
@@ -253,6 +261,8 @@ def _function_of(name: str) -> str:
         return "download"
     if name.endswith(" batches"):
         return "list_batches"
+    if name.endswith((WAIT_SUFFIX, DONE_SUFFIX)):
+        return "join"
     return "finalize"
 
 

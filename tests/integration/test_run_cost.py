@@ -236,6 +236,15 @@ def test_histories_count_transitions_across_pages_and_map_run_children(monkeypat
     assert found.lambdas == {"finalize": (1, 2.0), "download": (1, 40.0)}
 
 
+def test_a_join_is_billed_one_short_call_whatever_its_wait() -> None:
+    # A waitForTaskToken task's span is the wait for the other paths (here 5 minutes), not the function.
+    events = _lambda_task(1, "features waits", 0, 300) + _lambda_task(5, "convert done", 300, 1)
+    found = run_cost._History()
+    run_cost._count(events, found)
+    assert found.lambdas == {"join": (2, 2 * run_cost.JOIN_CALL_SECONDS)}
+    assert found.transitions == 2
+
+
 def test_a_missing_history_is_noted_not_fatal() -> None:
     sfn = boto3.client("stepfunctions", region_name=REGION)
     with Stubber(sfn) as stub:
