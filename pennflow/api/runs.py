@@ -103,8 +103,7 @@ def start_run(
     )
     wants_original = keyed.content_key and (request.dry_run or not request.force)
     original = find_duplicate(store, keyed.content_key) if wants_original else None
-    budget = planning.budget or RunBudget()
-    estimate = budget.estimate(workflow, keyed.plan.inputs.total_bytes if keyed.plan.inputs else 0)
+    budget, estimate = _estimate(workflow, keyed, planning)
     if request.dry_run:
         return _dry_run(record, workflow, request, params, keyed, original).model_copy(
             update={"cost_estimate": estimate}
@@ -161,6 +160,8 @@ def rerun(
         layers=original.layers,
         planning=planning,
     )
+    budget, estimate = _estimate(workflow, keyed, planning)
+    budget.check(estimate)  # a rerun is a new run: the node's per-run ceiling holds for it too
     return _create_and_launch(
         record,
         workflow,
@@ -175,6 +176,12 @@ def rerun(
         rerun_of=run_id,
         images=original.images,
     )
+
+
+def _estimate(workflow: Workflow, keyed: KeyedRun, planning: RunPlanning) -> tuple[RunBudget, Any]:
+    """The node's budget and the run's worst-case estimate (its processors and the dataset's bytes)."""
+    budget = planning.budget or RunBudget()
+    return budget, budget.estimate(workflow, keyed.plan.inputs.total_bytes if keyed.plan.inputs else 0)
 
 
 def key_run(

@@ -69,3 +69,12 @@ def test_a_run_over_the_ceiling_is_refused_naming_the_estimate_and_the_ceiling(
 def test_a_run_under_the_ceiling_starts(node: Api, monkeypatch) -> None:
     _with_ceiling(monkeypatch, "10")
     assert node.start().status == 202
+
+
+def test_a_rerun_over_the_ceiling_is_refused_too(node: Api, monkeypatch) -> None:
+    run_id = node.start().body["runId"]  # started before the node had a ceiling
+    _with_ceiling(monkeypatch, "0.5")
+    reply = node("POST", f"/runs/{run_id}/rerun")
+    assert reply.status == 422, reply.body
+    assert reply.error["code"] == "over_cost_ceiling"
+    assert [run.run_id for run in node.store.list_runs().runs] == [run_id]
