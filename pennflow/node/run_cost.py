@@ -45,6 +45,7 @@ MISSING = ("ExecutionDoesNotExist", "InvalidArn", "AccessDeniedException", "Reso
 # (its execution history shows only the wait it belongs to), priced at the function's memory.
 JOIN_CALL_SECONDS = 0.1
 
+
 def record_run_cost(
     node: Node, run: RunRecord, steps: list[StepRecord], workflow: Workflow | None, *, now: datetime
 ) -> RunRecord:
