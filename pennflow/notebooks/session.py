@@ -3,7 +3,7 @@
 A session is a run (workflow ``notebook``, one step ``notebook``): STARTED while its server runs,
 in ``pennflow runs``/``status`` like any other. Its folders, under the run's folder:
 
-    runs/<run>/notebook/work/         the working area: the server's root, the only place writes last
+    runs/<run>/notebook/workspace/    the working area: the server's root, the only place writes last
     runs/<run>/notebook/input/        INPUT_DIR: the dataset (or packages) downloaded first, read-only
     runs/<run>/notebook/layers/       LAYERS_DIR: the requested layers, read-only
     runs/<run>/notebook/session.json  port, token, pid (owner-only: the token opens the server)
@@ -112,7 +112,7 @@ class SessionFiles:
 
     @property
     def work(self) -> Path:
-        return self.root / "work"
+        return self.root / "workspace"
 
     @property
     def layers(self) -> Path:
