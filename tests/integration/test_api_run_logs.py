@@ -15,6 +15,8 @@ from pennflow.workflow.runs import Status
 from tests.integration import api_support
 from tests.integration.api_support import REGION, Api, tiny
 
+PROCESSOR = "work"  # the tiny workflow's processor
+
 api = api_support.api
 mocked_aws = api_support.mocked_aws
 
@@ -101,9 +103,9 @@ def test_an_ended_run_lists_its_archives_with_presigned_urls(node: Api) -> None:
     node.store.update_run(run_id, Status.FAILED)
     body = gzip.compress(b"2026-01-01T00:00:00+00:00 boom\n")
     s3 = boto3.client("s3", region_name=REGION)
-    s3.put_object(Bucket=LOG_BUCKET, Key=f"runs/{run_id}/logs/work/t1.log.gz", Body=body)
+    s3.put_object(Bucket=LOG_BUCKET, Key=f"runs/{run_id}/logs/{PROCESSOR}/t1.log.gz", Body=body)
     s3.put_object(Bucket=LOG_BUCKET, Key=f"runs/{run_id}/logs/target/t2.log.gz", Body=b"x")
-    s3.put_object(Bucket=LOG_BUCKET, Key="runs/other-run/logs/work/t9.log.gz", Body=b"not this run")
+    s3.put_object(Bucket=LOG_BUCKET, Key=f"runs/other-run/logs/{PROCESSOR}/t9.log.gz", Body=b"not this run")
 
     reply = node("GET", f"/runs/{run_id}/logs", query={"processor": "work"})
 

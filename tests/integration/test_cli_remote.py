@@ -27,6 +27,8 @@ from tests.integration import api_support
 from tests.integration.api_support import REGION, Api, tiny
 from tests.unit.test_remote import AUTH_RE, SECRET_KEY, expected_signature
 
+PROCESSOR = "work"  # the tiny workflow's processor
+
 api = api_support.api
 mocked_aws = api_support.mocked_aws
 
@@ -183,7 +185,7 @@ def test_logs_of_an_ended_run_are_its_archives_downloaded_and_unzipped(node) -> 
     api.store.update_run(run_id, Status.FAILED)
     boto3.client("s3", region_name=REGION).put_object(
         Bucket=LOG_BUCKET,
-        Key=f"runs/{run_id}/logs/work/t1.log.gz",
+        Key=f"runs/{run_id}/logs/{PROCESSOR}/t1.log.gz",
         Body=gzip.compress(b"2026-01-01T00:00:00+00:00 boom\n"),
     )
 

@@ -7,6 +7,9 @@ from pennflow.report.render import render_html
 from pennflow.workflow.definition import parse_definition
 from tests.unit import test_remote
 
+PROCESSOR = "work"  # the failed processor of the record below
+LOG_PATH = f"s3://logs/runs/r-1/logs/{PROCESSOR}/"  # where the node archived its log
+
 node = test_remote.node  # a fake node on loopback that checks each SigV4 signature
 signed_env = test_remote.signed_env
 
@@ -43,7 +46,7 @@ def _run(definition_hash: str) -> dict:
                 "startedAt": "2025-03-01T12:01:00Z",
                 "finishedAt": "2025-03-01T12:05:00Z",
                 "reason": "exit 1",
-                "logPath": "s3://logs/runs/r-1/logs/work/",
+                "logPath": LOG_PATH,
             },
         ],
         "consoleUrl": "https://console.example/r-1",
@@ -61,7 +64,7 @@ def test_a_node_run_with_its_definition():
     page = render_html(report)
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert 'class="edge"' in page  # source -> work
-    assert "s3://logs/runs/r-1/logs/work/" in page  # no tail remotely: where the log is archived
+    assert LOG_PATH in page  # no tail remotely: where the log is archived
     assert (
         "(by tag"
         not in page.split("work@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")[1][
