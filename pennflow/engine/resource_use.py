@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from pennflow.data.step_keys import folder_bytes
 from pennflow.engine.spawn import group_members
 from pennflow.workflow import cost as C
 from pennflow.workflow.contract import RunLayout
@@ -184,7 +185,7 @@ def estimate_on_node(
     processors' cpu/memory, and its data sources' files through the NAT and on EFS."""
     layout = RunLayout(run_dir)
     dataset_bytes = sum(
-        _size(Path(layout.output_dir(p.id)))
+        folder_bytes(Path(layout.output_dir(p.id)))
         for p in workflow.processors
         if p.type is ProcessorType.DATA_SOURCE
     )
@@ -194,17 +195,6 @@ def estimate_on_node(
         seconds=attempt_seconds(steps),
         dataset_bytes=dataset_bytes,
     )
-
-
-def _size(folder: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-    return total
 
 
 def format_bytes(size: int | None) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,12 @@ from pennflow.engine.orphans import settled
 from pennflow.engine.records import Reporter
 from pennflow.engine.run_spec import load_spec
 from pennflow.workflow.definition import Workflow
-from pennflow.workflow.runs import RunAttempt, RunRecord, Status, StepRecord, StepSummary, can_resume
+from pennflow.workflow.runs import (
+    RunRecord,
+    Status,
+    can_resume,
+    ended_attempt,
+)
 
 if TYPE_CHECKING:
     from pennflow.stores.sqlite import SqliteRunStore
@@ -103,29 +108,4 @@ def resumable_run(store: SqliteRunStore, run_id: str) -> RunRecord:
     raise ResumeRefused(
         f"run {run_id} is {record.status.value}: its engine is still running it; wait for it to end, "
         f"or `pennflow cancel {run_id}` first"
-    )
-
-
-def ended_attempt(record: RunRecord, steps: Sequence[StepRecord]) -> RunAttempt:
-    """The attempt that ended, as the run's history keeps it."""
-    return RunAttempt(
-        attempt=record.attempt,
-        status=record.status,
-        definition_hash=record.definition_hash,
-        params=record.params,
-        started_at=record.started_at,
-        finished_at=record.finished_at,
-        failed_processor=record.failed_processor,
-        reason=record.reason,
-        steps=[
-            StepSummary(
-                processor_id=step.processor_id,
-                status=step.status,
-                attempts=step.attempts,
-                exit_code=step.exit_code,
-                reason=step.reason,
-                reused=step.reused,
-            )
-            for step in steps
-        ],
     )

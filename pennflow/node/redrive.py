@@ -28,7 +28,13 @@ from datetime import datetime, timedelta
 
 from pennflow.aws import error_code
 from pennflow.node.lifecycle import Node, RunNotFound, layer_names, release_when_idle
-from pennflow.workflow.runs import RESUMABLE, RunAttempt, RunRecord, Status, StepRecord, StepSummary, utcnow
+from pennflow.workflow.runs import (
+    RESUMABLE,
+    RunRecord,
+    Status,
+    ended_attempt,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,30 +118,6 @@ def check_resumable(run: RunRecord, node: Node, now: datetime) -> None:
     if described.get("redriveStatus") != REDRIVABLE:
         why = described.get("redriveStatusReason") or described.get("redriveStatus") or "no reason given"
         raise ResumeRefused(f"Step Functions cannot redrive run {run_id}'s execution: {why}")
-
-
-def ended_attempt(run: RunRecord, steps: list[StepRecord]) -> RunAttempt:
-    return RunAttempt(
-        attempt=run.attempt,
-        status=run.status,
-        definition_hash=run.definition_hash,
-        params=run.params,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        failed_processor=run.failed_processor,
-        reason=run.reason,
-        steps=[
-            StepSummary(
-                processor_id=step.processor_id,
-                status=step.status,
-                attempts=step.attempts,
-                exit_code=step.exit_code,
-                reason=step.reason,
-                reused=step.reused,
-            )
-            for step in steps
-        ],
-    )
 
 
 def release_expired(node: Node, *, now: datetime | None = None) -> list[str]:

@@ -17,14 +17,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from pennflow.aws import error_code
+from pennflow.data.step_keys import folder_bytes
 from pennflow.node.lifecycle import Node
 from pennflow.workflow import cost as C
 from pennflow.workflow.asl_joins import DONE_SUFFIX, WAIT_SUFFIX
@@ -295,15 +294,4 @@ def _folder_bytes(node: Node, run_id: str) -> int:
         folder = node.folders.slot_dir(slot) if slot is not None else node.folders.run_dir(run_id)
     except ValueError:
         return 0
-    return _size(folder)
-
-
-def _size(folder: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                continue  # removed while we walked
-    return total
+    return folder_bytes(folder)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -152,3 +153,28 @@ class StepRecord(_Record):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+def ended_attempt(record: RunRecord, steps: Sequence[StepRecord]) -> RunAttempt:
+    """The attempt of ``record`` that ended, as a resumed run's history keeps it (local and node)."""
+    return RunAttempt(
+        attempt=record.attempt,
+        status=record.status,
+        definition_hash=record.definition_hash,
+        params=record.params,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        failed_processor=record.failed_processor,
+        reason=record.reason,
+        steps=[
+            StepSummary(
+                processor_id=step.processor_id,
+                status=step.status,
+                attempts=step.attempts,
+                exit_code=step.exit_code,
+                reason=step.reason,
+                reused=step.reused,
+            )
+            for step in steps
+        ],
+    )
