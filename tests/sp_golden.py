@@ -1,7 +1,9 @@
 """Series-parallel workflows whose compiled bytes are pinned (tests/fixtures/asl/series-parallel.json).
 
 The pins were written by the compiler before joins existed (re-pinned once for the cost-allocation
-tags every RunTask now carries, checked equal but for that): a series-parallel workflow must still
+tags every RunTask now carries, and once when the failure path left the machine: no Catch, no
+failure finalize or Fail state, so that a redrive re-runs the failed processor; each checked equal
+but for that): a series-parallel workflow must still
 compile to exactly those bytes. Regenerate only on purpose: python -m tests.sp_golden
 """
 

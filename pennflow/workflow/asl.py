@@ -3,8 +3,11 @@
 Shape (DESIGN §5): each DAG node is one state named by its id; processors and built-ins are
 ``ecs:runTask.sync`` tasks (a ``Map`` named by the id when scattered); the plan from
 :mod:`pennflow.workflow.dag` becomes nested ``Parallel`` states, a block that is not
-series-parallel one ``Parallel`` of paths with join states (:mod:`pennflow.workflow.asl_joins`);
-every top-level state catches into one failure path that finalizes the run. Only ids and paths
+series-parallel one ``Parallel`` of paths with join states (:mod:`pennflow.workflow.asl_joins`).
+Nothing catches a processor's failure: it fails the execution, and the status tracker finalizes the
+run from the execution's FAILED event (:mod:`pennflow.node.tracking`), so the failed processor's own
+state stays the execution's unsuccessful one, which a redrive runs again (:mod:`pennflow.node.redrive`).
+Only ids and paths
 travel in the state: the execution input (see :func:`execution_input`) carries the node's cluster,
 network and functions, the run's id, its task definitions and its resolved params.
 """
@@ -25,14 +28,11 @@ from pennflow.workflow.asl_states import (
     DYNAMIC_VALUE_BUDGET,
     ECS_OVERRIDE_LIMIT,
     ECS_RUN_TASK_SYNC,
-    FAILED,
-    FINALIZE_FAILED,
     FINALIZE_OK,
     INFRA_RETRY,
     LAMBDA_INVOKE,
     LAMBDA_RETRY,
     MAX_STATE_NAME,
-    RUN_FAILED_CAUSE,
     SUCCEEDED,
     WORKFLOW_STATE,
     CompileError,
@@ -64,14 +64,11 @@ __all__ = [
     "DYNAMIC_VALUE_BUDGET",
     "ECS_OVERRIDE_LIMIT",
     "ECS_RUN_TASK_SYNC",
-    "FAILED",
-    "FINALIZE_FAILED",
     "FINALIZE_OK",
     "INFRA_RETRY",
     "LAMBDA_INVOKE",
     "LAMBDA_RETRY",
     "MAX_STATE_NAME",
-    "RUN_FAILED_CAUSE",
     "SUCCEEDED",
     "WORKFLOW_STATE",
     "CompileError",
@@ -159,21 +156,16 @@ class _Compiler:
             raise CompileError(problem)
 
     def compile(self) -> dict[str, Any]:
-        # The whole DAG is one branch of a wrapper, so a single Catch is the one failure path
-        # (and a 1,000-node workflow does not pay for 1,000 Catch blocks).
+        # The whole DAG is one branch of a wrapper: the machine's one entry for it, whose input (the
+        # run and node) goes on to the finalize state unchanged. No Catch: a Catch would make its
+        # target the execution's failing state, and a redrive would run only that (node/redrive.py).
         workflow_branch = self._branch(self.decomposition.plan)
         top = Machine()
-        top.add(State(WORKFLOW_STATE, "Parallel", Branches=[workflow_branch], ResultPath=None)).catch_all(
-            FINALIZE_FAILED
-        )
-        invoke = self.options.resource("lambda:invoke")
-        top.add(_finalize_state(FINALIZE_OK, "SUCCEEDED", invoke))
+        top.add(State(WORKFLOW_STATE, "Parallel", Branches=[workflow_branch], ResultPath=None))
+        top.add(_finalize_state(FINALIZE_OK, "SUCCEEDED", self.options.resource("lambda:invoke")))
         top.chain()
         top.states[-1].next(SUCCEEDED)
         top.add(State(SUCCEEDED, "Succeed"))
-        top.add(_finalize_state(FINALIZE_FAILED, "FAILED", invoke, failure=True)).next(FAILED)
-        # The processor's own error is in the history and the run record; the Fail state names the run's fate.
-        top.add(State(FAILED, "Fail", Error="pennflow.RunFailed", Cause=RUN_FAILED_CAUSE))
         if self.decomposition.is_series_parallel:
             kind = "series-parallel"
         elif self.decomposition.joins:
@@ -405,11 +397,11 @@ def _s3_results(bucket: str, processor_id: str, options: CompileOptions) -> dict
     }
 
 
-def _finalize_state(name: str, outcome: str, resource: str, failure: bool = False) -> State:
-    payload: dict[str, Any] = {"runId.$": "$.run.id", "outcome": outcome}
-    if failure:
-        payload["failure.$"] = "$.failure"
-    parameters = {"FunctionName.$": "$.node.finalizeFunction", "Payload": payload}
+def _finalize_state(name: str, outcome: str, resource: str) -> State:
+    parameters = {
+        "FunctionName.$": "$.node.finalizeFunction",
+        "Payload": {"runId.$": "$.run.id", "outcome": outcome},
+    }
     return State(name, "Task", Resource=resource, Parameters=parameters, ResultPath=None).retry(LAMBDA_RETRY)
 
 

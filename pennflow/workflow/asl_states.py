@@ -21,10 +21,7 @@ LAMBDA_INVOKE = integration_arn("lambda:invoke")
 CONTAINER_NAME = "processor"
 WORKFLOW_STATE = "Run workflow"
 FINALIZE_OK = "Finalize run"
-FINALIZE_FAILED = "Finalize failed run"
 SUCCEEDED = "Run succeeded"
-FAILED = "Run failed"
-RUN_FAILED_CAUSE = "A processor failed; the run record names it and its exit code (pennflow status RUN)."
 MAX_STATE_NAME = 80
 ECS_OVERRIDE_LIMIT = 8192
 # Room left in the ECS override for values only known at run time (run id, dataset id, params).
@@ -103,10 +100,6 @@ class State:
     def retry(self, *rules: Mapping[str, Any]) -> State:
         if rules:
             self.body["Retry"] = [dict(r) for r in rules]
-        return self
-
-    def catch_all(self, target: str) -> State:
-        self.body["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": target}]
         return self
 
 

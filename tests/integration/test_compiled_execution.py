@@ -1,7 +1,8 @@
 """The compiled state machine, executed in moto's Step Functions interpreter.
 
-What reaches the handlers is asserted (the error names and causes the finalize Lambda receives),
-not only the final status.
+What reaches the handlers is asserted, not only the final status: what the finalize Lambda receives,
+and the error names and causes a failed execution ends with (nothing catches them: the status
+tracker finalizes a failed run from them).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import boto3
 import pytest
 
 from pennflow.node.batches import write_batch_manifest
+from pennflow.node.finalize import failed_processor
 from pennflow.workflow.asl import compile_workflow, execution_input
 from pennflow.workflow.definition import load_definition
 from tests.harness.moto_sfn import ECS_REFUSED, HANG, MotoStepFunctions
@@ -123,18 +125,25 @@ def test_processor_failing_then_succeeding_on_retry(node):
     assert handlers.finalize[-1]["outcome"] == "SUCCEEDED"
 
 
-def test_processor_failing_for_good_reaches_the_failure_path(node):
+def test_processor_failing_for_good_fails_the_execution_at_its_own_state(node):
     result, handlers = start(node, outcomes={"quality": [3]})
     assert result.status == "FAILED"
-    assert result.error == "pennflow.RunFailed"
     assert "report" not in started_order(result), "nothing after the failed processor starts"
-    (final,) = handlers.finalize
-    assert final["outcome"] == "FAILED"
-    assert final["failure"]["Error"] == "States.TaskFailed"
-    task = json.loads(final["failure"]["Cause"])
+    # No Catch: the execution ends with the processor's own error, and its state is the one that
+    # never exited (what a redrive runs again); the status tracker finalizes from this end.
+    assert not handlers.finalize
+    assert result.error == "States.TaskFailed"
+    task = json.loads(result.cause)
     assert [c["ExitCode"] for c in task["Containers"]] == [3]
     env = {e["Name"]: e["Value"] for e in task["Overrides"]["ContainerOverrides"][0]["Environment"]}
     assert env["PROCESSOR_ID"] == "quality", "the cause names the failed processor"
+    entered = {
+        e["stateEnteredEventDetails"]["name"] for e in result.history if "stateEnteredEventDetails" in e
+    }
+    exited = {e["stateExitedEventDetails"]["name"] for e in result.history if "stateExitedEventDetails" in e}
+    assert "quality" in entered - exited and "convert" in exited
+    failed = failed_processor({"Error": result.error, "Cause": result.cause}, [])
+    assert (failed.processor_id, failed.exit_code) == ("quality", 3)
 
 
 def test_cancel_stops_the_execution_and_its_running_task(node):
@@ -176,14 +185,14 @@ def test_with_the_processor_retrier_first_the_same_refusals_fail_the_run(node):
     result, handlers = start(node, outcomes=script, edit=processor_retrier_first)
     assert result.status == "FAILED"
     assert len(result.calls_of("convert")) == 3
-    assert handlers.finalize[-1]["failure"]["Error"] == "ECS.AmazonECSException"
+    assert result.error == "ECS.AmazonECSException"
 
 
 def test_a_failing_scatter_batch_fails_the_distributed_map_and_the_run(node):
     script = {"band-power": lambda env, attempt: 3 if env["BATCH_INDEX"] == "1" else 0}
     result, handlers = start(node, outcomes=script)
     assert result.status == "FAILED"
-    assert handlers.finalize[-1]["failure"]["Error"] == "States.ExceedToleratedFailureThreshold"
+    assert result.error == "States.ExceedToleratedFailureThreshold"
     assert "report" not in started_order(result), "nothing after the failed scatter starts"
 
 
@@ -204,8 +213,7 @@ def test_without_the_result_writer_patch_its_paths_miss_the_state_input():
         s3.put_object(Bucket=MANIFEST_BUCKET, Key="runs/r-1/manifest.json", Body=json.dumps(MANIFEST_BATCHES))
         result, handlers = start(aws)
     assert result.status == "FAILED"
-    failure = handlers.finalize[-1]["failure"]
-    assert failure["Error"] == "States.Runtime" and "$.run.manifest.bucket" in failure["Cause"]
+    assert result.error == "States.Runtime" and "$.run.manifest.bucket" in result.cause
 
 
 def test_without_the_ecs_error_patch_a_refused_run_task_is_states_runtime():
@@ -215,4 +223,4 @@ def test_without_the_ecs_error_patch_a_refused_run_task_is_states_runtime():
         s3.put_object(Bucket=MANIFEST_BUCKET, Key="runs/r-1/manifest.json", Body=json.dumps(MANIFEST_BATCHES))
         result, handlers = start(aws, outcomes={"convert": [ECS_REFUSED, 0]})
     assert result.status == "FAILED"
-    assert handlers.finalize[-1]["failure"]["Error"] == "States.Runtime"
+    assert result.error == "States.Runtime"

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from pennflow.workflow.asl import (
     ECS_RUN_TASK_SYNC,
-    FAILED,
-    FINALIZE_FAILED,
+    FINALIZE_OK,
+    SUCCEEDED,
     WORKFLOW_STATE,
     CompileError,
     compile_to_json,
@@ -29,7 +29,7 @@ from tests.gates.asl import assert_valid_asl, validate_asl
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "definitions"
-CONTROL_STATES = {"Finalize run", "Finalize failed run", "Run succeeded", "Run failed"}
+CONTROL_STATES = {"Finalize run", "Run succeeded"}
 
 
 def all_states(machine: dict) -> dict[str, dict]:
@@ -125,15 +125,13 @@ def test_example_compiles_to_the_design_shape():
         "BackoffRate": 1.5,
     }
     assert states["convert"]["TimeoutSeconds"] == 600
-    # one failure path: the DAG runs inside one wrapper whose single Catch finalizes the failed run
+    # No Catch anywhere: a processor's failure fails the execution at the processor's own state (what a
+    # redrive runs again); the status tracker finalizes the run from the execution's FAILED event.
     assert set(asl["States"]) == CONTROL_STATES | {WORKFLOW_STATE}
-    wrapper = asl["States"][WORKFLOW_STATE]
-    assert wrapper["Catch"] == [
-        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": FINALIZE_FAILED}
-    ]
-    assert sum("Catch" in state for state in states.values()) == 1
-    assert asl["States"][FINALIZE_FAILED]["Next"] == FAILED
-    assert asl["States"][FAILED]["Type"] == "Fail"
+    assert not any("Catch" in state for state in states.values())
+    assert asl["States"][WORKFLOW_STATE]["Next"] == FINALIZE_OK
+    assert asl["States"][FINALIZE_OK]["Next"] == SUCCEEDED
+    assert not any(state["Type"] == "Fail" for state in states.values())
     assert_valid_asl(asl)
 
 
