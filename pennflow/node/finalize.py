@@ -1,7 +1,8 @@
 """The end of a run: final statuses, log archive, provenance record, slot release (DESIGN §5).
 
-Called by the state machine's final states with ``{"runId", "outcome", "failure"}``, by a cancel,
-and by the status tracker when an execution ended without reaching them. Every step can run
+Called by the state machine's final state with ``{"runId", "outcome": "SUCCEEDED"}``, by a cancel,
+and by the status tracker when an execution ended otherwise (``failure``: the error and cause it
+failed with; the machine catches nothing, so that a redrive runs the failed processor). Every step can run
 twice (status writes are conditional, archives overwrite), so a retried call finishes the job.
 
 - Final status: SUCCEEDED; FAILED naming the processor and its exit code (parsed from the ECS
@@ -240,7 +241,9 @@ FAILURE_EVENTS = frozenset(
 
 
 def _failed_state(node: Node, execution_arn: str | None, workflow: Workflow | None) -> str | None:
-    """The processor whose state failed first, from the execution history (state names are ids)."""
+    """The processor whose state failed first in the latest attempt, from the execution history (state
+    names are ids); a redriven execution's history keeps the attempts before it, up to its last
+    ``ExecutionRedriven`` event."""
     if not execution_arn or workflow is None:
         return None
     ids = {p.id for p in workflow.processors}
@@ -256,8 +259,9 @@ def _failed_state(node: Node, execution_arn: str | None, workflow: Workflow | No
         if error_code(exc) in ("ExecutionDoesNotExist", "InvalidArn", "AccessDeniedException"):
             return None
         raise
+    redriven = max((e["id"] for e in events.values() if e["type"] == "ExecutionRedriven"), default=0)
     for event in sorted(events.values(), key=lambda e: e["id"]):
-        if event["type"] not in FAILURE_EVENTS:
+        if event["id"] < redriven or event["type"] not in FAILURE_EVENTS:
             continue
         walk = event
         while walk is not None:  # back to the state this failure happened in

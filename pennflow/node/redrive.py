@@ -9,6 +9,22 @@ run) Standard executions for 14 days after they ended, unless the execution hit 
 limit or its maximum duration; ``DescribeExecution``'s ``redriveStatus`` says so, and its reason is
 the 409's.
 
+What a redrive runs again, as AWS documents it: it "continues the failed execution from the
+unsuccessful step and uses the same input", keeping the results of the successful steps, and a
+Parallel redrives "only the iterations and branches that failed or aborted" (the RedriveExecution
+API reference, https://docs.aws.amazon.com/step-functions/latest/apireference/API_RedriveExecution.html,
+and the developer guide's "Redriving executions",
+https://docs.aws.amazon.com/step-functions/latest/dg/redrive-executions.html); a state is
+unsuccessful when its ``<type>StateEntered`` event has no ``<type>StateExited`` one ("Redriving Map
+Runs", https://docs.aws.amazon.com/step-functions/latest/dg/redrive-map-run.html). A caught error
+is not such a state: the state that catches it exits to the Catch's target. So the compiled
+machines catch nothing (``pennflow.workflow.asl``): a failed processor fails the execution at its
+own state, the status tracker finalizes the run from the FAILED event, and a redrive runs that
+processor, the branches aborted with it and everything after them, and no processor that
+SUCCEEDED. (With a Catch into a finalize and a Fail state, the Fail state was the unsuccessful
+step and a redrive ran no processor: ``tests/integration/test_redrive_semantics.py``.) A redrive
+runs with the execution's own input, so a node's run resumes with the params it was given.
+
 The run's files must still be in its slot: a FAILED or CANCELED run keeps its slot for
 ``failedRunRetentionDays`` (``keep_for_resume``, called by finalize) instead of moving its files
 out and freeing the slot. ``release_expired`` (scheduled) frees the slots whose time is up, and the

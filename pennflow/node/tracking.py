@@ -3,8 +3,9 @@
 Two kinds of events arrive, at least once and in any order:
 
 - Step Functions "Execution Status Change" (the execution name is the run id): RUNNING marks the
-  run STARTED; an end that did not go through the state machine's own finalize states (a timeout
-  of the whole execution, a finalize that failed, a stop from the console) is finalized here.
+  run STARTED (a redrive's too); an end that did not go through the state machine's own finalize
+  state is finalized here: every failure (the machine catches none, so that a redrive runs the
+  failed processor again: ``pennflow.node.redrive``), a timeout, a stop from the console.
 - ECS "Task State Change" for a processor task (the ``processor`` container's overrides carry
   ``RUN_ID`` and ``PROCESSOR_ID``): the first event of a task ARN counts one attempt and marks the
   step STARTED; STOPPED gives SUCCEEDED on exit code 0, FAILED once as many distinct tasks

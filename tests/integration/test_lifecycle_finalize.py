@@ -292,3 +292,26 @@ def test_a_failed_lambda_state_is_found_in_the_execution_history(
     steps = [StepRecord(run_id="r", processor_id=p.id) for p in workflow.processors]
     named = failed_processor(failure, steps, lambda: found)
     assert named.processor_id == expected and "dataset not found" in named.reason
+
+
+def test_a_redriven_execution_names_the_state_that_failed_in_its_latest_attempt() -> None:
+    workflow = workflow_from(EEG.replace("report", "per-file"))
+    events = [
+        {"id": 1, "previousEventId": 0, "type": "ExecutionStarted"},
+        _entered(2, 1, "per-file batches"),
+        {"id": 3, "previousEventId": 2, "type": "LambdaFunctionFailed"},
+        {"id": 4, "previousEventId": 3, "type": "ExecutionFailed"},
+        {"id": 5, "previousEventId": 4, "type": "ExecutionRedriven"},
+        _entered(6, 5, "recordings"),
+        {"id": 7, "previousEventId": 6, "type": "MapRunFailed"},
+    ]
+    node = types.SimpleNamespace(sfn=_History(events))
+    assert (
+        finalize_module._failed_state(node, "arn:aws:states:us-east-1:1:execution:m:r", workflow)
+        == "recordings"
+    )
+    node = types.SimpleNamespace(sfn=_History(events[:4]))  # before the redrive: the first attempt's
+    assert (
+        finalize_module._failed_state(node, "arn:aws:states:us-east-1:1:execution:m:r", workflow)
+        == "per-file"
+    )
