@@ -14,7 +14,7 @@ from pydantic.alias_generators import to_camel
 
 from pennflow.workflow.cost import RunCost
 from pennflow.workflow.definition import MAX_NAME, NAME_RE
-from pennflow.workflow.runs import RunRecord, Status, StepRecord
+from pennflow.workflow.runs import RunAttempt, RunRecord, Status, StepRecord
 
 # A run id is its Step Functions execution name: at most 80 characters of [A-Za-z0-9_-].
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$"
@@ -219,10 +219,42 @@ class StepView(_View):
     duration_seconds: float | None = None
     reason: str | None = None
     log_path: str | None = None
+    reused: bool = Field(
+        False, description="A resumed run's step that SUCCEEDED in an earlier attempt: not run again."
+    )
 
     @classmethod
     def of(cls, step: StepRecord) -> StepView:
         return cls(**step.model_dump(), duration_seconds=step.duration_seconds)
+
+
+class AttemptStepView(_View):
+    """How one processor ended in an earlier attempt of a resumed run."""
+
+    processor_id: str
+    status: Status
+    attempts: int = Field(description="Its tries in that attempt of the run, counted from 1.")
+    exit_code: int | None = None
+    reason: str | None = None
+    reused: bool = False
+
+
+class RunAttemptView(_View):
+    """An earlier attempt of a resumed run, as it ended (``pennflow status`` lists them too)."""
+
+    attempt: int
+    status: Status
+    definition_hash: str
+    params: dict[str, dict[str, str]]
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    failed_processor: str | None = None
+    reason: str | None = None
+    steps: list[AttemptStepView]
+
+    @classmethod
+    def of(cls, attempt: RunAttempt) -> RunAttemptView:
+        return cls.model_validate(attempt.model_dump())
 
 
 class RunSummary(_View):
@@ -260,6 +292,17 @@ class RunView(RunSummary):
     console_url: str | None = None
     origin: str
     rerun_of: str | None = Field(None, description="The run this one repeats, for a rerun.")
+    attempt: int = Field(
+        1, description="The run's attempt: 1, raised by each resume (POST /runs/{id}/resume)."
+    )
+    history: list[RunAttemptView] = Field(
+        default_factory=list, description="The earlier attempts of a resumed run, oldest first."
+    )
+    resume_until: datetime | None = Field(
+        None,
+        description="A FAILED or CANCELED run keeps its slot until then (failedRunRetentionDays) and can "
+        "be resumed; null otherwise.",
+    )
     steps: list[StepView]
     cost: RunCost | None = Field(
         None, description="What the run cost, itemised at the node's prices; null until it has ended."

@@ -27,6 +27,7 @@ from pennflow.api.models import (
     LayerVersion,
     ProcessorPlan,
     RunAccepted,
+    RunAttemptView,
     RunDuplicate,
     RunList,
     RunPlan,
@@ -252,6 +253,9 @@ def get_run(run_id: str, *, store: RunStore) -> RunView:
         console_url=console_url(run.execution_arn) if run.execution_arn else None,
         origin=run.origin,
         rerun_of=run.rerun_of,
+        attempt=run.attempt,
+        history=[RunAttemptView.of(earlier) for earlier in run.history],
+        resume_until=run.resume_until,
         steps=steps,
         cost=run.cost,
     )

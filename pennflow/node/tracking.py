@@ -11,8 +11,9 @@ Two kinds of events arrive, at least once and in any order:
   step STARTED; STOPPED gives SUCCEEDED on exit code 0, FAILED once as many distinct tasks
   have failed as the processor's retry policy allows attempts (before that the step stays STARTED
   with the attempt's exit code and reason; counting failed task ARNs, not events, keeps this right
-  when a retry's events overtake the failed attempt's). Batch tasks of a scattered processor only annotate the step; finalize gives
-  it its final status. A task stopped by someone (a cancel, a failed sibling) decides nothing.
+  when a retry's events overtake the failed attempt's). Batch tasks of a scattered processor only
+  annotate the step (its attempts are the most tries of one batch, from 1); finalize gives it its
+  final status. A task stopped by someone (a cancel, a failed sibling) decides nothing.
 
 Every status write is conditional, so a duplicated event changes nothing and a late RUNNING can
 never move a finished step back. Events that are not ours, or malformed, are ignored with a
@@ -178,7 +179,11 @@ def _task_changed(task: TaskDetail, at: datetime | None, node: Node) -> str:
 
 
 def _task_seen(node: Node, task: TaskDetail, run_id: str, processor_id: str, at: datetime | None) -> bool:
-    first = node.store.record_task(run_id, processor_id, task.task_arn)
+    batch = task.environment().get("BATCH_INDEX")
+    if batch is None:
+        first = node.store.record_task(run_id, processor_id, task.task_arn)
+    else:  # a scatter's attempts are its batches' most tries, not its count of batch tasks
+        first = node.store.record_batch_task(run_id, processor_id, batch, task.task_arn)
     node.store.update_step(run_id, processor_id, Status.STARTED, started_at=task.started_at or at or utcnow())
     return first
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import heapq
 import json
+from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from functools import cache
@@ -46,6 +47,7 @@ CONTENT_KEY_ATTR = "content_key"
 POSITION_ATTR = "position"
 TASKS_ATTR = "task_arns"  # ECS task ARNs a step ran (one per attempt or batch), see record_task
 FAILED_TASKS_ATTR = "failed_task_arns"  # those of them that failed, see record_failed_task
+BATCH_TASKS_ATTR = "batch_tasks"  # "<batch index> <task ARN>" of a scattered step, see record_batch_task
 MAX_TRANSACTION_ITEMS = 100
 CURSOR_VERSION = 1
 # RunRecord field -> attribute name where they differ.
@@ -216,7 +218,9 @@ class DynamoRunStore:
             self.client.update_item(
                 TableName=self.table_name,
                 Key=key,
-                UpdateExpression="SET #status = :not_started, reused = :no REMOVE finished_at, exit_code, reason",
+                # This attempt counts its own tries from 1 (the ended one's are in the run's history).
+                UpdateExpression="SET #status = :not_started, reused = :no "
+                f"REMOVE finished_at, exit_code, reason, attempts, {FAILED_TASKS_ATTR}, {BATCH_TASKS_ATTR}",
                 ConditionExpression="#status <> :succeeded",
                 ExpressionAttributeNames={"#status": STATUS_ATTR},
                 ExpressionAttributeValues=serialize(
@@ -269,6 +273,45 @@ class DynamoRunStore:
             if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
+        return True
+
+    def record_batch_task(self, run_id: str, processor_id: str, batch: str, task_arn: str) -> bool:
+        """Remember an ECS task of one batch of a scattered step; False if it was already known.
+
+        The step's attempts are its batches' most: each batch's tries count from 1, as the local
+        engine counts them, so three batches that each ran once are attempt 1, not 3."""
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(run_id, STEP_PREFIX + processor_id),
+                UpdateExpression="ADD #tasks :task, #batches :entry",
+                ConditionExpression="attribute_exists(#pk) AND NOT contains(#tasks, :arn)",
+                ExpressionAttributeNames={"#pk": PK, "#tasks": TASKS_ATTR, "#batches": BATCH_TASKS_ATTR},
+                ExpressionAttributeValues={
+                    ":task": {"SS": [task_arn]},
+                    ":entry": {"SS": [f"{batch} {task_arn}"]},
+                    ":arn": {"S": task_arn},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        tries = Counter(entry.split(" ", 1)[0] for entry in response["Attributes"][BATCH_TASKS_ATTR]["SS"])
+        most = max(tries.values())
+        try:  # only upwards: batch events arrive in any order
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(run_id, STEP_PREFIX + processor_id),
+                UpdateExpression="SET #attempts = :most",
+                ConditionExpression="attribute_not_exists(#attempts) OR #attempts < :most",
+                ExpressionAttributeNames={"#attempts": "attempts"},
+                ExpressionAttributeValues={":most": {"N": str(most)}},
+            )
+        except Exception as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
         return True
 
     def record_failed_task(self, run_id: str, processor_id: str, task_arn: str) -> int:
@@ -500,7 +543,7 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
     return {
         name: from_attribute(value)
         for name, value in item.items()
-        if name not in (SK, POSITION_ATTR, TASKS_ATTR)
+        if name not in (SK, POSITION_ATTR, TASKS_ATTR, BATCH_TASKS_ATTR)
     }
 
 

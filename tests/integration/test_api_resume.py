@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -15,7 +16,7 @@ from botocore.stub import Stubber
 
 from pennflow.api.errors import Unavailable
 from pennflow.api.resume import ResumeFunction
-from pennflow.workflow.runs import Status
+from pennflow.workflow.runs import Status, ended_attempt, utcnow
 from tests.integration import api_support, aws_fixtures
 from tests.integration.api_support import Api, tiny
 from tests.integration.aws_fixtures import REGION, MotoNode
@@ -76,6 +77,44 @@ def test_an_unknown_run_is_404_and_never_reaches_the_node(api: Api) -> None:
     reply = api("POST", "/runs/r-none-00000000/resume", body={})
     assert reply.status == 404 and reply.fields() == {("path", "run_id")}
     assert resumer.run_ids == []
+
+
+def test_get_run_shows_a_resumed_run_s_attempt_and_its_earlier_attempts(api: Api) -> None:
+    run_id = started(api)
+    store = api.store
+    store.update_run(run_id, Status.STARTED, execution_arn="arn:aws:states:us-east-1:1:execution:m:r")
+    store.update_step(run_id, "source", Status.STARTED, started_at=utcnow())
+    store.update_step(run_id, "source", Status.SUCCEEDED, finished_at=utcnow())
+    store.update_step(run_id, "work", Status.STARTED, started_at=utcnow())
+    store.record_task(run_id, "work", "arn:aws:ecs:us-east-1:1:task/c/one")
+    store.update_step(run_id, "work", Status.FAILED, exit_code=3, reason="exited 3", finished_at=utcnow())
+    until = utcnow() + timedelta(days=RETENTION_DAYS)
+    store.update_run(run_id, Status.FAILED, failed_processor="work", exit_code=3, reason="work exited 3")
+    store.update_run(run_id, resume_until=until)
+    kept = api("GET", f"/runs/{run_id}").body
+    assert (kept["attempt"], kept["history"]) == (1, [])
+    assert kept["resumeUntil"] is not None
+
+    run = store.get_run(run_id)
+    history = [ended_attempt(run, store.list_steps(run_id))]
+    assert store.reopen_run(run_id, attempt=1, history=history, now=utcnow())
+    reply = api("GET", f"/runs/{run_id}")
+
+    assert reply.status == 200, reply.body
+    body = reply.body
+    assert (body["status"], body["attempt"], body["resumeUntil"]) == ("STARTED", 2, None)
+    [earlier] = body["history"]
+    assert (earlier["attempt"], earlier["status"], earlier["failedProcessor"]) == (1, "FAILED", "work")
+    assert earlier["reason"] == "work exited 3"
+    ended = {step["processorId"]: step for step in earlier["steps"]}
+    assert (ended["work"]["status"], ended["work"]["attempts"], ended["work"]["exitCode"]) == ("FAILED", 1, 3)
+    steps = {step["processorId"]: step for step in body["steps"]}
+    assert steps["source"]["reused"] is True and steps["source"]["status"] == "SUCCEEDED"
+    assert (steps["work"]["status"], steps["work"]["attempts"], steps["work"]["reused"]) == (
+        "NOT_STARTED",
+        0,
+        False,
+    )
 
 
 def test_a_node_without_the_resume_function_is_503(api: Api) -> None:

@@ -132,11 +132,17 @@ def test_the_last_allowed_attempt_fails_the_step(started) -> None:
 
 def test_batches_annotate_and_a_stop_by_request_decides_nothing(started) -> None:
     node, run_id = started
+    handle_event(task_event(run_id, "report", "RUNNING", task="b0", batch=0), node.node)
     handle_event(task_event(run_id, "report", "STOPPED", task="b0", batch=0, exit_code=0), node.node)
     handle_event(task_event(run_id, "report", "STOPPED", task="b1", batch=1, exit_code=2), node.node)
     step = _step(node, run_id, "report")
-    assert (step.status, step.attempts, step.exit_code) == (Status.STARTED, 2, 2)
+    # two batches that each ran once: attempt 1 (attempts count a batch's tries, from 1, as locally)
+    assert (step.status, step.attempts, step.exit_code) == (Status.STARTED, 1, 2)
     assert step.reason.startswith("batch 1 exited 2")
+    handle_event(task_event(run_id, "report", "STOPPED", task="b1-retry", batch=1, exit_code=0), node.node)
+    handle_event(task_event(run_id, "report", "STOPPED", task="b1-retry", batch=1, exit_code=0), node.node)
+    handle_event(task_event(run_id, "report", "STOPPED", task="b2", batch=2, exit_code=0), node.node)
+    assert _step(node, run_id, "report").attempts == 2  # batch 1's retry; a repeated event counts once
 
     handle_event(
         task_event(run_id, "quality", "STOPPED", exit_code=143, stop_code="UserInitiated"), node.node

@@ -241,3 +241,24 @@ def test_a_late_end_event_of_the_attempt_before_a_redrive_is_ignored(moto_node) 
     assert late.startswith("ignored: ") and "an earlier attempt's end" in late
     assert "execution running" in running
     assert moto_node.store.get_run(run_id).status is Status.STARTED
+
+
+def test_a_resumed_step_counts_its_tries_from_one_again(moto_node) -> None:
+    run_id = failed_run(moto_node)
+    store = moto_node.store
+    store.record_task(run_id, "bandpower", "arn:aws:ecs:us-east-1:1:task/c/first")
+    assert store.record_failed_task(run_id, "bandpower", "arn:aws:ecs:us-east-1:1:task/c/first") == 1
+    arn = store.get_run(run_id).execution_arn
+    sfn = StubbedSfn(moto_node)
+    sfn.describe(arn)
+    sfn.redrive(arn, f"{run_id}-attempt-2")
+    with sfn.stubber:
+        resume_run(run_id, moto_node.node)
+
+    [earlier] = store.get_run(run_id).history
+    assert {s.processor_id: s.attempts for s in earlier.steps}["bandpower"] == 1  # kept in the history
+    assert {s.processor_id: s for s in store.list_steps(run_id)}["bandpower"].attempts == 0
+    store.record_task(run_id, "bandpower", "arn:aws:ecs:us-east-1:1:task/c/second")
+    assert {s.processor_id: s for s in store.list_steps(run_id)}["bandpower"].attempts == 1
+    # the retry policy counts this attempt's failures only
+    assert store.record_failed_task(run_id, "bandpower", "arn:aws:ecs:us-east-1:1:task/c/second") == 1
