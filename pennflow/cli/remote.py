@@ -181,8 +181,18 @@ def format_run(run: Mapping[str, Any]) -> str:
     lines = [f"run {run.get('runId')}: {run.get('workflow')} {run.get('status')}{rerun}"]
     if run.get("reason"):
         lines.append(f"  {run['reason']}")
+    if run.get("resumeUntil"):
+        lines.append(f"  kept until {run['resumeUntil']}: pennflow resume {run.get('runId')} --remote")
+    history = run.get("history") or []
+    for earlier in history:  # a resumed run: the attempts before this one, as `pennflow status` lists them
+        ended = f": {earlier['reason']}" if earlier.get("reason") else ""
+        lines.append(f"  attempt {earlier.get('attempt')}: {earlier.get('status')}{ended}")
+    if history:
+        reused = ", ".join(step["processorId"] for step in run.get("steps", []) if step.get("reused"))
+        lines.append(f"  attempt {run.get('attempt')} (now): reused {reused or 'nothing'}")
     for step in run.get("steps", []):
         extra = f" exit {step['exitCode']}" if step.get("exitCode") not in (None, 0) else ""
+        extra += " (reused)" if step.get("reused") else ""
         lines.append(
             f"  {step.get('processorId', '?'):<24} {step.get('status', '?'):<12} attempts {step.get('attempts', 0)}{extra}"
         )

@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -276,3 +277,37 @@ def test_logs_without_follow_read_page_after_page_until_caught_up(node, monkeypa
     assert result.exit_code == 0, result.output
     assert [line.split(" ", 1)[1] for line in result.stdout.splitlines()] == [f"event {i}" for i in range(5)]
     assert sum(1 for r in seen if "/logs" in r["path"]) == 4  # 2 + 2 + 1, then an empty page: caught up
+
+
+def test_status_of_a_resumed_run_lists_its_earlier_attempts_and_what_it_reused(node) -> None:
+    from pennflow.workflow.runs import ended_attempt, utcnow
+
+    api, url, _ = node
+    run_id = api.start().body["runId"]
+    store = api.store
+    store.update_run(run_id, Status.STARTED, execution_arn="arn:aws:states:us-east-1:1:execution:m:r")
+    for pid in ("source", PROCESSOR):
+        store.update_step(run_id, pid, Status.STARTED, started_at=utcnow())
+    store.update_step(run_id, "source", Status.SUCCEEDED, finished_at=utcnow())
+    store.update_step(run_id, PROCESSOR, Status.FAILED, exit_code=3, finished_at=utcnow())
+    store.update_run(run_id, Status.FAILED, failed_processor=PROCESSOR, reason="work exited 3")
+    store.update_run(run_id, resume_until=utcnow() + timedelta(days=7))
+    kept = cli("status", run_id, "--node-url", url)
+    assert kept.exit_code == 0, kept.output
+    assert f"pennflow resume {run_id} --remote" in kept.output and "attempt 1:" not in kept.output
+
+    run = store.get_run(run_id)
+    assert store.reopen_run(
+        run_id, attempt=1, history=[ended_attempt(run, store.list_steps(run_id))], now=utcnow()
+    )
+    shown = cli("status", run_id, "--node-url", url)
+
+    assert shown.exit_code == 0, shown.output
+    assert "attempt 1: FAILED: work exited 3" in shown.output
+    assert "attempt 2 (now): reused source" in shown.output
+    assert any(
+        line.split()[:2] == ["source", "SUCCEEDED"] and "(reused)" in line
+        for line in shown.output.splitlines()
+    )
+    as_json = json.loads(cli("status", run_id, "--node-url", url, "--json").stdout)
+    assert as_json["attempt"] == 2 and as_json["history"][0]["failedProcessor"] == PROCESSOR
