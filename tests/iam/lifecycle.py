@@ -59,14 +59,16 @@ def scattered(name: str = "scattered") -> dict[str, Any]:
     return definition
 
 
-def execution_event(execution_arn: str, status: str) -> dict[str, Any]:
-    """What EventBridge hands the status function when a run's execution changes status."""
+def execution_event(execution_arn: str, status: str, **ended: str) -> dict[str, Any]:
+    """What EventBridge hands the status function when a run's execution changes status (``ended``:
+    the ``error`` and ``cause`` of a failed one)."""
+    detail = {"executionArn": execution_arn, "name": execution_arn.rsplit(":", 1)[1], "status": status}
     return {
         "version": "0",
         "detail-type": "Step Functions Execution Status Change",
         "source": "aws.states",
         "time": "2025-03-01T12:05:01Z",
-        "detail": {"executionArn": execution_arn, "name": execution_arn.rsplit(":", 1)[1], "status": status},
+        "detail": {**detail, **ended},
     }
 
 

@@ -1,5 +1,5 @@
 """Resuming on the node, each function with its own role as synthesized (default settings): a failed
-run keeps its slot, the resume function asks Step Functions whether the execution can be redriven,
+run (finalized by the status function from its execution's FAILED event) keeps its slot, the resume function asks Step Functions whether the execution can be redriven,
 and its scheduled cleanup reads the slots and runs; every call must be allowed (checked at teardown).
 
 moto's DescribeExecution gives no redriveStatus, so the resume is refused there: the redrive call
@@ -10,7 +10,16 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from tests.iam.lifecycle import register, run_processor_task, run_record, slot_of, start_run, task_event, tiny
+from tests.iam.lifecycle import (
+    execution_event,
+    register,
+    run_processor_task,
+    run_record,
+    slot_of,
+    start_run,
+    task_event,
+    tiny,
+)
 from tests.iam.moto_node import IamNode
 from tests.iam.template import REGION
 
@@ -32,8 +41,8 @@ def test_a_failed_run_keeps_its_slot_and_the_resume_function_may_ask_about_it(ia
     task = run_processor_task(node, run_id, "work")
     boto3.client("ecs", region_name=REGION).stop_task(cluster=task["clusterArn"], task=task["taskArn"])
     node.invoke("status", task_event(task, run_id, "work", "STOPPED", exit_code=1))
-    failure = {"Error": "States.TaskFailed", "Cause": "Essential container in task exited"}
-    node.invoke("finalize", {"runId": run_id, "outcome": "FAILED", "failure": failure})
+    ended = {"error": "States.TaskFailed", "cause": "Essential container in task exited"}
+    node.invoke("status", execution_event(run_record(node, run_id).execution_arn, "FAILED", **ended))
 
     record = run_record(node, run_id)
     assert record.status.value == "FAILED" and record.resume_until is not None

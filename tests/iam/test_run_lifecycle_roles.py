@@ -110,12 +110,14 @@ def test_a_failed_processor_fails_the_run_and_frees_its_slot(registered: IamNode
     task = run_processor_task(node, run_id, "work")
     boto3.client("ecs", region_name=REGION).stop_task(cluster=task["clusterArn"], task=task["taskArn"])
     node.invoke("status", task_event(task, run_id, "work", "STOPPED", exit_code=1))
-    failure = {"Error": "States.TaskFailed", "Cause": "Essential container in task exited"}
-    node.invoke("finalize", {"runId": run_id, "outcome": "FAILED", "failure": failure})
+    # Nothing in the machine catches the failure: the status function finalizes the failed execution.
+    ended = {"error": "States.TaskFailed", "cause": "Essential container in task exited"}
+    node.invoke("status", execution_event(execution, "FAILED", **ended))
 
-    assert run_record(node, run_id).status.value == "FAILED"
+    record = run_record(node, run_id)
+    assert (record.status.value, record.failed_processor) == ("FAILED", "work")
     assert slot_of(node, run_id) is None
-    node.invoke("status", execution_event(execution, "FAILED"))
+    node.invoke("status", execution_event(execution, "FAILED", **ended))  # delivered twice: no change
 
 
 def test_an_execution_that_failed_without_finalizing_is_finalized_by_status(registered: IamNode, dataset):
