@@ -29,7 +29,7 @@ def needs_joins(workflow: Workflow) -> bool:
 def largest_payload_estimate(workflow: Workflow) -> int:
     """An upper bound, in bytes, of any state's payload in a run of ``workflow`` with its default
     parameters: its execution input with each id and ARN at its budget, plus what states add
-    (scatter listings, a failure). Other parameter values are checked by :func:`execution_input`."""
+    (scatter listings). Other parameter values are checked by :func:`execution_input`."""
     processors = [p for p in workflow.processors if p.type is not ProcessorType.DATA_SOURCE]
     skeleton = execution_input(
         workflow,
@@ -107,12 +107,12 @@ def execution_input(
         },
     }
     size = len(canonical(payload).encode())
-    # the states add a failure and scatter listings to this input: leave them their budget
-    room = limits.PAYLOAD_LIMIT - limits.FAILURE_BUDGET
-    if check_size and size > room:
+    # the scatters' listings are added to this input: leave them their budget
+    kept = sum(1 for p in workflow.processors if p.scatter) * limits.SCATTER_LISTING_BUDGET
+    if check_size and size > limits.PAYLOAD_LIMIT - kept:
         raise ValueError(
             f"the run's execution input is {size:,} bytes; Step Functions allows 256 KiB "
-            f"({limits.PAYLOAD_LIMIT:,} bytes) per state, less {limits.FAILURE_BUDGET:,} kept for a failure: "
-            "shorten the parameter values"
+            f"({limits.PAYLOAD_LIMIT:,} bytes) per state, less {kept:,} kept for the scatters' batch "
+            "listings: shorten the parameter values"
         )
     return payload

@@ -3,7 +3,7 @@
 A workflow the validator accepts must run without crossing any of these, whatever its data:
 
 * a state's input, output or result (for a Parallel or Map: the array of its branches' or items'
-  outputs) over 256 KiB fails the state with ``States.DataLimitExceeded``, which no Catch handles;
+  outputs) over 256 KiB fails the state with ``States.DataLimitExceeded``;
 * an execution whose history reaches 25,000 events fails;
 * a state machine definition over 1 MiB cannot be created.
 
@@ -43,7 +43,6 @@ MIN_PROCESSOR_STATE_BYTES = 780
 TASK_DEFINITION_ARN_BUDGET = 128
 NODE_SETTINGS_BUDGET = 4_096  # cluster, subnets, security groups and function ARNs
 RUN_IDS_BUDGET = 512  # run id, dataset id, manifest location
-FAILURE_BUDGET = 32_768 + 256  # the Catch's $.failure: a Cause is at most 32,768 characters
 SCATTER_LISTING_BUDGET = 512  # what one scatter's listing adds to the state (its manifest location)
 
 # History events per state on a successful attempt, and per failed attempt a Retry allows.
@@ -133,7 +132,6 @@ def largest_payload(skeleton_bytes: int, task_definitions: int, scatters: int) -
         + NODE_SETTINGS_BUDGET
         + RUN_IDS_BUDGET
         + scatters * SCATTER_LISTING_BUDGET
-        + FAILURE_BUDGET
     )
 
 
@@ -163,8 +161,8 @@ def history_problem(events: int, where: str = "a run") -> str | None:
 def worst_case_history(machine: Mapping[str, Any]) -> tuple[int, int]:
     """(parent events, largest child execution's events) when every state runs and every Retry is
     used to the full: an upper bound, since the compiled machine enters each state at most once
-    (no loops; a Catch only leads forward to the failure path). A Distributed Map's items are child
-    executions with their own history; an inline Map grows with its items and cannot be bounded."""
+    (no loops, no Catch). A Distributed Map's items are child executions with their own history;
+    an inline Map grows with its items and cannot be bounded."""
     parent = _EXECUTION_EVENTS
     largest_child = 0
     for state in _all_states(machine):
