@@ -114,7 +114,9 @@ LAMBDA_MEMORY_MB = 512
 LAMBDA_TIMEOUT_SECONDS = {
     "api": 29,  # API Gateway's integration timeout
     "prepare": 120,
-    "status": 30,
+    # It finalizes every run that ends other than through the machine's last state (each failed run:
+    # nothing in the machine catches a failure), so it gets finalize's time for the log archive.
+    "status": 300,
     "finalize": 300,
     "cancel": 60,
     "resume": 60,
