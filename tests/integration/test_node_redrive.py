@@ -14,7 +14,6 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from pennflow.node.finalize import finalize_run
 from pennflow.node.lifecycle import RunNotFound, prepare_run
 from pennflow.node.redrive import ResumeRefused, release_expired, resume_run
 from pennflow.node.slots import RETAINED_MARKER
@@ -41,7 +40,7 @@ def moto_node(mocked_aws, tmp_path) -> MotoNode:
 
 
 def failed_run(moto_node: MotoNode) -> str:
-    """EEG started; convert succeeded, bandpower failed with exit code 3, then finalize."""
+    """EEG started; convert succeeded, bandpower failed with exit code 3, then the execution failed."""
     workflow = workflow_from(EEG)
     moto_node.register(workflow)
     run = moto_node.create_run(workflow, dataset_id="N:dataset:7")
@@ -52,7 +51,11 @@ def failed_run(moto_node: MotoNode) -> str:
         store.update_step(run.run_id, pid, Status.SUCCEEDED, finished_at=utcnow())
     store.update_step(run.run_id, "bandpower", Status.STARTED, started_at=utcnow())
     store.update_step(run.run_id, "bandpower", Status.FAILED, exit_code=3, finished_at=utcnow())
-    finalize_run(run.run_id, "FAILED", {"Error": "States.TaskFailed", "Cause": "exit 3"}, moto_node.node)
+    # The machine catches nothing: the status tracker finalizes the run from its execution's end.
+    ended = handle_event(
+        execution_event(run.run_id, "FAILED", error="States.TaskFailed", cause="exit 3"), moto_node.node
+    )
+    assert "finalized as FAILED" in ended
     return run.run_id
 
 
