@@ -7,9 +7,8 @@ series-parallel one ``Parallel`` of paths with join states (:mod:`pennflow.workf
 Nothing catches a processor's failure: it fails the execution, and the status tracker finalizes the
 run from the execution's FAILED event (:mod:`pennflow.node.tracking`), so the failed processor's own
 state stays the execution's unsuccessful one, which a redrive runs again (:mod:`pennflow.node.redrive`).
-Only ids and paths
-travel in the state: the execution input (see :func:`execution_input`) carries the node's cluster,
-network and functions, the run's id, its task definitions and its resolved params.
+Only ids and paths travel in the state: the execution input (see :func:`execution_input`) carries
+the node's cluster, network and functions, the run's id, its task definitions and its resolved params.
 """
 
 from __future__ import annotations
