@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import shutil
 import signal
 import time
@@ -245,3 +246,30 @@ def test_a_session_idle_for_its_timeout_stops_itself_succeeded_saying_why(
     assert server_status(state) is None
     assert (state.files.work / "kept.txt").read_text() == "x"
     assert not Path(state.scratch).exists()
+
+
+def test_layers_list_for_notebooks_hides_layers_of_another_python(
+    home: PennflowHome, sci_layer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheels = tmp_path / "wheels"  # sci_layer's
+    with LocalLayers.open(home) as layers:
+        layers.create("atlas", "data")
+        layers.create("tidy", "r-env")
+        layers.create("older", "python-env", requirements=f"--no-index\n--find-links {wheels}\nlayerpkg\n")
+        with monkeypatch.context() as elsewhere:  # as if built by another interpreter
+            elsewhere.setattr("pennflow.layers.build._python_version", lambda python: "3.9.18")
+            layers.build("older")
+        assert layers.get("older").python_version == "3.9.18"
+    listed = CliRunner().invoke(app, ["layers", "list", "--for-notebooks", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert sorted(layer["name"] for layer in json.loads(listed.output)) == ["atlas", "sci"]
+    everything = CliRunner().invoke(app, ["layers", "list", "--json"])
+    assert len(json.loads(everything.output)) == 4
+
+    refused = CliRunner().invoke(app, ["notebook", "start", "--layer", "older"])
+    assert refused.exit_code == 2
+    wanted = ".".join(platform.python_version().split(".")[:2])
+    assert refused.output.strip() == (
+        f"error: layer 'older' was built for Python 3.9, the session runs Python {wanted}: "
+        f"build the layer again with Python {wanted}"
+    )

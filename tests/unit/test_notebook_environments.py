@@ -86,7 +86,7 @@ def test_stop_refuses_a_run_that_does_not_exist(home: PennflowHome) -> None:
     assert "no run 'r-nope'" in result.output
 
 
-def test_layers_list_for_notebooks_hides_layers_of_another_python(home: PennflowHome, tmp_path: Path) -> None:
+def test_layers_list_for_notebooks_hides_layers_of_another_kind(home: PennflowHome, tmp_path: Path) -> None:
     with LocalLayers.open(home) as layers:
         layers.create("atlas", "data")
         layers.create("tidy", "r-env")
