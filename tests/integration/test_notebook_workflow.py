@@ -8,6 +8,7 @@ through the fake upload service, and the working area is kept. A real Jupyter se
 from __future__ import annotations
 
 import json
+import platform
 import threading
 import time
 from pathlib import Path
@@ -203,3 +204,28 @@ def test_a_session_layer_of_another_python_refuses_the_run_naming_both_versions(
         "build the layer again with Python 3.9"
     ]
     assert session_problems(home, workflow, []) == []  # this installation's Python: it fits
+
+
+def test_pennflow_run_refuses_a_session_layer_of_another_python_before_anything_runs(
+    home: PennflowHome, sci_layer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LocalLayers.open(home) as layers:  # sci's wheel, recorded as built by another interpreter
+        layers.create(
+            "older", "python-env", requirements=f"--no-index\n--find-links {tmp_path / 'wheels'}\nlayerpkg\n"
+        )
+        with monkeypatch.context() as elsewhere:
+            elsewhere.setattr("pennflow.layers.build._python_version", lambda python: "3.9.18")
+            layers.build("older")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("a")
+    result = CliRunner().invoke(
+        app, ["run", str(_definition(tmp_path, "s3")), "--input", str(tmp_path / "in"), "--layer", "older"]
+    )
+    assert result.exit_code == 2, result.output
+    wanted = ".".join(platform.python_version().split(".")[:2])
+    assert (
+        f"  - processor 'notebook': layer 'older' was built for Python 3.9, the session runs Python {wanted}: "
+        f"build the layer again with Python {wanted}"
+    ) in result.output
+    with SqliteRunStore(home.db_path) as store:
+        assert store.list_runs().runs == []  # refused before any run exists
