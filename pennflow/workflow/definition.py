@@ -130,8 +130,9 @@ class Processor(_Model):
     target_type: TargetType | None = None
     pennsieve_token: bool | None = None
     # A notebook session (Pennsieve's interactive processors): its working area is its OUTPUT_DIR.
-    interactive: bool = False
-    session_type: SessionType | None = None
+    # Left out of a dump at their defaults, so every other workflow keeps its definition hash.
+    interactive: bool = Field(False, exclude_if=lambda value: value is False)
+    session_type: SessionType | None = Field(None, exclude_if=lambda value: value is None)
 
     @property
     def session_kind(self) -> SessionType | None:

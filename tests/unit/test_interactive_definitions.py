@@ -29,7 +29,10 @@ def test_the_model_keeps_both_fields_and_pennsieves_default_kind() -> None:
     assert (notebook.interactive, notebook.session_type) == (True, SessionType.JUPYTER)
     bare = validate_definition(_workflow({"id": "notebook", "interactive": True, "dependsOn": ["data"]}))
     assert bare.processor("notebook").session_kind is SessionType.JUPYTER  # Pennsieve's launcher default
-    assert validate_definition(_workflow({"id": "p", "image": "i"})).processor("p").session_kind is None
+    plain = validate_definition(_workflow({"id": "p", "image": "i"}))
+    assert plain.processor("p").session_kind is None
+    # at their defaults the fields are not dumped: every workflow without a session keeps its hash
+    assert "interactive" not in plain.canonical_json() and "sessionType" not in plain.canonical_json()
     assert '"interactive":true' in workflow.canonical_json()  # part of the definition, and of its hash
 
 
