@@ -28,6 +28,7 @@ from pennflow.cli.output import (
     print_steps,
 )
 from pennflow.cli.remote import NodeOption, NodeTarget, NodeUrlOption, RemoteOption, StackOption
+from pennflow.cli.sessions import sessions_of_runs, with_session
 from pennflow.node.address import ENV_NODE_URL
 from pennflow.workflow.status import Status
 
@@ -123,7 +124,7 @@ def _execute(workflow, as_json: bool, notify: str | None = None, **arguments) ->
 
     home = PennflowHome.resolve()
     reporter = None if as_json else make_progress(out.unwrap(), workflow)
-    reporter = _with_session(workflow, home, reporter, arguments.get("layers", ()))
+    reporter = with_session(workflow, home, reporter, arguments.get("layers", ()), out)
     store = _open_store(home)
     cancel_event = threading.Event()
     try:
@@ -169,28 +170,6 @@ def _execute(workflow, as_json: bool, notify: str | None = None, **arguments) ->
     raise typer.Exit(code)
 
 
-def _with_session(workflow, home, reporter, run_layers):
-    """A workflow with an interactive processor: its layers' Python checked first (exit 2), and its
-    URL said once its server answers (to stderr with --json)."""
-    from pennflow.notebooks.runs import SessionAnnouncer, session_problems, session_processor
-
-    session = session_processor(workflow)
-    if session is None:
-        return reporter
-    problems = session_problems(home, workflow, run_layers)
-    if problems:
-        echo("error:", style="bold red", rest=" the run cannot start:", err=True)
-        for problem in problems:
-            echo(f"  - {problem}", err=True)
-        raise typer.Exit(EXIT_INVALID)
-    if reporter is None:
-        from pennflow.engine.records import SilentReporter
-
-        return SessionAnnouncer(SilentReporter(), home, session.id, lambda text: echo(text, err=True))
-    say = lambda text: out.print(text, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
-    return SessionAnnouncer(reporter, home, session.id, say)
-
-
 def runs_(
     workflow: str | None = typer.Option(
         None, "--workflow", help="Only this workflow's runs.", show_default=False
@@ -227,7 +206,7 @@ def runs_(
         raise fail(f"--cursor: {exc}") from None
     finally:
         store.close()
-    sessions = _sessions(home, page.runs)
+    sessions = sessions_of_runs(home, page.runs)
     if as_json:
         runs = [{**r.model_dump(mode="json"), **sessions.get(r.run_id, {})} for r in page.runs]
         print_json({"runs": runs, "cursor": page.cursor})
@@ -248,18 +227,6 @@ def runs_(
             markup=False,
             soft_wrap=True,
         )
-
-
-def _sessions(home, runs, steps=None) -> dict[str, dict]:
-    """The runs that are notebook sessions: their kind, and their URL while the server runs."""
-    from pennflow.notebooks.runs import KIND_NOTEBOOK, live_url, sessions_of
-
-    found = {}
-    for run_id, state in sessions_of(home, runs).items():
-        run = next(r for r in runs if r.run_id == run_id)
-        url = live_url(state, run, steps)
-        found[run_id] = {"kind": KIND_NOTEBOOK, **({"sessionUrl": url} if url else {})}
-    return found
 
 
 def status(
@@ -297,7 +264,7 @@ def status(
         home = PennflowHome.resolve()
         while True:
             steps = store.list_steps(run_id)
-            session = _sessions(home, [record], steps).get(run_id)
+            session = sessions_of_runs(home, [record], steps).get(run_id)
             _show_status(record, steps, as_json, session)
             if not watch or record.status.is_terminal:
                 break

@@ -174,7 +174,8 @@ PROCESSOR_FIELDS = (
         OPEN_OBJECT,
         "{}",
         "Pennsieve",
-        "its cpu and memory are used when the processor sets none; the rest is Pennsieve's",
+        "its cpu, memory, interactive and sessionType are used when the processor sets none; the rest is "
+        "Pennsieve's",
     ),
     FieldSpec(
         "targetType",
