@@ -185,17 +185,19 @@ def _shown(steps: Sequence[StepRecord], rows: int | None) -> Sequence[StepRecord
 
 
 def runs_table(runs: Sequence[RunRecord], kinds: Mapping[str, str] | None = None) -> Table:
-    """One row per run; ``kinds`` names the runs that are not plain workflow runs (``notebook``)."""
+    """One row per run; ``kinds`` names the runs that are not plain workflow runs (``notebook``): a
+    kind column is shown only when some are."""
     kinds = kinds or {}
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for name in ("run", "kind", "workflow", "status", "created", "duration", "failed"):
+    names = ("run", *(("kind",) if kinds else ()), "workflow", "status", "created", "duration", "failed")
+    for name in names:
         wraps = name in ("workflow", "failed")  # names may be long; ids, statuses and times are not cut
         table.add_column(name, no_wrap=not wraps, overflow="fold" if wraps else "ellipsis")
     now = utcnow()
     for run in runs:
         table.add_row(
             run.run_id,
-            kinds.get(run.run_id, "workflow"),
+            *((kinds.get(run.run_id, "workflow"),) if kinds else ()),
             run.workflow,
             status_text(run.status),
             format_time(run.created_at, short=True),
