@@ -164,7 +164,7 @@ def test_a_notebook_workflow_runs_upstream_first_serves_until_stopped_then_publi
     assert "notebook session: not running" in after.output
 
 
-def test_pennflow_cancel_of_a_notebook_workflow_cancels_the_session_and_publishes_nothing(
+def test_a_canceled_notebook_workflow_ends_its_server_and_resumes_into_a_new_session_that_idles_out(
     home: PennflowHome, sci_layer: str, tmp_path: Path
 ) -> None:
     (tmp_path / "in").mkdir()
@@ -191,6 +191,22 @@ def test_pennflow_cancel_of_a_notebook_workflow_cancels_the_session_and_publishe
     assert steps["notebook"]["status"] == Status.CANCELED.value
     assert steps["results"]["status"] in {Status.CANCELED.value, Status.NOT_STARTED.value}
     assert server_status(seen["state"]) is None  # the server is gone, not only the record
+
+    # resumed, the session starts again (its URL said again); idle for the setting's time, it stops itself
+    run_id = seen["state"].run_id
+    with pytest.MonkeyPatch.context() as setting:
+        setting.setenv("PENNFLOW_NOTEBOOK_IDLE_SECONDS", "5")
+        resumed = CliRunner().invoke(app, ["resume", run_id, "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    data = json.loads(resumed.stdout)
+    steps = {step["processor_id"]: step for step in data["processors"]}
+    assert data["run"]["status"] == Status.SUCCEEDED.value and data["run"]["attempt"] == 2
+    assert steps["notebook"]["status"] == Status.SUCCEEDED.value
+    assert steps["notebook"]["reason"].startswith("stopped: idle for ")
+    assert "(timeout 5 s, last activity " in steps["notebook"]["reason"]
+    again = find_session(home, run_id)
+    assert again.port != seen["state"].port or again.token != seen["state"].token  # a new server
+    assert f"  url:      {again.url}" in resumed.stderr
 
 
 def test_a_session_layer_of_another_python_refuses_the_run_naming_both_versions(
