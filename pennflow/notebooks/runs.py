@@ -9,7 +9,6 @@ while they run.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 
 from pennflow.engine.home import PennflowHome
@@ -18,7 +17,7 @@ from pennflow.layers.models import LayerError
 from pennflow.layers.service import LocalLayers
 from pennflow.notebooks.environments import misfit_reason, session_python
 from pennflow.notebooks.session import (
-    START_TIMEOUT_SECONDS,
+    POLL_SECONDS,
     SessionState,
     find_session,
     server_status,
@@ -66,6 +65,7 @@ class SessionAnnouncer:
         self.processor_id = processor_id
         self.say = say
         self._announced = False
+        self._finished = threading.Event()
 
     def run_started(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
         self.inner.run_started(run, steps)
@@ -77,6 +77,7 @@ class SessionAnnouncer:
             threading.Thread(target=self._announce, args=(step.run_id,), daemon=True).start()
 
     def run_finished(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
+        self._finished.set()
         self.inner.run_finished(run, steps)
 
     def close(self) -> None:
@@ -85,13 +86,12 @@ class SessionAnnouncer:
             close()
 
     def _announce(self, run_id: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
+        """Until the server answers (however slow this machine is) or the run is over."""
+        while not self._finished.wait(POLL_SECONDS):
             state = find_session(self.home, run_id)
             if state is not None and state.processor_id == self.processor_id and server_status(state):
                 self.say(announcement(state))
                 return
-            time.sleep(0.2)
 
 
 def announcement(state: SessionState) -> str:

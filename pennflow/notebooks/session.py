@@ -42,10 +42,12 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pennflow.engine.home import PennflowHome
+from pennflow.engine.session_step import ENDING_NAME
 from pennflow.layers.models import LayerError, LayerName
 from pennflow.layers.service import LocalLayers
 from pennflow.notebooks.environments import misfit_reason, session_python
 from pennflow.stores.sqlite import SqliteRunStore
+from pennflow.workflow.contract import RunLayout
 from pennflow.workflow.runs import RunRecord, Status, StepRecord, new_run_id, utcnow
 
 if TYPE_CHECKING:
@@ -128,9 +130,10 @@ class SessionFiles(BaseModel):
         cls, home: PennflowHome, run_id: str, processor_id: str, input_dir: Path
     ) -> SessionFiles:
         """An interactive processor's: the working area is its OUTPUT_DIR, its INPUT_DIR the engine's."""
-        root = home.run_dir(run_id) / processor_id
+        layout = RunLayout(home.run_dir(run_id))
+        root = Path(layout.processor_dir(processor_id))
         return cls(
-            root=root, work=root / "output", input=input_dir, layers=root / "layers",
+            root=root, work=Path(layout.output_dir(processor_id)), input=input_dir, layers=root / "layers",
             log=home.log_path(run_id, processor_id),
         )  # fmt: skip
 
@@ -141,7 +144,7 @@ class SessionFiles(BaseModel):
     @property
     def ending(self) -> Path:
         """How the session ended, for the engine that ran it as a step (``notebooks.step``)."""
-        return self.root / "session-end.json"
+        return self.root / ENDING_NAME
 
 
 def state_path(home: PennflowHome, run_id: str) -> Path:

@@ -79,7 +79,7 @@ def _definition(tmp_path: Path, target: str = "Pennsieve Dataset") -> Path:
     return path
 
 
-def _session_of_the_run(home: PennflowHome, timeout: float = 90) -> SessionState:
+def _session_of_the_run(home: PennflowHome, timeout: float = 180) -> SessionState:
     """The one run's session, once its server answers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -115,7 +115,7 @@ def test_a_notebook_workflow_runs_upstream_first_serves_until_stopped_then_publi
                 "open('summary.txt', 'w').write(f'{names} {layerpkg.VERSION}')\n"
                 "print(names, layerpkg.VERSION, os.getcwd() == os.environ['OUTPUT_DIR'])\n",
             )
-            seen["stopped"] = stop_session(home, state.run_id)
+            seen["stopped"] = stop_session(home, state.run_id, timeout=120)
             seen["state"] = state
         except BaseException as exc:  # said by the main thread's assertions
             seen["error"] = exc
@@ -125,7 +125,7 @@ def test_a_notebook_workflow_runs_upstream_first_serves_until_stopped_then_publi
     result = CliRunner().invoke(
         app, ["run", str(_definition(tmp_path)), "--dataset", dataset.node_id, "--publish", "--json"]
     )
-    helper.join(120)
+    helper.join(300)
     assert "error" not in seen, seen.get("error")
     assert result.exit_code == 0, result.output
 
