@@ -78,10 +78,15 @@ def validate(file: Path = FileArg, as_json: bool = typer.Option(False, "--json",
         faults = [{"processor": f.processor, "field": f.field, "message": f.message} for f in exc.faults]
         print_json({"valid": False, "faults": faults}, ensure_ascii=False)
         raise typer.Exit(EXIT_INVALID) from None
-    from pennflow.workflow.asl import CompileError, compile_workflow
+    from pennflow.workflow.asl import CompileError, compile_workflow, interactive_problem
 
-    try:  # valid means it also fits Step Functions' limits once compiled
-        compile_workflow(workflow)
+    notes = list(workflow.notes)
+    session = interactive_problem(workflow)
+    try:  # valid means it also fits Step Functions' limits once compiled (a session is never compiled)
+        if session is None:
+            compile_workflow(workflow)
+        else:
+            notes.append(session)
     except CompileError as exc:
         if not as_json:
             raise fail(str(exc)) from None
@@ -90,12 +95,10 @@ def validate(file: Path = FileArg, as_json: bool = typer.Option(False, "--json",
         raise typer.Exit(EXIT_INVALID) from None
     if as_json:
         summary = {"valid": True, "name": workflow.name, "processors": len(workflow.processors)}
-        print_json(
-            {**summary, "displayName": workflow.title, "notes": list(workflow.notes)}, ensure_ascii=False
-        )
+        print_json({**summary, "displayName": workflow.title, "notes": notes}, ensure_ascii=False)
     else:
         echo("valid", style="green", rest=f" {workflow.name}: {len(workflow.processors)} processors")
-        for note in workflow.notes:
+        for note in notes:
             echo(f"  note: {note}")
 
 

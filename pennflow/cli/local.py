@@ -28,6 +28,7 @@ from pennflow.cli.output import (
     print_steps,
 )
 from pennflow.cli.remote import NodeOption, NodeTarget, NodeUrlOption, RemoteOption, StackOption
+from pennflow.cli.sessions import sessions_of_runs, with_session
 from pennflow.node.address import ENV_NODE_URL
 from pennflow.workflow.status import Status
 
@@ -122,9 +123,10 @@ def _execute(workflow, as_json: bool, notify: str | None = None, **arguments) ->
     from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress
 
     home = PennflowHome.resolve()
+    reporter = None if as_json else make_progress(out.unwrap(), workflow)
+    reporter = with_session(workflow, home, reporter, arguments.get("layers", ()), out)
     store = _open_store(home)
     cancel_event = threading.Event()
-    reporter = None if as_json else make_progress(out.unwrap(), workflow)
     try:
         with _cancel_on_signals(cancel_event):
             record = run_workflow(
@@ -204,13 +206,20 @@ def runs_(
         raise fail(f"--cursor: {exc}") from None
     finally:
         store.close()
+    sessions = sessions_of_runs(home, page.runs)
     if as_json:
-        print_json({"runs": [r.model_dump(mode="json") for r in page.runs], "cursor": page.cursor})
+        runs = [{**r.model_dump(mode="json"), **sessions.get(r.run_id, {})} for r in page.runs]
+        print_json({"runs": runs, "cursor": page.cursor})
         return
     if not page.runs:
         echo("no runs" + (" match" if workflow or status or cursor else " yet") + f" in {_home_named(home)}")
         return
-    out.print(runs_table(page.runs))
+    out.print(runs_table(page.runs, {run_id: session["kind"] for run_id, session in sessions.items()}))
+    for run_id, session in sessions.items():
+        if session.get("sessionUrl"):
+            out.print(
+                f"session {run_id}: {session['sessionUrl']}", highlight=False, markup=False, soft_wrap=True
+            )
     if page.cursor:
         out.print(
             f"more: pennflow runs --limit {limit} --cursor {page.cursor}",
@@ -252,8 +261,11 @@ def status(
             show_remote_status(target, run_id, watch, max(interval, 1.0), as_json)
             return
         record = _run_or_exit(store, run_id)
+        home = PennflowHome.resolve()
         while True:
-            _show_status(record, store.list_steps(run_id), as_json)
+            steps = store.list_steps(run_id)
+            session = sessions_of_runs(home, [record], steps).get(run_id)
+            _show_status(record, steps, as_json, session)
             if not watch or record.status.is_terminal:
                 break
             time.sleep(interval)
@@ -264,13 +276,13 @@ def status(
         raise typer.Exit(EXIT_RUN_FAILED)
 
 
-def _show_status(record, steps, as_json: bool) -> None:
+def _show_status(record, steps, as_json: bool, session: dict | None = None) -> None:
     from rich.text import Text
 
     from pennflow.engine.progress import format_seconds, format_time, status_text
 
     if as_json:
-        print_json(_run_json(record, steps))
+        print_json({**_run_json(record, steps), **(session or {})})
         return
     duration = format_seconds(_seconds(record.started_at, record.finished_at))
     header = Text.assemble(
@@ -280,6 +292,10 @@ def _show_status(record, steps, as_json: bool) -> None:
         f", a rerun of {record.rerun_of}" if record.rerun_of else "",
     )
     out.print(header, highlight=False, soft_wrap=True)
+    if session is not None:
+        url = session.get("sessionUrl")
+        where = f"running at {url}" if url else "not running"
+        out.print(f"notebook session: {where}", highlight=False, markup=False, soft_wrap=True)
     if record.reason:
         out.print(record.reason, highlight=False, markup=False, soft_wrap=True)
     for earlier in record.history:  # a resumed run (`pennflow resume`): the attempts before this one

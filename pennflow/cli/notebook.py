@@ -31,8 +31,12 @@ def start(
         None, "--dataset", help="Pennsieve dataset to download into INPUT_DIR."
     ),
     package: list[str] = typer.Option([], "--package", help="Only these packages of --dataset (repeatable)."),
-    idle_timeout: int = typer.Option(
-        3600, "--idle-timeout", help="Stop the session after this many seconds without activity (>= 60)."
+    idle_timeout: int | None = typer.Option(
+        None,
+        "--idle-timeout",
+        help="Stop the session after this many seconds without activity (>= 5; default: "
+        "$PENNFLOW_NOTEBOOK_IDLE_SECONDS, else 3600).",
+        show_default=False,
     ),
     cpu: float | None = typer.Option(None, "--cpu", help="vCPUs (recorded for the node; local: shared)."),
     memory: int | None = typer.Option(None, "--memory", help="MiB (recorded for the node; local: shared)."),
@@ -45,11 +49,15 @@ def start(
     from pennflow.notebooks.session import (
         NotebookError,
         SessionFailed,
-        SessionFiles,
         SessionRequest,
+        idle_timeout_setting,
         start_session,
     )
 
+    try:
+        idle_timeout = idle_timeout_setting() if idle_timeout is None else idle_timeout
+    except NotebookError as exc:
+        raise fail(str(exc)) from None
     try:
         request = SessionRequest(
             layers=layer,
@@ -66,7 +74,7 @@ def start(
         state = start_session(home, request)
     except NotebookError as exc:
         raise fail(str(exc), EXIT_RUN_FAILED if isinstance(exc, SessionFailed) else EXIT_INVALID) from None
-    files = SessionFiles.of(home, state.run_id)
+    files = state.files
     if as_json:
         print(json.dumps({"runId": state.run_id, "url": state.url, "workDir": str(files.work)}))
         return
@@ -81,14 +89,16 @@ def start(
 def stop(run_id: str = typer.Argument(..., help="The session's run id.", show_default=False)):
     """Stop a session: kernels shut down, the working area's files are kept."""
     from pennflow.engine.home import PennflowHome
-    from pennflow.notebooks.session import NotebookError, SessionFailed, SessionFiles, stop_session
+    from pennflow.notebooks.session import NotebookError, SessionFailed, find_session, stop_session
 
     home = PennflowHome.resolve()
     try:
-        run = stop_session(home, run_id)
+        step = stop_session(home, run_id)
     except NotebookError as exc:
         raise fail(str(exc), EXIT_RUN_FAILED if isinstance(exc, SessionFailed) else EXIT_INVALID) from None
-    echo(f"session {run_id} {run.status.value}: files kept in {SessionFiles.of(home, run_id).work}")
+    state = find_session(home, run_id)
+    kept = f": files kept in {state.files.work}" if state is not None else ""
+    echo(f"session {run_id} {step.status.value} ({step.reason}){kept}")
 
 
 def _validation_message(exc) -> str:

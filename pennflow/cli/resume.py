@@ -25,6 +25,7 @@ from pennflow.cli.output import (
     print_json,
 )
 from pennflow.cli.remote import NodeUrlOption, StackOption
+from pennflow.cli.sessions import with_session
 from pennflow.workflow.status import Status
 
 out = LazyConsole()
@@ -93,6 +94,8 @@ def _resume_local(
         shown = workflow or (spec.workflow() if spec is not None else None)
         if not as_json and shown is not None:
             reporter = make_progress(out.unwrap(), shown)
+        if shown is not None:  # a notebook workflow's session: checked, its URL said again
+            reporter = with_session(shown, home, reporter, spec.run_layers if spec is not None else (), out)
         with _cancel_on_signals(cancel_event):
             record = resume_run(
                 run_id,

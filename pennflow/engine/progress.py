@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -184,15 +184,20 @@ def _shown(steps: Sequence[StepRecord], rows: int | None) -> Sequence[StepRecord
     return steps if rows is None or len(steps) <= rows else most_relevant(steps, max(rows - 1, 1))
 
 
-def runs_table(runs: Sequence[RunRecord]) -> Table:
+def runs_table(runs: Sequence[RunRecord], kinds: Mapping[str, str] | None = None) -> Table:
+    """One row per run; ``kinds`` names the runs that are not plain workflow runs (``notebook``): a
+    kind column is shown only when some are."""
+    kinds = kinds or {}
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for name in ("run", "workflow", "status", "created", "duration", "failed"):
+    names = ("run", *(("kind",) if kinds else ()), "workflow", "status", "created", "duration", "failed")
+    for name in names:
         wraps = name in ("workflow", "failed")  # names may be long; ids, statuses and times are not cut
         table.add_column(name, no_wrap=not wraps, overflow="fold" if wraps else "ellipsis")
     now = utcnow()
     for run in runs:
         table.add_row(
             run.run_id,
+            *((kinds.get(run.run_id, "workflow"),) if kinds else ()),
             run.workflow,
             status_text(run.status),
             format_time(run.created_at, short=True),

@@ -28,9 +28,13 @@ def resolve_sources(
     workflow: Workflow, home: PennflowHome, definition_dir: Path, use_docker: bool
 ) -> tuple[Workflow, dict[str, VenvLaunch]]:
     """The workflow with each sourceUrl processor resolved, and the ones that run from a venv."""
-    # An image or a command given beside the sourceUrl is how the definition asks to run it here.
+    # An image or a command given beside the sourceUrl is how the definition asks to run it here. An
+    # interactive processor's sourceUrl names Pennsieve's notebook environment: here the session runs
+    # this installation's Jupyter.
     sourced = [
-        p for p in workflow.processors if p.source_url and not p.image and not p.command and not p.is_builtin
+        p
+        for p in workflow.processors
+        if p.source_url and not p.image and not p.command and not p.is_builtin and not p.interactive
     ]
     if not sourced:
         return workflow, {}

@@ -21,6 +21,7 @@ from pennflow.engine.folders import FoldersAhead
 from pennflow.engine.outcomes import NO_OUTPUT, Attempt, Outcome
 from pennflow.engine.processes import CannotLaunch, ProcessLauncher
 from pennflow.engine.run_context import RunContext, fresh_dir, has_files
+from pennflow.engine.session_step import SessionStep
 from pennflow.workflow.contract import FanInClash, list_input_files, make_batches, stage_batch
 from pennflow.workflow.definition import Processor, ProcessorType
 from pennflow.workflow.runs import Status, utcnow
@@ -31,6 +32,7 @@ class StepRunner:
         self.ctx = ctx
         self.data_steps = data_steps
         self.launcher = ProcessLauncher(ctx, pennsieve=data_steps.pennsieve)
+        self.sessions = SessionStep(ctx)
         self._slots = threading.BoundedSemaphore(ctx.plan.max_parallel)
         # Batches of every scattered processor share one pool of max_parallel threads (their
         # processors wait in the scheduler's workers, so batches never wait on each other).
@@ -48,6 +50,7 @@ class StepRunner:
             for pid in order
             if processors[pid].type is ProcessorType.PROCESSOR
             and processors[pid].scatter is None
+            and not processors[pid].interactive
             and pid not in kept  # a resume may reuse that OUTPUT_DIR: emptying it ahead would lose it
         ]
         self._folders = FoldersAhead(chosen, self._lay_out, halted=self.ctx.stop.is_set)
@@ -115,6 +118,8 @@ class StepRunner:
             return self._attempts(processor, lambda n: self.data_steps.receive_input(processor, n))
         if processor.type is ProcessorType.DATA_TARGET:
             return self._attempts(processor, lambda n: self.data_steps.publish(processor, n))
+        if processor.interactive:
+            return self._attempts(processor, lambda n: self.sessions.run(processor, n))
         if processor.scatter is not None:
             return self._scatter(processor)
         return self._attempts(processor, lambda n: self._process(processor, n))

@@ -5,7 +5,8 @@ engine lease (so a reader ends the run if this process is killed), starts the se
 sandbox a local ``command`` processor gets (``pennflow.engine.sandbox``: pennflow's home covered,
 only the requested layers, read-only, the working area the one lasting writable folder), waits for
 it, then records how the session ended, releases the layers and removes the session's scratch
-folder (and with it every live ``pip install``).
+folder (and with it every live ``pip install``). ``serve`` (the server from start to end, and the idle
+timeout) is shared with an interactive processor's session (``notebooks.step``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pennflow.engine.environment import command_environment
@@ -27,19 +30,26 @@ from pennflow.layers.models import LayerType
 from pennflow.layers.mounts import LayerMount
 from pennflow.layers.sandbox import LayersView
 from pennflow.layers.service import LocalLayers
-from pennflow.notebooks.session import WORKFLOW, SessionFiles, SessionState
+from pennflow.notebooks.idle import IdleWatch
+from pennflow.notebooks.session import (
+    STOP_TIMEOUT_SECONDS,
+    WORKFLOW,
+    SessionFiles,
+    SessionState,
+    find_session,
+    request_shutdown,
+)
 from pennflow.stores.sqlite import SqliteRunStore
 from pennflow.workflow.contract import layers_python_path
 from pennflow.workflow.runs import Status, utcnow
 
 CHECK_SECONDS = 1.0  # how often a `pennflow cancel` of the session is looked for
-CULL_INTERVAL_SECONDS = 60
 KILL_GRACE_SECONDS = 10
 
 
 def jupyter_argv(state: SessionState, work: Path) -> list[str]:
-    """The server, on loopback only, rooted at the working area, shut down after the idle timeout."""
-    idle = state.request.idle_timeout_seconds
+    """The server, on loopback only, rooted at the working area. The idle timeout is ``IdleWatch``'s,
+    not the server's (it records why the session stopped; a culled kernel would count as activity)."""
     return [
         state.python, "-m", "jupyter_server",
         "--ServerApp.ip=127.0.0.1",
@@ -47,10 +57,6 @@ def jupyter_argv(state: SessionState, work: Path) -> list[str]:
         "--ServerApp.port_retries=0",
         "--ServerApp.open_browser=False",
         f"--ServerApp.root_dir={work}",
-        f"--ServerApp.shutdown_no_activity_timeout={idle}",
-        f"--MappingKernelManager.cull_idle_timeout={idle}",
-        f"--MappingKernelManager.cull_interval={min(idle, CULL_INTERVAL_SECONDS)}",
-        "--MappingKernelManager.cull_connected=True",
         # Root here is a sandbox's user without capabilities (no user of this machine gets more).
         *(["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []),
     ]  # fmt: skip
@@ -105,34 +111,58 @@ def sandboxed(argv: Sequence[str], state: SessionState, files: SessionFiles, hom
     return wrap_command(argv, sandbox.bwrap, view)
 
 
+@dataclass(frozen=True)
+class Ending:
+    status: Status
+    reason: str
+    exit_code: int | None
+
+
+def serve(home: PennflowHome, state: SessionState, cancel_asked: Callable[[], bool]) -> Ending:
+    """Run the server in its sandbox until it ends: stopped (``notebook stop``, SIGTERM, the idle
+    timeout, shut down from Jupyter), canceled (``cancel_asked``) or failed."""
+    files = state.files
+    env = session_environment(state, files)
+    argv = sandboxed(jupyter_argv(state, files.work), state, files, home)
+    with open(files.log, "ab") as log:
+        server = subprocess.Popen(
+            argv, cwd=files.work, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    stopping = _on_sigterm(server)
+    canceled, idle = _wait(server, cancel_asked, IdleWatch(state))
+    status, reason = _outcome(
+        server.returncode, canceled, stopping["asked"] or files.stop_marker.exists(), idle
+    )
+    return Ending(status, reason, server.returncode)
+
+
 def run_session(home: PennflowHome, run_id: str) -> int:
-    files = SessionFiles.of(home, run_id)
-    state = files.read_state()
+    state = find_session(home, run_id)
+    if state is None:
+        print(f"pennflow: run {run_id} has no readable session state", file=sys.stderr)
+        return 2
     store = SqliteRunStore(home.db_path)
     lease = EngineLeaseKeeper(store.leases, run_id, home.db_path)
     lease.start()
     ended = False
+
+    def canceled() -> bool:
+        run = store.get_run(run_id)
+        return run is not None and run.status is Status.CANCELING
+
     try:
-        env = session_environment(state, files)
-        argv = sandboxed(jupyter_argv(state, files.work), state, files, home)
-        with open(files.log, "ab") as log:
-            server = subprocess.Popen(
-                argv, cwd=files.work, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        stopping = _on_sigterm(server)
-        canceled = _wait(server, store, run_id)
-        status, reason = _outcome(
-            server.returncode, canceled, stopping["asked"] or files.stop_marker.exists()
-        )
+        ending = serve(home, state, canceled)
         _clean_up(home, state)  # before the final status: whoever reads it finds scratch gone
         now = utcnow()
         store.update_step(
-            run_id, WORKFLOW, status, finished_at=now, exit_code=server.returncode, reason=reason
+            run_id, WORKFLOW, ending.status, finished_at=now, exit_code=ending.exit_code, reason=ending.reason
         )
-        store.update_run(run_id, status, finished_at=now, reason=reason, exit_code=server.returncode)
+        store.update_run(
+            run_id, ending.status, finished_at=now, reason=ending.reason, exit_code=ending.exit_code
+        )
         ended = True
-        return 0 if status is Status.SUCCEEDED else 1
+        return 0 if ending.status is Status.SUCCEEDED else 1
     finally:
         if not ended:
             _clean_up(home, state)
@@ -153,36 +183,62 @@ def _on_sigterm(server: subprocess.Popen) -> dict[str, bool]:
 
     def stop(signum, frame):
         stopping["asked"] = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
+        _end_group(server)
 
     signal.signal(signal.SIGTERM, stop)
     return stopping
 
 
-def _wait(server: subprocess.Popen, store: SqliteRunStore, run_id: str) -> bool:
-    """Wait for the server; True when ``pennflow cancel`` asked for the session to end."""
+def _wait(
+    server: subprocess.Popen, cancel_asked: Callable[[], bool], idle: IdleWatch
+) -> tuple[bool, str | None]:
+    """Wait for the server: (canceled, why it was idle) once it has ended."""
     canceled = False
+    idle_reason: str | None = None
     while True:
         try:
             server.wait(CHECK_SECONDS)
-            return canceled
+            return canceled, idle_reason
         except subprocess.TimeoutExpired:
             pass
-        run = store.get_run(run_id)
-        if not canceled and run is not None and run.status is Status.CANCELING:
+        if canceled or idle_reason:
+            continue
+        if cancel_asked():
             canceled = True
+            _end_group(server)
+            continue
+        idle_reason = idle.check()
+        if idle_reason:  # a clean shutdown: kernels first, then the server; a kill if it does not answer
+            if not request_shutdown(idle.state):
+                _end_group(server)
+            _kill_later(server, STOP_TIMEOUT_SECONDS)
+
+
+def _end_group(server: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+
+
+def _kill_later(server: subprocess.Popen, seconds: float) -> None:
+    def kill() -> None:
+        if server.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGTERM)
+                os.killpg(server.pid, signal.SIGKILL)
+
+    timer = threading.Timer(seconds, kill)
+    timer.daemon = True
+    timer.start()
 
 
-def _outcome(code: int, canceled: bool, stop_asked: bool) -> tuple[Status, str]:
+def _outcome(code: int, canceled: bool, stop_asked: bool, idle: str | None) -> tuple[Status, str]:
     if canceled:
         return Status.CANCELED, "canceled"
+    if idle:
+        return Status.SUCCEEDED, idle
     if stop_asked:
         return Status.SUCCEEDED, "stopped"
     if code == 0:
-        return Status.SUCCEEDED, "the server shut down (idle timeout, or shut down from Jupyter)"
+        return Status.SUCCEEDED, "stopped: shut down from Jupyter"
     return Status.FAILED, f"the notebook server exited with code {code}"
 
 

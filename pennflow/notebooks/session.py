@@ -6,8 +6,11 @@ in ``pennflow runs``/``status`` like any other. Its folders, under the run's fol
     runs/<run>/notebook/workspace/    the working area: the server's root, the only place writes last
     runs/<run>/notebook/input/        INPUT_DIR: the dataset (or packages) downloaded first, read-only
     runs/<run>/notebook/layers/       LAYERS_DIR: the requested layers, read-only
-    runs/<run>/notebook/session.json  port, token, pid (owner-only: the token opens the server)
     runs/<run>/notebook/processor.log the server's log
+    runs/<run>/session.json           port, token, pid, folders (owner-only: the token opens the server)
+
+An interactive processor of a workflow (``pennflow run``, see ``notebooks.step``) is a session too:
+its folders are the processor's (the working area is its OUTPUT_DIR), its ``session.json`` the same.
 
 Everything else the session writes (``pip install``, HOME, Jupyter's runtime files) goes to a
 scratch folder made for the session and removed when it ends, so a live install lasts one session.
@@ -32,18 +35,19 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pennflow.engine.home import PennflowHome
+from pennflow.engine.session_step import ENDING_NAME
 from pennflow.layers.models import LayerError, LayerName
 from pennflow.layers.service import LocalLayers
 from pennflow.notebooks.environments import misfit_reason, session_python
 from pennflow.stores.sqlite import SqliteRunStore
+from pennflow.workflow.contract import RunLayout
 from pennflow.workflow.runs import RunRecord, Status, StepRecord, new_run_id, utcnow
 
 if TYPE_CHECKING:
@@ -51,6 +55,10 @@ if TYPE_CHECKING:
 
 WORKFLOW = "notebook"  # the run's workflow name, and its one step's id
 DEFAULT_IDLE_SECONDS = 3600
+MIN_IDLE_SECONDS = 5  # the idle check runs every few seconds: a shorter timeout means nothing more
+MAX_IDLE_SECONDS = 7 * 24 * 3600
+IDLE_ENV = "PENNFLOW_NOTEBOOK_IDLE_SECONDS"  # the setting: every session's idle timeout by default
+STATE_NAME = "session.json"
 START_TIMEOUT_SECONDS = 60
 STOP_TIMEOUT_SECONDS = 30
 POLL_SECONDS = 0.2
@@ -72,7 +80,7 @@ class SessionRequest(BaseModel):
     layers: list[LayerName] = Field(default_factory=list)
     dataset_id: str | None = Field(None, min_length=1)
     package_ids: list[str] = Field(default_factory=list)
-    idle_timeout_seconds: int = Field(DEFAULT_IDLE_SECONDS, ge=60, le=7 * 24 * 3600)
+    idle_timeout_seconds: int = Field(DEFAULT_IDLE_SECONDS, ge=MIN_IDLE_SECONDS, le=MAX_IDLE_SECONDS)
     # Recorded for the node's task size; a local session shares this machine.
     cpu: float | None = Field(None, gt=0, le=16)
     memory_mib: int | None = Field(None, ge=512, le=120 * 1024)
@@ -84,10 +92,86 @@ class SessionRequest(BaseModel):
         return self
 
 
+def idle_timeout_setting(environ: Mapping[str, str] | None = None) -> int:
+    """The idle timeout a session gets unless it asks for its own: ``$PENNFLOW_NOTEBOOK_IDLE_SECONDS``."""
+    raw = (os.environ if environ is None else environ).get(IDLE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_IDLE_SECONDS
+    if not raw.isdigit() or not MIN_IDLE_SECONDS <= int(raw) <= MAX_IDLE_SECONDS:
+        raise NotebookError(
+            f"{IDLE_ENV}: must be a whole number of seconds from {MIN_IDLE_SECONDS} to {MAX_IDLE_SECONDS}, "
+            f"got {raw!r}"
+        )
+    return int(raw)
+
+
+class SessionFiles(BaseModel):
+    """Where one session's files are: its own folder (log, stop marker), working area, input, layers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: Path
+    work: Path  # the server's root: what lasts, and what a data target publishes
+    input: Path
+    layers: Path
+    log: Path
+
+    @classmethod
+    def of(cls, home: PennflowHome, run_id: str) -> SessionFiles:
+        """A ``pennflow notebook start`` session's folders."""
+        root = home.run_dir(run_id) / WORKFLOW
+        return cls(
+            root=root, work=root / "workspace", input=root / "input", layers=root / "layers",
+            log=root / "processor.log",
+        )  # fmt: skip
+
+    @classmethod
+    def of_processor(
+        cls, home: PennflowHome, run_id: str, processor_id: str, input_dir: Path
+    ) -> SessionFiles:
+        """An interactive processor's: the working area is its OUTPUT_DIR, its INPUT_DIR the engine's."""
+        layout = RunLayout(home.run_dir(run_id))
+        root = Path(layout.processor_dir(processor_id))
+        return cls(
+            root=root, work=Path(layout.output_dir(processor_id)), input=input_dir, layers=root / "layers",
+            log=home.log_path(run_id, processor_id),
+        )  # fmt: skip
+
+    @property
+    def stop_marker(self) -> Path:
+        return self.root / "stop-requested"
+
+    @property
+    def ending(self) -> Path:
+        """How the session ended, for the engine that ran it as a step (``notebooks.step``)."""
+        return self.root / ENDING_NAME
+
+
+def state_path(home: PennflowHome, run_id: str) -> Path:
+    return home.run_dir(run_id) / STATE_NAME
+
+
+def find_session(home: PennflowHome, run_id: str) -> SessionState | None:
+    """The run's session, or None when the run is not a session (or its state is unreadable)."""
+    try:
+        return SessionState.model_validate_json(state_path(home, run_id).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_state(home: PennflowHome, state: SessionState) -> None:
+    path = state_path(home, state.run_id)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(state.model_dump_json(indent=2))
+
+
 class SessionState(BaseModel):
     """What the session's process and ``notebook stop`` read (``session.json``)."""
 
     run_id: str
+    processor_id: str = WORKFLOW  # the run's step that is the session
+    files: SessionFiles
     request: SessionRequest
     python: str  # the interpreter running the server and its kernels
     python_version: str
@@ -100,47 +184,6 @@ class SessionState(BaseModel):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/?token={self.token}"
-
-
-@dataclass(frozen=True)
-class SessionFiles:
-    root: Path
-
-    @classmethod
-    def of(cls, home: PennflowHome, run_id: str) -> SessionFiles:
-        return cls(home.run_dir(run_id) / WORKFLOW)
-
-    @property
-    def work(self) -> Path:
-        return self.root / "workspace"
-
-    @property
-    def layers(self) -> Path:
-        return self.root / "layers"
-
-    @property
-    def input(self) -> Path:
-        return self.root / "input"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "session.json"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "processor.log"
-
-    @property
-    def stop_marker(self) -> Path:
-        return self.root / "stop-requested"
-
-    def read_state(self) -> SessionState:
-        return SessionState.model_validate_json(self.state.read_text())
-
-    def write_state(self, state: SessionState) -> None:
-        fd = os.open(self.state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(state.model_dump_json(indent=2))
 
 
 def start_session(
@@ -180,6 +223,7 @@ def start_session(
     )
     state = SessionState(
         run_id=run_id,
+        files=files,
         request=request,
         python=python,
         python_version=python_version,
@@ -196,7 +240,7 @@ def start_session(
             recorded = True
             if request.dataset_id is not None:
                 _download_input(files, request, pennsieve)
-            files.write_state(state)
+            write_state(home, state)
             process = _spawn(home, run_id, python, files)
         except BaseException as exc:  # nothing runs yet: this command ends what it began
             reason = str(exc) if isinstance(exc, NotebookError) else f"the session could not start: {exc}"
@@ -205,7 +249,7 @@ def start_session(
                 raise SessionFailed(reason) from None
             raise
     state = state.model_copy(update={"pid": process.pid})
-    files.write_state(state)
+    write_state(home, state)
     _wait_until_serving(state, process, files, timeout)
     return state
 
@@ -278,49 +322,65 @@ def _wait_until_serving(state: SessionState, process: subprocess.Popen, files: S
     raise SessionFailed(f"the notebook server did not answer within {timeout:.0f} s:\n{_log_tail(files.log)}")
 
 
-def stop_session(home: PennflowHome, run_id: str, *, timeout: float = STOP_TIMEOUT_SECONDS) -> RunRecord:
-    """Shut the server down (kernels first, files kept); the run's final record."""
-    files = SessionFiles.of(home, run_id)
+def stop_session(home: PennflowHome, run_id: str, *, timeout: float = STOP_TIMEOUT_SECONDS) -> StepRecord:
+    """Shut the server down (kernels first, files kept); the session step's final record."""
     with SqliteRunStore(home.db_path) as store:
         run = store.get_run(run_id)
         if run is None:
             raise NotebookError(f"no run {run_id!r}; see `pennflow runs`")
-        if run.workflow != WORKFLOW or not files.state.is_file():
+        state = find_session(home, run_id)
+        if state is None:
             raise NotebookError(
                 f"run {run_id!r} is not a notebook session; stop a run with `pennflow cancel`"
             )
+        step = _session_step(store, state)
+        if step is not None and step.status.is_terminal:
+            raise NotebookError(f"session {run_id} has ended already: {step.status.value}")
         if run.status.is_terminal:
             raise NotebookError(f"session {run_id} has ended already: {run.status.value}")
-        state = files.read_state()
-        files.stop_marker.touch()
-        if not _request_shutdown(state) and state.pid is not None:
+        state.files.stop_marker.touch()
+        if not request_shutdown(state) and state.pid is not None:
             _signal(state.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            step = _session_step(store, state)
             run = store.get_run(run_id) or run
-            if run.status.is_terminal:
-                return run
+            if step is not None and step.status.is_terminal:
+                return step
+            if run.status.is_terminal:  # ended before its step did (its engine is gone)
+                raise SessionFailed(f"session {run_id} ended {run.status.value}: {run.reason}")
             time.sleep(POLL_SECONDS)
         if state.pid is not None:
             _signal(state.pid)  # the server did not shut down in time: its process ends it
-        raise SessionFailed(f"session {run_id} did not stop within {timeout:.0f} s; see {files.log}")
+        raise SessionFailed(f"session {run_id} did not stop within {timeout:.0f} s; see {state.files.log}")
+
+
+def _session_step(store: SqliteRunStore, state: SessionState) -> StepRecord | None:
+    return next((s for s in store.list_steps(state.run_id) if s.processor_id == state.processor_id), None)
 
 
 def server_status(state: SessionState) -> dict | None:
     """The server's ``/api/status``, or None while it does not answer."""
-    try:
-        with urllib.request.urlopen(_request(state, "/api/status"), timeout=2) as response:
-            return json.loads(response.read())
-    except (OSError, ValueError):
-        return None
+    status = server_get(state, "/api/status")
+    return status if isinstance(status, dict) else None
 
 
-def _request_shutdown(state: SessionState) -> bool:
+def request_shutdown(state: SessionState) -> bool:
+    """Ask the server to shut down (its kernels first); False when it does not answer."""
     try:
         with urllib.request.urlopen(_request(state, "/api/shutdown", method="POST"), timeout=5):
             return True
     except (OSError, urllib.error.HTTPError):
         return False
+
+
+def server_get(state: SessionState, path: str) -> object | None:
+    """A GET of the server's REST API (``/api/status``, ``/api/kernels``), or None while it does not answer."""
+    try:
+        with urllib.request.urlopen(_request(state, path), timeout=2) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
 
 
 def _request(state: SessionState, path: str, method: str = "GET") -> urllib.request.Request:

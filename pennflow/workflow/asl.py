@@ -103,7 +103,7 @@ def compile_with_plan(
     about a third more definition bytes and history events than the previous compiler's level
     cuts, so a workflow whose joined form would cross a limit the level-cut form stays inside
     compiles with level cuts (it runs, waiting for levels, rather than not at all); the plan says so."""
-    problem = limits.processor_count_problem(len(workflow.processors))
+    problem = limits.processor_count_problem(len(workflow.processors)) or interactive_problem(workflow)
     if problem:
         raise CompileError(problem)
     options = options or CompileOptions()
@@ -119,6 +119,18 @@ def compile_with_plan(
     if problems:
         raise CompileError("; ".join(problems))
     return definition, decomposition
+
+
+def interactive_problem(workflow: Workflow) -> str | None:
+    """A notebook session waits for its user, which no state machine task does: it is refused here."""
+    sessions = [p.id for p in workflow.processors if p.interactive]
+    if not sessions:
+        return None
+    return (
+        f"processor {sessions[0]!r} is interactive (a notebook session), which a state machine does not run: "
+        "on a compute node a session is a notebook task, started when the node's `interactive` setting is on; "
+        "run this workflow with `pennflow run` on this machine"
+    )
 
 
 def compile_to_json(workflow: Workflow, options: CompileOptions | None = None) -> str:

@@ -74,6 +74,17 @@ class TargetType(StrEnum):
     S3 = "s3"
 
 
+class SessionType(StrEnum):
+    """Pennsieve's kinds of interactive session (its notebook launcher's ``sessionType``)."""
+
+    JUPYTER = "jupyter"  # a Jupyter server with a Python kernel: Pennsieve's default
+    PYTHON = "python"  # what Pennsieve's launcher also reads as a Python (Jupyter) session
+    R = "r"  # an R notebook
+
+
+PYTHON_SESSIONS = (SessionType.JUPYTER, SessionType.PYTHON)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -118,6 +129,15 @@ class Processor(_Model):
     scatter: Scatter | None = None
     target_type: TargetType | None = None
     pennsieve_token: bool | None = None
+    # A notebook session (Pennsieve's interactive processors): its working area is its OUTPUT_DIR.
+    # Left out of a dump at their defaults, so every other workflow keeps its definition hash.
+    interactive: bool = Field(False, exclude_if=lambda value: value is False)
+    session_type: SessionType | None = Field(None, exclude_if=lambda value: value is None)
+
+    @property
+    def session_kind(self) -> SessionType | None:
+        """The session an interactive processor starts (Pennsieve's default: jupyter); None otherwise."""
+        return (self.session_type or SessionType.JUPYTER) if self.interactive else None
 
     @property
     def display_name(self) -> str:
@@ -341,7 +361,8 @@ def _processor_faults(p: Processor) -> list[Fault]:
         faults.append(Fault(p.id, "computeType", "'gpu' is not supported: Fargate tasks have no GPUs"))
     if p.image is not None and (len(p.image) > MAX_IMAGE or not IMAGE_RE.fullmatch(p.image)):
         faults.append(Fault(p.id, "image", f"{p.image!r} is not a container image reference"))
-    if p.type is ProcessorType.PROCESSOR and not (p.image or p.source_url or p.command):
+    faults.extend(_session_faults(p))
+    if p.type is ProcessorType.PROCESSOR and not (p.image or p.source_url or p.command or p.interactive):
         faults.append(Fault(p.id, "image", "a processor needs an image, a sourceUrl (with tag) or a command"))
     if p.type is ProcessorType.DATA_TARGET:
         if p.target_type is None:
@@ -370,6 +391,49 @@ def _processor_faults(p: Processor) -> list[Fault]:
             faults.append(Fault(p.id, "layers", f"{layer!r} is not a valid layer name"))
     if p.scatter and p.type is not ProcessorType.PROCESSOR:
         faults.append(Fault(p.id, "scatter", "only processors can scatter"))
+    return faults
+
+
+def _session_faults(p: Processor) -> list[Fault]:
+    """An interactive processor is one notebook session: a server the user works in until it stops."""
+    faults: list[Fault] = []
+    if p.session_type is not None and not p.interactive:
+        faults.append(
+            Fault(
+                p.id,
+                "sessionType",
+                "set on a processor that is not interactive: set interactive: true or remove it",
+            )
+        )
+    if not p.interactive:
+        return faults
+    if p.type is not ProcessorType.PROCESSOR:
+        faults.append(
+            Fault(p.id, "interactive", f"a {p.type.value} cannot be interactive: only a processor can")
+        )
+    if p.session_type is SessionType.R:
+        faults.append(
+            Fault(
+                p.id,
+                "sessionType",
+                "'r' sessions are not supported: a pennflow session is a Jupyter server with a Python kernel "
+                "(sessionType 'jupyter')",
+            )
+        )
+    if p.scatter is not None:
+        faults.append(
+            Fault(p.id, "scatter", "an interactive processor is one notebook session: it cannot scatter")
+        )
+    if p.command is not None:
+        faults.append(
+            Fault(
+                p.id,
+                "command",
+                "an interactive processor runs pennflow's notebook server: it takes no command",
+            )
+        )
+    if p.retry is not None:
+        faults.append(Fault(p.id, "retry", "a notebook session is not retried: remove retry"))
     return faults
 
 
@@ -408,6 +472,7 @@ def _graph_faults(raw_processors: list[Any]) -> list[Fault]:
     faults: list[Fault] = []
     nodes: dict[str, list[str]] = {}
     kinds: dict[str, Any] = {}
+    sessions: list[str] = []
     for index, raw in enumerate(raw_processors):
         if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
             if isinstance(raw, dict):
@@ -420,6 +485,8 @@ def _graph_faults(raw_processors: list[Any]) -> list[Fault]:
         deps = raw.get("dependsOn")
         nodes[pid] = [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
         kinds[pid] = raw.get("type", ProcessorType.PROCESSOR.value)
+        if raw.get("interactive") is True:
+            sessions.append(pid)
         # A processor with no dependencies starts with an empty INPUT_DIR (Pennsieve's layer-populate
         # workflows do); a data target with none would have nothing to publish.
         if kinds[pid] == ProcessorType.DATA_TARGET.value and not deps:
@@ -435,7 +502,25 @@ def _graph_faults(raw_processors: list[Any]) -> list[Fault]:
                 faults.append(Fault(pid, "dependsOn", f"{dep!r} is listed twice"))
             elif kinds[dep] == ProcessorType.DATA_TARGET.value:
                 faults.append(Fault(pid, "dependsOn", f"{dep!r} is a data target, which has no output"))
+            elif dep in sessions and kinds[pid] != ProcessorType.DATA_TARGET.value:
+                faults.append(
+                    Fault(
+                        pid,
+                        "dependsOn",
+                        f"{dep!r} is interactive (a notebook session): it has no output until the user stops "
+                        "it, so no processor can wait on it; only a data target may depend on it (it publishes "
+                        "the session's working area)",
+                    )
+                )
             seen.add(dep)
+    if len(sessions) > 1:
+        faults.append(
+            Fault(
+                sessions[1],
+                "interactive",
+                f"a run is at most one notebook session, and {', '.join(map(repr, sessions))} are interactive",
+            )
+        )
     graph = {pid: [d for d in deps if d in nodes and d != pid] for pid, deps in nodes.items()}
     cycle = find_cycle(graph)
     if cycle:

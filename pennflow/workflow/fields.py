@@ -174,7 +174,8 @@ PROCESSOR_FIELDS = (
         OPEN_OBJECT,
         "{}",
         "Pennsieve",
-        "its cpu and memory are used when the processor sets none; the rest is Pennsieve's",
+        "its cpu, memory, interactive and sessionType are used when the processor sets none; the rest is "
+        "Pennsieve's",
     ),
     FieldSpec(
         "targetType",
@@ -196,16 +197,16 @@ PROCESSOR_FIELDS = (
         {"type": "boolean"},
         "false",
         "Pennsieve",
-        "Pennsieve's interactive sessions",
-        note="ignored (pennflow runs processors as batch tasks)",
+        "a notebook session: `pennflow run` starts a Jupyter server on the processor's INPUT_DIR and "
+        "layers, its working area is its OUTPUT_DIR; only a data target may depend on it",
     ),
     FieldSpec(
         "sessionType",
-        STRING,
-        "-",
+        {"enum": ["jupyter", "python", "r"]},
+        "jupyter",
         "Pennsieve",
-        "Pennsieve's interactive session kind",
-        note="ignored (pennflow runs processors as batch tasks)",
+        "the session's kind: 'jupyter' (or 'python') is a Python kernel; 'r' is refused (no R sessions); "
+        "implies interactive",
     ),
     FieldSpec("image", STRING, "-", "pennflow", "the container image to run (instead of sourceUrl + tag)"),
     FieldSpec(

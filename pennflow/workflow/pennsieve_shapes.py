@@ -27,7 +27,7 @@ from pennflow.workflow.limits import (
 )
 
 # Pennsieve-only keys that carry nothing for the canonical model once read.
-_DROPPED = ("position", "interactive", "sessionType", "runtimeConfig", "resolvedParams")
+_DROPPED = ("position", "runtimeConfig", "resolvedParams")
 
 
 @dataclass
@@ -127,6 +127,7 @@ def _normalize_processors(raw_processors: list[Any], result: Normalized) -> list
                 "tag: none given; the latest version registered for the sourceUrl runs", []
             ).append(label)
         _resources(entry, label, result, notes)
+        _session(entry, label, notes)
         _params(entry, label, result, notes)
         _run_layer_name(entry, label, notes)
         _dependencies(entry, label, by_original, by_source, result)
@@ -201,6 +202,20 @@ def _resources(entry: dict[str, Any], label: str, result: Normalized, notes: dic
     if entry.get("computeType") == "lambda":
         _lambda_resources(entry, label, result, notes)
         entry.setdefault("timeoutSeconds", LAMBDA_TIMEOUT_SECONDS)  # what Lambda allows, not a day
+
+
+def _session(entry: dict[str, Any], label: str, notes: dict[str, list[str]]) -> None:
+    """Pennsieve's launcher counts a processor as a notebook when ``interactive`` or ``sessionType`` is
+    set, on the processor or in its ``runtimeConfig``: read both, and let a sessionType imply interactive."""
+    runtime = entry.get("runtimeConfig")
+    if isinstance(runtime, Mapping):
+        for key in ("interactive", "sessionType"):
+            if key not in entry and runtime.get(key) not in (None, ""):
+                entry[key] = runtime[key]
+                notes.setdefault(f"{key}: taken from runtimeConfig", []).append(label)
+    if entry.get("sessionType") is not None and "interactive" not in entry:
+        entry["interactive"] = True
+        notes.setdefault("interactive: implied by sessionType", []).append(label)
 
 
 def _lambda_resources(

@@ -26,6 +26,12 @@ def test_each_pennsieve_shape_registers(api: Api, path: Path) -> None:
     expected = load_definition(path)
     reply = api("POST", "/workflows", body=json.loads(path.read_text()))
 
+    if any(p.interactive for p in expected.processors):  # a notebook session: no state machine runs it
+        assert reply.status == 422, reply.body
+        assert reply.body["error"]["code"] == "cannot_compile"
+        assert "is interactive (a notebook session)" in reply.body["error"]["message"]
+        assert "the node's `interactive` setting" in reply.body["error"]["message"]
+        return
     assert reply.status == 201, reply.body
     assert reply.body["name"] == expected.name
     stored = reply.body["definition"]

@@ -7,7 +7,9 @@ pennflow's home, installs a local wheel live, and the next session no longer has
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import platform
 import shutil
 import signal
 import time
@@ -26,6 +28,7 @@ from pennflow.notebooks.session import (
     SessionFailed,
     SessionFiles,
     SessionRequest,
+    find_session,
     server_status,
     start_session,
     stop_session,
@@ -221,3 +224,52 @@ def test_a_session_that_cannot_start_fails_its_run_and_lets_go_of_its_layers(
     assert (run.status, run.reason) == (Status.FAILED, str(failed.value))
     with LocalLayers.open(home) as layers:
         assert layers.get(sci_layer).refs == {}
+
+
+def test_a_session_idle_for_its_timeout_stops_itself_succeeded_saying_why(
+    home: PennflowHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PENNFLOW_NOTEBOOK_IDLE_SECONDS", "6")  # the setting (no --idle-timeout given)
+    started = CliRunner().invoke(app, ["notebook", "start", "--json"])
+    assert started.exit_code == 0, started.output
+    run_id = json.loads(started.output)["runId"]
+    with SqliteRunStore(home.db_path) as store:
+        state_seen = store.get_run(run_id)
+    assert state_seen.status is Status.STARTED
+    state = find_session(home, run_id)
+    run_code(state, "open('kept.txt', 'w').write('x')")  # activity: the timeout counts from here
+
+    run = _wait_for_end(home, run_id, timeout=60)
+    assert run.status is Status.SUCCEEDED
+    assert run.reason.startswith("stopped: idle for ")
+    assert "(timeout 6 s, last activity " in run.reason
+    assert server_status(state) is None
+    assert (state.files.work / "kept.txt").read_text() == "x"
+    assert not Path(state.scratch).exists()
+
+
+def test_layers_list_for_notebooks_hides_layers_of_another_python(
+    home: PennflowHome, sci_layer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheels = tmp_path / "wheels"  # sci_layer's
+    with LocalLayers.open(home) as layers:
+        layers.create("atlas", "data")
+        layers.create("tidy", "r-env")
+        layers.create("older", "python-env", requirements=f"--no-index\n--find-links {wheels}\nlayerpkg\n")
+        with monkeypatch.context() as elsewhere:  # as if built by another interpreter
+            elsewhere.setattr("pennflow.layers.build._python_version", lambda python: "3.9.18")
+            layers.build("older")
+        assert layers.get("older").python_version == "3.9.18"
+    listed = CliRunner().invoke(app, ["layers", "list", "--for-notebooks", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert sorted(layer["name"] for layer in json.loads(listed.output)) == ["atlas", "sci"]
+    everything = CliRunner().invoke(app, ["layers", "list", "--json"])
+    assert len(json.loads(everything.output)) == 4
+
+    refused = CliRunner().invoke(app, ["notebook", "start", "--layer", "older"])
+    assert refused.exit_code == 2
+    wanted = ".".join(platform.python_version().split(".")[:2])
+    assert refused.output.strip() == (
+        f"error: layer 'older' was built for Python 3.9, the session runs Python {wanted}: "
+        f"build the layer again with Python {wanted}"
+    )

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pennflow.cli import app
-from pennflow.workflow.asl import MAX_STATE_NAME, compile_workflow
+from pennflow.workflow.asl import MAX_STATE_NAME, CompileError, compile_workflow
 from pennflow.workflow.definition import DefinitionError, TargetType, load_definition, validate_definition
 from pennflow.workflow.fields import PROCESSOR_FIELDS, WORKFLOW_FIELDS, json_schema
 from pennflow.workflow.limits import MAX_NAME, is_name
@@ -47,10 +47,14 @@ def test_each_shape_validates_compiles_and_matches_the_schema(path):
     assert is_name(workflow.name)
     assert all(is_name(p.id) for p in workflow.processors)
     assert len({p.id for p in workflow.processors}) == len(workflow.processors)
+    assert load_definition(path).definition_hash() == workflow.definition_hash()  # deterministic
+    if any(p.interactive for p in workflow.processors):  # a session: refused by the compiler by name
+        with pytest.raises(CompileError, match="is interactive .* the node's `interactive` setting"):
+            compile_workflow(workflow)
+        return
     names = _state_names(compile_workflow(workflow)["States"])
     assert len(names) == len(set(names))
     assert all(len(n) <= MAX_STATE_NAME for n in names)
-    assert load_definition(path).definition_hash() == workflow.definition_hash()  # deterministic
 
 
 def test_display_names_are_kept_and_resource_names_derived():
@@ -168,7 +172,8 @@ def test_schema_command_prints_the_schema():
 def test_validate_lists_notes():
     result = CliRunner().invoke(app, ["validate", str(FIXTURES / "interactive-session.json")])
     assert result.exit_code == 0
-    assert "interactive: ignored" in result.output and "sessionType: ignored" in result.output
+    assert "interactive: ignored" not in result.output and "sessionType: ignored" not in result.output
+    assert "note: processor 'notebook' is interactive (a notebook session)" in result.output
 
 
 @given(st.text(min_size=1, max_size=300))
