@@ -11,6 +11,7 @@ import logging
 import os
 import shlex
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePath
@@ -33,6 +34,7 @@ from pennflow.engine.pennsieve_session import LocalPennsieveSession, wants_penns
 from pennflow.engine.resource_use import wait_and_record
 from pennflow.engine.run_checks import needs_pennsieve
 from pennflow.engine.run_context import RunContext
+from pennflow.engine.run_sandbox import RunSandbox
 from pennflow.engine.sandbox import SandboxView, command_files, detect, wrap_command
 from pennflow.engine.source_processors import venv_spec
 from pennflow.layers.sandbox import LayersView
@@ -64,6 +66,7 @@ class ProcessLauncher:
         self._launch_notes: dict[str, str] = {}
         self._inherited = inherited_environment()  # read once: every processor starts from it
         self._sandbox = detect()
+        self._run_sandbox: RunSandbox | None = None
         if not self._sandbox.available and any(self._runs_command(p) for p in ctx.workflow.processors):
             logger.warning(self._sandbox.notice)  # the run's one line: what is not enforced here
 
@@ -89,6 +92,9 @@ class ProcessLauncher:
         env = self._environment(processor, self.ctx.layout, view.root, batch)
         cwd = self.ctx.definition_dir.absolute()
         bwrap = self._sandbox.bwrap
+        if self._run_sandbox is not None:  # the run's one sandbox starts it (run_sandbox)
+            spec = subprocess_spec(processor.command, env, cwd, inherited=self._inherited)
+            return replace(spec, sandbox=self._run_sandbox)
         if bwrap is None:  # the layers sandbox alone
             spec = subprocess_spec(processor.command, env, cwd, wrap=view.wrap, inherited=self._inherited)
         else:
@@ -99,6 +105,41 @@ class ProcessLauncher:
             # Started through the sandbox, a typo would only show as the wrapper's exit code 127.
             raise CannotLaunch(f"cannot start {processor.command[0]!r}: no such executable")
         return spec
+
+    @property
+    def sandboxes_runs(self) -> bool:
+        """Whether this machine's sandbox is there for the run's one sandbox (``start_run_sandbox``)."""
+        return self._sandbox.available
+
+    def start_run_sandbox(self, processors: Sequence[Processor]) -> bool:
+        """Start the run's one sandbox for ``processors`` (those that run their ``command`` here),
+        whose OUTPUT_DIRs and layers views exist by now; False where bwrap is not available (each
+        attempt then runs unsandboxed, with the layers sandbox). From the run's main thread."""
+        bwrap = self._sandbox.bwrap
+        if bwrap is None or not processors:
+            return False
+        cwd = self.ctx.definition_dir.absolute()
+        path = processor_path()
+        commands = [folder for p in processors for folder in command_files(p.command or [], cwd, path)]
+        interpreter = [*command_files([sys.executable], cwd, path), Path(sys.base_prefix)]
+        views = [self.ctx.views.of(p) for p in processors]
+        view = SandboxView(
+            cwd=cwd,
+            hidden=[self.ctx.home.root],
+            scratch=[Path(os.environ["HOME"])] if os.environ.get("HOME") else [],
+            readable=[self.ctx.run_dir, cwd, *dict.fromkeys([*interpreter, *commands])],
+            writable=[self.ctx.output_dir(p.id) for p in processors],
+            layer_views=[(v.root, {m.name: Path(m.path) for m in v.mounts}) for v in views if v.mounts],
+        )
+        sandbox = RunSandbox(bwrap, view, on_start=self.ctx.lease.list_group)
+        sandbox.start_sandbox()
+        self._run_sandbox = sandbox
+        return True
+
+    def close(self) -> None:
+        """The run's sandbox ends (what still runs in it is killed)."""
+        if self._run_sandbox is not None:
+            self._run_sandbox.close()
 
     def _in_bwrap(
         self, bwrap: str, cwd: Path, output: Path, layers: LayersView

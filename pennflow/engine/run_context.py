@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -99,8 +100,17 @@ class RunContext:
 
 
 def fresh_dir(path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path)
+    """An empty folder at ``path``. An existing one is emptied in place: the run's sandbox binds each
+    OUTPUT_DIR when it starts (``engine.run_sandbox``), and a new folder would not be the bound one."""
+    if path.is_dir() and not path.is_symlink():
+        for entry in os.scandir(path):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        return
+    if path.is_symlink() or path.exists():
+        path.unlink()
     path.mkdir(parents=True)
 
 

@@ -76,6 +76,8 @@ class SandboxView:
     layers_dir: Path | None = None  # LAYERS_DIR: holds only ``layers``, read-only
     layers: Mapping[str, Path] | None = None  # layer name -> the pinned version's folder
     scratch: Sequence[Path] = ()  # covered by an empty writable folder, gone at the end (HOME; /tmp always)
+    # More LAYERS_DIRs, each holding only its layers (the run's one sandbox: every processor's view)
+    layer_views: Sequence[tuple[Path, Mapping[str, Path]]] = ()
 
 
 def detect(environ: Mapping[str, str] | None = None) -> Sandbox:
@@ -120,11 +122,14 @@ def wrap_command(argv: Sequence[str], bwrap: str, view: SandboxView) -> list[str
     steps += [(folder, 2, "--bind") for folder in _existing(view.writable)]
     for folder, _, option in sorted(steps, key=lambda step: (len(step[0].parts), step[1])):
         options += [option, str(folder)] if option == "--tmpfs" else [option, str(folder), str(folder)]
-    if view.layers_dir is not None and view.layers:
-        options += ["--tmpfs", str(view.layers_dir)]
-        for name, source in sorted(view.layers.items()):
-            options += ["--ro-bind", str(source), str(view.layers_dir / name)]
-        options += ["--remount-ro", str(view.layers_dir)]
+    layer_views = [(view.layers_dir, view.layers)] if view.layers_dir is not None and view.layers else []
+    for layers_dir, layers in [*layer_views, *view.layer_views]:
+        if not layers:
+            continue
+        options += ["--tmpfs", str(layers_dir)]
+        for name, source in sorted(layers.items()):
+            options += ["--ro-bind", str(source), str(layers_dir / name)]
+        options += ["--remount-ro", str(layers_dir)]
     for folder in hidden:  # pennflow's home stays unwritable; HOME and /tmp are private scratch
         options += ["--remount-ro", str(folder)]
     options += ["--chdir", str(view.cwd)]
