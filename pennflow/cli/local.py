@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from pennflow.cli.definitions import FileArg, load_or_exit
+from pennflow.cli.definitions import FileArg, load_or_exit, pydantic_plugins_off
 from pennflow.cli.output import (
     EXIT_INVALID,
     EXIT_OK,
@@ -117,9 +117,10 @@ def _execute(workflow, as_json: bool, notify: str | None = None, **arguments) ->
     """Run ``workflow`` with ``run_workflow``'s ``arguments``, showing progress, then the summary; exit."""
     import sqlite3
 
-    from pennflow.engine.home import PennflowHome
-    from pennflow.engine.local import InvalidRunInput, result_dirs, run_workflow
-    from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress
+    with pydantic_plugins_off():  # the engine's models are built as it is imported
+        from pennflow.engine.home import PennflowHome
+        from pennflow.engine.local import InvalidRunInput, result_dirs, run_workflow
+        from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress
 
     home = PennflowHome.resolve()
     store = _open_store(home)
