@@ -25,6 +25,7 @@ from pennflow.cli.output import (
     fail,
     parse_params,
     print_json,
+    print_lines,
     print_steps,
 )
 from pennflow.cli.remote import NodeOption, NodeTarget, NodeUrlOption, RemoteOption, StackOption
@@ -157,8 +158,7 @@ def _execute(workflow, as_json: bool, notify: str | None = None, **arguments) ->
     duration = format_seconds(_seconds(record.started_at, record.finished_at))
     if code == EXIT_OK:
         out.print(f"[green]SUCCEEDED[/] run {record.run_id} in {duration}", highlight=False)
-        for path in results:
-            out.print(f"results: {path}", highlight=False, markup=False, soft_wrap=True)
+        print_lines(out, [f"results: {path}" for path in results])
     else:
         out.print(f"[bold red]{record.status.value}[/] run {record.run_id} after {duration}", highlight=False)
         out.print(record.reason or "", highlight=False, markup=False, soft_wrap=True)

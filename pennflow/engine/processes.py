@@ -120,7 +120,8 @@ class ProcessLauncher:
             return False
         cwd = self.ctx.definition_dir.absolute()
         path = processor_path()
-        commands = [folder for p in processors for folder in command_files(p.command or [], cwd, path)]
+        distinct = dict.fromkeys(tuple(p.command or ()) for p in processors)  # most runs share a few
+        commands = [folder for command in distinct for folder in command_files(command, cwd, path)]
         interpreter = [*command_files([sys.executable], cwd, path), Path(sys.base_prefix)]
         views = [self.ctx.views.of(p) for p in processors]
         view = SandboxView(

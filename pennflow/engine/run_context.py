@@ -40,6 +40,7 @@ class RunContext:
     rerun_of: str | None = None  # the run this one repeats (recorded on the run)
     # sourceUrl processors that run from a virtual environment (no container runtime): source_processors
     venv_launches: Mapping[str, VenvLaunch] = field(default_factory=dict)
+    _outputs: dict[str, Path] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def create(
@@ -83,7 +84,11 @@ class RunContext:
         return self.plan.workflow
 
     def output_dir(self, pid: str) -> Path:
-        return Path(self.layout.output_dir(pid))
+        """Asked a few times per processor: made once (a path costs more than its lookup)."""
+        path = self._outputs.get(pid)
+        if path is None:
+            path = self._outputs[pid] = Path(self.layout.output_dir(pid))
+        return path
 
     def input_dir(self, processor: Processor) -> Path:
         """The processor's INPUT_DIR (the run folder for one without dependencies)."""
