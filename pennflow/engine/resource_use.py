@@ -3,8 +3,10 @@ cost on a compute node.
 
 An attempt's process is reaped with ``os.wait4``, whose rusage is that process's (and the children it
 waited for): CPU time (user + system) and peak resident memory. ``resource.getrusage(RUSAGE_CHILDREN)``
-deltas would mix attempts that run at once and cannot give one attempt's peak. A container's process
-is the ``docker run`` client, whose usage is not the container's: only its wall time is recorded.
+deltas would mix attempts that run at once and cannot give one attempt's peak. An attempt in the run's
+sandbox is reaped by the sandbox's launcher, whose ``wait4`` reports the same figures
+(``engine.run_sandbox``). A container's process is the ``docker run`` client, whose usage is not the
+container's: only its wall time is recorded.
 
 The estimate prices each attempt's wall time at the processor's cpu/memory settings with the node's
 formula (``pennflow.workflow.cost``): a figure to expect, labelled an estimate, not a bill.

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
+import marshal
 import os
 import socket
 import subprocess
@@ -142,7 +142,7 @@ class RunSandbox:
             self._pending[request_id] = (done, answer)
             request = {"op": "start", "id": request_id, "argv": argv, "env": env, "cwd": str(cwd)}
             try:
-                socket.send_fds(self._socket, [json.dumps(request).encode()], [log.fileno()])
+                socket.send_fds(self._socket, [marshal.dumps(request)], [log.fileno()])
             except OSError:
                 del self._pending[request_id]
                 raise
@@ -160,7 +160,7 @@ class RunSandbox:
         with self._lock:
             if self._gone or self._socket is None:
                 return
-            message = json.dumps({"op": "signal", "pid": pid, "signal": int(signal_number)}).encode()
+            message = marshal.dumps({"op": "signal", "pid": pid, "signal": int(signal_number)})
             with contextlib.suppress(OSError):
                 self._socket.send(message)
 
@@ -192,7 +192,7 @@ class RunSandbox:
                     break
                 if not data:
                     break
-                self._handle(json.loads(data))
+                self._handle(marshal.loads(data))
         finally:
             with self._lock:
                 self._gone = True

@@ -21,6 +21,10 @@ members but bwrap (whose death would take the processor with it at once, without
 ``RunningProcess``), then SIGKILL to all; ``--die-with-parent`` kills the sandbox if the engine is
 killed (``kill -9``), on top of the lease.
 
+A run starts one such sandbox for all its processors (``engine.run_sandbox``): the view of every
+one of them at once (each OUTPUT_DIR writable, each LAYERS_DIR holding its processor's layers, every
+command's files), a launcher inside starting each attempt. ``wrap_command`` makes either.
+
 Where bwrap is missing or cannot make namespaces (or ``PENNFLOW_SANDBOX=off``), processors run
 unsandboxed, the run says so in one line (``Sandbox.notice``), and only the layers sandbox
 (``pennflow.layers.sandbox``) and the environment allow-list still hold.

@@ -19,18 +19,30 @@ When the socket closes (the engine ended, or died), every attempt's group is kil
 exits; when the launcher dies, bwrap's pid namespace ends and the kernel kills what is left in it.
 """
 
+# The C modules themselves: ``socket`` and ``signal`` import ``enum`` (and ``json`` imports ``re``),
+# together more than half of what the launcher's start costs; each run waits for it.
+import _signal as signal
+import _socket as socket
 import errno
-import json
+import marshal
 import os
 import resource
 import select
-import signal
-import socket
 import sys
 
 MAX_REQUEST = 1 << 20
 RESTORED = [getattr(signal, n) for n in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, n)]
 SPAWN_DEFAULTS = [*RESTORED, signal.SIGCHLD]  # the launcher's handler is not the processor's
+FD_SPACE = socket.CMSG_SPACE(4)  # one descriptor (an int) per request at most
+
+
+def _receive(requests):
+    """One request and the descriptor sent with it (None when none was), or (b"", None) at the end."""
+    message, ancillary, _flags, _address = requests.recvmsg(MAX_REQUEST, FD_SPACE)
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS and len(data) >= 4:
+            return message, int.from_bytes(data[:4], sys.byteorder)
+    return message, None
 
 
 def _program(argv, env):
@@ -116,14 +128,14 @@ def _signal_group(pgid, number):
 
 def main():
     requests = socket.socket(fileno=int(sys.argv[1]))
-    requests.set_inheritable(False)  # a spawned attempt gets only its log and /dev/null
+    os.set_inheritable(requests.fileno(), False)  # a spawned attempt gets only its log and /dev/null
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_write)
     groups = set()  # the process groups of attempts started and not yet reaped
 
     def send(message):
-        requests.sendall(json.dumps(message).encode())
+        requests.send(marshal.dumps(message))
 
     while True:
         try:
@@ -148,15 +160,15 @@ def main():
                 exited = {"op": "exited", "pid": pid, "status": status, "cpu": cpu}
                 send({**exited, "maxrss": usage.ru_maxrss, "own_maxrss": own})
         if requests in readable:
-            message, fds, _flags, _addr = socket.recv_fds(requests, MAX_REQUEST, 1)
+            message, log = _receive(requests)
             if not message:  # the engine is gone: nothing of the run may outlive it
                 for group in groups:
                     _signal_group(group, signal.SIGKILL)
                 return
-            request = json.loads(message)
+            request = marshal.loads(message)
             if request["op"] == "start":
-                pid, failure = _start(request, fds[0])
-                os.close(fds[0])
+                pid, failure = _start(request, log)
+                os.close(log)
                 if pid is None:
                     send({"op": "failed", "id": request["id"], "errno": failure})
                 else:
