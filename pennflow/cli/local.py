@@ -118,32 +118,39 @@ def _execute(workflow, as_json: bool, notify: str | None = None, **arguments) ->
     """Run ``workflow`` with ``run_workflow``'s ``arguments``, showing progress, then the summary; exit."""
     import sqlite3
 
-    with pydantic_plugins_off():  # the engine's models are built as it is imported
+    # pennflow's models use no pydantic plugin (``definitions.load``): none is looked for while the run
+    # builds them (the engine's, as it is imported; the store's, on first use).
+    with pydantic_plugins_off():
         from pennflow.engine.home import PennflowHome
         from pennflow.engine.local import InvalidRunInput, result_dirs, run_workflow
         from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress
 
-    home = PennflowHome.resolve()
-    store = _open_store(home)
-    cancel_event = threading.Event()
-    reporter = None if as_json else make_progress(out.unwrap(), workflow)
-    try:
-        with _cancel_on_signals(cancel_event):
-            record = run_workflow(
-                workflow, home=home, store=store, reporter=reporter, cancel_event=cancel_event, **arguments
-            )
-        record, steps = _with_estimate(store, workflow, record, home)
-    except InvalidRunInput as exc:
-        echo("error:", style="bold red", rest=" the run cannot start:", err=True)
-        for problem in exc.problems:
-            echo(f"  - {problem}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
-    except (sqlite3.Error, OSError) as exc:  # the run store or PENNFLOW_HOME, not the workflow
-        raise fail(f"the run stopped: {exc}", EXIT_RUN_FAILED) from None
-    finally:
-        if reporter is not None:
-            reporter.close()
-        store.close()
+        home = PennflowHome.resolve()
+        store = _open_store(home)
+        cancel_event = threading.Event()
+        reporter = None if as_json else make_progress(out.unwrap(), workflow)
+        try:
+            with _cancel_on_signals(cancel_event):
+                record = run_workflow(
+                    workflow,
+                    home=home,
+                    store=store,
+                    reporter=reporter,
+                    cancel_event=cancel_event,
+                    **arguments,
+                )
+            record, steps = _with_estimate(store, workflow, record, home)
+        except InvalidRunInput as exc:
+            echo("error:", style="bold red", rest=" the run cannot start:", err=True)
+            for problem in exc.problems:
+                echo(f"  - {problem}", err=True)
+            raise typer.Exit(EXIT_INVALID) from None
+        except (sqlite3.Error, OSError) as exc:  # the run store or PENNFLOW_HOME, not the workflow
+            raise fail(f"the run stopped: {exc}", EXIT_RUN_FAILED) from None
+        finally:
+            if reporter is not None:
+                reporter.close()
+            store.close()
     results = [str(path) for path in result_dirs(workflow, home.run_dir(record.run_id))]
     code = EXIT_OK if record.status is Status.SUCCEEDED else EXIT_RUN_FAILED
     if notify:

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pennflow.engine.cancel import RunStop
 from pennflow.engine.home import PennflowHome
@@ -16,9 +17,11 @@ from pennflow.engine.records import RunRecords
 from pennflow.engine.run_layers import LayerViews
 from pennflow.engine.run_plan import RunPlan
 from pennflow.engine.step_reuse import StepReuse
-from pennflow.processors.local import VenvLaunch
 from pennflow.workflow.contract import RunLayout, build_union, builds_union
 from pennflow.workflow.definition import Processor, Workflow
+
+if TYPE_CHECKING:
+    from pennflow.processors.local import VenvLaunch
 
 
 @dataclass(frozen=True)
