@@ -14,8 +14,9 @@ floor is ``sh`` running ``/bin/true`` once per step in topological order.
   here, so its CPU time counts too;
 * ``wall/step``, ``cpu/step``: over the floor, divided by the steps (start-up spread over them);
 * ``step wall``, ``step cpu``: what one more step costs, the slope between a one-step run and this
-  workload, the floor's slope taken off; from the least time of the repeats on both sides
-  (contention only adds to it; medians of separate runs differ by more than 30 steps cost);
+  workload, the floor's slope taken off: each repeat runs a one-step workflow just before the full
+  one, and the median of the repeats' slopes is shown (the load of the moment is on both ends of
+  each; medians of runs made minutes apart differ by more than 30 steps cost on a busy machine);
 * ``vs doit``: the four over doit's (1.0 = as fast as doit; lower is faster).
 
 ``pennflow-tmpfs`` is the same ``pennflow run`` with ``PENNFLOW_HOME`` in ``/dev/shm``: pennflow
@@ -321,18 +322,20 @@ def main() -> None:
         for label, dag in workloads:
             n = len(dag)
             runs: dict[str, list[tuple[float, float]]] = {tool: [] for tool in tools}
+            ones: dict[str, list[tuple[float, float]]] = {tool: [] for tool in tools}
             for _ in range(args.repeat):  # the tools alternate: a busy spell hits them all alike
                 for tool in tools:
+                    # A one-step run beside each full one: the slope between them comes from runs made
+                    # moments apart, so the load of the moment is on both ends.
+                    ones[tool].append(measure(tool, chain(1), scratch))
                     runs[tool].append(measure(tool, dag, scratch))
             wall = {t: statistics.median(r[0] for r in runs[t]) for t in tools}
             cpu = {t: statistics.median(r[1] for r in runs[t]) for t in tools}
             wall_step = {t: (wall[t] - wall["floor"]) / n * 1000 for t in tools}
             cpu_step = {t: (cpu[t] - cpu["floor"]) / n * 1000 for t in tools}
-            # What one more step costs: start-up (a one-step run) left out, on both sides.
-            # Least times on both sides: the medians of two separate sets of runs differ by more than a
-            # 30-step workload's steps cost on a busy machine; contention only ever adds time.
-            step_wall = _slope(tools, runs, startup, n, 0)
-            step_cpu = _slope(tools, runs, startup, n, 1)
+            # What one more step costs: start-up (the one-step run beside it) left out, on both sides.
+            step_wall = _slope(tools, runs, ones, n, 0)
+            step_cpu = _slope(tools, runs, ones, n, 1)
             figures = (wall_step, cpu_step, step_wall, step_cpu)
             for tool in tools:
                 shown = (
@@ -367,15 +370,21 @@ def main() -> None:
 def _slope(
     tools: list[str],
     runs: dict[str, list[tuple[float, float]]],
-    startup: dict[str, tuple[float, float, float, float]],
+    ones: dict[str, list[tuple[float, float]]],
     n: int,
     which: int,
 ) -> dict[str, float]:
-    """ms one more step costs (``which``: 0 wall, 1 CPU), from the least times, the floor's taken off."""
-    least = {t: min(r[which] for r in runs[t]) for t in tools}
-    one = {t: startup[t][2 + which] for t in tools}
-    floor_more = least["floor"] - one["floor"]
-    return {t: (least[t] - one[t] - floor_more) / max(n - 1, 1) * 1000 for t in tools}
+    """ms one more step costs (``which``: 0 wall, 1 CPU): the median over the repeats of each full
+    run's excess over the one-step run made just before it, the floor's taken off."""
+
+    def slopes(tool: str) -> list[float]:
+        return [
+            (full[which] - one[which]) / max(n - 1, 1) * 1000
+            for full, one in zip(runs[tool], ones[tool], strict=True)
+        ]
+
+    floor = statistics.median(slopes("floor"))
+    return {t: statistics.median(slopes(t)) - floor for t in tools}
 
 
 def _ratio(mine: float, doit: float) -> str:

@@ -32,7 +32,7 @@ from pennflow.cli.remote import NodeOption, NodeTarget, NodeUrlOption, RemoteOpt
 from pennflow.node.address import ENV_NODE_URL
 from pennflow.workflow.status import Status
 
-out = LazyConsole()
+out = LazyConsole(emoji=False)  # paths and reasons as they are (a ":name:" in one is no emoji)
 
 RunArg = typer.Argument(..., help="Run id (see `pennflow runs`).", show_default=False)
 

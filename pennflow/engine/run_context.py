@@ -123,4 +123,8 @@ def fresh_dir(path: Path) -> None:
 
 
 def has_files(folder: Path) -> bool:
-    return any(p.is_file() for p in folder.rglob("*"))
+    """Whether any file is in ``folder`` or below it (asked after every attempt: no pathlib walk)."""
+    for root, _dirs, files in os.walk(folder):
+        if any(os.path.isfile(os.path.join(root, name)) for name in files):
+            return True
+    return False
