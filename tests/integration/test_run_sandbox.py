@@ -176,3 +176,42 @@ def test_a_run_starts_one_sandbox_for_all_its_processors(tmp_path: Path, monkeyp
     assert starts == [1]
     for i in range(5):
         assert (home.run_dir(record.run_id) / f"p{i}" / "output" / "out.txt").read_text() == f"{i}\n"
+
+
+READ_ENVIRONS = """
+import json, os
+seen = {}
+for name in os.listdir("/proc"):
+    if name.isdigit() and int(name) != os.getpid():
+        try:
+            seen[name] = open(f"/proc/{name}/environ", "rb").read().decode(errors="replace")
+        except OSError as exc:
+            seen[name] = f"unreadable: {exc.errno}"
+print(json.dumps(seen))
+"""
+
+
+def test_nothing_in_the_sandbox_holds_the_engines_environment(sandbox_secret: str, tmp_path: Path) -> None:
+    """A processor can read the environment of what shares its pid namespace (the launcher, bwrap's
+    init): none of it may be the engine's, which holds the user's credentials."""
+    out = tmp_path / "out"
+    out.mkdir()
+    view = SandboxView(cwd=tmp_path, hidden=[], readable=[tmp_path, Path(sys.base_prefix)], writable=[out])
+    box = RunSandbox(detect().bwrap or "bwrap", view)
+    box.start_sandbox()
+    try:
+        with open(tmp_path / "attempt.log", "ab") as log:
+            assert box.start([sys.executable, "-c", READ_ENVIRONS], ENV, tmp_path, log).wait(30) == 0
+    finally:
+        box.close()
+    seen = json.loads((tmp_path / "attempt.log").read_text())
+    assert len(seen) >= 2  # bwrap's init and the launcher, at least
+    assert not [pid for pid, environ in seen.items() if sandbox_secret in environ]
+
+
+@pytest.fixture
+def sandbox_secret(monkeypatch) -> str:
+    secret = f"engine-only-{time.monotonic_ns()}"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("PENNSIEVE_API_SECRET", secret)
+    return secret
