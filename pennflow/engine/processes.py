@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from pennflow.engine.cancel import STOPPED
 from pennflow.engine.container_errors import container_failure
@@ -208,8 +208,7 @@ class ProcessLauncher:
     def run(self, processor: Processor, attempt: int, spec: LaunchSpec, batch: int | None = None) -> Attempt:
         """Run the attempt to its end (or until the run stops), its output appended to the log."""
         log_path = self.ctx.logs.path(processor.id)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
+        with _open_log(log_path) as log:
             log.write(attempt_header(processor, attempt, shlex.join(spec.command), batch).encode())
             note = self._launch_notes.pop(processor.id, None)
             if note:
@@ -238,6 +237,16 @@ class ProcessLauncher:
             if docker is not None:
                 return Attempt(False, docker.reason, exit_code=code, retryable=docker.retryable)
         return Attempt(False, _failure_reason(code, tail), exit_code=code)
+
+
+def _open_log(path: Path) -> BinaryIO:
+    """The processor's log for appending; its folder made only when it is not there yet (laid out
+    ahead, it is: a failed look-up costs less than a mkdir that finds the folder)."""
+    try:
+        return open(path, "ab")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "ab")
 
 
 def _cannot_launch_message(processor: Processor, have_runtime: bool) -> str:

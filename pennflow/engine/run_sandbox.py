@@ -140,12 +140,14 @@ class RunSandbox:
             answer: list[Any] = []
             done = threading.Event()
             self._pending[request_id] = (done, answer)
-            request = {"op": "start", "id": request_id, "argv": argv, "env": env, "cwd": str(cwd)}
-            try:
-                socket.send_fds(self._socket, [marshal.dumps(request)], [log.fileno()])
-            except OSError:
-                del self._pending[request_id]
-                raise
+            sock = self._socket
+        request = {"op": "start", "id": request_id, "argv": argv, "env": env, "cwd": str(cwd)}
+        try:  # not under the lock: a packet goes whole, and the reader must not wait for a sender
+            socket.send_fds(sock, [marshal.dumps(request)], [log.fileno()])
+        except OSError:
+            with self._lock:
+                self._pending.pop(request_id, None)
+            raise
         done.wait()
         if not answer:
             raise SandboxGone("the run's sandbox ended while an attempt started")

@@ -65,7 +65,8 @@ class StepRunner:
                 self._lay_out(processor)
                 self._laid_out.add(processor.id)
             for processor in sandboxed:  # scattered and kept ones: their folder, as it is
-                self.ctx.output_dir(processor.id).mkdir(parents=True, exist_ok=True)
+                if processor.id not in self._laid_out:
+                    self.ctx.output_dir(processor.id).mkdir(parents=True, exist_ok=True)
             self.launcher.start_run_sandbox(sandboxed)
             return
         self._folders = FoldersAhead(chosen, self._lay_out, halted=self.ctx.stop.is_set)
