@@ -93,6 +93,7 @@ class RunSandbox:
         self._process: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
         self._gone = False
+        self._last_words = ""
 
     @property
     def started(self) -> bool:
@@ -116,6 +117,7 @@ class RunSandbox:
                 # Nothing of the engine's environment: the launcher's is readable by the processors.
                 env={"PATH": os.defpath},
                 stdin=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,  # bwrap's (and the launcher's) complaints: why the sandbox ended
                 pass_fds=(args_read, theirs.fileno()),
                 start_new_session=True,
             )
@@ -134,7 +136,7 @@ class RunSandbox:
         """Start one attempt; raises OSError (FileNotFoundError for a missing program) as Popen does."""
         with self._lock:
             if self._gone or self._socket is None:
-                raise SandboxGone("the run's sandbox is gone")
+                raise SandboxGone(f"the run's sandbox is gone{self._why()}")
             self._next_id += 1
             request_id = self._next_id
             answer: list[Any] = []
@@ -144,13 +146,15 @@ class RunSandbox:
         request = {"op": "start", "id": request_id, "argv": argv, "env": env, "cwd": str(cwd)}
         try:  # not under the lock: a packet goes whole, and the reader must not wait for a sender
             socket.send_fds(sock, [marshal.dumps(request)], [log.fileno()])
-        except OSError:
+        except OSError as exc:
             with self._lock:
                 self._pending.pop(request_id, None)
-            raise
+            if self._reader is not None:  # the launcher is gone: the reader has its last words
+                self._reader.join(timeout=10)
+            raise SandboxGone(f"the run's sandbox is gone{self._why()}") from exc
         done.wait()
         if not answer:
-            raise SandboxGone("the run's sandbox ended while an attempt started")
+            raise SandboxGone(f"the run's sandbox ended while an attempt started{self._why()}")
         child = answer[0]
         if isinstance(child, LauncherChild):
             return child
@@ -183,6 +187,10 @@ class RunSandbox:
         if self._reader is not None:
             self._reader.join(timeout=10)
 
+    def _why(self) -> str:
+        """``: <bwrap's last line>`` once the sandbox ended and said why, else nothing."""
+        return f": {self._last_words}" if self._last_words else ""
+
     def _read(self) -> None:
         sock = self._socket
         assert sock is not None
@@ -196,6 +204,7 @@ class RunSandbox:
                     break
                 self._handle(marshal.loads(data))
         finally:
+            self._last_words = self._stderr_tail()
             with self._lock:
                 self._gone = True
                 pending, self._pending = self._pending, {}
@@ -222,3 +231,19 @@ class RunSandbox:
                 return
         if child is not None:
             child._exit(message)
+
+    def _stderr_tail(self) -> str:
+        """The last line bwrap or the launcher wrote, once it has exited (its stderr then ends)."""
+        process = self._process
+        if process is None or process.stderr is None:
+            return ""
+        try:
+            process.wait(timeout=5)
+            text = process.stderr.read().decode(errors="replace")
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return ""
+        finally:
+            with contextlib.suppress(OSError):
+                process.stderr.close()
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return lines[-1][:300] if lines else ""

@@ -215,3 +215,16 @@ def sandbox_secret(monkeypatch) -> str:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     monkeypatch.setenv("PENNSIEVE_API_SECRET", secret)
     return secret
+
+
+def test_a_sandbox_that_cannot_start_says_why(tmp_path: Path) -> None:
+    box = RunSandbox(
+        detect().bwrap or "bwrap", SandboxView(cwd=tmp_path / "gone", hidden=[], readable=[], writable=[])
+    )
+    box.start_sandbox()
+    try:
+        with open(tmp_path / "attempt.log", "ab") as log, pytest.raises(run_sandbox.SandboxGone) as raised:
+            box.start(["true"], ENV, tmp_path, log)
+    finally:
+        box.close()
+    assert "sandbox" in str(raised.value) and "chdir" in str(raised.value).lower()
