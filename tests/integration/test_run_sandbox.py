@@ -228,3 +228,20 @@ def test_a_sandbox_that_cannot_start_says_why(tmp_path: Path) -> None:
     finally:
         box.close()
     assert "sandbox" in str(raised.value) and "chdir" in str(raised.value).lower()
+
+
+def test_an_attempt_in_another_folder_is_forked_there_with_the_same_contract(
+    sandbox: RunSandbox, tmp_path: Path
+) -> None:
+    """Every processor of a run starts in its definition's folder (the launcher's: posix_spawn);
+    another folder takes the fork path, which must keep the same contract."""
+    elsewhere = tmp_path / "out"
+    script = "import json, os; print(json.dumps({'cwd': os.getcwd(), 'sid': os.getsid(0), 'pid': os.getpid(), 'env': dict(os.environ)}))"
+    with open(tmp_path / "attempt.log", "ab") as log:
+        child = sandbox.start([sys.executable, "-c", script], ENV, elsewhere, log)
+        assert child.wait(30) == 0
+        with pytest.raises(FileNotFoundError):
+            sandbox.start(["no-such-program-here"], ENV, elsewhere, log)
+    seen = json.loads((tmp_path / "attempt.log").read_text())
+    assert seen["cwd"] == str(elsewhere) and seen["sid"] == seen["pid"] == child.pid
+    assert seen["env"] == ENV
