@@ -25,7 +25,7 @@ from typing import BinaryIO
 from pennflow.engine.environment import command_environment
 from pennflow.engine.resource_use import reap
 from pennflow.engine.run_sandbox import LauncherChild, RunSandbox
-from pennflow.engine.spawn import Child, group_members, start_child
+from pennflow.engine.spawn import Child, start_child
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT
 
 DOCKER_INFO_TIMEOUT_SECONDS = 10
@@ -60,9 +60,6 @@ class LaunchSpec:
     cwd: Path | None = None
     container_name: str | None = None  # set for containers, so a kill reaches the container too
     wrapped: list[str] | None = None  # the processor's own command when argv runs it in a sandbox
-    # argv[0] is bwrap: it reports a processor killed by signal N as exit code 128 + N, and must not
-    # get the SIGTERM meant for the processor (it would die of it, and the sandbox with it, at once)
-    in_bwrap: bool = False
     sandbox: RunSandbox | None = None  # the run's one sandbox starts it (engine.run_sandbox)
 
     @property
@@ -240,7 +237,7 @@ class RunningProcess:
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
         self._signal(signal.SIGKILL)
-        return signal_exit(code) if self.spec.in_bwrap else code
+        return code
 
     def _wait_in_sandbox(self, child: LauncherChild) -> int:
         """The launcher reaps it (and kills what is left in its group); the deadline is a wait's."""
@@ -275,20 +272,5 @@ class RunningProcess:
         if isinstance(self.popen, LauncherChild):
             self.popen.signal_group(sig)
             return
-        if sig == signal.SIGTERM and self.spec.in_bwrap:
-            # The processor and what it started get SIGTERM, bwrap none; what starts meanwhile gets
-            # the SIGKILL at the end of the grace period, or when the processor exits.
-            for pid in group_members(self.popen.pid):
-                if pid != self.popen.pid:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, sig)
-            return
         with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
             os.killpg(self.popen.pid, sig)
-
-
-def signal_exit(code: int) -> int:
-    """128 + N from the sandbox -> -N, as the processor's own death by signal N reads unsandboxed."""
-    if code > 128 and code - 128 in {sig.value for sig in signal.Signals}:
-        return -(code - 128)
-    return code

@@ -35,9 +35,8 @@ from pennflow.engine.resource_use import wait_and_record
 from pennflow.engine.run_checks import needs_pennsieve
 from pennflow.engine.run_context import RunContext
 from pennflow.engine.run_sandbox import RunSandbox
-from pennflow.engine.sandbox import SandboxView, command_files, detect, wrap_command
+from pennflow.engine.sandbox import SandboxView, command_files, detect
 from pennflow.engine.source_processors import venv_spec
-from pennflow.layers.sandbox import LayersView
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, processor_environment
 from pennflow.workflow.definition import Processor
 
@@ -91,18 +90,14 @@ class ProcessLauncher:
         view = self.ctx.views.of(processor)
         env = self._environment(processor, self.ctx.layout, view.root, batch)
         cwd = self.ctx.definition_dir.absolute()
-        bwrap = self._sandbox.bwrap
         if self._run_sandbox is not None:  # the run's one sandbox starts it (run_sandbox)
             spec = subprocess_spec(processor.command, env, cwd, inherited=self._inherited)
             return replace(spec, sandbox=self._run_sandbox)
-        if bwrap is None:  # the layers sandbox alone
-            spec = subprocess_spec(processor.command, env, cwd, wrap=view.wrap, inherited=self._inherited)
-        else:
-            wrap = self._in_bwrap(bwrap, cwd, Path(env["OUTPUT_DIR"]), view)
-            spec = subprocess_spec(processor.command, env, cwd, wrap=wrap, inherited=self._inherited)
-            spec = replace(spec, in_bwrap=True)
+        if self._sandbox.available:  # fail closed: never unsandboxed where the sandbox works
+            raise CannotLaunch("the run's sandbox was not started: pennflow cannot run this processor")
+        spec = subprocess_spec(processor.command, env, cwd, wrap=view.wrap, inherited=self._inherited)
         if spec.wrapped is not None and missing_executable(processor.command[0], spec.env, spec.cwd):
-            # Started through the sandbox, a typo would only show as the wrapper's exit code 127.
+            # Started through the layers sandbox, a typo would only show as the wrapper's exit code 127.
             raise CannotLaunch(f"cannot start {processor.command[0]!r}: no such executable")
         return spec
 
@@ -141,27 +136,6 @@ class ProcessLauncher:
         """The run's sandbox ends (what still runs in it is killed)."""
         if self._run_sandbox is not None:
             self._run_sandbox.close()
-
-    def _in_bwrap(
-        self, bwrap: str, cwd: Path, output: Path, layers: LayersView
-    ) -> Callable[[Sequence[str]], list[str]]:
-        def wrap(argv: Sequence[str]) -> list[str]:
-            return wrap_command(argv, bwrap, self._sandbox_view(argv, cwd, output, layers))
-
-        return wrap
-
-    def _sandbox_view(self, argv: Sequence[str], cwd: Path, output: Path, layers: LayersView) -> SandboxView:
-        """Its run read-only, its OUTPUT_DIR read-write, its layers; the homes covered."""
-        path = processor_path()  # the PATH its command is found on (subprocess_spec's)
-        return SandboxView(
-            cwd=cwd,
-            hidden=[self.ctx.home.root],
-            scratch=[Path(os.environ["HOME"])] if os.environ.get("HOME") else [],
-            readable=[self.ctx.run_dir, cwd, *command_files(argv, cwd, path)],
-            writable=[output],
-            layers_dir=layers.root,
-            layers={mount.name: Path(mount.path) for mount in layers.mounts},
-        )
 
     def _container_spec(self, processor: Processor, batch: int | None) -> LaunchSpec:
         assert processor.image is not None

@@ -79,24 +79,18 @@ def usage_of(popen: subprocess.Popen) -> tuple[float | None, int | None]:
 
 
 class _PeakSampler:
-    """What the attempt's process group uses, read from /proc every ``SAMPLE_SECONDS`` while it runs:
-    the highest ``VmHWM`` (each process's own high-water RSS, after exec) and the sum of each member's
-    last-seen CPU time. Needed twice: the kernel's ru_maxrss also counts the memory the process had
-    before exec (with vfork, the engine's), and a sandboxed processor's rusage never reaches the engine
-    (bwrap's pid namespace ends with its init unreaped), so there the samples are all there is. The
-    last < ``SAMPLE_SECONDS`` of a process's life may be missed."""
+    """The attempt's peak memory, read from /proc every ``SAMPLE_SECONDS`` while it runs: the highest
+    ``VmHWM`` (each process's own high-water RSS, after exec) of its process group. The kernel's
+    ru_maxrss also counts the memory the process had before exec (with vfork, the engine's), so a
+    peak not above the engine's is this one. The last < ``SAMPLE_SECONDS`` of a process's life may be
+    missed. (In the run's sandbox the launcher's ``wait4`` reports the attempt's use instead.)"""
 
     def __init__(self, pgid: int):
         self.pgid = pgid
         self.peak: int | None = None
-        self._cpu: dict[int, float] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
-
-    @property
-    def cpu_seconds(self) -> float | None:
-        return round(sum(self._cpu.values()), 3) if self._cpu else None
 
     def _run(self) -> None:
         # The first sample reads the process alone: a scan of /proc for its group costs a few
@@ -113,9 +107,6 @@ class _PeakSampler:
                     if line.startswith("VmHWM:"):
                         self.peak = max(self.peak or 0, int(line.split()[1]) * 1024)
                         break
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-            self._cpu[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
         except (OSError, ValueError, IndexError):
             return  # exited (a zombie has no memory) or no /proc here
 
@@ -125,7 +116,6 @@ class _PeakSampler:
         return self.peak
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 SAMPLE_SECONDS = 0.2
 
 
@@ -156,8 +146,6 @@ def wait_and_record(process: Any, records: Any, processor_id: str, attempt: int,
         # Not above what the process inherited before exec: its own peak is the sampled one (the
         # last < SAMPLE_SECONDS of growth may be missed), unknown when no sample was taken.
         peak = sampled
-    if getattr(process.spec, "in_bwrap", False):
-        cpu, peak = sampler.cpu_seconds, sampled  # the sandbox's init takes the rusage with it
     if getattr(process.spec, "container_name", None):
         cpu, peak = None, None  # the docker client's usage, not the container's
     use = AttemptUse(
