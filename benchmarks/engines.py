@@ -8,21 +8,27 @@ one step at a time (doit ``-n 1``, luigi ``--workers 1``, snakemake ``--cores 1`
 ``--max-parallel 1``), from its own command line in a fresh folder, so start-up is included; the
 floor is ``sh`` running ``/bin/true`` once per step in topological order.
 
-* ``wall ms``, ``cpu ms``: the whole command's wall time, and the CPU time of the tool and every
-  process it waited for (medians);
+* ``wall ms``, ``cpu ms``: the whole command's wall time, and the CPU time (user + system) of the
+  tool and of every process it started (medians). This process is a child subreaper (Linux): what a
+  tool leaves to the system to reap (a sandbox's init, whose parent does not wait for it) is reaped
+  here, so its CPU time counts too;
 * ``wall/step``, ``cpu/step``: over the floor, divided by the steps (start-up spread over them);
-* ``step cpu``: what one more step costs in CPU, start-up (a one-step run) left out on both sides,
-  from the least CPU time of the repeats (contention only adds to it; medians of separate runs
-  differ by more than 30 steps cost);
-* ``vs doit``: the three over doit's (1.0 = as fast as doit; lower is faster).
+* ``step wall``, ``step cpu``: what one more step costs, the slope between a one-step run and this
+  workload, the floor's slope taken off: each repeat runs a one-step workflow just before the full
+  one, and the median of the repeats' slopes is shown (the load of the moment is on both ends of
+  each; medians of runs made minutes apart differ by more than 30 steps cost on a busy machine);
+* ``vs doit``: the four over doit's (1.0 = as fast as doit; lower is faster).
 
 ``pennflow-tmpfs`` is the same ``pennflow run`` with ``PENNFLOW_HOME`` in ``/dev/shm``: pennflow
 creates a few folders and a log per processor (the run's record on disk), the other tools none, and
-the last line says what creating a folder costs on each. The goal is judged on ``pennflow``.
+the last line says what creating a folder costs on each. ``pennflow-nosandbox`` is the same run with
+``PENNFLOW_SANDBOX=off``; ``pennflow-baseline`` (``--baseline DIR``) is ``pennflow run`` from another
+checkout's ``pennflow`` package (an earlier commit, say), measured side by side in the same run.
+The goal is judged on ``pennflow``.
 
 Tools not installed are skipped with a note (``pip install -e '.[bench]'`` installs all three).
 
-Run: python benchmarks/engines.py [--repeat N] [--tools pennflow,doit,...]
+Run: python benchmarks/engines.py [--repeat N] [--tools pennflow,doit,...] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ from pathlib import Path
 
 TRUE = shutil.which("true", path="/bin:/usr/bin") or "/bin/true"
 BIN = Path(sys.executable).parent
-TOOLS = ("floor", "pennflow", "pennflow-tmpfs", "doit", "luigi", "snakemake")
+TOOLS = ("floor", "pennflow", "pennflow-tmpfs", "pennflow-nosandbox", "doit", "luigi", "snakemake")
+PENNFLOWS = ("pennflow", "pennflow-tmpfs", "pennflow-nosandbox", "pennflow-baseline")
+PR_SET_CHILD_SUBREAPER = 36
 TMPFS = Path("/dev/shm")  # pennflow-tmpfs: the same run with PENNFLOW_HOME in memory, where there is one
 GOAL = "pennflow's per-step overhead at most doit's on every workload"
 
@@ -169,16 +177,44 @@ COMMANDS: dict[str, Callable[[Dag, Path], list[str]]] = {
     "floor": floor_command,
     "pennflow": pennflow_command,
     "pennflow-tmpfs": pennflow_command,
+    "pennflow-nosandbox": pennflow_command,
+    "pennflow-baseline": pennflow_command,
     "doit": doit_command,
     "luigi": luigi_command,
     "snakemake": snakemake_command,
 }
 
 
+BASELINE: Path | None = None  # --baseline: the folder holding another checkout's pennflow package
+
+
 def installed(tool: str) -> bool:
     if tool == "pennflow-tmpfs":
         return TMPFS.is_dir() and os.access(TMPFS, os.W_OK) and installed("pennflow")
+    if tool == "pennflow-nosandbox":
+        return installed("pennflow")
+    if tool == "pennflow-baseline":
+        return BASELINE is not None and (BASELINE / "pennflow" / "cli").is_dir()
     return tool == "floor" or (BIN / tool).is_file()
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants of the tools come to this process, to be reaped (and counted) here."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def reap_orphans() -> None:
+    """Wait for every descendant the tool left behind (their CPU time then counts as children's)."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
 
 
 def children_cpu() -> float:
@@ -200,12 +236,21 @@ def measure(tool: str, dag: Dag, scratch: Path, warm_up: bool = False) -> tuple[
     env = {**os.environ, "PENNFLOW_HOME": str(home), "PYTHONDONTWRITEBYTECODE": "1"}
     if warm_up:
         del env["PYTHONDONTWRITEBYTECODE"]
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), env.get("PYTHONPATH")]))
+    if tool == "pennflow-nosandbox":
+        env["PENNFLOW_SANDBOX"] = "off"
+    paths = [str(folder), env.get("PYTHONPATH")]
+    if tool == "pennflow-baseline":
+        assert BASELINE is not None
+        command = [sys.executable, "-m", "pennflow.cli", *command[1:]]
+        paths.insert(0, str(BASELINE))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     cpu, start = children_cpu(), time.perf_counter()
     done = subprocess.run(
         command, cwd=folder, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False
     )
-    wall, cpu = time.perf_counter() - start, children_cpu() - cpu
+    wall = time.perf_counter() - start
+    reap_orphans()
+    cpu = children_cpu() - cpu
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).decode(errors="replace")[-2000:]
         raise RuntimeError(f"{tool} failed (exit {done.returncode}):\n{tail}")
@@ -225,24 +270,35 @@ def creation_ms(folder: Path, count: int = 200) -> float:
     return elapsed / count * 1000
 
 
-def medians(tool: str, dag: Dag, scratch: Path, repeat: int) -> tuple[float, float, float]:
-    """Median wall and CPU time, and the least CPU time (other work on the machine only adds to it)."""
+def medians(tool: str, dag: Dag, scratch: Path, repeat: int) -> tuple[float, float, float, float]:
+    """Median wall and CPU time, and the least of each (other work on the machine only adds to them)."""
     runs = [measure(tool, dag, scratch) for _ in range(repeat)]
-    cpus = [r[1] for r in runs]
-    return statistics.median(r[0] for r in runs), statistics.median(cpus), min(cpus)
+    walls, cpus = [r[0] for r in runs], [r[1] for r in runs]
+    return statistics.median(walls), statistics.median(cpus), min(walls), min(cpus)
 
 
 def main() -> None:
+    global BASELINE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per tool and workload (median shown)")
     parser.add_argument(
         "--tools", default=",".join(TOOLS[1:]), help="comma-separated, of: " + ", ".join(TOOLS[1:])
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a folder holding another checkout's pennflow package: adds pennflow-baseline",
+    )
     args = parser.parse_args()
+    BASELINE = args.baseline.absolute() if args.baseline else None
     wanted = ["floor", *[t for t in args.tools.split(",") if t and t != "floor"]]
+    if BASELINE is not None and "pennflow-baseline" not in wanted:
+        wanted.append("pennflow-baseline")
     tools = [t for t in wanted if installed(t)]
     for tool in sorted(set(wanted) - set(tools)):
         print(f"note: {tool} is not installed here (pip install -e '.[bench]'): skipped")
+    if not become_subreaper():
+        print("note: not a child subreaper here: CPU time of processes a tool leaves unreaped is missed")
     workloads = [
         ("chain of 30", chain(30)),
         ("fan-out of 30", fan_out(30)),
@@ -260,41 +316,41 @@ def main() -> None:
             + ", ".join(f"{t} {startup[t][0] * 1000:.0f} / {startup[t][1] * 1000:.0f}" for t in tools)
         )
         print(
-            f"{'workload':18} {'tool':14} {'wall ms':>8} {'cpu ms':>7} {'wall/step':>9} {'cpu/step':>8}"
-            f" {'step cpu':>8}   {'vs doit: wall/step, cpu/step, step cpu':>38}"
+            f"{'workload':18} {'tool':18} {'wall ms':>8} {'cpu ms':>7} {'wall/step':>9} {'cpu/step':>8}"
+            f" {'step wall':>9} {'step cpu':>8}   vs doit: wall/step, cpu/step, step wall, step cpu"
         )
         for label, dag in workloads:
             n = len(dag)
             runs: dict[str, list[tuple[float, float]]] = {tool: [] for tool in tools}
+            ones: dict[str, list[tuple[float, float]]] = {tool: [] for tool in tools}
             for _ in range(args.repeat):  # the tools alternate: a busy spell hits them all alike
                 for tool in tools:
+                    # A one-step run beside each full one: the slope between them comes from runs made
+                    # moments apart, so the load of the moment is on both ends.
+                    ones[tool].append(measure(tool, chain(1), scratch))
                     runs[tool].append(measure(tool, dag, scratch))
             wall = {t: statistics.median(r[0] for r in runs[t]) for t in tools}
             cpu = {t: statistics.median(r[1] for r in runs[t]) for t in tools}
             wall_step = {t: (wall[t] - wall["floor"]) / n * 1000 for t in tools}
             cpu_step = {t: (cpu[t] - cpu["floor"]) / n * 1000 for t in tools}
-            # What one more step costs: start-up (a one-step run) left out, on both sides.
-            # Least CPU on both sides: the medians of two separate sets of runs differ by more than a
-            # 30-step workload's steps cost on a busy machine; contention only ever adds CPU time.
-            least = {t: min(r[1] for r in runs[t]) for t in tools}
-            floor_more = least["floor"] - startup["floor"][2]
-            step_cpu = {t: (least[t] - startup[t][2] - floor_more) / max(n - 1, 1) * 1000 for t in tools}
+            # What one more step costs: start-up (the one-step run beside it) left out, on both sides.
+            step_wall = _slope(tools, runs, ones, n, 0)
+            step_cpu = _slope(tools, runs, ones, n, 1)
+            figures = (wall_step, cpu_step, step_wall, step_cpu)
             for tool in tools:
-                figures = (
+                shown = (
                     ""
                     if tool == "floor"
-                    else f"{wall_step[tool]:9.2f} {cpu_step[tool]:8.2f} {step_cpu[tool]:8.2f}"
+                    else " ".join(f"{f[tool]:{w}.2f}" for f, w in zip(figures, (9, 8, 9, 8), strict=True))
                 )
                 versus = ""
                 if "doit" in tools and tool not in ("floor", "doit"):
-                    versus = ", ".join(
-                        f"{mine[tool] / mine['doit']:.2f}" for mine in (wall_step, cpu_step, step_cpu)
-                    )
+                    versus = ", ".join(_ratio(f[tool], f["doit"]) for f in figures)
                 print(
-                    f"{label:18} {tool:14} {wall[tool] * 1000:8.0f} {cpu[tool] * 1000:7.0f} {figures:>27}   {versus:>38}"
+                    f"{label:18} {tool:18} {wall[tool] * 1000:8.0f} {cpu[tool] * 1000:7.0f} {shown:>37}   {versus}"
                 )
             if "doit" in tools and "pennflow" in tools:
-                met["wall"] = met["wall"] and wall_step["pennflow"] <= wall_step["doit"]
+                met["wall"] = met["wall"] and step_wall["pennflow"] <= step_wall["doit"]
                 met["cpu"] = met["cpu"] and step_cpu["pennflow"] <= step_cpu["doit"]
             sys.stdout.flush()
         disks = f"creating a folder: {creation_ms(scratch):.3f} ms where the tools run"
@@ -307,8 +363,32 @@ def main() -> None:
     )
     if "doit" in tools and "pennflow" in tools:
         print(
-            f"goal {GOAL} (step cpu): {'met' if met['cpu'] else 'NOT met'}; by wall/step: {'met' if met['wall'] else 'NOT met'}"
+            f"goal {GOAL} (step cpu): {'met' if met['cpu'] else 'NOT met'}; by step wall: {'met' if met['wall'] else 'NOT met'}"
         )
+
+
+def _slope(
+    tools: list[str],
+    runs: dict[str, list[tuple[float, float]]],
+    ones: dict[str, list[tuple[float, float]]],
+    n: int,
+    which: int,
+) -> dict[str, float]:
+    """ms one more step costs (``which``: 0 wall, 1 CPU): the median over the repeats of each full
+    run's excess over the one-step run made just before it, the floor's taken off."""
+
+    def slopes(tool: str) -> list[float]:
+        return [
+            (full[which] - one[which]) / max(n - 1, 1) * 1000
+            for full, one in zip(runs[tool], ones[tool], strict=True)
+        ]
+
+    floor = statistics.median(slopes("floor"))
+    return {t: statistics.median(slopes(t)) - floor for t in tools}
+
+
+def _ratio(mine: float, doit: float) -> str:
+    return f"{mine / doit:.2f}" if doit > 0 else "-"
 
 
 if __name__ == "__main__":

@@ -31,12 +31,13 @@ def load(path: Path) -> Workflow:
     """
     from pennflow.workflow.definition import load_definition
 
-    with _pydantic_plugins_off():
+    with pydantic_plugins_off():
         return load_definition(path)
 
 
 @contextlib.contextmanager
-def _pydantic_plugins_off() -> Iterator[None]:
+def pydantic_plugins_off() -> Iterator[None]:
+    """pydantic's plugins off while pennflow's own models are built (they use none; see ``load``)."""
     previous = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
     os.environ["PYDANTIC_DISABLE_PLUGINS"] = "1"
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from pennflow.cli.definitions import FileArg, load_or_exit
+from pennflow.cli.definitions import FileArg, load_or_exit, pydantic_plugins_off
 from pennflow.cli.output import (
     EXIT_INVALID,
     EXIT_OK,
@@ -25,6 +25,7 @@ from pennflow.cli.output import (
     fail,
     parse_params,
     print_json,
+    print_lines,
     print_steps,
 )
 from pennflow.cli.remote import NodeOption, NodeTarget, NodeUrlOption, RemoteOption, StackOption
@@ -32,7 +33,7 @@ from pennflow.cli.sessions import sessions_of_runs, with_session
 from pennflow.node.address import ENV_NODE_URL
 from pennflow.workflow.status import Status
 
-out = LazyConsole()
+out = LazyConsole(emoji=False)  # paths and reasons as they are (a ":name:" in one is no emoji)
 
 RunArg = typer.Argument(..., help="Run id (see `pennflow runs`).", show_default=False)
 
@@ -118,32 +119,40 @@ def _execute(workflow, as_json: bool, notify: str | None = None, **arguments) ->
     """Run ``workflow`` with ``run_workflow``'s ``arguments``, showing progress, then the summary; exit."""
     import sqlite3
 
-    from pennflow.engine.home import PennflowHome
-    from pennflow.engine.local import InvalidRunInput, result_dirs, run_workflow
-    from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress
+    # pennflow's models use no pydantic plugin (``definitions.load``): none is looked for while the run
+    # builds them (the engine's, as it is imported; the store's, on first use).
+    with pydantic_plugins_off():
+        from pennflow.engine.home import PennflowHome
+        from pennflow.engine.local import InvalidRunInput, result_dirs, run_workflow
+        from pennflow.engine.progress import RUN_SUMMARY_ROWS, format_seconds, make_progress
 
-    home = PennflowHome.resolve()
-    reporter = None if as_json else make_progress(out.unwrap(), workflow)
-    reporter = with_session(workflow, home, reporter, arguments.get("layers", ()), out)
-    store = _open_store(home)
-    cancel_event = threading.Event()
-    try:
-        with _cancel_on_signals(cancel_event):
-            record = run_workflow(
-                workflow, home=home, store=store, reporter=reporter, cancel_event=cancel_event, **arguments
-            )
-        record, steps = _with_estimate(store, workflow, record, home)
-    except InvalidRunInput as exc:
-        echo("error:", style="bold red", rest=" the run cannot start:", err=True)
-        for problem in exc.problems:
-            echo(f"  - {problem}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
-    except (sqlite3.Error, OSError) as exc:  # the run store or PENNFLOW_HOME, not the workflow
-        raise fail(f"the run stopped: {exc}", EXIT_RUN_FAILED) from None
-    finally:
-        if reporter is not None:
-            reporter.close()
-        store.close()
+        home = PennflowHome.resolve()
+        store = _open_store(home)
+        cancel_event = threading.Event()
+        reporter = None if as_json else make_progress(out.unwrap(), workflow)
+        reporter = with_session(workflow, home, reporter, arguments.get("layers", ()), out)
+        try:
+            with _cancel_on_signals(cancel_event):
+                record = run_workflow(
+                    workflow,
+                    home=home,
+                    store=store,
+                    reporter=reporter,
+                    cancel_event=cancel_event,
+                    **arguments,
+                )
+            record, steps = _with_estimate(store, workflow, record, home)
+        except InvalidRunInput as exc:
+            echo("error:", style="bold red", rest=" the run cannot start:", err=True)
+            for problem in exc.problems:
+                echo(f"  - {problem}", err=True)
+            raise typer.Exit(EXIT_INVALID) from None
+        except (sqlite3.Error, OSError) as exc:  # the run store or PENNFLOW_HOME, not the workflow
+            raise fail(f"the run stopped: {exc}", EXIT_RUN_FAILED) from None
+        finally:
+            if reporter is not None:
+                reporter.close()
+            store.close()
     results = [str(path) for path in result_dirs(workflow, home.run_dir(record.run_id))]
     code = EXIT_OK if record.status is Status.SUCCEEDED else EXIT_RUN_FAILED
     if notify:
@@ -158,8 +167,7 @@ def _execute(workflow, as_json: bool, notify: str | None = None, **arguments) ->
     duration = format_seconds(_seconds(record.started_at, record.finished_at))
     if code == EXIT_OK:
         out.print(f"[green]SUCCEEDED[/] run {record.run_id} in {duration}", highlight=False)
-        for path in results:
-            out.print(f"results: {path}", highlight=False, markup=False, soft_wrap=True)
+        print_lines(out, [f"results: {path}" for path in results])
     else:
         out.print(f"[bold red]{record.status.value}[/] run {record.run_id} after {duration}", highlight=False)
         out.print(record.reason or "", highlight=False, markup=False, soft_wrap=True)

@@ -121,8 +121,16 @@ def print_steps(console: Any, steps: Any, **options: Any) -> None:
     console = console.unwrap() if isinstance(console, LazyConsole) else console
     table, reasons = fitted_steps_table(console, steps, **options)
     console.print(table)
-    for line in reasons:
-        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    print_lines(console, reasons)
+
+
+def print_lines(console: Any, lines: Any) -> None:
+    """Plain lines as they are (what ``print(line, soft_wrap=True, markup=False, highlight=False)``
+    prints), without rich's rendering of each: a run of thousands of processors ends with as many."""
+    text = "".join(f"{line}\n" for line in lines)
+    if text:
+        console.file.write(text)
+        console.file.flush()
 
 
 def _one_value_metavar(param: Any) -> None:

@@ -24,7 +24,8 @@ from typing import BinaryIO
 
 from pennflow.engine.environment import command_environment
 from pennflow.engine.resource_use import reap
-from pennflow.engine.spawn import Child, group_members, start_child
+from pennflow.engine.run_sandbox import LauncherChild, RunSandbox
+from pennflow.engine.spawn import Child, start_child
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT
 
 DOCKER_INFO_TIMEOUT_SECONDS = 10
@@ -59,9 +60,7 @@ class LaunchSpec:
     cwd: Path | None = None
     container_name: str | None = None  # set for containers, so a kill reaches the container too
     wrapped: list[str] | None = None  # the processor's own command when argv runs it in a sandbox
-    # argv[0] is bwrap: it reports a processor killed by signal N as exit code 128 + N, and must not
-    # get the SIGTERM meant for the processor (it would die of it, and the sandbox with it, at once)
-    in_bwrap: bool = False
+    sandbox: RunSandbox | None = None  # the run's one sandbox starts it (engine.run_sandbox)
 
     @property
     def command(self) -> list[str]:
@@ -188,6 +187,12 @@ class RunningProcess:
         cls, spec: LaunchSpec, log: BinaryIO, *, timeout_seconds: float | None, grace_seconds: float
     ) -> RunningProcess:
         """Start the process with stdout and stderr appended to ``log``; raises OSError if it cannot."""
+        if spec.sandbox is not None:
+            child = spec.sandbox.start(spec.argv, spec.env, spec.cwd or Path.cwd(), log)
+            running = cls(spec, child, grace_seconds)
+            if timeout_seconds is not None:
+                running._deadline_at = time.monotonic() + timeout_seconds
+            return running
         popen = start_child(spec.argv, spec.env, spec.cwd, log)
         running = cls(spec, popen, grace_seconds)
         if timeout_seconds is not None:
@@ -203,12 +208,20 @@ class RunningProcess:
     def pid(self) -> int:
         return self.popen.pid
 
+    @property
+    def host_group(self) -> int | None:
+        """The attempt's process group as this machine numbers it (None inside the run's sandbox,
+        whose pid namespace numbers its own; the lease lists the sandbox's group instead)."""
+        return None if isinstance(self.popen, LauncherChild) else self.popen.pid
+
     def wait(self) -> int:
         """Block until the process exits (no polling), then end whatever it left in its group.
 
         The timeout needs no thread: the waiting thread blocks on the process's pidfd until the
         deadline. As when a container's main process exits, nothing the processor started outlives it.
         """
+        if isinstance(self.popen, LauncherChild):
+            return self._wait_in_sandbox(self.popen)
         if self._pidfd is not None:
             try:
                 remaining = self._deadline_at - time.monotonic()
@@ -224,7 +237,20 @@ class RunningProcess:
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
         self._signal(signal.SIGKILL)
-        return signal_exit(code) if self.spec.in_bwrap else code
+        return code
+
+    def _wait_in_sandbox(self, child: LauncherChild) -> int:
+        """The launcher reaps it (and kills what is left in its group); the deadline is a wait's."""
+        remaining = self._deadline_at - time.monotonic() if self._deadline_at else None
+        code = child.wait(max(remaining, 0) if remaining is not None else None)
+        if code is None:
+            self.terminate("timeout")
+            code = child.wait()
+        assert code is not None
+        with self._lock:
+            if self._kill_timer is not None:
+                self._kill_timer.cancel()
+        return code
 
     def terminate(self, why: str) -> None:
         """SIGTERM to the whole process group now, SIGKILL after the grace period. Idempotent."""
@@ -243,20 +269,8 @@ class RunningProcess:
             remove_container(self.spec.container_name)
 
     def _signal(self, sig: signal.Signals) -> None:
-        if sig == signal.SIGTERM and self.spec.in_bwrap:
-            # The processor and what it started get SIGTERM, bwrap none; what starts meanwhile gets
-            # the SIGKILL at the end of the grace period, or when the processor exits.
-            for pid in group_members(self.popen.pid):
-                if pid != self.popen.pid:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, sig)
+        if isinstance(self.popen, LauncherChild):
+            self.popen.signal_group(sig)
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
             os.killpg(self.popen.pid, sig)
-
-
-def signal_exit(code: int) -> int:
-    """128 + N from the sandbox -> -N, as the processor's own death by signal N reads unsandboxed."""
-    if code > 128 and code - 128 in {sig.value for sig in signal.Signals}:
-        return -(code - 128)
-    return code

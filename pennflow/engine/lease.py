@@ -127,7 +127,10 @@ class EngineLeaseKeeper:
     @contextlib.contextmanager
     def tracking(self, process: RunningProcess) -> Iterator[None]:
         """While the block runs, the lease lists the process's group (so a reader can kill it)."""
-        pgid = process.pid  # each attempt leads its own session and group
+        pgid = process.host_group  # each attempt leads its own session and group
+        if pgid is None:  # inside the run's sandbox, whose own group the lease lists (list_group)
+            yield
+            return
         listed = self._write(
             self._leases.add_process,
             self._run_id,
@@ -140,6 +143,15 @@ class EngineLeaseKeeper:
         finally:
             if listed:
                 self._write(self._leases.remove_process, self._run_id, pgid)
+
+    def list_group(self, pgid: int) -> None:
+        """List a process group for the rest of the run (the run's sandbox: killing it ends every
+        attempt in it)."""
+        self._write(
+            self._leases.add_process,
+            self._run_id,
+            LeasedProcess(pgid=pgid, process_start=process_start(pgid) or "", container=None),
+        )
 
     def close(self, ended: bool) -> None:
         """Stop beating. When the run ended (its final status is stored), drop the lease and dismiss
@@ -182,6 +194,9 @@ class NoLease:
     @contextlib.contextmanager
     def tracking(self, process: RunningProcess) -> Iterator[None]:
         yield
+
+    def list_group(self, pgid: int) -> None:
+        pass
 
     def close(self, ended: bool) -> None:
         pass

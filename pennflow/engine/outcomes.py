@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pennflow.engine.home import PennflowHome
@@ -39,9 +39,14 @@ class StepLogs:
 
     home: PennflowHome
     run_id: str
+    _paths: dict[str, Path] = field(default_factory=dict, compare=False, repr=False)
 
     def path(self, pid: str) -> Path:
-        return self.home.log_path(self.run_id, pid)
+        """Asked a few times per attempt: made once."""
+        path = self._paths.get(pid)
+        if path is None:
+            path = self._paths[pid] = self.home.log_path(self.run_id, pid)
+        return path
 
     def append(self, pid: str, text: str) -> None:
         path = self.path(pid)

@@ -11,10 +11,11 @@ import logging
 import os
 import shlex
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from pennflow.engine.cancel import STOPPED
 from pennflow.engine.container_errors import container_failure
@@ -33,9 +34,9 @@ from pennflow.engine.pennsieve_session import LocalPennsieveSession, wants_penns
 from pennflow.engine.resource_use import wait_and_record
 from pennflow.engine.run_checks import needs_pennsieve
 from pennflow.engine.run_context import RunContext
-from pennflow.engine.sandbox import SandboxView, command_files, detect, wrap_command
+from pennflow.engine.run_sandbox import RunSandbox
+from pennflow.engine.sandbox import SandboxView, command_files, detect
 from pennflow.engine.source_processors import venv_spec
-from pennflow.layers.sandbox import LayersView
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, processor_environment
 from pennflow.workflow.definition import Processor
 
@@ -64,6 +65,7 @@ class ProcessLauncher:
         self._launch_notes: dict[str, str] = {}
         self._inherited = inherited_environment()  # read once: every processor starts from it
         self._sandbox = detect()
+        self._run_sandbox: RunSandbox | None = None
         if not self._sandbox.available and any(self._runs_command(p) for p in ctx.workflow.processors):
             logger.warning(self._sandbox.notice)  # the run's one line: what is not enforced here
 
@@ -88,38 +90,52 @@ class ProcessLauncher:
         view = self.ctx.views.of(processor)
         env = self._environment(processor, self.ctx.layout, view.root, batch)
         cwd = self.ctx.definition_dir.absolute()
-        bwrap = self._sandbox.bwrap
-        if bwrap is None:  # the layers sandbox alone
-            spec = subprocess_spec(processor.command, env, cwd, wrap=view.wrap, inherited=self._inherited)
-        else:
-            wrap = self._in_bwrap(bwrap, cwd, Path(env["OUTPUT_DIR"]), view)
-            spec = subprocess_spec(processor.command, env, cwd, wrap=wrap, inherited=self._inherited)
-            spec = replace(spec, in_bwrap=True)
+        if self._run_sandbox is not None:  # the run's one sandbox starts it (run_sandbox)
+            spec = subprocess_spec(processor.command, env, cwd, inherited=self._inherited)
+            return replace(spec, sandbox=self._run_sandbox)
+        if self._sandbox.available:  # fail closed: never unsandboxed where the sandbox works
+            raise CannotLaunch("the run's sandbox was not started: pennflow cannot run this processor")
+        spec = subprocess_spec(processor.command, env, cwd, wrap=view.wrap, inherited=self._inherited)
         if spec.wrapped is not None and missing_executable(processor.command[0], spec.env, spec.cwd):
-            # Started through the sandbox, a typo would only show as the wrapper's exit code 127.
+            # Started through the layers sandbox, a typo would only show as the wrapper's exit code 127.
             raise CannotLaunch(f"cannot start {processor.command[0]!r}: no such executable")
         return spec
 
-    def _in_bwrap(
-        self, bwrap: str, cwd: Path, output: Path, layers: LayersView
-    ) -> Callable[[Sequence[str]], list[str]]:
-        def wrap(argv: Sequence[str]) -> list[str]:
-            return wrap_command(argv, bwrap, self._sandbox_view(argv, cwd, output, layers))
+    @property
+    def sandboxes_runs(self) -> bool:
+        """Whether this machine's sandbox is there for the run's one sandbox (``start_run_sandbox``)."""
+        return self._sandbox.available
 
-        return wrap
-
-    def _sandbox_view(self, argv: Sequence[str], cwd: Path, output: Path, layers: LayersView) -> SandboxView:
-        """Its run read-only, its OUTPUT_DIR read-write, its layers; the homes covered."""
-        path = processor_path()  # the PATH its command is found on (subprocess_spec's)
-        return SandboxView(
+    def start_run_sandbox(self, processors: Sequence[Processor]) -> bool:
+        """Start the run's one sandbox for ``processors`` (those that run their ``command`` here),
+        whose OUTPUT_DIRs and layers views exist by now; False where bwrap is not available (each
+        attempt then runs unsandboxed, with the layers sandbox). From the run's main thread."""
+        bwrap = self._sandbox.bwrap
+        if bwrap is None or not processors:
+            return False
+        cwd = self.ctx.definition_dir.absolute()
+        path = processor_path()
+        distinct = dict.fromkeys(tuple(p.command or ()) for p in processors)  # most runs share a few
+        commands = [folder for command in distinct for folder in command_files(command, cwd, path)]
+        interpreter = [*command_files([sys.executable], cwd, path), Path(sys.base_prefix)]
+        views = [self.ctx.views.of(p) for p in processors]
+        view = SandboxView(
             cwd=cwd,
             hidden=[self.ctx.home.root],
             scratch=[Path(os.environ["HOME"])] if os.environ.get("HOME") else [],
-            readable=[self.ctx.run_dir, cwd, *command_files(argv, cwd, path)],
-            writable=[output],
-            layers_dir=layers.root,
-            layers={mount.name: Path(mount.path) for mount in layers.mounts},
+            readable=[self.ctx.run_dir, cwd, *dict.fromkeys([*interpreter, *commands])],
+            writable=[self.ctx.output_dir(p.id) for p in processors],
+            layer_views=[(v.root, {m.name: Path(m.path) for m in v.mounts}) for v in views if v.mounts],
         )
+        sandbox = RunSandbox(bwrap, view, on_start=self.ctx.lease.list_group)
+        sandbox.start_sandbox()
+        self._run_sandbox = sandbox
+        return True
+
+    def close(self) -> None:
+        """The run's sandbox ends (what still runs in it is killed)."""
+        if self._run_sandbox is not None:
+            self._run_sandbox.close()
 
     def _container_spec(self, processor: Processor, batch: int | None) -> LaunchSpec:
         assert processor.image is not None
@@ -166,8 +182,7 @@ class ProcessLauncher:
     def run(self, processor: Processor, attempt: int, spec: LaunchSpec, batch: int | None = None) -> Attempt:
         """Run the attempt to its end (or until the run stops), its output appended to the log."""
         log_path = self.ctx.logs.path(processor.id)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
+        with _open_log(log_path) as log:
             log.write(attempt_header(processor, attempt, shlex.join(spec.command), batch).encode())
             note = self._launch_notes.pop(processor.id, None)
             if note:
@@ -196,6 +211,16 @@ class ProcessLauncher:
             if docker is not None:
                 return Attempt(False, docker.reason, exit_code=code, retryable=docker.retryable)
         return Attempt(False, _failure_reason(code, tail), exit_code=code)
+
+
+def _open_log(path: Path) -> BinaryIO:
+    """The processor's log for appending; its folder made only when it is not there yet (laid out
+    ahead, it is: a failed look-up costs less than a mkdir that finds the folder)."""
+    try:
+        return open(path, "ab")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "ab")
 
 
 def _cannot_launch_message(processor: Processor, have_runtime: bool) -> str:

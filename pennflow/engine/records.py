@@ -47,6 +47,8 @@ class RunRecords:
         self.logs = logs
         self.run_id = logs.run_id
         self._steps: dict[str, StepRecord] = {}
+        # An attempt's resource use, stored with its step's next change (add_resource_use)
+        self._pending_use: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.RLock()
 
     def create(self, run: RunRecord, processor_ids: Sequence[str]) -> None:
@@ -69,7 +71,12 @@ class RunRecords:
 
     def set_step(self, pid: str, status: Status | None = None, **fields: Any) -> bool:
         with self._lock:
+            pending = self._pending_use.pop(pid, None)
+            if pending:
+                fields = {**fields, "resource_use": [*self._steps[pid].resource_use, *pending]}
             if not self.store.update_step(self.run_id, pid, status, **fields):
+                if pending:  # the change was refused: the use is stored on its own, as it came
+                    self.set_step(pid, resource_use=fields["resource_use"])
                 return False
             update = {**fields, **({"status": status} if status else {})}
             record = self._steps[pid] = self._steps[pid].model_copy(update=update)
@@ -94,8 +101,15 @@ class RunRecords:
                 self.set_step(pid, **fields)
 
     def add_resource_use(self, pid: str, use: dict[str, Any]) -> None:
-        """One attempt's CPU time and peak memory (engine/resource_use.py), after the ones before it."""
+        """One attempt's CPU time and peak memory (engine/resource_use.py), after the ones before it.
+
+        An attempt of a processor that runs as one process is stored with the step's next change
+        (its end, or its next attempt, which follow at once): one store write fewer per attempt. A
+        batch's is stored now, as its processor's other batches may run for a long while yet."""
         with self._lock:  # batches of one processor end concurrently
+            if use.get("batch") is None:
+                self._pending_use.setdefault(pid, []).append(use)
+                return
             self.set_step(pid, resource_use=[*self._steps[pid].resource_use, use])
 
     def running(self) -> list[str]:

@@ -3,8 +3,10 @@ cost on a compute node.
 
 An attempt's process is reaped with ``os.wait4``, whose rusage is that process's (and the children it
 waited for): CPU time (user + system) and peak resident memory. ``resource.getrusage(RUSAGE_CHILDREN)``
-deltas would mix attempts that run at once and cannot give one attempt's peak. A container's process
-is the ``docker run`` client, whose usage is not the container's: only its wall time is recorded.
+deltas would mix attempts that run at once and cannot give one attempt's peak. An attempt in the run's
+sandbox is reaped by the sandbox's launcher, whose ``wait4`` reports the same figures
+(``engine.run_sandbox``). A container's process is the ``docker run`` client, whose usage is not the
+container's: only its wall time is recorded.
 
 The estimate prices each attempt's wall time at the processor's cpu/memory settings with the node's
 formula (``pennflow.workflow.cost``): a figure to expect, labelled an estimate, not a bill.
@@ -77,31 +79,26 @@ def usage_of(popen: subprocess.Popen) -> tuple[float | None, int | None]:
 
 
 class _PeakSampler:
-    """What the attempt's process group uses, read from /proc every ``SAMPLE_SECONDS`` while it runs:
-    the highest ``VmHWM`` (each process's own high-water RSS, after exec) and the sum of each member's
-    last-seen CPU time. Needed twice: the kernel's ru_maxrss also counts the memory the process had
-    before exec (with vfork, the engine's), and a sandboxed processor's rusage never reaches the engine
-    (bwrap's pid namespace ends with its init unreaped), so there the samples are all there is. The
-    last < ``SAMPLE_SECONDS`` of a process's life may be missed."""
+    """The attempt's peak memory, read from /proc every ``SAMPLE_SECONDS`` while it runs: the highest
+    ``VmHWM`` (each process's own high-water RSS, after exec) of its process group. The kernel's
+    ru_maxrss also counts the memory the process had before exec (with vfork, the engine's), so a
+    peak not above the engine's is this one. The last < ``SAMPLE_SECONDS`` of a process's life may be
+    missed. (In the run's sandbox the launcher's ``wait4`` reports the attempt's use instead.)"""
 
     def __init__(self, pgid: int):
         self.pgid = pgid
         self.peak: int | None = None
-        self._cpu: dict[int, float] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    @property
-    def cpu_seconds(self) -> float | None:
-        return round(sum(self._cpu.values()), 3) if self._cpu else None
-
     def _run(self) -> None:
-        while True:
+        # The first sample reads the process alone: a scan of /proc for its group costs a few
+        # milliseconds on a busy machine, more than a short attempt takes, and is left to later ones.
+        self._read(self.pgid)
+        while not self._done.wait(SAMPLE_SECONDS):
             for pid in group_members(self.pgid) or [self.pgid]:
                 self._read(pid)
-            if self._done.wait(SAMPLE_SECONDS):
-                return
 
     def _read(self, pid: int) -> None:
         try:
@@ -110,9 +107,6 @@ class _PeakSampler:
                     if line.startswith("VmHWM:"):
                         self.peak = max(self.peak or 0, int(line.split()[1]) * 1024)
                         break
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-            self._cpu[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
         except (OSError, ValueError, IndexError):
             return  # exited (a zombie has no memory) or no /proc here
 
@@ -122,7 +116,6 @@ class _PeakSampler:
         return self.peak
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 SAMPLE_SECONDS = 0.2
 
 
@@ -131,6 +124,18 @@ def wait_and_record(process: Any, records: Any, processor_id: str, attempt: int,
     import resource
 
     started = time.monotonic()
+    if hasattr(process.popen, "cpu_seconds"):  # in the run's sandbox: its launcher's wait4 tells
+        code = process.wait()
+        use = AttemptUse(
+            attempt=attempt,
+            batch=batch,
+            seconds=round(time.monotonic() - started, 3),
+            cpu_seconds=process.popen.cpu_seconds,
+            peak_rss_bytes=process.popen.peak_rss_bytes,
+            exit_code=code,
+        )
+        records.add_resource_use(processor_id, use.model_dump(by_alias=True))
+        return code
     sampler = _PeakSampler(process.pid)
     code = process.wait()
     seconds = time.monotonic() - started
@@ -141,8 +146,6 @@ def wait_and_record(process: Any, records: Any, processor_id: str, attempt: int,
         # Not above what the process inherited before exec: its own peak is the sampled one (the
         # last < SAMPLE_SECONDS of growth may be missed), unknown when no sample was taken.
         peak = sampled
-    if getattr(process.spec, "in_bwrap", False):
-        cpu, peak = sampler.cpu_seconds, sampled  # the sandbox's init takes the rusage with it
     if getattr(process.spec, "container_name", None):
         cpu, peak = None, None  # the docker client's usage, not the container's
     use = AttemptUse(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pennflow.engine.cancel import RunStop
 from pennflow.engine.home import PennflowHome
@@ -15,9 +17,11 @@ from pennflow.engine.records import RunRecords
 from pennflow.engine.run_layers import LayerViews
 from pennflow.engine.run_plan import RunPlan
 from pennflow.engine.step_reuse import StepReuse
-from pennflow.processors.local import VenvLaunch
 from pennflow.workflow.contract import RunLayout, build_union, builds_union
 from pennflow.workflow.definition import Processor, Workflow
+
+if TYPE_CHECKING:
+    from pennflow.processors.local import VenvLaunch
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class RunContext:
     rerun_of: str | None = None  # the run this one repeats (recorded on the run)
     # sourceUrl processors that run from a virtual environment (no container runtime): source_processors
     venv_launches: Mapping[str, VenvLaunch] = field(default_factory=dict)
+    _outputs: dict[str, Path] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def create(
@@ -82,7 +87,11 @@ class RunContext:
         return self.plan.workflow
 
     def output_dir(self, pid: str) -> Path:
-        return Path(self.layout.output_dir(pid))
+        """Asked a few times per processor: made once (a path costs more than its lookup)."""
+        path = self._outputs.get(pid)
+        if path is None:
+            path = self._outputs[pid] = Path(self.layout.output_dir(pid))
+        return path
 
     def input_dir(self, processor: Processor) -> Path:
         """The processor's INPUT_DIR (the run folder for one without dependencies)."""
@@ -99,10 +108,23 @@ class RunContext:
 
 
 def fresh_dir(path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path)
+    """An empty folder at ``path``. An existing one is emptied in place: the run's sandbox binds each
+    OUTPUT_DIR when it starts (``engine.run_sandbox``), and a new folder would not be the bound one."""
+    if path.is_dir() and not path.is_symlink():
+        for entry in os.scandir(path):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        return
+    if path.is_symlink() or path.exists():
+        path.unlink()
     path.mkdir(parents=True)
 
 
 def has_files(folder: Path) -> bool:
-    return any(p.is_file() for p in folder.rglob("*"))
+    """Whether any file is in ``folder`` or below it (asked after every attempt: no pathlib walk)."""
+    for root, _dirs, files in os.walk(folder):
+        if any(os.path.isfile(os.path.join(root, name)) for name in files):
+            return True
+    return False

@@ -13,15 +13,18 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pennflow.engine.home import PennflowHome
 from pennflow.engine.run_checks import is_layer_target
 from pennflow.layers.models import LayersUnavailable
 from pennflow.layers.mounts import LayerMount
 from pennflow.layers.sandbox import LayersView, SandboxMode, detect_mode
-from pennflow.layers.service import LocalLayers
 from pennflow.workflow.contract import RunLayout
 from pennflow.workflow.definition import Processor, Workflow
+
+if TYPE_CHECKING:  # imported by a run that mounts or populates layers (builds, registries)
+    from pennflow.layers.service import LocalLayers
 
 VIEW_DIR = "layers"  # a processor's LAYERS_DIR, in its processor folder
 
@@ -68,6 +71,8 @@ def mount_layers(
     service = None
     mounts: list[LayerMount] = []
     if requested or any(is_layer_target(p) for p in workflow.processors):
+        from pennflow.layers.service import LocalLayers
+
         service = LocalLayers.open(home)
         try:
             mounts = service.mount(requested, run_id)

@@ -1,25 +1,25 @@
 """Local enforcement of "a processor sees its own run and nothing of the user's" (DESIGN §3).
 
-A local ``command`` processor starts inside bubblewrap (``bwrap``), which gives it a private view of
-this machine, as an ECS task's container would:
+A local run's ``command`` processors start inside bubblewrap (``bwrap``), which gives them a private
+view of this machine, as an ECS task's container would:
 
-- the system read-only (``--ro-bind / /``), so it finds its programs and libraries;
+- the system read-only (``--ro-bind / /``), so they find their programs and libraries;
 - the user's home, pennflow's home (other runs, the layers store, the run database) and ``/tmp``
   covered by empty folders: no ``~/.pennsieve``, ``~/.aws`` or other run is in sight; HOME and
-  ``/tmp`` stay writable but private and are gone when the processor ends;
-- its own run's folder read-only and its OUTPUT_DIR read-write, the only place its writes persist;
-- its LAYERS_DIR holding just its layers, read-only;
-- read-only too: the folder its command runs from, and the files and interpreter the command names
-  (a venv or a script under the covered home stays usable);
-- its own user, PID and IPC namespaces with no capabilities, so it cannot undo any of it, see the
-  engine's processes, or read their environment. The network is the machine's (processors call
+  ``/tmp`` stay writable but private, and are gone when the run ends;
+- their run's folder read-only and each OUTPUT_DIR read-write, the only places writes persist;
+- each LAYERS_DIR holding just its processor's layers, read-only;
+- read-only too: the folder the commands run from, and the files and interpreters they name (a venv
+  or a script under the covered home stays usable);
+- their own user, PID and IPC namespaces with no capabilities, so they cannot undo any of it, see
+  the engine's processes, or read their environment. The network is the machine's (processors call
   Pennsieve), as on ECS.
 
-The sandboxed processor stays in the attempt's process group (no ``--new-session``, which guards a
-terminal: the attempt's own session has none). A cancel or a timeout sends SIGTERM to the group's
-members but bwrap (whose death would take the processor with it at once, without its grace period;
-``RunningProcess``), then SIGKILL to all; ``--die-with-parent`` kills the sandbox if the engine is
-killed (``kill -9``), on top of the lease.
+A run starts one such sandbox for all its processors (``engine.run_sandbox``), the view of every one
+of them at once, with a launcher inside that starts each attempt in its own session and process
+group; what that shares between the processors of one run is said there. ``--die-with-parent``
+ends the sandbox if the engine is killed (``kill -9``), on top of the lease. ``wrap_command`` makes
+the view (notebook sessions use it too).
 
 Where bwrap is missing or cannot make namespaces (or ``PENNFLOW_SANDBOX=off``), processors run
 unsandboxed, the run says so in one line (``Sandbox.notice``), and only the layers sandbox
@@ -76,6 +76,8 @@ class SandboxView:
     layers_dir: Path | None = None  # LAYERS_DIR: holds only ``layers``, read-only
     layers: Mapping[str, Path] | None = None  # layer name -> the pinned version's folder
     scratch: Sequence[Path] = ()  # covered by an empty writable folder, gone at the end (HOME; /tmp always)
+    # More LAYERS_DIRs, each holding only its layers (the run's one sandbox: every processor's view)
+    layer_views: Sequence[tuple[Path, Mapping[str, Path]]] = ()
 
 
 def detect(environ: Mapping[str, str] | None = None) -> Sandbox:
@@ -120,11 +122,14 @@ def wrap_command(argv: Sequence[str], bwrap: str, view: SandboxView) -> list[str
     steps += [(folder, 2, "--bind") for folder in _existing(view.writable)]
     for folder, _, option in sorted(steps, key=lambda step: (len(step[0].parts), step[1])):
         options += [option, str(folder)] if option == "--tmpfs" else [option, str(folder), str(folder)]
-    if view.layers_dir is not None and view.layers:
-        options += ["--tmpfs", str(view.layers_dir)]
-        for name, source in sorted(view.layers.items()):
-            options += ["--ro-bind", str(source), str(view.layers_dir / name)]
-        options += ["--remount-ro", str(view.layers_dir)]
+    layer_views = [(view.layers_dir, view.layers)] if view.layers_dir is not None and view.layers else []
+    for layers_dir, layers in [*layer_views, *view.layer_views]:
+        if not layers:
+            continue
+        options += ["--tmpfs", str(layers_dir)]
+        for name, source in sorted(layers.items()):
+            options += ["--ro-bind", str(source), str(layers_dir / name)]
+        options += ["--remount-ro", str(layers_dir)]
     for folder in hidden:  # pennflow's home stays unwritable; HOME and /tmp are private scratch
         options += ["--remount-ro", str(folder)]
     options += ["--chdir", str(view.cwd)]

@@ -12,12 +12,15 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pennflow.engine.home import PennflowHome
 from pennflow.engine.launchers import LaunchSpec
 from pennflow.engine.run_checks import InvalidRunInput
-from pennflow.processors.local import LocalSource, SourceProblem, VenvLaunch, resolve
 from pennflow.workflow.definition import Workflow
+
+if TYPE_CHECKING:  # imported by a run that has sourceUrl processors (git, manifests, venvs)
+    from pennflow.processors.local import LocalSource, VenvLaunch
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ def resolve_sources(
     ]
     if not sourced:
         return workflow, {}
+    from pennflow.processors.local import SourceProblem, resolve
+
     resolved: dict[str, LocalSource] = {}
     problems: list[str] = []
     for processor in sourced:

@@ -39,10 +39,13 @@ class StepRunner:
         self._batches: ThreadPoolExecutor | None = None
         self._batches_lock = threading.Lock()
         self._folders: FoldersAhead | None = None
+        self._laid_out: set[str] = set()  # laid out in one pass before the run's sandbox started
 
     def lay_out_ahead(self, order: list[str]) -> None:
         """Lay out the folders of the processors that run as one process each, in ``order`` (the
-        order they are likely to start), while the run goes (``folders``)."""
+        order they are likely to start), while the run goes (``folders``). Where the run has one
+        sandbox (``run_sandbox``), every folder it binds must exist when it starts: all of them are
+        laid out now, in one pass, and the sandbox started (from the run's main thread)."""
         processors = self.ctx.plan.processors
         kept = self.ctx.reuse.kept_outputs() if self.ctx.reuse is not None else frozenset()
         chosen = [
@@ -53,6 +56,22 @@ class StepRunner:
             and not processors[pid].interactive
             and pid not in kept  # a resume may reuse that OUTPUT_DIR: emptying it ahead would lose it
         ]
+        sandboxed = [
+            processors[pid]
+            for pid in order
+            if processors[pid].type is ProcessorType.PROCESSOR
+            and self.launcher.runs_in_sandbox(processors[pid])
+            and pid not in self.ctx.venv_launches
+        ]
+        if sandboxed and self.launcher.sandboxes_runs:
+            for processor in chosen:
+                self._lay_out(processor)
+                self._laid_out.add(processor.id)
+            for processor in sandboxed:  # scattered and kept ones: their folder, as it is
+                if processor.id not in self._laid_out:
+                    self.ctx.output_dir(processor.id).mkdir(parents=True, exist_ok=True)
+            self.launcher.start_run_sandbox(sandboxed)
+            return
         self._folders = FoldersAhead(chosen, self._lay_out, halted=self.ctx.stop.is_set)
         self._folders.start()
 
@@ -63,11 +82,12 @@ class StepRunner:
             self.ctx.views.of(processor)
 
     def close(self) -> None:
-        """After the last processor ended: the folder and batch threads go."""
+        """After the last processor ended: the folder and batch threads go, and the run's sandbox."""
         if self._folders is not None:
             self._folders.stop()
         if self._batches is not None:
             self._batches.shutdown(wait=True)
+        self.launcher.close()
 
     def _batch_pool(self) -> ThreadPoolExecutor:
         with self._batches_lock:
@@ -157,7 +177,9 @@ class StepRunner:
 
     def _process(self, processor: Processor, attempt: int) -> Attempt:
         output = self.ctx.output_dir(processor.id)
-        laid_out = attempt == 1 and self._folders is not None and self._folders.ensure(processor)
+        laid_out = attempt == 1 and (
+            processor.id in self._laid_out or (self._folders is not None and self._folders.ensure(processor))
+        )
         if not laid_out:
             fresh_dir(output)  # OUTPUT_DIR is empty at the start of every attempt
         try:

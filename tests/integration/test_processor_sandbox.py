@@ -251,10 +251,10 @@ def test_kill_9_of_the_engine_kills_the_sandboxed_processor_and_its_children(
     )
     try:
         wait_until(
-            lambda: len(sandboxed_pids(marker)) >= 3 or engine.poll() is not None, "the processor's start"
+            lambda: len(sandboxed_pids(marker)) >= 2 or engine.poll() is not None, "the processor's start"
         )
         assert engine.poll() is None, "pennflow run ended early"
-        pids = sandboxed_pids(marker)  # bwrap, the processor and its child
+        pids = sandboxed_pids(marker)  # the processor and its child (the run's sandbox names neither)
         os.kill(engine.pid, signal.SIGKILL)
         engine.wait(10)
         wait_until(lambda: not sandboxed_pids(marker), f"the death of {pids}")
