@@ -138,6 +138,11 @@ def test_the_launcher_and_its_attempts_die_with_the_engine_on_kill_9(tmp_path: P
     )
     try:
         assert engine.stdout is not None and engine.stdout.readline() == b"started\n"
+        # The launcher answers once it has forked; the attempt's exec may come a moment later.
+        deadline = time.monotonic() + 15
+        while not _pids_with(marker, besides=engine.pid):
+            assert time.monotonic() < deadline, "the attempt never started"
+            time.sleep(0.05)
         assert len(_pids_with(marker, besides=engine.pid)) == 1  # the attempt
         engine.kill()
         engine.wait(10)
