@@ -170,7 +170,7 @@ class DynamoWorkflowRegistry:
         versions: list[str] = []
         for child, text in zip(children, parts, strict=True):
             child_arn, child_version = self._deploy(
-                workflow.name, child, substitute(text, versions), digest, update=False
+                workflow.name, child, substitute(text, versions), digest, update=update
             )
             versions.append(child_version or child_arn)
         arn, version_arn = self._deploy(
@@ -206,16 +206,20 @@ class DynamoWorkflowRegistry:
             "versionDescription": f"definition {digest}",
         }
         arn = self.machines.machine_arn(machine, sfn.meta.region_name)
-        if not update:
-            tags = [
-                {"key": k, "value": v}
-                for k, v in {**self.machines.tags, "pennflow:workflow": workflow}.items()
-            ]
+        if update:
             try:
-                created = sfn.create_state_machine(name=machine, type="STANDARD", tags=tags, **settings)
-                return created["stateMachineArn"], created.get("stateMachineVersionArn")
-            except sfn.exceptions.StateMachineAlreadyExists:
-                pass  # created by an earlier registration (or one that failed before its record)
+                updated = sfn.update_state_machine(stateMachineArn=arn, **settings)
+                return arn, updated.get("stateMachineVersionArn")
+            except sfn.exceptions.StateMachineDoesNotExist:
+                pass  # a child part the workflow's earlier definition did not need
+        tags = [
+            {"key": k, "value": v} for k, v in {**self.machines.tags, "pennflow:workflow": workflow}.items()
+        ]
+        try:
+            created = sfn.create_state_machine(name=machine, type="STANDARD", tags=tags, **settings)
+            return created["stateMachineArn"], created.get("stateMachineVersionArn")
+        except sfn.exceptions.StateMachineAlreadyExists:
+            pass  # created by an earlier registration that failed before its record: the API's own
         updated = sfn.update_state_machine(stateMachineArn=arn, **settings)
         return arn, updated.get("stateMachineVersionArn")
 
