@@ -69,6 +69,9 @@ class Budget:
     history_events: int = limits.HISTORY_EVENT_LIMIT - WRAPPER_EVENTS
 
 
+DEFAULT_BUDGET = Budget()
+
+
 @dataclass
 class Part:
     """One child machine: its definition (which may name earlier parts) and what it runs."""
@@ -84,7 +87,7 @@ class Split:
 
 
 def fits(definition: dict[str, Any], budget: Budget | None = None) -> bool:
-    budget = budget or Budget()
+    budget = budget or DEFAULT_BUDGET
     return _cost(definition)[0] <= budget.definition_bytes + WRAPPER_BYTES and (
         _events(definition.get("States", {}).values()) <= budget.history_events + WRAPPER_EVENTS
     )
@@ -95,7 +98,7 @@ def split(definition: dict[str, Any], options: CompileOptions, budget: Budget | 
     result = Split(definition)
     if fits(definition, budget):
         return result
-    splitter = _Splitter(options, budget or Budget(), definition.get("Comment", ""), result.parts)
+    splitter = _Splitter(options, budget or DEFAULT_BUDGET, definition.get("Comment", ""), result.parts)
     parent = copy.deepcopy(definition)
     wrapper = parent["States"][WORKFLOW_STATE]
     wrapper["Branches"] = [splitter.fit_branch(wrapper["Branches"][0])]
