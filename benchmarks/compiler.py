@@ -183,16 +183,20 @@ def scale_figures() -> list[str]:
     workflows = {n: as_workflow(dag) for n, dag in dags.items()}
     plans = {n: decompose(dag) for n, dag in dags.items()}
     dec = _interleaved_best({n: (lambda dag=dag: decompose(dag)) for n, dag in dags.items()}, 9)
+    one = _interleaved_best(
+        {n: (lambda n=n: _Compiler(workflows[n], CompileOptions(), plans[n]).compile()) for n in SCALE_SIZES},
+        3,
+    )
     com = _interleaved_best(
         {n: (lambda n=n: split_compile(workflows[n], plans[n])) for n in SCALE_SIZES},
         3,
     )
     lines = [
-        "nodes  decompose_cpu_s  compile+split_cpu_s  one_machine_MB  child_machines  largest_MB  "
+        "nodes  decompose_cpu_s  compile_cpu_s  compile+split_cpu_s  one_machine_MB  child_machines  largest_MB  "
         "worst_history_per_execution  largest_payload_KiB  validate/compile"
     ]
     for n in SCALE_SIZES:
-        one = len(canonical(_Compiler(workflows[n], CompileOptions(), plans[n]).compile()).encode())
+        size = len(canonical(_Compiler(workflows[n], CompileOptions(), plans[n]).compile()).encode())
         pieces = split_compile(workflows[n], plans[n])
         machines = [pieces.definition, *(part.definition for part in pieces.parts)]
         largest = max(len(canonical(m).encode()) for m in machines)
@@ -204,14 +208,14 @@ def scale_figures() -> list[str]:
         except CompileError as exc:
             verdict = "exit 2: " + str(exc).split(";")[0][:70]
         lines.append(
-            f"{n:5d}  {dec[n]:15.3f}  {com[n]:19.3f}  {one / 1_048_576:14.2f}  {len(pieces.parts):14d}"
+            f"{n:5d}  {dec[n]:15.3f}  {one[n]:13.3f}  {com[n]:19.3f}  {size / 1_048_576:14.2f}  {len(pieces.parts):14d}"
             f"  {largest / 1_048_576:10.2f}  {history:27,d}  {payload / 1024:19.0f}  {verdict}"
         )
     first, last = SCALE_SIZES[0], SCALE_SIZES[-1]
     span = math.log(last / first)
     lines.append(
         f"growth exponent {first:,} -> {last:,}: decompose {math.log(dec[last] / dec[first]) / span:.2f}, "
-        f"compile+split {math.log(com[last] / com[first]) / span:.2f} (n log n here: "
+        f"compile {math.log(one[last] / one[first]) / span:.2f}, compile+split {math.log(com[last] / com[first]) / span:.2f} (n log n here: "
         f"{math.log(last * math.log(last) / (first * math.log(first))) / span:.2f})"
     )
     return lines
