@@ -43,6 +43,9 @@ ARN_BUDGET = 256
 # Room for the parent's own states (the wrapper, finalize, fail) and each child's wrapper.
 WRAPPER_BYTES = 8_192
 WRAPPER_EVENTS = 64
+# What a child adds to the states it is given: its Comment and StartAt, a group's Parallel.
+CHILD_BYTES = 512
+CHILD_EVENTS = 4
 # Refused starts (too many running executions) happen before a child runs: safe to retry. A
 # failed child (States.TaskFailed) is not retried, or its processors would run twice.
 START_RETRY = {
@@ -137,18 +140,35 @@ class _Splitter:
             return branch
         states = branch["States"]
         for name, body in states.items():
-            if body["Type"] == "Parallel" and not self._fits(_as_branch(name, body)):
-                body["Branches"] = self._grouped(name, body["Branches"])
+            if body["Type"] == "Parallel":
+                self._fit_parallel(name, body)
         if self._fits(branch):
             return branch
         return self._segmented(branch)
 
-    def _grouped(self, name: str, branches: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The Parallel's branches packed into child machines, one parent branch starting each."""
-        fitted = [self.fit_branch(b) for b in branches]
+    def _fit_parallel(self, name: str, body: dict[str, Any]) -> None:
+        """The Parallel's branches packed into child machines, one parent branch starting each; so
+        many that their starts do not fit either, the starts are grouped again (a tree)."""
+        while not self._fits(_as_branch(name, body)):
+            # each branch fits with room left for its group's own Parallel and Comment
+            room = Budget(
+                self.budget.definition_bytes - CHILD_BYTES, self.budget.history_events - CHILD_EVENTS
+            )
+            fitted = [
+                _Splitter(self.options, room, self.comment, self.parts).fit_branch(b)
+                for b in body["Branches"]
+            ]
+            groups = self._packed(fitted)
+            if len(groups) == len(fitted) and all(_is_start(b) for b in fitted):
+                body["Branches"] = fitted  # one start per group already: nothing smaller to make
+                return
+            body["Branches"] = self._started(name, groups)
+
+    def _packed(self, branches: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Consecutive branches in groups that each fit one child machine."""
         groups: list[list[dict[str, Any]]] = []
-        size = events = 0
-        for branch in fitted:
+        size = events = 0  # of the group being filled, its child's own states included
+        for branch in branches:
             b_size, b_events = _cost(branch)
             if (
                 groups
@@ -159,7 +179,11 @@ class _Splitter:
                 size, events = size + b_size, events + b_events
             else:
                 groups.append([branch])
-                size, events = b_size, b_events
+                size, events = CHILD_BYTES + b_size, CHILD_EVENTS + b_events
+        return groups
+
+    def _started(self, name: str, groups: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Each group as a child machine (a Parallel of its branches), and the branches that start them."""
         out, first = [], 1
         for group in groups:
             child = {"StartAt": name, "States": {name: {"Type": "Parallel", "Branches": group, "End": True}}}
@@ -173,7 +197,7 @@ class _Splitter:
         """Consecutive segments of the sequence, each a child machine, started one after another."""
         names = list(branch["States"])
         segments: list[list[str]] = [[]]
-        size = events = 0
+        size, events = CHILD_BYTES, 0
         for index, name in enumerate(names):
             body = branch["States"][name]
             s_size, s_events = _size({name: body}), limits.state_events_within(body)
@@ -183,7 +207,7 @@ class _Splitter:
             )
             if segments[-1] and over and cut_allowed:
                 segments.append([])
-                size = events = 0
+                size, events = CHILD_BYTES, 0
             segments[-1].append(name)
             size, events = size + s_size, events + s_events
         if len(segments) == 1:  # one state or an uncuttable run of them: nothing left to move
@@ -228,6 +252,12 @@ class _Splitter:
             "Retry": [dict(START_RETRY)],
         }
         return PART_STATE.format(number), state
+
+
+def _is_start(branch: dict[str, Any]) -> bool:
+    """A branch that only starts a part (what grouping leaves in the parent)."""
+    (only,) = branch["States"].values() if len(branch["States"]) == 1 else (None,)
+    return only is not None and str(only.get("Resource", "")).endswith(START_CHILD)
 
 
 def _as_branch(name: str, body: dict[str, Any]) -> dict[str, Any]:
