@@ -26,7 +26,6 @@ one's published version ARN in its place, so a run always starts the children of
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,8 +213,8 @@ class _Splitter:
             return branch
         starts = []
         for segment in segments:
-            states = {name: copy.deepcopy(branch["States"][name]) for name in segment}
-            last = states[segment[-1]]
+            states = {name: branch["States"][name] for name in segment}
+            last = states[segment[-1]] = dict(states[segment[-1]])  # its own copy: it now ends
             last.pop("Next", None)
             last["End"] = True
             last["OutputPath"] = None
@@ -256,8 +255,8 @@ class _Splitter:
 
 def _is_start(branch: dict[str, Any]) -> bool:
     """A branch that only starts a part (what grouping leaves in the parent)."""
-    (only,) = branch["States"].values() if len(branch["States"]) == 1 else (None,)
-    return only is not None and str(only.get("Resource", "")).endswith(START_CHILD)
+    states = list(branch["States"].values())
+    return len(states) == 1 and str(states[0].get("Resource", "")).endswith(START_CHILD)
 
 
 def _as_branch(name: str, body: dict[str, Any]) -> dict[str, Any]:
