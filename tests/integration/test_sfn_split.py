@@ -134,3 +134,13 @@ def test_a_cancel_of_the_run_ends_every_child_and_its_waiting_branches(aws):
         time.sleep(0.02)
     assert statuses and "RUNNING" not in statuses, statuses
     assert aws.wait_for_run_task("p20").last_status == "STOPPED", "the hanging task was stopped"
+
+
+def test_each_harness_patch_for_children_is_needed():
+    workflow = workflow_of(random_edges(40, 2))
+    with MotoStepFunctions(without={"sfn_parameter_casing"}) as harness:
+        result = run(harness, workflow, split_workflow(workflow))
+        assert result.status == "FAILED" and not harness.part_executions(), "moto never started a child"
+    with MotoStepFunctions(without={"sfn_sync_stops_abandoned_children"}) as harness:
+        run(harness, workflow, split_workflow(workflow), outcomes={"p3": [1], "p30": [HANG]})
+        assert "RUNNING" in [e["status"] for e in harness.part_executions()], "moto leaves children running"
