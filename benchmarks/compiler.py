@@ -5,7 +5,9 @@
   random durations (a join's own latency counted as zero);
 * per processor of a successful run: state transitions, Lambda calls and history events, joins
   against level cuts, and the run's transition cost at list price;
-* definition size; decompose and compile time at 1,000 to 5,000 nodes and their growth exponent.
+* at 1,000 to 5,000 nodes: decompose and compile (+ split into child machines) time and their growth
+  exponent, one machine's size against the split's (child machines, the largest definition, the
+  worst-case history of any execution), the largest payload, and what validate/compile answers.
 
 Run: python benchmarks/compiler.py
 """
@@ -26,10 +28,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from transitions import count_transitions  # noqa: E402
 
-from pennflow.workflow.asl import CompileOptions, _Compiler  # noqa: E402
-from pennflow.workflow.asl_input import canonical  # noqa: E402
+from pennflow.workflow.asl import CompileError, CompileOptions, _Compiler, compile_machines  # noqa: E402
+from pennflow.workflow.asl_input import canonical, largest_payload_estimate  # noqa: E402
+from pennflow.workflow.asl_split import Split, split  # noqa: E402
 from pennflow.workflow.dag import LEVEL_CUTS, Dag, decompose, simulate  # noqa: E402
 from pennflow.workflow.definition import validate_definition  # noqa: E402
+from pennflow.workflow.limits import worst_case_history  # noqa: E402
 from tests.asl_run import run_asl  # noqa: E402
 
 # AWS Step Functions pricing, Standard workflows: $0.025 per 1,000 state transitions
@@ -104,7 +108,7 @@ def success_events(machine: dict[str, Any]) -> int:
         total += 2 if kind not in ("Succeed", "Fail") else 1  # entered, exited
         if kind == "Task":
             resource = state["Resource"]
-            total += 4 if resource.endswith((".sync", ".waitForTaskToken")) else 3
+            total += 4 if resource.endswith((".sync", ".sync:2", ".waitForTaskToken")) else 3
         elif kind == "Parallel":
             total += 2 + sum(success_events(branch) for branch in state["Branches"])
         elif kind == "Map":
@@ -130,19 +134,25 @@ def _lambda_states(machine: dict[str, Any]) -> int:
 
 
 def cost_figures() -> list[str]:
+    """A split workflow's run is its parent's execution and each child's: their figures are summed
+    (a child's start is one Task state in its parent), and its size is its largest machine's."""
     rng = random.Random(5)
     lines = [
-        "nodes  form        transitions/proc  Lambda calls/proc  history events/proc  size kB  $ per 1,000 runs"
+        "nodes  form        transitions/proc  Lambda calls/proc  history events/proc  size kB  "
+        "machines  $ per 1,000 runs"
     ]
     for n in (30, 100, 1000):
         dag = random_dag(n, rng)
         for strategy in ("joins", LEVEL_CUTS):
-            machine = compiled(dag, strategy)
-            transitions = count_transitions(machine, 0)
-            size = len(canonical(machine).encode()) / 1000
+            pieces = split(compiled(dag, strategy), CompileOptions())
+            machines = [pieces.definition, *(part.definition for part in pieces.parts)]
+            transitions = sum(count_transitions(m, 0) for m in machines)
+            calls = lambda_calls(pieces.definition) + sum(_lambda_states(m) for m in machines[1:])
+            events = sum(success_events(m) for m in machines)
+            size = max(len(canonical(m).encode()) for m in machines) / 1000
             lines.append(
-                f"{n:5d}  {strategy:10}  {transitions / n:16.2f}  {lambda_calls(machine) / n:17.2f}"
-                f"  {success_events(machine) / n:19.2f}  {size:7.0f}  {transitions * PRICE_PER_TRANSITION * 1000:16.2f}"
+                f"{n:5d}  {strategy:10}  {transitions / n:16.2f}  {calls / n:17.2f}  {events / n:19.2f}"
+                f"  {size:7.0f}  {len(machines):8d}  {transitions * PRICE_PER_TRANSITION * 1000:16.2f}"
             )
     return lines
 
@@ -162,25 +172,50 @@ def _interleaved_best(jobs: dict[int, Any], repeats: int) -> dict[int, float]:
     return best
 
 
+def split_compile(workflow, plan) -> Split:
+    """The compiler's machines for a plan (joins, split where one machine would pass a limit)."""
+    return split(_Compiler(workflow, CompileOptions(), plan).compile(), CompileOptions())
+
+
 def scale_figures() -> list[str]:
     rng = random.Random(1)
     dags = {n: random_dag(n, rng) for n in SCALE_SIZES}
     workflows = {n: as_workflow(dag) for n, dag in dags.items()}
     plans = {n: decompose(dag) for n, dag in dags.items()}
     dec = _interleaved_best({n: (lambda dag=dag: decompose(dag)) for n, dag in dags.items()}, 9)
-    com = _interleaved_best(
+    one = _interleaved_best(
         {n: (lambda n=n: _Compiler(workflows[n], CompileOptions(), plans[n]).compile()) for n in SCALE_SIZES},
         3,
     )
-    lines = ["nodes  decompose_cpu_s  compile_cpu_s  size_MB (over 1 MB: refused, or level cuts if they fit)"]
+    com = _interleaved_best(
+        {n: (lambda n=n: split_compile(workflows[n], plans[n])) for n in SCALE_SIZES},
+        3,
+    )
+    lines = [
+        "nodes  decompose_cpu_s  compile_cpu_s  compile+split_cpu_s  one_machine_MB  child_machines  largest_MB  "
+        "worst_history_per_execution  largest_payload_KiB  validate/compile"
+    ]
     for n in SCALE_SIZES:
         size = len(canonical(_Compiler(workflows[n], CompileOptions(), plans[n]).compile()).encode())
-        lines.append(f"{n:5d}  {dec[n]:15.3f}  {com[n]:13.3f}  {size / 1_048_576:7.2f}")
+        pieces = split_compile(workflows[n], plans[n])
+        machines = [pieces.definition, *(part.definition for part in pieces.parts)]
+        largest = max(len(canonical(m).encode()) for m in machines)
+        history = max(worst_case_history(m)[0] for m in machines)
+        payload = largest_payload_estimate(workflows[n])
+        try:
+            compile_machines(workflows[n])
+            verdict = "exit 0"
+        except CompileError as exc:
+            verdict = "exit 2: " + str(exc).split(";")[0][:70]
+        lines.append(
+            f"{n:5d}  {dec[n]:15.3f}  {one[n]:13.3f}  {com[n]:19.3f}  {size / 1_048_576:14.2f}  {len(pieces.parts):14d}"
+            f"  {largest / 1_048_576:10.2f}  {history:27,d}  {payload / 1024:19.0f}  {verdict}"
+        )
     first, last = SCALE_SIZES[0], SCALE_SIZES[-1]
     span = math.log(last / first)
     lines.append(
         f"growth exponent {first:,} -> {last:,}: decompose {math.log(dec[last] / dec[first]) / span:.2f}, "
-        f"compile {math.log(com[last] / com[first]) / span:.2f} (n log n here: "
+        f"compile {math.log(one[last] / one[first]) / span:.2f}, compile+split {math.log(com[last] / com[first]) / span:.2f} (n log n here: "
         f"{math.log(last * math.log(last) / (first * math.log(first))) / span:.2f})"
     )
     return lines
@@ -193,7 +228,7 @@ def main() -> None:
     print("== a successful run, per processor: joins against level cuts (no Map items, no retries) ==")
     print("\n".join(cost_figures()))
     print()
-    print("== decompose and compile (no limit check) at scale ==")
+    print("== decompose, compile and split at scale (the timings without the limit check) ==")
     print("\n".join(scale_figures()))
 
 

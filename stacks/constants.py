@@ -33,6 +33,7 @@ EFS_IA_AFTER_DAYS = 30  # EFS lifecycle: files move to Infrequent Access after 3
 # Step Functions / ECS naming, shared with the API Lambda that creates state machines at runtime.
 NODE_NAME_MAX = STATE_MACHINE_NAME_LIMIT - 64 - 1  # room for "<node>_" + a 64-char workflow name
 ECS_SYNC_MANAGED_RULE = "StepFunctionsGetEventsForECSTaskRule"
+SFN_SYNC_MANAGED_RULE = "StepFunctionsGetEventsForStepFunctionsExecutionRule"  # startExecution.sync(:2)
 
 
 # Every name a node gives the resources its IAM policies match by pattern (functions, state machines,

@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import ArnFormat, Aws, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_iam as iam
@@ -20,6 +21,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from pennflow.workflow.asl_split import part_name, substitute
 from pennflow.workflow.cost_tags import WORKFLOW_TAG
 from pennflow.workflow.definition import MAX_NAME, Workflow
 from stacks import constants as C
@@ -47,6 +49,7 @@ class CompiledWorkflow:
     definition: dict
     workflow: Workflow
     registered_name: str  # what runs are started with: the workflow's name, or its file's slug if taken
+    parts: tuple[dict, ...] = ()  # child machines of a workflow too large for one (asl_split)
 
     @property
     def definition_hash(self) -> str:
@@ -68,8 +71,8 @@ def compile_folder(folder: Path, node_name: str) -> list[CompiledWorkflow]:
     return sorted(compiled, key=lambda c: c.source.name)
 
 
-def _compile_files(files: list[Path]) -> list[tuple[Path, Workflow, dict]]:
-    from pennflow.workflow.asl import CompileError, CompileOptions, compile_workflow  # pure: no AWS import
+def _compile_files(files: list[Path]) -> list[tuple[Path, Workflow, Any]]:
+    from pennflow.workflow.asl import CompileError, CompileOptions, compile_machines  # pure: no AWS import
     from pennflow.workflow.definition import DefinitionError, load_definition
 
     compiled = []
@@ -77,7 +80,7 @@ def _compile_files(files: list[Path]) -> list[tuple[Path, Workflow, dict]]:
         try:
             workflow = load_definition(path)
             options = CompileOptions(partition=PARTITION_PLACEHOLDER)
-            compiled.append((path, workflow, compile_workflow(workflow, options)))
+            compiled.append((path, workflow, compile_machines(workflow, options)))
         except DefinitionError as err:  # its message already names the file and lists every fault
             raise WorkflowError(str(err)) from None
         except CompileError as err:
@@ -85,13 +88,13 @@ def _compile_files(files: list[Path]) -> list[tuple[Path, Workflow, dict]]:
     return compiled
 
 
-def _named(compiled: list[tuple[Path, Workflow, dict]], prefix: str) -> list[CompiledWorkflow]:
+def _named(compiled: list[tuple[Path, Workflow, Any]], prefix: str) -> list[CompiledWorkflow]:
     # Files named after their workflow claim the plain name first, whatever their sort order.
     ordered = sorted(compiled, key=lambda item: (_stem(item[0]) != item[1].name, item[0].name))
     plain_names_used: set[str] = set()
     sources: dict[str, Path] = {}  # state machine name -> file
     named = []
-    for path, workflow, definition in ordered:
+    for path, workflow, machines in ordered:
         name = workflow.name
         registered_name = _slug(_stem(path)) if name in plain_names_used else name
         state_machine_name = prefix + registered_name
@@ -100,9 +103,10 @@ def _named(compiled: list[tuple[Path, Workflow, dict]], prefix: str) -> list[Com
             raise WorkflowError(
                 f"{path.name}: state machine name {state_machine_name!r} is taken by {sources[state_machine_name].name}"
             )
-        if len(state_machine_name) > C.STATE_MACHINE_NAME_LIMIT:
+        longest = part_name(state_machine_name, len(machines.parts)) if machines.parts else state_machine_name
+        if len(longest) > C.STATE_MACHINE_NAME_LIMIT:
             raise WorkflowError(
-                f"{path.name}: state machine name {state_machine_name!r} is over "
+                f"{path.name}: state machine name {longest!r} is over "
                 f"{C.STATE_MACHINE_NAME_LIMIT} characters; shorten the file name"
             )
         if len(registered_name) > MAX_NAME:
@@ -110,7 +114,12 @@ def _named(compiled: list[tuple[Path, Workflow, dict]], prefix: str) -> list[Com
                 f"{path.name}: registered as {registered_name!r}, over {MAX_NAME} characters; shorten the file name"
             )
         sources[state_machine_name] = path
-        named.append(CompiledWorkflow(path, name, state_machine_name, definition, workflow, registered_name))
+        parts = tuple(part.definition for part in machines.parts)
+        named.append(
+            CompiledWorkflow(
+                path, name, state_machine_name, machines.definition, workflow, registered_name, parts
+            )
+        )
     return named
 
 
@@ -200,7 +209,8 @@ class NodeOrchestration(Construct):
                 resources=[functions[name].function_arn for name in ("finalize", "list_batches", "download")],
             ),
             # Data sources and scatters are Distributed Maps: child executions of the same state machine,
-            # reading the run's manifest or batch list (runs/<run_id>/... in the results bucket).
+            # reading the run's manifest or batch list (runs/<run_id>/... in the results bucket); a
+            # workflow too large for one machine starts, tracks and stops its <machine>_part<k> children.
             "map_start": iam.PolicyStatement(
                 actions=["states:StartExecution"], resources=[self._states_arn("stateMachine", "*")]
             ),
@@ -218,11 +228,13 @@ class NodeOrchestration(Construct):
                 ],
                 resources=[results_bucket.arn_for_objects(f"{C.RESULTS_PREFIX}*")],
             ),
-            # runTask.sync learns that a task stopped through this EventBridge managed rule.
+            # runTask.sync learns that a task stopped, and startExecution.sync:2 (a workflow split
+            # into child machines) that a child execution ended, through these EventBridge managed rules.
             "sync_rule": iam.PolicyStatement(
                 actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
                 resources=[
-                    stack.format_arn(service="events", resource="rule", resource_name=C.ECS_SYNC_MANAGED_RULE)
+                    stack.format_arn(service="events", resource="rule", resource_name=rule)
+                    for rule in (C.ECS_SYNC_MANAGED_RULE, C.SFN_SYNC_MANAGED_RULE)
                 ],
             ),
         }
@@ -245,7 +257,8 @@ class NodeOrchestration(Construct):
             policy,
             statements["map_start"],
             "A data source's Distributed Map starts child executions of the running state machine (any of "
-            "this node's, or a published version of it); the ARN pattern keeps it to the node's name prefix.",
+            "this node's, or a published version of it), and a workflow split into child machines starts its "
+            "<machine>_part<k> versions, registered at runtime too; the ARN pattern keeps it to the node's prefix.",
         )
         acknowledge_wildcards(
             policy,
@@ -270,13 +283,24 @@ class NodeOrchestration(Construct):
         return role
 
     def _state_machine(self, workflow: CompiledWorkflow) -> sfn.StateMachine:
+        # Child machines first, each named in its parent by its published version (asl_split).
+        versions: list[str] = []
+        for number, part in enumerate(workflow.parts, 1):
+            name = part_name(workflow.state_machine_name, number)
+            child = self._machine(name, substitute(json.dumps(part), versions), workflow)
+            versions.append(self._published(name, child, workflow).attr_arn)
+        return self._machine(
+            workflow.state_machine_name, substitute(json.dumps(workflow.definition), versions), workflow
+        )
+
+    def _machine(self, name: str, definition: str, workflow: CompiledWorkflow) -> sfn.StateMachine:
         state_machine = sfn.StateMachine(
             self,
-            _construct_id(workflow.state_machine_name),
-            state_machine_name=workflow.state_machine_name,
+            _construct_id(name),
+            state_machine_name=name,
             state_machine_type=sfn.StateMachineType.STANDARD,
             definition_body=sfn.DefinitionBody.from_string(
-                json.dumps(workflow.definition).replace(PARTITION_PLACEHOLDER, Stack.of(self).partition)
+                definition.replace(PARTITION_PLACEHOLDER, Stack.of(self).partition)
             ),
             role=self.role,
             logs=sfn.LogOptions(
@@ -291,10 +315,15 @@ class NodeOrchestration(Construct):
     def _version(
         self, workflow: CompiledWorkflow, state_machine: sfn.StateMachine
     ) -> sfn.CfnStateMachineVersion:
+        return self._published(workflow.state_machine_name, state_machine, workflow)
+
+    def _published(
+        self, name: str, state_machine: sfn.StateMachine, workflow: CompiledWorkflow
+    ) -> sfn.CfnStateMachineVersion:
         """Published whenever the definition changes; the earlier ones are kept for their reruns."""
         version = sfn.CfnStateMachineVersion(
             self,
-            _construct_id(workflow.state_machine_name).removesuffix("StateMachine") + "Version",
+            _construct_id(name).removesuffix("StateMachine") + "Version",
             state_machine_arn=state_machine.state_machine_arn,
             state_machine_revision_id=state_machine.node.default_child.attr_state_machine_revision_id,
             description=f"definition {workflow.definition_hash}",

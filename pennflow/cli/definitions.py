@@ -108,22 +108,29 @@ def compile_(
     explain: bool = typer.Option(False, "--explain", help="Print the structure and ordering added instead."),
     pretty: bool = typer.Option(False, "--pretty", help="Indent the JSON."),
 ):
-    """Print the Step Functions definition (ASL JSON) the workflow compiles to."""
+    """Print the Step Functions definition (ASL JSON) the workflow compiles to.
+
+    A workflow split into child machines prints {"definition": parent, "parts": [child, ...]}, the
+    parent naming child k as ${Partk}."""
     import json
 
-    from pennflow.workflow.asl import CompileError, compile_to_json, compile_workflow
+    from pennflow.workflow.asl import CompileError, compile_machines
 
     workflow = load_or_exit(file)
     try:
+        compiled = compile_machines(workflow)
         if explain:
             from pennflow.workflow.explain import explain as explain_workflow
 
-            compile_workflow(workflow)
             sys.stdout.write(explain_workflow(workflow) + "\n")
-        elif pretty:
-            sys.stdout.write(json.dumps(compile_workflow(workflow), indent=2) + "\n")
+            return
+        output: dict = compiled.definition
+        if compiled.parts:
+            output = {"definition": compiled.definition, "parts": [p.definition for p in compiled.parts]}
+        if pretty:
+            sys.stdout.write(json.dumps(output, indent=2) + "\n")
         else:
-            sys.stdout.write(compile_to_json(workflow) + "\n")
+            sys.stdout.write(json.dumps(output, separators=(",", ":")) + "\n")
     except CompileError as exc:
         raise fail(str(exc)) from None
 

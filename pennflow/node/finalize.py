@@ -186,15 +186,19 @@ def failed_processor(
 
 
 def _task_description(cause: Any) -> dict[str, Any] | None:
-    if isinstance(cause, dict):
-        return cause
+    parsed = cause
     if isinstance(cause, str) and cause.lstrip().startswith("{"):
         try:
             parsed = json.loads(cause)
         except json.JSONDecodeError:
             return None
-        return parsed if isinstance(parsed, dict) else None
-    return None
+    if not isinstance(parsed, dict):
+        return None
+    # A failed child machine (a split workflow, startExecution.sync:2) reports its execution: the
+    # processor's own failure is that execution's Cause, one level down per nested child.
+    if "ExecutionArn" in parsed and "Cause" in parsed:
+        return _task_description(parsed["Cause"])
+    return parsed
 
 
 def _get(mapping: Mapping[str, Any], name: str) -> Any:

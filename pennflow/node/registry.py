@@ -1,7 +1,9 @@
 """Registered workflows: the workflows table and the state machine each one compiles to.
 
 Registering a definition compiles it (``pennflow.workflow.asl``), creates or updates the state machine
-``<prefix><name>`` and publishes a state machine version for it, then records both in the table.
+``<prefix><name>`` and publishes a state machine version for it, then records both in the table. A
+workflow too large for one machine also gets its child machines ``<prefix><name>_part<k>``
+(``pennflow.workflow.asl_split``), created or updated first, the parent naming their versions.
 Every definition hash keeps its own item and version, so a run (or a rerun, months later) executes
 exactly the definition it was started with even after the workflow has been updated.
 
@@ -91,10 +93,11 @@ class StateMachineSettings:
 
     def arn(self, workflow: str, region: str) -> str:
         """Built from the role's partition and account, so no extra call is needed to find it."""
+        return self.machine_arn(self.name(workflow), region)
+
+    def machine_arn(self, machine: str, region: str) -> str:
         role = arns.parse(self.role_arn)
-        return arns.build(
-            "states", region, role.account, f"stateMachine:{self.name(workflow)}", partition=role.partition
-        )
+        return arns.build("states", region, role.account, f"stateMachine:{machine}", partition=role.partition)
 
     def logging(self) -> dict[str, Any]:
         if not self.log_group_arn:
@@ -149,15 +152,30 @@ class DynamoWorkflowRegistry:
         machine = self.machines.name(workflow.name)
         if len(machine) > STATE_MACHINE_NAME_LIMIT:
             raise StateMachineNameTooLong(workflow.name, machine)
-        from pennflow.workflow.asl import CompileOptions, compile_to_json  # only registering pays for it
+        from pennflow.workflow.asl import CompileOptions, compile_machines  # only registering pays for it
+        from pennflow.workflow.asl_split import part_name, substitute
 
         # A CompileError stops here, before anything is deployed; integrations in the role's partition.
         options = CompileOptions(partition=arns.partition_of(self.machines.role_arn))
-        definition = compile_to_json(workflow, options)
+        definition, parts = compile_machines(workflow, options).texts()
+        children = [part_name(machine, number) for number in range(1, len(parts) + 1)]
+        for child in children:
+            if len(child) > STATE_MACHINE_NAME_LIMIT:
+                raise StateMachineNameTooLong(workflow.name, child)
         own_arn = self.machines.arn(workflow.name, self.stepfunctions.meta.region_name)
         # A record from before the API's own namespace names another machine: start a new one here.
         update = current is not None and current.state_machine_arn == own_arn
-        arn, version_arn = self._deploy(workflow.name, definition, digest, update=update)
+        # Children first, each naming the published versions of those before it, so that a version
+        # of the parent always starts the children it was registered with.
+        versions: list[str] = []
+        for child, text in zip(children, parts, strict=True):
+            child_arn, child_version = self._deploy(
+                workflow.name, child, substitute(text, versions), digest, update=update
+            )
+            versions.append(child_version or child_arn)
+        arn, version_arn = self._deploy(
+            workflow.name, machine, substitute(definition, versions), digest, update=update
+        )
         now = utcnow()
         record = WorkflowRecord(
             name=workflow.name,
@@ -174,7 +192,10 @@ class DynamoWorkflowRegistry:
             raise StackOwnedWorkflow(self._get_item(workflow.name) or record)
         return record, current is None
 
-    def _deploy(self, name: str, definition: str, digest: str, *, update: bool) -> tuple[str, str | None]:
+    def _deploy(
+        self, workflow: str, machine: str, definition: str, digest: str, *, update: bool
+    ) -> tuple[str, str | None]:
+        """Create (or update) the state machine ``machine`` of ``workflow`` and publish a version."""
         sfn = self.stepfunctions
         settings = {
             "definition": definition,
@@ -184,18 +205,21 @@ class DynamoWorkflowRegistry:
             "publish": True,
             "versionDescription": f"definition {digest}",
         }
-        arn = self.machines.arn(name, sfn.meta.region_name)
-        if not update:
-            tags = [
-                {"key": k, "value": v} for k, v in {**self.machines.tags, "pennflow:workflow": name}.items()
-            ]
+        arn = self.machines.machine_arn(machine, sfn.meta.region_name)
+        if update:
             try:
-                created = sfn.create_state_machine(
-                    name=self.machines.name(name), type="STANDARD", tags=tags, **settings
-                )
-                return created["stateMachineArn"], created.get("stateMachineVersionArn")
-            except sfn.exceptions.StateMachineAlreadyExists:
-                pass  # created by an earlier registration that failed before its record: the API's own
+                updated = sfn.update_state_machine(stateMachineArn=arn, **settings)
+                return arn, updated.get("stateMachineVersionArn")
+            except sfn.exceptions.StateMachineDoesNotExist:
+                pass  # a child part the workflow's earlier definition did not need
+        tags = [
+            {"key": k, "value": v} for k, v in {**self.machines.tags, "pennflow:workflow": workflow}.items()
+        ]
+        try:
+            created = sfn.create_state_machine(name=machine, type="STANDARD", tags=tags, **settings)
+            return created["stateMachineArn"], created.get("stateMachineVersionArn")
+        except sfn.exceptions.StateMachineAlreadyExists:
+            pass  # created by an earlier registration that failed before its record: the API's own
         updated = sfn.update_state_machine(stateMachineArn=arn, **settings)
         return arn, updated.get("stateMachineVersionArn")
 

@@ -5,7 +5,8 @@
   (where Fargate's billing starts) to ``stoppedAt``. A task ECS no longer describes (it forgets
   stopped tasks after about an hour) is costed from its step's span at the processor's settings.
 - Step Functions: state transitions are the ``...StateEntered`` events of the execution history,
-  paginated, and of every child execution of its Distributed Map runs (data sources, scatters).
+  paginated, of every child execution of its Distributed Map runs (data sources, scatters), and of
+  the child machines' executions a workflow too large for one machine starts (``Part k`` states).
 - Lambda: the download, batch-listing and finalize invocations the histories show, with their
   measured durations, and each join call (a wait or a done signal: one call each, its duration an
   estimate, ``JOIN_CALL_SECONDS``); prepare and the status tracker are counted as requests (their durations are
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -190,7 +192,38 @@ def _histories(node: Node, execution_arn: str | None, notes: list[str]) -> _Hist
         map_run = event.get("mapRunStartedEventDetails", {}).get("mapRunArn")
         if map_run:
             _count_map_run(node, map_run, found, notes)
+    for child in _child_executions(node, execution_arn, events):
+        part = _histories(node, child, notes)
+        found.transitions += part.transitions
+        for function, (count, seconds) in part.lambdas.items():
+            have_count, have_seconds = found.lambdas.get(function, (0, 0.0))
+            found.lambdas[function] = (have_count + count, have_seconds + seconds)
     return found
+
+
+def _child_executions(node: Node, execution_arn: str, events: list[dict[str, Any]]) -> list[str]:
+    """A split workflow's child executions (``startExecution.sync:2``, pennflow.workflow.asl_split):
+    their ARNs are in the started tasks' output, which only a read with the execution data shows,
+    so the history is read again with it only when the execution started a child."""
+    if not any(_starts_child(event) for event in events):
+        return []
+    pages = node.sfn.get_paginator("get_execution_history").paginate(
+        executionArn=execution_arn, includeExecutionData=True
+    )
+    children = []
+    for page in pages:
+        for event in page.get("events", []):
+            if _starts_child(event):
+                output = event["taskSubmittedEventDetails"].get("output") or "{}"
+                arn = json.loads(output).get("ExecutionArn")
+                if arn:
+                    children.append(arn)
+    return children
+
+
+def _starts_child(event: Mapping[str, Any]) -> bool:
+    details = event.get("taskSubmittedEventDetails", {})
+    return event["type"] == "TaskSubmitted" and details.get("resourceType") == "states"
 
 
 def _count_map_run(node: Node, map_run_arn: str, found: _History, notes: list[str]) -> None:

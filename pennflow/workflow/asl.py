@@ -14,12 +14,14 @@ the node's cluster, network and functions, the run's id, its task definitions an
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pennflow.workflow import limits
 from pennflow.workflow.asl_input import canonical as _canonical
 from pennflow.workflow.asl_input import execution_input, largest_payload_estimate
 from pennflow.workflow.asl_joins import done_state, wait_state, wait_timeouts
+from pennflow.workflow.asl_split import ARN_BUDGET, Part, split
 from pennflow.workflow.asl_states import (
     CONTAINER_NAME,
     DEFAULT_PARTITION,
@@ -43,7 +45,6 @@ from pennflow.workflow.asl_states import (
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, state_key, static_environment
 from pennflow.workflow.cost_tags import RUN_TAGS_PATH
 from pennflow.workflow.dag import (
-    LEVEL_CUTS,
     Dag,
     Decomposition,
     Joined,
@@ -74,6 +75,8 @@ __all__ = [
     "CompileOptions",
     "Machine",
     "State",
+    "CompiledMachines",
+    "compile_machines",
     "compile_to_json",
     "compile_with_plan",
     "compile_workflow",
@@ -90,35 +93,56 @@ __all__ = [
 
 def compile_workflow(workflow: Workflow, options: CompileOptions | None = None) -> dict[str, Any]:
     """The ASL definition; raises :class:`CompileError` naming the Step Functions limit a workflow
-    would cross (definition size, history length, payload size), see :mod:`pennflow.workflow.limits`."""
-    return compile_with_plan(workflow, options)[0]
+    would cross (definition size, history length, payload size), see :mod:`pennflow.workflow.limits`.
+
+    A workflow split into child machines gives its parent here, naming each child by a placeholder:
+    what deploys it needs :func:`compile_machines`."""
+    return compile_machines(workflow, options).definition
+
+
+@dataclass(frozen=True)
+class CompiledMachines:
+    """The workflow's state machine and its child machines (none unless it had to be split), each
+    child's definition naming earlier children only, by :func:`asl_split.part_placeholder`."""
+
+    definition: dict[str, Any]
+    parts: tuple[Part, ...]
+    decomposition: Decomposition
+
+    def texts(self) -> tuple[str, list[str]]:
+        """Canonical text of the parent and of each part (what is deployed, placeholders unfilled)."""
+        return _canonical(self.definition), [_canonical(part.definition) for part in self.parts]
+
+
+def compile_machines(workflow: Workflow, options: CompileOptions | None = None) -> CompiledMachines:
+    """The plan always keeps its joins (makespan = critical path): a workflow whose one machine
+    would pass the 1 MB definition or the 25,000-event history limit is split into child machines
+    (:mod:`pennflow.workflow.asl_split`), each of them inside both limits. What no split helps (the
+    256 KiB payload: every state carries the run's input) is refused first, before compiling."""
+    problem = interactive_problem(workflow)
+    if problem:
+        raise CompileError(problem)
+    problem = limits.payload_problem(largest_payload_estimate(workflow))
+    if problem:
+        raise CompileError(f"{len(workflow.processors):,} processors: {problem}")
+    options = options or CompileOptions()
+    decomposition = decompose(Dag.from_workflow(workflow))  # iterative: any depth
+    definition = _Compiler(workflow, options, decomposition).compile()
+    result = split(definition, options)
+    problems = limit_problems(workflow, result.definition)
+    for number, part in enumerate(result.parts, 1):
+        problems += [f"child machine {number}: {p}" for p in _machine_problems(part.definition)]
+    if problems:
+        raise CompileError("; ".join(problems))
+    return CompiledMachines(result.definition, tuple(result.parts), decomposition)
 
 
 def compile_with_plan(
     workflow: Workflow, options: CompileOptions | None = None
 ) -> tuple[dict[str, Any], Decomposition]:
-    """The definition and the plan it was compiled from.
-
-    A block that is not series-parallel runs as joined paths (makespan = critical path). Joins cost
-    about a third more definition bytes and history events than the previous compiler's level
-    cuts, so a workflow whose joined form would cross a limit the level-cut form stays inside
-    compiles with level cuts (it runs, waiting for levels, rather than not at all); the plan says so."""
-    problem = limits.processor_count_problem(len(workflow.processors)) or interactive_problem(workflow)
-    if problem:
-        raise CompileError(problem)
-    options = options or CompileOptions()
-    dag = Dag.from_workflow(workflow)
-    decomposition = decompose(dag)  # iterative: any depth
-    definition = _Compiler(workflow, options, decomposition).compile()
-    problems = limit_problems(workflow, definition)
-    if problems and decomposition.joins:
-        cut = decompose(dag, LEVEL_CUTS)
-        fallback = _Compiler(workflow, options, cut).compile()
-        if not limit_problems(workflow, fallback):
-            return fallback, cut
-    if problems:
-        raise CompileError("; ".join(problems))
-    return definition, decomposition
+    """The (parent) definition and the plan it was compiled from."""
+    compiled = compile_machines(workflow, options)
+    return compiled.definition, compiled.decomposition
 
 
 def interactive_problem(workflow: Workflow) -> str | None:
@@ -140,14 +164,21 @@ def compile_to_json(workflow: Workflow, options: CompileOptions | None = None) -
 
 def limit_problems(workflow: Workflow, definition: dict[str, Any]) -> list[str]:
     """Each Step Functions limit the compiled definition could cross, as a sentence naming it."""
-    problems = [limits.definition_size_problem(len(_canonical(definition).encode()))]
+    problems = _machine_problems(definition)
+    problems.append(limits.payload_problem(largest_payload_estimate(workflow)))
+    return [problem for problem in problems if problem]
+
+
+def _machine_problems(definition: dict[str, Any]) -> list[str]:
+    """The definition-size and history limits of one machine (parent or child)."""
+    size = len(_canonical(definition).encode()) + _canonical(definition).count("${Part") * ARN_BUDGET
+    problems = [limits.definition_size_problem(size)]
     try:
         parent, largest_child = limits.worst_case_history(definition)
     except ValueError as exc:
         raise CompileError(f"the run's history cannot be bounded: {exc}") from None
     problems.append(limits.history_problem(parent))
     problems.append(limits.history_problem(largest_child, "a Distributed Map item"))
-    problems.append(limits.payload_problem(largest_payload_estimate(workflow)))
     return [problem for problem in problems if problem]
 
 
@@ -181,7 +212,7 @@ class _Compiler:
             kind = "series-parallel"
         elif self.decomposition.joins:
             kind = "joined (not series-parallel)"
-        else:  # the level-cut form a workflow too large for joins falls back to
+        else:  # a plan built with level cuts (the previous compiler's, kept to compare)
             kind = "ordered (not series-parallel)"
         return {
             "Comment": f"{self.options.comment_prefix} {self.workflow.name} ({kind}); "

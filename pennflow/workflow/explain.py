@@ -42,30 +42,24 @@ def predicted_penalty(dag: Dag, decomposition: Decomposition) -> Penalty:
 
 
 def explain(workflow: Workflow) -> str:
-    """The structure the workflow compiles to: its joins (each named, with why), or the level cuts a
-    workflow too large for joins falls back to, and the makespan it predicts."""
-    from pennflow.workflow.asl import CompileError, compile_with_plan
+    """The structure the workflow compiles to: its joins (each named, with why), the child machines
+    it is split into when one would pass a Step Functions limit, and the makespan it predicts."""
+    from pennflow.workflow.asl import CompileError, compile_machines
 
     dag = Dag.from_workflow(workflow)
+    parts: list[str] = []
     try:
-        decomposition = compile_with_plan(workflow)[1]
-    except CompileError:  # over a limit either way: explain the structure the compiler would use
+        compiled = compile_machines(workflow)
+        decomposition = compiled.decomposition
+        parts = _parts(compiled)
+    except CompileError:  # over a limit no split helps: explain the structure the compiler would use
         decomposition = decompose(dag)
     lines = [f"workflow {workflow.name}: {len(dag.nodes)} nodes"]
     if decomposition.is_series_parallel:
         lines.append("series-parallel: compiled with no join and no added ordering; makespan = critical path")
-    elif decomposition.joins:
-        lines += _joins(decomposition)
     else:
-        lines.append(
-            f"not series-parallel, and too large for joins (their states would pass a Step Functions limit): "
-            f"{len(decomposition.added)} ordering constraint(s) added"
-        )
-        for number, added in enumerate(decomposition.added, 1):
-            lines.append(
-                f"  {number}. [{', '.join(added.before)}] finish before [{', '.join(added.after)}] start "
-                f"({added.new_pairs} new ordered pair(s))"
-            )
+        lines += _joins(decomposition)
+    lines += parts
     lines.append("structure:")
     lines.extend(_tree(decomposition.plan, "  "))
     if dag.nodes:
@@ -77,6 +71,29 @@ def explain(workflow: Workflow) -> str:
             f"(Kahn levels: {penalty.kahn_mean_random:.3f} mean; a join's own latency counted as zero)"
         )
     return "\n".join(lines)
+
+
+def _parts(compiled) -> list[str]:
+    """What was moved into child machines, and each machine's size and worst-case history."""
+    from pennflow.workflow.limits import DEFINITION_LIMIT, HISTORY_EVENT_LIMIT, worst_case_history
+
+    if not compiled.parts:
+        return []
+    parent, texts = compiled.texts()
+    lines = [
+        f"split into {len(compiled.parts)} child state machine(s): one machine would pass Step Functions' "
+        f"{DEFINITION_LIMIT:,}-byte definition or {HISTORY_EVENT_LIMIT:,}-event history limit; the parent "
+        "starts each with states:startExecution.sync:2 (joins work across them: tokens live in the run's "
+        "join items), no added ordering",
+        f"  parent: {len(parent.encode()) / 1000:,.0f} kB, "
+        f"at most {worst_case_history(compiled.definition)[0]:,} history events",
+    ]
+    for number, (part, text) in enumerate(zip(compiled.parts, texts, strict=True), 1):
+        lines.append(
+            f"  part {number}: {part.summary}; {len(text.encode()) / 1000:,.0f} kB, "
+            f"at most {worst_case_history(part.definition)[0]:,} history events"
+        )
+    return lines
 
 
 def _joins(decomposition: Decomposition) -> list[str]:

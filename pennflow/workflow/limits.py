@@ -5,7 +5,8 @@ A workflow the validator accepts must run without crossing any of these, whateve
 * a state's input, output or result (for a Parallel or Map: the array of its branches' or items'
   outputs) over 256 KiB fails the state with ``States.DataLimitExceeded``;
 * an execution whose history reaches 25,000 events fails;
-* a state machine definition over 1 MiB cannot be created.
+* a state machine definition over 1 MiB cannot be created (a workflow past it, or past the history
+  limit, is split into child machines: :mod:`pennflow.workflow.asl_split`).
 
 The compiler (:mod:`pennflow.workflow.asl`) keeps payloads small by construction: each branch and
 item hands back ``{}``, large fan-outs run as Distributed Maps whose items are read from S3 and
@@ -28,15 +29,11 @@ PAYLOAD_LIMIT = 262_144  # bytes: 256 KiB, any state input/output/result and the
 HISTORY_EVENT_LIMIT = 25_000  # events in one execution's history
 DEFINITION_LIMIT = 1_048_576  # bytes: 1 MiB, a state machine definition
 MAX_SCATTER_BATCHES = 10_000  # batches one scatter may make (a Distributed Map over an S3 manifest)
-# Processors in one workflow the node's API registers: a 1,000-processor DAG compiles to under the
-# definition limit (tests/unit/test_asl.py). The API refuses more before validating or compiling; the
-# compiler's own bound is DEFINITION_LIMIT // MIN_PROCESSOR_STATE_BYTES.
+# Processors in one workflow the node's API registers. The API refuses more before validating or
+# compiling; the compiler's own bound is the 256 KiB payload (every state carries the run's input,
+# a task definition ARN per processor): about 1,400 processors.
 MAX_PROCESSORS = 1000
 MAX_PLAN_DEPTH = 100  # nested Parallel levels the compiler writes (each is about 5 JSON levels)
-
-# The smallest state the compiler writes for a processor (a chain's ECS task, 1-character id),
-# so a definition of n processors is at least n * this: refuse early, before compiling.
-MIN_PROCESSOR_STATE_BYTES = 780
 
 # Budgets for values only known at run time, used to bound the execution input and state payloads.
 # arn:aws:ecs:<region>:<account>:task-definition/<node>-proc-<16 hex>:<revision> is about 100
@@ -103,18 +100,6 @@ def definition_size_problem(size: int) -> str | None:
     return f"compiled definition is {mib(size)}; Step Functions allows 1 MB ({DEFINITION_LIMIT:,} bytes)"
 
 
-def processor_count_problem(processors: int) -> str | None:
-    """A quick refusal before compiling: n processors need at least n small states."""
-    least = processors * MIN_PROCESSOR_STATE_BYTES
-    if least <= DEFINITION_LIMIT:
-        return None
-    return (
-        f"{processors:,} processors compile to at least {mib(least)}; Step Functions allows a definition "
-        f"of 1 MB ({DEFINITION_LIMIT:,} bytes): split the workflow (at most about "
-        f"{DEFINITION_LIMIT // MIN_PROCESSOR_STATE_BYTES:,} processors)"
-    )
-
-
 def plan_depth_problem(depth: int) -> str | None:
     if depth <= MAX_PLAN_DEPTH:
         return None
@@ -176,6 +161,12 @@ def worst_case_history(machine: Mapping[str, Any]) -> tuple[int, int]:
     return parent, largest_child
 
 
+def state_events_within(state: Mapping[str, Any]) -> int:
+    """Worst-case events of one state and of every state in its Parallel branches (a Map's
+    items are child executions: not counted here)."""
+    return sum(_state_events(s) for s in _all_states({"States": {"": state}}))
+
+
 def _all_states(machine: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """Every state of the machine and of its Parallel branches (not of Map item processors)."""
     pending = [machine]
@@ -195,7 +186,8 @@ def _state_events(state: Mapping[str, Any]) -> int:
     if kind != "Task":
         return _ENTER_EXIT
     resource = str(state.get("Resource", ""))
-    pattern = "sync" if resource.endswith((".sync", ".waitForTaskToken")) else "lambda"
+    # a child machine's start (startExecution.sync:2) submits and waits like a .sync task
+    pattern = "sync" if resource.endswith((".sync", ".sync:2", ".waitForTaskToken")) else "lambda"
     events = _ENTER_EXIT + _TASK_EVENTS[pattern]
     for rule in state.get("Retry", ()):
         attempts = rule.get("MaxAttempts", _DEFAULT_MAX_ATTEMPTS)

@@ -49,6 +49,9 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resou
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
     StateTaskServiceEcs,
 )
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+    StateTaskServiceSfn,
+)
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.utils import boto_client as boto_client_module
 from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
@@ -111,6 +114,27 @@ def ecs_parameter_casing() -> Iterator[None]:
     with (
         mock.patch.object(StateTaskServiceEcs, "_normalise_parameters", _normalise_parameters),
         mock.patch.object(StateTaskServiceEcs, "_normalise_response", _normalise_response),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def sfn_parameter_casing() -> Iterator[None]:
+    """The same casing conversion for `states:startExecution` tasks (a split workflow's children).
+
+    `StateTaskServiceSfn._normalise_parameters` turns `Input` into JSON text and then calls the
+    reduced base method, so `StateMachineArn` reaches botocore verbatim (`KeyError:
+    'StateMachineArn'`, States.Runtime), and the `.sync:2` resolver reads `ExecutionArn` from an
+    un-normalised `executionArn` response. Its own conversion of `Input` is kept."""
+    own = StateTaskServiceSfn._normalise_parameters
+
+    def normalise_parameters(self, parameters, boto_service_name=None, service_action_name=None) -> None:
+        own(self, parameters, boto_service_name, service_action_name)
+        _normalise_parameters(self, parameters, boto_service_name, service_action_name)
+
+    with (
+        mock.patch.object(StateTaskServiceSfn, "_normalise_parameters", normalise_parameters),
+        mock.patch.object(StateTaskServiceSfn, "_normalise_response", _normalise_response),
     ):
         yield
 
@@ -269,6 +293,53 @@ def ecs_sync_stops_abandoned_tasks() -> Iterator[None]:
     with (
         mock.patch.object(StateTaskServiceEcs, "_build_sync_resolver", build_sync_resolver),
         mock.patch.object(StateTaskServiceEcs, "_eval_sync", eval_sync),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def sfn_sync_stops_abandoned_children() -> Iterator[None]:
+    """Stop a child execution when its `startExecution.sync:2` state stops waiting before it ended.
+
+    The same case as `ecs_sync_stops_abandoned_tasks` (the parent was stopped, or a sibling branch
+    failed): AWS's documented policy for `.sync` starts grants `states:StopExecution` on the child's
+    executions so that Step Functions can stop them; moto leaves the child running.
+    """
+    original_build = StateTaskServiceSfn._build_sync2_resolver
+    original_eval_sync = StateTaskServiceSfn._eval_sync
+
+    def build_sync2_resolver(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+        execution_arn = env.stack[-1]["ExecutionArn"]
+        resolver = original_build(self, env, resource_runtime_part, normalised_parameters, state_credentials)
+
+        def stop_child() -> None:
+            sfn = boto_client_for(
+                region=resource_runtime_part.region,
+                service="stepfunctions",
+                state_credentials=state_credentials,
+            )
+            if sfn.describe_execution(executionArn=execution_arn)["status"] == "RUNNING":
+                sfn.stop_execution(executionArn=execution_arn, cause=STOPPED_BY_STEP_FUNCTIONS)
+
+        resolver.stop_child = stop_child
+        return resolver
+
+    def eval_sync(self, env, sync_resolver, timeout_seconds, callback_endpoint, heartbeat_endpoint):
+        outcome = original_eval_sync(
+            self,
+            env=env,
+            sync_resolver=sync_resolver,
+            timeout_seconds=timeout_seconds,
+            callback_endpoint=callback_endpoint,
+            heartbeat_endpoint=heartbeat_endpoint,
+        )
+        if not env.is_running() and hasattr(sync_resolver, "stop_child"):
+            sync_resolver.stop_child()
+        return outcome
+
+    with (
+        mock.patch.object(StateTaskServiceSfn, "_build_sync2_resolver", build_sync2_resolver),
+        mock.patch.object(StateTaskServiceSfn, "_eval_sync", eval_sync),
     ):
         yield
 

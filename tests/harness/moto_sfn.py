@@ -60,10 +60,12 @@ TERMINAL_STATUSES = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 # The fixes to moto, in the order they are applied; `without=` leaves some out to show they matter.
 OPTIONAL_PATCHES = (
     "ecs_parameter_casing",
+    "sfn_parameter_casing",
     "states_errors_leave_branches",
     "ecs_sync_follows_exit_codes",
     "ecs_sync_retries_wait_again",
     "ecs_sync_stops_abandoned_tasks",
+    "sfn_sync_stops_abandoned_children",
     "lambda_handlers",
     "ecs_errors_are_amazon_ecs_exceptions",
     "distributed_map_fails",
@@ -150,6 +152,8 @@ class ExecutionResult:
     run_task_calls: list[RunTaskCall]
     lambda_calls: list[LambdaCall]
     figures: moto_measure.Figures | None = None
+    # a split workflow's child executions (pennflow.workflow.asl_split), each one's history
+    child_histories: list[list[dict[str, Any]]] = field(default_factory=list)
 
     def events(self, event_type: str) -> list[dict[str, Any]]:
         return [event for event in self.history if event["type"] == event_type]
@@ -224,6 +228,7 @@ class MotoStepFunctions:
         self._clock: moto_patches.ScaledSleep | None = None
         self._recorder = moto_measure.Recorder()
         self.node: dict[str, Any] = {}
+        self._part_arns: list[str] = []
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -406,14 +411,27 @@ class MotoStepFunctions:
         *,
         outcomes: Mapping[str, OutcomeScript] | None = None,
         lambdas: Mapping[str, LambdaHandler] | None = None,
+        parts: Sequence[dict[str, Any]] = (),
     ) -> str:
+        """``parts``: a split workflow's child machines, created first as the node's registry does
+        (``<machine>_part<k>``, each placeholder replaced by the ARN of the part it names)."""
+        from pennflow.workflow.asl_split import part_name, substitute
+
         for name, handler in (lambdas or {}).items():
             self.register_lambda(name, handler)
         self._outcomes = ProcessorOutcomes(outcomes)
         self._recorder.reset()  # figures are those of the latest execution
         name = f"pennflow-test-{next(self._names)}"
+        self._part_arns = []
+        for number, part in enumerate(parts, 1):
+            text = substitute(json.dumps(part), self._part_arns)
+            self._part_arns.append(
+                self.sfn.create_state_machine(
+                    name=part_name(name, number), definition=text, roleArn=self._role_arn
+                )["stateMachineArn"]
+            )
         machine_arn = self.sfn.create_state_machine(
-            name=name, definition=json.dumps(definition), roleArn=self._role_arn
+            name=name, definition=substitute(json.dumps(definition), self._part_arns), roleArn=self._role_arn
         )["stateMachineArn"]
         return self.sfn.start_execution(stateMachineArn=machine_arn, name=name, input=json.dumps(input))[
             "executionArn"
@@ -427,10 +445,13 @@ class MotoStepFunctions:
         outcomes: Mapping[str, OutcomeScript] | None = None,
         lambdas: Mapping[str, LambdaHandler] | None = None,
         timeout: float = 10.0,
+        parts: Sequence[dict[str, Any]] = (),
     ) -> ExecutionResult:
         """Create the state machine, start it, and wait (at most `timeout` s) for it to end."""
         first_task, first_lambda = len(self._run_task_calls), len(self._lambda_calls)
-        execution_arn = self.start_execution(definition, input, outcomes=outcomes, lambdas=lambdas)
+        execution_arn = self.start_execution(
+            definition, input, outcomes=outcomes, lambdas=lambdas, parts=parts
+        )
         return self.wait(execution_arn, timeout=timeout, since=(first_task, first_lambda))
 
     def stop_execution(self, execution_arn: str) -> None:
@@ -462,7 +483,19 @@ class MotoStepFunctions:
             run_task_calls=run_task_calls,
             lambda_calls=lambda_calls,
             figures=moto_measure.figures(self._recorder, history),
+            child_histories=self.part_histories(),
         )
+
+    def part_executions(self) -> list[dict[str, Any]]:
+        """The executions of the latest split workflow's child machines (name, status, ARN)."""
+        return [
+            execution
+            for machine_arn in self._part_arns
+            for execution in self.sfn.list_executions(stateMachineArn=machine_arn)["executions"]
+        ]
+
+    def part_histories(self) -> list[list[dict[str, Any]]]:
+        return [self._history(execution["executionArn"]) for execution in self.part_executions()]
 
     def wait_for_run_task(self, processor_id: str, *, timeout: float = 5.0) -> RunTaskCall:
         """The first RunTask of `processor_id`, waiting for the state machine to make it."""

@@ -27,6 +27,8 @@ class Lookup(Protocol):
 
     def access_point_tags(self, access_point_id: str) -> dict[str, str]: ...
 
+    def task_token_machine(self, task_token: str) -> str: ...
+
 
 @dataclass(frozen=True)
 class Call:
@@ -331,6 +333,15 @@ def _states_execution(call: Call, _: Lookup) -> list[Request]:
 @maps("stepfunctions", "DescribeStateMachine", "ListExecutions", "PublishStateMachineVersion")
 def _states_machine(call: Call, _: Lookup) -> list[Request]:
     return [_request(f"states:{call.operation}", call.params["stateMachineArn"])]
+
+
+@maps("stepfunctions", "SendTaskSuccess", "SendTaskFailure", "SendTaskHeartbeat")
+def _states_callback(call: Call, lookup: Lookup) -> list[Request]:
+    """The SAR names no resource type a callback's task token could be matched against for a
+    service-integration task; Step Functions authorizes it against the state machine whose task
+    issued the token (its AccessDenied message names that machine). The token does not show it, so
+    the tier learns it from the test that issued the token (``recorder.issue_task_token``)."""
+    return [_request(f"states:{call.operation}", lookup.task_token_machine(call.params["taskToken"]))]
 
 
 @maps("stepfunctions", "ListStateMachines")

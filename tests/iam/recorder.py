@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,22 @@ class _MotoFacts:
     def access_point_tags(self, access_point_id: str) -> dict[str, str]:
         points = boto3.client("efs", region_name=REGION).describe_access_points(AccessPointId=access_point_id)
         return {t["Key"]: t["Value"] for t in points["AccessPoints"][0].get("Tags", [])}
+
+    def task_token_machine(self, task_token: str) -> str:
+        if task_token not in _TASK_TOKENS:
+            raise LookupError(f"task token {task_token[:24]!r} was not issued by the test (issue_task_token)")
+        return _TASK_TOKENS[task_token]
+
+
+# The state machine each task token a test issued belongs to (what IAM authorizes a callback against).
+_TASK_TOKENS: dict[str, str] = {}
+
+
+def issue_task_token(state_machine_arn: str) -> str:
+    """A task token as a waiting state of ``state_machine_arn`` would hand out (opaque, unique)."""
+    token = f"AQB{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    _TASK_TOKENS[token] = state_machine_arn
+    return token
 
 
 @dataclass

@@ -11,6 +11,11 @@ as the Step Functions Developer Guide lists them per integration:
   (``execution:<machine>/<map run>:<id>``), and for an S3 ItemReader s3:GetObject on the object
   ("IAM policies for using Distributed Map states"); a ResultWriter s3:PutObject, s3:GetObject,
   s3:ListMultipartUploadParts and s3:AbortMultipartUpload on the objects under its prefix;
+- ``lambda:invoke.waitForTaskToken`` (a join's wait): lambda:InvokeFunction, as ``lambda:invoke``;
+- ``states:startExecution.sync:2`` (a split workflow's child machine): states:StartExecution on the
+  child (the version the parent names), states:DescribeExecution/StopExecution on its executions,
+  and events:PutTargets/PutRule/DescribeRule on ``StepFunctionsGetEventsForStepFunctionsExecutionRule``
+  ("Start a new AWS Step Functions state machine from a running execution", IAM policies);
 - logging to CloudWatch Logs and X-Ray tracing: the vended-log and X-Ray actions on "*".
 
 Paths (``"X.$": "$.a.b"``) are read from the execution's real input, so the ARNs are those a run
@@ -28,6 +33,7 @@ from tests.iam.actions import Call, Lookup, requests_for
 from tests.iam.evaluator import Request
 
 ECS_EVENTS_RULE = "StepFunctionsGetEventsForECSTaskRule"
+SFN_EVENTS_RULE = "StepFunctionsGetEventsForStepFunctionsExecutionRule"
 LOG_DELIVERY = (
     "CreateLogDelivery",
     "GetLogDelivery",
@@ -175,7 +181,23 @@ class MachineCalls:
                     Call("events", "PutRule", {"Name": ECS_EVENTS_RULE}, self.region),
                     Call("events", "DescribeRule", {"Name": ECS_EVENTS_RULE}, self.region),
                 )
-        elif resource == "arn:aws:states:::lambda:invoke":
+        elif resource == "arn:aws:states:::states:startExecution.sync:2":
+            target = _known(params, "StateMachineArn", name)
+            machine = target.split(":stateMachine:")[1].split(":")[0]  # a version ARN names its machine
+            child = f"{target.split(':stateMachine:')[0]}:execution:{machine}:0123abcd-child"
+            yield from self._calls(
+                name,
+                Call("stepfunctions", "StartExecution", {"stateMachineArn": target}, self.region),
+                Call("stepfunctions", "DescribeExecution", {"executionArn": child}, self.region),
+                Call("stepfunctions", "StopExecution", {"executionArn": child}, self.region),
+                Call("events", "PutTargets", {"Rule": SFN_EVENTS_RULE}, self.region),
+                Call("events", "PutRule", {"Name": SFN_EVENTS_RULE}, self.region),
+                Call("events", "DescribeRule", {"Name": SFN_EVENTS_RULE}, self.region),
+            )
+        elif resource in (
+            "arn:aws:states:::lambda:invoke",
+            "arn:aws:states:::lambda:invoke.waitForTaskToken",
+        ):
             yield from self._calls(
                 name,
                 Call("lambda", "Invoke", {"FunctionName": _known(params, "FunctionName", name)}, self.region),

@@ -139,3 +139,52 @@ def scatter_results(run_input: dict[str, Any]) -> dict[str, Any]:
         f"{processor} batches": {"bucket": bucket, "key": batches_key(run["id"], processor), "count": 1}
         for processor in run.get("taskDefinitions", {})
     }
+
+
+def joined(name: str, processors: int) -> dict[str, Any]:
+    """A data source and ``processors`` processors that are not series-parallel (so joins too)."""
+    from tests.integration.test_sfn_joins import random_edges
+
+    definition: dict[str, Any] = {"name": name, "processors": [{"id": "source", "type": "data-source"}]}
+    for node, deps in random_edges(processors, 2).items():
+        definition["processors"].append(
+            {"id": node, "image": f"example/{node}:1", "dependsOn": deps or ["source"]}
+        )
+    return definition
+
+
+def test_a_split_workflows_role_allows_every_state_of_the_parent_and_of_each_child(
+    iam_node: IamNode, dataset, monkeypatch
+):
+    from pennflow.workflow import asl_split
+
+    # a small budget splits a 40-processor workflow as 1 MB splits one of about 800 or more
+    monkeypatch.setattr(
+        asl_split, "DEFAULT_BUDGET", asl_split.Budget(definition_bytes=14_000, history_events=260)
+    )
+    execution = started_execution(iam_node, joined("split", 40), dataset.node_id)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    parent = sfn.describe_state_machine(stateMachineArn=execution["stateMachineArn"])
+    role = role_id_of(iam_node, parent["roleArn"])
+    checked = check_machine(iam_node, parent, execution, role)
+    children = sorted(
+        m["stateMachineArn"]
+        for m in sfn.list_state_machines()["stateMachines"]
+        if m["name"].startswith(parent["name"] + "_part")
+    )
+    assert len(children) >= 3
+    for child_arn in children:
+        child = sfn.describe_state_machine(stateMachineArn=child_arn)
+        assert child["roleArn"] == parent["roleArn"]
+        assert f"{child_arn}:1" in parent["definition"] + "".join(
+            sfn.describe_state_machine(stateMachineArn=other)["definition"] for other in children
+        ), "each child is started as the version registered with the parent"
+        checked += check_machine(iam_node, child, {**execution, "stateMachineArn": f"{child_arn}:1"}, role)
+    assert checked > 100
+    assert iam_node.recorder.actions[role] >= {
+        "states:StartExecution",
+        "states:DescribeExecution",
+        "states:StopExecution",
+        "events:PutRule",
+        "lambda:InvokeFunction",
+    }

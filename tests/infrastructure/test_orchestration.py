@@ -110,7 +110,11 @@ def test_role_manages_the_sync_managed_rule_and_invokes_only_its_lambdas(node):
     statements = node.role_statements(node.stack.orchestration.role)
     (rule,) = [s for s in statements if "events:PutRule" in as_list(s["Action"])]
     assert set(rule["Action"]) == {"events:PutTargets", "events:PutRule", "events:DescribeRule"}
-    assert rule["Resource"]["Fn::Join"][1][-1] == ":rule/StepFunctionsGetEventsForECSTaskRule"
+    # runTask.sync's rule, and startExecution.sync:2's for a workflow split into child machines
+    assert [r["Fn::Join"][1][-1] for r in rule["Resource"]] == [
+        ":rule/StepFunctionsGetEventsForECSTaskRule",
+        ":rule/StepFunctionsGetEventsForStepFunctionsExecutionRule",
+    ]
     (invoke,) = [s for s in statements if s["Action"] == "lambda:InvokeFunction"]
     targets = {node.logical_id(functions[n]) for n in ("finalize", "list_batches", "download", "join")}
     assert {r["Fn::GetAtt"][0] for r in invoke["Resource"]} == targets

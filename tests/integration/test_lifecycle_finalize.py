@@ -135,11 +135,19 @@ def test_the_failed_processor_comes_from_the_steps_when_the_cause_says_nothing(s
     assert (run.status, run.failed_processor, run.exit_code) == (Status.FAILED, "convert", 5)
 
 
+def _child_cause(cause: str) -> str:
+    """What startExecution.sync:2 gives as the Cause when its child execution failed."""
+    arn = "arn:aws:states:us-east-1:123456789012:execution:pennflow_wf_part1:0123"
+    return json.dumps({"ExecutionArn": arn, "Status": "FAILED", "Error": "States.TaskFailed", "Cause": cause})
+
+
 @pytest.mark.parametrize(
     ("cause", "expected"),
     [
         (_ecs_cause("report", None, "CannotPullContainerError: not found"), ("report", None, "did not run")),
         (_ecs_cause("report", 1), ("report", 1, "exit code 1")),
+        # a split workflow: the child execution's failure (DescribeExecution), nested twice
+        (_child_cause(_child_cause(_ecs_cause("report", 3))), ("report", 3, "exit code 3")),
         ("not json", (None, None, "failed (States.TaskFailed)")),
     ],
 )

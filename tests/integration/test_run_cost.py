@@ -236,6 +236,37 @@ def test_histories_count_transitions_across_pages_and_map_run_children(monkeypat
     assert found.lambdas == {"finalize": (1, 2.0), "download": (1, 40.0)}
 
 
+def test_a_split_workflow_counts_the_histories_of_its_child_machines() -> None:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    root = "arn:aws:states:us-east-1:123456789012:execution:pennflow_wide:r-1"
+    child = "arn:aws:states:us-east-1:123456789012:execution:pennflow_wide_part1:0123-child"
+    details = {"resourceType": "states", "resource": "startExecution.sync:2"}
+    start = [
+        _entered(1, "Part 1", 0),
+        _event(2, "TaskSubmitted", 0, 1, taskSubmittedEventDetails=details),
+        _event(3, "TaskSucceeded", 60, 2, taskSucceededEventDetails=details),
+    ]
+    with_output = {**details, "output": json.dumps({"ExecutionArn": child, "StartDate": "2025-03-01"})}
+    with Stubber(sfn) as stub:
+        stub.add_response(
+            "get_execution_history", {"events": start}, {"executionArn": root, "includeExecutionData": False}
+        )
+        stub.add_response(
+            "get_execution_history",
+            {"events": [start[0], {**start[1], "taskSubmittedEventDetails": with_output}, start[2]]},
+            {"executionArn": root, "includeExecutionData": True},
+        )
+        stub.add_response(
+            "get_execution_history",
+            {"events": _lambda_task(1, "b done", 0, 1) + [_entered(5, "c", 2, 4)]},
+            {"executionArn": child, "includeExecutionData": False},
+        )
+        found = run_cost._histories(type("N", (), {"sfn": sfn})(), root, [])
+        stub.assert_no_pending_responses()
+    assert found.transitions == 3  # the parent's Part 1, the child's join signal and its processor
+    assert found.lambdas == {"join": (1, run_cost.JOIN_CALL_SECONDS)}
+
+
 def test_a_join_is_billed_one_short_call_whatever_its_wait() -> None:
     # A waitForTaskToken task's span is the wait for the other paths (here 5 minutes), not the function.
     events = _lambda_task(1, "features waits", 0, 300) + _lambda_task(5, "convert done", 300, 1)

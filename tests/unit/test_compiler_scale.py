@@ -1,8 +1,8 @@
 """1,000 to 5,000 processors: validate and compile succeed or refuse (exit 2) naming the limit.
 
 No timing here (benchmarks/compiler.py measures it): these check that nothing recurses past
-Python's limit, that the joined form falls back to level cuts only when it would not fit, and that
-what cannot fit is refused with the limit it would cross.
+Python's limit, that a joined form too large for one state machine is split into child machines
+(never level cuts), and that what cannot fit is refused with the limit it would cross.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pennflow.cli import app
-from pennflow.workflow.asl import CompileOptions, _Compiler, compile_with_plan
+from pennflow.workflow.asl import CompileOptions, _Compiler, compile_machines, compile_with_plan
 from pennflow.workflow.asl_input import canonical
+from pennflow.workflow.asl_split import substitute
 from pennflow.workflow.dag import Dag, decompose, plan_steps
 from pennflow.workflow.explain import explain
 from pennflow.workflow.limits import DEFINITION_LIMIT
@@ -48,27 +49,49 @@ def definition_file(tmp_path, dag: Dag) -> str:
 
 @pytest.mark.parametrize("size", [2000, 5000])
 @pytest.mark.parametrize("command", ["validate", "compile"])
-def test_thousands_of_processors_are_refused_with_exit_2_naming_the_definition_limit(tmp_path, size, command):
+def test_thousands_of_processors_are_refused_with_exit_2_naming_the_payload_limit(tmp_path, size, command):
     result = CliRunner().invoke(app, [command, definition_file(tmp_path, pipeline(size))])
     assert result.exit_code == 2, result.output
-    assert f"{size:,} processors compile to at least" in result.output
-    assert "Step Functions allows a definition of 1 MB (1,048,576 bytes)" in result.output
+    assert f"{size:,} processors: a state's payload could reach" in result.output
+    assert "Step Functions allows 256 KiB (262,144 bytes)" in result.output
     assert "Traceback" not in result.output
 
 
-def test_a_1000_processor_pipeline_too_large_for_joins_compiles_with_level_cuts(tmp_path):
+def test_a_1000_processor_pipeline_too_large_for_one_machine_keeps_its_joins_in_child_machines(tmp_path):
     dag = pipeline(1000)
     workflow = workflow_from_dag(dag)
     joined = canonical(_Compiler(workflow, CompileOptions(), decompose(dag)).compile())
-    assert len(joined.encode()) > DEFINITION_LIMIT, "the joined form of this DAG would not fit"
-    definition, plan = compile_with_plan(workflow)
-    assert not plan.joins and plan.added, "it fell back to level cuts"
-    assert len(canonical(definition).encode()) <= DEFINITION_LIMIT
-    assert "ordered (not series-parallel)" in definition["Comment"]
-    assert "too large for joins" in explain(workflow)
+    assert len(joined.encode()) > DEFINITION_LIMIT, "one machine of this DAG would not fit"
+    compiled = compile_machines(workflow)
+    assert compiled.decomposition.joins and not compiled.decomposition.added, "no level cuts"
+    parent, parts = compiled.texts()
+    assert len(parts) >= 2
+    versions = [f"arn:aws:states:us-east-1:123456789012:stateMachine:wide_part{k}:1" for k in range(1, 9)]
+    for text in (parent, *parts):
+        assert len(text.encode()) <= DEFINITION_LIMIT
+        assert_valid_asl(json.loads(substitute(text, versions)))
+    placed = [json.loads(text) for text in (parent, *parts)]
+    steps = [name for part in placed for name in _task_names(part)]
+    assert sorted(steps) == sorted(dag.nodes), "each processor in exactly one machine"
+    text = explain(workflow)
+    assert f"split into {len(parts)} child state machine(s)" in text and "part 1: branches 1-" in text
     for command in ("validate", "compile"):
         result = CliRunner().invoke(app, [command, definition_file(tmp_path, dag)])
         assert result.exit_code == 0, result.output
+    printed = json.loads(CliRunner().invoke(app, ["compile", definition_file(tmp_path, dag)]).stdout)
+    assert "${Part1}" in json.dumps(printed["definition"]) and len(printed["parts"]) == len(parts)
+
+
+def _task_names(machine: dict) -> list[str]:
+    """The ECS task and data-source Map states of a machine and its Parallel branches."""
+    names, pending = [], [machine]
+    while pending:
+        current = pending.pop()
+        for name, state in current["States"].items():
+            if state["Type"] == "Map" or "ecs:runTask" in state.get("Resource", ""):
+                names.append(name)
+            pending.extend(state.get("Branches", ()))
+    return names
 
 
 def test_a_300_processor_pipeline_compiles_with_joins_to_valid_asl():

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from typing import Any
 
 import pytest
 
-from pennflow.workflow.asl import CompileError, compile_to_json, compile_workflow, execution_input
+from pennflow.workflow.asl import (
+    CompileError,
+    CompileOptions,
+    _Compiler,
+    compile_machines,
+    compile_to_json,
+    compile_workflow,
+    execution_input,
+    limit_problems,
+)
+from pennflow.workflow.asl_split import split
 from pennflow.workflow.dag import Dag, decompose, plan_depth
 from pennflow.workflow.definition import Workflow, validate_definition
 from pennflow.workflow.limits import (
@@ -53,24 +64,29 @@ def layered(n: int, seed: int = 4) -> Workflow:
     return workflow_from_dag(Dag.from_edges(nodes, sorted(edges)))
 
 
-def test_a_4000_node_chain_is_refused_before_compiling_naming_the_definition_limit():
+def test_a_4000_node_chain_is_refused_before_compiling_naming_the_payload_limit():
+    # every state carries the run's input, one task definition ARN per processor: no split helps
     with pytest.raises(CompileError) as refused:
         compile_workflow(chain(4000))
     message = str(refused.value)
-    assert "4,001 processors" in message
-    assert "Step Functions allows a definition of 1 MB (1,048,576 bytes)" in message
+    assert message.startswith("4,001 processors: a state's payload could reach")
+    assert "Step Functions allows 256 KiB (262,144 bytes)" in message
 
 
 def test_a_4000_node_random_dag_is_refused_not_a_recursion_error():
-    with pytest.raises(CompileError, match=r"1 MB \(1,048,576 bytes\)"):
+    with pytest.raises(CompileError, match=r"256 KiB \(262,144 bytes\)"):
         compile_workflow(layered(4000))
 
 
-def test_a_definition_over_1_mib_is_refused_with_its_size():
-    # 1,300 processors pass the quick count check but compile to more than 1 MiB
+def test_a_chain_past_1_mib_is_split_into_child_machines_each_under_it():
     workflow = chain(1300, defaultParams={"THRESHOLD": "0.5"})
-    with pytest.raises(CompileError, match=r"compiled definition is 1\.\d\d MB; Step Functions allows 1 MB"):
-        compile_workflow(workflow)
+    compiled = compile_machines(workflow)
+    parent, parts = compiled.texts()
+    assert len(parts) >= 2, "one machine would pass 1 MiB"
+    for text in (parent, *parts):
+        assert len(text.encode()) <= DEFINITION_LIMIT
+        assert worst_case_history(json.loads(text))[0] < HISTORY_EVENT_LIMIT
+    assert "${Part1}" in parent
 
 
 def test_the_size_message_reads_as_the_issue_asks():
@@ -96,13 +112,28 @@ def test_nesting_deeper_than_the_compiler_writes_is_refused():
         compile_workflow(caterpillar(MAX_PLAN_DEPTH + 5))
 
 
-def test_a_workflow_whose_retries_could_pass_25000_events_is_refused():
+def test_a_workflow_whose_retries_could_pass_25000_events_is_split_under_the_limit():
     retry = {"retry": {"maxAttempts": 10, "intervalSeconds": 1}}
-    with pytest.raises(
-        CompileError, match=r"could write [\d,]+ history events .*allows 25,000 per execution"
-    ):
-        compile_workflow(chain(600, **retry))
-    compile_workflow(chain(600))  # without retries the same chain fits
+    workflow = chain(600, **retry)
+    one_machine = _Compiler(workflow, CompileOptions(), decompose(Dag.from_workflow(workflow))).compile()
+    assert worst_case_history(one_machine)[0] >= HISTORY_EVENT_LIMIT, "one execution could pass 25,000"
+    compiled = compile_machines(workflow)
+    assert compiled.parts, "split into child executions, each with its own history"
+    for machine in (compiled.definition, *(part.definition for part in compiled.parts)):
+        assert worst_case_history(machine)[0] < HISTORY_EVENT_LIMIT
+    assert not compile_machines(chain(600)).parts  # without retries the same chain fits one machine
+
+
+def test_a_single_state_no_split_can_fit_is_still_refused_naming_the_limit():
+    definition = compile_workflow(chain(1))
+    task = definition["States"]["Run workflow"]["Branches"][0]["States"]["p0"]
+    task["Retry"][0]["MaxAttempts"] = 9000  # one state's own retries pass the limit
+    result = split(definition, CompileOptions())
+    machines = [result.definition, *(part.definition for part in result.parts)]
+    problems = [p for machine in machines for p in limit_problems(chain(1), machine)]
+    assert any(
+        re.search(r"could write [\d,]+ history events .*allows 25,000 per execution", p) for p in problems
+    )
 
 
 def test_worst_case_history_counts_each_state_and_every_retry():
