@@ -27,13 +27,13 @@ from pennflow.layers.models import LayerType
 from pennflow.layers.mounts import LayerMount
 from pennflow.layers.sandbox import LayersView
 from pennflow.layers.service import LocalLayers
+from pennflow.notebooks.idle import jupyter_idle_arguments
 from pennflow.notebooks.session import WORKFLOW, SessionFiles, SessionState
 from pennflow.stores.sqlite import SqliteRunStore
 from pennflow.workflow.contract import layers_python_path
 from pennflow.workflow.runs import Status, utcnow
 
 CHECK_SECONDS = 1.0  # how often a `pennflow cancel` of the session is looked for
-CULL_INTERVAL_SECONDS = 60
 KILL_GRACE_SECONDS = 10
 
 
@@ -47,10 +47,7 @@ def jupyter_argv(state: SessionState, work: Path) -> list[str]:
         "--ServerApp.port_retries=0",
         "--ServerApp.open_browser=False",
         f"--ServerApp.root_dir={work}",
-        f"--ServerApp.shutdown_no_activity_timeout={idle}",
-        f"--MappingKernelManager.cull_idle_timeout={idle}",
-        f"--MappingKernelManager.cull_interval={min(idle, CULL_INTERVAL_SECONDS)}",
-        "--MappingKernelManager.cull_connected=True",
+        *jupyter_idle_arguments(idle),
         # Root here is a sandbox's user without capabilities (no user of this machine gets more).
         *(["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []),
     ]  # fmt: skip
