@@ -27,11 +27,22 @@ import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pennflow.aws import error_code
-from pennflow.node.lifecycle import LayersMissing, Node, release_when_idle
-from pennflow.node.slots import Slot
+from pennflow.node.notebook_runs import (
+    CONTAINER,
+    GROUP,
+    PORT,
+    ROLE_KIND,
+    SCRATCH,
+    SESSION_TAG,
+    STOPPED_BY_REQUEST,
+    TOKEN_PARAMETER,
+    WORKFLOW,
+    WORKSPACE,
+    SessionSize,
+)
 from pennflow.node.taskdefs import (
     RUN_ID_PARAMETER,
     RUN_VOLUME,
@@ -45,22 +56,13 @@ from pennflow.notebooks.idle import jupyter_idle_arguments
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT
 from pennflow.workflow.cost_tags import NODE_TAG
 from pennflow.workflow.definition import Processor, Workflow
-from pennflow.workflow.runs import RunRecord, Status, StepRecord, utcnow
+from pennflow.workflow.runs import RunRecord, Status, utcnow
+
+if TYPE_CHECKING:  # the API imports this module for its names and records: it stays light
+    from pennflow.node.lifecycle import Node
+    from pennflow.node.slots import Slot
 
 log = logging.getLogger(__name__)
-
-WORKFLOW = "notebook"  # the run's workflow and its one step, as a local session's
-CONTAINER = "notebook"
-PORT = 8888  # inside the task, on 127.0.0.1: forwarded by SSM, never exposed
-GROUP = "pennflow-notebook"  # RunTask's group: how the session events rule picks the tasks out
-SESSION_TAG = "pennflow:notebook"  # value: the run id; the notebook users' IAM policy keys on it
-ROLE_KIND = "notebook"  # the slot's notebook task role: <node>_<region>_<slot>-notebook
-TOKEN_PARAMETER = "notebook-token"
-WORKSPACE = RUN_MOUNT / "notebook" / "workspace"
-SCRATCH = "/tmp/pennflow-session"  # the task's ephemeral storage: gone when the task stops
-STOPPED_BY_REQUEST = "stopped by request"
-DEFAULT_CPU = 1024
-DEFAULT_MEMORY = 4096
 
 
 @dataclass(frozen=True)
@@ -76,36 +78,12 @@ class SessionSettings:
 
 
 @dataclass(frozen=True)
-class SessionSize:
-    cpu: int = DEFAULT_CPU
-    memory: int = DEFAULT_MEMORY
-
-    @classmethod
-    def of(cls, run: RunRecord) -> SessionSize:
-        asked = run.params.get(WORKFLOW, {})
-        return cls(int(asked.get("cpu", DEFAULT_CPU)), int(asked.get("memory", DEFAULT_MEMORY)))
-
-
-@dataclass(frozen=True)
 class Started:
     run_id: str
     outcome: str  # started | failed | skipped
     detail: str = ""
     slot_id: str | None = None
     task_arn: str | None = None
-
-
-def new_session(run_id: str, *, layers: Sequence[str], size: SessionSize) -> tuple[RunRecord, StepRecord]:
-    """The run and step records of a session the API accepted (NOT_STARTED until its task runs)."""
-    run = RunRecord(
-        run_id=run_id,
-        workflow=WORKFLOW,
-        definition_hash=WORKFLOW,
-        layers=[{"name": name} for name in layers],
-        params={WORKFLOW: {"cpu": str(size.cpu), "memory": str(size.memory)}},
-        origin="api",
-    )
-    return run, StepRecord(run_id=run_id, processor_id=WORKFLOW)
 
 
 def session_workflow(run: RunRecord, image: str = "notebook") -> Workflow:
@@ -209,6 +187,8 @@ def _session_environment(layers: Sequence[str]) -> list[dict[str, str]]:
 
 def start_session(run_id: str, node: Node, sessions: SessionSettings, ssm_client: Any = None) -> Started:
     """Start the session's task in a free slot; a session never waits in the queue (it fails, saying why)."""
+    from pennflow.node.lifecycle import LayersMissing
+
     run = node.store.get_run(run_id)
     if run is None or run.workflow != WORKFLOW:
         return Started(run_id, "skipped", "not a notebook session of this node")
@@ -359,6 +339,7 @@ def stop_task(node: Node, task_arn: str, reason: str) -> None:
 
 def session_stopped(task: Mapping[str, Any], node: Node) -> str:
     """A session's task STOPPED (EventBridge ``ECS Task State Change`` detail): end the run."""
+    from pennflow.node.lifecycle import release_when_idle
     from pennflow.node.run_cost import record_run_cost
 
     run_id = task.get("startedBy") or ""
@@ -386,14 +367,3 @@ def _outcome(task: Mapping[str, Any]) -> tuple[Status, int | None, str]:
     if code == 0:
         return Status.SUCCEEDED, 0, "the server shut down (idle timeout, or shut down from Jupyter)"
     return Status.FAILED, code, f"the notebook server stopped: {why or f'exit code {code}'}"
-
-
-def connect_target(cluster_arn: str, task: Mapping[str, Any]) -> str | None:
-    """SSM's target for a container of a task: ``ecs:<cluster>_<task id>_<container runtime id>``
-    (the form the AWS CLI's ``ecs execute-command`` builds); None until the container runs."""
-    container = next((c for c in task.get("containers", []) if c.get("name") == CONTAINER), {})
-    runtime = container.get("runtimeId")
-    if not runtime:
-        return None
-    cluster = cluster_arn.rsplit("/", 1)[-1]
-    return f"ecs:{cluster}_{task['taskArn'].rsplit('/', 1)[-1]}_{runtime}"
