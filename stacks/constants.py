@@ -59,6 +59,15 @@ def task_family_prefix(node_name: str) -> str:
     return f"{node_prefix(node_name)}proc-"
 
 
+# Notebook sessions (stacks/notebooks.py); the runtime's names are pennflow.node.notebook_runs' (a test
+# checks they agree: the CDK app imports only the workflow compiler of pennflow).
+NOTEBOOK_GROUP = "pennflow-notebook"  # RunTask's group of a session's task
+NOTEBOOK_TAG_KEY = "pennflow:notebook"  # on a session's task: its run id
+NOTEBOOK_ROLE_KIND = "notebook"  # <node>_<region>_<slot>-notebook
+NOTEBOOK_TOKEN_PARAMETER = "notebook-token"  # a slot parameter's leaf
+PORT_FORWARDING_DOCUMENT = "AWS-StartPortForwardingSession"
+
+
 def notebook_family_prefix(node_name: str) -> str:
     """Notebook sessions' task definitions (pennflow.node.notebooks), content-addressed like processors'."""
     return f"{node_prefix(node_name)}nb-"

@@ -41,7 +41,6 @@ ENV_PYTHON = "NOTEBOOK_PYTHON"
 ENV_IDLE = "NOTEBOOK_IDLE_MINUTES"
 ENV_CLUSTER = "CLUSTER_ARN"
 ENV_PARAMETERS = "SLOT_PARAMETER_PREFIX"
-PORT_FORWARDING_DOCUMENT = "AWS-StartPortForwardingSession"
 MAX_SESSION_LAYERS = 20
 
 router = Router()
@@ -180,7 +179,7 @@ class ConnectInfo(_Model):
     the notebook users' policy may read)."""
 
     target: str = Field(description="SSM target ecs:<cluster>_<task id>_<container runtime id>.")
-    document: str = PORT_FORWARDING_DOCUMENT
+    document: str = sessions.PORT_FORWARDING_DOCUMENT
     port: int = sessions.PORT
     token_parameter: str = Field(description="The SSM parameter holding the server's token.")
 

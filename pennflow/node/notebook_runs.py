@@ -26,6 +26,8 @@ TOKEN_PARAMETER = "notebook-token"
 WORKSPACE = RUN_MOUNT / "notebook" / "workspace"
 SCRATCH = "/tmp/pennflow-session"  # the task's ephemeral storage: gone when the task stops
 STOPPED_BY_REQUEST = "stopped by request"
+# SSM's document for port forwarding to a target (here the session's container, by ECS Exec's agent).
+PORT_FORWARDING_DOCUMENT = "AWS-StartPortForwardingSession"
 DEFAULT_CPU = 1024
 DEFAULT_MEMORY = 4096
 

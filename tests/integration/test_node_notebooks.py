@@ -8,6 +8,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from pennflow.node import notebook_runs as names
 from pennflow.node import notebooks as nb
 from pennflow.workflow.runs import Status, new_run_id
 from tests.integration.aws_fixtures import REGION, MotoNode, build_moto_node, mocked_aws  # noqa: F401
@@ -39,9 +40,9 @@ def sessions_node(mocked_aws: None, tmp_path: Path) -> tuple[MotoNode, nb.Sessio
     return moto, sessions
 
 
-def _create(moto: MotoNode, layers=("scipy-env",), size=nb.SessionSize()) -> str:
+def _create(moto: MotoNode, layers=("scipy-env",), size=names.SessionSize()) -> str:
     run_id = new_run_id()
-    run, step = nb.new_session(run_id, layers=list(layers), size=size)
+    run, step = names.new_session(run_id, layers=list(layers), size=size)
     moto.store.create_run(run, [step])
     return run_id
 
@@ -53,7 +54,7 @@ def _task(moto: MotoNode, arn: str) -> dict:
 
 def test_a_session_starts_a_task_with_ecs_exec_in_its_own_slot(sessions_node):
     moto, sessions = sessions_node
-    run_id = _create(moto, layers=("scipy-env", "atlas"), size=nb.SessionSize(2048, 8192))
+    run_id = _create(moto, layers=("scipy-env", "atlas"), size=names.SessionSize(2048, 8192))
     calls = []  # moto does not echo every RunTask parameter back: check what was asked
     moto.node.ecs.meta.events.register(
         "before-parameter-build.ecs.RunTask", lambda params, **_: calls.append(params)
@@ -69,8 +70,8 @@ def test_a_session_starts_a_task_with_ecs_exec_in_its_own_slot(sessions_node):
     assert asked["enableExecuteCommand"] is True
     network = asked["networkConfiguration"]["awsvpcConfiguration"]
     assert network["assignPublicIp"] == "DISABLED" and network["securityGroups"] == [sessions.security_group]
-    assert task["group"] == nb.GROUP and task["startedBy"] == run_id
-    assert {t["key"]: t["value"] for t in task["tags"]}[nb.SESSION_TAG] == run_id
+    assert task["group"] == names.GROUP and task["startedBy"] == run_id
+    assert {t["key"]: t["value"] for t in task["tags"]}[names.SESSION_TAG] == run_id
     ecs = boto3.client("ecs", region_name=REGION)
     definition = ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])["taskDefinition"]
     assert definition["taskRoleArn"].endswith(f"{started.slot_id}-notebook")
@@ -81,12 +82,12 @@ def test_a_session_starts_a_task_with_ecs_exec_in_its_own_slot(sessions_node):
     assert "--ServerApp.ip=127.0.0.1" in container["command"]
     assert "--ServerApp.shutdown_no_activity_timeout=1800" in container["command"]
     env = {e["name"]: e["value"] for e in container["environment"]}
-    assert env["PIP_TARGET"].startswith(nb.SCRATCH) and env["PYTHONPATH"].startswith(env["PIP_TARGET"])
+    assert env["PIP_TARGET"].startswith(names.SCRATCH) and env["PYTHONPATH"].startswith(env["PIP_TARGET"])
     secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
-    assert secrets["JUPYTER_TOKEN"].endswith(f"{started.slot_id}/{nb.TOKEN_PARAMETER}")
+    assert secrets["JUPYTER_TOKEN"].endswith(f"{started.slot_id}/{names.TOKEN_PARAMETER}")
     assert not any("token" in arg.lower() and "=" in arg and "Token" in arg for arg in container["command"])
     ssm = boto3.client("ssm", region_name=REGION)
-    token = ssm.get_parameter(Name=f"{PREFIX}{started.slot_id}/{nb.TOKEN_PARAMETER}", WithDecryption=True)
+    token = ssm.get_parameter(Name=f"{PREFIX}{started.slot_id}/{names.TOKEN_PARAMETER}", WithDecryption=True)
     assert len(token["Parameter"]["Value"]) >= 40 and token["Parameter"]["Type"] == "SecureString"
     assert moto.node.slots.held_by(run_id).slot_id == started.slot_id
     assert moto.layers.pinned[run_id] == {"scipy-env", "atlas"}
@@ -95,7 +96,7 @@ def test_a_session_starts_a_task_with_ecs_exec_in_its_own_slot(sessions_node):
 def test_a_second_session_of_the_same_shape_registers_nothing(sessions_node):
     moto, sessions = sessions_node
     first = nb.start_session(_create(moto), moto.node, sessions)
-    nb.session_stopped(_stopped(moto, first, "UserInitiated", nb.STOPPED_BY_REQUEST, 0), moto.node)
+    nb.session_stopped(_stopped(moto, first, "UserInitiated", names.STOPPED_BY_REQUEST, 0), moto.node)
     moto.registrations.clear()
 
     second = nb.start_session(_create(moto), moto.node, sessions)
@@ -115,7 +116,7 @@ def _stopped(moto: MotoNode, started: nb.Started, stop_code: str, reason: str, e
         "lastStatus": "STOPPED",
         "stopCode": stop_code,
         "stoppedReason": reason,
-        "containers": [{"name": nb.CONTAINER, "exitCode": exit_code}],
+        "containers": [{"name": names.CONTAINER, "exitCode": exit_code}],
     }
 
 
@@ -134,11 +135,15 @@ def test_stop_asks_ecs_and_the_stopped_event_ends_the_session_keeping_its_files(
 
     assert "stop requested" in outcome
     assert stops == [
-        {"cluster": moto.node.config.cluster_arn, "task": started.task_arn, "reason": nb.STOPPED_BY_REQUEST}
+        {
+            "cluster": moto.node.config.cluster_arn,
+            "task": started.task_arn,
+            "reason": names.STOPPED_BY_REQUEST,
+        }
     ]
     assert moto.store.get_run(run_id).status is Status.STARTED  # until the task has stopped
 
-    nb.session_stopped(_stopped(moto, started, "UserInitiated", nb.STOPPED_BY_REQUEST, 143), moto.node)
+    nb.session_stopped(_stopped(moto, started, "UserInitiated", names.STOPPED_BY_REQUEST, 143), moto.node)
 
     run = moto.store.get_run(run_id)
     assert run.status is Status.SUCCEEDED and run.reason == "stopped"
@@ -146,7 +151,7 @@ def test_stop_asks_ecs_and_the_stopped_event_ends_the_session_keeping_its_files(
     assert moto.node.slots.held_by(run_id) is None
     assert run_id not in moto.layers.pinned
     # Costed like a run's tasks: Fargate vCPU- and GB-hours of the session's task
-    items = {line["item"] for line in run.cost["lines"] if line.get("processorId") == nb.WORKFLOW}
+    items = {line["item"] for line in run.cost["lines"] if line.get("processorId") == names.WORKFLOW}
     assert {"fargate-vcpu", "fargate-memory"} <= items and run.cost["totalUsd"] > 0, run.cost["lines"]
 
 
@@ -205,8 +210,8 @@ def test_events_of_other_tasks_are_ignored(sessions_node):
 def test_the_connect_target_is_cluster_task_and_runtime_id():
     task = {
         "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/pennflow-cluster/0123abcd",
-        "containers": [{"name": nb.CONTAINER, "runtimeId": "0123abcd-3811061257"}],
+        "containers": [{"name": names.CONTAINER, "runtimeId": "0123abcd-3811061257"}],
     }
     cluster = "arn:aws:ecs:us-east-1:123456789012:cluster/pennflow-cluster"
-    assert nb.connect_target(cluster, task) == "ecs:pennflow-cluster_0123abcd_0123abcd-3811061257"
-    assert nb.connect_target(cluster, {**task, "containers": [{"name": nb.CONTAINER}]}) is None
+    assert names.connect_target(cluster, task) == "ecs:pennflow-cluster_0123abcd_0123abcd-3811061257"
+    assert names.connect_target(cluster, {**task, "containers": [{"name": names.CONTAINER}]}) is None
