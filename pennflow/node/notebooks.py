@@ -347,6 +347,8 @@ def session_stopped(task: Mapping[str, Any], node: Node) -> str:
     if run is None or run.workflow != WORKFLOW:
         return f"ignored: task {task.get('taskArn')} is not a session of this node"
     status, exit_code, reason = _outcome(task)
+    if run.status is Status.CANCELING:  # `pennflow cancel` of a session: CANCELED, as a local one
+        status, reason = Status.CANCELED, "canceled"
     now = utcnow()
     if not run.status.is_terminal:
         node.store.update_step(run_id, WORKFLOW, status, finished_at=now, exit_code=exit_code, reason=reason)

@@ -215,3 +215,15 @@ def test_the_connect_target_is_cluster_task_and_runtime_id():
     cluster = "arn:aws:ecs:us-east-1:123456789012:cluster/pennflow-cluster"
     assert names.connect_target(cluster, task) == "ecs:pennflow-cluster_0123abcd_0123abcd-3811061257"
     assert names.connect_target(cluster, {**task, "containers": [{"name": names.CONTAINER}]}) is None
+
+
+def test_a_canceled_session_ends_canceled(sessions_node):
+    moto, sessions = sessions_node
+    run_id = _create(moto)
+    started = nb.start_session(run_id, moto.node, sessions)
+    assert moto.store.update_run(run_id, Status.CANCELING)
+
+    nb.session_stopped(_stopped(moto, started, "UserInitiated", "canceled by request", 143), moto.node)
+
+    run = moto.store.get_run(run_id)
+    assert run.status is Status.CANCELED and moto.node.slots.held_by(run_id) is None
