@@ -227,3 +227,19 @@ def test_a_canceled_session_ends_canceled(sessions_node):
 
     run = moto.store.get_run(run_id)
     assert run.status is Status.CANCELED and moto.node.slots.held_by(run_id) is None
+
+
+def test_pennflow_cancel_of_a_session_stops_its_task_and_the_end_frees_the_slot(sessions_node):
+    from pennflow.node.cancel import cancel_run
+
+    moto, sessions = sessions_node
+    run_id = _create(moto)
+    started = nb.start_session(run_id, moto.node, sessions)
+
+    status = cancel_run(run_id, moto.node)
+
+    assert status is Status.CANCELED
+    assert _task(moto, started.task_arn)["desiredStatus"] == "STOPPED"
+    nb.session_stopped(_stopped(moto, started, "UserInitiated", "canceled by request", 143), moto.node)
+    assert moto.store.get_run(run_id).status is Status.CANCELED
+    assert moto.node.slots.held_by(run_id) is None
