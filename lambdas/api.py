@@ -55,6 +55,7 @@ from pennflow.api.models import (
     WorkflowName,
     WorkflowView,
 )
+from pennflow.api.notebooks import router as notebooks_router
 from pennflow.api.openapi_docs import errors as _errors
 from pennflow.api.openapi_docs import ok as _ok
 from pennflow.api.openapi_docs import with_edge_responses
@@ -514,6 +515,7 @@ def _body_fields() -> tuple[str, ...]:
 app.include_router(layers_router, prefix="/layers")
 app.include_router(processors_router, prefix="/processors")
 app.include_router(triggers_router, prefix="/triggers")
+app.include_router(notebooks_router, prefix="/notebooks")
 
 
 def openapi_json() -> str:

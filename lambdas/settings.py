@@ -251,3 +251,21 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         ),
         **extra,
     )
+
+
+class SessionEnvironment(_EnvSettings):
+    """What the notebooks function reads besides the node (stacks/notebooks.py sets it)."""
+
+    image: str = Field(alias="NOTEBOOK_IMAGE", min_length=1)
+    python_version: str = Field(alias="NOTEBOOK_PYTHON", pattern=r"^3\.\d{1,2}$")
+    idle_minutes: int = Field(alias="NOTEBOOK_IDLE_MINUTES", ge=5, le=7 * 24 * 60)
+    security_group: str = Field(alias="NOTEBOOK_SECURITY_GROUP_ID", min_length=1)
+    log_group: str = Field(alias="NOTEBOOK_LOG_GROUP", min_length=1)
+    family_prefix: str = Field(alias="NOTEBOOK_FAMILY_PREFIX", min_length=1)
+
+
+@cache
+def session_settings() -> Any:
+    from pennflow.node.notebooks import SessionSettings
+
+    return SessionSettings(**SessionEnvironment().model_dump())

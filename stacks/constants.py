@@ -60,6 +60,20 @@ def task_family_prefix(node_name: str) -> str:
     return f"{node_prefix(node_name)}proc-"
 
 
+# Notebook sessions (stacks/notebooks.py); the runtime's names are pennflow.node.notebook_runs' (a test
+# checks they agree: the CDK app imports only the workflow compiler of pennflow).
+NOTEBOOK_GROUP = "pennflow-notebook"  # RunTask's group of a session's task
+NOTEBOOK_TAG_KEY = "pennflow:notebook"  # on a session's task: its run id
+NOTEBOOK_ROLE_KIND = "notebook"  # <node>_<region>_<slot>-notebook
+NOTEBOOK_TOKEN_PARAMETER = "notebook-token"  # a slot parameter's leaf
+PORT_FORWARDING_DOCUMENT = "AWS-StartPortForwardingSession"
+
+
+def notebook_family_prefix(node_name: str) -> str:
+    """Notebook sessions' task definitions (pennflow.node.notebooks), content-addressed like processors'."""
+    return f"{node_prefix(node_name)}nb-"
+
+
 def slot_parameter_prefix(node_name: str) -> str:
     """SSM parameters of each run slot (the leased run's id and SESSION_TOKEN): <prefix><slot>/<leaf>."""
     return f"/pennflow/{node_name}/slots/"
@@ -129,6 +143,7 @@ LAMBDA_TIMEOUT_SECONDS = {
     "layer_jobs": 60,  # starts a task or publishes a version; the long work runs in ECS
     "notify": 60,  # three webhook attempts of at most 10 s each, with their backoff
     "processor_builds": 60,  # one build's outcome: a digest, app.yml from S3, a log tail
+    "notebooks": 60,  # one session's start (lease, task definition, RunTask), stop or end
     "join": 30,  # a few DynamoDB reads and writes and SendTaskSuccess calls (stacks/joins.py)
 }
 LAMBDA_MEMORY_OVERRIDES_MB = {"download": 1024}
@@ -147,6 +162,7 @@ ASYNC_LAMBDAS = (
     "layer_jobs",
     "notify",
     "processor_builds",
+    "notebooks",
 )
 ASYNC_RETRY_ATTEMPTS = 2
 REDRIVE_DAYS = 14  # Step Functions redrives an execution up to 14 days after it ended
@@ -287,5 +303,14 @@ ENV = {
     "cost_prices": "COST_PRICES",
     "notify_topic": "NOTIFY_TOPIC_ARN",  # run ends (stacks/notifications.py, pennflow.node.run_end)
     "notify_webhook_secret": "WEBHOOK_URL_SECRET_ARN",
+    # Notebook sessions (stacks/notebooks.py, pennflow.node.notebooks, pennflow.api.notebooks)
+    "notebooks_function": "NOTEBOOKS_FUNCTION_NAME",
+    "notebook_principals": "NOTEBOOK_PRINCIPALS",
+    "notebook_image": "NOTEBOOK_IMAGE",
+    "notebook_python": "NOTEBOOK_PYTHON",
+    "notebook_idle_minutes": "NOTEBOOK_IDLE_MINUTES",
+    "notebook_security_group": "NOTEBOOK_SECURITY_GROUP_ID",
+    "notebook_log_group": "NOTEBOOK_LOG_GROUP",
+    "notebook_family_prefix": "NOTEBOOK_FAMILY_PREFIX",
     "run_cost_ceiling": "RUN_COST_CEILING_USD",  # JSON: the cdk.json costPrices overrides (pennflow.workflow.cost)
 }

@@ -17,6 +17,7 @@ from stacks.joins import NodeJoins
 from stacks.layers import NodeLayers
 from stacks.monitoring import NodeMonitoring
 from stacks.network import NodeNetwork
+from stacks.notebooks import NodeNotebooks
 from stacks.notifications import NodeNotifications
 from stacks.orchestration import CompiledWorkflow, NodeOrchestration
 from stacks.processors import NodeProcessors
@@ -92,6 +93,21 @@ class NodeStack(Stack):
         self.triggers = NodeTriggers(self, "Triggers", functions=self.functions, storage=self.storage)
         self.api = NodeApi(
             self, "Api", settings=settings, handler=self.functions["api"], webhook=self.triggers.webhook
+        )
+        # Notebook sessions only on a node with the interactive setting: otherwise none of their resources.
+        self.notebooks = (
+            NodeNotebooks(
+                self,
+                "Notebooks",
+                settings=settings,
+                network=self.network,
+                storage=self.storage,
+                compute=self.compute,
+                functions=self.functions,
+                api=self.api.rest_api,
+            )
+            if settings.interactive
+            else None
         )
         allow_run_reads(
             self.functions,

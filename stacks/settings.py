@@ -44,6 +44,9 @@ LOG_RETENTION_DAYS = (
 REGION_RE = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$"
 EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"
 LAYER_ARN_RE = r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[A-Za-z0-9_-]+:\d+$"
+# Who may use notebook sessions: IAM roles or users (the API compares a caller's role or user with these).
+PRINCIPAL_ARN_RE = r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$"
+IMAGE_RE = r"^[a-z0-9][a-z0-9._/:@-]*$"
 
 
 class SettingsError(ValueError):
@@ -153,6 +156,19 @@ class NodeSettings(_Model):
     monthly_budget: Annotated[float | None, Field(gt=0)] = None
     run_cost_ceiling: Annotated[float | None, Field(gt=0)] = None
     processor_builds: ProcessorBuilds = ProcessorBuilds()
+    # Interactive notebook sessions (stacks/notebooks.py): off by default, and with it off the node has
+    # no notebook resource at all. A session is a Fargate task reached through SSM port forwarding only.
+    interactive: bool = False
+    # A session stops after this long without activity (jupyter_server's shutdown_no_activity_timeout).
+    notebook_idle_minutes: Annotated[int, Field(ge=5, le=7 * 24 * 60)] = 60
+    # The IAM roles and users allowed to start and connect to sessions (at least one when interactive).
+    notebook_principals: list[Annotated[str, Field(pattern=PRINCIPAL_ARN_RE)]] = []
+    # Image of the sessions' Jupyter server (jupyter_server on its PATH), and the Python its kernels run:
+    # only python-env layers built for that minor version are offered to a session.
+    notebook_image: Annotated[str, Field(pattern=IMAGE_RE, max_length=255)] = (
+        "ghcr.io/pennflow/notebook:0.1.0"
+    )
+    notebook_python: Annotated[str, Field(pattern=r"^3\.\d{1,2}$")] = "3.12"
     # Image of the built-in data sources/targets and the fan-in helper (processors/builtin).
     builtin_image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)] = (
         "ghcr.io/pennflow/builtin:0.1.0"
@@ -194,6 +210,14 @@ class NodeSettings(_Model):
             raise ValueError(
                 "interfaceEndpoints false needs natGateways 1: without either, tasks cannot pull images or "
                 "write logs"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sessions_have_users(self) -> NodeSettings:
+        if self.interactive and not self.notebook_principals:
+            raise ValueError(
+                "interactive true needs notebookPrincipals: the IAM role or user ARNs allowed to use sessions"
             )
         return self
 

@@ -82,6 +82,10 @@ def list_layers(
     if target.chosen:
         from pennflow.cli import remote_layers
 
+        if for_notebooks:  # the node's notebook image decides the Python, so the node filters
+            from pennflow.cli.notebook_remote import list_layers as notebook_layers
+
+            return notebook_layers(target, as_json)
         return remote_layers.list_layers(target, as_json)
     from rich import filesize
 

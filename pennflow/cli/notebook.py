@@ -12,6 +12,7 @@ import json
 import typer
 
 from pennflow.cli.output import EXIT_INVALID, EXIT_RUN_FAILED, CommandGroup, echo, fail
+from pennflow.cli.remote import NodeOption, NodeTarget, NodeUrlOption, RemoteOption, StackOption
 
 notebook_app = typer.Typer(
     name="notebook",
@@ -41,9 +42,22 @@ def start(
     cpu: float | None = typer.Option(None, "--cpu", help="vCPUs (recorded for the node; local: shared)."),
     memory: int | None = typer.Option(None, "--memory", help="MiB (recorded for the node; local: shared)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    remote: bool = RemoteOption,
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
 ):
-    """Start a Jupyter server on 127.0.0.1 in a processor's sandbox; prints its URL with the token."""
+    """Start a Jupyter server on 127.0.0.1 in a processor's sandbox; prints its URL with the token.
+    With --remote, a session on the node (a Fargate task; open it with `pennflow notebook connect`)."""
     from pydantic import ValidationError
+
+    target = NodeTarget(remote, node, node_url, stack)
+    if target.chosen:
+        from pennflow.cli import notebook_remote
+
+        return notebook_remote.start(
+            target, layers=layer, dataset=dataset, packages=package, cpu=cpu, memory=memory, as_json=as_json
+        )
 
     from pennflow.engine.home import PennflowHome
     from pennflow.notebooks.session import (
@@ -86,8 +100,19 @@ def start(
 
 
 @notebook_app.command("stop")
-def stop(run_id: str = typer.Argument(..., help="The session's run id.", show_default=False)):
+def stop(
+    run_id: str = typer.Argument(..., help="The session's run id.", show_default=False),
+    remote: bool = RemoteOption,
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
+):
     """Stop a session: kernels shut down, the working area's files are kept."""
+    target = NodeTarget(remote, node, node_url, stack)
+    if target.chosen:
+        from pennflow.cli import notebook_remote
+
+        return notebook_remote.stop(target, run_id)
     from pennflow.engine.home import PennflowHome
     from pennflow.notebooks.session import NotebookError, SessionFailed, find_session, stop_session
 
@@ -99,6 +124,28 @@ def stop(run_id: str = typer.Argument(..., help="The session's run id.", show_de
     state = find_session(home, run_id)
     kept = f": files kept in {state.files.work}" if state is not None else ""
     echo(f"session {run_id} {step.status.value} ({step.reason}){kept}")
+
+
+@notebook_app.command("connect")
+def connect(
+    run_id: str = typer.Argument(..., help="The session's run id (on the node).", show_default=False),
+    port: int | None = typer.Option(
+        None, "--port", min=1, max=65535, help="Local port (default: a free one).", show_default=False
+    ),
+    wait: float = typer.Option(
+        120.0, "--wait", min=0.0, help="Seconds to wait for the session's task to run."
+    ),
+    node: str | None = NodeOption,
+    node_url: str | None = NodeUrlOption,
+    stack: str | None = StackOption,
+):
+    """Open a node session through SSM port forwarding and print its local URL with the token."""
+    from pennflow.cli import notebook_remote
+
+    code = notebook_remote.connect_session(
+        NodeTarget(True, node, node_url, stack), run_id, local_port=port, wait_seconds=wait
+    )
+    raise typer.Exit(code)
 
 
 def _validation_message(exc) -> str:

@@ -42,6 +42,13 @@ VARIANT_CONTEXT = {
         "monthlyBudget": 300,
         "runCostCeiling": 10,
         "costPrices": {"natGbProcessed": 0.048},
+        # Notebook sessions on (stacks/notebooks.py), for a role with a path and a user.
+        "interactive": True,
+        "notebookPrincipals": [
+            "arn:aws:iam::123456789012:role/lab/analyst",
+            "arn:aws:iam::123456789012:user/jo",
+        ],
+        "notebookIdleMinutes": 30,
     }
 }
 

@@ -20,6 +20,7 @@ ASYNC_PORTS = {
     "AsyncLambda": ("run_launcher", "run_canceller"),
     "AsyncLayerJobs": ("layer_jobs",),
     "AsyncPrepare": ("node_for",),  # a preparation out of time hands its run on to prepare
+    "AsyncSessions": ("session_handoff",),  # notebook sessions' start and stop (interactive nodes)
 }
 
 
@@ -57,6 +58,9 @@ def test_only_the_known_ports_invoke_asynchronously() -> None:
     for path in PROJECT_ROOT.joinpath("lambdas").glob("*.py"):
         constructed += re.findall(r"\b(AsyncLambda|AsyncLayerJobs|AsyncPrepare)\(", path.read_text())
     constructed += re.findall(r"\b(AsyncLayerJobs)\(", (PROJECT_ROOT / "pennflow/api/layers.py").read_text())
+    constructed += re.findall(
+        r"\b(AsyncSessions)\(", (PROJECT_ROOT / "pennflow/api/notebooks.py").read_text()
+    )
     assert sorted(constructed) == sorted(name for name, ports in ASYNC_PORTS.items() for _ in ports)
 
 
@@ -64,6 +68,7 @@ def invoked_by_the_api(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
     """FunctionNames the API's asynchronous ports invoke, built from the API function's environment."""
     from lambdas import api
     from pennflow.api import layers as layers_api
+    from pennflow.api import notebooks as notebooks_api
     from pennflow.layers.models import LayerRecord
 
     (api_function,) = [
@@ -73,13 +78,22 @@ def invoked_by_the_api(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
         monkeypatch.setenv(name, value if isinstance(value, str) else "token")  # ARNs and ids: any text
     recorder = RecordingLambda()
     monkeypatch.setattr(aws, "client", lambda service, region=None: recorder)
-    factories = [api.settings, api.run_launcher, api.run_canceller, layers_api.layer_jobs]
+    factories = [
+        api.settings,
+        api.run_launcher,
+        api.run_canceller,
+        layers_api.layer_jobs,
+        notebooks_api.session_settings,
+        notebooks_api.session_handoff,
+    ]
     for factory in factories:
         factory.cache_clear()
     try:
         api.run_launcher().launch("r-1")
         api.run_canceller().cancel("r-1")
         layers_api.layer_jobs().build(LayerRecord.model_construct(name="sci"), 1)
+        if notebooks_api.session_settings()["function"]:  # a node with the interactive setting
+            notebooks_api.session_handoff().send("start", "r-1")
     finally:
         for factory in factories:
             factory.cache_clear()

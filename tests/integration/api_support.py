@@ -21,6 +21,7 @@ from moto import mock_aws
 
 from pennflow import aws
 from pennflow.api import layers as layers_api
+from pennflow.api import notebooks as notebooks_api
 from pennflow.api import processors as processors_api
 from pennflow.triggers import api as triggers_api
 from pennflow.triggers import wiring as triggers_wiring
@@ -318,6 +319,10 @@ def forget_ports(module: Any) -> None:
         layers_api.layer_registry,
         layers_api.layer_jobs,
         layers_api.layer_prices,
+        notebooks_api.session_settings,
+        notebooks_api.session_handoff,
+        notebooks_api.session_store,
+        notebooks_api.session_tasks,
         processors_api.configured_processors,
     ):
         factory.cache_clear()

@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 
 from lambdas.api import openapi_json
+from pennflow.api import notebooks as notebooks_api
 from pennflow.api.requests import MAX_BODY_BYTES, METHODS_WITH_BODY
 from scripts import export_openapi
 from tests.integration import api_support
@@ -57,6 +58,10 @@ def test_every_route_is_documented_with_its_error_shape(document: dict) -> None:
         ("POST", "/processors"),
         ("GET", "/processors"),
         ("GET", "/processors/{processor_id}"),
+        ("POST", "/notebooks"),
+        ("GET", "/notebooks/layers"),
+        ("GET", "/notebooks/{run_id}"),
+        ("POST", "/notebooks/{run_id}/stop"),
     }
     for path, ops in document["paths"].items():
         for method, operation in ops.items():
@@ -146,6 +151,11 @@ def test_an_internal_failure_is_documented_on_every_route(
     }.items():
         monkeypatch.setenv(name, value)
     api_support.processors_api.configured_processors.cache_clear()
+    # A node with sessions on, and the caller one of their users: the routes reach the tables too.
+    monkeypatch.setenv("NOTEBOOKS_FUNCTION_NAME", "pennflow-notebooks")
+    monkeypatch.setenv("NOTEBOOK_PRINCIPALS", api_support.CALLER)
+    notebooks_api.session_settings.cache_clear()
+    notebooks_api.session_store.cache_clear()
     dynamodb = boto3.client("dynamodb", region_name=REGION)
     for table in dynamodb.list_tables()["TableNames"]:
         dynamodb.delete_table(TableName=table)
@@ -154,6 +164,7 @@ def test_an_internal_failure_is_documented_on_every_route(
         ("post", "/runs"): {"workflow": "tiny"},
         ("post", "/layers"): {"name": "sci", "type": "data"},
         ("post", "/layers/{name}/populate"): {"datasetId": "N:dataset:1"},
+        ("post", "/notebooks"): {},
         ("post", "/processors"): {"sourceUrl": "https://github.com/example/thumbs", "tag": "v1"},
         ("post", "/triggers"): {
             "datasetId": f"N:dataset:{'0' * 8}-{'0' * 4}-{'0' * 4}-{'0' * 4}-{'0' * 12}",
