@@ -122,6 +122,7 @@ class NodeSettings(_EnvSettings):
     # cdk.json's costPrices (pennflow.workflow.cost.PriceOverrides as JSON); checked at synth.
     cost_prices: str = Field("{}", alias="COST_PRICES")
     gpu_capacity_provider: str | None = Field(None, alias="GPU_CAPACITY_PROVIDER")
+    gpu_instance_types: str = Field("", alias="GPU_INSTANCE_TYPES")
     notify_topic_arn: str | None = Field(None, alias="NOTIFY_TOPIC_ARN")  # run ends (stacks/notifications.py)
 
 
@@ -230,6 +231,7 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         cost_prices=settings.cost_prices,
         notify_topic_arn=settings.notify_topic_arn,
         gpu_capacity_provider=settings.gpu_capacity_provider,
+        gpu_instance_types=tuple(t for t in settings.gpu_instance_types.split(",") if t),
     )
     extra: dict[str, Any] = {"listener": listener} if listener is not None else {}
     if task_settings.slot_parameter_prefix:

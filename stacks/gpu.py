@@ -142,9 +142,9 @@ class NodeGpu(Construct):
     def _tell_functions(self, functions: NodeFunctions, settings: NodeSettings) -> None:
         """The API refuses what the instances cannot hold; the runs manager starts gpu tasks on them."""
         provider = self.capacity_provider.capacity_provider_name
-        for name in ("api", *C.RUNS_MANAGER_LAMBDAS):
+        for name in ("api", *C.RUNS_MANAGER_LAMBDAS):  # the runs manager also prices gpu tasks (finalize)
             functions[name].add_environment("GPU_CAPACITY_PROVIDER", provider)
-        functions["api"].add_environment("GPU_INSTANCE_TYPES", ",".join(settings.gpu.instance_types))
+            functions[name].add_environment("GPU_INSTANCE_TYPES", ",".join(settings.gpu.instance_types))
 
     def _acknowledge(self) -> None:
         # cdk-nag's EC26 reads a launch template off the group itself and throws on a mixed-instances

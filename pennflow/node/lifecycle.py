@@ -207,6 +207,7 @@ class NodeConfig:
     notify_topic_arn: str | None = None  # run ends are published here (pennflow.node.run_end)
     join_function: str | None = None  # releases a node waiting on another path (pennflow.node.joins)
     gpu_capacity_provider: str | None = None  # where computeType gpu tasks run (pennflow.node.gpu)
+    gpu_instance_types: tuple[str, ...] = ()  # the group's, the first priced in run costs
 
     def execution_node(self) -> dict[str, Any]:
         node: dict[str, Any] = {
