@@ -135,6 +135,7 @@ class ProcessLauncher:
             user=caller_user(),
             name=name,
             secret_names=sorted(secrets),
+            gpus=processor.id in self.ctx.gpu_processors,
         )
         return docker_spec(argv, name, secrets)
 

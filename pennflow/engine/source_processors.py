@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pennflow.engine.home import PennflowHome
-from pennflow.engine.launchers import LaunchSpec
+from pennflow.engine.launchers import LaunchSpec, container_command_name
 from pennflow.engine.run_checks import InvalidRunInput
 from pennflow.processors.local import LocalSource, SourceProblem, VenvLaunch, resolve
 from pennflow.workflow.definition import Workflow
@@ -43,6 +43,7 @@ def resolve_sources(
                 definition_dir=definition_dir,
                 cache_root=home.root / CACHE_DIR,
                 use_docker=use_docker,
+                container=container_command_name(),
             )
         except SourceProblem as exc:
             problems.append(str(exc))
