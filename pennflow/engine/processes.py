@@ -36,6 +36,7 @@ from pennflow.engine.run_context import RunContext
 from pennflow.engine.sandbox import SandboxView, command_files, detect, wrap_command
 from pennflow.engine.source_processors import venv_spec
 from pennflow.layers.sandbox import LayersView
+from pennflow.processors.local import VenvLaunch
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, processor_environment
 from pennflow.workflow.definition import Processor
 
@@ -82,7 +83,7 @@ class ProcessLauncher:
         if launch is not None:  # a sourceUrl processor without a container runtime
             view = self.ctx.views.of(processor)
             env = self._environment(processor, self.ctx.layout, view.root, batch)
-            return venv_spec(launch, env, self._inherited)
+            return self._sandboxed_venv(venv_spec(launch, env, self._inherited), launch, env, view)
         if not processor.command:
             raise CannotLaunch(_cannot_launch_message(processor, self.ctx.use_docker))
         view = self.ctx.views.of(processor)
@@ -99,6 +100,20 @@ class ProcessLauncher:
             # Started through the sandbox, a typo would only show as the wrapper's exit code 127.
             raise CannotLaunch(f"cannot start {processor.command[0]!r}: no such executable")
         return spec
+
+    def _sandboxed_venv(
+        self, spec: LaunchSpec, launch: VenvLaunch, env: dict[str, str], layers: LayersView
+    ) -> LaunchSpec:
+        """The venv processor in the same sandbox as a command: its venv and staged files read-only
+        (they live in pennflow's home, which the sandbox covers), its run as for any processor."""
+        bwrap = self._sandbox.bwrap
+        if bwrap is None:
+            return spec
+        view = self._sandbox_view(spec.argv, launch.cwd, Path(env["OUTPUT_DIR"]), layers)
+        own = [launch.venv, *([launch.root] if launch.root else []), launch.cwd]
+        path = spec.env.get("PATH", "")  # the venv's bin first: its python, and the base it links to
+        view = replace(view, readable=[*view.readable, *own, *command_files(spec.argv, launch.cwd, path)])
+        return replace(spec, argv=wrap_command(spec.argv, bwrap, view), wrapped=spec.argv, in_bwrap=True)
 
     def _in_bwrap(
         self, bwrap: str, cwd: Path, output: Path, layers: LayersView

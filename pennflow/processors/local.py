@@ -41,6 +41,7 @@ class VenvLaunch:
     interpreter: Interpreter
     base: str
     pin: str  # what ran, for the run's record: venv:<url>@<commit>
+    root: Path | None = None  # the image's files staged here (read-only in the sandbox, with the venv)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def _venv_launch(
     env = {key: paths.text(value) for key, value in recipe.env.items()}
     argv = [paths.text(arg) for arg in recipe.command(processor.command)]
     pin = f"venv:{checkout.source.url}@{checkout.commit}"
-    return VenvLaunch(venv, paths.path(recipe.workdir), env, argv, python, recipe.base, pin)
+    return VenvLaunch(venv, paths.path(recipe.workdir), env, argv, python, recipe.base, pin, paths.root)
 
 
 def image_tag(checkout: Checkout) -> str:
