@@ -38,10 +38,15 @@ ECS_AGENT_CONFIG = (
 )
 
 
+# ECS refuses a capacity provider whose name begins with one of these.
+RESERVED_PROVIDER_PREFIXES = ("aws", "ecs", "fargate")
+
+
 def gpu_capacity_provider_name(node_name: str) -> str:
-    # A capacity provider's name may not begin with "aws", "ecs" or "fargate"; node names never do
-    # (they are the node's own), and the suffix keeps it apart from the cluster's Fargate providers.
-    return f"{node_name}-gpu"
+    """``<node>-gpu`` (unique per account and region, as the node's name is), ``pf-<node>-gpu`` for a
+    node named like ``ecs-lab`` that ECS would refuse."""
+    name = f"{node_name}-gpu"
+    return f"pf-{name}" if name.startswith(RESERVED_PROVIDER_PREFIXES) else name
 
 
 def folder_gpu_problems(settings: NodeSettings, workflows: Sequence[Workflow]) -> list[str]:
@@ -143,8 +148,10 @@ class NodeGpu(Construct):
         """The API refuses what the instances cannot hold; the runs manager starts gpu tasks on them."""
         provider = self.capacity_provider.capacity_provider_name
         for name in ("api", *C.RUNS_MANAGER_LAMBDAS):  # the runs manager also prices gpu tasks (finalize)
-            functions[name].add_environment("GPU_CAPACITY_PROVIDER", provider)
-            functions[name].add_environment("GPU_INSTANCE_TYPES", ",".join(settings.gpu.instance_types))
+            functions[name].add_environment(C.ENV["gpu_capacity_provider"], provider)
+            functions[name].add_environment(
+                C.ENV["gpu_instance_types"], ",".join(settings.gpu.instance_types)
+            )
 
     def _acknowledge(self) -> None:
         # cdk-nag's EC26 reads a launch template off the group itself and throws on a mixed-instances

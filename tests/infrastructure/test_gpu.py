@@ -178,3 +178,14 @@ def test_bad_gpu_settings_are_named_precisely(gpu: dict, expected: str) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings({"gpu": gpu})
     assert any(line.startswith(expected) for line in str(caught.value).splitlines()), str(caught.value)
+
+
+def test_the_capacity_provider_name_avoids_the_prefixes_ecs_refuses() -> None:
+    from stacks.gpu import gpu_capacity_provider_name
+
+    assert gpu_capacity_provider_name("lab") == "lab-gpu"
+    assert [gpu_capacity_provider_name(n) for n in ("ecs-lab", "aws1", "fargatelab")] == [
+        "pf-ecs-lab-gpu",
+        "pf-aws1-gpu",
+        "pf-fargatelab-gpu",
+    ]
