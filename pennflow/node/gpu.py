@@ -17,11 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pennflow.workflow.asl_states import CONTAINER_NAME
+from pennflow.workflow.asl_states import CONTAINER_NAME, GPU_CAPACITY_KEY
 from pennflow.workflow.definition import ComputeType, Processor, Workflow
 from pennflow.workflow.gpu import GPU_SETTING, fit_problem
 
-GPU_STRATEGY_KEY = "gpuCapacity"  # the execution input's $.node.gpuCapacity
+GPU_STRATEGY_KEY = GPU_CAPACITY_KEY  # the execution input's $.node.gpuCapacity
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pennflow.workflow import limits
+from pennflow.workflow.asl_states import GPU_CAPACITY_KEY
 from pennflow.workflow.contract import state_key
 from pennflow.workflow.cost_tags import run_task_tags
 from pennflow.workflow.definition import ComputeType, ProcessorType, Workflow
@@ -44,7 +45,11 @@ def largest_payload_estimate(workflow: Workflow) -> int:
             ("cluster", "finalizeFunction", "listBatchesFunction", "downloadFunction", "joinFunction"), ""
         )
         | {"subnets": [], "securityGroups": []}
-        | ({"gpuCapacity": [{"CapacityProvider": "", "Weight": 1, "Base": 0}]} if _has_gpu(workflow) else {}),
+        | (
+            {GPU_CAPACITY_KEY: [{"CapacityProvider": "", "Weight": 1, "Base": 0}]}
+            if _has_gpu(workflow)
+            else {}
+        ),
         manifest={"bucket": "", "key": ""},
         check_size=False,
     )
@@ -77,7 +82,7 @@ def execution_input(
     if any(p.scatter for p in workflow.processors):
         needed.add("listBatchesFunction")
     if _has_gpu(workflow):
-        needed.add("gpuCapacity")  # the GPU capacity-provider strategy (pennflow.node.gpu)
+        needed.add(GPU_CAPACITY_KEY)  # the GPU capacity-provider strategy (pennflow.node.gpu)
     has_source = any(p.type is ProcessorType.DATA_SOURCE for p in workflow.processors)
     if has_source:
         needed.add("downloadFunction")

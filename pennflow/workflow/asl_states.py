@@ -66,7 +66,8 @@ DOWNLOAD_RETRY = {
 
 # A gpu processor's task runs on the node's GPU capacity provider, which the execution input names
 # (pennflow.node.gpu); every other task on Fargate.
-GPU_CAPACITY_PATH = "$.node.gpuCapacity"
+GPU_CAPACITY_KEY = "gpuCapacity"
+GPU_CAPACITY_PATH = f"$.node.{GPU_CAPACITY_KEY}"
 
 
 def launch_parameters(processor: Processor) -> dict[str, Any]:
