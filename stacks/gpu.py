@@ -1,7 +1,7 @@
 """GPU capacity for ``computeType: gpu`` processors: an ECS capacity provider of EC2 GPU instances.
 
 Only synthesized when ``pennflow.gpu.enabled`` is true. An Auto Scaling group of ECS GPU-optimized
-instances (Amazon Linux 2 GPU AMI: NVIDIA driver and container toolkit), 0 instances at rest; ECS
+instances (the Amazon Linux 2023 GPU AMI: NVIDIA driver and container toolkit), 0 instances at rest; ECS
 managed scaling starts one when a gpu task waits for capacity and lets the group shrink back to 0
 when none runs (managed termination protection keeps an instance with a task from being chosen).
 The instances sit in the node's private subnets in the task security group (endpoints and NAT as for
@@ -29,7 +29,7 @@ from stacks.nag import acknowledge, wildcard_findings
 from stacks.network import NodeNetwork
 from stacks.settings import NodeSettings
 
-ROOT_DEVICE = "/dev/xvda"  # the ECS-optimized Amazon Linux 2 AMIs' root volume
+ROOT_DEVICE = "/dev/xvda"  # the ECS-optimized Amazon Linux AMIs' root volume
 # In awsvpc mode a task reaches the instance metadata (and the instance role) unless the agent blocks it.
 ECS_AGENT_CONFIG = (
     "ECS_AWSVPC_BLOCK_IMDS=true",
@@ -90,7 +90,8 @@ class NodeGpu(Construct):
         self.launch_template = ec2.LaunchTemplate(
             self,
             "LaunchTemplate",
-            machine_image=ecs.EcsOptimizedImage.amazon_linux2(ecs.AmiHardwareType.GPU),
+            # Amazon Linux 2023's: Amazon Linux 2 left standard support on 2026-06-30.
+            machine_image=ecs.EcsOptimizedImage.amazon_linux2023(ecs.AmiHardwareType.GPU),
             role=self.instance_role,
             security_group=network.task_security_group,
             user_data=user_data,
@@ -138,7 +139,7 @@ class NodeGpu(Construct):
             enable_managed_scaling=True,
             enable_managed_termination_protection=True,
             target_capacity_percent=100,
-            machine_image_type=ecs.MachineImageType.AMAZON_LINUX_2,
+            machine_image_type=ecs.MachineImageType.AMAZON_LINUX_2,  # the ecs.config user data, AL2023's too
         )
         compute.cluster.add_asg_capacity_provider(self.capacity_provider)
         self._tell_functions(functions, settings)

@@ -88,7 +88,7 @@ def test_instances_use_the_gpu_ami_imdsv2_encrypted_volumes_and_the_task_securit
     assert volume["Ebs"]["Encrypted"] is True and volume["Ebs"]["VolumeType"] == "gp3"
     parameters = gpu_node.json["Parameters"]
     image = parameters[data["ImageId"]["Ref"]]["Default"]
-    assert image == "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id"
+    assert image == "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
     (group,) = data["SecurityGroupIds"]
     assert group["Fn::GetAtt"][0].startswith("NetworkTasksSecurityGroup")
     user_data = json.dumps(data["UserData"])
