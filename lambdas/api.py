@@ -159,6 +159,7 @@ def run_planning() -> RunPlanning:
             region=s.region,
             prices=PriceOverrides.model_validate_json(s.cost_prices),
             ceiling_usd=s.run_cost_ceiling,
+            **({"gpu_instance_type": s.gpu_instance_types.split(",")[0]} if s.gpu_instance_types else {}),
         ),
     )
 

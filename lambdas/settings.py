@@ -69,6 +69,9 @@ class ApiSettings(_EnvSettings):
     region: str | None = Field(None, alias="AWS_REGION")
     cost_prices: str = Field("{}", alias="COST_PRICES")
     run_cost_ceiling: float | None = Field(None, alias="RUN_COST_CEILING_USD", gt=0)
+    # computeType gpu (pennflow.node.gpu): the node's GPU capacity provider, absent when it has none.
+    gpu_capacity_provider: str | None = Field(None, alias="GPU_CAPACITY_PROVIDER")
+    gpu_instance_types: str = Field("", alias="GPU_INSTANCE_TYPES")
 
 
 class NodeSettings(_EnvSettings):
@@ -118,6 +121,8 @@ class NodeSettings(_EnvSettings):
     slot_parameter_prefix: str | None = Field(None, alias="SLOT_PARAMETER_PREFIX")
     # cdk.json's costPrices (pennflow.workflow.cost.PriceOverrides as JSON); checked at synth.
     cost_prices: str = Field("{}", alias="COST_PRICES")
+    gpu_capacity_provider: str | None = Field(None, alias="GPU_CAPACITY_PROVIDER")
+    gpu_instance_types: str = Field("", alias="GPU_INSTANCE_TYPES")
     notify_topic_arn: str | None = Field(None, alias="NOTIFY_TOPIC_ARN")  # run ends (stacks/notifications.py)
 
 
@@ -225,6 +230,8 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         region=settings.region,
         cost_prices=settings.cost_prices,
         notify_topic_arn=settings.notify_topic_arn,
+        gpu_capacity_provider=settings.gpu_capacity_provider,
+        gpu_instance_types=tuple(t for t in settings.gpu_instance_types.split(",") if t),
     )
     extra: dict[str, Any] = {"listener": listener} if listener is not None else {}
     if task_settings.slot_parameter_prefix:

@@ -302,6 +302,8 @@ ENV = {
     "layer_clean_task": "LAYER_CLEAN_TASK_DEFINITION",
     "cost_prices": "COST_PRICES",
     "notify_topic": "NOTIFY_TOPIC_ARN",  # run ends (stacks/notifications.py, pennflow.node.run_end)
+    "gpu_capacity_provider": "GPU_CAPACITY_PROVIDER",  # computeType gpu (stacks/gpu.py, pennflow.node.gpu)
+    "gpu_instance_types": "GPU_INSTANCE_TYPES",
     "notify_webhook_secret": "WEBHOOK_URL_SECRET_ARN",
     # Notebook sessions (stacks/notebooks.py, pennflow.node.notebooks, pennflow.api.notebooks)
     "notebooks_function": "NOTEBOOKS_FUNCTION_NAME",

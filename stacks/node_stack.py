@@ -13,6 +13,7 @@ from stacks.api import NodeApi, allow_run_reads
 from stacks.compute import NodeCompute
 from stacks.events import NodeEvents
 from stacks.functions import NodeFunctions
+from stacks.gpu import NodeGpu, folder_gpu_problems
 from stacks.joins import NodeJoins
 from stacks.layers import NodeLayers
 from stacks.monitoring import NodeMonitoring
@@ -22,7 +23,7 @@ from stacks.notifications import NodeNotifications
 from stacks.orchestration import CompiledWorkflow, NodeOrchestration
 from stacks.processors import NodeProcessors
 from stacks.resume import NodeResume
-from stacks.settings import NodeSettings
+from stacks.settings import NodeSettings, SettingsError
 from stacks.storage import NodeStorage
 from stacks.triggers import NodeTriggers
 from stacks.workflow_records import WorkflowRecords
@@ -41,6 +42,9 @@ class NodeStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, description="pennflow compute node", **kwargs)
         self.settings = settings
+        gpu_problems = folder_gpu_problems(settings, [w.workflow for w in workflows])
+        if gpu_problems:
+            raise SettingsError("\n".join(gpu_problems))
         Tags.of(self).add(C.NODE_TAG_KEY, settings.node_name)
 
         self.network = NodeNetwork(self, "Network", settings=settings)
@@ -89,6 +93,15 @@ class NodeStack(Stack):
         self.processors = NodeProcessors(
             self, "Processors", settings=settings, storage=self.storage, functions=self.functions
         )
+        if settings.gpu.enabled:  # computeType gpu processors; the node has no GPU instances otherwise
+            self.gpu = NodeGpu(
+                self,
+                "Gpu",
+                settings=settings,
+                network=self.network,
+                compute=self.compute,
+                functions=self.functions,
+            )
         self.storage.guard_clients(runs_manager=self.functions.roles["runs_manager"])
         self.triggers = NodeTriggers(self, "Triggers", functions=self.functions, storage=self.storage)
         self.api = NodeApi(

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from pennflow.workflow.cost import PriceOverrides
+from pennflow.workflow.gpu import DEFAULT_GPU_INSTANCE_TYPES, GPU_INSTANCES, known
 from stacks import constants as C
 
 # CloudWatch Logs accepts only these retention periods (days).
@@ -121,6 +122,33 @@ class ProcessorBuilds(_Model):
     timeout_minutes: Annotated[int, Field(ge=5, le=480)] = 60
 
 
+class GpuCapacity(_Model):
+    """GPU instances for computeType gpu processors (``stacks/gpu.py``); off unless enabled.
+
+    An Auto Scaling group of ECS GPU-optimized instances, 0 at rest, grown by ECS managed scaling
+    when a gpu task waits, up to ``maxInstances``; the first of ``instanceTypes`` is launched first.
+    """
+
+    enabled: bool = False
+    instance_types: Annotated[list[str], Field(min_length=1, max_length=10)] = list(
+        DEFAULT_GPU_INSTANCE_TYPES
+    )
+    max_instances: Annotated[int, Field(ge=1, le=100)] = 2
+    volume_gib: Annotated[int, Field(ge=30, le=2000)] = 100  # the root volume: GPU images are large
+
+    @field_validator("instance_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in GPU_INSTANCES]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(map(repr, unknown))}: not a GPU instance type pennflow prices; one of {known()}"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError("an instance type is listed twice")
+        return value
+
+
 class NodeSettings(_Model):
     # Never the separator C.NODE_SEPARATOR ("_"), so one node's name prefix can never begin another's.
     node_name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$", max_length=C.NODE_NAME_MAX)] = (
@@ -169,6 +197,7 @@ class NodeSettings(_Model):
         "ghcr.io/pennflow/notebook:0.1.0"
     )
     notebook_python: Annotated[str, Field(pattern=r"^3\.\d{1,2}$")] = "3.12"
+    gpu: GpuCapacity = GpuCapacity()
     # Image of the built-in data sources/targets and the fan-in helper (processors/builtin).
     builtin_image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)] = (
         "ghcr.io/pennflow/builtin:0.1.0"

@@ -200,11 +200,17 @@ def pin_run_images(workflow: Workflow, processors: Any | None) -> tuple[Workflow
     processor that is not READY (the run is refused, not queued behind a build)."""
     if not sourced_processors(workflow):
         return workflow, {}
+    from pennflow.api.gpu import node_gpu_capacity, refuse_without_gpu_capacity
+
+    gpu = node_gpu_capacity()
     try:
-        return pin_images(workflow, processors or _NoRegistry())
+        pinned = pin_images(workflow, processors or _NoRegistry(), gpu_enabled=gpu.enabled)
     except ProcessorsNotReady as exc:
         fields = [field_error(f"processors.{pid}", why) for pid, why in exc.problems.items()]
         raise Conflict(str(exc), fields=fields, code="processor_not_ready") from None
+    # app.yml may make a processor gpu (its first computeType): its size must fit this node's instances.
+    refuse_without_gpu_capacity(pinned[0], gpu)
+    return pinned
 
 
 class _NoRegistry:

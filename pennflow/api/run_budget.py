@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pennflow.api.errors import InvalidRequest, field_error
 from pennflow.workflow.cost import PriceOverrides, RunCost, estimate_workflow, format_usd, price_table
 from pennflow.workflow.definition import Workflow
+from pennflow.workflow.gpu import DEFAULT_GPU_INSTANCE_TYPES
 
 
 @dataclass(frozen=True)
@@ -17,9 +18,15 @@ class RunBudget:
     region: str | None = None
     prices: PriceOverrides | None = None
     ceiling_usd: float | None = None  # None: no ceiling
+    gpu_instance_type: str = DEFAULT_GPU_INSTANCE_TYPES[0]  # what gpu tasks are priced at (the group's first)
 
     def estimate(self, workflow: Workflow, dataset_bytes: int) -> RunCost:
-        return estimate_workflow(workflow, price_table(self.region, self.prices), dataset_bytes=dataset_bytes)
+        return estimate_workflow(
+            workflow,
+            price_table(self.region, self.prices),
+            dataset_bytes=dataset_bytes,
+            gpu_instance_type=self.gpu_instance_type,
+        )
 
     def check(self, estimate: RunCost) -> None:
         """Refuse (422 ``over_cost_ceiling``) a run whose estimate exceeds the ceiling, naming both."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from pennflow.api.errors import Conflict, InvalidRequest, NotFound, field_error, invalid_definition
+from pennflow.api.gpu import node_gpu_capacity, refuse_without_gpu_capacity
 from pennflow.api.models import WorkflowList, WorkflowSummary, WorkflowView
+from pennflow.node.gpu import GpuCapacity
 from pennflow.node.registry import (
     StackOwnedWorkflow,
     StateMachineNameTooLong,
@@ -16,7 +18,7 @@ from pennflow.workflow.definition import DefinitionError, validate_definition
 
 
 def register_workflow(
-    body: Any, *, registry: WorkflowRegistry, processors: Any | None = None
+    body: Any, *, registry: WorkflowRegistry, processors: Any | None = None, gpu: GpuCapacity | None = None
 ) -> tuple[WorkflowView, bool]:
     """Returns the registered workflow and whether it is new (201) rather than updated (200).
 
@@ -28,6 +30,7 @@ def register_workflow(
         workflow = validate_definition(body, source="request body")
     except DefinitionError as exc:
         raise invalid_definition(exc.faults) from None
+    refuse_without_gpu_capacity(workflow, node_gpu_capacity() if gpu is None else gpu)
     if processors is not None or any(p.source_url and not p.image for p in workflow.processors):
         from pennflow.api.processors import register_sources
 

@@ -84,8 +84,15 @@ def run(
     containers: bool | None = typer.Option(
         None,
         "--containers/--no-containers",
-        help="Run processors with an image in docker (default: when `docker info` works), or their command.",
+        help="Run processors with an image in docker or podman (default: when `docker info`, else "
+        "`podman info`, works), or their command.",
         show_default=False,
+    ),
+    allow_cpu: bool = typer.Option(
+        False,
+        "--allow-cpu",
+        help="Run computeType gpu processors on the CPU when this machine cannot give them a GPU "
+        "(no NVIDIA GPU, or no container runtime); without it such a run is refused.",
     ),
     as_json: bool = typer.Option(False, "--json", help="No progress; print the final run as JSON."),
     notify: str | None = typer.Option(
@@ -108,6 +115,7 @@ def run(
         layers=layer,
         max_parallel=max_parallel,
         docker=containers,
+        allow_cpu=allow_cpu,
         dataset_id=dataset,
         package_ids=packages,
         publish=publish,

@@ -34,7 +34,7 @@ from pennflow.workflow.definition import Processor
 STEP_KEY_VERSION = 1
 _CHUNK = 1 << 20
 # Fields that say how a step runs, not what it computes: changing them re-runs nothing.
-RUN_ONLY_FIELDS = frozenset({"label", "cpu", "memory", "compute_type", "retry", "timeout_seconds"})
+RUN_ONLY_FIELDS = frozenset({"label", "cpu", "memory", "compute_type", "gpus", "retry", "timeout_seconds"})
 
 
 def folder_hash(folder: Path) -> str | None:

@@ -1,5 +1,5 @@
-"""Starting and stopping one processor attempt on this machine: a container when docker runs, else a
-subprocess of the processor's ``command`` (in the sandbox, ``engine.sandbox``).
+"""Starting and stopping one processor attempt on this machine: a container when docker (or podman)
+runs, else a subprocess of the processor's ``command`` (in the sandbox, ``engine.sandbox``).
 
 Each attempt gets its own process group (``start_new_session``), so a cancel or a timeout stops the
 whole tree the processor started: SIGTERM first, SIGKILL after a grace period. When the main process
@@ -31,15 +31,34 @@ from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT
 DOCKER_INFO_TIMEOUT_SECONDS = 10
 
 
+CONTAINER_PROGRAMS = ("docker", "podman")  # the first whose `info` answers runs containers
+
+
 @cache
+def container_program() -> str | None:
+    """The container runtime to use: ``docker`` when ``docker info`` succeeds, else ``podman`` when
+    ``podman info`` does (the same ``run`` arguments work for both); None without either. Checked
+    once per process."""
+    for name in CONTAINER_PROGRAMS:
+        program = shutil.which(name)
+        if program is not None and _answers(program):
+            return name  # by name: found on PATH when each attempt starts, as a user's shell would
+    return None
+
+
 def container_runtime_available() -> bool:
-    """True when ``docker info`` succeeds (checked once per process)."""
-    docker = shutil.which("docker")
-    if docker is None:
-        return False
+    return container_program() is not None
+
+
+def container_command_name() -> str:
+    """What starts containers here (``docker`` when none answers: its error says why it cannot)."""
+    return container_program() or "docker"
+
+
+def _answers(program: str) -> bool:
     try:
         subprocess.run(
-            [docker, "info"],
+            [program, "info"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -104,10 +123,14 @@ def docker_command(
     user: str,
     name: str,
     secret_names: Sequence[str] = (),
+    gpus: bool = False,
 ) -> list[str]:
-    """``docker run`` for one attempt: the run folder at RUN_MOUNT, each layer read-only under
-    LAYERS_MOUNT, the contract environment (already holding container paths), the caller's user."""
-    argv = ["docker", "run", "--rm", "--init", "--name", name, "--user", user]
+    """``docker run`` (or ``podman run``) for one attempt: the run folder at RUN_MOUNT, each layer
+    read-only under LAYERS_MOUNT, the contract environment (already holding container paths), the
+    caller's user; every GPU of the machine for a gpu processor (``engine.gpus``)."""
+    argv = [container_command_name(), "run", "--rm", "--init", "--name", name, "--user", user]
+    if gpus:
+        argv += ["--gpus", "all"]
     argv += ["--mount", _bind(run_dir, RUN_MOUNT)]
     for layer, path in sorted(layers.items()):
         argv += ["--mount", _bind(path, LAYERS_MOUNT / layer, readonly=True)]
@@ -159,7 +182,7 @@ def remove_container(name: str) -> None:
     """``docker rm --force``: killing the docker client does not stop its container."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         subprocess.run(
-            ["docker", "rm", "--force", name],
+            [container_command_name(), "rm", "--force", name],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pennflow.engine.cancel import CANCELED_BY_STORE, CANCELED_BY_USER, STORE_POLL_SECONDS
+from pennflow.engine.gpus import gpu_placement
 from pennflow.engine.home import PennflowHome
 from pennflow.engine.launchers import container_runtime_available
 from pennflow.engine.lease import keeper_for
@@ -92,13 +93,16 @@ def run_workflow(
     publish: bool = False,
     kill_grace: float = DEFAULT_KILL_GRACE_SECONDS,
     rerun_of: str | None = None,
+    allow_cpu: bool = False,
 ) -> RunRecord:
     """Run ``workflow`` to the end and return its final record.
 
     Raises InvalidRunInput before anything runs (unknown param, a layer missing or not READY, no
     input folder or dataset, no Pennsieve credentials for the dataset, a data target that cannot
     ``publish``). ``layers`` are given to every processor, on top of the ones each asks for.
-    ``docker=None`` uses containers when ``docker info`` succeeds; True/False forces the choice.
+    ``docker=None`` uses containers when ``docker info`` (or ``podman info``) succeeds; True/False forces
+    the choice. A computeType gpu processor gets the machine's GPUs (``engine.gpus``), or with
+    ``allow_cpu`` runs on the CPU where it cannot; without it such a run is refused.
     Pennsieve hosts and credentials come from the environment (``PennsieveClient()``).
     What the run was given is kept in its folder (``engine.run_spec``), so that ``pennflow rerun``
     and ``pennflow resume`` can start it again; ``rerun_of`` names the run a rerun repeats.
@@ -115,6 +119,7 @@ def run_workflow(
         max_parallel=max_parallel,
         docker=docker,
         publish=publish,
+        allow_cpu=allow_cpu,
     )
     options = RunOptions(store, reporter, cancel_event, kill_grace, rerun_of)
     return execute_run(workflow, spec, home, new_run_id(), options)
@@ -149,6 +154,8 @@ def execute_run(
     )
     use_docker = container_runtime_available() if spec.docker is None else spec.docker
     workflow, venv_launches = resolve_sources(workflow, home, Path(spec.definition_dir), use_docker)
+    # after the sources: an app.yml may make a processor gpu
+    gpu_processors = gpu_placement(workflow.processors, use_containers=use_docker, allow_cpu=spec.allow_cpu)
     plan = plan_run(workflow, home, run_id, inputs, spec.overrides, spec.run_layers, spec.max_parallel)
     store = options.store
     own_store = store is None
@@ -183,6 +190,7 @@ def execute_run(
             reuse=reuse,
             rerun_of=resumed.rerun_of if resumed is not None else options.rerun_of,
             venv_launches=venv_launches,
+            gpu_processors=gpu_processors,
         )
         local_run = LocalRun(ctx, options.cancel_event or threading.Event())
         if resumed is not None:  # the last step before the engine takes it: nothing can fail between

@@ -73,7 +73,10 @@ class ProcessLauncher:
         return bool(processor.command) and not (self.ctx.use_docker and processor.image)
 
     def runs_in_sandbox(self, processor: Processor) -> bool:
-        """Whether ``spec`` runs the processor's ``command`` here (with its layers view), not a container."""
+        """Whether ``spec`` runs the processor here (its ``command``, or a sourceUrl processor's venv,
+        with its layers view), not a container."""
+        if processor.id in self.ctx.venv_launches:
+            return True
         return not (self.ctx.use_docker and processor.image) and bool(processor.command)
 
     def spec(self, processor: Processor, batch: int | None = None) -> LaunchSpec:
@@ -84,7 +87,12 @@ class ProcessLauncher:
         if launch is not None:  # a sourceUrl processor without a container runtime
             view = self.ctx.views.of(processor)
             env = self._environment(processor, self.ctx.layout, view.root, batch)
-            return venv_spec(launch, env, self._inherited)
+            spec = venv_spec(launch, env, self._inherited)
+            if self._run_sandbox is not None:  # in the run's one sandbox, as a command is
+                return replace(spec, sandbox=self._run_sandbox)
+            if self._sandbox.available:  # fail closed: never unsandboxed where the sandbox works
+                raise CannotLaunch("the run's sandbox was not started: pennflow cannot run this processor")
+            return spec
         if not processor.command:
             raise CannotLaunch(_cannot_launch_message(processor, self.ctx.use_docker))
         view = self.ctx.views.of(processor)
@@ -115,8 +123,9 @@ class ProcessLauncher:
             return False
         cwd = self.ctx.definition_dir.absolute()
         path = processor_path()
-        distinct = dict.fromkeys(tuple(p.command or ()) for p in processors)  # most runs share a few
+        distinct = dict.fromkeys(tuple(p.command) for p in processors if p.command)  # most share a few
         commands = [folder for command in distinct for folder in command_files(command, cwd, path)]
+        commands += self._venv_files(processors)
         interpreter = [*command_files([sys.executable], cwd, path), Path(sys.base_prefix)]
         views = [self.ctx.views.of(p) for p in processors]
         view = SandboxView(
@@ -131,6 +140,20 @@ class ProcessLauncher:
         sandbox.start_sandbox()
         self._run_sandbox = sandbox
         return True
+
+    def _venv_files(self, processors: Sequence[Processor]) -> list[Path]:
+        """What sourceUrl processors run from a venv read (read-only in the sandbox): the venv, the
+        image's files staged beside it, the Dockerfile's working directory and the command's files
+        (found on the venv's PATH: its python, and the base interpreter it links to)."""
+        files: list[Path] = []
+        for processor in processors:
+            launch = self.ctx.venv_launches.get(processor.id)
+            if launch is None:
+                continue
+            venv_path = os.pathsep.join([str(launch.venv / "bin"), processor_path()])
+            files += [launch.venv, *([launch.root] if launch.root else []), launch.cwd]
+            files += command_files(launch.argv, launch.cwd, venv_path)
+        return files
 
     def close(self) -> None:
         """The run's sandbox ends (what still runs in it is killed)."""
@@ -151,6 +174,7 @@ class ProcessLauncher:
             user=caller_user(),
             name=name,
             secret_names=sorted(secrets),
+            gpus=processor.id in self.ctx.gpu_processors,
         )
         return docker_spec(argv, name, secrets)
 

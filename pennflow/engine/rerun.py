@@ -54,4 +54,5 @@ def rerun_arguments(spec: RunSpec) -> dict[str, Any]:
         "params": spec.overrides,
         "layers": spec.run_layers,
         "publish": spec.publish,
+        "allow_cpu": spec.allow_cpu,
     }

@@ -44,6 +44,8 @@ class RunContext:
     # sourceUrl processors that run from a virtual environment (no container runtime): source_processors
     venv_launches: Mapping[str, VenvLaunch] = field(default_factory=dict)
     _outputs: dict[str, Path] = field(default_factory=dict, compare=False, repr=False)
+    # computeType gpu processors that get the machine's GPUs (`--gpus all`): engine.gpus
+    gpu_processors: frozenset[str] = frozenset()
 
     @classmethod
     def create(
@@ -60,6 +62,7 @@ class RunContext:
         reuse: StepReuse | None = None,
         rerun_of: str | None = None,
         venv_launches: Mapping[str, VenvLaunch] | None = None,
+        gpu_processors: frozenset[str] = frozenset(),
     ) -> RunContext:
         run_dir = home.run_dir(run_id)
         layout = RunLayout(run_dir)
@@ -80,6 +83,7 @@ class RunContext:
             reuse=reuse,
             rerun_of=rerun_of,
             venv_launches=venv_launches or {},
+            gpu_processors=gpu_processors,
         )
 
     @property

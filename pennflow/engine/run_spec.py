@@ -31,6 +31,7 @@ class RunSpec(BaseModel):
     max_parallel: int | None = None
     docker: bool | None = None
     publish: bool = False
+    allow_cpu: bool = False  # computeType gpu processors run on the CPU where no GPU is (engine.gpus)
 
     def workflow(self) -> Workflow:
         """The definition as run (validated when the run started); ValidationError when it no longer loads."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pennflow.engine.home import PennflowHome
-from pennflow.engine.launchers import LaunchSpec
+from pennflow.engine.launchers import LaunchSpec, container_command_name
 from pennflow.engine.run_checks import InvalidRunInput
 from pennflow.workflow.definition import Workflow
 
@@ -52,6 +52,7 @@ def resolve_sources(
                 definition_dir=definition_dir,
                 cache_root=home.root / CACHE_DIR,
                 use_docker=use_docker,
+                container=container_command_name(),
             )
         except SourceProblem as exc:
             problems.append(str(exc))

@@ -61,7 +61,6 @@ class StepRunner:
             for pid in order
             if processors[pid].type is ProcessorType.PROCESSOR
             and self.launcher.runs_in_sandbox(processors[pid])
-            and pid not in self.ctx.venv_launches
         ]
         if sandboxed and self.launcher.sandboxes_runs:
             for processor in chosen:

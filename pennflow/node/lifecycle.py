@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
+from pennflow.node.gpu import GPU_STRATEGY_KEY, GpuCapacity
 from pennflow.node.resume import Continuation, NoContinuation, PreparationPaused, TimeBudget
 from pennflow.node.session_tokens import NoRunParameters, RunParameterWriter
 from pennflow.node.slots import Slot, SlotFolders, SlotPool
@@ -205,6 +206,8 @@ class NodeConfig:
     cost_prices: str = "{}"
     notify_topic_arn: str | None = None  # run ends are published here (pennflow.node.run_end)
     join_function: str | None = None  # releases a node waiting on another path (pennflow.node.joins)
+    gpu_capacity_provider: str | None = None  # where computeType gpu tasks run (pennflow.node.gpu)
+    gpu_instance_types: tuple[str, ...] = ()  # the group's, the first priced in run costs
 
     def execution_node(self) -> dict[str, Any]:
         node: dict[str, Any] = {
@@ -219,6 +222,8 @@ class NodeConfig:
             node["downloadFunction"] = self.download_function
         if self.join_function:
             node["joinFunction"] = self.join_function
+        if self.gpu_capacity_provider:
+            node[GPU_STRATEGY_KEY] = GpuCapacity(self.gpu_capacity_provider).strategy()
         return node
 
 

@@ -139,18 +139,26 @@ def _tasks(
             stop = task.get("stoppedAt") or now
             cpu = int(task.get("cpu") or processor.cpu)
             memory = int(task.get("memory") or processor.memory)
-            yield C.TaskUsage(pid, cpu, memory, (stop - begin).total_seconds(), _architecture(task))
+            seconds = (stop - begin).total_seconds()
+            yield C.TaskUsage(pid, cpu, memory, seconds, _architecture(task), **_gpu(node, processor))
             continue
         missing += 1
         if processor is None or step is None:
             continue
         end = step.finished_at or now
         seconds = (end - step.started_at).total_seconds() if step.started_at else 0.0
-        yield C.TaskUsage(pid, processor.cpu, processor.memory, seconds)
+        yield C.TaskUsage(pid, processor.cpu, processor.memory, seconds, **_gpu(node, processor))
     if missing:
         notes.append(
             f"{missing} task(s) not described by ECS (gone after about an hour): costed from their step's span"
         )
+
+
+def _gpu(node: Node, processor: Any) -> dict[str, Any]:
+    """A gpu task's GPUs and the instance type it is priced at: the first the node's group launches."""
+    if processor is None or not processor.gpu_count or not node.config.gpu_instance_types:
+        return {}
+    return {"gpus": processor.gpu_count, "instance_type": node.config.gpu_instance_types[0]}
 
 
 def _architecture(task: Mapping[str, Any]) -> C.Architecture:

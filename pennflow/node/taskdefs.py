@@ -25,6 +25,7 @@ from pennflow.aws import arns as aws_arns
 from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
 from pennflow.layers.jobs import LAYERS_RW_MOUNT  # where layer versions are written
+from pennflow.node.gpu import ec2_registration
 from pennflow.node.resume import MIN_CALL_SECONDS, PreparationPaused, TimeBudget
 from pennflow.node.slots import Slot, SlotPool
 from pennflow.workflow.asl import CONTAINER_NAME
@@ -37,7 +38,7 @@ from pennflow.workflow.contract import (
     layers_python_path,
 )
 from pennflow.workflow.cost_tags import NODE_TAG
-from pennflow.workflow.definition import Processor, ProcessorType, TargetType, Workflow
+from pennflow.workflow.definition import ComputeType, Processor, ProcessorType, TargetType, Workflow
 from pennflow.workflow.pennsieve_env import RUN_VARIABLES, SESSION_TOKEN
 
 FAN_IN_CONTAINER = "fan-in"
@@ -162,7 +163,7 @@ def registration(
     if fan_in:
         containers.insert(0, _fan_in_container(processor, settings))
         main["dependsOn"] = [{"containerName": FAN_IN_CONTAINER, "condition": "SUCCESS"}]
-    return {
+    request = {
         "taskRoleArn": settings.task_role_arn(slot_id, builtin=builtin),
         "executionRoleArn": settings.execution_role_arn,
         "networkMode": "awsvpc",
@@ -172,6 +173,9 @@ def registration(
         "containerDefinitions": containers,
         "volumes": volumes,
     }
+    if processor.compute_type is ComputeType.GPU:  # the same task on the node's GPU instances
+        return ec2_registration(request, processor)
+    return request
 
 
 def family(request: Mapping[str, Any], prefix: str) -> str:

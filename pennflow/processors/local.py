@@ -41,6 +41,7 @@ class VenvLaunch:
     interpreter: Interpreter
     base: str
     pin: str  # what ran, for the run's record: venv:<url>@<commit>
+    root: Path | None = None  # the image's files staged here (read-only in the sandbox, with the venv)
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,16 @@ def _scp_like(url: str) -> bool:
     return ":" in head and not head.endswith(":")
 
 
-def resolve(processor: Processor, *, definition_dir: Path, cache_root: Path, use_docker: bool) -> LocalSource:
-    """The processor ready to run here (see the module's doc); raises SourceProblem."""
+def resolve(
+    processor: Processor,
+    *,
+    definition_dir: Path,
+    cache_root: Path,
+    use_docker: bool,
+    container: str = "docker",
+) -> LocalSource:
+    """The processor ready to run here (see the module's doc); raises SourceProblem. ``container`` is
+    the container runtime's program (docker, or podman: the same build arguments)."""
     source = source_of(processor, definition_dir)
     try:
         checkout = CheckoutCache(cache_root).checkout(source)
@@ -91,7 +100,7 @@ def resolve(processor: Processor, *, definition_dir: Path, cache_root: Path, use
     if not dockerfile.is_file():
         raise SourceProblem(processor.id, f"{source} has no {DOCKERFILE_NAME} at its root")
     if use_docker:
-        image = build_image(processor.id, checkout)
+        image = build_image(processor.id, checkout, container)
         return LocalSource(resolved.model_copy(update={"image": image}), checkout, manifest, notes=notes)
     try:
         recipe = interpret(dockerfile.read_text(encoding="utf-8", errors="replace"))
@@ -122,17 +131,18 @@ def _venv_launch(
     env = {key: paths.text(value) for key, value in recipe.env.items()}
     argv = [paths.text(arg) for arg in recipe.command(processor.command)]
     pin = f"venv:{checkout.source.url}@{checkout.commit}"
-    return VenvLaunch(venv, paths.path(recipe.workdir), env, argv, python, recipe.base, pin)
+    return VenvLaunch(venv, paths.path(recipe.workdir), env, argv, python, recipe.base, pin, paths.root)
 
 
 def image_tag(checkout: Checkout) -> str:
     return f"{IMAGE_REPOSITORY}/{key_of(checkout.source.url)}:{checkout.short}"
 
 
-def build_image(processor_id: str, checkout: Checkout) -> str:
-    """``docker build`` of the checkout, once per commit (an image with the tag is reused)."""
+def build_image(processor_id: str, checkout: Checkout, container: str = "docker") -> str:
+    """``docker build`` (or ``podman build``) of the checkout, once per commit (an image with the tag
+    is reused)."""
     tag = image_tag(checkout)
-    docker = shutil.which("docker") or "docker"
+    docker = shutil.which(container) or container
     if _docker([docker, "image", "inspect", "--format", "{{.Id}}", tag]).returncode == 0:
         return tag
     done = _docker(
@@ -141,7 +151,7 @@ def build_image(processor_id: str, checkout: Checkout) -> str:
     if done.returncode != 0:
         lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit code {done.returncode}"
-        raise SourceProblem(processor_id, f"docker build of {checkout.source} failed: {last}")
+        raise SourceProblem(processor_id, f"{Path(docker).name} build of {checkout.source} failed: {last}")
     return tag
 
 

@@ -12,6 +12,7 @@ The shape Pennsieve's processors publish::
     resources:
       cpu: 4096                       # Fargate cpu units
       memory: 30720                   # MiB
+      gpus: 1                         # pennflow's: GPUs of a gpu processor (1 when unset)
     parameters:
       - name: THUMBNAIL_SIZE
         type: number                  # string | number | integer | boolean
@@ -31,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pennflow.workflow.definition import ComputeType, Processor
+from pennflow.workflow.limits import MAX_GPUS
 from pennflow.workflow.typed_params import ParamSpec, merge_specs
 
 MANIFEST_NAME = "app.yml"
@@ -58,8 +60,10 @@ class Runtime(_Part):
 class Resources(_Part):
     cpu: int | None = Field(None, ge=256)
     memory: int | None = Field(None, ge=128)
+    # pennflow's addition: Pennsieve's app.yml says only computeTypes [gpu] (1 GPU here when unset).
+    gpus: int | None = Field(None, ge=1, le=MAX_GPUS)
 
-    @field_validator("cpu", "memory", mode="before")
+    @field_validator("cpu", "memory", "gpus", mode="before")
     @classmethod
     def _number_as_text(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().isdigit():
@@ -150,10 +154,12 @@ def apply_manifest(processor: Processor, manifest: AppManifest) -> Processor:
             f"computeType {processor.compute_type.value!r} is not one app.yml allows "
             f"({', '.join(kind.value for kind in allowed)})"
         )
-    for key in ("cpu", "memory"):
+    for key in ("cpu", "memory", "gpus"):
         value = getattr(manifest.resources, key)
         if value is not None and key not in processor.model_fields_set:
             update[key] = value
+    if update.get("compute_type", processor.compute_type) is not ComputeType.GPU:
+        update.pop("gpus", None)  # GPUs only for a processor that runs as gpu
     return processor.model_copy(update=update)
 
 

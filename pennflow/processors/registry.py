@@ -24,6 +24,7 @@ from pydantic.alias_generators import to_camel
 from pennflow.processors.checkout import SourceRef
 from pennflow.processors.manifest import AppManifest, apply_manifest
 from pennflow.workflow.definition import ComputeType, Workflow
+from pennflow.workflow.gpu import GPU_SETTING
 from pennflow.workflow.pennsieve_shapes import resource_name
 
 MAX_LOG_TAIL = 4000  # characters of the build log kept on a FAILED record
@@ -141,7 +142,7 @@ def pin_images(
             except ValueError as exc:
                 why = str(exc)
         if why is None and processor.compute_type is ComputeType.GPU and not gpu_enabled:
-            why = "computeType gpu needs GPU capacity on this node: set pennflow.gpu.enabled in cdk.json"
+            why = f"computeType gpu needs GPU capacity on this node: set {GPU_SETTING} true in cdk.json"
         if why is not None or record is None:
             problems[processor.id] = why or "not registered"
             continue

@@ -41,6 +41,7 @@ from pennflow.workflow.asl_states import (
     Machine,
     State,
     integration_arn,
+    launch_parameters,
 )
 from pennflow.workflow.contract import LAYERS_MOUNT, RUN_MOUNT, RunLayout, state_key, static_environment
 from pennflow.workflow.cost_tags import RUN_TAGS_PATH
@@ -327,7 +328,7 @@ class _Compiler:
         key = state_key(processor.id)
         parameters = {
             "Cluster.$": "$.node.cluster",
-            "LaunchType": "FARGATE",
+            **launch_parameters(processor),
             "TaskDefinition.$": f"$.run.taskDefinitions.{key}",
             "NetworkConfiguration.$": "$.node.network",
             "PropagateTags": "TASK_DEFINITION",

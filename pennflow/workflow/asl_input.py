@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from pennflow.workflow import limits
+from pennflow.workflow.asl_states import GPU_CAPACITY_KEY
 from pennflow.workflow.contract import state_key
 from pennflow.workflow.cost_tags import run_task_tags
-from pennflow.workflow.definition import ProcessorType, Workflow
+from pennflow.workflow.definition import ComputeType, ProcessorType, Workflow
 
 
 def canonical(definition: Mapping[str, Any]) -> str:
@@ -26,6 +27,10 @@ def needs_joins(workflow: Workflow) -> bool:
     return bool(decompose(Dag.from_workflow(workflow)).joins)
 
 
+def _has_gpu(workflow: Workflow) -> bool:
+    return any(p.compute_type is ComputeType.GPU for p in workflow.processors)
+
+
 def largest_payload_estimate(workflow: Workflow) -> int:
     """An upper bound, in bytes, of any state's payload in a run of ``workflow`` with its default
     parameters: its execution input with each id and ARN at its budget, plus what states add
@@ -39,7 +44,12 @@ def largest_payload_estimate(workflow: Workflow) -> int:
         node=dict.fromkeys(
             ("cluster", "finalizeFunction", "listBatchesFunction", "downloadFunction", "joinFunction"), ""
         )
-        | {"subnets": [], "securityGroups": []},
+        | {"subnets": [], "securityGroups": []}
+        | (
+            {GPU_CAPACITY_KEY: [{"CapacityProvider": "", "Weight": 1, "Base": 0}]}
+            if _has_gpu(workflow)
+            else {}
+        ),
         manifest={"bucket": "", "key": ""},
         check_size=False,
     )
@@ -71,6 +81,8 @@ def execution_input(
     needed = {"cluster", "subnets", "securityGroups", "finalizeFunction"}
     if any(p.scatter for p in workflow.processors):
         needed.add("listBatchesFunction")
+    if _has_gpu(workflow):
+        needed.add(GPU_CAPACITY_KEY)  # the GPU capacity-provider strategy (pennflow.node.gpu)
     has_source = any(p.type is ProcessorType.DATA_SOURCE for p in workflow.processors)
     if has_source:
         needed.add("downloadFunction")

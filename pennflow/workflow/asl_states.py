@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pennflow.workflow import limits
+from pennflow.workflow.definition import ComputeType, Processor
 
 DEFAULT_PARTITION = "aws"
 
@@ -58,6 +59,19 @@ DOWNLOAD_RETRY = {
     "MaxAttempts": 3,
     "BackoffRate": 2.0,
 }
+
+
+# A gpu processor's task runs on the node's GPU capacity provider, which the execution input names
+# (pennflow.node.gpu); every other task on Fargate.
+GPU_CAPACITY_KEY = "gpuCapacity"
+GPU_CAPACITY_PATH = f"$.node.{GPU_CAPACITY_KEY}"
+
+
+def launch_parameters(processor: Processor) -> dict[str, Any]:
+    """RunTask's launch: ``LaunchType: FARGATE``, or the GPU capacity-provider strategy."""
+    if processor.compute_type is ComputeType.GPU:
+        return {"CapacityProviderStrategy.$": GPU_CAPACITY_PATH}
+    return {"LaunchType": "FARGATE"}
 
 
 class CompileError(ValueError):

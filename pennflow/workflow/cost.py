@@ -12,7 +12,12 @@ The formula (AWS list prices, on demand, no free tier, no Savings Plans):
 - Step Functions (standard): state transitions x transition price, child executions included.
 - NAT gateway: GB processed (the data source's downloads) x processing price.
 - EFS: GB-months (bytes kept x the run's lifetime, prorated over a 730-hour month) x storage price.
-GPU instance time is not priced: Fargate tasks have no GPUs and definitions refuse ``computeType: gpu``.
+- GPU instances (``computeType: gpu``): per task, billed seconds = max(60, ceil(seconds)) x the
+  task's share of the instance (its largest fraction of the instance's GPUs, vCPUs or memory,
+  ``workflow.gpu.task_share``) x the instance type's on-demand hourly list price
+  (``workflow.gpu.GPU_INSTANCES``, us-east-1's); the type is the first of the node's
+  ``pennflow.gpu.instanceTypes`` (the one its group launches first). Not counted: the instance's
+  start before the task and its idle minutes before it scales in (about 15; ECS managed scaling).
 """
 
 from __future__ import annotations
@@ -27,6 +32,15 @@ from pydantic.alias_generators import to_camel
 
 from pennflow.workflow.dag import Dag, Parallel, Series, decompose
 from pennflow.workflow.definition import ProcessorType, Workflow
+from pennflow.workflow.gpu import (
+    DEFAULT_GPU_INSTANCE_TYPES,
+    GPU_INSTANCES,
+    GPU_PRICE_SOURCE,
+    GPU_PRICES_AS_OF,
+    GPU_PRICES_REGION,
+    task_share,
+)
+from pennflow.workflow.gpu import billed_seconds as ec2_billed_seconds
 
 PRICES_AS_OF = "2026-03-01"
 PRICE_SOURCES = {
@@ -35,6 +49,7 @@ PRICE_SOURCES = {
     "stepFunctions": "https://aws.amazon.com/step-functions/pricing/",
     "nat": "https://aws.amazon.com/vpc/pricing/",
     "efs": "https://aws.amazon.com/efs/pricing/",
+    "gpuInstances": GPU_PRICE_SOURCE,
 }
 FARGATE_MINIMUM_SECONDS = 60
 HOURS_PER_MONTH = 730  # AWS's own month for GB-month prorating
@@ -138,10 +153,12 @@ class TaskUsage:
     memory_mib: int
     seconds: float
     architecture: Architecture = Architecture.X86_64
+    gpus: int = 0  # a computeType gpu task: on an EC2 GPU instance, not Fargate
+    instance_type: str = DEFAULT_GPU_INSTANCE_TYPES[0]
 
     @property
     def billed_seconds(self) -> int:
-        return fargate_billed_seconds(self.seconds)
+        return ec2_billed_seconds(self.seconds) if self.gpus else fargate_billed_seconds(self.seconds)
 
 
 @dataclass(frozen=True)
@@ -217,7 +234,8 @@ def run_cost(
     p = table.prices
     lines: list[CostLine] = []
     for processor_id, tasks in _by_processor(usage.tasks).items():
-        lines += _fargate_lines(processor_id, tasks, p)
+        lines += _fargate_lines(processor_id, [t for t in tasks if not t.gpus], p)
+        lines += _gpu_lines(processor_id, [t for t in tasks if t.gpus])
     for fn in usage.lambdas:
         gb_price = p.lambda_gb_second_arm if fn.architecture is Architecture.ARM64 else p.lambda_gb_second_x86
         if fn.seconds > 0:
@@ -282,6 +300,7 @@ def run_cost(
         notes=[
             *notes,
             *([] if table.listed else [f"no list prices for {table.region}: {DEFAULT_REGION}'s used"]),
+            *_gpu_notes(usage.tasks, table.region),
         ],
     )
 
@@ -327,6 +346,35 @@ def _fargate_lines(processor_id: str, tasks: list[TaskUsage], p: Prices) -> list
     return lines
 
 
+def _gpu_lines(processor_id: str, tasks: list[TaskUsage]) -> list[CostLine]:
+    lines = []
+    for name in dict.fromkeys(t.instance_type for t in tasks):
+        kind = GPU_INSTANCES[name]
+        same = [t for t in tasks if t.instance_type == name]
+        hours = sum(
+            t.billed_seconds * task_share(kind, gpus=t.gpus, cpu=t.cpu_units, memory=t.memory_mib)
+            for t in same
+        )
+        billed = sum(t.billed_seconds for t in same)
+        what = f"{len(same)} task(s), {billed} billed s on {name} ({kind.gpus} x {kind.gpu_model})"
+        lines.append(
+            _line("gpu-instance", what, hours / 3600, "instance-hour", kind.usd_per_hour, processor_id)
+        )
+    return lines
+
+
+def _gpu_notes(tasks: Iterable[TaskUsage], region: str) -> list[str]:
+    if not any(t.gpus for t in tasks):
+        return []
+    notes = [
+        f"GPU instances at {GPU_PRICES_REGION} on-demand list prices of {GPU_PRICES_AS_OF}; the instance's start "
+        "and its idle minutes before it scales in are not counted"
+    ]
+    if region != GPU_PRICES_REGION:
+        notes.append(f"no GPU instance prices for {region}: {GPU_PRICES_REGION}'s used")
+    return notes
+
+
 def _line(
     item: str,
     description: str,
@@ -370,6 +418,7 @@ def estimate_workflow(
     *,
     seconds: Mapping[str, Iterable[float]] | None = None,
     dataset_bytes: int = 0,
+    gpu_instance_type: str = DEFAULT_GPU_INSTANCE_TYPES[0],
 ) -> RunCost:
     """What the run would cost on a node: each processor's Fargate tasks at its cpu/memory, and the
     data source's bytes through the NAT and kept on EFS for the run's span.
@@ -388,7 +437,17 @@ def estimate_workflow(
         else:
             attempts = 1 + (processor.retry.max_attempts if processor.retry else 0)
             durations = [float(processor.timeout_seconds)] * attempts
-        tasks += [TaskUsage(processor.id, processor.cpu, processor.memory, s) for s in durations]
+        tasks += [
+            TaskUsage(
+                processor.id,
+                processor.cpu,
+                processor.memory,
+                s,
+                gpus=processor.gpu_count,
+                instance_type=gpu_instance_type,
+            )
+            for s in durations
+        ]
         span += sum(durations)
     has_source = any(p.type is ProcessorType.DATA_SOURCE for p in workflow.processors)
     usage = RunUsage(
@@ -431,6 +490,7 @@ ITEM_NAMES = {
     "state-transitions": "Step Functions",
     "nat-processed": "NAT gateway",
     "efs-storage": "EFS storage",
+    "gpu-instance": "GPU instances",
 }
 
 

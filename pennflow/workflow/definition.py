@@ -23,7 +23,12 @@ from pennflow.workflow.limits import (
     FARGATE_MEMORY,
     LAMBDA_TIMEOUT_SECONDS,
     MAX_DISPLAY_NAME,
+    MAX_GPU_CPU,
+    MAX_GPU_MEMORY,
+    MAX_GPUS,
     MAX_NAME,
+    MIN_EC2_CPU,
+    MIN_EC2_MEMORY,
     NAME_RE,
     PARAM_RE,
     is_name,
@@ -118,6 +123,8 @@ class Processor(_Model):
     image: str | None = None
     command: list[str] | None = None
     compute_type: ComputeType = ComputeType.STANDARD
+    # GPUs a computeType gpu processor gets (ECS resourceRequirements); None there means 1.
+    gpus: int | None = Field(None, ge=1, le=MAX_GPUS)
     depends_on: list[str] | None = None
     default_params: dict[str, str] = Field(default_factory=dict)
     param_schema: list[ParamSpec] = Field(default_factory=list)  # typed params (Pennsieve's paramSchema)
@@ -151,6 +158,12 @@ class Processor(_Model):
         return self.pennsieve_token is not False
 
     @property
+    def gpu_count(self) -> int:
+        if self.compute_type is not ComputeType.GPU:
+            return 0
+        return self.gpus or 1
+
+    @property
     def dependencies(self) -> tuple[str, ...]:
         return tuple(self.depends_on or ())
 
@@ -180,7 +193,10 @@ class Workflow(_Model):
         raise KeyError(processor_id)
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+        # A field added later is left out while unset, so a definition that does not use it keeps its hash.
+        unset = {i: {"gpus"} for i, p in enumerate(self.processors) if p.gpus is None}
+        data = self.model_dump(mode="json", by_alias=True, exclude={"processors": unset} if unset else None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def definition_hash(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
@@ -357,8 +373,12 @@ def _processor_faults(p: Processor) -> list[Fault]:
                 "processor must finish within it; use computeType standard for longer work",
             )
         )
-    if p.compute_type is ComputeType.GPU:
-        faults.append(Fault(p.id, "computeType", "'gpu' is not supported: Fargate tasks have no GPUs"))
+    if p.gpus is not None and p.compute_type is not ComputeType.GPU:
+        faults.append(Fault(p.id, "gpus", "only a computeType gpu processor gets GPUs; set computeType: gpu"))
+    if p.compute_type is ComputeType.GPU and p.is_builtin:
+        faults.append(
+            Fault(p.id, "computeType", "a data source or target runs on Fargate: gpu is for processors")
+        )
     if p.image is not None and (len(p.image) > MAX_IMAGE or not IMAGE_RE.fullmatch(p.image)):
         faults.append(Fault(p.id, "image", f"{p.image!r} is not a container image reference"))
     faults.extend(_session_faults(p))
@@ -371,7 +391,9 @@ def _processor_faults(p: Processor) -> list[Fault]:
             layer = p.default_params.get("layerName")  # absent: the run supplies it (Pennsieve does)
             if layer and not is_name(layer):
                 faults.append(Fault(p.id, "defaultParams.layerName", f"{layer!r} is not a valid layer name"))
-    if p.cpu not in FARGATE_MEMORY:
+    if p.compute_type is ComputeType.GPU:
+        faults.extend(_gpu_size_faults(p))
+    elif p.cpu not in FARGATE_MEMORY:
         faults.append(
             Fault(p.id, "cpu", f"{p.cpu} is not a Fargate cpu value: one of {sorted(FARGATE_MEMORY)}")
         )
@@ -434,6 +456,19 @@ def _session_faults(p: Processor) -> list[Fault]:
         )
     if p.retry is not None:
         faults.append(Fault(p.id, "retry", "a notebook session is not retried: remove retry"))
+    return faults
+
+
+def _gpu_size_faults(p: Processor) -> list[Fault]:
+    """An EC2 task takes any cpu and memory; whether they fit the node's GPU instances is the node's
+    check at registration (``workflow.gpu.fit_problem``)."""
+    faults = []
+    if not MIN_EC2_CPU <= p.cpu <= MAX_GPU_CPU:
+        faults.append(Fault(p.id, "cpu", f"{p.cpu} cpu units: a gpu task takes {MIN_EC2_CPU}-{MAX_GPU_CPU}"))
+    if not MIN_EC2_MEMORY <= p.memory <= MAX_GPU_MEMORY:
+        faults.append(
+            Fault(p.id, "memory", f"{p.memory} MiB: a gpu task takes {MIN_EC2_MEMORY}-{MAX_GPU_MEMORY} MiB")
+        )
     return faults
 
 

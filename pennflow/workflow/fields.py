@@ -110,7 +110,15 @@ PROCESSOR_FIELDS = (
         "Pennsieve",
         "standard runs on Fargate; lambda runs on Fargate too, its memory (Lambda MB) mapped to "
         "the smallest Fargate pair that fits, its timeoutSeconds 900 by default and refused over 900 "
-        "(Lambda's 15 minutes); null means standard; gpu is refused (no GPUs)",
+        "(Lambda's 15 minutes); null means standard; gpu runs on the node's GPU instances (ECS on EC2, "
+        "pennflow.gpu in cdk.json) and locally with `docker run --gpus all`",
+    ),
+    FieldSpec(
+        "gpus",
+        {"type": "integer", "minimum": 1, "maximum": 8},
+        "1 when computeType is gpu",
+        "pennflow",
+        "GPUs a computeType gpu processor gets (ECS resourceRequirements); app.yml's resources.gpus when unset",
     ),
     FieldSpec(
         "dependsOn",
@@ -228,7 +236,8 @@ PROCESSOR_FIELDS = (
         NUMBER_OR_TEXT,
         "2048",
         "Pennsieve + pennflow",
-        "MiB; a valid Fargate pair with cpu (Lambda MB when computeType is lambda)",
+        "MiB; a valid Fargate pair with cpu (Lambda MB when computeType is lambda; any size that fits the "
+        "node's GPU instances when computeType is gpu)",
     ),
     FieldSpec(
         "layers",

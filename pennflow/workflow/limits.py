@@ -76,6 +76,13 @@ FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
     8192: tuple(range(16384, 61441, 4096)),
     16384: tuple(range(32768, 122881, 8192)),
 }
+# A computeType gpu processor is an ECS task on EC2 GPU instances: any cpu and memory within these,
+# and up to 8 GPUs (the largest instances pennflow prices, pennflow.workflow.gpu, have 8).
+MIN_EC2_CPU = 128
+MIN_EC2_MEMORY = 128
+MAX_GPU_CPU = 192 * 1024
+MAX_GPU_MEMORY = 2_000_000
+MAX_GPUS = 8
 # Lambda memory sizes (MB) and the memory at which Lambda gives one full vCPU.
 LAMBDA_MEMORY = (128, 10_240)
 LAMBDA_MB_PER_VCPU = 1769

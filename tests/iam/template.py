@@ -69,6 +69,7 @@ NAME_PROPERTIES = {
     "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
     "AWS::ECR::Repository": "RepositoryName",
     "AWS::CodeBuild::Project": "Name",
+    "AWS::ECS::CapacityProvider": "Name",
 }
 
 
@@ -129,6 +130,8 @@ def _refs_and_attributes(resource_type: str, name: str) -> dict[str, str]:
         return {"Ref": name, "Arn": _arn("ecr", f"repository/{name}"), "RepositoryUri": uri}
     if resource_type == "AWS::CodeBuild::Project":
         return {"Ref": name, "Arn": _arn("codebuild", f"project/{name}")}
+    if resource_type == "AWS::ECS::CapacityProvider":  # Ref: its name (what RunTask's strategy names)
+        return {"Ref": name}
     if resource_type == "AWS::ApiGateway::RestApi":
         return {"Ref": name, "RootResourceId": f"{name}-root"}
     raise KeyError(f"the IAM tier does not know what Ref/GetAtt give for {resource_type}")

@@ -105,7 +105,30 @@ def test_hash_changes_with_content():
             {"id": "a", "image": "i", "dependsOn": [{"sourceUrl": "https://nowhere"}]},
             ("a", "dependsOn", "no processor has sourceUrl"),
         ),
-        ({"id": "a", "image": "i", "computeType": "gpu"}, ("a", "computeType", "no GPUs")),
+        ({"id": "a", "image": "i", "computeType": "gpu"}, None),
+        ({"id": "a", "image": "i", "gpus": 2}, ("a", "gpus", "set computeType: gpu")),
+        (
+            {"id": "a", "image": "i", "computeType": "gpu", "gpus": 9},
+            ("a", "gpus", "less than or equal to 8"),
+        ),
+        (
+            {"id": "a", "image": "i", "computeType": "gpu", "gpus": 0},
+            ("a", "gpus", "greater than or equal to 1"),
+        ),
+        (
+            {"id": "a", "image": "i", "computeType": "gpu", "cpu": 64},
+            ("a", "cpu", "a gpu task takes 128-196608"),
+        ),
+        (
+            {
+                "id": "t",
+                "type": "data-target",
+                "targetType": "s3",
+                "dependsOn": ["step"],
+                "computeType": "gpu",
+            },
+            ("t", "computeType", "gpu is for processors"),
+        ),
         ({"id": "a", "image": "Not An Image!"}, ("a", "image", "not a container image reference")),
         (
             {"id": "a", "image": "i", "defaultParams": {"FOO\n": "x"}},
@@ -326,3 +349,31 @@ def test_any_input_gives_a_workflow_or_a_definition_error(data):
         for fault in exc.faults:
             assert fault.field and fault.message
             assert str(fault)
+
+
+def test_a_gpu_processor_gets_one_gpu_unless_it_asks_for_more():
+    one = validate_definition({"name": "wf", "processors": [{"id": "a", "image": "i", "computeType": "gpu"}]})
+    four = validate_definition(
+        {"name": "wf", "processors": [{"id": "a", "image": "i", "computeType": "gpu", "gpus": 4}]}
+    )
+    plain = validate_definition({"name": "wf", "processors": [{"id": "a", "image": "i"}]})
+    assert [w.processors[0].gpu_count for w in (one, four, plain)] == [1, 4, 0]
+
+
+def test_a_gpu_processor_is_not_held_to_fargate_sizes():
+    # 4 vCPU with 15 GiB is no Fargate pair, and what a g4dn.xlarge leaves a task.
+    workflow = validate_definition(
+        {
+            "name": "wf",
+            "processors": [{"id": "a", "image": "i", "computeType": "gpu", "cpu": 4096, "memory": 15360}],
+        }
+    )
+    assert (workflow.processors[0].cpu, workflow.processors[0].memory) == (4096, 15360)
+
+
+def test_the_gpu_count_leaves_the_hash_of_a_definition_without_it_unchanged():
+    plain = {"name": "wf", "processors": [{"id": "a", "image": "i", "computeType": "gpu"}]}
+    counted = {"name": "wf", "processors": [{"id": "a", "image": "i", "computeType": "gpu", "gpus": 2}]}
+    hashed = validate_definition(plain).canonical_json()
+    assert '"gpus"' not in hashed
+    assert validate_definition(counted).definition_hash() != validate_definition(plain).definition_hash()

@@ -114,7 +114,7 @@ CORPUS: list[tuple[str, str, str]] = [
     ("nan.json", with_processor(retry={"backoffRate": float("nan")}), "backoffRate"),
     ("params-list.json", with_processor(defaultParams=["a"]), "defaultParams"),
     ("dep-object.json", with_processor(dependsOn=[{"sourceUrl": 5}]), "dependsOn"),
-    ("gpu.json", with_processor(computeType="gpu"), "no GPUs"),
+    ("gpu-count.json", with_processor(computeType="gpu", gpus="many"), "gpus"),
     (
         "layer-target-newline.json",
         json.dumps(

@@ -196,3 +196,26 @@ processors:
     assert parse_definition(text.format(timeout=900)).processor("quick").timeout_seconds == 900
     with pytest.raises(DefinitionError, match=r"timeoutSeconds': 901 is over Lambda's 900 seconds"):
         parse_definition(text.format(timeout=901))
+
+
+def test_a_gpu_manifest_gives_its_gpu_count_to_a_processor_that_runs_as_gpu():
+    from pennflow.processors.manifest import apply_manifest, parse_manifest
+    from pennflow.workflow.definition import Processor
+
+    manifest = parse_manifest("runtime: {computeTypes: [gpu, standard]}\nresources: {gpus: 2}\n")
+    as_gpu = apply_manifest(Processor(id="a", source_url="https://h/r", tag="v1"), manifest)
+    as_standard = apply_manifest(
+        Processor.model_validate(
+            {"id": "a", "sourceUrl": "https://h/r", "tag": "v1", "computeType": "standard"}
+        ),
+        manifest,
+    )
+    assert (as_gpu.compute_type.value, as_gpu.gpu_count) == ("gpu", 2)
+    assert (as_standard.compute_type.value, as_standard.gpus, as_standard.gpu_count) == ("standard", None, 0)
+
+
+def test_a_manifest_asking_for_more_gpus_than_any_instance_has_is_refused():
+    from pennflow.processors.manifest import ManifestError, parse_manifest
+
+    with pytest.raises(ManifestError, match=r"resources.gpus: Input should be less than or equal to 8"):
+        parse_manifest("runtime: {computeTypes: [gpu]}\nresources: {gpus: 16}\n")
