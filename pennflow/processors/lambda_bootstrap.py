@@ -36,7 +36,10 @@ FAILED_ERROR = "pennflow.ProcessorFailed"
 TIMED_OUT_ERROR = "pennflow.ProcessorTimedOut"
 SETUP_ERROR = "pennflow.BootstrapError"
 # The function's configuration (pennflow.node.lambda_functions), never the child's environment.
-COMMAND_VAR = "PENNFLOW_COMMAND"  # JSON list, baked into the derived image at build
+# The image's own ENTRYPOINT + CMD and WORKDIR, recorded at build beside this file (or, for tests, the
+# variables): {"command": [...], "workdir": "..."}.
+COMMAND_FILE = "/opt/pennflow/command.json"
+COMMAND_VAR = "PENNFLOW_COMMAND"  # a JSON list
 WORKDIR_VAR = "PENNFLOW_WORKDIR"
 RUN_ID_PARAMETER_VAR = "PENNFLOW_RUN_ID_PARAMETER"  # SSM parameter names (not values)
 TOKEN_PARAMETER_VAR = "PENNFLOW_TOKEN_PARAMETER"
@@ -269,15 +272,31 @@ def _error(error_type: str, message: str, **extra: Any) -> dict:
     return {"errorType": error_type, "errorMessage": message, **extra}
 
 
+def image_command(environ: dict) -> tuple:
+    """(the image's command, its working directory) from the variables, else the build's file."""
+    if environ.get(COMMAND_VAR):
+        recorded = {"command": json.loads(environ[COMMAND_VAR]), "workdir": environ.get(WORKDIR_VAR, "")}
+    else:
+        try:
+            with open(COMMAND_FILE) as handle:
+                recorded = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise SetupError(
+                f"no {COMMAND_VAR} and no readable {COMMAND_FILE} ({exc}): the image was not built by the node"
+            ) from None
+    command = recorded.get("command") if isinstance(recorded, dict) else None
+    if not isinstance(command, list) or not command or not all(isinstance(p, str) for p in command):
+        raise SetupError("the image's command must be a non-empty JSON list of strings")
+    return command, recorded.get("workdir") or None
+
+
 def handle(event: dict, deadline_ms: int, environ: dict | None = None) -> tuple:
     """One invocation: ``(None, result)`` on exit 0, else ``(error type, error payload)``."""
     environ = dict(os.environ if environ is None else environ)
-    command = json.loads(environ.get(COMMAND_VAR) or "[]")
-    if not isinstance(command, list) or not command or not all(isinstance(p, str) for p in command):
-        raise SetupError(f"{COMMAND_VAR} must be the image's command as a JSON list of strings")
+    command, workdir = image_command(environ)
     env = child_environment(event, run_secrets(environ), environ)
     timeout = (deadline_ms / 1000.0 - time.time() - DEADLINE_MARGIN_SECONDS) if deadline_ms else 900.0
-    result = run_processor(command, env, environ.get(WORKDIR_VAR), timeout)
+    result = run_processor(command, env, workdir, timeout)
     result["processorId"] = event.get("processorId", "")
     label = result["processorId"] or "the processor"
     if result["timedOut"]:
@@ -322,8 +341,10 @@ def main() -> int:
         )
         return 2
     api = RuntimeApi(address)
-    if not os.environ.get(COMMAND_VAR):
-        api.init_failed(SETUP_ERROR, f"{COMMAND_VAR} is not set: the image was not built by the node")
+    try:
+        image_command(dict(os.environ))
+    except SetupError as exc:
+        api.init_failed(SETUP_ERROR, str(exc))
         return 1
     serve(api)
     return 0

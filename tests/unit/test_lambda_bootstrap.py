@@ -170,3 +170,13 @@ def test_the_signature_is_the_one_botocore_computes():
     with mock.patch("botocore.auth.get_current_datetime", return_value=now.replace(tzinfo=None)):
         SigV4Auth(Credentials("AK", "SK", "session"), "ssm", "eu-west-1").add_auth(request)
     assert ours["Authorization"] == request.headers["Authorization"]
+
+
+def test_the_command_recorded_at_build_is_read_from_its_file(tmp_path, monkeypatch):
+    recorded = tmp_path / "command.json"
+    recorded.write_text(json.dumps({"command": ["python", "-m", "thumbs"], "workdir": "/app"}))
+    monkeypatch.setattr(boot, "COMMAND_FILE", str(recorded))
+    assert boot.image_command({}) == (["python", "-m", "thumbs"], "/app")
+    recorded.write_text(json.dumps({"command": [], "workdir": ""}))
+    with pytest.raises(boot.SetupError, match="non-empty JSON list"):
+        boot.image_command({})
