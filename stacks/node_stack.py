@@ -14,6 +14,7 @@ from stacks.compute import NodeCompute
 from stacks.events import NodeEvents
 from stacks.functions import NodeFunctions
 from stacks.joins import NodeJoins
+from stacks.lambda_compute import NodeLambdaCompute
 from stacks.layers import NodeLayers
 from stacks.monitoring import NodeMonitoring
 from stacks.network import NodeNetwork
@@ -87,6 +88,17 @@ class NodeStack(Stack):
         )
         self.processors = NodeProcessors(
             self, "Processors", settings=settings, storage=self.storage, functions=self.functions
+        )
+        self.lambda_compute = NodeLambdaCompute(
+            self,
+            "LambdaCompute",
+            settings=settings,
+            network=self.network,
+            storage=self.storage,
+            compute=self.compute,
+            functions=self.functions,
+            state_machine_role=self.orchestration.role,
+            repository=self.processors.repository,
         )
         self.storage.guard_clients(runs_manager=self.functions.roles["runs_manager"])
         self.triggers = NodeTriggers(self, "Triggers", functions=self.functions, storage=self.storage)
