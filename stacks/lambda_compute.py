@@ -2,14 +2,14 @@
 build, and what the runs manager and the state machines may do with the functions.
 
 The functions themselves are made at runtime (``pennflow.node.lambda_functions``: one per image digest,
-slot and size, named ``<node>_proc-<slot>-<hash>``), so IAM names them by that prefix:
+slot and size, named ``<node>_fn-<slot>-<hash>``), so IAM names them by that prefix:
 
 * each slot's function role (``<node>_<region>-fn_<slot>``, trusted by Lambda only) mounts that slot's
   access point and no other, reads that slot's run parameters (run id, SESSION_TOKEN) and no other,
   writes the processor log group and manages the function's network interfaces;
-* the runs manager creates, reads, tags and deletes only ``<node>_proc-*`` functions, passes only the
+* the runs manager creates, reads, tags and deletes only ``<node>_fn-*`` functions, passes only the
   slot function roles, to Lambda only, and reads only the node's processor images;
-* the state machines invoke only ``<node>_proc-*`` functions;
+* the state machines invoke only ``<node>_fn-*`` functions;
 * the processor repository lets Lambda pull images for those functions only;
 * the build project makes, after each image, ``FROM`` it the same image with the bootstrap
   (``pennflow/processors/lambda_bootstrap.py``, an S3 asset) as its entry point and the original
@@ -81,7 +81,7 @@ LAMBDA_VARIANT_COMMANDS = [
 
 
 def function_prefix(node_name: str) -> str:
-    return f"{C.node_prefix(node_name)}proc-"
+    return f"{C.node_prefix(node_name)}fn-"
 
 
 def function_role_name(node_name: str, region: str, slot: str) -> str:
@@ -236,7 +236,7 @@ class NodeLambdaCompute(Construct):
             role,
             iam.PolicyStatement(actions=FUNCTION_ACTIONS, resources=[self.functions_arn]),
             "Processor functions are created per image digest and run slot at runtime "
-            "(pennflow.node.lambda_functions); '<node>_proc-*' names exactly this node's processor functions.",
+            "(pennflow.node.lambda_functions); '<node>_fn-*' names exactly this node's processor functions.",
         )
         functions.allow_wildcard(
             role,
@@ -249,6 +249,8 @@ class NodeLambdaCompute(Construct):
             "of this node's slot function roles here and nothing else, passed to Lambda only.",
         )
         functions.allow(role, PULL_FOR_LAMBDA, [repository_arn])
+        # pruning keeps every READY processor's images (pennflow.node.lambda_functions.images_in_use)
+        functions.allow_table(role, self._storage.processors_table, ["dynamodb:Scan"])
         functions.allow(
             role, ["elasticfilesystem:DescribeMountTargets"], [self._storage.file_system.file_system_arn]
         )
@@ -261,7 +263,7 @@ class NodeLambdaCompute(Construct):
             ],
             "lambda:ListFunctions and the ec2:Describe* calls Lambda makes with the caller's permissions to "
             "check a function's VPC configuration have no resource-level permissions (Service "
-            "Authorization Reference); pruning keeps only '<node>_proc-*' names from the list.",
+            "Authorization Reference); pruning keeps only '<node>_fn-*' names from the list.",
         )
 
     def _grant_state_machines(self, state_machine_role: iam.IRole) -> None:
@@ -275,5 +277,5 @@ class NodeLambdaCompute(Construct):
             policy,
             statement,
             "A lambda processor's state invokes its run slot's function, made at runtime per image digest "
-            "and slot; '<node>_proc-*' names exactly this node's processor functions (and their versions).",
+            "and slot; '<node>_fn-*' names exactly this node's processor functions (and their versions).",
         )

@@ -50,7 +50,7 @@ DEFAULT_EPHEMERAL_MB = 512  # /tmp: Lambda's free size; a processor writes its r
 class FunctionSettings:
     """The node-wide values every processor function names (from the Lambda settings)."""
 
-    name_prefix: str  # "<node>_proc-": the states role may invoke, the runs manager manage, only these
+    name_prefix: str  # "<node>_fn-": the states role may invoke, the runs manager manage, only these
     # One function role per run slot: "arn:...:role/<node>_<region>_{slot}-function" (stacks/lambda_compute.py)
     role_template: str
     subnets: Sequence[str]
@@ -213,3 +213,24 @@ class ProcessorFunctions:
                 "deleted %d processor function(s) of unused images: %s", len(deleted), ", ".join(deleted)
             )
         return deleted
+
+
+def images_in_use(registry: Any, slots: Any, store: Any) -> set[str]:
+    """Every image a function may still run: each READY processor's (both variants), and each image
+    pinned by a run that holds a slot (running, or kept for a resume)."""
+    images: set[str] = set()
+    for record in registry.list():
+        images.update(image for image in record.pins() if image)
+    for slot in slots.slots():
+        run = store.get_run(slot.run_id) if slot.run_id else None
+        if run is not None:
+            images.update((run.images or {}).values())
+    return images
+
+
+def prune_unused(node: Any) -> list[str]:
+    """The node's daily clean-up (stacks/lambda_compute.py): delete the functions of unused digests.
+    Without a processor registry nothing is known to be unused, so nothing is deleted."""
+    if node.functions is None or node.processors is None:
+        return []
+    return node.functions.prune(images_in_use(node.processors, node.slots, node.store))

@@ -57,6 +57,10 @@ class _MotoFacts:
         points = boto3.client("efs", region_name=REGION).describe_access_points(AccessPointId=access_point_id)
         return {t["Key"]: t["Value"] for t in points["AccessPoints"][0].get("Tags", [])}
 
+    def access_point_file_system(self, access_point_id: str) -> str:
+        points = boto3.client("efs", region_name=REGION).describe_access_points(AccessPointId=access_point_id)
+        return points["AccessPoints"][0]["FileSystemId"]
+
 
 @dataclass
 class AccessRecorder:

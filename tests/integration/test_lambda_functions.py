@@ -51,7 +51,7 @@ def functions():
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
         group = ec2.create_security_group(GroupName="tasks", Description="tasks", VpcId=vpc)["GroupId"]
         settings = FunctionSettings(
-            name_prefix="lab_proc-",
+            name_prefix="lab_fn-",
             role_template=f"arn:aws:iam::{account}:role/lab_{REGION}_{{slot}}-function",
             subnets=[subnet],
             security_groups=[group],
@@ -73,7 +73,7 @@ def test_a_function_per_digest_and_slot_is_created_once_and_reused(functions):
     assert again == first and other_slot["convert"] != first["convert"]
     assert len(list(functions.functions())) == 2
     config = functions.lambda_.get_function(FunctionName=first["convert"])["Configuration"]
-    assert config["FunctionName"].startswith("lab_proc-slot-00-") and len(config["FunctionName"]) <= 64
+    assert config["FunctionName"].startswith("lab_fn-slot-00-") and len(config["FunctionName"]) <= 64
     assert config["PackageType"] == "Image" and config["MemorySize"] == 2048
     assert config["Role"].endswith(":role/lab_us-east-1_slot-00-function")
     assert config["VpcConfig"]["SubnetIds"] == list(functions.settings.subnets)
