@@ -153,6 +153,8 @@ class NodeLambdaCompute(Construct):
         for name in C.RUNS_MANAGER_LAMBDAS:
             functions[name].add_environment(ENV_PREFIX, self.prefix)
             functions[name].add_environment(ENV_ROLE_TEMPLATE, self.role_arn("{slot}"))
+            # the registry: a run's pinned manifests at prepare, the images still in use when pruning
+            functions[name].add_environment(C.ENV["processors_table"], storage.processors_table.table_name)
         self.prune_rule = events.Rule(
             self,
             "PruneFunctionsRule",
