@@ -40,7 +40,7 @@ from stacks.storage import CLIENT_MOUNT, CLIENT_WRITE, VIA_MOUNT_TARGET, NodeSto
 BOOTSTRAP = Path(__file__).resolve().parents[1] / "pennflow" / "processors" / "lambda_bootstrap.py"
 # The variables pennflow.node.processor_builds reads from a finished build.
 LAMBDA_EXPORTS = ["LAMBDA_IMAGE_DIGEST", "LAMBDA_IMAGE_PROBLEM"]
-ENV_PREFIX, ENV_ROLE_TEMPLATE = "PROCESSOR_FUNCTION_PREFIX", "PROCESSOR_FUNCTION_ROLE_TEMPLATE"
+ENV_PREFIX, ENV_ROLE_TEMPLATE = C.ENV["processor_function_prefix"], C.ENV["processor_function_roles"]
 FUNCTION_ACTIONS = [
     "lambda:CreateFunction",
     "lambda:GetFunction",
