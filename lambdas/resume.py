@@ -1,7 +1,8 @@
 """Resume a run on the node (``pennflow.node.redrive``), and free the slots kept for resumes.
 
 Two callers: the API, synchronously, with ``{"runId": ...}`` (the answer says resumed, refused and
-why, or not found); and an EventBridge schedule with ``{"action": "releaseExpired"}``.
+why, or not found); and EventBridge schedules with ``{"action": "releaseExpired"}`` and
+``{"action": "pruneFunctions"}`` (the processor functions of unused images).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ class ResumeEvent(BaseModel):
 class ReleaseEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    action: Literal["releaseExpired"]
+    # releaseExpired: free the slots kept past their time; pruneFunctions: delete the processor
+    # functions of images nothing uses any more (pennflow.node.lambda_functions).
+    action: Literal["releaseExpired", "pruneFunctions"]
 
 
 @logger.inject_lambda_context
@@ -34,9 +37,15 @@ class ReleaseEvent(BaseModel):
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if isinstance(event, dict) and "action" in event:
         try:
-            ReleaseEvent.model_validate(event)
+            scheduled = ReleaseEvent.model_validate(event)
         except ValidationError as exc:
             return rejected("resume", exc)
+        if scheduled.action == "pruneFunctions":
+            from pennflow.node.lambda_functions import prune_unused
+
+            deleted = prune_unused(node_for(context))
+            logger.info("processor functions pruned", extra={"functions": deleted})
+            return {"deleted": deleted}
         released = release_expired(node_for(context))
         logger.info("kept slots released", extra={"runs": released})
         return {"released": released}

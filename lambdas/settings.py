@@ -124,6 +124,11 @@ class NodeSettings(_EnvSettings):
     gpu_capacity_provider: str | None = Field(None, alias="GPU_CAPACITY_PROVIDER")
     gpu_instance_types: str = Field("", alias="GPU_INSTANCE_TYPES")
     notify_topic_arn: str | None = Field(None, alias="NOTIFY_TOPIC_ARN")  # run ends (stacks/notifications.py)
+    # computeType lambda: the processor functions' name prefix and per-slot role (stacks/lambda_compute.py).
+    processor_function_prefix: str | None = Field(None, alias="PROCESSOR_FUNCTION_PREFIX")
+    processor_function_role_template: str | None = Field(
+        None, alias="PROCESSOR_FUNCTION_ROLE_TEMPLATE", pattern=r"^arn:[^{}]*\{slot\}[^{}]*$"
+    )
 
 
 def _describe(exc: ValidationError) -> str:
@@ -168,6 +173,25 @@ def _pennsieve_environment(settings: NodeSettings) -> dict[str, str]:
         deployment_mode=settings.deployment_mode,
         organization_id=settings.organization_id,
     ).variables()
+
+
+def _processor_functions(settings: NodeSettings) -> Any:
+    from pennflow.node.lambda_functions import FunctionSettings, ProcessorFunctions
+
+    return ProcessorFunctions(
+        FunctionSettings(
+            name_prefix=settings.processor_function_prefix or "",
+            role_template=settings.processor_function_role_template or "",
+            subnets=tuple(settings.subnets),
+            security_groups=tuple(settings.security_groups),
+            region=settings.region,
+            log_group=settings.processor_log_group,
+            slot_parameter_prefix=settings.slot_parameter_prefix,
+            session_tokens=bool(settings.pennsieve_secret_arn),
+            pennsieve_environment=_pennsieve_environment(settings),
+            node_name=settings.node_name,
+        )
+    )
 
 
 def build_node(settings: NodeSettings, listener: Any = None) -> Any:
@@ -238,6 +262,8 @@ def build_node(settings: NodeSettings, listener: Any = None) -> Any:
         from pennflow.node.session_tokens import SlotRunParameters
 
         extra["run_parameters"] = SlotRunParameters(task_settings)
+    if settings.processor_function_prefix and settings.processor_function_role_template:
+        extra["functions"] = _processor_functions(settings)
     if settings.processors_table:
         from pennflow.node.processor_builds import DynamoProcessorRegistry
 

@@ -250,6 +250,9 @@ ENV = {
     "runs_table": "RUNS_TABLE",
     "workflows_table": "WORKFLOWS_TABLE",
     "processors_table": "PROCESSORS_TABLE",
+    # computeType lambda (stacks/lambda_compute.py): the processor functions' names and slot roles
+    "processor_function_prefix": "PROCESSOR_FUNCTION_PREFIX",
+    "processor_function_roles": "PROCESSOR_FUNCTION_ROLE_TEMPLATE",
     "slots_table": "SLOTS_TABLE",
     "idempotency_table": "IDEMPOTENCY_TABLE",
     "results_bucket": "RESULTS_BUCKET",

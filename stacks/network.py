@@ -23,6 +23,8 @@ INTERFACE_ENDPOINTS = {
     "Efs": ec2.InterfaceVpcEndpointAwsService.ELASTIC_FILESYSTEM,
     "Lambda": ec2.InterfaceVpcEndpointAwsService.LAMBDA_,
     "XRay": ec2.InterfaceVpcEndpointAwsService.XRAY,  # the VPC-attached Lambdas trace
+    # a slot's run parameters: written at lease, read by ECS task secrets and lambda processors' bootstrap
+    "Ssm": ec2.InterfaceVpcEndpointAwsService.SSM,
 }
 GATEWAY_ENDPOINTS = {
     "S3": ec2.GatewayVpcEndpointAwsService.S3,  # ECR image layers live in S3

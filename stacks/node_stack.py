@@ -15,6 +15,7 @@ from stacks.events import NodeEvents
 from stacks.functions import NodeFunctions
 from stacks.gpu import NodeGpu, folder_gpu_problems
 from stacks.joins import NodeJoins
+from stacks.lambda_compute import NodeLambdaCompute
 from stacks.layers import NodeLayers
 from stacks.monitoring import NodeMonitoring
 from stacks.network import NodeNetwork
@@ -102,6 +103,17 @@ class NodeStack(Stack):
                 compute=self.compute,
                 functions=self.functions,
             )
+        self.lambda_compute = NodeLambdaCompute(
+            self,
+            "LambdaCompute",
+            settings=settings,
+            network=self.network,
+            storage=self.storage,
+            compute=self.compute,
+            functions=self.functions,
+            state_machine_role=self.orchestration.role,
+            repository=self.processors.repository,
+        )
         self.storage.guard_clients(runs_manager=self.functions.roles["runs_manager"])
         self.triggers = NodeTriggers(self, "Triggers", functions=self.functions, storage=self.storage)
         self.api = NodeApi(

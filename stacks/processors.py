@@ -22,6 +22,13 @@ from constructs import Construct
 
 from stacks import constants as C
 from stacks.functions import READ, WRITE, NodeFunctions
+from stacks.lambda_compute import (
+    LAMBDA_EXPORTS,
+    LAMBDA_VARIANT_COMMANDS,
+    allow_bootstrap_read,
+    bootstrap_asset,
+    build_environment,
+)
 from stacks.log_groups import node_log_group
 from stacks.nag import acknowledge, acknowledge_wildcards
 from stacks.settings import NodeSettings
@@ -115,6 +122,7 @@ class NodeProcessors(Construct):
     def _project(self) -> codebuild.Project:
         builds = self._settings.processor_builds
         log_group = node_log_group(self, "BuildLogs", self._settings)
+        bootstrap = bootstrap_asset(self)
         project = codebuild.Project(
             self,
             "Builds",
@@ -123,8 +131,9 @@ class NodeProcessors(Construct):
             build_spec=codebuild.BuildSpec.from_object(
                 {
                     "version": "0.2",
-                    "env": {"shell": "bash", "exported-variables": ["IMAGE_DIGEST"]},
-                    "phases": {"build": {"commands": BUILD_COMMANDS}},
+                    "env": {"shell": "bash", "exported-variables": ["IMAGE_DIGEST", *LAMBDA_EXPORTS]},
+                    # then the image's Lambda variant, for computeType lambda (stacks/lambda_compute.py)
+                    "phases": {"build": {"commands": [*BUILD_COMMANDS, *LAMBDA_VARIANT_COMMANDS]}},
                 }
             ),
             environment=codebuild.BuildEnvironment(
@@ -137,6 +146,7 @@ class NodeProcessors(Construct):
                 "MANIFEST_BUCKET": codebuild.BuildEnvironmentVariable(
                     value=self._storage.results_bucket.bucket_name
                 ),
+                **build_environment(bootstrap),
             },
             timeout=Duration.minutes(builds.timeout_minutes),
             logging=codebuild.LoggingOptions(
@@ -145,6 +155,7 @@ class NodeProcessors(Construct):
         )
         self.log_group = log_group
         self.repository.grant(project, *PUSH_ACTIONS)  # this repository only
+        allow_bootstrap_read(project, bootstrap)
         role = project.role
         assert role is not None
         role.add_to_principal_policy(

@@ -161,7 +161,7 @@ class NodeSettings(_Model):
     # Data sources and targets reach the Pennsieve API over the internet: keep one NAT gateway unless
     # the VPC reaches it another way. With 0, subnets are isolated and only the endpoints are reachable.
     nat_gateways: Literal[0, 1] = 1
-    # Interface endpoints keep task traffic off the NAT but cost about $190 a month at rest (13 x 2 AZs);
+    # Interface endpoints keep task traffic off the NAT but cost about $204 a month at rest (14 x 2 AZs);
     # false sends that traffic through the NAT instead (needs natGateways 1).
     interface_endpoints: bool = True
     alarm_email: Annotated[str | None, Field(pattern=EMAIL_RE)] = None

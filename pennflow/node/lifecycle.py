@@ -31,6 +31,7 @@ from pennflow.node.taskdefs import TaskDefinitions
 from pennflow.processors.registry import pinned_workflow
 from pennflow.stores.dynamodb import DynamoRunStore
 from pennflow.workflow import asl
+from pennflow.workflow.asl_lambda import lambda_processors
 from pennflow.workflow.contract import run_parameters
 from pennflow.workflow.definition import ProcessorType, Workflow
 from pennflow.workflow.runs import RESUMABLE, RunRecord, Status, utcnow
@@ -247,6 +248,8 @@ class Node:
     run_parameters: RunParameterWriter = field(default_factory=NoRunParameters)
     # The processor registry (find): the manifests of the sourceUrl images a run pinned.
     processors: Any = None
+    # computeType lambda: the slot's functions (pennflow.node.lambda_functions.ProcessorFunctions).
+    functions: Any = None
     ecs_client: Any = None
     sfn_client: Any = None
     logs_client: Any = None
@@ -392,11 +395,13 @@ def _start_in_slot(
     node.run_parameters.write(slot, run.run_id, workflow)  # before any task of the run can start
     arns = node.task_definitions.ensure(workflow, slot, access_points, run_layers(run), node.budget)
     node.slots.set_run_task_definitions(slot.slot_id, run.run_id, arns)
+    functions = _processor_functions(node, workflow, slot, run)
     has_source = any(p.type is ProcessorType.DATA_SOURCE for p in workflow.processors)
     payload = asl.execution_input(
         workflow,
         run_id=run.run_id,
         task_definitions=arns,
+        functions=functions,
         params=run.params or run_parameters(workflow),
         node=node.config.execution_node(),
         dataset_id=run.dataset_id,
@@ -413,6 +418,15 @@ def _start_in_slot(
     node.listener.run_started(run.run_id, run.workflow)
     log.info("run %s started in %s", run.run_id, slot.slot_id)
     return StartResult(run.run_id, "started", "", slot.slot_id, execution_arn)
+
+
+def _processor_functions(node: Node, workflow: Workflow, slot: Slot, run: RunRecord) -> dict[str, str]:
+    """The slot's function of each computeType lambda processor (pennflow.node.lambda_functions)."""
+    if node.functions is None:
+        if lambda_processors(workflow.processors):
+            raise ValueError("this node has no processor functions configured: computeType lambda cannot run")
+        return {}
+    return node.functions.ensure(workflow, slot, run_layers(run))
 
 
 def _start_execution(node: Node, version: WorkflowVersion, run_id: str, payload: dict[str, Any]) -> str:

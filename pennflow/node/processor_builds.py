@@ -27,6 +27,7 @@ from pennflow.processors.registry import (
     processor_key,
     utcnow,
 )
+from pennflow.workflow.definition import ComputeType
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ SUCCEEDED, FAILED_STATES = "SUCCEEDED", frozenset({"FAILED", "FAULT", "STOPPED",
 ENV_SOURCE_URL, ENV_SOURCE_TAG, ENV_IMAGE_TAG = "SOURCE_URL", "SOURCE_TAG", "IMAGE_TAG"
 ENV_PROCESSOR_KEY, ENV_MANIFEST_KEY, ENV_GIT_TOKEN = "PROCESSOR_KEY", "MANIFEST_KEY", "GIT_TOKEN"
 ENV_DIGEST = "IMAGE_DIGEST"  # exported by the build
+# The image again with the Lambda bootstrap (stacks/lambda_compute.py), or why it could not be made.
+ENV_LAMBDA_DIGEST, ENV_LAMBDA_PROBLEM = "LAMBDA_IMAGE_DIGEST", "LAMBDA_IMAGE_PROBLEM"
 MANIFEST_PREFIX = "processors/"
 
 
@@ -194,6 +197,8 @@ class BuildEvent:
     digest: str | None
     log_group: str | None
     log_stream: str | None
+    lambda_digest: str | None = None
+    lambda_problem: str | None = None
 
     @classmethod
     def of(cls, detail: Mapping[str, Any]) -> BuildEvent:
@@ -212,6 +217,8 @@ class BuildEvent:
             digest=exported.get(ENV_DIGEST),
             log_group=logs.get("group-name"),
             log_stream=logs.get("stream-name"),
+            lambda_digest=exported.get(ENV_LAMBDA_DIGEST) or None,
+            lambda_problem=exported.get(ENV_LAMBDA_PROBLEM) or None,
         )
 
 
@@ -289,6 +296,15 @@ def finish_build(
         manifest = parse_manifest(text) if text is not None else None
     except ManifestError as exc:
         return record(event.processor_key, event.build_id, status=ProcessorStatus.FAILED, error=str(exc))
+    lambda_digest = event.lambda_digest if (event.lambda_digest or "").startswith(DIGEST_PREFIX) else None
+    lambda_problem = None if lambda_digest else (event.lambda_problem or "the build made no Lambda image")
+    if (
+        lambda_digest is None
+        and manifest is not None
+        and ComputeType.LAMBDA in manifest.runtime.compute_types
+    ):
+        error = f"app.yml allows computeType lambda, but {lambda_problem}"
+        return record(event.processor_key, event.build_id, status=ProcessorStatus.FAILED, error=error)
     return record(
         event.processor_key,
         event.build_id,
@@ -296,6 +312,8 @@ def finish_build(
         image_digest=digest,
         image_uri=outputs.settings.repository_uri,
         manifest=manifest.document() if manifest is not None else {},
+        lambda_image_digest=lambda_digest,
+        lambda_problem=lambda_problem,
         error=None,
     )
 

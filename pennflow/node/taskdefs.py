@@ -29,6 +29,7 @@ from pennflow.node.gpu import ec2_registration
 from pennflow.node.resume import MIN_CALL_SECONDS, PreparationPaused, TimeBudget
 from pennflow.node.slots import Slot, SlotPool
 from pennflow.workflow.asl import CONTAINER_NAME
+from pennflow.workflow.asl_lambda import is_lambda
 from pennflow.workflow.contract import (
     LAYERS_MOUNT,
     RUN_MOUNT,
@@ -216,8 +217,12 @@ class TaskDefinitions:
     ) -> dict[str, tuple[str, dict[str, Any]]]:
         """processor id -> (family, registration request) for this slot; ``layers``: name -> access point."""
         out = {}
-        # A data source is a Distributed Map of download Lambdas (pennflow.workflow.asl): no task to define.
-        for processor in (p for p in workflow.processors if p.type is not ProcessorType.DATA_SOURCE):
+        # A data source is a Distributed Map of download Lambdas (pennflow.workflow.asl), a lambda
+        # processor the slot's function (pennflow.node.lambda_functions): no task to define.
+        tasks = (
+            p for p in workflow.processors if p.type is not ProcessorType.DATA_SOURCE and not is_lambda(p)
+        )
+        for processor in tasks:
             request = registration(
                 processor,
                 slot_id=slot.slot_id,

@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 
 from pennflow.processors.checkout import SourceRef
 from pennflow.processors.manifest import AppManifest, apply_manifest
-from pennflow.workflow.definition import ComputeType, Workflow
+from pennflow.workflow.definition import ComputeType, Workflow, runs_on_lambda
 from pennflow.workflow.gpu import GPU_SETTING
 from pennflow.workflow.pennsieve_shapes import resource_name
 
@@ -67,6 +67,9 @@ class ProcessorRecord(BaseModel):
     build_id: str | None = None
     image_uri: str | None = None  # the node's ECR repository the build pushed to
     image_digest: str | None = None  # sha256:...
+    # The same image with the Lambda bootstrap (computeType lambda), or why the build could not make it.
+    lambda_image_digest: str | None = None
+    lambda_problem: str | None = None
     manifest: dict[str, Any] = Field(default_factory=dict)  # app.yml as read (AppManifest.document)
     error: str | None = None  # why it FAILED: the build log's tail, or the manifest's faults
     created_at: datetime = Field(default_factory=utcnow)
@@ -82,6 +85,16 @@ class ProcessorRecord(BaseModel):
         if self.status is not ProcessorStatus.READY or not self.image_uri or not self.image_digest:
             return None
         return f"{self.image_uri}@{self.image_digest}"
+
+    @property
+    def pinned_lambda_image(self) -> str | None:
+        """``<repository uri>@sha256:...`` of the Lambda variant: what a lambda processor's function runs."""
+        if self.pinned_image is None or not self.lambda_image_digest:
+            return None
+        return f"{self.image_uri}@{self.lambda_image_digest}"
+
+    def pins(self) -> tuple[str | None, str | None]:
+        return self.pinned_image, self.pinned_lambda_image
 
     def app_manifest(self) -> AppManifest:
         return AppManifest.model_validate(self.manifest)
@@ -143,10 +156,20 @@ def pin_images(
                 why = str(exc)
         if why is None and processor.compute_type is ComputeType.GPU and not gpu_enabled:
             why = f"computeType gpu needs GPU capacity on this node: set {GPU_SETTING} true in cdk.json"
+        if (
+            why is None
+            and record is not None
+            and runs_on_lambda(processor)
+            and not record.pinned_lambda_image
+        ):
+            why = (
+                f"{source} has no Lambda image for computeType lambda: {record.lambda_problem or 'not built'}"
+            )
         if why is not None or record is None:
             problems[processor.id] = why or "not registered"
             continue
-        pins[processor.id] = record.pinned_image or ""
+        pinned = record.pinned_lambda_image if runs_on_lambda(processor) else record.pinned_image
+        pins[processor.id] = pinned or ""
         processors.append(processor.model_copy(update={"image": pins[processor.id]}))
     if problems:
         raise ProcessorsNotReady(problems)
@@ -189,7 +212,7 @@ def pinned_workflow(
         if processor.id in images and processor.source_url:
             url = processor.source_url
             record = lookup.find(SourceRef(url, processor.tag)) if processor.tag else lookup.newest_ready(url)
-        if record is not None and record.pinned_image == images[processor.id]:
+        if record is not None and images[processor.id] in record.pins():
             # A computeType the manifest refuses was refused when the run was accepted.
             with contextlib.suppress(ValueError):
                 processor = apply_manifest(processor, record.app_manifest())

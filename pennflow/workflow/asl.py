@@ -1,7 +1,8 @@
 """Compiler: workflow definition -> Amazon States Language (a dict). Pure and deterministic.
 
 Shape (DESIGN §5): each DAG node is one state named by its id; processors and built-ins are
-``ecs:runTask.sync`` tasks (a ``Map`` named by the id when scattered); the plan from
+``ecs:runTask.sync`` tasks, ``computeType: lambda`` processors ``lambda:invoke`` of the run slot's
+function (:mod:`pennflow.workflow.asl_lambda`), a ``Map`` named by the id when scattered; the plan from
 :mod:`pennflow.workflow.dag` becomes nested ``Parallel`` states, a block that is not
 series-parallel one ``Parallel`` of paths with join states (:mod:`pennflow.workflow.asl_joins`).
 Nothing catches a processor's failure: it fails the execution, and the status tracker finalizes the
@@ -21,6 +22,7 @@ from pennflow.workflow import limits
 from pennflow.workflow.asl_input import canonical as _canonical
 from pennflow.workflow.asl_input import execution_input, largest_payload_estimate
 from pennflow.workflow.asl_joins import done_state, wait_state, wait_timeouts
+from pennflow.workflow.asl_lambda import is_lambda, lambda_task
 from pennflow.workflow.asl_split import ARN_BUDGET, Part, split
 from pennflow.workflow.asl_states import (
     CONTAINER_NAME,
@@ -325,6 +327,9 @@ class _Compiler:
         return [fan_out, verify]
 
     def _ecs_task(self, name: str, processor: Processor, *, batch: bool) -> State:
+        if is_lambda(processor):  # computeType lambda: the slot's function (asl_lambda)
+            env = self._environment(processor, batch)
+            return lambda_task(name, processor, env, self.options, _processor_retry(processor))
         key = state_key(processor.id)
         parameters = {
             "Cluster.$": "$.node.cluster",
@@ -342,17 +347,7 @@ class _Compiler:
         resource = self.options.resource("ecs:runTask.sync")
         state = State(name, "Task", Resource=resource, Parameters=parameters, ResultPath=None)
         state.body["TimeoutSeconds"] = processor.timeout_seconds
-        rules = [INFRA_RETRY]
-        if processor.retry and processor.retry.max_attempts:
-            rules.append(
-                {
-                    "ErrorEquals": ["States.TaskFailed"],
-                    "IntervalSeconds": processor.retry.interval_seconds,
-                    "MaxAttempts": processor.retry.max_attempts,
-                    "BackoffRate": processor.retry.backoff_rate,
-                },
-            )
-        return state.retry(*rules)
+        return state.retry(INFRA_RETRY, *_processor_retry(processor))
 
     def _environment(self, processor: Processor, batch: bool) -> list[dict[str, str]]:
         key = state_key(processor.id)
@@ -414,6 +409,20 @@ class _Compiler:
             ResultPath=None,
         )
         return [listing, fan_out]
+
+
+def _processor_retry(processor: Processor) -> list[dict[str, Any]]:
+    """The processor's own retry policy, after the infrastructure's retriers."""
+    if not (processor.retry and processor.retry.max_attempts):
+        return []
+    return [
+        {
+            "ErrorEquals": ["States.TaskFailed"],
+            "IntervalSeconds": processor.retry.interval_seconds,
+            "MaxAttempts": processor.retry.max_attempts,
+            "BackoffRate": processor.retry.backoff_rate,
+        }
+    ]
 
 
 DISTRIBUTED = {"ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}}

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pennflow.workflow import limits
+from pennflow.workflow.asl_lambda import FUNCTIONS_KEY, is_lambda, lambda_processors
 from pennflow.workflow.asl_states import GPU_CAPACITY_KEY
 from pennflow.workflow.contract import state_key
 from pennflow.workflow.cost_tags import run_task_tags
@@ -39,7 +40,8 @@ def largest_payload_estimate(workflow: Workflow) -> int:
     skeleton = execution_input(
         workflow,
         run_id="",
-        task_definitions={p.id: "" for p in processors},
+        task_definitions={p.id: "" for p in processors if not is_lambda(p)},
+        functions={p.id: "" for p in lambda_processors(processors)},
         params={},
         node=dict.fromkeys(
             ("cluster", "finalizeFunction", "listBatchesFunction", "downloadFunction", "joinFunction"), ""
@@ -67,17 +69,23 @@ def execution_input(
     dataset_id: str | None = None,
     manifest: Mapping[str, str] | None = None,
     check_size: bool = True,
+    functions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The input every compiled state machine expects; missing pieces fail here, not mid-run, and
-    so does an input over Step Functions' 256 KiB (long parameter values)."""
+    so does an input over Step Functions' 256 KiB (long parameter values). ``functions``: the run
+    slot's function of each ``computeType: lambda`` processor (pennflow.workflow.asl_lambda)."""
+    functions = functions or {}
     # data sources are a Distributed Map of download Lambdas: no task definition
     missing = [
         p.id
         for p in workflow.processors
-        if p.type is not ProcessorType.DATA_SOURCE and p.id not in task_definitions
+        if p.type is not ProcessorType.DATA_SOURCE and not is_lambda(p) and p.id not in task_definitions
     ]
     if missing:
         raise ValueError(f"no task definition for processor(s) {', '.join(missing)}")
+    no_function = [p.id for p in lambda_processors(workflow.processors) if p.id not in functions]
+    if no_function:
+        raise ValueError(f"no Lambda function for computeType lambda processor(s) {', '.join(no_function)}")
     needed = {"cluster", "subnets", "securityGroups", "finalizeFunction"}
     if any(p.scatter for p in workflow.processors):
         needed.add("listBatchesFunction")
@@ -99,6 +107,11 @@ def execution_input(
             "datasetId": dataset_id or "",
             **({"manifest": dict(manifest)} if manifest else {}),
             "taskDefinitions": {state_key(pid): arn for pid, arn in sorted(task_definitions.items())},
+            **(
+                {FUNCTIONS_KEY: {state_key(pid): fn for pid, fn in sorted(functions.items())}}
+                if functions
+                else {}
+            ),
             "tags": run_task_tags(workflow.name, run_id),
             "params": {
                 state_key(p.id): {

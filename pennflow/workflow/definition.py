@@ -21,6 +21,7 @@ from pydantic.alias_generators import to_camel
 from pennflow.workflow.graph import find_cycle
 from pennflow.workflow.limits import (
     FARGATE_MEMORY,
+    LAMBDA_MEMORY,
     LAMBDA_TIMEOUT_SECONDS,
     MAX_DISPLAY_NAME,
     MAX_GPU_CPU,
@@ -33,6 +34,7 @@ from pennflow.workflow.limits import (
     PARAM_RE,
     is_name,
     is_param_name,
+    lambda_fallback,
 )
 from pennflow.workflow.loading import TextProblem, check_shape, parse_text, read_definition_text
 from pennflow.workflow.pennsieve_shapes import normalize
@@ -397,7 +399,7 @@ def _processor_faults(p: Processor) -> list[Fault]:
         faults.append(
             Fault(p.id, "cpu", f"{p.cpu} is not a Fargate cpu value: one of {sorted(FARGATE_MEMORY)}")
         )
-    elif p.memory not in FARGATE_MEMORY[p.cpu]:
+    elif p.memory not in FARGATE_MEMORY[p.cpu] and not runs_on_lambda(p):
         allowed = FARGATE_MEMORY[p.cpu]
         faults.append(
             Fault(
@@ -413,6 +415,12 @@ def _processor_faults(p: Processor) -> list[Fault]:
             faults.append(Fault(p.id, "layers", f"{layer!r} is not a valid layer name"))
     if p.scatter and p.type is not ProcessorType.PROCESSOR:
         faults.append(Fault(p.id, "scatter", "only processors can scatter"))
+    if runs_on_lambda(p):
+        low, high = LAMBDA_MEMORY
+        if not low <= p.memory <= high:
+            faults.append(
+                Fault(p.id, "memory", f"{p.memory} MB is not a Lambda memory size ({low}-{high} MB)")
+            )
     return faults
 
 
@@ -470,6 +478,16 @@ def _gpu_size_faults(p: Processor) -> list[Fault]:
             Fault(p.id, "memory", f"{p.memory} MiB: a gpu task takes {MIN_EC2_MEMORY}-{MAX_GPU_MEMORY} MiB")
         )
     return faults
+
+
+def runs_on_lambda(p: Processor) -> bool:
+    """A ``computeType: lambda`` processor runs as a Lambda function of the node (its memory is the
+    function's) unless ``limits.lambda_fallback`` says why it must run as a Fargate task."""
+    return (
+        p.compute_type is ComputeType.LAMBDA
+        and p.type is ProcessorType.PROCESSOR
+        and lambda_fallback(p.layers, p.dependencies) is None
+    )
 
 
 def _param_name_faults(pid: str, kind: Any, params: Any) -> list[Fault]:

@@ -22,7 +22,7 @@ are here too, with the nesting limit the loader and the node's API both enforce.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 PAYLOAD_LIMIT = 262_144  # bytes: 256 KiB, any state input/output/result and the execution input
@@ -87,6 +87,17 @@ MAX_GPUS = 8
 LAMBDA_MEMORY = (128, 10_240)
 LAMBDA_MB_PER_VCPU = 1769
 LAMBDA_TIMEOUT_SECONDS = 900  # one Lambda invocation's limit: a lambda processor's timeout and its default
+
+
+def lambda_fallback(layers: Sequence[Any], dependencies: Sequence[Any]) -> str | None:
+    """Why a ``computeType: lambda`` processor runs as a Fargate task instead (None: as a Lambda
+    function). A function has one file system (the run slot's folder, no layers) and no init
+    container to build a fan-in's union INPUT_DIR; Pennsieve's own lambda processors use layers."""
+    if layers:
+        return "it uses layers (a Lambda function mounts one file system: the run's folder)"
+    if len(dependencies) > 1:
+        return "it is a fan-in (Lambda has no init container to build the union INPUT_DIR)"
+    return None
 
 
 def is_name(text: object) -> bool:

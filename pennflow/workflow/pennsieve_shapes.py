@@ -2,7 +2,7 @@
 
 Pennsieve's web app, API and repositories write definitions that differ from pennflow's canonical form:
 display names as workflow names, builder-generated or missing processor ids, ``dependsOn`` entries as
-``{"sourceUrl": ...}`` objects, cpu/memory as text, Lambda memory sizes, ``computeType: null``, and the
+``{"sourceUrl": ...}`` objects, cpu/memory as text, Lambda memory sizes (kept: a lambda processor runs as a Lambda function), ``computeType: null``, and the
 API's ``dag`` (instead of ``processors``) with ``runtimeConfig``/``resolvedParams``. ``normalize``
 rewrites them deterministically; it also checks every key against the field table (``fields.py``).
 """
@@ -24,6 +24,7 @@ from pennflow.workflow.limits import (
     LAMBDA_TIMEOUT_SECONDS,
     MAX_NAME,
     is_name,
+    lambda_fallback,
 )
 
 # Pennsieve-only keys that carry nothing for the canonical model once read.
@@ -221,26 +222,40 @@ def _session(entry: dict[str, Any], label: str, notes: dict[str, list[str]]) -> 
 def _lambda_resources(
     entry: dict[str, Any], label: str, result: Normalized, notes: dict[str, list[str]]
 ) -> None:
+    """A lambda processor runs as a Lambda function of the memory Pennsieve gives (MB), its ``cpu`` the
+    vCPU share of that memory (read by local runs and cost estimates only). One Lambda cannot run
+    (``limits.lambda_fallback``: layers, a fan-in) runs as a Fargate task: only there is its memory
+    mapped to a Fargate pair."""
     memory, cpu = entry.get("memory"), entry.get("cpu")
-    if memory is None or (isinstance(cpu, int) and memory in FARGATE_MEMORY.get(cpu, ())):
-        notes.setdefault("computeType: lambda runs as a Fargate task", []).append(label)
+    layers, deps = entry.get("layers"), entry.get("dependsOn")
+    fallback = lambda_fallback(
+        layers if isinstance(layers, list) else [], deps if isinstance(deps, list) else []
+    )
+    if fallback and (memory is None or (isinstance(cpu, int) and memory in FARGATE_MEMORY.get(cpu, ()))):
+        notes.setdefault(f"computeType: lambda runs as a Fargate task: {fallback}", []).append(label)
         return
-    if not isinstance(memory, int) or isinstance(memory, bool):
-        return  # the model reports a memory that is not a number
+    if memory is None or not isinstance(memory, int) or isinstance(memory, bool):
+        return  # the default (2048) is a Lambda size; the model reports a memory that is not a number
     low, high = LAMBDA_MEMORY
     if not low <= memory <= high:
         result.faults.append((label, "memory", f"{memory} MB is not a Lambda memory size ({low}-{high} MB)"))
         entry.pop("memory")
         return
-    pair = fargate_for_lambda(memory)
-    entry["cpu"], entry["memory"] = pair
-    notes.setdefault(
-        f"computeType: lambda runs as a Fargate task (Lambda {memory} MB -> cpu {pair[0]}, {pair[1]} MiB)", []
-    ).append(label)
+    if fallback:
+        pair = fargate_for_lambda(memory)
+        entry["cpu"], entry["memory"] = pair
+        notes.setdefault(
+            f"computeType: lambda runs as a Fargate task: {fallback} (Lambda {memory} MB -> cpu {pair[0]}, "
+            f"{pair[1]} MiB)",
+            [],
+        ).append(label)
+    elif "cpu" not in entry:
+        entry["cpu"] = fargate_for_lambda(memory)[0]
 
 
 def fargate_for_lambda(memory_mb: int) -> tuple[int, int]:
-    """The smallest Fargate pair with at least the memory and the vCPU share Lambda gives that memory."""
+    """The smallest Fargate pair with at least the memory and the vCPU share Lambda gives that memory
+    (its cpu is a lambda processor's ``cpu``, for local runs and cost estimates)."""
     cpu_needed = memory_mb * 1024 / LAMBDA_MB_PER_VCPU
     for cpu in sorted(FARGATE_MEMORY):
         if cpu < cpu_needed:

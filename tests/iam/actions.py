@@ -28,6 +28,7 @@ class Lookup(Protocol):
     def access_point_tags(self, access_point_id: str) -> dict[str, str]: ...
 
     def task_token_machine(self, task_token: str) -> str: ...
+    def access_point_file_system(self, access_point_id: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -400,6 +401,59 @@ def _lambda_invoke(call: Call, _: Lookup) -> list[Request]:
     name = function_arn(call, call.params["FunctionName"])
     qualifier = call.params.get("Qualifier")
     return [_request("lambda:InvokeFunction", f"{name}:{qualifier}" if qualifier else name)]
+
+
+def _repository_of_image(call: Call, image: str) -> str:
+    """``<account>.dkr.ecr.<region>.amazonaws.com/<repo>@sha256:...`` -> the repository's ARN."""
+    host, _, rest = image.partition("/")
+    account, region = host.split(".")[0], host.split(".")[3]
+    repository = rest.split("@", 1)[0].rsplit(":", 1)[0] if "@" in rest else rest.rsplit(":", 1)[0]
+    return f"arn:{PARTITION}:ecr:{region}:{account}:repository/{repository}"
+
+
+@maps("lambda", "CreateFunction")
+def _lambda_create(call: Call, lookup: Lookup) -> list[Request]:
+    """SAR (Lambda): CreateFunction on the function, tags with lambda:TagResource, the execution role
+    iam:PassRole to Lambda; an image function's pull is checked with the caller's ECR permissions, a
+    VPC configuration with its ec2:Describe* and a file system with its DescribeMountTargets
+    (Lambda developer guide: configuration-images, configuration-vpc, configuration-filesystem)."""
+    name = function_arn(call, call.params["FunctionName"])
+    requests = [_request("lambda:CreateFunction", name)]
+    if call.params.get("Tags"):
+        requests.append(_request("lambda:TagResource", name))
+    image = call.params.get("Code", {}).get("ImageUri")
+    if image:
+        repository = _repository_of_image(call, image)
+        requests += [_request(a, repository) for a in ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")]
+    if call.params.get("VpcConfig"):
+        requests += [
+            _request(a, "*")
+            for a in ("ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeVpcs")
+        ]
+    for config in call.params.get("FileSystemConfigs", []):
+        file_system = lookup.access_point_file_system(config["Arn"].rsplit("/", 1)[-1])
+        requests.append(
+            _request(
+                "elasticfilesystem:DescribeMountTargets",
+                call.arn("elasticfilesystem", f"file-system/{file_system}"),
+            )
+        )
+    return requests + _pass_roles([call.params["Role"]], "lambda.amazonaws.com")
+
+
+@maps("lambda", "GetFunction", "DeleteFunction")
+def _lambda_function(call: Call, _: Lookup) -> list[Request]:
+    return [_request(f"lambda:{call.operation}", function_arn(call, call.params["FunctionName"]))]
+
+
+@maps("lambda", "ListTags")
+def _lambda_list_tags(call: Call, _: Lookup) -> list[Request]:
+    return [_request("lambda:ListTags", function_arn(call, call.params["Resource"]))]
+
+
+@maps("lambda", "ListFunctions")
+def _lambda_list(call: Call, _: Lookup) -> list[Request]:
+    return [_request("lambda:ListFunctions", "*")]  # SAR: no resource type
 
 
 def _log_group(call: Call, name: str) -> str:

@@ -74,6 +74,10 @@ def issue_task_token(state_machine_arn: str) -> str:
     _TASK_TOKENS[token] = state_machine_arn
     return token
 
+    def access_point_file_system(self, access_point_id: str) -> str:
+        points = boto3.client("efs", region_name=REGION).describe_access_points(AccessPointId=access_point_id)
+        return points["AccessPoints"][0]["FileSystemId"]
+
 
 @dataclass
 class AccessRecorder:

@@ -17,6 +17,9 @@ class Facts:
     def access_point_tags(self, access_point_id: str) -> dict[str, str]:
         return {"pennflow:node": "lab"}
 
+    def access_point_file_system(self, access_point_id: str) -> str:
+        return "fs-0123"
+
 
 def requests(service: str, operation: str, **params) -> list[Request]:
     return requests_for(Call(service, operation, params, "us-east-1"), Facts())
@@ -68,3 +71,34 @@ def test_a_transaction_is_authorized_item_by_item_and_deletes_carry_resource_tag
     ]
     (delete,) = requests("efs", "DeleteAccessPoint", AccessPointId="fsap-1")
     assert delete.context == {"aws:ResourceTag/pennflow:node": "lab"}
+
+
+def test_creating_an_image_function_in_a_vpc_with_a_file_system_needs_its_dependent_actions():
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/lab_processors@sha256:" + "a" * 64
+    role = "arn:aws:iam::123456789012:role/lab_us-east-1-fn_slot-00"
+    found = requests(
+        "lambda",
+        "CreateFunction",
+        FunctionName="lab_fn-slot-00-0123",
+        Role=role,
+        Code={"ImageUri": image},
+        Tags={"pennflow:slot": "slot-00"},
+        VpcConfig={"SubnetIds": ["s"], "SecurityGroupIds": ["g"]},
+        FileSystemConfigs=[{"Arn": "arn:aws:elasticfilesystem:us-east-1:123456789012:access-point/fsap-1"}],
+    )
+    function = "arn:aws:lambda:us-east-1:123456789012:function:lab_fn-slot-00-0123"
+    repository = "arn:aws:ecr:us-east-1:123456789012:repository/lab_processors"
+    assert found == [
+        Request("lambda:CreateFunction", function),
+        Request("lambda:TagResource", function),
+        Request("ecr:BatchGetImage", repository),
+        Request("ecr:GetDownloadUrlForLayer", repository),
+        Request("ec2:DescribeSecurityGroups", "*"),
+        Request("ec2:DescribeSubnets", "*"),
+        Request("ec2:DescribeVpcs", "*"),
+        Request(
+            "elasticfilesystem:DescribeMountTargets",
+            "arn:aws:elasticfilesystem:us-east-1:123456789012:file-system/fs-0123",
+        ),
+        Request("iam:PassRole", role, {"iam:PassedToService": "lambda.amazonaws.com"}),
+    ]

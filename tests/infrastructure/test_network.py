@@ -22,6 +22,7 @@ INTERFACE_SERVICES = {
     "elasticfilesystem",
     "lambda",
     "xray",
+    "ssm",
 }
 
 

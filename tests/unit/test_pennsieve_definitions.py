@@ -111,10 +111,11 @@ def test_both_dag_and_processors_is_a_fault():
         validate_definition(data)
 
 
-def test_lambda_memory_maps_to_the_smallest_fargate_pair_with_lambdas_cpu_share():
+def test_lambda_memory_is_the_functions_and_cpu_its_vcpu_share():
     workflow = load_definition(FIXTURES / "lambda-memory.json")
-    assert (workflow.processor("small").cpu, workflow.processor("small").memory) == (256, 512)
-    assert (workflow.processor("one-vcpu").cpu, workflow.processor("one-vcpu").memory) == (1024, 2048)
+    assert (workflow.processor("small").cpu, workflow.processor("small").memory) == (256, 128)
+    assert (workflow.processor("one-vcpu").cpu, workflow.processor("one-vcpu").memory) == (1024, 1769)
+    assert not any("Fargate" in note for note in workflow.notes)
     assert fargate_for_lambda(10_240) == (8192, 16384)
     with pytest.raises(DefinitionError, match="not a Lambda memory size"):
         validate_definition(
