@@ -58,6 +58,10 @@ class _MotoFacts:
         points = boto3.client("efs", region_name=REGION).describe_access_points(AccessPointId=access_point_id)
         return {t["Key"]: t["Value"] for t in points["AccessPoints"][0].get("Tags", [])}
 
+    def access_point_file_system(self, access_point_id: str) -> str:
+        points = boto3.client("efs", region_name=REGION).describe_access_points(AccessPointId=access_point_id)
+        return points["AccessPoints"][0]["FileSystemId"]
+
     def task_token_machine(self, task_token: str) -> str:
         if task_token not in _TASK_TOKENS:
             raise LookupError(f"task token {task_token[:24]!r} was not issued by the test (issue_task_token)")
@@ -73,10 +77,6 @@ def issue_task_token(state_machine_arn: str) -> str:
     token = f"AQB{uuid.uuid4().hex}{uuid.uuid4().hex}"
     _TASK_TOKENS[token] = state_machine_arn
     return token
-
-    def access_point_file_system(self, access_point_id: str) -> str:
-        points = boto3.client("efs", region_name=REGION).describe_access_points(AccessPointId=access_point_id)
-        return points["AccessPoints"][0]["FileSystemId"]
 
 
 @dataclass
