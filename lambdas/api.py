@@ -386,7 +386,8 @@ def post_rerun(
     },
 )
 def post_resume(run_id: RunId, store: Store, resumer: Resumer) -> Response[RunResumed]:
-    return _json(202, resume_logic.resume_run(run_id, store=store, resumer=resumer))
+    body = app.current_event.body
+    return _json(202, resume_logic.resume_run(run_id, store=store, resumer=resumer, body=body))
 
 
 @app.get(

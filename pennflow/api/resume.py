@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from pennflow import aws
-from pennflow.api.errors import Conflict, NotFound, Unavailable, field_error
+from pennflow.api.errors import Conflict, InvalidRequest, NotFound, Unavailable, field_error
 from pennflow.stores.base import RunStore
 from pennflow.workflow.runs import Status
 
@@ -55,7 +55,22 @@ class ResumeFunction:
         return answer
 
 
-def resume_run(run_id: str, *, store: RunStore, resumer: RunResumer) -> RunResumed:
+def refuse_changes(body: str | None) -> None:
+    """A resume is the run as it was defined (a redrive reuses the execution's own input): a body with
+    params or a definition would be silently ignored, so it is refused, saying what to do instead."""
+    text = (body or "").strip()
+    if text in ("", "{}", "null"):
+        return
+    raise InvalidRequest(
+        "a resume continues the run as it was defined and takes no body: to change params or the "
+        "definition, start a new run (POST /runs) or a rerun (POST /runs/{id}/rerun)",
+        fields=[field_error("body", "must be empty", "body")],
+        code="resume_takes_no_body",
+    )
+
+
+def resume_run(run_id: str, *, store: RunStore, resumer: RunResumer, body: str | None = None) -> RunResumed:
+    refuse_changes(body)
     if store.get_run(run_id) is None:
         raise NotFound(f"no run {run_id!r}", fields=[field_error("run_id", "no such run", "path")])
     answer = resumer.resume(run_id)

@@ -79,6 +79,15 @@ def test_an_unknown_run_is_404_and_never_reaches_the_node(api: Api) -> None:
     assert resumer.run_ids == []
 
 
+def test_a_resume_with_params_is_422_and_never_reaches_the_node(api: Api) -> None:
+    run_id = started(api)
+    resumer = with_resumer({"runId": run_id, "status": "STARTED", "attempt": 2})
+    reply = api("POST", f"/runs/{run_id}/resume", body={"params": {"convert": {"threshold": "3"}}})
+    assert reply.status == 422 and reply.error["code"] == "resume_takes_no_body"
+    assert "rerun" in reply.error["message"] and reply.fields() == {("body", "body")}
+    assert resumer.run_ids == [], "nothing was resumed with the params dropped"
+
+
 def test_get_run_shows_a_resumed_run_s_attempt_and_its_earlier_attempts(api: Api) -> None:
     run_id = started(api)
     store = api.store
