@@ -17,9 +17,7 @@ DOCKERFILE = ROOT / "processors" / "builtin" / "notebook" / "Dockerfile"
 
 
 def _parsed() -> DockerfileParser:
-    parser = DockerfileParser()
-    parser.content = DOCKERFILE.read_text()
-    return parser
+    return DockerfileParser(str(DOCKERFILE))  # reads it (setting .content would write a file)
 
 
 def _installed() -> set[str]:
