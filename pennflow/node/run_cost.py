@@ -29,6 +29,7 @@ from pennflow.data.step_keys import folder_bytes
 from pennflow.node.lifecycle import Node
 from pennflow.workflow import cost as C
 from pennflow.workflow.asl_joins import DONE_SUFFIX, WAIT_SUFFIX
+from pennflow.workflow.asl_lambda import invoked_processor
 from pennflow.workflow.definition import Workflow
 from pennflow.workflow.runs import RunRecord, StepRecord
 
@@ -74,7 +75,7 @@ def measure_run_cost(
     tasks = list(_tasks(node, run, steps, workflow, now, notes))
     history = _histories(node, run.execution_arn, notes)
     lambdas = [
-        C.LambdaUsage(name, count, _memory(name), seconds)
+        C.LambdaUsage(name, count, _memory(name, workflow), seconds)
         for name, (count, seconds) in sorted(history.lambdas.items())
     ]
     lambdas.append(C.LambdaUsage("prepare", 1, C.LIFECYCLE_FUNCTION_MB, 0.0))
@@ -169,6 +170,10 @@ def _architecture(task: Mapping[str, Any]) -> C.Architecture:
 
 
 # ------------------------------------------------------------------ Step Functions histories
+
+
+# A computeType lambda processor's invocations are billed as "processor:<id>" at its own memory.
+PROCESSOR_FUNCTION = "processor:"
 
 
 @dataclass
@@ -268,7 +273,7 @@ def _map_run_children(node: Node, map_run_arn: str) -> list[str]:
 
 def _count(events: list[dict[str, Any]], found: _History) -> None:
     by_id = {event["id"]: event for event in events}
-    started: dict[int, datetime] = {}
+    started: dict[int, tuple[datetime, str | None]] = {}
     for event in sorted(events, key=lambda e: e["id"]):
         kind = event["type"]
         if kind.endswith("StateEntered"):
@@ -276,11 +281,13 @@ def _count(events: list[dict[str, Any]], found: _History) -> None:
         elif (
             kind == "TaskStarted" and event.get("taskStartedEventDetails", {}).get("resourceType") == "lambda"
         ):
-            started[event["id"]] = event["timestamp"]
+            scheduled = by_id.get(event.get("previousEventId", -1), {})
+            started[event["id"]] = (event["timestamp"], _processor_invoked(scheduled))
         elif kind in ("TaskSucceeded", "TaskFailed", "TaskTimedOut"):
-            begin = started.pop(event.get("previousEventId", -1), None)
+            begin, processor_id = started.pop(event.get("previousEventId", -1), (None, None))
             if begin is not None:
-                function = _function_of(_state_of(event, by_id))
+                state = _state_of(event, by_id)
+                function = PROCESSOR_FUNCTION + processor_id if processor_id else _function_of(state)
                 seconds = (event["timestamp"] - begin).total_seconds()
                 # A join's wait spans the dependencies' run, not the function's: it is billed one call.
                 found.add_lambda(function, JOIN_CALL_SECONDS if function == "join" else seconds)
@@ -307,7 +314,23 @@ def _function_of(name: str) -> str:
     return "finalize"
 
 
-def _memory(function: str) -> int:
+def _processor_invoked(scheduled: Mapping[str, Any]) -> str | None:
+    """The computeType lambda processor a TaskScheduled event invokes (its resolved parameters)."""
+    details = scheduled.get("taskScheduledEventDetails", {})
+    try:
+        parameters = json.loads(details.get("parameters") or "{}")
+    except ValueError:
+        return None
+    return invoked_processor(parameters) if isinstance(parameters, dict) else None
+
+
+def _memory(function: str, workflow: Workflow | None = None) -> int:
+    """A processor's function has the processor's memory (its definition's, as the function was made)."""
+    if function.startswith(PROCESSOR_FUNCTION) and workflow is not None:
+        processors = {p.id: p for p in workflow.processors}
+        processor = processors.get(function.removeprefix(PROCESSOR_FUNCTION))
+        if processor is not None:
+            return processor.memory
     return C.DOWNLOAD_FUNCTION_MB if function == "download" else C.LIFECYCLE_FUNCTION_MB
 
 

@@ -45,6 +45,16 @@ def lambda_processors(processors: Sequence[Processor]) -> list[Processor]:
     return [p for p in processors if is_lambda(p)]
 
 
+def invoked_processor(parameters: Mapping[str, Any]) -> str | None:
+    """The processor a ``lambda:invoke`` state's (resolved) parameters run, or None for the node's
+    own functions (downloads, batch listings, joins, finalize), whose payloads carry no environment."""
+    payload = parameters.get("Payload")
+    if isinstance(payload, Mapping) and "environment" in payload and "action" not in payload:
+        processor_id = payload.get("processorId")
+        return processor_id if isinstance(processor_id, str) else None
+    return None
+
+
 def lambda_task(
     name: str,
     processor: Processor,

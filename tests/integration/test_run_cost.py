@@ -18,6 +18,7 @@ from pennflow.pennsieve.download import ByteRange
 from pennflow.pennsieve.manifest import ManifestEntry
 from pennflow.pennsieve.pool import BATCHES, WorkItem
 from pennflow.workflow.cost import LIST_PRICES
+from pennflow.workflow.definition import validate_definition
 from tests.integration import aws_fixtures
 from tests.integration.aws_fixtures import EEG, REGION, RESULTS_BUCKET, MotoNode, workflow_from
 from tests.integration.test_lifecycle_tracking import task_event
@@ -159,7 +160,7 @@ def _entered(event_id: int, name: str, at: int, previous: int = 0) -> dict:
     return _event(event_id, "TaskStateEntered", at, previous, stateEnteredEventDetails={"name": name})
 
 
-def _lambda_task(first: int, name: str, start: int, seconds: int) -> list[dict]:
+def _lambda_task(first: int, name: str, start: int, seconds: int, parameters: str = "{}") -> list[dict]:
     return [
         _entered(first, name, start, first - 1),
         _event(
@@ -171,7 +172,7 @@ def _lambda_task(first: int, name: str, start: int, seconds: int) -> list[dict]:
                 "resourceType": "lambda",
                 "resource": "invoke",
                 "region": REGION,
-                "parameters": "{}",
+                "parameters": parameters,
             },
         ),
         _event(
@@ -274,6 +275,28 @@ def test_a_join_is_billed_one_short_call_whatever_its_wait() -> None:
     run_cost._count(events, found)
     assert found.lambdas == {"join": (2, 2 * run_cost.JOIN_CALL_SECONDS)}
     assert found.transitions == 2
+
+
+def test_a_lambda_processor_is_billed_at_its_own_memory_not_as_a_node_function() -> None:
+    invoke = {
+        "FunctionName": "node_fn-slot-0-abc",
+        "Payload": {"processorId": "convert", "environment": [{"Name": "OUTPUT_DIR", "Value": "/mnt/run"}]},
+    }
+    download = {"FunctionName": "node_download", "Payload": {"action": "verify", "processorId": "recordings"}}
+    events = _lambda_task(1, "convert", 0, 30, json.dumps(invoke)) + _lambda_task(
+        5, "recordings verify", 30, 2, json.dumps(download)
+    )
+    found = run_cost._History()
+    run_cost._count(events, found)
+    assert found.lambdas == {"processor:convert": (1, 30.0), "download": (1, 2.0)}
+    workflow = validate_definition(
+        {
+            "name": "w",
+            "processors": [{"id": "convert", "image": "c:1", "computeType": "lambda", "memory": 3008}],
+        }
+    )
+    assert run_cost._memory("processor:convert", workflow) == 3008
+    assert run_cost._memory("download", workflow) == run_cost.C.DOWNLOAD_FUNCTION_MB
 
 
 def test_a_missing_history_is_noted_not_fatal() -> None:
