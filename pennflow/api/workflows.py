@@ -14,7 +14,7 @@ from pennflow.node.registry import (
     WorkflowRecord,
     WorkflowRegistry,
 )
-from pennflow.workflow.definition import DefinitionError, validate_definition
+from pennflow.workflow.definition import DefinitionError, Workflow, runs_on_lambda, validate_definition
 
 
 def register_workflow(
@@ -31,6 +31,7 @@ def register_workflow(
     except DefinitionError as exc:
         raise invalid_definition(exc.faults) from None
     refuse_without_gpu_capacity(workflow, node_gpu_capacity() if gpu is None else gpu)
+    refuse_unbuilt_lambda_images(workflow)
     if processors is not None or any(p.source_url and not p.image for p in workflow.processors):
         from pennflow.api.processors import register_sources
 
@@ -48,6 +49,24 @@ def register_workflow(
     except StateMachineNameTooLong as exc:
         raise InvalidRequest(str(exc), fields=[field_error("name", str(exc))]) from None
     return workflow_view(record), created
+
+
+def refuse_unbuilt_lambda_images(workflow: Workflow) -> None:
+    """422 for a computeType lambda processor given by ``image:``: on a node it runs from an image the
+    node built from its sourceUrl@tag with the Lambda bootstrap, so such a run could only fail at
+    prepare (``node.lambda_functions.function_request``); the registration says so first."""
+    unbuilt = [p.id for p in workflow.processors if runs_on_lambda(p) and p.image and not p.source_url]
+    if not unbuilt:
+        return
+    why = (
+        "computeType lambda on a node runs an image the node builds from the processor's sourceUrl@tag "
+        "(it adds the Lambda runtime bootstrap); give a sourceUrl and tag, or use computeType standard"
+    )
+    raise InvalidRequest(
+        "; ".join(f"processor {pid!r}: {why}" for pid in unbuilt),
+        fields=[field_error(f"processors.{pid}.computeType", why) for pid in unbuilt],
+        code="lambda_needs_source",
+    )
 
 
 def get_workflow(name: str, *, registry: WorkflowRegistry) -> WorkflowView:
