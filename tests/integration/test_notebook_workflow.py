@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -92,6 +94,14 @@ def _session_of_the_run(home: PennflowHome, timeout: float = 180) -> SessionStat
     raise AssertionError("no session answered")
 
 
+def _pennflow(*args: str) -> str:
+    """``pennflow ARGS`` in its own process (this one's environment: the test's PENNFLOW_HOME)."""
+    command = [sys.executable, "-c", "from pennflow.cli import main; main()", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_a_notebook_workflow_runs_upstream_first_serves_until_stopped_then_publishes_its_work(
     home: PennflowHome, sci_layer: str, pennsieve, pennsieve_env, tmp_path: Path
 ) -> None:
@@ -105,9 +115,10 @@ def test_a_notebook_workflow_runs_upstream_first_serves_until_stopped_then_publi
             with SqliteRunStore(home.db_path) as store:
                 seen["run"] = store.get_run(state.run_id).status
                 seen["steps"] = {s.processor_id: s.status for s in store.list_steps(state.run_id)}
-            listed = CliRunner().invoke(app, ["runs", "--json"])
-            seen["listed"] = json.loads(listed.output)["runs"][0]
-            seen["status"] = CliRunner().invoke(app, ["status", state.run_id]).output
+            # Real processes: a second CliRunner in this thread would swap sys.stdout/stderr under the
+            # run's own CliRunner, and the run's lines could land in the wrong capture.
+            seen["listed"] = json.loads(_pennflow("runs", "--json"))["runs"][0]
+            seen["status"] = _pennflow("status", state.run_id)
             seen["code"] = run_code(
                 state,
                 "import os, layerpkg\n"
