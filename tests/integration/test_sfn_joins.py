@@ -153,6 +153,26 @@ def test_a_failed_dependency_releases_nobody_and_the_run_fails_without_hanging(a
     assert not any(e["type"] == "TaskStateExited" and _state_name(e) == "c waits" for e in result.history)
 
 
+def test_a_timed_out_dependency_releases_nobody_and_the_run_fails_without_hanging(aws):
+    edges = dict(N_SHAPE)
+    processors = [
+        {
+            "id": node,
+            "image": f"img/{node}:1",
+            "dependsOn": deps,
+            **({"timeoutSeconds": 2} if node == "b" else {}),
+        }
+        for node, deps in edges.items()
+    ]
+    workflow = validate_definition({"name": "joins", "processors": processors})
+    result = run(aws, workflow, outcomes={"b": [HANG]})  # b never ends: its state times out
+    assert result.status == "FAILED"
+    assert any(e["type"] == "TaskTimedOut" for e in result.history), "b's state timed out"
+    assert sorted(call.processor_id for call in result.run_task_calls) == ["a", "b"]  # not c, not d
+    assert signals_of(result, "b") == []
+    assert not any(e["type"] == "TaskStateExited" and _state_name(e) == "c waits" for e in result.history)
+
+
 def test_a_retried_dependency_signals_once(aws):
     workflow = workflow_of(N_SHAPE, retry={"b"})
     result = run(aws, workflow, outcomes={"b": [1, 0]})
