@@ -11,7 +11,6 @@ import logging
 import os
 import shlex
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePath
@@ -126,13 +125,12 @@ class ProcessLauncher:
         distinct = dict.fromkeys(tuple(p.command) for p in processors if p.command)  # most share a few
         commands = [folder for command in distinct for folder in command_files(command, cwd, path)]
         commands += self._venv_files(processors)
-        interpreter = [*command_files([sys.executable], cwd, path), Path(sys.base_prefix)]
         views = [self.ctx.views.of(p) for p in processors]
         view = SandboxView(
             cwd=cwd,
             hidden=[self.ctx.home.root],
             scratch=[Path(os.environ["HOME"])] if os.environ.get("HOME") else [],
-            readable=[self.ctx.run_dir, cwd, *dict.fromkeys([*interpreter, *commands])],
+            readable=[self.ctx.run_dir, cwd, *dict.fromkeys(commands)],
             writable=[self.ctx.output_dir(p.id) for p in processors],
             layer_views=[(v.root, {m.name: Path(m.path) for m in v.mounts}) for v in views if v.mounts],
         )

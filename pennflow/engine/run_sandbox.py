@@ -31,12 +31,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pennflow.engine import sandbox_launcher
-from pennflow.engine.sandbox import SandboxView, wrap_command
+from pennflow.engine.sandbox import SandboxView, command_files, wrap_command
 
 SEND_BUFFER = 4 << 20  # a request holds a processor's whole environment
 MAXRSS_UNIT = 1024  # Linux: KiB
@@ -106,7 +106,7 @@ class RunSandbox:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         source = Path(sandbox_launcher.__file__).read_text(encoding="utf-8")
         launcher = [sys.executable, "-I", "-S", "-c", source, str(theirs.fileno())]
-        argv = wrap_command(launcher, self._bwrap, self._view)
+        argv = wrap_command(launcher, self._bwrap, self._with_launcher(self._view))
         split = argv.index("--")
         # The options through a pipe (--args): a run of thousands of processors binds thousands of
         # folders, more than one command line holds.
@@ -131,6 +131,13 @@ class RunSandbox:
             self._on_start(self._process.pid)
         self._reader = threading.Thread(target=self._read, name="pennflow-sandbox", daemon=True)
         self._reader.start()
+
+    @staticmethod
+    def _with_launcher(view: SandboxView) -> SandboxView:
+        """The view, with what the launcher itself runs on readable: this interpreter's environment
+        and the base it links to (a checkout under a folder the sandbox covers, /tmp say, hides it)."""
+        interpreter = [*command_files([sys.executable], view.cwd, os.defpath), Path(sys.base_prefix)]
+        return replace(view, readable=list(dict.fromkeys([*view.readable, *interpreter])))
 
     def start(self, argv: list[str], env: dict[str, str], cwd: Path, log: BinaryIO) -> LauncherChild:
         """Start one attempt; raises OSError (FileNotFoundError for a missing program) as Popen does."""
