@@ -494,8 +494,15 @@ class MotoStepFunctions:
             for execution in self.sfn.list_executions(stateMachineArn=machine_arn)["executions"]
         ]
 
-    def part_histories(self) -> list[list[dict[str, Any]]]:
-        return [self._history(execution["executionArn"]) for execution in self.part_executions()]
+    def part_histories(self, timeout: float = 3.0) -> list[list[dict[str, Any]]]:
+        """Each child's history once it has ended (for at most ``timeout`` in all: a test may leave
+        children running on purpose): a child still being stopped, its parent just ended, has a
+        history moto is writing, which it cannot serialise meanwhile."""
+        arns = [execution["executionArn"] for execution in self.part_executions()]
+        deadline = time.monotonic() + timeout
+        for arn in arns:
+            self._wait_status(arn, max(0.0, deadline - time.monotonic()))
+        return [self._history(arn) for arn in arns]
 
     def wait_for_run_task(self, processor_id: str, *, timeout: float = 5.0) -> RunTaskCall:
         """The first RunTask of `processor_id`, waiting for the state machine to make it."""
