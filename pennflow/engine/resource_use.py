@@ -121,33 +121,17 @@ SAMPLE_SECONDS = 0.2
 
 def wait_and_record(process: Any, records: Any, processor_id: str, attempt: int, batch: int | None) -> int:
     """Wait for the attempt's process (its own wait: timeout, process group) and record its use."""
-    import resource
-
     started = time.monotonic()
     if hasattr(process.popen, "cpu_seconds"):  # in the run's sandbox: its launcher's wait4 tells
         code = process.wait()
-        use = AttemptUse(
-            attempt=attempt,
-            batch=batch,
-            seconds=round(time.monotonic() - started, 3),
-            cpu_seconds=process.popen.cpu_seconds,
-            peak_rss_bytes=process.popen.peak_rss_bytes,
-            exit_code=code,
-        )
-        records.add_resource_use(processor_id, use.model_dump(by_alias=True))
-        return code
-    sampler = _PeakSampler(process.pid)
-    code = process.wait()
-    seconds = time.monotonic() - started
-    sampled = sampler.stop()
-    cpu, peak = usage_of(process.popen)
-    engine_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * MAXRSS_UNIT
-    if peak is not None and peak <= engine_peak:
-        # Not above what the process inherited before exec: its own peak is the sampled one (the
-        # last < SAMPLE_SECONDS of growth may be missed), unknown when no sample was taken.
-        peak = sampled
-    if getattr(process.spec, "container_name", None):
-        cpu, peak = None, None  # the docker client's usage, not the container's
+        seconds = time.monotonic() - started
+        cpu, peak = process.popen.cpu_seconds, process.popen.peak_rss_bytes
+    elif getattr(process.spec, "container_name", None):
+        code = process.wait()
+        seconds = time.monotonic() - started
+        cpu, peak = None, None  # the docker client's usage is not the container's: nothing to sample
+    else:
+        code, seconds, cpu, peak = _wait_sampled(process, started)
     use = AttemptUse(
         attempt=attempt,
         batch=batch,
@@ -158,6 +142,23 @@ def wait_and_record(process: Any, records: Any, processor_id: str, attempt: int,
     )
     records.add_resource_use(processor_id, use.model_dump(by_alias=True))
     return code
+
+
+def _wait_sampled(process: Any, started: float) -> tuple[int, float, float | None, int | None]:
+    """An unsandboxed process's exit code, seconds, CPU time and peak memory (sampled while it runs)."""
+    import resource
+
+    sampler = _PeakSampler(process.pid)
+    code = process.wait()
+    seconds = time.monotonic() - started
+    sampled = sampler.stop()
+    cpu, peak = usage_of(process.popen)
+    engine_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * MAXRSS_UNIT
+    if peak is not None and peak <= engine_peak:
+        # Not above what the process inherited before exec: its own peak is the sampled one (the
+        # last < SAMPLE_SECONDS of growth may be missed), unknown when no sample was taken.
+        peak = sampled
+    return code, seconds, cpu, peak
 
 
 # ------------------------------------------------------------------ the estimate

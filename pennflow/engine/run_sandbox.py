@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pennflow.engine import sandbox_launcher
+from pennflow.engine.resource_use import MAXRSS_UNIT
 from pennflow.engine.sandbox import SandboxView, command_files, wrap_command
 
 SEND_BUFFER = 4 << 20  # a request holds a processor's whole environment
-MAXRSS_UNIT = 1024  # Linux: KiB
 
 
 class SandboxGone(OSError):
