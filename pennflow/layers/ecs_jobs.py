@@ -38,7 +38,6 @@ from pennflow.layers.jobs import (
     JOB_TAG,
     LOG_STREAM_PREFIX,
     LOG_TAIL_LINES,
-    NODE_TAG,
     OVERRIDES_LIMIT,
     Job,
     JobKind,
@@ -56,6 +55,7 @@ from pennflow.layers.models import (
     LayerType,
 )
 from pennflow.layers.registry import LayerRegistry
+from pennflow.workflow.cost_tags import NODE_TAG
 
 log = logging.getLogger(__name__)
 

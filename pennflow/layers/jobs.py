@@ -80,7 +80,6 @@ LOG_STREAM_PREFIX = "layers"  # stacks/constants.py LAYER_JOBS_LOG_PREFIX
 LOG_TAIL_LINES = 20
 CLEAN_BATCH = 50  # paths per clean task: keeps the overrides far below ECS's 8,192 characters
 OVERRIDES_LIMIT = 8192
-NODE_TAG = "pennflow:node"
 JOB_TAG = "pennflow:layer-job"
 
 # Containers of the stack's task definitions (stacks/layers.py).

@@ -13,15 +13,13 @@ registered, and so does a node whose instance types cannot hold the processor's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pennflow.workflow.asl_states import CONTAINER_NAME, GPU_CAPACITY_KEY
+from pennflow.workflow.asl_states import CONTAINER_NAME
 from pennflow.workflow.definition import ComputeType, Processor, Workflow
 from pennflow.workflow.gpu import GPU_SETTING, fit_problem
-
-GPU_STRATEGY_KEY = GPU_CAPACITY_KEY  # the execution input's $.node.gpuCapacity
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,3 @@ def ec2_registration(request: dict[str, Any], processor: Processor) -> dict[str,
         if container["name"] == CONTAINER_NAME:
             container["resourceRequirements"] = [{"type": "GPU", "value": str(processor.gpu_count)}]
     return {**request, "requiresCompatibilities": ["EC2"], "containerDefinitions": containers}
-
-
-def uses_gpu(processors: Sequence[Processor]) -> bool:
-    return any(p.compute_type is ComputeType.GPU for p in processors)

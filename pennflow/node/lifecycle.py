@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from pennflow.aws import client as aws_client
 from pennflow.aws import error_code
-from pennflow.node.gpu import GPU_STRATEGY_KEY, GpuCapacity
+from pennflow.node.gpu import GpuCapacity
 from pennflow.node.resume import Continuation, NoContinuation, PreparationPaused, TimeBudget
 from pennflow.node.session_tokens import NoRunParameters, RunParameterWriter
 from pennflow.node.slots import Slot, SlotFolders, SlotPool
@@ -32,6 +32,7 @@ from pennflow.processors.registry import pinned_workflow
 from pennflow.stores.dynamodb import DynamoRunStore
 from pennflow.workflow import asl
 from pennflow.workflow.asl_lambda import lambda_processors
+from pennflow.workflow.asl_states import GPU_CAPACITY_KEY
 from pennflow.workflow.contract import run_parameters
 from pennflow.workflow.definition import ProcessorType, Workflow
 from pennflow.workflow.runs import RESUMABLE, RunRecord, Status, utcnow
@@ -224,7 +225,7 @@ class NodeConfig:
         if self.join_function:
             node["joinFunction"] = self.join_function
         if self.gpu_capacity_provider:
-            node[GPU_STRATEGY_KEY] = GpuCapacity(self.gpu_capacity_provider).strategy()
+            node[GPU_CAPACITY_KEY] = GpuCapacity(self.gpu_capacity_provider).strategy()
         return node
 
 

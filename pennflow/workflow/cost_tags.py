@@ -13,7 +13,6 @@ from __future__ import annotations
 NODE_TAG = "pennflow:node"
 WORKFLOW_TAG = "pennflow:workflow"
 RUN_TAG = "pennflow:run"
-COST_TAG_KEYS = (NODE_TAG, WORKFLOW_TAG, RUN_TAG)
 
 
 RUN_TAGS_PATH = "$.run.tags"  # where each compiled ``ecs:runTask.sync`` state reads its ``Tags``
