@@ -8,8 +8,12 @@ processor's environment as the ECS state's container override does (``[{"Name", 
 OUTPUT_DIR, params, ...). The bootstrap adds the run's Pennsieve names and its SESSION_TOKEN, read at
 that moment from the slot's SSM parameters with the function's role (so no secret is in the function's
 configuration, the event or a log line), runs the image's original ENTRYPOINT + CMD (``PENNFLOW_COMMAND``,
-recorded at build) as a child process, streams its output to the function's log and answers with its
-exit code. A non-zero exit is a function error ``pennflow.ProcessorFailed`` (the state's failure path,
+recorded at build) as a child process and answers with its exit code. The node hears of the step as
+of an ECS task: at its start and end the bootstrap puts a ``pennflow.processor`` event on the default
+bus, which the node's status rule sends to the same tracker (``pennflow.node.tracking``), and it writes
+the processor's output to the processor log group under the ECS task's stream name
+(``<processor>/processor/<request id>``), so the live logs and the run's archive find it the same way.
+Both are best effort: a failed call is one line in the function's own log, never a failed processor. A non-zero exit is a function error ``pennflow.ProcessorFailed`` (the state's failure path,
 as a failed ECS task), and a child still running near the deadline is killed and reported as
 ``pennflow.ProcessorTimedOut``.
 """
@@ -45,6 +49,19 @@ RUN_ID_PARAMETER_VAR = "PENNFLOW_RUN_ID_PARAMETER"  # SSM parameter names (not v
 TOKEN_PARAMETER_VAR = "PENNFLOW_TOKEN_PARAMETER"
 RUN_ID_NAMES_VAR = "PENNFLOW_RUN_ID_NAMES"  # comma-separated: INTEGRATION_ID,EXECUTION_RUN_ID
 SSM_ENDPOINT_VAR = "PENNFLOW_SSM_ENDPOINT"  # tests only: a loopback SSM
+EVENTS_ENDPOINT_VAR = "PENNFLOW_EVENTS_ENDPOINT"  # tests only: a loopback EventBridge
+LOGS_ENDPOINT_VAR = "PENNFLOW_LOGS_ENDPOINT"  # tests only: a loopback CloudWatch Logs
+LOG_GROUP_VAR = "AWS_LAMBDA_LOG_GROUP_NAME"  # Lambda's: the function's LoggingConfig group
+# The step events (the status rule matches both; stacks/lambda_compute.py grants exactly these).
+EVENT_SOURCE = "pennflow.processor"
+EVENT_DETAIL_TYPE = "Processor Invocation State Change"
+# The ECS processor container's name (pennflow.workflow.asl_states.CONTAINER_NAME): the log stream of an
+# invocation is named as a task's, "<processor>/processor/<task id>", with the request id as task id.
+LOG_CONTAINER = "processor"
+LOG_BATCH_EVENTS = 1000  # PutLogEvents takes at most 10,000 events and 1 MiB
+LOG_BATCH_BYTES = 512 * 1024
+LOG_LINE_CHARS = 64 * 1024  # a longer line is cut (an event is at most 256 KiB)
+LOG_FLUSH_SECONDS = 1.0  # the live logs see a line this soon
 TOKEN_NAME = "SESSION_TOKEN"
 HIDDEN_FROM_CHILD = ("AWS_LAMBDA_RUNTIME_API", "_HANDLER")  # the child must not take invocations
 TAIL_LINES = 40
@@ -76,7 +93,7 @@ def child_environment(event: dict, secrets: dict, base: dict | None = None) -> d
     return env
 
 
-def run_processor(command: list, env: dict, cwd: str | None, timeout: float) -> dict:
+def run_processor(command: list, env: dict, cwd: str | None, timeout: float, echo: Any = None) -> dict:
     """Run the command, echoing its output; ``{"exitCode", "timedOut", "seconds", "logTail"}``."""
     for folder in (env.get("INPUT_DIR"), env.get("OUTPUT_DIR")):
         if folder:  # a root processor's INPUT_DIR is an empty folder, as on ECS
@@ -95,7 +112,10 @@ def run_processor(command: list, env: dict, cwd: str | None, timeout: float) -> 
     assert process.stdout is not None
     for raw in process.stdout:
         line = raw.decode("utf-8", "replace").rstrip("\n")
-        print(line, flush=True)
+        if echo is None:
+            print(line, flush=True)
+        else:
+            echo(line)
         tail.append(line)
     code = process.wait()
     timed_out = killer.cancel()
@@ -188,13 +208,12 @@ def sign_v4(
     return out
 
 
-def get_parameter(name: str, environ: dict | None = None) -> str:
-    """An SSM parameter's value (decrypted), with the function's credentials."""
-    environ = dict(os.environ if environ is None else environ)
+def aws_call(service: str, target: str, payload: dict, environ: dict, endpoint_var: str) -> dict:
+    """One signed AWS JSON 1.1 call with the function's credentials (raises ``AwsError``)."""
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or ""
-    url = environ.get(SSM_ENDPOINT_VAR) or f"https://ssm.{region}.amazonaws.com/"
-    body = json.dumps({"Name": name, "WithDecryption": True}).encode()
-    headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "AmazonSSM.GetParameter"}
+    url = environ.get(endpoint_var) or f"https://{service}.{region}.amazonaws.com/"
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target}
     if environ.get("AWS_SESSION_TOKEN"):
         headers["X-Amz-Security-Token"] = environ["AWS_SESSION_TOKEN"]
     headers = sign_v4(
@@ -203,7 +222,7 @@ def get_parameter(name: str, environ: dict | None = None) -> str:
         headers,
         body,
         region=region,
-        service="ssm",
+        service=service,
         access_key=environ.get("AWS_ACCESS_KEY_ID", ""),
         secret_key=environ.get("AWS_SECRET_ACCESS_KEY", ""),
         now=datetime.datetime.now(datetime.timezone.utc),  # noqa: UP017 (the image's Python may be 3.8)
@@ -211,12 +230,39 @@ def get_parameter(name: str, environ: dict | None = None) -> str:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())["Parameter"]["Value"]
+            return json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")[:300]
-        raise SetupError(f"cannot read parameter {name}: HTTP {exc.code} {detail}") from None
-    except (OSError, KeyError, ValueError) as exc:
+        raise AwsError(f"HTTP {exc.code} {detail}", _error_code(detail)) from None
+    except (OSError, ValueError) as exc:
+        raise AwsError(str(exc), "") from None
+
+
+class AwsError(Exception):
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _error_code(detail: str) -> str:
+    try:
+        return str(json.loads(detail).get("__type", "")).rsplit("#", 1)[-1]
+    except (ValueError, AttributeError):
+        return ""
+
+
+def get_parameter(name: str, environ: dict | None = None) -> str:
+    """An SSM parameter's value (decrypted), with the function's credentials."""
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        answer = aws_call(
+            "ssm", "AmazonSSM.GetParameter", {"Name": name, "WithDecryption": True}, environ, SSM_ENDPOINT_VAR
+        )
+        return answer["Parameter"]["Value"]
+    except AwsError as exc:
         raise SetupError(f"cannot read parameter {name}: {exc}") from None
+    except (KeyError, TypeError) as exc:
+        raise SetupError(f"cannot read parameter {name}: no {exc} in the answer") from None
 
 
 def run_secrets(environ: dict | None = None) -> dict:
@@ -234,6 +280,149 @@ def run_secrets(environ: dict | None = None) -> dict:
     return secrets
 
 
+# ------------------------------------------------------------------ what the node hears of a step
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()  # noqa: UP017 (Python 3.8)
+
+
+def _say(message: str) -> None:
+    """A line of the bootstrap's own in the function's log (Lambda's stream, not the processor's)."""
+    print(f"pennflow bootstrap: {message}", flush=True)
+
+
+class StepEvents:
+    """The step's start and end as ``pennflow.processor`` events, shaped for ``pennflow.node.tracking``:
+    the attempt is ``<function ARN>/<request id>`` (its task id, as a task ARN's, is the request id)."""
+
+    def __init__(self, event: dict, request_id: str, function_arn: str, environ: dict):
+        variables = _variables(event)
+        self.environ = environ
+        self.detail = {
+            "runId": variables.get("RUN_ID", ""),
+            "processorId": variables.get("PROCESSOR_ID") or str(event.get("processorId", "")),
+            "functionName": environ.get("AWS_LAMBDA_FUNCTION_NAME", ""),
+            "attempt": f"{function_arn}/{request_id}",
+            "requestId": request_id,
+            "logStream": log_stream_name(variables.get("PROCESSOR_ID") or "", request_id),
+        }
+        if "BATCH_INDEX" in variables:
+            self.detail["batchIndex"] = variables["BATCH_INDEX"]
+        self.function_arn = function_arn
+        self.enabled = bool(self.detail["runId"] and self.detail["processorId"])
+
+    def started(self) -> None:
+        self.started_at = _now_iso()
+        self._put({"status": "RUNNING", "startedAt": self.started_at})
+
+    def stopped(self, exit_code: Any, reason: str) -> None:
+        self._put(
+            {
+                "status": "STOPPED",
+                "exitCode": exit_code,
+                "reason": reason,
+                "startedAt": getattr(self, "started_at", None),
+                "stoppedAt": _now_iso(),
+            }
+        )
+
+    def _put(self, fields: dict) -> None:
+        if not self.enabled:
+            return
+        entry = {
+            "Source": EVENT_SOURCE,
+            "DetailType": EVENT_DETAIL_TYPE,
+            "Detail": json.dumps({**self.detail, **fields}),
+            "Resources": [self.function_arn] if self.function_arn else [],
+        }
+        try:
+            answer = aws_call(
+                "events", "AWSEvents.PutEvents", {"Entries": [entry]}, self.environ, EVENTS_ENDPOINT_VAR
+            )
+        except AwsError as exc:
+            _say(f"the step's {fields['status']} event was not sent ({exc}); the run's end will record it")
+            return
+        if answer.get("FailedEntryCount"):
+            _say(f"the step's {fields['status']} event was refused: {answer.get('Entries')}")
+
+
+def _variables(event: dict) -> dict:
+    entries = event.get("environment") if isinstance(event, dict) else None
+    if not isinstance(entries, list):
+        return {}
+    return {
+        e["Name"]: str(e.get("Value", ""))
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("Name"), str)
+    }
+
+
+def log_stream_name(processor_id: str, request_id: str) -> str:
+    return f"{processor_id}/{LOG_CONTAINER}/{request_id}"
+
+
+class ProcessorLog:
+    """The processor's lines in the processor log group, in the stream an ECS task of it would write
+    (CreateLogStream, then PutLogEvents in batches, at least every ``LOG_FLUSH_SECONDS``). Without a
+    log group, or once a call fails, the lines go to the function's own log instead."""
+
+    def __init__(self, environ: dict, processor_id: str, request_id: str):
+        import threading
+
+        self.environ = environ
+        self.group = environ.get(LOG_GROUP_VAR, "")
+        self.stream = log_stream_name(processor_id, request_id)
+        self._pending: list = []
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self.failed = not (self.group and processor_id)
+        if not self.failed:
+            self._call("CreateLogStream", {})
+        self._flusher = threading.Thread(target=self._flush_every, daemon=True)
+        self._flusher.start()
+
+    def write(self, line: str) -> None:
+        if self.failed:
+            print(line, flush=True)
+            return
+        line = line[:LOG_LINE_CHARS] or " "  # CloudWatch refuses an empty message
+        with self._lock:
+            self._pending.append({"timestamp": int(time.time() * 1000), "message": line})
+            self._bytes += len(line.encode("utf-8", "replace")) + 26  # CloudWatch's per-event overhead
+            full = len(self._pending) >= LOG_BATCH_EVENTS or self._bytes >= LOG_BATCH_BYTES
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending, self._bytes = self._pending, [], 0
+            if batch and not self.failed:
+                self._call("PutLogEvents", {"logEvents": batch})
+            if batch and self.failed:
+                for event in batch:
+                    print(event["message"], flush=True)
+
+    def close(self) -> None:
+        self._closed.set()
+        self.flush()
+
+    def _flush_every(self) -> None:
+        while not self._closed.wait(LOG_FLUSH_SECONDS):
+            self.flush()
+
+    def _call(self, action: str, fields: dict) -> None:
+        payload = {"logGroupName": self.group, "logStreamName": self.stream, **fields}
+        try:
+            aws_call("logs", f"Logs_20140328.{action}", payload, self.environ, LOGS_ENDPOINT_VAR)
+        except AwsError as exc:
+            if action == "CreateLogStream" and exc.code == "ResourceAlreadyExistsException":
+                return  # a repeated invocation id: the same stream
+            self.failed = True
+            _say(f"cannot write log stream {self.stream} ({action}: {exc}); the lines follow here")
+
+
 # ------------------------------------------------------------------ the Runtime API
 
 
@@ -242,11 +431,13 @@ class RuntimeApi:
         self.base = f"http://{address}/{API_VERSION}/runtime"
 
     def next(self) -> tuple:
-        """(request id, deadline in epoch ms, event) of the next invocation; blocks until there is one."""
+        """(request id, deadline in epoch ms, event, invoked function ARN) of the next invocation;
+        blocks until there is one."""
         with urllib.request.urlopen(f"{self.base}/invocation/next") as response:
             request_id = response.headers["Lambda-Runtime-Aws-Request-Id"]
             deadline = int(response.headers.get("Lambda-Runtime-Deadline-Ms") or 0)
-            return request_id, deadline, json.loads(response.read() or b"{}")
+            function_arn = response.headers.get("Lambda-Runtime-Invoked-Function-Arn") or ""
+            return request_id, deadline, json.loads(response.read() or b"{}"), function_arn
 
     def respond(self, request_id: str, result: dict) -> None:
         self._post(f"/invocation/{request_id}/response", result)
@@ -290,13 +481,13 @@ def image_command(environ: dict) -> tuple:
     return command, recorded.get("workdir") or None
 
 
-def handle(event: dict, deadline_ms: int, environ: dict | None = None) -> tuple:
+def handle(event: dict, deadline_ms: int, environ: dict | None = None, echo: Any = None) -> tuple:
     """One invocation: ``(None, result)`` on exit 0, else ``(error type, error payload)``."""
     environ = dict(os.environ if environ is None else environ)
     command, workdir = image_command(environ)
     env = child_environment(event, run_secrets(environ), environ)
     timeout = (deadline_ms / 1000.0 - time.time() - DEADLINE_MARGIN_SECONDS) if deadline_ms else 900.0
-    result = run_processor(command, env, workdir, timeout)
+    result = run_processor(command, env, workdir, timeout, echo)
     result["processorId"] = event.get("processorId", "")
     label = result["processorId"] or "the processor"
     if result["timedOut"]:
@@ -311,20 +502,30 @@ def handle(event: dict, deadline_ms: int, environ: dict | None = None) -> tuple:
 
 def serve(api: RuntimeApi, environ: dict | None = None, max_invocations: int | None = None) -> int:
     """The runtime loop (forever in Lambda; ``max_invocations`` for tests): the count served."""
+    environ = dict(os.environ if environ is None else environ)
     served = 0
     while max_invocations is None or served < max_invocations:
-        request_id, deadline, event = api.next()
+        request_id, deadline, event, function_arn = api.next()
+        step = StepEvents(event, request_id, function_arn, environ)
+        step.started()
+        log = ProcessorLog(environ, step.detail["processorId"] if step.enabled else "", request_id)
         try:
-            error_type, payload = handle(event, deadline, environ)
+            error_type, payload = handle(event, deadline, environ, log.write)
         except SetupError as exc:
-            api.fail(request_id, SETUP_ERROR, str(exc))
+            error_type, payload = SETUP_ERROR, _error(SETUP_ERROR, str(exc))
         except OSError as exc:  # the command cannot start: not found, not executable
-            api.fail(request_id, SETUP_ERROR, f"cannot start the processor's command: {exc}")
+            error_type, payload = (
+                SETUP_ERROR,
+                _error(SETUP_ERROR, f"cannot start the processor's command: {exc}"),
+            )
+        finally:
+            log.close()
+        if error_type is None:
+            step.stopped(0, "exited 0")
+            api.respond(request_id, payload)
         else:
-            if error_type is None:
-                api.respond(request_id, payload)
-            else:
-                api.fail(request_id, error_type, payload["errorMessage"], **_extra(payload))
+            step.stopped(payload.get("exitCode"), payload["errorMessage"])
+            api.fail(request_id, error_type, payload["errorMessage"], **_extra(payload))
         served += 1
     return served
 

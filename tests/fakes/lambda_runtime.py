@@ -1,5 +1,6 @@
 """A loopback Lambda Runtime API (invocation/next, response, error, init/error) and a loopback SSM
-that answers GetParameter, for the processor bootstrap (pennflow.processors.lambda_bootstrap)."""
+that answers GetParameter, for the processor bootstrap (pennflow.processors.lambda_bootstrap); and a
+loopback EventBridge + CloudWatch Logs that records the step events and log lines it is sent."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 PREFIX = "/2018-06-01/runtime"
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:node_fn-slot-00-0123456789abcdef"
 
 
 @dataclass
@@ -68,6 +70,7 @@ def fake_runtime() -> Iterator[FakeRuntime]:
             self.send_response(200)
             self.send_header("Lambda-Runtime-Aws-Request-Id", request_id)
             self.send_header("Lambda-Runtime-Deadline-Ms", str(deadline))
+            self.send_header("Lambda-Runtime-Invoked-Function-Arn", FUNCTION_ARN)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -115,6 +118,73 @@ def fake_ssm(values: Mapping[str, str]) -> Iterator[FakeSsm]:
     ssm.url = f"http://{address}/"
     try:
         yield ssm
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class FakeAws:
+    """PutEvents, CreateLogStream and PutLogEvents, answered as AWS does and recorded."""
+
+    requests: list[Posted] = field(default_factory=list)
+    url: str = ""
+    refuse: set[str] = field(default_factory=set)  # targets answered with a 400
+
+    def bodies(self, target: str) -> list[Any]:
+        return [r.body for r in self.requests if r.headers.get("X-Amz-Target") == target]
+
+    def events(self) -> list[dict[str, Any]]:
+        entries = [e for body in self.bodies("AWSEvents.PutEvents") for e in body["Entries"]]
+        return [{**e, "Detail": json.loads(e["Detail"])} for e in entries]
+
+    def lines(self, stream: str) -> list[str]:
+        return [
+            event["message"]
+            for body in self.bodies("Logs_20140328.PutLogEvents")
+            if body["logStreamName"] == stream
+            for event in body["logEvents"]
+        ]
+
+
+@contextmanager
+def fake_aws() -> Iterator[FakeAws]:
+    aws = FakeAws()
+    streams: set[tuple[str, str]] = set()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            return None
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length))
+            target = self.headers.get("X-Amz-Target", "")
+            aws.requests.append(Posted(self.path, dict(self.headers), body))
+            status, answer = 200, {}
+            key = (body.get("logGroupName"), body.get("logStreamName"))
+            if target in aws.refuse:
+                status, answer = 400, {"__type": "AccessDeniedException", "message": "refused"}
+            elif target == "AWSEvents.PutEvents":
+                answer = {"FailedEntryCount": 0, "Entries": [{"EventId": "e"} for _ in body["Entries"]]}
+            elif target == "Logs_20140328.CreateLogStream" and key in streams:
+                status, answer = 400, {"__type": "ResourceAlreadyExistsException", "message": "exists"}
+            elif target == "Logs_20140328.CreateLogStream":
+                streams.add(key)
+            elif target == "Logs_20140328.PutLogEvents" and key not in streams:
+                status, answer = 400, {"__type": "ResourceNotFoundException", "message": "no stream"}
+            elif target != "Logs_20140328.PutLogEvents":
+                status, answer = 400, {"__type": "UnknownOperationException", "message": target}
+            payload = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server, address = _serve(Handler)
+    aws.url = f"http://{address}/"
+    try:
+        yield aws
     finally:
         server.shutdown()
         server.server_close()

@@ -18,7 +18,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from pennflow.processors import lambda_bootstrap as boot
-from tests.fakes.lambda_runtime import fake_runtime, fake_ssm
+from tests.fakes.lambda_runtime import FUNCTION_ARN, fake_aws, fake_runtime, fake_ssm
 
 RUN_PARAM, TOKEN_PARAM = "/pennflow/slots/slot-00/run-id", "/pennflow/slots/slot-00/session-token"
 PROCESSOR = """
@@ -180,3 +180,109 @@ def test_the_command_recorded_at_build_is_read_from_its_file(tmp_path, monkeypat
     recorded.write_text(json.dumps({"command": [], "workdir": ""}))
     with pytest.raises(boot.SetupError, match="non-empty JSON list"):
         boot.image_command({})
+
+
+# ------------------------------------------------------------------ step events and the processor's log stream
+
+
+def _reporting(aws_url: str, ssm_url: str, command: list[str]) -> dict[str, str]:
+    return _environ(
+        ssm_url,
+        command,
+        **{
+            boot.EVENTS_ENDPOINT_VAR: aws_url,
+            boot.LOGS_ENDPOINT_VAR: aws_url,
+            boot.LOG_GROUP_VAR: "/pennflow/node/processors",
+            "AWS_LAMBDA_FUNCTION_NAME": "node_fn-slot-00-0123456789abcdef",
+        },
+    )
+
+
+def _step_event(tmp_path: Path, **env: str) -> dict:
+    return _event(tmp_path, RUN_ID="run-42", PROCESSOR_ID="convert", **env)
+
+
+def test_the_step_start_and_end_are_put_as_processor_events_and_the_lines_in_the_task_stream(tmp_path, ssm):
+    with fake_aws() as aws, fake_runtime() as runtime:
+        runtime.invoke(_step_event(tmp_path), "req-6")
+        environ = _reporting(aws.url, ssm.url, [sys.executable, "-c", PROCESSOR])
+        boot.serve(boot.RuntimeApi(runtime.address), environ, max_invocations=1)
+        assert runtime.answer("req-6").body["exitCode"] == 0
+    started, stopped = aws.events()
+    for event in (started, stopped):
+        assert event["Source"] == boot.EVENT_SOURCE and event["DetailType"] == boot.EVENT_DETAIL_TYPE
+        assert event["Resources"] == [FUNCTION_ARN]
+        assert event["Detail"]["runId"] == "run-42" and event["Detail"]["processorId"] == "convert"
+        assert event["Detail"]["attempt"] == f"{FUNCTION_ARN}/req-6"
+        assert event["Detail"]["functionName"] == "node_fn-slot-00-0123456789abcdef"
+    assert started["Detail"]["status"] == "RUNNING" and started["Detail"]["startedAt"]
+    assert stopped["Detail"]["status"] == "STOPPED" and stopped["Detail"]["exitCode"] == 0
+    assert stopped["Detail"]["stoppedAt"] >= stopped["Detail"]["startedAt"]
+    # The processor's lines are in the stream an ECS task of it would write, not in Lambda's.
+    stream = "convert/processor/req-6"
+    assert stopped["Detail"]["logStream"] == stream
+    (created,) = aws.bodies("Logs_20140328.CreateLogStream")
+    assert created == {"logGroupName": "/pennflow/node/processors", "logStreamName": stream}
+    assert aws.lines(stream) == ["processed 0.5"]
+    # Signed with the function's credentials, for the service each call is to.
+    scopes = {r.headers["Authorization"].split("/")[3] for r in aws.requests}
+    assert scopes == {"events", "logs"}
+    assert "tok-secret" not in json.dumps([r.body for r in aws.requests])
+
+
+def test_a_failed_attempt_ends_with_its_exit_code_and_a_setup_error_with_none(tmp_path, ssm):
+    with fake_aws() as aws, fake_ssm({}) as empty, fake_runtime() as runtime:
+        runtime.invoke(_step_event(tmp_path, EXIT="3"), "req-7")
+        runtime.invoke(_step_event(tmp_path), "req-8")
+        api = boot.RuntimeApi(runtime.address)
+        boot.serve(api, _reporting(aws.url, ssm.url, [sys.executable, "-c", PROCESSOR]), 1)
+        boot.serve(api, _reporting(aws.url, empty.url, ["true"]), 1)
+    ends = {e["Detail"]["requestId"]: e["Detail"] for e in aws.events() if e["Detail"]["status"] == "STOPPED"}
+    assert (
+        ends["req-7"]["exitCode"] == 3
+        and ends["req-7"]["reason"] == "convert exited with code 3: processed 0.5"
+    )
+    assert ends["req-8"]["exitCode"] is None and RUN_PARAM in ends["req-8"]["reason"]
+
+
+def test_without_events_or_logs_the_processor_still_runs_and_its_lines_go_to_the_function_log(
+    tmp_path, ssm, capsys
+):
+    with fake_aws() as aws, fake_runtime() as runtime:
+        aws.refuse.update({"AWSEvents.PutEvents", "Logs_20140328.CreateLogStream"})
+        runtime.invoke(_step_event(tmp_path), "req-9")
+        boot.serve(
+            boot.RuntimeApi(runtime.address),
+            _reporting(aws.url, ssm.url, [sys.executable, "-c", PROCESSOR]),
+            1,
+        )
+        answer = runtime.answer("req-9")
+    assert answer.path.endswith("/response") and answer.body["exitCode"] == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "processed 0.5" in out
+    assert any("RUNNING event was not sent" in line for line in out)
+    assert any("cannot write log stream convert/processor/req-9" in line for line in out)
+    assert aws.bodies("Logs_20140328.PutLogEvents") == []
+
+
+def test_an_invocation_that_names_no_run_sends_no_event(tmp_path, ssm):
+    with fake_aws() as aws, fake_runtime() as runtime:
+        runtime.invoke(_event(tmp_path), "req-10")
+        boot.serve(
+            boot.RuntimeApi(runtime.address),
+            _reporting(aws.url, ssm.url, [sys.executable, "-c", PROCESSOR]),
+            1,
+        )
+    assert aws.events() == []
+
+
+def test_long_output_is_sent_in_batches_in_order(tmp_path, ssm, monkeypatch):
+    monkeypatch.setattr(boot, "LOG_BATCH_EVENTS", 50)
+    script = "for i in range(120): print('line', i)"
+    with fake_aws() as aws, fake_runtime() as runtime:
+        runtime.invoke(_step_event(tmp_path), "req-11")
+        boot.serve(
+            boot.RuntimeApi(runtime.address), _reporting(aws.url, ssm.url, [sys.executable, "-c", script]), 1
+        )
+    assert aws.lines("convert/processor/req-11") == [f"line {i}" for i in range(120)]
+    assert len(aws.bodies("Logs_20140328.PutLogEvents")) >= 3
