@@ -14,6 +14,11 @@ Two kinds of events arrive, at least once and in any order:
   when a retry's events overtake the failed attempt's). Batch tasks of a scattered processor only
   annotate the step (its attempts are the most tries of one batch, from 1); finalize gives it its
   final status. A task stopped by someone (a cancel, a failed sibling) decides nothing.
+- ``pennflow.processor`` "Processor Invocation State Change" of a ``computeType: lambda`` step, put by
+  the function's bootstrap (``pennflow.processors.lambda_bootstrap``) at the invocation's start and end:
+  the same attempt as a task's (``<function ARN>/<request id>``, its task id the request id, so its log
+  stream and archive are found as a task's), read from the same fields, written by the same code below.
+  Only events of this node's functions (the name prefix) for a run of that function's slot count.
 
 Every status write is conditional, so a duplicated event changes nothing and a late RUNNING can
 never move a finished step back. Events that are not ours, or malformed, are ignored with a
@@ -23,6 +28,7 @@ precise message (raising would only make EventBridge retry the same event).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pennflow.node.cancel import cancel_run
 from pennflow.node.lifecycle import Node, release_when_idle
+from pennflow.processors import lambda_bootstrap as boot
 from pennflow.workflow.asl import CONTAINER_NAME
 from pennflow.workflow.runs import RunRecord, Status, utcnow
 
@@ -37,6 +44,7 @@ log = logging.getLogger(__name__)
 
 EXECUTION_EVENT = "Step Functions Execution Status Change"
 TASK_EVENT = "ECS Task State Change"
+INVOCATION_EVENT = boot.EVENT_DETAIL_TYPE
 ACTIVE_TASK_STATUSES = frozenset({"PROVISIONING", "PENDING", "ACTIVATING", "RUNNING"})
 EXECUTION_ENDS = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 STOPPED_BY_SOMEONE = "UserInitiated"  # ECS stopCode of StopTask: not the processor's own outcome
@@ -95,6 +103,74 @@ class TaskDetail(_Model):
         return next((c for c in self.containers if c.name == CONTAINER_NAME), None)
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a step, as an ECS task or a Lambda invocation: what the step records are made from."""
+
+    ref: str  # a task ARN, or "<function ARN>/<request id>": ".../<task id>" names its log stream
+    run_id: str | None
+    processor_id: str | None
+    batch: str | None
+    active: bool  # starting or running; else stopped, or a status that needs nothing
+    stopped: bool
+    exit_code: int | None
+    reason: str | None
+    stopped_by_someone: bool
+    started_at: datetime | None
+    stopped_at: datetime | None
+    status: str  # for the log line
+
+
+def _task_attempt(task: TaskDetail) -> Attempt:
+    env = task.environment()
+    container = task.processor_container()
+    return Attempt(
+        ref=task.task_arn,
+        run_id=env.get("RUN_ID"),
+        processor_id=env.get("PROCESSOR_ID"),
+        batch=env.get("BATCH_INDEX"),
+        active=task.last_status in ACTIVE_TASK_STATUSES,
+        stopped=task.last_status == "STOPPED",
+        exit_code=container.exit_code if container else None,
+        reason=task.stopped_reason or (container.reason if container else None),
+        stopped_by_someone=task.stop_code == STOPPED_BY_SOMEONE,
+        started_at=task.started_at,
+        stopped_at=task.stopped_at,
+        status=task.last_status,
+    )
+
+
+class InvocationDetail(_Model):
+    """The bootstrap's event (``lambda_bootstrap.StepEvents``)."""
+
+    run_id: str = Field(alias="runId", min_length=1)
+    processor_id: str = Field(alias="processorId", min_length=1)
+    function_name: str = Field(alias="functionName")
+    attempt: str = Field(min_length=1)
+    status: str
+    batch_index: str | None = Field(None, alias="batchIndex")
+    exit_code: int | None = Field(None, alias="exitCode")
+    reason: str | None = None
+    started_at: datetime | None = Field(None, alias="startedAt")
+    stopped_at: datetime | None = Field(None, alias="stoppedAt")
+
+    def attempt_of_step(self) -> Attempt:
+        return Attempt(
+            ref=self.attempt,
+            run_id=self.run_id,
+            processor_id=self.processor_id,
+            batch=self.batch_index,
+            active=self.status == "RUNNING",
+            stopped=self.status == "STOPPED",
+            exit_code=self.exit_code,
+            reason=self.reason,
+            stopped_by_someone=False,  # a stop of the execution ends the invocation with no event
+            started_at=self.started_at,
+            stopped_at=self.stopped_at,
+            status=self.status,
+        )
+
+
 class Event(_Model):
     detail_type: str = Field(alias="detail-type")
     source: str
@@ -112,7 +188,10 @@ def handle_event(event: Any, node: Node) -> str:
         if parsed.detail_type == EXECUTION_EVENT:
             return _execution_changed(ExecutionDetail.model_validate(parsed.detail), node)
         if parsed.detail_type == TASK_EVENT:
-            return _task_changed(TaskDetail.model_validate(parsed.detail), parsed.time, node)
+            task = TaskDetail.model_validate(parsed.detail)
+            return _attempt_changed(_task_attempt(task), f"task {task.task_arn}", parsed.time, node)
+        if parsed.detail_type == INVOCATION_EVENT and parsed.source == boot.EVENT_SOURCE:
+            return _invocation_changed(InvocationDetail.model_validate(parsed.detail), parsed.time, node)
     except ValidationError as exc:
         return _ignored(f"malformed {parsed.detail_type!r} event: {_fields(exc)}")
     return _ignored(f"unexpected event type {parsed.detail_type!r} from {parsed.source!r}")
@@ -157,46 +236,58 @@ def _execution_changed(detail: ExecutionDetail, node: Node) -> str:
 # ------------------------------------------------------------------ tasks
 
 
-def _task_changed(task: TaskDetail, at: datetime | None, node: Node) -> str:
-    env = task.environment()
-    run_id, processor_id = env.get("RUN_ID"), env.get("PROCESSOR_ID")
+def _invocation_changed(detail: InvocationDetail, at: datetime | None, node: Node) -> str:
+    label = f"invocation {detail.attempt}"
+    prefix = node.functions.settings.name_prefix if node.functions is not None else None
+    if not prefix or not detail.function_name.startswith(prefix):
+        return _ignored(f"{label}: function {detail.function_name!r} is not one of this node's processors")
+    # The function's name is "<prefix><slot>-<hash>" (pennflow.node.lambda_functions.function_name): a
+    # slot held by another run means the event is not of this run (a late one of a freed slot still is).
+    slot_id = detail.function_name[len(prefix) :].rsplit("-", 1)[0]
+    slot = node.slots.get(slot_id)
+    if slot is not None and slot.run_id and slot.run_id != detail.run_id:
+        return _ignored(f"{label}: {slot_id} is held by run {slot.run_id}, not {detail.run_id}")
+    return _attempt_changed(detail.attempt_of_step(), label, at, node)
+
+
+def _attempt_changed(attempt: Attempt, label: str, at: datetime | None, node: Node) -> str:
+    run_id, processor_id = attempt.run_id, attempt.processor_id
     if not run_id or not processor_id:
-        return _ignored(f"task {task.task_arn} is not a processor task (no RUN_ID/PROCESSOR_ID override)")
+        return _ignored(f"{label} is not a processor task (no RUN_ID/PROCESSOR_ID override)")
     run = node.store.get_run(run_id)
     if run is None:
-        return _ignored(f"task {task.task_arn} names run {run_id!r}, which this node does not know")
+        return _ignored(f"{label} names run {run_id!r}, which this node does not know")
     where = f"run {run_id}, processor {processor_id}"
-    if task.last_status in ACTIVE_TASK_STATUSES:
-        first = _task_seen(node, task, run_id, processor_id, at)
-        return f"{where}: task {task.last_status}" + (" (attempt counted)" if first else "")
-    if task.last_status != "STOPPED":
-        return f"{where}: task {task.last_status}, nothing to record"
-    _task_seen(node, task, run_id, processor_id, at)  # STOPPED may be the first event of the task
-    outcome = _task_stopped(node, run, processor_id, task, env, at)
+    if attempt.active:
+        first = _attempt_seen(node, attempt, run_id, processor_id, at)
+        return f"{where}: {attempt.status}" + (" (attempt counted)" if first else "")
+    if not attempt.stopped:
+        return f"{where}: {attempt.status}, nothing to record"
+    _attempt_seen(node, attempt, run_id, processor_id, at)  # STOPPED may be the first event of it
+    outcome = _attempt_stopped(node, run, processor_id, attempt, at)
     if run.status.is_terminal or run.status is Status.CANCELING:
         outcome += "" if release_when_idle(run_id, node) else "; the run's slot waits for its other tasks"
     return f"{where}: {outcome}"
 
 
-def _task_seen(node: Node, task: TaskDetail, run_id: str, processor_id: str, at: datetime | None) -> bool:
-    batch = task.environment().get("BATCH_INDEX")
-    if batch is None:
-        first = node.store.record_task(run_id, processor_id, task.task_arn)
+def _attempt_seen(node: Node, attempt: Attempt, run_id: str, processor_id: str, at: datetime | None) -> bool:
+    if attempt.batch is None:
+        first = node.store.record_task(run_id, processor_id, attempt.ref)
     else:  # a scatter's attempts are its batches' most tries, not its count of batch tasks
-        first = node.store.record_batch_task(run_id, processor_id, batch, task.task_arn)
-    node.store.update_step(run_id, processor_id, Status.STARTED, started_at=task.started_at or at or utcnow())
+        first = node.store.record_batch_task(run_id, processor_id, attempt.batch, attempt.ref)
+    started = attempt.started_at or at or utcnow()
+    node.store.update_step(run_id, processor_id, Status.STARTED, started_at=started)
     return first
 
 
-def _task_stopped(
-    node: Node, run: RunRecord, processor_id: str, task: TaskDetail, env: dict[str, str], at: datetime | None
+def _attempt_stopped(
+    node: Node, run: RunRecord, processor_id: str, attempt: Attempt, at: datetime | None
 ) -> str:
-    container = task.processor_container()
-    exit_code = container.exit_code if container else None
-    why = task.stopped_reason or (container.reason if container else None) or "no reason given"
-    finished = task.stopped_at or at or utcnow()
-    batch = env.get("BATCH_INDEX")
-    if task.stop_code == STOPPED_BY_SOMEONE:
+    exit_code = attempt.exit_code
+    why = attempt.reason or "no reason given"
+    finished = attempt.stopped_at or at or utcnow()
+    batch = attempt.batch
+    if attempt.stopped_by_someone:
         node.store.update_step_when(run.run_id, processor_id, {Status.STARTED}, reason=f"task stopped: {why}")
         return f"task stopped by request ({why})"
     if batch is not None:
@@ -212,7 +303,7 @@ def _task_stopped(
             run.run_id, processor_id, Status.SUCCEEDED, exit_code=0, finished_at=finished
         )
         return "succeeded" if changed else "succeeded (step already final)"
-    failures = node.store.record_failed_task(run.run_id, processor_id, task.task_arn)
+    failures = node.store.record_failed_task(run.run_id, processor_id, attempt.ref)
     allowed = _allowed_attempts(node, run, processor_id)
     reason = f"attempt {failures} of {allowed} exited {exit_code}: {why}"
     if failures < allowed:
