@@ -6,7 +6,10 @@ slot and size, named ``<node>_fn-<slot>-<hash>``), so IAM names them by that pre
 
 * each slot's function role (``<node>_<region>-fn_<slot>``, trusted by Lambda only) mounts that slot's
   access point and no other, reads that slot's run parameters (run id, SESSION_TOKEN) and no other,
-  writes the processor log group and manages the function's network interfaces;
+  writes the processor log group (the bootstrap's per-invocation stream, named as an ECS task's), puts
+  only ``pennflow.processor`` step events on the default bus and manages its network interfaces;
+* the step events rule sends this node's functions' step events to the status function, the tracker
+  of ECS task events (``pennflow.node.tracking``);
 * the runs manager creates, reads, tags and deletes only ``<node>_fn-*`` functions, passes only the
   slot function roles, to Lambda only, and reads only the node's processor images;
 * the state machines invoke only ``<node>_fn-*`` functions;
@@ -29,8 +32,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from pennflow.processors.lambda_bootstrap import EVENT_DETAIL_TYPE, EVENT_SOURCE
 from stacks import constants as C
 from stacks.compute import NodeCompute
+from stacks.events import TARGET_RETRY_ATTEMPTS
 from stacks.functions import ENI_ACTIONS, NodeFunctions
 from stacks.nag import acknowledge_wildcards
 from stacks.network import NodeNetwork
@@ -155,6 +160,24 @@ class NodeLambdaCompute(Construct):
             functions[name].add_environment(ENV_ROLE_TEMPLATE, self.role_arn("{slot}"))
             # the registry: a run's pinned manifests at prepare, the images still in use when pruning
             functions[name].add_environment(C.ENV["processors_table"], storage.processors_table.table_name)
+        self.step_events_rule = events.Rule(
+            self,
+            "StepEventsRule",
+            description="pennflow: lambda processors' step start and end (their bootstrap) -> status",
+            event_pattern=events.EventPattern(
+                source=[EVENT_SOURCE],
+                detail_type=[EVENT_DETAIL_TYPE],
+                detail={"functionName": events.Match.prefix(self.prefix)},
+            ),
+            targets=[
+                targets.LambdaFunction(
+                    functions["status"],
+                    dead_letter_queue=functions.dead_letter_queue,
+                    retry_attempts=TARGET_RETRY_ATTEMPTS,
+                    max_event_age=Duration.hours(C.EVENT_MAX_AGE_HOURS),
+                )
+            ],
+        )
         self.prune_rule = events.Rule(
             self,
             "PruneFunctionsRule",
@@ -218,13 +241,25 @@ class NodeLambdaCompute(Construct):
                 for leaf in ("run-id", "session-token")
             ],
         )
+        # The bootstrap's step events (lambda_bootstrap.StepEvents): the default bus, this source and
+        # detail type only; the status function still checks the function's name and slot.
+        step_events = iam.PolicyStatement(
+            sid="StepEvents",
+            actions=["events:PutEvents"],
+            resources=[stack.format_arn(service="events", resource="event-bus", resource_name="default")],
+            conditions={
+                "StringEquals": {"events:source": EVENT_SOURCE, "events:detail-type": EVENT_DETAIL_TYPE}
+            },
+        )
         role = iam.Role(
             self,
             f"Slot{index:02d}FunctionRole",
             role_name=function_role_name(self._settings.node_name, stack.region, slot),
             description=f"{slot} processor functions: this slot's folder on EFS and run parameters",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            inline_policies={"RunSlot": iam.PolicyDocument(statements=[own_slot, own_parameters])},
+            inline_policies={
+                "RunSlot": iam.PolicyDocument(statements=[own_slot, own_parameters, step_events])
+            },
             managed_policies=[self.network_policy],
         )
         self._compute.processor_log_group.grant_write(role)

@@ -25,6 +25,8 @@ INTERFACE_ENDPOINTS = {
     "XRay": ec2.InterfaceVpcEndpointAwsService.XRAY,  # the VPC-attached Lambdas trace
     # a slot's run parameters: written at lease, read by ECS task secrets and lambda processors' bootstrap
     "Ssm": ec2.InterfaceVpcEndpointAwsService.SSM,
+    # lambda processors' step events (their bootstrap's PutEvents), tracked as ECS task events are
+    "Events": ec2.InterfaceVpcEndpointAwsService.EVENTBRIDGE,
 }
 GATEWAY_ENDPOINTS = {
     "S3": ec2.GatewayVpcEndpointAwsService.S3,  # ECR image layers live in S3

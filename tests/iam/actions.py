@@ -473,6 +473,18 @@ def _logs_group_action(call: Call, _: Lookup) -> list[Request]:
     return [_request(f"logs:{call.operation}", _log_group(call, call.params["logGroupName"]))]
 
 
+@maps("logs", "CreateLogStream")
+def _logs_create_stream(call: Call, _: Lookup) -> list[Request]:
+    # Service Authorization Reference: CreateLogStream is on the log-group resource.
+    return [_request("logs:CreateLogStream", _log_group(call, call.params["logGroupName"]))]
+
+
+@maps("logs", "PutLogEvents")
+def _logs_put_events(call: Call, _: Lookup) -> list[Request]:
+    group, stream = call.params["logGroupName"], call.params["logStreamName"]
+    return [_request("logs:PutLogEvents", call.arn("logs", f"log-group:{group}:log-stream:{stream}"))]
+
+
 @maps("ssm", "PutParameter", "GetParameter", "DeleteParameter")
 def _ssm_parameter(call: Call, _: Lookup) -> list[Request]:
     # A parameter's ARN drops the name's leading '/': parameter/<node>/slot-00/run-id. With the AWS
@@ -548,6 +560,19 @@ def _caller_identity(call: Call, _: Lookup) -> list[Request]:
 @maps("events", "PutRule", "DescribeRule")
 def _events_rule(call: Call, _: Lookup) -> list[Request]:
     return [_request(f"events:{call.operation}", call.arn("events", f"rule/{call.params['Name']}"))]
+
+
+@maps("events", "PutEvents")
+def _events_put(call: Call, _: Lookup) -> list[Request]:
+    # Service Authorization Reference: on the event bus (default when none is named), one request per
+    # entry with its events:source and events:detail-type.
+    requests = []
+    for entry in call.params["Entries"]:
+        bus = entry.get("EventBusName") or "default"
+        resource = bus if bus.startswith("arn:") else call.arn("events", f"event-bus/{bus}")
+        context = {"events:source": entry["Source"], "events:detail-type": entry["DetailType"]}
+        requests.append(_request("events:PutEvents", resource, **context))
+    return requests
 
 
 @maps("events", "PutTargets")

@@ -102,3 +102,30 @@ def test_creating_an_image_function_in_a_vpc_with_a_file_system_needs_its_depend
         ),
         Request("iam:PassRole", role, {"iam:PassedToService": "lambda.amazonaws.com"}),
     ]
+
+
+def test_put_events_is_one_request_per_entry_on_its_bus_with_source_and_detail_type():
+    entries = [{"Source": "pennflow.processor", "DetailType": "D", "Detail": "{}"}]
+    entries.append({"Source": "other", "DetailType": "E", "Detail": "{}", "EventBusName": "custom"})
+    assert requests("events", "PutEvents", Entries=entries) == [
+        Request(
+            "events:PutEvents",
+            "arn:aws:events:us-east-1:123456789012:event-bus/default",
+            {"events:source": "pennflow.processor", "events:detail-type": "D"},
+        ),
+        Request(
+            "events:PutEvents",
+            "arn:aws:events:us-east-1:123456789012:event-bus/custom",
+            {"events:source": "other", "events:detail-type": "E"},
+        ),
+    ]
+
+
+def test_a_log_stream_is_created_on_its_group_and_written_on_itself():
+    group = "arn:aws:logs:us-east-1:123456789012:log-group:/p"
+    assert requests("logs", "CreateLogStream", logGroupName="/p", logStreamName="a/processor/r") == [
+        Request("logs:CreateLogStream", f"{group}:*")
+    ]
+    assert requests(
+        "logs", "PutLogEvents", logGroupName="/p", logStreamName="a/processor/r", logEvents=[]
+    ) == [Request("logs:PutLogEvents", f"{group}:log-stream:a/processor/r")]

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 
 import boto3
 import pytest
 
 from pennflow.node.lambda_functions import DIGEST_TAG
 from pennflow.node.processor_builds import DynamoProcessorRegistry
+from pennflow.processors import lambda_bootstrap as boot
 from pennflow.processors.checkout import SourceRef
 from pennflow.processors.manifest import parse_manifest
 from pennflow.processors.registry import ProcessorRecord, ProcessorStatus
+from tests.fakes.lambda_runtime import fake_aws, fake_runtime
 from tests.iam.lifecycle import register, run_record, slot_of, start_run
 from tests.iam.moto_node import IamNode
 from tests.iam.template import REGION
@@ -122,3 +125,76 @@ def test_the_daily_prune_deletes_functions_of_unused_images_only(iam_node: IamNo
         "lambda:DeleteFunction",
         "dynamodb:Scan",
     }
+
+
+def slot_function_role(node: IamNode, slot: str) -> str:
+    """The logical id of the slot's function role (its RoleName ends with '-fn_<slot>')."""
+    (role,) = [
+        logical_id
+        for logical_id, resource in node.template.of_type("AWS::IAM::Role").items()
+        if json.dumps(resource["Properties"].get("RoleName", "")).rstrip('"]}').endswith(f"-fn_{slot}")
+    ]
+    return role
+
+
+def test_a_lambda_steps_events_and_log_lines_are_sent_with_its_slot_role_and_tracked_by_status(
+    iam_node: IamNode, tmp_path
+):
+    node = iam_node
+    ready_lambda_processor(node)
+    definition = {
+        "name": "thumbs",
+        "processors": [{"id": "work", "sourceUrl": URL, "tag": TAG, "computeType": "lambda", "memory": 1024}],
+    }
+    register(node, definition)
+    run_id = start_run(node, "thumbs")
+    run = run_record(node, run_id)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    (function_arn,) = json.loads(sfn.describe_execution(executionArn=run.execution_arn)["input"])["run"][
+        "functions"
+    ].values()
+    log_group = node.environment("finalize")["PROCESSOR_LOG_GROUP"]
+
+    # What the bootstrap sends for one invocation (loopback), then the same calls with the slot's role.
+    event = {
+        "processorId": "work",
+        "environment": [{"Name": "RUN_ID", "Value": run_id}, {"Name": "PROCESSOR_ID", "Value": "work"}],
+    }
+    with fake_aws() as aws, fake_runtime() as runtime:
+        runtime.invoke(event, "req-1")
+        environ = {
+            "PATH": os.environ["PATH"],
+            "AWS_REGION": REGION,
+            "AWS_LAMBDA_FUNCTION_NAME": function_arn.rsplit(":", 1)[-1],
+            boot.LOG_GROUP_VAR: log_group,
+            boot.EVENTS_ENDPOINT_VAR: aws.url,
+            boot.LOGS_ENDPOINT_VAR: aws.url,
+            boot.COMMAND_VAR: json.dumps(["echo", "made thumbnails"]),
+        }
+        boot.serve(boot.RuntimeApi(runtime.address), environ, max_invocations=1)
+    role = slot_function_role(node, slot_of(node, run_id).slot_id)
+    events, logs = boto3.client("events", region_name=REGION), boto3.client("logs", region_name=REGION)
+    with node.recorder.as_role(role):
+        for body in aws.bodies("Logs_20140328.CreateLogStream"):
+            logs.create_log_stream(**body)
+        for body in aws.bodies("Logs_20140328.PutLogEvents"):
+            logs.put_log_events(**body)
+        for body in aws.bodies("AWSEvents.PutEvents"):
+            assert events.put_events(**body)["FailedEntryCount"] == 0
+    assert node.recorder.actions[role] >= {"events:PutEvents", "logs:CreateLogStream", "logs:PutLogEvents"}
+
+    for entry in aws.events():  # as the step events rule delivers them
+        delivered = {"detail-type": entry["DetailType"], "source": entry["Source"], "detail": entry["Detail"]}
+        assert "ignored" not in node.invoke("status", delivered)["result"]
+    (step,) = [s for s in run_record_steps(node, run_id) if s.processor_id == "work"]
+    assert step.status.value == "SUCCEEDED" and step.attempts == 1 and step.started_at is not None
+    stream = "work/processor/req-1"
+    assert [
+        e["message"] for e in logs.get_log_events(logGroupName=log_group, logStreamName=stream)["events"]
+    ] == ["made thumbnails"]
+
+
+def run_record_steps(node: IamNode, run_id: str):
+    from pennflow.stores.dynamodb import DynamoRunStore
+
+    return DynamoRunStore(node.environment("status")["RUNS_TABLE"]).list_steps(run_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from pennflow.node import processor_builds
+from pennflow.processors import lambda_bootstrap as boot
 from stacks import lambda_compute
 from tests.infrastructure.conftest import as_list
 
@@ -98,3 +99,30 @@ def test_a_daily_rule_prunes_unused_functions(node):
     assert rule["ScheduleExpression"] == "rate(1 day)"
     (target,) = rule["Targets"]
     assert json.loads(target["Input"]) == lambda_compute.PRUNE_EVENT
+
+
+def test_slot_function_roles_put_only_processor_step_events_and_write_the_processor_log_group(node):
+    log_group = node.logical_id(node.stack.compute.processor_log_group)
+    for role in node.stack.lambda_compute.roles.values():
+        (put,) = statements_with(node, role, "events:PutEvents")
+        assert as_list(put["Action"]) == ["events:PutEvents"]
+        assert put["Condition"] == {
+            "StringEquals": {"events:source": boot.EVENT_SOURCE, "events:detail-type": boot.EVENT_DETAIL_TYPE}
+        }
+        (bus,) = as_list(put["Resource"])
+        assert json.dumps(bus).endswith(':event-bus/default"]]}')
+        (write,) = statements_with(node, role, "logs:PutLogEvents")
+        assert "logs:CreateLogStream" in as_list(write["Action"])
+        assert log_group in json.dumps(write["Resource"])
+
+
+def test_the_step_events_of_the_nodes_functions_reach_the_status_function(node):
+    rule = properties(node, node.stack.lambda_compute.step_events_rule)
+    assert rule["EventPattern"] == {
+        "source": [boot.EVENT_SOURCE],
+        "detail-type": [boot.EVENT_DETAIL_TYPE],
+        "detail": {"functionName": [{"prefix": "pennflow_fn-"}]},
+    }
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [node.logical_id(node.stack.functions["status"]), "Arn"]}
+    assert "DeadLetterConfig" in target and target["RetryPolicy"]["MaximumRetryAttempts"] >= 1

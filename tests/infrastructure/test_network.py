@@ -23,6 +23,7 @@ INTERFACE_SERVICES = {
     "lambda",
     "xray",
     "ssm",
+    "events",
 }
 
 
