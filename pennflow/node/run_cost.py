@@ -75,7 +75,11 @@ def measure_run_cost(
     tasks = list(_tasks(node, run, steps, workflow, now, notes))
     history = _histories(node, run.execution_arn, notes)
     lambdas = [
-        C.LambdaUsage(name, count, _memory(name, workflow), seconds)
+        C.processor_function_usage(
+            name.removeprefix(PROCESSOR_FUNCTION), count, _memory(name, workflow), seconds
+        )
+        if name.startswith(PROCESSOR_FUNCTION)
+        else C.LambdaUsage(name, count, _memory(name, workflow), seconds)
         for name, (count, seconds) in sorted(history.lambdas.items())
     ]
     lambdas.append(C.LambdaUsage("prepare", 1, C.LIFECYCLE_FUNCTION_MB, 0.0))
@@ -172,8 +176,7 @@ def _architecture(task: Mapping[str, Any]) -> C.Architecture:
 # ------------------------------------------------------------------ Step Functions histories
 
 
-# A computeType lambda processor's invocations are billed as "processor:<id>" at its own memory.
-PROCESSOR_FUNCTION = "processor:"
+PROCESSOR_FUNCTION = C.PROCESSOR_FUNCTION  # a lambda processor's invocations: "processor:<id>"
 
 
 @dataclass

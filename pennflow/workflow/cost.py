@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from pennflow.workflow.dag import Dag, Parallel, Series, decompose
-from pennflow.workflow.definition import ProcessorType, Workflow
+from pennflow.workflow.definition import ProcessorType, Workflow, runs_on_lambda
 from pennflow.workflow.gpu import (
     DEFAULT_GPU_INSTANCE_TYPES,
     GPU_INSTANCES,
@@ -170,6 +170,22 @@ class LambdaUsage:
     architecture: Architecture = Architecture.ARM64
 
 
+# A computeType lambda processor's function (pennflow.node.lambda_functions), billed as
+# "processor:<id>" at the processor's memory: its image is built on the build's x86_64 image and the
+# function is made with Lambda's default architecture, x86_64.
+PROCESSOR_FUNCTION = "processor:"
+PROCESSOR_FUNCTION_ARCHITECTURE = Architecture.X86_64
+
+
+def processor_function_usage(
+    processor_id: str, invocations: int, memory_mb: int, seconds: float
+) -> LambdaUsage:
+    """A lambda processor's invocations, measured (the node's histories) or estimated (a definition)."""
+    return LambdaUsage(
+        PROCESSOR_FUNCTION + processor_id, invocations, memory_mb, seconds, PROCESSOR_FUNCTION_ARCHITECTURE
+    )
+
+
 @dataclass(frozen=True)
 class RunUsage:
     tasks: list[TaskUsage] = field(default_factory=list)
@@ -237,6 +253,12 @@ def run_cost(
         lines += _fargate_lines(processor_id, [t for t in tasks if not t.gpus], p)
         lines += _gpu_lines(processor_id, [t for t in tasks if t.gpus])
     for fn in usage.lambdas:
+        # a lambda processor's lines are its own, as its Fargate tasks' would be
+        owner = (
+            fn.function.removeprefix(PROCESSOR_FUNCTION)
+            if fn.function.startswith(PROCESSOR_FUNCTION)
+            else None
+        )
         gb_price = p.lambda_gb_second_arm if fn.architecture is Architecture.ARM64 else p.lambda_gb_second_x86
         if fn.seconds > 0:
             gb_seconds = fn.memory_mb / 1024 * fn.seconds
@@ -247,6 +269,7 @@ def run_cost(
                     gb_seconds,
                     "GB-second",
                     gb_price,
+                    owner,
                 )
             )
         if fn.invocations:
@@ -257,6 +280,7 @@ def run_cost(
                     fn.invocations / 1e6,
                     "million requests",
                     p.lambda_million_requests,
+                    owner,
                 )
             )
     if usage.state_transitions:
@@ -420,7 +444,8 @@ def estimate_workflow(
     dataset_bytes: int = 0,
     gpu_instance_type: str = DEFAULT_GPU_INSTANCE_TYPES[0],
 ) -> RunCost:
-    """What the run would cost on a node: each processor's Fargate tasks at its cpu/memory, and the
+    """What the run would cost on a node: each processor's Fargate tasks at its cpu/memory (a processor
+    that runs as a Lambda function: its invocations, GB-seconds at its memory and requests), and the
     data source's bytes through the NAT and kept on EFS for the run's span.
 
     With ``seconds`` (processor id -> each attempt's or batch's duration, as measured locally) the
@@ -428,6 +453,7 @@ def estimate_workflow(
     policy allows: the most the run can cost, the figure a per-run ceiling is checked against.
     """
     tasks: list[TaskUsage] = []
+    lambdas = [LambdaUsage("finalize", 1, LIFECYCLE_FUNCTION_MB, 0.0)]
     span = 0.0
     for processor in workflow.processors:
         if processor.type is ProcessorType.DATA_SOURCE:
@@ -437,6 +463,12 @@ def estimate_workflow(
         else:
             attempts = 1 + (processor.retry.max_attempts if processor.retry else 0)
             durations = [float(processor.timeout_seconds)] * attempts
+        span += sum(durations)
+        if runs_on_lambda(processor):
+            lambdas.append(
+                processor_function_usage(processor.id, len(durations), processor.memory, sum(durations))
+            )
+            continue
         tasks += [
             TaskUsage(
                 processor.id,
@@ -448,11 +480,10 @@ def estimate_workflow(
             )
             for s in durations
         ]
-        span += sum(durations)
     has_source = any(p.type is ProcessorType.DATA_SOURCE for p in workflow.processors)
     usage = RunUsage(
         tasks=tasks,
-        lambdas=[LambdaUsage("finalize", 1, LIFECYCLE_FUNCTION_MB, 0.0)],
+        lambdas=lambdas,
         state_transitions=estimated_transitions(workflow),
         nat_bytes=dataset_bytes if has_source else 0,
         efs_bytes=dataset_bytes,

@@ -137,3 +137,68 @@ def test_the_function_sizes_priced_are_the_stack_s():
 
     assert constants.LAMBDA_MEMORY_OVERRIDES_MB["download"] == cost.DOWNLOAD_FUNCTION_MB
     assert constants.LAMBDA_MEMORY_MB == cost.LIFECYCLE_FUNCTION_MB
+
+
+LAMBDA_WORKFLOW = """
+name: quick
+processors:
+  - id: prep
+    image: prep:1
+    cpu: 1024
+    memory: 2048
+  - id: thumbs
+    image: thumbs:1
+    computeType: lambda
+    memory: 1769
+    timeoutSeconds: 600
+    retry: {maxAttempts: 1}
+    dependsOn: [prep]
+  - id: joined
+    image: joined:1
+    computeType: lambda
+    memory: 2048
+    dependsOn: [prep, thumbs]
+"""
+
+
+def _lambda_workflow(tmp_path: Path):
+    path = tmp_path / "quick.yaml"
+    path.write_text(LAMBDA_WORKFLOW)
+    return load_definition(path)
+
+
+def test_a_lambda_processor_is_priced_as_lambda_gb_seconds_and_requests_not_as_a_fargate_task(tmp_path):
+    workflow = _lambda_workflow(tmp_path)
+    cost = estimate_workflow(workflow, US, seconds={"prep": [60.0], "thumbs": [12.5, 7.5], "joined": [60.0]})
+    thumbs = [line for line in cost.lines if line.processor_id == "thumbs"]
+    assert sorted(line.item for line in thumbs) == ["lambda-duration", "lambda-requests"]
+    duration = next(line for line in thumbs if line.item == "lambda-duration")
+    # x86_64 (the function's architecture): 1769 MB x 20 s, and two requests
+    assert duration.quantity == pytest.approx(1769 / 1024 * 20.0)
+    assert duration.unit_price == US.prices.lambda_gb_second_x86
+    assert cost.by_processor()["thumbs"] == pytest.approx(1769 / 1024 * 20.0 * 0.0000166667 + 2 * 0.20 / 1e6)
+    # As a Fargate task of its vCPU share (1 vCPU, 2 GB) each attempt would be billed a whole minute.
+    assert cost.by_processor()["thumbs"] < 2 * 60 / 3600 * (1 * 0.04048 + 2 * 0.004445)
+    assert not any(line.item.startswith("fargate") for line in thumbs)
+    # A fan-in cannot run as a function (limits.lambda_fallback): it is still a Fargate task.
+    assert {line.item for line in cost.lines if line.processor_id == "joined"} <= {
+        "fargate-vcpu",
+        "fargate-memory",
+    }
+    assert "fargate-vcpu" in {line.item for line in cost.lines if line.processor_id == "joined"}
+
+
+def test_the_worst_case_of_a_lambda_processor_is_every_attempt_to_its_timeout(tmp_path):
+    cost = estimate_workflow(_lambda_workflow(tmp_path), US)
+    lines = {line.item: line for line in cost.lines if line.processor_id == "thumbs"}
+    assert lines["lambda-duration"].quantity == pytest.approx(1769 / 1024 * 600 * 2)
+    assert lines["lambda-requests"].quantity == pytest.approx(2 / 1e6)
+
+
+def test_measured_and_estimated_processor_functions_are_priced_alike():
+    from pennflow.workflow.cost import PROCESSOR_FUNCTION, processor_function_usage
+
+    usage = processor_function_usage("thumbs", 3, 1024, 30.0)
+    assert usage.function == PROCESSOR_FUNCTION + "thumbs" and usage.architecture is Architecture.X86_64
+    cost = run_cost(RunUsage(lambdas=[usage]), US)
+    assert cost.by_processor() == {"thumbs": pytest.approx(30.0 * 0.0000166667 + 3 * 0.20 / 1e6)}
