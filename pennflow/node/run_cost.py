@@ -27,6 +27,7 @@ from typing import Any
 from pennflow.aws import error_code
 from pennflow.data.step_keys import folder_bytes
 from pennflow.node.lifecycle import Node
+from pennflow.processors.lambda_bootstrap import is_invocation_attempt
 from pennflow.workflow import cost as C
 from pennflow.workflow.asl_joins import DONE_SUFFIX, WAIT_SUFFIX
 from pennflow.workflow.asl_lambda import invoked_processor
@@ -120,7 +121,8 @@ def _tasks(
     notes: list[str],
 ) -> Iterator[C.TaskUsage]:
     recorded = node.store.step_tasks(run.run_id)
-    owner = {arn: pid for pid, arns in recorded.items() for arn in arns}
+    # A lambda step's invocations are recorded beside tasks; the histories bill them (processor:<id>).
+    owner = {arn: pid for pid, arns in recorded.items() for arn in arns if not is_invocation_attempt(arn)}
     described: dict[str, dict[str, Any]] = {}
     arns = sorted(owner)
     for start in range(0, len(arns), DESCRIBE_BATCH):

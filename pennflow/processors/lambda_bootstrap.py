@@ -283,6 +283,17 @@ def run_secrets(environ: dict | None = None) -> dict:
 # ------------------------------------------------------------------ what the node hears of a step
 
 
+def invocation_attempt(function_arn: str, request_id: str) -> str:
+    """A step's attempt as the node records it: ``<function ARN>/<request id>`` (a task's is its ARN)."""
+    return f"{function_arn}/{request_id}"
+
+
+def is_invocation_attempt(attempt: str) -> bool:
+    """A recorded attempt that is a Lambda invocation, not an ECS task (``arn:<partition>:lambda:...``)."""
+    parts = attempt.split(":", 3)
+    return len(parts) == 4 and parts[0] == "arn" and parts[2] == "lambda"
+
+
 def _now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()  # noqa: UP017 (Python 3.8)
 
@@ -303,7 +314,7 @@ class StepEvents:
             "runId": variables.get("RUN_ID", ""),
             "processorId": variables.get("PROCESSOR_ID") or str(event.get("processorId", "")),
             "functionName": environ.get("AWS_LAMBDA_FUNCTION_NAME", ""),
-            "attempt": f"{function_arn}/{request_id}",
+            "attempt": invocation_attempt(function_arn, request_id),
             "requestId": request_id,
             "logStream": log_stream_name(variables.get("PROCESSOR_ID") or "", request_id),
         }

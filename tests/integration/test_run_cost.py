@@ -17,6 +17,7 @@ from pennflow.node.tracking import handle_event
 from pennflow.pennsieve.download import ByteRange
 from pennflow.pennsieve.manifest import ManifestEntry
 from pennflow.pennsieve.pool import BATCHES, WorkItem
+from pennflow.processors.lambda_bootstrap import invocation_attempt, is_invocation_attempt
 from pennflow.workflow.cost import LIST_PRICES
 from pennflow.workflow.definition import validate_definition
 from tests.integration import aws_fixtures
@@ -317,3 +318,28 @@ def test_the_task_definitions_a_run_registers_carry_the_node_s_cost_tag(started)
     arn = slot.run_task_definitions["bandpower"]
     tags = {t["key"]: t["value"] for t in ecs.list_tags_for_resource(resourceArn=arn)["tags"]}
     assert tags["pennflow:node"] == "pennflow" and tags["pennflow:processor"] == "bandpower"
+
+
+def test_a_lambda_steps_recorded_invocations_are_not_described_or_billed_as_tasks(started) -> None:
+    node, run_id = started
+    task = "arn:aws:ecs:us-east-1:123456789012:task/pennflow/b0"
+    invocation = invocation_attempt(
+        "arn:aws:lambda:us-east-1:123456789012:function:pennflow_fn-slot-00-ab", "r-1"
+    )
+    node.store.record_task(run_id, "bandpower", task)
+    node.store.record_task(run_id, "convert", invocation)  # as the tracker records a lambda step's attempt
+    ecs = boto3.client("ecs", region_name=REGION)
+    described = {"taskArn": task, "cpu": "1024", "memory": "2048", "startedAt": T0, "stoppedAt": T0}
+    with Stubber(ecs) as stub:  # only the task is asked for: ECS would refuse a Lambda ARN
+        stub.add_response(
+            "describe_tasks",
+            {"tasks": [described]},
+            {"cluster": node.node.config.cluster_arn, "tasks": [task]},
+        )
+        node.node.ecs_client = ecs
+        run = node.store.get_run(run_id)
+        usage = list(
+            run_cost._tasks(node.node, run, node.store.list_steps(run_id), workflow_from(EEG), T0, [])
+        )
+    assert [u.processor_id for u in usage] == ["bandpower"]
+    assert is_invocation_attempt(invocation) and not is_invocation_attempt(task)
