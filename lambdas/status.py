@@ -1,4 +1,4 @@
-"""Track runs from EventBridge: Step Functions execution, ECS task and lambda processor step events -> run store.
+"""Track runs from EventBridge: execution, ECS task and lambda processor step events -> run store.
 
 Events that are not ours, or malformed, are ignored with a precise log line (see
 ``pennflow.node.tracking``); only a failing AWS call raises, for the asynchronous retry to replay it.
