@@ -37,10 +37,18 @@ _CHUNK = 1 << 20
 RUN_ONLY_FIELDS = frozenset({"label", "cpu", "memory", "compute_type", "gpus", "retry", "timeout_seconds"})
 
 
+# folder_hash of a folder holding nothing: what most short steps write, known without a walk.
+EMPTY_FOLDER_HASH = hashlib.sha256().hexdigest()
+
+
 def folder_hash(folder: Path) -> str | None:
     """sha256 over every file's relative path and content (a symlink's target as written), in path
     order; None when the folder does not exist."""
-    if not folder.is_dir():
+    try:  # every step's output is hashed when it succeeds: an empty one costs one listing
+        with os.scandir(folder) as listing:
+            if next(listing, None) is None:
+                return EMPTY_FOLDER_HASH
+    except (FileNotFoundError, NotADirectoryError):
         return None
     digest = hashlib.sha256()
     entries: list[tuple[str, Path]] = []

@@ -237,12 +237,13 @@ class ProcessLauncher:
 
 def _open_log(path: Path) -> BinaryIO:
     """The processor's log for appending; its folder made only when it is not there yet (laid out
-    ahead, it is: a failed look-up costs less than a mkdir that finds the folder)."""
+    ahead, it is: a failed look-up costs less than a mkdir that finds the folder). Unbuffered: the
+    engine writes a line or two and hands the file to the process (no terminal check, no seeks)."""
     try:
-        return open(path, "ab")
+        return open(path, "ab", buffering=0)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "ab")
+        return open(path, "ab", buffering=0)
 
 
 def _cannot_launch_message(processor: Processor, have_runtime: bool) -> str:

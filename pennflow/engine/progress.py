@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.live import Live
 from rich.measure import Measurement
@@ -123,20 +124,9 @@ def steps_table(
     if len(steps) < len(everything):
         table.caption = f"{len(everything) - len(steps)} more; all: {status_counts(everything)}"
         table.caption_justify = "left"
-    table.add_column("processor", overflow="fold")
-    table.add_column("status", no_wrap=True)
-    table.add_column("tries", justify="right", no_wrap=True)
-    table.add_column("exit", justify="right", no_wrap=True)
-    table.add_column("started", no_wrap=True)
-    table.add_column("time", justify="right", no_wrap=True)
-    if resource_use:  # CPU time (user + system) and peak memory of the attempts' processes
-        table.add_column("cpu", justify="right", no_wrap=True)
-        table.add_column("peak mem", justify="right", no_wrap=True)
-    if reasons:
-        table.add_column("reason", overflow="fold")
     now = utcnow()
-    for step in steps:
-        cells = [
+    rows_cells = [
+        [
             step.processor_id,
             status_text(step.status),
             attempts_cell(step, attempts_of),
@@ -145,8 +135,32 @@ def steps_table(
             format_seconds(elapsed(step.started_at, step.finished_at, now)),
             *(_use_cells(step) if resource_use else []),
         ]
+        for step in steps
+    ]
+    table.add_column("processor", overflow="fold")
+    fixed = [
+        ("status", "left"),
+        ("tries", "right"),
+        ("exit", "right"),
+        ("started", "left"),
+        ("time", "right"),
+    ]
+    if resource_use:  # CPU time (user + system) and peak memory of the attempts' processes
+        fixed += [("cpu", "right"), ("peak mem", "right")]
+    for index, (header, justify) in enumerate(fixed, start=1):
+        # Never cut: as wide as its widest cell, given here so that rich need not measure every cell
+        # (measuring is most of what rendering the table costs).
+        width = max([cell_len(header), *(_cell_width(cells[index]) for cells in rows_cells)])
+        table.add_column(header, justify=justify, no_wrap=True, width=width)  # type: ignore[arg-type]
+    if reasons:
+        table.add_column("reason", overflow="fold")
+    for step, cells in zip(steps, rows_cells, strict=True):
         table.add_row(*cells, *([Text(step.reason or "")] if reasons else []))
     return table
+
+
+def _cell_width(cell: str | Text) -> int:
+    return cell.cell_len if isinstance(cell, Text) else cell_len(cell)
 
 
 def attempts_cell(step: StepRecord, attempts_of: dict[str, int] | None = None) -> str:

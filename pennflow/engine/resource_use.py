@@ -132,16 +132,24 @@ def wait_and_record(process: Any, records: Any, processor_id: str, attempt: int,
         cpu, peak = None, None  # the docker client's usage is not the container's: nothing to sample
     else:
         code, seconds, cpu, peak = _wait_sampled(process, started)
-    use = AttemptUse(
-        attempt=attempt,
-        batch=batch,
-        seconds=round(seconds, 3),
-        cpu_seconds=cpu,
-        peak_rss_bytes=peak,
-        exit_code=code,
-    )
-    records.add_resource_use(processor_id, use.model_dump(by_alias=True))
+    use = use_entry(attempt, batch, round(seconds, 3), cpu, peak, code)
+    records.add_resource_use(processor_id, use)
     return code
+
+
+def use_entry(
+    attempt: int, batch: int | None, seconds: float, cpu: float | None, peak: int | None, code: int
+) -> dict[str, Any]:
+    """``AttemptUse(...).model_dump(by_alias=True)``, without building the model: written once per
+    attempt from figures this process measured (wait4's), not from input; read back as AttemptUse."""
+    return {
+        "attempt": attempt,
+        "batch": batch,
+        "seconds": seconds,
+        "cpuSeconds": cpu,
+        "peakRssBytes": peak,
+        "exitCode": code,
+    }
 
 
 def _wait_sampled(process: Any, started: float) -> tuple[int, float, float | None, int | None]:

@@ -114,6 +114,15 @@ class RunContext:
 def fresh_dir(path: Path) -> None:
     """An empty folder at ``path``. An existing one is emptied in place: the run's sandbox binds each
     OUTPUT_DIR when it starts (``engine.run_sandbox``), and a new folder would not be the bound one."""
+    try:  # the usual case, a new run's folder: one mkdir, no look-ups before it
+        os.mkdir(path)
+        return
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(path)
+        return
+    except FileExistsError:
+        pass
     if path.is_dir() and not path.is_symlink():
         for entry in os.scandir(path):
             if entry.is_dir(follow_symlinks=False):

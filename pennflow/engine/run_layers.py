@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # imported by a run that mounts or populates layers (builds, 
     from pennflow.layers.service import LocalLayers
 
 VIEW_DIR = "layers"  # a processor's LAYERS_DIR, in its processor folder
+# The LAYERS_DIR of every processor of a run that has no layers (when it needs no view of its own):
+# one empty read-only folder in the run folder (not a processor id: ids start with a letter or digit).
+NO_LAYERS_DIR = ".no-layers"
 
 
 @dataclass(frozen=True)
@@ -96,21 +99,49 @@ def _attributed(problem: str, requested: dict[str, str]) -> str:
 
 
 class LayerViews:
-    """Each processor's LAYERS_DIR for one run, created on first use and removed when the run ends."""
+    """Each processor's LAYERS_DIR for one run, created on first use and removed when the run ends.
+
+    A processor without layers whose view would be an empty folder and nothing else (permissions
+    mode, or in the run's one sandbox, which hides pennflow's layers folder itself) gets the run's
+    one empty view (``NO_LAYERS_DIR``) instead of a folder of its own: a folder fewer per processor,
+    the costliest part of a short processor's record on disk. In namespace mode outside the run's
+    sandbox a view also hides the layers folder (its fstab): each processor keeps its own there."""
 
     def __init__(self, layers: RunLayers, layout: RunLayout):
         self._layers = layers
         self._layout = layout
         self._views: dict[str, LayersView] = {}
         self._lock = threading.Lock()
+        self._in_run_sandbox = False
+        self._empty: LayersView | None = None
+
+    def in_run_sandbox(self) -> None:
+        """The run's processors run in its one sandbox (``engine.run_sandbox``), which hides the layers
+        folder and binds each view's layers: a view without layers needs no fstab (namespace mode)."""
+        self._in_run_sandbox = True
 
     def of(self, processor: Processor) -> LayersView:
         with self._lock:
             view = self._views.get(processor.id)
             if view is None:
-                root = Path(self._layout.processor_dir(processor.id)) / VIEW_DIR
-                view = self._views[processor.id] = self._layers.view(root, processor)
+                if not processor.layers and (
+                    self._in_run_sandbox or self._layers.mode is SandboxMode.PERMISSIONS
+                ):
+                    view = self._views[processor.id] = self._empty_view()
+                else:
+                    root = Path(self._layout.processor_dir(processor.id)) / VIEW_DIR
+                    view = self._views[processor.id] = self._layers.view(root, processor)
             return view
+
+    def _empty_view(self) -> LayersView:
+        """The run's one empty view, made read-only (an unsandboxed processor cannot fill it)."""
+        if self._empty is None:
+            root = Path(self._layout.root) / NO_LAYERS_DIR
+            root.mkdir(parents=True, exist_ok=True)
+            root.chmod(0o555)
+            # Permissions mode: nothing to mount or hide in it (wrap_command runs the command as is).
+            self._empty = LayersView(root, (), self._layers.home.layers_dir, SandboxMode.PERMISSIONS)
+        return self._empty
 
     def remove_all(self) -> None:
         """The views point at versions the run is about to release (an empty one without an fstab

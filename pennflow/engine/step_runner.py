@@ -9,6 +9,7 @@ OUTPUT_DIR. The first failure that is final stops the run (``RunStop.halt``).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import traceback
 from collections.abc import Callable
@@ -63,6 +64,7 @@ class StepRunner:
             and self.launcher.runs_in_sandbox(processors[pid])
         ]
         if sandboxed and self.launcher.sandboxes_runs:
+            self.ctx.views.in_run_sandbox()
             for processor in chosen:
                 self._lay_out(processor)
                 self._laid_out.add(processor.id)
@@ -76,7 +78,10 @@ class StepRunner:
 
     def _lay_out(self, processor: Processor) -> None:
         """What a processor's first attempt needs before its spec: an empty OUTPUT_DIR, its layers view."""
-        fresh_dir(self.ctx.output_dir(processor.id))
+        output = self.ctx.output_dir(processor.id)
+        with contextlib.suppress(FileExistsError):  # a new run's: one mkdir each, no look-ups first
+            os.mkdir(output.parent)
+        fresh_dir(output)
         if self.launcher.runs_in_sandbox(processor):
             self.ctx.views.of(processor)
 

@@ -274,22 +274,35 @@ class SqliteRunStore:
                     f"{name!r} cannot be updated" + (": pass status=" if name == "status" else "")
                 )
         values = {name: _column_value(model, name, value) for name, value in fields.items()}
-        conditions = [f"{key} = :key_{key}" for key in keys]
         params = {f"key_{key}": value for key, value in keys.items()}
         if status is not None:
             status = Status(status)
             values["status"] = status.value
-            allowed = sorted(s.value for s in allowed_predecessors(status))
-            placeholders = ", ".join(f":allowed_{i}" for i in range(len(allowed)))
-            conditions.append(f"status IN ({placeholders})")
-            params.update({f"allowed_{i}": value for i, value in enumerate(allowed)})
+            params.update(_allowed_params(status))
         if not values:
             raise ValueError("nothing to update: give a status or fields")
-        assignments = ", ".join(f"{name} = :{name}" for name in values)
-        sql = f"UPDATE {table} SET {assignments} WHERE {' AND '.join(conditions)}"
+        sql = _update_sql(table, tuple(values), tuple(keys), status)
         with self._lock:
             cursor = self._conn.execute(sql, {**values, **params})
         return cursor.rowcount > 0
+
+
+@cache
+def _allowed_params(status: Status) -> dict[str, str]:
+    """The statuses ``status`` may be written over, as the parameters of ``_update_sql``'s condition."""
+    allowed = sorted(s.value for s in allowed_predecessors(status))
+    return {f"allowed_{i}": value for i, value in enumerate(allowed)}
+
+
+@cache
+def _update_sql(table: str, names: tuple[str, ...], keys: tuple[str, ...], status: Status | None) -> str:
+    """The conditional UPDATE of ``names`` (a store writes a few shapes, each many times: made once)."""
+    conditions = [f"{key} = :key_{key}" for key in keys]
+    if status is not None:
+        placeholders = ", ".join(f":{name}" for name in _allowed_params(status))
+        conditions.append(f"status IN ({placeholders})")
+    assignments = ", ".join(f"{name} = :{name}" for name in names)
+    return f"UPDATE {table} SET {assignments} WHERE {' AND '.join(conditions)}"
 
 
 @cache

@@ -14,6 +14,7 @@ from pennflow.cli import app
 from pennflow.engine import spawn
 from pennflow.engine.home import PennflowHome
 from pennflow.engine.local import run_workflow
+from pennflow.engine.run_layers import NO_LAYERS_DIR
 from pennflow.stores.sqlite import SqliteRunStore
 from pennflow.workflow.definition import parse_definition
 from pennflow.workflow.runs import Status
@@ -85,8 +86,11 @@ def test_from_the_definitions_folder_every_attempt_is_posix_spawned_with_the_con
     run_dir = home.run_dir(record.run_id)
     env = json.loads((run_dir / "env" / "output" / "env-env.json").read_text())["env"]
     assert env["OUTPUT_DIR"] == str(run_dir / "env" / "output")
-    assert env["LAYERS_DIR"] == str(run_dir / "env" / "layers")
-    assert Path(env["LAYERS_DIR"]).is_dir()
+    # No layers: the run's one empty, read-only LAYERS_DIR, not a folder of its own per processor.
+    assert env["LAYERS_DIR"] == str(run_dir / NO_LAYERS_DIR)
+    assert Path(env["LAYERS_DIR"]).is_dir() and list(Path(env["LAYERS_DIR"]).iterdir()) == []
+    assert Path(env["LAYERS_DIR"]).stat().st_mode & 0o222 == 0  # no write bits
+    assert not (run_dir / "env" / "layers").exists()
     assert "PENNSIEVE_API_KEY" not in env
     # flaky failed once, then its retry started on an emptied OUTPUT_DIR
     assert (run_dir / "flaky" / "output" / "done.txt").read_text() == "succeeded on attempt 2\n"
@@ -130,4 +134,6 @@ def test_the_folders_ahead_are_the_run_folders_of_every_processor(tmp_path, home
     for pid in ("env", "flaky", "after"):
         assert (run_dir / pid / "output").is_dir()
         assert (run_dir / pid / "processor.log").stat().st_size > 0
-    assert not any(name.startswith(".") for name in os.listdir(run_dir))
+    # Nothing staged beside them: the one hidden entry is the run's empty LAYERS_DIR.
+    assert [name for name in os.listdir(run_dir) if name.startswith(".")] == [NO_LAYERS_DIR]
+    assert not (run_dir / "env" / "layers").exists()  # no processor here has layers: no view of its own
